@@ -114,9 +114,15 @@ class Elaborator:
             self.outputs = [current]
         if self.errors:
             return self._fail()
-        return Model(name=self.model_name or "model", nodes=self.nodes, outputs=self.outputs,
-                     groups=self.groups, compile=self.compile_spec,
-                     transfer=self.transfer_spec, source=self.path)
+        model = Model(name=self.model_name or "model", nodes=self.nodes, outputs=self.outputs,
+                      groups=self.groups, compile=self.compile_spec,
+                      transfer=self.transfer_spec, source=self.path)
+        if model.transfer is not None:
+            from .transfer.freeze import apply_freeze
+            self._guard(apply_freeze, model)
+            if self.errors:
+                return self._fail()
+        return model
 
     def _fail(self):
         for err in self.errors:
