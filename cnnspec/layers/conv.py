@@ -82,6 +82,12 @@ class Conv(_Windowed):
                 f"MACs: {out[0]}*{out[1]}*{self.filters}*{f0}*{f1}*{dg} = "
                 f"{fmt_int(self.count_macs(shapes, out))}"]
 
+    # --- Keras backend (cnnspec.backends.keras): a recipe of Keras layers --------------------
+    def keras_layers(self, name, in_shapes):
+        from ..backends.keras_recipe import windowed
+        return windowed("Conv2D", name, self, filters=self.filters,
+                        **({"groups": self.groups} if self.groups > 1 else {}))
+
 
 @register
 class DepthwiseConv(_Windowed):
@@ -117,6 +123,11 @@ class DepthwiseConv(_Windowed):
         return [*self._explain_spatial(shapes[0]),
                 f"params: {f0}*{f1}*{c}{bias} = {fmt_int(self.count_params(shapes)[0])}",
                 f"MACs: {out[0]}*{out[1]}*{c}*{f0}*{f1} = {fmt_int(self.count_macs(shapes, out))}"]
+
+    # --- Keras backend (cnnspec.backends.keras): a recipe of Keras layers --------------------
+    def keras_layers(self, name, in_shapes):
+        from ..backends.keras_recipe import windowed
+        return windowed("DepthwiseConv2D", name, self, depth_multiplier=self.multiplier)
 
 
 @register
@@ -160,6 +171,12 @@ class SeparableConv(_Windowed):
                 f"{fmt_int(self.count_params(shapes)[0])}",
                 f"MACs: {out[0]}*{out[1]}*{mid}*({f0}*{f1} + {self.filters}) = "
                 f"{fmt_int(self.count_macs(shapes, out))}"]
+
+    # --- Keras backend (cnnspec.backends.keras): a recipe of Keras layers --------------------
+    def keras_layers(self, name, in_shapes):
+        from ..backends.keras_recipe import windowed
+        return windowed("SeparableConv2D", name, self, filters=self.filters,
+                        depth_multiplier=self.multiplier)
 
 
 @register
@@ -219,3 +236,22 @@ class ConvTranspose(Layer):
                 f"MACs: {h}*{w}*{d}*{f0}*{f1}*{self.filters} = "
                 f"{fmt_int(self.count_macs(shapes, out))}",
                 f"(input {fmt_shape(shapes[0])}: each input pixel is spread over an FxF window)"]
+
+    # --- Keras backend (cnnspec.backends.keras): a recipe of Keras layers --------------------
+    def keras_layers(self, name, in_shapes):
+        # Integer padding P: Keras 'valid' gives (W-1)*S + F + output_padding (output_padding
+        # given explicitly, else Keras uses W*S + max(F-S, 0)); torch drops P pixels at each
+        # end of that, so crop them (torch ConvTranspose2d: (W-1)*S - 2P + F + output_padding).
+        from ..backends.keras_recipe import with_activation
+        same = self.padding == "same"
+        args = {"filters": self.filters, "kernel_size": tuple(self.kernel),
+                "strides": tuple(self.stride), "padding": "same" if same else "valid"}
+        if not same:
+            args["output_padding"] = tuple(self.output_padding)
+        recipe = [("Conv2DTranspose", {**args, "use_bias": self.bias, "name": name})]
+        recipe = with_activation(recipe, name, self.activation)
+        if self.padding not in ("same", "valid") and any(self.padding):
+            (ph, pw) = self.padding
+            recipe.append(("Cropping2D", {"cropping": ((ph, ph), (pw, pw)),
+                                          "name": f"{name}_crop"}))
+        return recipe

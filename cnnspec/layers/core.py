@@ -21,6 +21,10 @@ class Input(Layer):
     def output_shape(self, shapes):
         return tuple(self.shape)
 
+    # --- Keras backend (cnnspec.backends.keras): a recipe of Keras layers --------------------
+    def keras_layers(self, name, in_shapes):
+        return []   # the backend makes keras.Input itself
+
 
 @register
 class Dense(Layer):
@@ -56,6 +60,12 @@ class Dense(Layer):
         return [f"params: {n}*{self.units}{bias} = {fmt_int(self.count_params(shapes)[0])}",
                 f"MACs: {n}*{self.units} = {fmt_int(self.count_macs(shapes, out))}"]
 
+    # --- Keras backend (cnnspec.backends.keras): a recipe of Keras layers --------------------
+    def keras_layers(self, name, in_shapes):
+        from ..backends.keras_recipe import with_activation
+        return with_activation([("Dense", {"units": self.units, "use_bias": self.bias,
+                                           "name": name})], name, self.activation)
+
 
 @register
 class Flatten(Layer):
@@ -71,6 +81,10 @@ class Flatten(Layer):
 
     def explain(self, shapes, out):
         return [f"{'*'.join(map(str, shapes[0]))} = {fmt_int(out[0])}"]
+
+    # --- Keras backend (cnnspec.backends.keras): a recipe of Keras layers --------------------
+    def keras_layers(self, name, in_shapes):
+        return [("Flatten", {"name": name})]   # channels_last: H, W, C order, as the spec
 
 
 def _dims(value):
@@ -108,6 +122,11 @@ class Reshape(Layer):
             raise ShapeError("reshape makes a vector (N) or a feature map (HxWxC)", code="E306")
         return tuple(dims)
 
+    # --- Keras backend (cnnspec.backends.keras): a recipe of Keras layers --------------------
+    def keras_layers(self, name, in_shapes):
+        return [("Reshape", {"target_shape": tuple(self.output_shape(in_shapes)),
+                             "name": name})]
+
 
 @register
 class Dropout(Layer):
@@ -117,6 +136,10 @@ class Dropout(Layer):
     keywords = {"dropout": {}}
     positional = ("rate",)
     kind_doc = "dropout P (0 <= P < 1)"
+
+    # --- Keras backend (cnnspec.backends.keras): a recipe of Keras layers --------------------
+    def keras_layers(self, name, in_shapes):
+        return [("Dropout", {"rate": self.rate, "name": name})]
 
 
 def _act_name(value):
@@ -147,6 +170,11 @@ class Activation(Layer):
             raise ShapeError("softmax runs over the channels (axis=-1)", code="E307")
         return shapes[0]
 
+    # --- Keras backend (cnnspec.backends.keras): a recipe of Keras layers --------------------
+    def keras_layers(self, name, in_shapes):
+        from ..backends.keras_recipe import activation
+        return activation(name, self.fn, self.alpha)
+
 
 @register
 class Identity(Layer):
@@ -154,6 +182,10 @@ class Identity(Layer):
 
     kind: Literal["identity"] = "identity"
     keywords = {"identity": {}}
+
+    # --- Keras backend (cnnspec.backends.keras): a recipe of Keras layers --------------------
+    def keras_layers(self, name, in_shapes):
+        return [("Identity", {"name": name})]
 
 
 @register
@@ -165,6 +197,10 @@ class Rescale(Layer):
     offset: float = 0.0
     keywords = {"rescale": {}}
     positional = ("scale", "offset")
+
+    # --- Keras backend (cnnspec.backends.keras): a recipe of Keras layers --------------------
+    def keras_layers(self, name, in_shapes):
+        return [("Rescaling", {"scale": self.scale, "offset": self.offset, "name": name})]
 
 
 def _pads(value):
@@ -192,6 +228,11 @@ class ZeroPad(Layer):
         t, b, l, r = self.padding
         return (h + t + b, w + l + r, c)
 
+    # --- Keras backend (cnnspec.backends.keras): a recipe of Keras layers --------------------
+    def keras_layers(self, name, in_shapes):
+        t, b, l, r = self.padding
+        return [("ZeroPadding2D", {"padding": ((t, b), (l, r)), "name": name})]
+
 
 @register
 class Upsample(Layer):
@@ -209,6 +250,12 @@ class Upsample(Layer):
     def output_shape(self, shapes):
         h, w, c = need_image(shapes, "upsample")
         return (h * self.factor[0], w * self.factor[1], c)
+
+    # --- Keras backend (cnnspec.backends.keras): a recipe of Keras layers --------------------
+    def keras_layers(self, name, in_shapes):
+        # Keras' bilinear resize uses half-pixel centres: torch's align_corners=False.
+        return [("UpSampling2D", {"size": tuple(self.factor), "interpolation": self.mode,
+                                  "name": name})]
 
 
 def _unused(*_):  # keep imports used by type checkers quiet

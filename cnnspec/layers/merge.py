@@ -41,3 +41,10 @@ class Merge(Layer):
                     hint="give the shortcut a projection (residual ... shortcut { conv N 1x1 "
                          "stride=S; bn }) or make the channels and strides match", code="E312")
         return full
+
+    # --- Keras backend (cnnspec.backends.keras): a recipe of Keras layers --------------------
+    def keras_layers(self, name, in_shapes):
+        # Add and Multiply broadcast a 1x1xC gate over HxWxC, as the shape rule allows.
+        if self.op == "concat":
+            return [("Concatenate", {"axis": -1, "name": name})]
+        return [({"add": "Add", "multiply": "Multiply"}[self.op], {"name": name})]

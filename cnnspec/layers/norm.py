@@ -40,6 +40,14 @@ class BatchNorm(Layer):
         return [f"params: {k}*{c} trainable (gamma, beta) = {fmt_int(t)}, "
                 f"2*{c} non-trainable (running mean, variance) = {fmt_int(n)}"]
 
+    # --- Keras backend (cnnspec.backends.keras): a recipe of Keras layers --------------------
+    def keras_layers(self, name, in_shapes):
+        # Keras' momentum is the spec's (torch's is 1 - it); epsilon is added to the variance
+        # in both frameworks.
+        return [("BatchNormalization", {"axis": -1, "momentum": self.momentum,
+                                        "epsilon": self.eps, "center": self.center,
+                                        "scale": self.scale, "name": name})]
+
 
 @register
 class LocalResponseNorm(Layer):
@@ -57,3 +65,8 @@ class LocalResponseNorm(Layer):
 
     def output_shape(self, shapes):
         return need_image(shapes, "lrn")
+
+    # --- Keras backend (cnnspec.backends.keras): a recipe of Keras layers --------------------
+    def keras_layers(self, name, in_shapes):
+        return [("LocalResponseNorm", {"size": self.size, "alpha": self.alpha,
+                                       "beta": self.beta, "k": self.k, "name": name})]
