@@ -80,7 +80,10 @@ def _resolve(source, fmt: str | None) -> tuple[str, Path | None]:
     if not path.exists():
         if isinstance(source, str) and not _looks_like_path(source):
             raise DataError(f"unknown data source {source!r}", hint=_sources_hint())
-        raise DataError(f"data path {path} does not exist", hint=_sources_hint())
+        raise DataError(
+            f"data path {os.fspath(source)} does not exist",
+            hint=f"relative paths start from {Path.cwd()}; built-in sources: {', '.join(SOURCES)}",
+        )
     if fmt is not None:
         return _forced_format(fmt, path)
     return _detect_format(path)
