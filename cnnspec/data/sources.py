@@ -44,7 +44,7 @@ def load(source: str | os.PathLike, input_shape, task: str, seed: int = 0, **opt
     """
     size, channels = _check_input_shape(input_shape)
     task = _check_task(task)
-    binary = bool(options.pop("binary", False))
+    binary = _as_flag(options.pop("binary", False))
     name, location = _resolve(source, options.pop("format", None))
     reader = _READERS[name]
     _check_options(name, options, reader.options)
@@ -184,6 +184,13 @@ def _objects_only(dataset: Dataset, source: str) -> Dataset:
     if len(keep) == 0:
         raise DataError(f"{source} has no images with a labelled object to classify")
     return dataset if len(keep) == len(dataset) else dataset.subset(keep)
+
+
+def _as_flag(value) -> bool:
+    # Options may arrive as text from a spec file or command line, where bool("false") is True.
+    if isinstance(value, str):
+        return value.strip().lower() in ("1", "true", "yes", "on")
+    return bool(value)
 
 
 def _as_number(options: dict, key: str, default, kind=int):
