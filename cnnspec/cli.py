@@ -1,0 +1,64 @@
+"""The `cnnspec` command: arguments, output and exit codes; the work is done elsewhere.
+
+Exit codes: 0 ok, 1 the spec (or data, weights) has an error, 2 the command line is wrong.
+Each sub-command is a module in cnnspec/commands with NAME, HELP, configure(parser) and
+run(args) -> int; adding a command is adding a module.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import pkgutil
+import sys
+
+from . import commands as _commands_pkg
+
+EXIT_OK, EXIT_SPEC, EXIT_USAGE = 0, 1, 2
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message):   # argparse exits 2 on usage errors: keep that, say it plainly
+        self.print_usage(sys.stderr)
+        print(f"{self.prog}: error: {message}", file=sys.stderr)
+        raise SystemExit(EXIT_USAGE)
+
+
+def _command_modules():
+    names = sorted(m.name for m in pkgutil.iter_modules(_commands_pkg.__path__)
+                   if not m.name.startswith("_"))
+    mods = [importlib.import_module(f"{_commands_pkg.__name__}.{n}") for n in names]
+    return sorted(mods, key=lambda m: getattr(m, "ORDER", 50))
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from . import __version__
+    parser = _Parser(prog="cnnspec", description="Compile .cnn network specs: check them, "
+                     "summarise them, build them in PyTorch or Keras.")
+    parser.add_argument("--version", action="version", version=f"cnnspec {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+    for mod in _command_modules():
+        p = sub.add_parser(mod.NAME, help=mod.HELP, description=getattr(mod, "DESCRIPTION",
+                                                                          mod.HELP))
+        mod.configure(p)
+        p.set_defaults(_run=mod.run)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "_run", None):
+        parser.print_help()
+        return EXIT_USAGE
+    try:
+        return args._run(args)
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+    except BrokenPipeError:
+        return EXIT_OK
+
+
+if __name__ == "__main__":
+    sys.exit(main())

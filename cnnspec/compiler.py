@@ -1,0 +1,48 @@
+"""The front door: text or a file -> validated IR, or SpecErrors."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from .elaborate import elaborate
+from .errors import SpecError, SpecErrors
+from .ir import Model
+from .parse import parse_text
+
+
+def compile_text(text: str, path: str | None = None) -> Model:
+    """Compile spec text to IR; raises SpecErrors (each error located, with `path` set)."""
+    try:
+        tree = parse_text(text)
+    except SpecError as err:
+        raise SpecErrors([err.located(path)]) from None
+    try:
+        return elaborate(tree, path)
+    except RecursionError:
+        raise SpecErrors([SpecError("E106", "the spec is nested too deeply", None,
+                                    path=path)]) from None
+
+
+def compile_file(path: str | Path) -> Model:
+    path = Path(path)
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise SpecErrors([SpecError("E001", f"cannot read the spec: {exc.strerror}",
+                                    path=str(path))]) from None
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = data[:exc.start].count(b"\n") + 1
+        raise SpecErrors([SpecError("E107", "the spec is not UTF-8 text",
+                                    path=str(path), hint="save the file as UTF-8",
+                                    span=_span(line))]) from None
+    model = compile_text(text, str(path))
+    if model.name == "model":
+        model.name = path.stem
+    return model
+
+
+def _span(line: int):
+    from .errors import Span
+    return Span(line, 1)

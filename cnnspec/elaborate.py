@@ -1,0 +1,597 @@
+"""Syntax tree -> IR: expands blocks, repeats, branches and residuals while inferring every
+shape and count, so that an impossible network is refused with a located error before any
+framework is imported.
+
+Naming: an unnamed layer is called after its kind and a counter within its scope (conv1, bn2,
+relu3); a block instance, a branch and a shortcut open a scope whose name prefixes the names
+inside (`layer1.conv1`). Names given in a `repeat` get the iteration as suffix (`x_2`).
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass, field
+
+from lark import Tree
+from pydantic import ValidationError
+
+from . import settings
+from .errors import Span, SpecError, SpecErrors, did_you_mean
+from .ir import Group, Model, Node
+from .ir import Span as IRSpan
+from .layers import KEYWORDS, Layer, ShapeError, fmt_shape
+from .layers.base import ACTIVATION_ALIASES, ACTIVATIONS
+from .values import Word, describe, evaluate, is_tree, span_of
+
+MAX_NODES = 200_000
+MAX_REPEAT = 100_000
+MAX_DEPTH = 64
+
+
+@dataclass
+class BlockDef:
+    name: str
+    params: list[tuple[str, Tree | None]]
+    body: Tree
+    span: Span | None
+
+
+@dataclass
+class Scope:
+    prefix: str = ""
+    env: dict = field(default_factory=dict)
+    tensors: dict = field(default_factory=dict)       # local tensor name -> node name
+    counters: Counter = field(default_factory=Counter)
+    chain: tuple = ()                                  # block names being expanded
+    notes: tuple = ()                                  # "in block 'x' used at line N"
+    suffix: str = ""                                   # from repeats
+
+    def child(self, prefix: str, env: dict | None = None, chain=(), notes=()) -> "Scope":
+        return Scope(prefix=prefix, env=self.env if env is None else env, chain=chain or
+                     self.chain, notes=notes or self.notes)
+
+    def sibling(self, env: dict | None = None, suffix: str | None = None) -> "Scope":
+        """The same namespace with other bindings (repeat iterations, if bodies)."""
+        return Scope(self.prefix, self.env if env is None else env, self.tensors, self.counters,
+                     self.chain, self.notes, self.suffix if suffix is None else suffix)
+
+
+@dataclass
+class Args:
+    pos: list = field(default_factory=list)           # (value, span)
+    kw: dict = field(default_factory=dict)            # name -> (value, span)
+
+
+class Elaborator:
+    def __init__(self, tree: Tree, path: str | None = None):
+        self.tree = tree
+        self.path = path
+        self.errors: list[SpecError] = []
+        self.nodes: list[Node] = []
+        self.shapes: dict[str, tuple | None] = {}
+        self.groups: list[Group] = []
+        self.blocks: dict[str, BlockDef] = {}
+        self.model_name: str | None = None
+        self.outputs: list[str] = []
+        self.input_seen = False
+        self.compile_spec = None
+        self.transfer_spec = None
+        self._transfer_tree = None
+
+    # --- entry ---------------------------------------------------------------------------------
+    def run(self) -> Model:
+        top = Scope()
+        current: str | None = None
+        items = self.tree.children
+        for item in items:          # blocks first: they may be used before they are defined
+            if is_tree(item, "block_def"):
+                self._guard(self._define_block, item)
+        for item in items:
+            kind = item.data
+            if kind == "model":
+                self.model_name = str(item.children[0])
+            elif kind == "input":
+                current = self._guard(self._input, item) or current
+            elif kind == "block_def":
+                continue
+            elif kind == "output":
+                self._guard(self._output, item, top)
+            elif kind in ("compile", "transfer"):
+                self._guard(self._section, item)
+            else:
+                if not self.input_seen:
+                    self._error(SpecError("E211", "a layer comes before the input",
+                                          span_of(item), hint="start the network with "
+                                          "'input HxWxC', e.g. 'input 224x224x3'"))
+                    return self._fail()
+                current = self._stmt(item, top, current)
+        if not self.input_seen and not self.errors:
+            self._error(SpecError("E211", "the spec declares no input", Span(1, 1),
+                                  hint="add a line 'input HxWxC', e.g. 'input 224x224x3'"))
+        if self._transfer_tree is not None and not self.errors:
+            current = self._guard(self._transfer, self._transfer_tree, top, current) or current
+        if not self.outputs and current is not None:
+            self.outputs = [current]
+        if self.errors:
+            return self._fail()
+        return Model(name=self.model_name or "model", nodes=self.nodes, outputs=self.outputs,
+                     groups=self.groups, compile=self.compile_spec,
+                     transfer=self.transfer_spec, source=self.path)
+
+    def _fail(self):
+        for err in self.errors:
+            err.located(self.path)
+        raise SpecErrors(self.errors)
+
+    def _error(self, err: SpecError, scope: Scope | None = None) -> None:
+        if scope is not None and scope.notes and not err.notes:
+            err.notes = list(scope.notes)
+        self.errors.append(err)
+
+    def _guard(self, fn, *args):
+        try:
+            return fn(*args)
+        except SpecError as err:
+            self._error(err, next((a for a in args if isinstance(a, Scope)), None))
+            return None
+
+    # --- top-level items ---------------------------------------------------------------------
+    def _define_block(self, item: Tree) -> None:
+        name_tok, *rest = item.children
+        name = str(name_tok)
+        if name in KEYWORDS:
+            raise SpecError("E216", f"block '{name}' has the name of a layer kind",
+                            span_of(name_tok), hint="choose another name for the block")
+        if name in self.blocks:
+            raise SpecError("E217", f"block '{name}' is defined twice", span_of(name_tok),
+                            hint=f"the first definition is at line {self.blocks[name].span.line}")
+        params, seen = [], set()
+        for p in rest[:-1]:
+            pname = str(p.children[0])
+            if pname in seen:
+                raise SpecError("E217", f"parameter '{pname}' appears twice", span_of(p))
+            seen.add(pname)
+            params.append((pname, p.children[1] if len(p.children) > 1 else None))
+        self.blocks[name] = BlockDef(name, params, rest[-1], span_of(item))
+
+    def _input(self, item: Tree) -> str:
+        if self.input_seen:
+            raise SpecError("E218", "a second input", span_of(item),
+                            hint="cnnspec networks have one input tensor")
+        tok = item.children[0]
+        value = tuple(int(p) for p in str(tok).split("x"))
+        if len(item.children) > 1:
+            raise SpecError("E204", "input takes no other arguments", span_of(item.children[1]))
+        shape = value if isinstance(value, tuple) else (value,)
+        if len(shape) != 3 and len(shape) != 1:
+            raise SpecError("E212", f"input {fmt_shape(shape)}: expected height x width x "
+                            "channels, or a vector length", span_of(item),
+                            received=fmt_shape(shape),
+                            hint=f"write {fmt_shape(shape)}x1 for one channel"
+                            if len(shape) == 2 else None)
+        if any(d <= 0 for d in shape):
+            raise SpecError("E212", "input sizes must be positive", span_of(item))
+        self.input_seen = True
+        from .layers.core import Input
+        return self._add_node("input", Input(shape=shape), [], span_of(item), Scope())
+
+    def _output(self, item: Tree, top: Scope) -> None:
+        for tok in item.children:
+            self.outputs.append(self._tensor(str(tok), top, span_of(tok)))
+
+    def _section(self, item: Tree) -> None:
+        if item.data == "compile":
+            if self.compile_spec is not None:
+                raise SpecError("E218", "a second compile section", span_of(item))
+            self.compile_spec = settings.compile_section(item, self)
+        else:
+            if self._transfer_tree is not None:
+                raise SpecError("E218", "a second transfer section", span_of(item))
+            self._transfer_tree = item
+
+    def _transfer(self, item: Tree, top: Scope, current: str | None) -> str | None:
+        spec, head_at, head_body = settings.transfer_section(item, self)
+        if head_body is not None:
+            at = self._tensor(head_at, top, span_of(item)) if head_at else self._default_cut()
+            keep = self.nodes[: [n.name for n in self.nodes].index(at) + 1]
+            dropped = {n.name for n in self.nodes[len(keep):]}
+            self.nodes = keep
+            self.groups = [g for g in self.groups if not set(g.members) <= dropped]
+            self.outputs = []
+            scope = top.child("head.")
+            first = len(self.nodes)
+            current = self._body(head_body, scope, at)
+            spec = spec.model_copy(update={"head_at": at,
+                                           "head": [n.name for n in self.nodes[first:]]})
+        self.transfer_spec = spec
+        return current
+
+    def _default_cut(self) -> str:
+        """The classifier is what follows the last feature map: the head replaces it."""
+        last = max((i for i, n in enumerate(self.nodes) if len(n.shape) == 3), default=0)
+        return self.nodes[last].name
+
+    # --- statements ------------------------------------------------------------------------------
+    def _body(self, body: Tree, scope: Scope, current: str | None) -> str | None:
+        for stmt in body.children:
+            current = self._stmt(stmt, scope, current)
+        return current
+
+    def _stmt(self, stmt: Tree, scope: Scope, current: str | None, name: str | None = None):
+        try:
+            if stmt.data == "named":
+                tok, inner = stmt.children
+                return self._stmt(inner, scope, current, str(tok))
+            handler = {"layer": self._layer, "repeat": self._repeat, "residual": self._residual,
+                       "parallel": self._parallel, "if_stmt": self._if}[stmt.data]
+            out = handler(stmt, scope, current, name)
+            if name is not None and out is not None:
+                scope.tensors[name] = out
+            return out
+        except SpecError as err:
+            self._error(err, scope)
+            return None
+
+    def _args(self, trees, scope: Scope) -> Args:
+        args = Args()
+        for a in trees:
+            if a.data == "kwarg":
+                key = str(a.children[0])
+                if key in args.kw:
+                    raise SpecError("E219", f"argument '{key}' is given twice", span_of(a))
+                args.kw[key] = (evaluate(a.children[1], scope.env), span_of(a))
+            else:
+                args.pos.append((evaluate(a.children[0], scope.env), span_of(a)))
+        return args
+
+    def _inputs(self, args: Args, scope: Scope, current: str | None) -> list[str | None]:
+        if "from" not in args.kw:
+            return [current]
+        value, span = args.kw.pop("from")
+        names = value if isinstance(value, tuple) else (value,)
+        return [self._tensor(str(v) if isinstance(v, Word) else v, scope, span) for v in names]
+
+    def _tensor(self, name, scope: Scope, span) -> str:
+        if not isinstance(name, str):
+            raise SpecError("E220", f"expected a tensor name, received {describe(name)}", span)
+        if name in scope.tensors:
+            return scope.tensors[name]
+        if name == "input" and self.nodes:
+            return self.nodes[0].name
+        hint = did_you_mean(name, scope.tensors) or (
+            "name a tensor first: 'skip = conv 64 3x3 same', then use 'skip'")
+        raise SpecError("E220", f"unknown tensor '{name}'", span, hint=hint)
+
+    def _layer(self, stmt: Tree, scope: Scope, current, name):
+        word_tok, *rest = stmt.children
+        word = str(word_tok)
+        body = rest.pop() if rest and is_tree(rest[-1], "body") else None
+        args = self._args(rest, scope)
+        if word in self.blocks:
+            if body is not None:
+                raise SpecError("E221", f"block '{word}' takes no body here", span_of(body))
+            return self._call(self.blocks[word], args, stmt, scope, current, name)
+        if word not in KEYWORDS:
+            hint = did_you_mean(word, list(KEYWORDS) + list(self.blocks))
+            raise SpecError("E202", f"unknown layer '{word}'", span_of(word_tok),
+                            received=word, hint=hint or "see 'cnnspec kinds' for the layer "
+                            "kinds, or define a block with this name")
+        if body is not None:
+            raise SpecError("E221", f"'{word}' takes no body", span_of(body))
+        cls, preset = KEYWORDS[word]
+        inputs = self._inputs(args, scope, current)
+        layer, refs = self._build_layer(cls, preset, word, args, scope)
+        inputs += refs
+        return self._place(layer, word, inputs, span_of(stmt), scope, name)
+
+    def _build_layer(self, cls: type[Layer], preset: dict, word: str, args: Args,
+                     scope: Scope) -> tuple[Layer, list[str]]:
+        values, refs = dict(preset), []
+        slots = list(cls.positional)
+        has_act = "activation" in cls.model_fields
+        for value, span in args.pos:
+            if isinstance(value, Word):
+                text = value.text
+                if text in cls.flags:
+                    values.update(cls.flags[text])
+                elif has_act and (text in ACTIVATIONS or text in ACTIVATION_ALIASES):
+                    values["activation"] = text
+                elif cls.takes_refs:
+                    refs.append(self._tensor(text, scope, span))
+                else:
+                    words = list(cls.flags) + (list(ACTIVATIONS) if has_act else [])
+                    raise SpecError(
+                        "E203", f"'{word}' does not understand '{text}'", span,
+                        received=text, expected=", ".join(words) or "numbers only",
+                        hint=did_you_mean(text, words) or did_you_mean(text, scope.env) or
+                        (f"'{text}' is not a parameter of the enclosing block"
+                         if scope.chain else None))
+            elif slots:
+                values[slots.pop(0)] = value
+            else:
+                raise SpecError("E203", f"'{word}' takes at most {len(cls.positional)} bare "
+                                f"number(s) ({', '.join(cls.positional) or 'none'})", span,
+                                received=describe(value),
+                                hint=f"name the argument: {cls.kind_doc or word}")
+        fields = set(cls.model_fields) - {"kind"}
+        for key, (value, span) in args.kw.items():
+            if key not in fields:
+                raise SpecError("E204", f"'{word}' has no argument '{key}'", span,
+                                expected=", ".join(sorted(fields)) or "no arguments",
+                                hint=did_you_mean(key, fields))
+            values[key] = value.text if isinstance(value, Word) else value
+        values = {k: (v.text if isinstance(v, Word) else v) for k, v in values.items()}
+        try:
+            return cls(**values), refs
+        except ValidationError as exc:
+            raise self._validation_error(exc, word, args, cls) from None
+
+    def _validation_error(self, exc: ValidationError, word: str, args: Args, cls) -> SpecError:
+        first = exc.errors()[0]
+        key = str(first["loc"][0]) if first["loc"] else None
+        span = args.kw[key][1] if key in args.kw else None
+        if span is None and key in cls.positional:
+            idx = cls.positional.index(key)
+            nums = [s for v, s in args.pos if not isinstance(v, Word)]
+            span = nums[idx] if idx < len(nums) else None
+        if span is None and args.pos:
+            span = args.pos[0][1]
+        received = first.get("input")
+        if first["type"] == "missing":
+            return SpecError("E209", f"'{word}' needs its {key}", span, expected=key,
+                             hint=cls.kind_doc or None)
+        msg = first["msg"].replace("Value error, ", "")
+        return SpecError("E205", f"'{word}' {key}: {msg}", span, expected=msg,
+                         received=f"{key}={received!r}" if received is not None else None,
+                         hint=cls.kind_doc or None)
+
+    def _auto_name(self, layer: Layer, word: str, scope: Scope) -> str:
+        base = {"activation": getattr(layer, "fn", word), "merge": getattr(layer, "op", word),
+                "pool": f"{getattr(layer, 'op', '')}pool",
+                "global_pool": "gap" if getattr(layer, "op", "") == "avg" else "gmp"}.get(
+                    layer.kind, layer.kind)
+        return self._fresh(base, scope)
+
+    def _fresh(self, base: str, scope: Scope) -> str:
+        while True:
+            scope.counters[base] += 1
+            name = f"{scope.prefix}{base}{scope.counters[base]}"
+            if name not in self.shapes:
+                return name
+
+    def _explicit(self, name: str, scope: Scope, span) -> str:
+        full = f"{scope.prefix}{name}{scope.suffix}"
+        if full in self.shapes:
+            raise SpecError("E207", f"the name '{name}' is used twice", span,
+                            hint="give each layer its own name")
+        return full
+
+    def _place(self, layer: Layer, word: str, inputs, span, scope: Scope, name) -> str:
+        full = self._explicit(name, scope, span) if name else self._auto_name(layer, word, scope)
+        return self._add_node(full, layer, inputs, span, scope)
+
+    def _add_node(self, full: str, layer: Layer, inputs, span, scope: Scope) -> str | None:
+        if len(self.nodes) >= MAX_NODES:
+            raise SpecError("E215", f"the network has more than {MAX_NODES:,} layers", span,
+                            hint="a repeat count or a recursion is larger than intended")
+        if not layer.min_inputs <= len(inputs) <= layer.max_inputs:
+            raise SpecError("E222", f"'{layer.kind}' takes {layer.min_inputs}"
+                            f"{'' if layer.max_inputs == layer.min_inputs else '+'} input(s), "
+                            f"received {len(inputs)}", span,
+                            hint="merges name the tensors to join: 'concat skip1'"
+                            if layer.kind == "merge" else None)
+        self.shapes[full] = None
+        shapes = [self.shapes.get(i) for i in inputs]
+        if any(s is None for s in shapes):
+            return None                 # an earlier error; do not pile more on it
+        try:
+            out = layer.output_shape(shapes)
+            trainable, frozen = layer.count_params(shapes)
+            macs = layer.count_macs(shapes, out)
+        except ShapeError as exc:
+            where = f" (input {', '.join(fmt_shape(s) for s in shapes)})" if shapes else ""
+            raise SpecError(exc.code, exc.message + ("" if "tensor" in exc.message else where),
+                            span, hint=exc.hint) from None
+        self.shapes[full] = out
+        self.nodes.append(Node.model_construct(
+            name=full, layer=layer, inputs=list(inputs), shape=tuple(out), trainable=trainable,
+            non_trainable=frozen, macs=macs,
+            span=IRSpan(**span.to_dict()) if span else None))
+        return full
+
+    # --- blocks ------------------------------------------------------------------------------
+    def _call(self, block: BlockDef, args: Args, stmt, scope: Scope, current, name):
+        span = span_of(stmt)
+        if block.name in scope.chain:
+            chain = " -> ".join((*scope.chain, block.name))
+            raise SpecError("E223", f"block '{block.name}' uses itself ({chain})", span,
+                            hint="blocks cannot be recursive; use 'repeat'")
+        if len(scope.chain) >= MAX_DEPTH:
+            raise SpecError("E223", f"blocks are nested more than {MAX_DEPTH} deep", span)
+        inputs = self._inputs(args, scope, current)
+        if len(inputs) != 1:
+            raise SpecError("E222", "a block reads one tensor", span)
+        env = self._bind(block, args, span)
+        shape = self.shapes.get(inputs[0])
+        if shape is None:
+            return None
+        if len(shape) == 3:
+            env.update(in_height=shape[0], in_width=shape[1], in_channels=shape[2])
+        else:
+            env.update(in_features=shape[0], in_channels=shape[0])
+        inst = self._explicit(name, scope, span) if name else self._fresh(block.name, scope)
+        line = span.line if span else "?"
+        child = scope.child(inst + ".", env, chain=(*scope.chain, block.name),
+                            notes=(*scope.notes, f"note: in block '{block.name}' used at line "
+                                   f"{line}"))
+        first = len(self.nodes)
+        out = self._body(block.body, child, inputs[0])
+        self._group(inst, "block", first, block.name, span)
+        return out
+
+    def _bind(self, block: BlockDef, args: Args, span) -> dict:
+        names = [p for p, _ in block.params]
+        env: dict = {}
+        if len(args.pos) > len(names):
+            raise SpecError("E210", f"block '{block.name}' takes {len(names)} argument(s), "
+                            f"received {len(args.pos)}", args.pos[len(names)][1],
+                            hint=f"block {block.name}({', '.join(names)})")
+        for (value, _), pname in zip(args.pos, names):
+            env[pname] = value
+        for key, (value, kspan) in args.kw.items():
+            if key not in names:
+                raise SpecError("E204", f"block '{block.name}' has no parameter '{key}'", kspan,
+                                expected=", ".join(names), hint=did_you_mean(key, names))
+            if key in env:
+                raise SpecError("E219", f"parameter '{key}' is given twice", kspan)
+            env[key] = value
+        for pname, default in block.params:
+            if pname not in env:
+                if default is None:
+                    raise SpecError("E209", f"block '{block.name}' needs its parameter "
+                                    f"'{pname}'", span,
+                                    hint=f"block {block.name}({', '.join(names)})")
+                env[pname] = evaluate(default, env)
+        return env
+
+    def _group(self, path: str, kind: str, first: int, block=None, span=None) -> None:
+        members = [n.name for n in self.nodes[first:]]
+        self.groups.append(Group(path=path, kind=kind, block=block, members=members,
+                                 span=IRSpan(**span.to_dict()) if span else None))
+
+    # --- control and structure ------------------------------------------------------------------
+    def _repeat(self, stmt: Tree, scope: Scope, current, name):
+        count_tree, *rest = stmt.children
+        var = str(rest[0]) if len(rest) == 2 else None
+        count = evaluate(count_tree, scope.env)
+        if isinstance(count, bool) or not isinstance(count, int) or not 0 <= count <= MAX_REPEAT:
+            raise SpecError("E224", f"repeat needs a count from 0 to {MAX_REPEAT:,}",
+                            span_of(count_tree), received=describe(count))
+        for i in range(count):
+            env = {**scope.env, var: i} if var else scope.env
+            inner = scope.sibling(env, suffix=f"{scope.suffix}_{i + 1}")
+            current = self._body(rest[-1], inner, current)
+            if self.errors:
+                break
+        return current
+
+    def _if(self, stmt: Tree, scope: Scope, current, name):
+        cond, then, *other = stmt.children
+        value = evaluate(cond, scope.env)
+        if not isinstance(value, (bool, int)):
+            raise SpecError("E205", f"'if' needs a condition, received {describe(value)}",
+                            span_of(cond))
+        if value:
+            return self._body(then, scope.sibling(), current)
+        if other:
+            branch = other[0]
+            if branch.data == "if_stmt":
+                return self._if(branch, scope, current, name)
+            return self._body(branch, scope.sibling(), current)
+        return current
+
+    def _structure_scope(self, scope: Scope, name, span) -> Scope:
+        if not name:
+            return scope
+        return scope.child(self._explicit(name, scope, span) + ".")
+
+    def _post_words(self, args: Args, allowed: dict) -> tuple[dict, str | None]:
+        """Bare words after 'residual' / 'parallel': a merge op, an activation after it."""
+        chosen, act = {}, None
+        for value, span in args.pos:
+            text = value.text if isinstance(value, Word) else None
+            if text in allowed:
+                chosen.update(allowed[text])
+            elif text in ACTIVATIONS or text in ACTIVATION_ALIASES:
+                act = text
+            else:
+                raise SpecError("E203", f"unexpected {describe(value)}", span,
+                                expected=", ".join([*allowed, "an activation"]),
+                                hint=did_you_mean(str(text), [*allowed, *ACTIVATIONS]))
+        return chosen, act
+
+    def _merge(self, op: str, inputs, act, span, scope: Scope, name) -> str | None:
+        from .layers.core import Activation
+        from .layers.merge import Merge
+        merge_name = f"{scope.prefix}{op}" if name else self._fresh(op, scope)
+        out = self._add_node(merge_name, Merge(op=op), inputs, span, scope)
+        if act and out is not None:
+            layer = Activation(fn=act)
+            out = self._add_node(self._auto_name(layer, act, scope), layer, [out], span, scope)
+        return out
+
+    def _residual(self, stmt: Tree, scope: Scope, current, name):
+        span = span_of(stmt)
+        parts = list(stmt.children)
+        bodies = [p for p in parts if is_tree(p, "body")]
+        args = self._args([p for p in parts if not is_tree(p, "body")], scope)
+        inputs = self._inputs(args, scope, current)
+        mode = args.kw.pop("shortcut", (Word("identity"), None))
+        for key, (_, kspan) in args.kw.items():
+            raise SpecError("E204", f"residual has no argument '{key}'", kspan,
+                            expected="from, shortcut", hint=did_you_mean(key, ["shortcut"]))
+        _, act = self._post_words(args, {})
+        inner = self._structure_scope(scope, name, span)
+        first = len(self.nodes)
+        body_out = self._body(bodies[0], inner, inputs[0])
+        short_out = inputs[0]
+        if len(bodies) == 2 or str(mode[0]) == "auto":
+            sc_scope = inner.child(self._fresh("shortcut", inner) + ".")
+            if len(bodies) == 2:
+                short_out = self._body(bodies[1], sc_scope, inputs[0])
+            else:
+                short_out = self._auto_shortcut(inputs[0], body_out, sc_scope, span)
+        elif str(mode[0]) != "identity":
+            raise SpecError("E205", "shortcut is 'identity' or 'auto', or a body "
+                            "'shortcut { ... }'", mode[1], received=str(mode[0]))
+        out = self._merge("add", [body_out, short_out], act, span, inner, name)
+        self._group(inner.prefix.rstrip(".") if name else f"{scope.prefix}"
+                    f"residual{len(self.groups) + 1}", "residual", first, span=span)
+        return out
+
+    def _auto_shortcut(self, src, body_out, scope: Scope, span):
+        """A 1x1 projection with batch norm where the body changes the width or the stride."""
+        a, b = self.shapes.get(src), self.shapes.get(body_out)
+        if a is None or b is None or a == b:
+            return src
+        if len(a) != 3 or len(b) != 3 or a[0] % b[0] or a[1] % b[1]:
+            raise SpecError("E312", f"no 1x1 projection maps {fmt_shape(a)} to {fmt_shape(b)}",
+                            span, hint="write the shortcut out: 'shortcut { ... }'")
+        from .layers.conv import Conv
+        from .layers.norm import BatchNorm
+        conv = Conv(filters=b[2], kernel=1, stride=(a[0] // b[0], a[1] // b[1]), bias=False)
+        out = self._add_node(self._auto_name(conv, "conv", scope), conv, [src], span, scope)
+        bn = BatchNorm()
+        return self._add_node(self._auto_name(bn, "bn", scope), bn, [out], span, scope)
+
+    def _parallel(self, stmt: Tree, scope: Scope, current, name):
+        span = span_of(stmt)
+        branches = [c for c in stmt.children if is_tree(c, "branch")]
+        args = self._args([c for c in stmt.children if not is_tree(c, "branch")], scope)
+        inputs = self._inputs(args, scope, current)
+        for key, (_, kspan) in args.kw.items():
+            raise SpecError("E204", f"parallel has no argument '{key}'", kspan, expected="from")
+        ops = {"concat": {"op": "concat"}, "add": {"op": "add"}, "multiply": {"op": "multiply"}}
+        chosen, act = self._post_words(args, ops)
+        op = chosen.get("op", "concat")
+        inner = self._structure_scope(scope, name, span)
+        first = len(self.nodes)
+        outs = []
+        for br in branches:
+            bname = str(br.children[0]) if len(br.children) == 2 else None
+            path = (self._explicit(bname, inner, span_of(br)) if bname
+                    else self._fresh("branch", inner))
+            bfirst = len(self.nodes)
+            outs.append(self._body(br.children[-1], inner.child(path + "."), inputs[0]))
+            self._group(path, "branch", bfirst, span=span_of(br))
+        if len(outs) < 2:
+            raise SpecError("E222", "parallel needs at least two branches", span)
+        out = self._merge(op, outs, act, span, inner, name)
+        self._group(inner.prefix.rstrip(".") if name else f"{scope.prefix}"
+                    f"parallel{len(self.groups) + 1}", "parallel", first, span=span)
+        return out
+
+
+def elaborate(tree: Tree, path: str | None = None) -> Model:
+    return Elaborator(tree, path).run()
+

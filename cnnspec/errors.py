@@ -1,0 +1,121 @@
+"""The one error type users see: a coded message, a location in the spec, and a hint.
+
+Codes come in families, stable across releases so that tools can match on them:
+    E1xx  syntax          (the text does not parse)
+    E2xx  validation      (unknown layer or argument, bad value, block misuse)
+    E3xx  shape           (a tensor size that cannot exist, shapes that cannot meet)
+    E4xx  backend         (a framework cannot express or load something)
+    E5xx  compile/transfer settings
+Exit codes of the CLI: 0 ok, 1 spec error, 2 usage error.
+"""
+
+from __future__ import annotations
+
+import difflib
+from dataclasses import dataclass, field
+
+MAX_SHOWN = 20
+
+
+@dataclass(frozen=True)
+class Span:
+    """A region of the source, 1-based lines and columns, end exclusive."""
+
+    line: int
+    column: int
+    end_line: int | None = None
+    end_column: int | None = None
+
+    def to_dict(self) -> dict:
+        return {"line": self.line, "column": self.column,
+                "end_line": self.end_line, "end_column": self.end_column}
+
+
+@dataclass
+class SpecError(Exception):
+    code: str
+    message: str
+    span: Span | None = None
+    hint: str | None = None
+    path: str | None = None
+    expected: str | None = None
+    received: str | None = None
+    notes: list[str] = field(default_factory=list)
+    pointer: str | None = None   # a JSON pointer, for errors in an IR given as JSON
+
+    def __post_init__(self) -> None:
+        super().__init__(self.message)
+
+    def __str__(self) -> str:
+        where = f"{self.span.line}:{self.span.column}: " if self.span else ""
+        return f"{where}error[{self.code}]: {self.message}"
+
+    def located(self, path: str | None) -> "SpecError":
+        if self.path is None:
+            self.path = path
+        return self
+
+    def to_dict(self) -> dict:
+        return {
+            "code": self.code,
+            "message": self.message,
+            "path": self.path,
+            "span": self.span.to_dict() if self.span else None,
+            "hint": self.hint,
+            "expected": self.expected,
+            "received": self.received,
+            "pointer": self.pointer,
+        }
+
+    def render(self, source: str | None = None) -> str:
+        """Format as `path:line:col: error[CODE]: message`, the source line, a caret, a hint."""
+        head = self.path or "<spec>"
+        if self.span:
+            head += f":{self.span.line}:{self.span.column}"
+        elif self.pointer is not None:
+            head += f"#{self.pointer}"
+        lines = [f"{head}: error[{self.code}]: {self.message}"]
+        if self.expected is not None or self.received is not None:
+            if self.expected is not None:
+                lines.append(f"  expected: {self.expected}")
+            if self.received is not None:
+                lines.append(f"  received: {self.received}")
+        if source is not None and self.span and self.span.line >= 1:
+            src_lines = source.splitlines()
+            if self.span.line <= len(src_lines):
+                text = src_lines[self.span.line - 1].expandtabs(1)
+                gutter = f"{self.span.line:>4} | "
+                start = max(self.span.column - 1, 0)
+                if self.span.end_line == self.span.line and self.span.end_column:
+                    width = max(self.span.end_column - self.span.column, 1)
+                else:
+                    width = max(len(text.rstrip()) - start, 1)
+                lines.append(gutter + text)
+                lines.append(" " * (len(gutter) - 2) + "| " + " " * start + "^" * width)
+        lines.extend(self.notes)
+        if self.hint:
+            lines.append(f"hint: {self.hint}")
+        return "\n".join(lines)
+
+
+class SpecErrors(Exception):
+    """Several errors found in one pass; the compiler goes on where it can."""
+
+    def __init__(self, errors: list[SpecError]):
+        self.errors = errors
+        super().__init__("\n".join(str(e) for e in errors))
+
+    def render(self, source: str | None = None) -> str:
+        shown = [e.render(source) for e in self.errors[:MAX_SHOWN]]
+        if len(self.errors) > MAX_SHOWN:
+            shown.append(f"... and {len(self.errors) - MAX_SHOWN} more")
+        return "\n\n".join(shown)
+
+    def to_list(self) -> list[dict]:
+        return [e.to_dict() for e in self.errors]
+
+
+def did_you_mean(word: str, choices) -> str | None:
+    """'did you mean' for an unknown name, or None when nothing is close."""
+    close = difflib.get_close_matches(word, list(choices), n=1, cutoff=0.6)
+    return f"did you mean '{close[0]}'?" if close else None

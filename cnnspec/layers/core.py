@@ -1,0 +1,262 @@
+"""Dense, flatten, reshape, dropout, activations and the other layers without windows."""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+from pydantic import BeforeValidator, Field
+
+from .base import (ACTIVATION_ALIASES, ACTIVATIONS, Layer, NonNegPair, OptActivation, Pair,
+                   Pos, Shape, ShapeError, fmt_int, fmt_shape, need_image, prod, register)
+
+
+@register
+class Input(Layer):
+    kind: Literal["input"] = "input"
+    shape: tuple[Pos, ...]
+    internal = True
+    min_inputs = 0
+    max_inputs = 0
+
+    def output_shape(self, shapes):
+        return tuple(self.shape)
+
+    # --- Keras backend (cnnspec.backends.keras): a recipe of Keras layers --------------------
+    def keras_layers(self, name, in_shapes):
+        return []   # the backend makes keras.Input itself
+
+
+@register
+class Dense(Layer):
+    """Fully connected: in*out weights + out biases; MACs in*out."""
+
+    kind: Literal["dense"] = "dense"
+    units: Pos
+    bias: bool = True
+    activation: OptActivation = None
+
+    keywords = {"dense": {}, "fc": {}}
+    positional = ("units",)
+    flags = {"nobias": {"bias": False}}
+    kind_doc = "dense N [act] [bias=false]"
+
+    def output_shape(self, shapes):
+        if len(shapes[0]) != 1:
+            raise ShapeError(
+                f"dense needs a vector, but its input is a {fmt_shape(shapes[0])} feature map",
+                hint="put 'flatten' or 'gap' (global average pooling) before the dense layer, "
+                     "or use 'conv N 1x1' for a per-pixel dense layer", code="E305")
+        return (self.units,)
+
+    def count_params(self, shapes):
+        return (shapes[0][0] * self.units + self.units * self.bias, 0)
+
+    def count_macs(self, shapes, out):
+        return shapes[0][0] * self.units
+
+    def explain(self, shapes, out):
+        n = shapes[0][0]
+        bias = f" + {self.units}" if self.bias else ""
+        return [f"params: {n}*{self.units}{bias} = {fmt_int(self.count_params(shapes)[0])}",
+                f"MACs: {n}*{self.units} = {fmt_int(self.count_macs(shapes, out))}"]
+
+    # --- Keras backend (cnnspec.backends.keras): a recipe of Keras layers --------------------
+    def keras_layers(self, name, in_shapes):
+        from ..backends.keras_recipe import with_activation
+        return with_activation([("Dense", {"units": self.units, "use_bias": self.bias,
+                                           "name": name})], name, self.activation)
+
+
+@register
+class Flatten(Layer):
+    """HxWxC -> H*W*C, in height, width, channel order (Keras' order; the torch backend
+    permutes from NCHW first, so a dense layer after it has the same weights in both)."""
+
+    kind: Literal["flatten"] = "flatten"
+    keywords = {"flatten": {}}
+    kind_doc = "flatten"
+
+    def output_shape(self, shapes):
+        return (prod(shapes[0]),)
+
+    def explain(self, shapes, out):
+        return [f"{'*'.join(map(str, shapes[0]))} = {fmt_int(out[0])}"]
+
+    # --- Keras backend (cnnspec.backends.keras): a recipe of Keras layers --------------------
+    def keras_layers(self, name, in_shapes):
+        return [("Flatten", {"name": name})]   # channels_last: H, W, C order, as the spec
+
+
+def _dims(value):
+    return tuple(value) if isinstance(value, (list, tuple)) else (value,)
+
+
+@register
+class Reshape(Layer):
+    """Reshape the features of one sample (in HWC order); one dimension may be -1."""
+
+    kind: Literal["reshape"] = "reshape"
+    shape: Annotated[tuple[int, ...], BeforeValidator(_dims)]
+
+    keywords = {"reshape": {}}
+    positional = ("shape",)
+    kind_doc = "reshape HxWxC | N"
+
+    def output_shape(self, shapes):
+        size = prod(shapes[0])
+        dims = list(self.shape)
+        if dims.count(-1) > 1 or any(d == 0 or d < -1 for d in dims):
+            raise ShapeError(f"reshape {fmt_shape(self.shape)}: sizes must be positive, with at "
+                             "most one -1", code="E306")
+        if -1 in dims:
+            known = -prod(dims)
+            if size % known:
+                raise ShapeError(f"cannot reshape {fmt_int(size)} values into "
+                                 f"{fmt_shape(self.shape)}", code="E306")
+            dims[dims.index(-1)] = size // known
+        if prod(dims) != size:
+            raise ShapeError(
+                f"cannot reshape {fmt_shape(shapes[0])} ({fmt_int(size)} values) into "
+                f"{fmt_shape(self.shape)} ({fmt_int(prod(dims))} values)", code="E306")
+        if len(dims) not in (1, 3):
+            raise ShapeError("reshape makes a vector (N) or a feature map (HxWxC)", code="E306")
+        return tuple(dims)
+
+    # --- Keras backend (cnnspec.backends.keras): a recipe of Keras layers --------------------
+    def keras_layers(self, name, in_shapes):
+        return [("Reshape", {"target_shape": tuple(self.output_shape(in_shapes)),
+                             "name": name})]
+
+
+@register
+class Dropout(Layer):
+    kind: Literal["dropout"] = "dropout"
+    rate: float = Field(0.5, ge=0, lt=1)
+
+    keywords = {"dropout": {}}
+    positional = ("rate",)
+    kind_doc = "dropout P (0 <= P < 1)"
+
+    # --- Keras backend (cnnspec.backends.keras): a recipe of Keras layers --------------------
+    def keras_layers(self, name, in_shapes):
+        return [("Dropout", {"rate": self.rate, "name": name})]
+
+
+def _act_name(value):
+    return ACTIVATION_ALIASES.get(value, value) if isinstance(value, str) else value
+
+
+@register
+class Activation(Layer):
+    kind: Literal["activation"] = "activation"
+    fn: Annotated[Literal[ACTIVATIONS], BeforeValidator(_act_name)]  # type: ignore[valid-type]
+    alpha: float | None = None      # leaky_relu slope (default 0.01) and elu alpha (default 1)
+    axis: int = -1                  # softmax: channels
+
+    keywords = {**{a: {"fn": a} for a in ACTIVATIONS if a != "linear"},
+                **{alias: {"fn": a} for alias, a in ACTIVATION_ALIASES.items()},
+                "activation": {}}
+    positional = ("alpha",)
+    kind_doc = "relu | relu6 | leaky_relu [alpha] | elu | sigmoid | tanh | softmax | silu | ..."
+
+    @property
+    def slope(self) -> float:
+        if self.alpha is not None:
+            return self.alpha
+        return 0.01 if self.fn == "leaky_relu" else 1.0
+
+    def output_shape(self, shapes):
+        if self.fn == "softmax" and self.axis not in (-1, len(shapes[0]) - 1):
+            raise ShapeError("softmax runs over the channels (axis=-1)", code="E307")
+        return shapes[0]
+
+    # --- Keras backend (cnnspec.backends.keras): a recipe of Keras layers --------------------
+    def keras_layers(self, name, in_shapes):
+        from ..backends.keras_recipe import activation
+        return activation(name, self.fn, self.alpha)
+
+
+@register
+class Identity(Layer):
+    """Passes its input on; gives a name to a tensor (`skip = identity`)."""
+
+    kind: Literal["identity"] = "identity"
+    keywords = {"identity": {}}
+
+    # --- Keras backend (cnnspec.backends.keras): a recipe of Keras layers --------------------
+    def keras_layers(self, name, in_shapes):
+        return [("Identity", {"name": name})]
+
+
+@register
+class Rescale(Layer):
+    """x * scale + offset (Keras Rescaling), e.g. `rescale scale=1/255`."""
+
+    kind: Literal["rescale"] = "rescale"
+    scale: float = 1.0
+    offset: float = 0.0
+    keywords = {"rescale": {}}
+    positional = ("scale", "offset")
+
+    # --- Keras backend (cnnspec.backends.keras): a recipe of Keras layers --------------------
+    def keras_layers(self, name, in_shapes):
+        return [("Rescaling", {"scale": self.scale, "offset": self.offset, "name": name})]
+
+
+def _pads(value):
+    if isinstance(value, int) and not isinstance(value, bool):
+        return (value,) * 4
+    if isinstance(value, (list, tuple)) and len(value) == 2:
+        return (value[0], value[0], value[1], value[1])
+    return value
+
+
+@register
+class ZeroPad(Layer):
+    """Pad with zeros: P, (vertical, horizontal) or (top, bottom, left, right)."""
+
+    kind: Literal["zeropad"] = "zeropad"
+    padding: Annotated[tuple[Annotated[int, Field(ge=0)], Annotated[int, Field(ge=0)],
+                             Annotated[int, Field(ge=0)], Annotated[int, Field(ge=0)]],
+                       BeforeValidator(_pads)] = (1, 1, 1, 1)
+    keywords = {"zeropad": {}, "zeropadding": {}}
+    positional = ("padding",)
+    kind_doc = "zeropad P | (top, bottom, left, right)"
+
+    def output_shape(self, shapes):
+        h, w, c = need_image(shapes, "zeropad")
+        t, b, l, r = self.padding
+        return (h + t + b, w + l + r, c)
+
+    # --- Keras backend (cnnspec.backends.keras): a recipe of Keras layers --------------------
+    def keras_layers(self, name, in_shapes):
+        t, b, l, r = self.padding
+        return [("ZeroPadding2D", {"padding": ((t, b), (l, r)), "name": name})]
+
+
+@register
+class Upsample(Layer):
+    """Nearest or bilinear upsampling by an integer factor (half-pixel centres, as Keras and
+    torch's align_corners=False)."""
+
+    kind: Literal["upsample"] = "upsample"
+    factor: Pair = (2, 2)
+    mode: Literal["nearest", "bilinear"] = "nearest"
+    keywords = {"upsample": {}, "upsampling": {}}
+    positional = ("factor",)
+    flags = {"nearest": {"mode": "nearest"}, "bilinear": {"mode": "bilinear"}}
+    kind_doc = "upsample F [nearest|bilinear]"
+
+    def output_shape(self, shapes):
+        h, w, c = need_image(shapes, "upsample")
+        return (h * self.factor[0], w * self.factor[1], c)
+
+    # --- Keras backend (cnnspec.backends.keras): a recipe of Keras layers --------------------
+    def keras_layers(self, name, in_shapes):
+        # Keras' bilinear resize uses half-pixel centres: torch's align_corners=False.
+        return [("UpSampling2D", {"size": tuple(self.factor), "interpolation": self.mode,
+                                  "name": name})]
+
+
+def _unused(*_):  # keep imports used by type checkers quiet
+    return NonNegPair, OptActivation, Shape

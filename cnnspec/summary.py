@@ -1,0 +1,136 @@
+"""Per-layer tables and totals, as text, markdown or JSON; with --explain, the arithmetic."""
+
+from __future__ import annotations
+
+import json
+
+from .ir import Model
+from .layers import fmt_int, fmt_shape
+
+BYTES_PER_VALUE = 4   # float32
+
+
+def _human_bytes(n: int) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if n < 1024 or unit == "TiB":
+            return f"{n:.1f} {unit}" if unit != "B" else f"{n} B"
+        n /= 1024
+    return f"{n} B"
+
+
+def _describe(node) -> str:
+    layer = node.layer
+    args = layer.args()
+    parts = []
+    for key, value in args.items():
+        if isinstance(value, (tuple, list)) and value and all(isinstance(v, int) for v in value):
+            value = "x".join(map(str, value)) if key in ("kernel", "size", "stride", "factor",
+                                                         "shape") else value
+        parts.append(f"{key}={value}")
+    return " ".join(parts)
+
+
+def activation_values(model: Model) -> int:
+    """Values held by all layer outputs for one sample (an upper bound on what inference keeps)."""
+    total = 0
+    for node in model.nodes:
+        n = 1
+        for d in node.shape:
+            n *= d
+        total += n
+    return total
+
+
+def to_dict(model: Model) -> dict:
+    def hwc(shape):
+        if len(shape) == 3:
+            return {"height": shape[0], "width": shape[1], "channels": shape[2]}
+        return {"features": shape[0]}
+
+    outputs = model.output_shapes
+    return {
+        "name": model.name,
+        "input_shape": hwc(model.input_shape),
+        "output_shape": hwc(outputs[0]),
+        "output_shapes": {name: list(s) for name, s in zip(model.outputs, outputs)},
+        **model.totals(),
+        "param_bytes": model.params * BYTES_PER_VALUE,
+        "activation_bytes": activation_values(model) * BYTES_PER_VALUE,
+        "mac_definition": "multiply-accumulates per sample of conv and dense weights; "
+                          "bias additions, pooling and normalisation not counted",
+        "layers": [
+            {"name": n.name, "kind": n.kind, "output_shape": list(n.shape), "params": n.params,
+             "trainable": n.trainable, "non_trainable": n.non_trainable, "macs": n.macs,
+             "inputs": n.inputs, "args": n.layer.model_dump(mode="json", exclude={"kind"}),
+             **({"explain": n.layer.explain([model.node(i).shape for i in n.inputs], n.shape)}
+                if n.inputs else {})}
+            for n in model.nodes
+        ],
+    }
+
+
+def _rows(model: Model, explain: bool):
+    for n in model.nodes:
+        shapes = [model.node(i).shape for i in n.inputs]
+        kind = n.kind if n.kind not in ("activation", "merge", "pool", "global_pool") else \
+            {"activation": getattr(n.layer, "fn", ""), "merge": getattr(n.layer, "op", ""),
+             "pool": f"{getattr(n.layer, 'op', '')}pool",
+             "global_pool": f"global_{getattr(n.layer, 'op', '')}pool"}[n.kind]
+        act = getattr(n.layer, "activation", None)
+        if act:
+            kind += f"+{act}"
+        lines = n.layer.explain(shapes, n.shape) if explain and n.inputs else []
+        yield n.name, kind, fmt_shape(n.shape), n.params, n.macs, lines
+
+
+def render_table(model: Model, explain: bool = False, markdown: bool = False) -> str:
+    rows = list(_rows(model, explain))
+    head = ("layer", "kind", "output", "params", "MACs")
+    if markdown:
+        out = [f"## {model.name}", "", "| " + " | ".join(head) + " |",
+               "|---|---|---|---:|---:|"]
+        for name, kind, shape, params, macs, lines in rows:
+            out.append(f"| {name} | {kind} | {shape} | {fmt_int(params)} | {fmt_int(macs)} |")
+            for line in lines:
+                out.append(f"| | | | | `{line}` |")
+        out.append("")
+        out.extend(f"- {line}" for line in _totals(model))
+        return "\n".join(out)
+    widths = [max(len(head[0]), *(len(r[0]) for r in rows)),
+              max(len(head[1]), *(len(r[1]) for r in rows)),
+              max(len(head[2]), *(len(r[2]) for r in rows)),
+              max(len(head[3]), *(len(fmt_int(r[3])) for r in rows)),
+              max(len(head[4]), *(len(fmt_int(r[4])) for r in rows))]
+    rule = "-" * (sum(widths) + 8)
+
+    def line(cells):
+        return (f"{cells[0]:<{widths[0]}}  {cells[1]:<{widths[1]}}  {cells[2]:<{widths[2]}}  "
+                f"{cells[3]:>{widths[3]}}  {cells[4]:>{widths[4]}}").rstrip()
+
+    out = [f"{model.name}", rule, line(head), rule]
+    for name, kind, shape, params, macs, lines in rows:
+        out.append(line((name, kind, shape, fmt_int(params), fmt_int(macs))))
+        out.extend(" " * 4 + text for text in lines)
+    out.append(rule)
+    out.extend(_totals(model))
+    return "\n".join(out)
+
+
+def _totals(model: Model) -> list[str]:
+    outs = ", ".join(f"{name} {fmt_shape(s)}" if len(model.outputs) > 1 else fmt_shape(s)
+                     for name, s in zip(model.outputs, model.output_shapes))
+    return [
+        f"input: {fmt_shape(model.input_shape)}   output: {outs}",
+        f"total params: {fmt_int(model.params)}",
+        f"trainable params: {fmt_int(model.trainable)}",
+        f"non-trainable params: {fmt_int(model.non_trainable)}",
+        f"MACs: {fmt_int(model.macs)} per sample (conv and dense multiply-accumulates; "
+        "bias adds not counted)",
+        f"parameter memory: {_human_bytes(model.params * BYTES_PER_VALUE)} (float32)",
+        f"activation memory: {_human_bytes(activation_values(model) * BYTES_PER_VALUE)} "
+        "(batch 1, all layer outputs, float32)",
+    ]
+
+
+def render_json(model: Model) -> str:
+    return json.dumps(to_dict(model), indent=2)

@@ -1,0 +1,133 @@
+"""Evaluation of argument expressions: numbers, sizes, words and the arithmetic of block
+parameters. A spec is untrusted, so nothing here calls Python's eval: each operator is a table
+entry, and sizes are bounded so that `2**...`-style blow-ups cannot happen."""
+
+from __future__ import annotations
+
+import operator
+from dataclasses import dataclass
+
+from lark import Token, Tree
+
+from .errors import Span, SpecError, did_you_mean
+
+MAX_INT = 10**12
+
+
+@dataclass(frozen=True)
+class Word:
+    """A bare word that is not a bound name: a flag (`same`), an activation, a tensor name."""
+
+    text: str
+
+    def __str__(self) -> str:
+        return self.text
+
+
+_ARITH = {"+": operator.add, "-": operator.sub, "*": operator.mul, "/": operator.truediv,
+          "//": operator.floordiv, "%": operator.mod}
+_COMPARE = {"==": operator.eq, "!=": operator.ne, "<": operator.lt, "<=": operator.le,
+            ">": operator.gt, ">=": operator.ge}
+
+
+def span_of(node) -> Span | None:
+    meta = getattr(node, "meta", None)
+    if meta is not None and not getattr(meta, "empty", True):
+        return Span(meta.line, meta.column, meta.end_line, meta.end_column)
+    if isinstance(node, Token) and node.line is not None:
+        return Span(node.line, node.column, node.end_line, node.end_column)
+    return None
+
+
+def describe(value) -> str:
+    if isinstance(value, Word):
+        return f"the word '{value.text}'"
+    if isinstance(value, tuple):
+        return "a size " + "x".join(str(v) for v in value) if all(
+            isinstance(v, int) for v in value) else f"a tuple {value}"
+    if isinstance(value, bool):
+        return str(value).lower()
+    return repr(value) if isinstance(value, str) else str(value)
+
+
+def evaluate(tree, env: dict) -> object:
+    """Evaluate an expression tree in an environment of block parameters."""
+    if isinstance(tree, Token):
+        raise SpecError("E201", f"unexpected {tree!r}", span_of(tree))
+    kind = tree.data
+    if kind == "int":
+        return _bounded(int(tree.children[0]), tree)
+    if kind == "float":
+        return float(tree.children[0])
+    if kind == "dims":
+        return tuple(_bounded(int(p), tree) for p in str(tree.children[0]).split("x"))
+    if kind == "string":
+        raw = str(tree.children[0])[1:-1]
+        return raw.replace('\\"', '"').replace("\\\\", "\\")
+    if kind == "ref":
+        return Word(str(tree.children[0]))
+    if kind == "name":
+        name = str(tree.children[0])
+        if name in env:
+            return env[name]
+        if name in ("true", "false"):
+            return name == "true"
+        return Word(name)
+    if kind == "tuple":
+        return tuple(evaluate(c, env) for c in tree.children)
+    if kind == "neg":
+        value = _number(evaluate(tree.children[0], env), tree.children[0], env)
+        return -value
+    if kind == "binop":
+        left, op, right = tree.children
+        a = _number(evaluate(left, env), left, env)
+        b = _number(evaluate(right, env), right, env)
+        if op in ("/", "//", "%") and b == 0:
+            raise SpecError("E213", "division by zero", span_of(tree))
+        result = _ARITH[str(op)](a, b)
+        if isinstance(result, float) and result.is_integer() and str(op) == "/" \
+                and isinstance(a, int) and isinstance(b, int):
+            result = int(result)
+        return _bounded(result, tree)
+    if kind == "compare":
+        left, op, right = tree.children
+        a, b = evaluate(left, env), evaluate(right, env)
+        if str(op) in ("==", "!="):
+            return _COMPARE[str(op)](a, b)
+        return _COMPARE[str(op)](_number(a, left, env), _number(b, right, env))
+    if kind == "and_":
+        return all(_truth(evaluate(c, env), c) for c in tree.children)
+    if kind == "or_":
+        return any(_truth(evaluate(c, env), c) for c in tree.children)
+    if kind == "not_":
+        return not _truth(evaluate(tree.children[0], env), tree.children[0])
+    raise SpecError("E201", f"unexpected expression '{kind}'", span_of(tree))
+
+
+def _bounded(value, tree):
+    if isinstance(value, (int, float)) and abs(value) > MAX_INT:
+        raise SpecError("E214", f"the number {value:.3g} is too large", span_of(tree),
+                        hint=f"sizes and counts are at most {MAX_INT:,}")
+    return value
+
+
+def _number(value, tree, env):
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        if isinstance(value, Word):
+            hint = did_you_mean(value.text, env) or "arithmetic works on numbers and the " \
+                "parameters of the enclosing block"
+            raise SpecError("E206", f"unknown name '{value.text}'", span_of(tree), hint=hint)
+        raise SpecError("E205", f"expected a number, received {describe(value)}", span_of(tree))
+    return value
+
+
+def _truth(value, tree) -> bool:
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, (int, float)):
+        return value != 0
+    raise SpecError("E205", f"expected a condition, received {describe(value)}", span_of(tree))
+
+
+def is_tree(node, name: str) -> bool:
+    return isinstance(node, Tree) and node.data == name
