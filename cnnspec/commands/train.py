@@ -1,0 +1,111 @@
+"""cnnspec train FILE --data SOURCE: fit the network its compile section describes."""
+
+from __future__ import annotations
+
+import os
+import sys
+
+from ._common import EXIT_OK, EXIT_SPEC, load
+
+NAME, HELP, ORDER = "train", "train a spec on a dataset (torch or keras)", 60
+DESCRIPTION = ("Train the network with its compile section (loss, optimizer, schedule, "
+               "early stopping, ...). Writes OUT/history.csv, OUT/result.json, "
+               "OUT/curves.png and best/last checkpoints; --resume continues a run that was "
+               "stopped, even by kill -9.")
+EXIT_INTERRUPTED = 130
+
+
+def configure(p):
+    p.add_argument("file", metavar="FILE")
+    p.add_argument("--backend", choices=("torch", "keras"), default="torch")
+    p.add_argument("--data", required=True, metavar="SOURCE",
+                   help="digits, shapes, or a path (image folder, images/+masks/, COCO, VOC, "
+                        ".npz)")
+    p.add_argument("--data-option", action="append", default=[], metavar="KEY=VALUE",
+                   help="a data loader option, e.g. n=500 for shapes (repeatable)")
+    p.add_argument("--epochs", type=int, help="override the spec's epochs")
+    p.add_argument("--batch-size", type=int, help="override the spec's batch_size")
+    p.add_argument("--seed", type=int, help="override the spec's seed")
+    p.add_argument("--out", default=None, metavar="DIR",
+                   help="run directory (default runs/<spec name>)")
+    p.add_argument("--resume", action="store_true", help="continue the run in --out")
+    p.add_argument("--nproc", type=int, default=1, metavar="N",
+                   help="torch: N data-parallel processes (torchrun, DDP, gloo)")
+    p.add_argument("--progress", choices=("auto", "on", "off"), default="auto",
+                   help="per-epoch progress bar on stderr (auto: when it is a terminal)")
+
+
+def parse_options(items: list[str]) -> dict:
+    options = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise ValueError(f"--data-option {item!r} is not KEY=VALUE")
+        options[key.strip()] = value.strip()
+    return options
+
+
+def run(args) -> int:
+    from ..data import DataError
+    from ..errors import SpecErrors
+    from ._common import report
+    model = load(args.file)
+    if model is None:
+        return EXIT_SPEC
+    if args.epochs is not None and args.epochs < 1:
+        print("cnnspec train: error: --epochs must be at least 1", file=sys.stderr)
+        return 2
+    if args.nproc > 1 and "LOCAL_RANK" not in os.environ:
+        if args.backend != "torch":
+            print("cnnspec train: error: --nproc needs --backend torch", file=sys.stderr)
+            return 2
+        from ..train.distributed import launch
+        return launch(args.nproc, sys.argv[1:] if args is None else _argv(args))
+    try:
+        options = parse_options(args.data_option)
+    except ValueError as exc:
+        print(f"cnnspec train: error: {exc}", file=sys.stderr)
+        return 2
+    out = args.out or os.path.join("runs", model.name)
+    try:
+        return _train(model, args, options, out)
+    except SpecErrors as errs:
+        report(errs, args.file)
+        return EXIT_SPEC
+    except DataError as exc:
+        print(f"cnnspec train: data error: {exc.message}", file=sys.stderr)
+        if exc.hint:
+            print(f"hint: {exc.hint}", file=sys.stderr)
+        return EXIT_SPEC
+
+
+def _argv(args) -> list[str]:
+    return sys.argv[1:]
+
+
+def _train(model, args, options, out) -> int:
+    from ..train.driver import Comm, Interrupted
+    from ..train.session import train
+    comm = Comm()
+    if "LOCAL_RANK" in os.environ:
+        from ..train.torch_backend import TorchComm
+        comm = TorchComm()
+    log = print if comm.rank == 0 else (lambda *a, **k: None)
+    progress = {"auto": None, "on": True, "off": False}[args.progress]
+    try:
+        result = train(model, args.data, args.backend, out, args.epochs, args.resume,
+                       args.seed, args.batch_size, options, progress, log, comm)
+    except Interrupted as stop:
+        log(f"interrupted in epoch {stop.epoch + 1}; {getattr(stop, 'epochs_done', 0)} "
+            f"epoch(s) saved in {out}; continue with --resume")
+        return EXIT_INTERRUPTED
+    finally:
+        if comm.world > 1:
+            comm.dist.destroy_process_group()
+    if comm.rank == 0:
+        shown = "  ".join(f"{k} {v:.4f}" for k, v in result["metrics"].items())
+        log(f"held-out ({result['held_out']}, {result['n_val'] or result['n_train']} "
+            f"images): {shown}")
+        log(f"best epoch {result['best_epoch']}; wrote {out}/result.json, history.csv, "
+            f"curves.png")
+    return EXIT_OK
