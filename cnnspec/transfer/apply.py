@@ -111,27 +111,29 @@ class TransferState:
 
 class TorchAdapter:
     def __init__(self, net, model: Model):
+        from ..backends.torch import plan
         self.net, self.model = net, model
         self.hooks: list = []
+        # node name -> module path: the torch backend nests dotted names and makes each part
+        # a Python identifier, so 'layer1.0.conv1' may live at 'layer1.n0.conv1'.
+        self.paths = {s.node: ".".join(s.attr) for s in plan(getattr(net, "spec", model)).steps
+                      if s.attr}
 
-    @staticmethod
-    def keras_name(name: str) -> str:
-        return name
+    def keras_name(self, name: str) -> str:     # the name a cnnspec checkpoint uses
+        return self.paths.get(name, name)
 
     def _module(self, name: str):
         try:
-            return self.net.get_submodule(name)
+            return self.net.get_submodule(self.paths.get(name, name))
         except AttributeError:
             return None
 
     def _tensors(self, name: str) -> dict:
         module = self._module(name)
-        if module is not None:
-            return {k: v for k, v in module.state_dict().items()
-                    if not k.endswith("num_batches_tracked")}
-        prefix = name + "."
-        return {k[len(prefix):]: v for k, v in self.net.state_dict().items()
-                if k.startswith(prefix) and not k.endswith("num_batches_tracked")}
+        if module is None:
+            return {}
+        return {k: v for k, v in module.state_dict().items()
+                if not k.endswith("num_batches_tracked")}
 
     def targets(self, nodes) -> list[Target]:
         return [Target(n, {k: tuple(v.shape) for k, v in self._tensors(n.name).items()})
@@ -141,28 +143,17 @@ class TorchAdapter:
         import torch
         state = self.net.state_dict()
         for node, tensors in values.items():
-            module = self._module(node)
-            prefix = self._prefix(module, node)
+            prefix = self.paths.get(node, node) + "."
             for role, value in tensors.items():
                 key = prefix + role
                 state[key] = torch.from_numpy(value.copy()).to(state[key].dtype)
         self.net.load_state_dict(state)
 
-    def _prefix(self, module, node: str) -> str:
-        if module is None:
-            return node + "."
-        for name, m in self.net.named_modules():
-            if m is module:
-                return name + "." if name else ""
-        return node + "."
-
     def _params(self, nodes):
         seen = set()
         for n in nodes:
             module = self._module(n.name)
-            params = module.parameters() if module is not None else (
-                p for k, p in self.net.named_parameters() if k.startswith(n.name + "."))
-            for p in params:
+            for p in (module.parameters() if module is not None else ()):
                 if id(p) not in seen:
                     seen.add(id(p))
                     yield p
