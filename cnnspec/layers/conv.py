@@ -88,6 +88,10 @@ class Conv(_Windowed):
         return windowed("Conv2D", name, self, filters=self.filters,
                         **({"groups": self.groups} if self.groups > 1 else {}))
 
+    # --- torch backend (cnnspec.backends.torch) ---------------------------------------------
+    def torch_op(self, shapes):
+        return _torch_conv(self, shapes[0], shapes[0][2], self.filters, self.groups)
+
 
 @register
 class DepthwiseConv(_Windowed):
@@ -128,6 +132,11 @@ class DepthwiseConv(_Windowed):
     def keras_layers(self, name, in_shapes):
         from ..backends.keras_recipe import windowed
         return windowed("DepthwiseConv2D", name, self, depth_multiplier=self.multiplier)
+
+    # --- torch backend (cnnspec.backends.torch) ---------------------------------------------
+    def torch_op(self, shapes):
+        c = shapes[0][2]
+        return _torch_conv(self, shapes[0], c, c * self.multiplier, c)
 
 
 @register
@@ -177,6 +186,19 @@ class SeparableConv(_Windowed):
         from ..backends.keras_recipe import windowed
         return windowed("SeparableConv2D", name, self, filters=self.filters,
                         depth_multiplier=self.multiplier)
+
+    # --- torch backend (cnnspec.backends.torch) ---------------------------------------------
+    def torch_op(self, shapes):
+        from ..backends import torch_emit as te
+        c = shapes[0][2]
+        mid = c * self.multiplier
+        dw = _torch_conv(self.model_copy(update={"bias": False, "activation": None}),
+                         shapes[0], c, mid, c)
+        pw = te.call("nn.Conv2d", mid, self.filters, kernel_size=1,
+                     **te.kwargs_unless_default(bias=(self.bias, True)))
+        # Keras SeparableConv2D: depthwise (no bias), pointwise, then the one bias
+        seq = te.call("nn.Sequential", dw.module, pw)
+        return te.TorchOp(module=seq, forward=te.activation(self.activation, dw.forward))
 
 
 @register
@@ -255,3 +277,48 @@ class ConvTranspose(Layer):
             recipe.append(("Cropping2D", {"cropping": ((ph, ph), (pw, pw)),
                                           "name": f"{name}_crop"}))
         return recipe
+
+    # --- torch backend (cnnspec.backends.torch) ---------------------------------------------
+    def torch_op(self, shapes):
+        """'same' as TensorFlow (the adjoint of a 'same' conv, output W*S): pad the
+        smaller half (k - s) // 2 of k - s and crop the odd extra from the bottom/right;
+        where k < s, output_padding s - k adds the zero rows TensorFlow has there."""
+        from ..backends import torch_emit as te
+        h, w, c = shapes[0]
+        padding, out_pad, crop = self.padding, self.output_padding, False
+        if padding == "valid":
+            padding = (0, 0)
+        elif padding == "same":
+            padding, out_pad = [], []
+            for k, s in zip(self.kernel, self.stride):
+                lo = max(k - s, 0) // 2
+                padding.append(lo)
+                out_pad.append(max(s - k, 0))
+                crop |= k > s and (k - s) % 2 == 1
+        module = te.call("nn.ConvTranspose2d", c, self.filters, kernel_size=te.one(self.kernel),
+                         **te.kwargs_unless_default(
+                             stride=(te.one(self.stride), 1), padding=(te.one(padding), 0),
+                             output_padding=(te.one(out_pad), 0), bias=(self.bias, True)))
+        y = te.Self((te.X,))
+        if crop:
+            full = slice(None)
+            y = te.Index(y, (full, full, slice(None, h * self.stride[0]),
+                             slice(None, w * self.stride[1])))
+        return te.TorchOp(module=module, forward=te.activation(self.activation, y))
+
+
+# --- torch backend helpers ------------------------------------------------------------------
+
+def _torch_conv(layer, shape, in_c: int, out_c: int, groups: int):
+    """nn.Conv2d for conv and dwconv, with TensorFlow's 'same' (F.pad first where uneven)."""
+    from ..backends import torch_emit as te
+    padding, pads = te.window_padding(layer.padding, shape, layer.kernel, layer.stride,
+                                      layer.dilation)
+    module = te.call("nn.Conv2d", in_c, out_c, kernel_size=te.one(layer.kernel),
+                     **te.kwargs_unless_default(
+                         stride=(te.one(layer.stride), 1), padding=(padding, 0),
+                         dilation=(te.one(layer.dilation), 1), groups=(groups, 1),
+                         bias=(layer.bias, True)))
+    forward = te.activation(layer.activation, te.Self((te.pad(te.X, pads),)))
+    return te.TorchOp(module=module, forward=forward)
+

@@ -25,6 +25,11 @@ class Input(Layer):
     def keras_layers(self, name, in_shapes):
         return []   # the backend makes keras.Input itself
 
+    # --- torch backend (cnnspec.backends.torch) ---------------------------------------------
+    def torch_op(self, shapes):
+        from ..backends import torch_emit as te
+        return te.TorchOp(forward=te.X)     # the argument of forward
+
 
 @register
 class Dense(Layer):
@@ -66,6 +71,14 @@ class Dense(Layer):
         return with_activation([("Dense", {"units": self.units, "use_bias": self.bias,
                                            "name": name})], name, self.activation)
 
+    # --- torch backend (cnnspec.backends.torch) ---------------------------------------------
+    def torch_op(self, shapes):
+        from ..backends import torch_emit as te
+        module = te.call("nn.Linear", shapes[0][0], self.units,
+                         **te.kwargs_unless_default(bias=(self.bias, True)))
+        return te.TorchOp(module=module,
+                          forward=te.activation(self.activation, te.Self((te.X,))))
+
 
 @register
 class Flatten(Layer):
@@ -85,6 +98,21 @@ class Flatten(Layer):
     # --- Keras backend (cnnspec.backends.keras): a recipe of Keras layers --------------------
     def keras_layers(self, name, in_shapes):
         return [("Flatten", {"name": name})]   # channels_last: H, W, C order, as the spec
+
+    # --- torch backend (cnnspec.backends.torch) ---------------------------------------------
+    def torch_op(self, shapes):
+        """NCHW -> NHWC before flattening, so the features come in Keras' H, W, C order
+        (skipped where one of H*W or C is 1: the orders agree)."""
+        from ..backends import torch_emit as te
+        shape = shapes[0]
+        if len(shape) == 1:
+            return te.TorchOp(forward=te.X)
+        x = te.X if prod(shape[:2]) == 1 or shape[2] == 1 else te.method(te.X, "permute",
+                                                                         0, 2, 3, 1)
+        return te.TorchOp(forward=te.method(x, "flatten", 1))
+
+    def flat_source(self, shapes, sources):
+        return tuple(shapes[0]) if len(shapes[0]) == 3 else (sources[0] if sources else None)
 
 
 def _dims(value):
@@ -127,6 +155,24 @@ class Reshape(Layer):
         return [("Reshape", {"target_shape": tuple(self.output_shape(in_shapes)),
                              "name": name})]
 
+    # --- torch backend (cnnspec.backends.torch) ---------------------------------------------
+    def torch_op(self, shapes):
+        """Reshape in the spec's HWC order: NCHW -> NHWC, reshape, back to NCHW."""
+        from ..backends import torch_emit as te
+        out = self.output_shape(shapes)
+        x = te.X
+        if len(shapes[0]) == 3:
+            x = te.method(x, "permute", 0, 2, 3, 1)
+        x = te.method(x, "reshape", -1, *out)
+        if len(out) == 3:
+            x = te.method(x, "permute", 0, 3, 1, 2)
+        return te.TorchOp(forward=x)
+
+    def flat_source(self, shapes, sources):
+        if len(self.output_shape(shapes)) != 1:
+            return None
+        return tuple(shapes[0]) if len(shapes[0]) == 3 else (sources[0] if sources else None)
+
 
 @register
 class Dropout(Layer):
@@ -140,6 +186,11 @@ class Dropout(Layer):
     # --- Keras backend (cnnspec.backends.keras): a recipe of Keras layers --------------------
     def keras_layers(self, name, in_shapes):
         return [("Dropout", {"rate": self.rate, "name": name})]
+
+    # --- torch backend (cnnspec.backends.torch) ---------------------------------------------
+    def torch_op(self, shapes):
+        from ..backends import torch_emit as te
+        return te.TorchOp(module=te.call("nn.Dropout", self.rate), forward=te.Self((te.X,)))
 
 
 def _act_name(value):
@@ -175,6 +226,14 @@ class Activation(Layer):
         from ..backends.keras_recipe import activation
         return activation(name, self.fn, self.alpha)
 
+    # --- torch backend (cnnspec.backends.torch) ---------------------------------------------
+    def torch_op(self, shapes):
+        from ..backends import torch_emit as te
+        return te.TorchOp(forward=te.activation(self.fn, te.X, self.alpha))
+
+    def without_softmax(self):
+        return (None, True) if self.fn == "softmax" else (self, False)
+
 
 @register
 class Identity(Layer):
@@ -186,6 +245,11 @@ class Identity(Layer):
     # --- Keras backend (cnnspec.backends.keras): a recipe of Keras layers --------------------
     def keras_layers(self, name, in_shapes):
         return [("Identity", {"name": name})]
+
+    # --- torch backend (cnnspec.backends.torch) ---------------------------------------------
+    def torch_op(self, shapes):
+        from ..backends import torch_emit as te
+        return te.TorchOp(forward=te.X)
 
 
 @register
@@ -201,6 +265,13 @@ class Rescale(Layer):
     # --- Keras backend (cnnspec.backends.keras): a recipe of Keras layers --------------------
     def keras_layers(self, name, in_shapes):
         return [("Rescaling", {"scale": self.scale, "offset": self.offset, "name": name})]
+
+    # --- torch backend (cnnspec.backends.torch) ---------------------------------------------
+    def torch_op(self, shapes):
+        from ..backends import torch_emit as te
+        x = te.X if self.scale == 1 else te.BinOp("*", (te.X, float(self.scale)))
+        x = x if self.offset == 0 else te.BinOp("+", (x, float(self.offset)))
+        return te.TorchOp(forward=x)
 
 
 def _pads(value):
@@ -233,6 +304,12 @@ class ZeroPad(Layer):
         t, b, l, r = self.padding
         return [("ZeroPadding2D", {"padding": ((t, b), (l, r)), "name": name})]
 
+    # --- torch backend (cnnspec.backends.torch) ---------------------------------------------
+    def torch_op(self, shapes):
+        from ..backends import torch_emit as te
+        t, b, l, r = self.padding
+        return te.TorchOp(forward=te.pad(te.X, (l, r, t, b)))
+
 
 @register
 class Upsample(Layer):
@@ -256,6 +333,14 @@ class Upsample(Layer):
         # Keras' bilinear resize uses half-pixel centres: torch's align_corners=False.
         return [("UpSampling2D", {"size": tuple(self.factor), "interpolation": self.mode,
                                   "name": name})]
+
+    # --- torch backend (cnnspec.backends.torch) ---------------------------------------------
+    def torch_op(self, shapes):
+        from ..backends import torch_emit as te
+        extra = {"align_corners": False} if self.mode == "bilinear" else {}
+        return te.TorchOp(forward=te.call("F.interpolate", te.X,
+                                          scale_factor=te.one(self.factor), mode=self.mode,
+                                          **extra))
 
 
 def _unused(*_):  # keep imports used by type checkers quiet

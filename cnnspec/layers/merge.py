@@ -48,3 +48,13 @@ class Merge(Layer):
         if self.op == "concat":
             return [("Concatenate", {"axis": -1, "name": name})]
         return [({"add": "Add", "multiply": "Multiply"}[self.op], {"name": name})]
+
+    # --- torch backend (cnnspec.backends.torch) ---------------------------------------------
+    def torch_op(self, shapes):
+        """add and multiply broadcast a (N, C, 1, 1) gate over (N, C, H, W); concat joins the
+        channels, dim 1 of NCHW and of NC."""
+        from ..backends import torch_emit as te
+        xs = tuple(te.In(i) for i in range(len(shapes)))
+        if self.op == "concat":
+            return te.TorchOp(forward=te.call("torch.cat", list(xs), 1))
+        return te.TorchOp(forward=te.BinOp("+" if self.op == "add" else "*", xs))

@@ -73,6 +73,24 @@ class Pool(Layer):
         pads = (pad[0], ends[0], pad[1], ends[1])
         return [("PaddedPool2D", {"op": self.op, **args, "pads": pads, "name": name})]
 
+    # --- torch backend (cnnspec.backends.torch) ---------------------------------------------
+    def torch_op(self, shapes):
+        """'same' as TensorFlow: max pads with -inf, average never counts the padding. Uneven
+        'same' average pooling divides the zero-padded sum by the pooled mask of real pixels."""
+        from ..backends import torch_emit as te
+        k, s = te.one(self.size), te.one(self.strides)
+        padding, pads = te.window_padding(self.padding, shapes[0], self.size, self.strides)
+        if self.op == "avg" and pads is not None:
+            mask = te.call("torch.ones_like", te.Index(te.X, (slice(None), slice(None, 1))))
+            pooled = [te.call("F.avg_pool2d", te.pad(x, pads), k, s) for x in (te.X, mask)]
+            return te.TorchOp(forward=te.BinOp("/", tuple(pooled)))
+        cls = "nn.MaxPool2d" if self.op == "max" else "nn.AvgPool2d"
+        extra = {"count_include_pad": False} if self.op == "avg" and padding != 0 else {}
+        module = te.call(cls, k, **te.kwargs_unless_default(
+            stride=(s, k), padding=(padding, 0), ceil_mode=(self.ceil, False)), **extra)
+        return te.TorchOp(module=module,
+                          forward=te.Self((te.pad(te.X, pads, value=float("-inf")),)))
+
 
 @register
 class GlobalPool(Layer):
@@ -99,3 +117,10 @@ class GlobalPool(Layer):
     def keras_layers(self, name, in_shapes):
         cls = {"avg": "GlobalAveragePooling2D", "max": "GlobalMaxPooling2D"}[self.op]
         return [(cls, {"keepdims": self.keepdims, "name": name})]
+
+    # --- torch backend (cnnspec.backends.torch) ---------------------------------------------
+    def torch_op(self, shapes):
+        from ..backends import torch_emit as te
+        extra = {"keepdim": True} if self.keepdims else {}
+        return te.TorchOp(forward=te.method(te.X, "mean" if self.op == "avg" else "amax",
+                                            (2, 3), **extra))
