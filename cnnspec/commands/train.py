@@ -59,8 +59,9 @@ def run(args) -> int:
         if args.backend != "torch":
             print("cnnspec train: error: --nproc needs --backend torch", file=sys.stderr)
             return 2
-        from ..train.distributed import launch
-        return launch(args.nproc, sys.argv[1:] if args is None else _argv(args))
+        from ..train.distributed import launch, worker_argv
+        return launch(args.nproc, worker_argv(args, args.out or os.path.join("runs",
+                                                                              model.name)))
     try:
         options = parse_options(args.data_option)
     except ValueError as exc:
@@ -79,8 +80,22 @@ def run(args) -> int:
         return EXIT_SPEC
 
 
-def _argv(args) -> list[str]:
-    return sys.argv[1:]
+def guarded(work, path: str, command: str):
+    """Run work(); spec, data and weight-file errors become messages and exit codes."""
+    from ..data import DataError
+    from ..errors import SpecErrors
+    from ._common import report
+    try:
+        return EXIT_OK, work()
+    except SpecErrors as errs:
+        report(errs, path)
+    except DataError as exc:
+        print(f"cnnspec {command}: data error: {exc.message}", file=sys.stderr)
+        if exc.hint:
+            print(f"hint: {exc.hint}", file=sys.stderr)
+    except (OSError, ValueError, RuntimeError) as exc:
+        print(f"cnnspec {command}: error: {exc}", file=sys.stderr)
+    return EXIT_SPEC, None
 
 
 def _train(model, args, options, out) -> int:

@@ -112,7 +112,7 @@ class TorchBackend:
 
     # --- forward, losses -------------------------------------------------------------------
     def _forward(self, module, x: np.ndarray) -> list[torch.Tensor]:
-        t = torch.from_numpy(np.ascontiguousarray(x)).permute(0, 3, 1, 2)
+        t = torch.from_numpy(np.ascontiguousarray(x)).permute(0, 3, 1, 2).contiguous()
         if self.amp:
             with torch.autocast("cpu", dtype=torch.bfloat16):
                 out = module(t)
