@@ -198,7 +198,10 @@ class Elaborator:
     def _transfer(self, item: Tree, top: Scope, current: str | None) -> str | None:
         spec, head_at, head_body = settings.transfer_section(item, self)
         if head_body is not None:
-            at = self._tensor(head_at, top, span_of(item)) if head_at else self._default_cut()
+            names = {n.name for n in self.nodes}
+            # at= takes a named tensor or any layer's dotted name (as the summary shows it)
+            at = (head_at if head_at in names and head_at not in top.tensors else
+                  self._tensor(head_at, top, span_of(item)) if head_at else self._default_cut())
             keep = self.nodes[: [n.name for n in self.nodes].index(at) + 1]
             dropped = {n.name for n in self.nodes[len(keep):]}
             self.nodes = keep

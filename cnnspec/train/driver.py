@@ -146,6 +146,8 @@ class Trainer:
         self.files = state["files"]
         self.seconds = state.get("seconds", 0.0)
         self.start = state["epoch"] + 1
+        if hasattr(self.backend, "end_epoch"):         # transfer: unfrozen before the stop?
+            self.backend.end_epoch(self.start)
         self.backend.load([str(Path(self.opts.out) / f) for f in self.files["last"]],
                           optimizer=True)
         return True
@@ -197,6 +199,8 @@ class Trainer:
                    **{f"train_{k}": v for k, v in tr.items()},
                    **{f"val_{k}": v for k, v in va.items()}}
             self.history.append(row)
+            if hasattr(self.backend, "end_epoch"):     # transfer: unfreeze_at
+                self.backend.end_epoch(epoch + 1)
             improved = self._track(row, epoch)
             self.schedule.observe(row.get(self.monitor))
             if self.writer:

@@ -55,11 +55,27 @@ class KerasBackend:
         if plan.compile.mixed_precision:
             keras.mixed_precision.set_global_policy("mixed_bfloat16")
         keras.utils.set_random_seed(seed)
-        self.net = build(logits_model(model, plan))
-        self.opt = make_optimizer(plan.compile)
-        self.opt.build(self.net.trainable_variables)
-        self._train = tf.function(self._train_step, reduce_retracing=True)
+        from ..transfer import prepare
+        built = logits_model(model, plan)
+        self.net = build(built)
+        # the spec's transfer section: load the source, freeze (a no-op without one)
+        self.transfer = prepare(self.net, built, "keras")
+        self._steps()
         self._eval = tf.function(self._eval_step, reduce_retracing=True)
+
+    def _steps(self) -> None:
+        """The optimizer and the compiled step for the variables trainable now."""
+        self.opt = make_optimizer(self.plan.compile)
+        self.opt.build(self.net.trainable_variables)
+        self._train = self.tf.function(self._train_step, reduce_retracing=True)
+
+    def end_epoch(self, epoch: int) -> None:
+        """After `epoch` epochs: transfer's unfreeze_at. Keras fixes the trainable variables
+        when the step is traced, so a new optimizer and step follow an unfreeze."""
+        if self.transfer.epoch_end(epoch):
+            lr = float(self.opt.learning_rate)
+            self._steps()
+            self.set_lr(lr)
 
     # --- the driver's interface ------------------------------------------------------------
     def set_lr(self, lr: float) -> None:

@@ -74,6 +74,10 @@ def train(model: Model, source: str, backend: str = "torch", out: str | Path | N
                    augment=list(spec.augment), progress=progress)
     opts.log = log
     be = make_backend(backend, model, plan, seed, comm)
+    transfer = getattr(be, "transfer", None)
+    transfer = transfer.summary() if transfer is not None else None
+    if transfer:
+        log(transfer["loaded"])
     info = {"backend": backend, "data": str(source), "seed": seed, "spec": model.source,
             "world": comm.world}
     trainer = Trainer(be, plan, opts, comm, info)
@@ -97,6 +101,8 @@ def train(model: Model, source: str, backend: str = "torch", out: str | Path | N
               "n_train": len(tr), "n_val": len(va), "seed": seed, "processes": comm.world,
               "seconds": round(time.perf_counter() - t0, 2),
               "metrics": {k: float(v) for k, v in metrics.items()}}
+    if transfer:
+        result["transfer"] = transfer
     if trainer.writer:
         _finish(trainer, opts, plan, result)
     return result

@@ -73,18 +73,28 @@ class TorchBackend:
         self.plan, self.seed = plan, seed
         self.comm = comm or Comm()
         torch.manual_seed(seed)
-        self.net = build(logits_model(model, plan))
+        from ..transfer import prepare
+        built = logits_model(model, plan)
+        self.net = build(built)
+        # the spec's transfer section: load the source, freeze (a no-op without one)
+        self.transfer = prepare(self.net, built, "torch")
         self.module = self.net
         if self.comm.world > 1:
             from torch.nn.parallel import DistributedDataParallel
             self.module = DistributedDataParallel(self.net)
-        self.opt = make_optimizer(self.net.parameters(), plan.compile)
+        self.opt = make_optimizer(self.transfer.param_groups(plan.compile.optimizer.lr),
+                                  plan.compile)
         self.amp = plan.compile.mixed_precision
 
     # --- the driver's interface ------------------------------------------------------------
     def set_lr(self, lr: float) -> None:
         for group in self.opt.param_groups:
-            group["lr"] = lr
+            group["lr"] = lr * group.get("lr_scale", 1.0)   # transfer's backbone_lr
+
+    def end_epoch(self, epoch: int) -> None:
+        """After `epoch` epochs: transfer's unfreeze_at (the optimizer already holds every
+        parameter; frozen ones just had no gradient)."""
+        self.transfer.epoch_end(epoch)
 
     def start_epoch(self, epoch: int) -> None:
         # Dropout draws from a stream fixed by (seed, epoch): a resumed run repeats it.

@@ -42,8 +42,13 @@ def prepare(net, model: Model, backend: str | None = None, log=None) -> Transfer
     file is missing or (strict) does not fit."""
     spec = model.transfer
     if spec is None:
-        return TransferState(None, model, None)
+        return TransferState(net, None, model, None)
     adapter = _adapter(net, model, backend)
+    if spec.freeze.backbone_lr is not None and isinstance(adapter, KerasAdapter):
+        raise SpecErrors([SpecError(
+            "E414", "backbone_lr is not supported by the Keras trainer", _span(
+                spec.freeze_span or spec.span), path=model.source,
+            hint="train with --backend torch, or drop backbone_lr (freeze, then unfreeze_at)")])
     report = _match(adapter, model)
     head = bool(spec.head)
     if spec.strict and (not report.ok or (report.unexpected and not head)):
@@ -53,7 +58,7 @@ def prepare(net, model: Model, backend: str | None = None, log=None) -> Transfer
             hint="make the backbone follow the source's layer order, or write 'partial' in "
                  "the transfer section to load what fits")])
     adapter.load(report.values)
-    state = TransferState(adapter, model, report)
+    state = TransferState(net, adapter, model, report)
     state.freeze()
     if log:
         log(report.describe())
@@ -79,6 +84,9 @@ def _adapter(net, model: Model, backend: str | None):
 
 @dataclass
 class TransferState:
+    """What prepare did, and the trainer's hooks: param_groups, epoch_end."""
+
+    net: object
     adapter: object
     model: Model
     report: LoadReport | None
@@ -89,6 +97,17 @@ class TransferState:
         if self.adapter is not None:
             self.adapter.freeze([n for n in self.model.nodes if n.frozen],
                                 self.model.transfer.freeze.bn_inference)
+
+    def summary(self) -> dict | None:
+        """For result.json: the source, the load report, what the freeze left trainable."""
+        if self.report is None:
+            return None
+        spec = self.model.transfer
+        return {"source": spec.source, "loaded": self.report.describe(),
+                **self.report.to_dict(), "freeze": spec.freeze.mode,
+                "frozen_layers": sum(n.frozen for n in self.model.nodes),
+                "trainable_params": self.model.trainable,
+                "non_trainable_params": self.model.non_trainable}
 
     def epoch_end(self, epoch: int) -> bool:
         """After `epoch` (1-based) epochs: unfreeze everything at unfreeze_at. True when
@@ -105,6 +124,8 @@ class TransferState:
         """torch optimizer groups: the backbone at backbone_lr, the head at lr. Frozen
         parameters are included (they get no gradient, so optimizers skip them) so that
         unfreeze_at needs no new optimizer. `lr_scale` lets a schedule keep the ratio."""
+        if self.adapter is None:
+            return [{"params": list(self.net.parameters())}]
         return self.adapter.param_groups(lr, self.model.transfer.freeze.backbone_lr
                                          if self.model.transfer else None)
 

@@ -21,8 +21,7 @@ from ..errors import SpecError, did_you_mean
 
 FILE_SUFFIXES = (".safetensors", ".pt", ".pth", ".bin", ".keras", ".h5", ".hdf5")
 # `cnnspec train --out DIR` writes these; the first that exists is the run's best checkpoint.
-RUN_CHECKPOINTS = ("best.safetensors", "best.pt", "best.pth", "best.weights.h5", "best.keras",
-                   "model.safetensors", "model.pt", "model.weights.h5", "model.keras")
+RUN_CHECKPOINTS = ("best.safetensors", "best.weights.h5", "best.pt", "best.pth", "best.keras")
 
 # keras.applications: function name -> the stem of its weight files, which keras names
 # f"{stem}_weights_tf_dim_ordering_tf_kernels.h5" and "..._notop.h5" (vgg16.py, resnet.py ...).
@@ -70,17 +69,41 @@ def keras_models_dir() -> Path:
 
 def torchvision_file(name: str, span=None) -> str:
     """The file name torchvision would download for `name`'s default weights."""
+    known, url = _torchvision_lookup(name)
+    if url is None:
+        low = {k.lower(): k for k in known}
+        if name.lower() in low:
+            return torchvision_file(low[name.lower()], span)
+        raise SpecError("E410", f"torchvision has no model '{name}'", span,
+                        hint=did_you_mean(name, known) or "see "
+                        "torchvision.models.list_models()")
+    return url.rsplit("/", 1)[-1]
+
+
+LOOKUP = """
+import json, sys
+import torchvision.models as tvm
+name = sys.argv[1]
+known = tvm.list_models()
+url = tvm.get_model_weights(name).DEFAULT.url if name in known else None
+print(json.dumps([known, url]))
+"""
+
+
+def _torchvision_lookup(name: str) -> tuple[list[str], str | None]:
+    """(model names, default weights URL) from torchvision's weight enums. Importing torchvision
+    after TensorFlow crashes the process (a native library clash), so with TensorFlow loaded
+    the enums are read in a child process; neither way touches the network."""
+    import sys
+    if "tensorflow" in sys.modules or "keras" in sys.modules:
+        import subprocess
+        done = subprocess.run([sys.executable, "-c", LOOKUP, name], capture_output=True,
+                              text=True, timeout=120, check=True)
+        known, url = json.loads(done.stdout.strip().splitlines()[-1])
+        return known, url
     import torchvision.models as tvm
     known = tvm.list_models()
-    if name not in known:
-        low = {k.lower(): k for k in known}
-        if name.lower() not in low:
-            raise SpecError("E410", f"torchvision has no model '{name}'", span,
-                            hint=did_you_mean(name, known) or "see "
-                            "torchvision.models.list_models()")
-        name = low[name.lower()]
-    weights = tvm.get_model_weights(name).DEFAULT
-    return weights.url.rsplit("/", 1)[-1]
+    return known, tvm.get_model_weights(name).DEFAULT.url if name in known else None
 
 
 def _torchvision(text: str, name: str, span) -> Source:
@@ -157,9 +180,7 @@ def _run_checkpoint(folder: Path, text: str, span) -> Path:
         if (folder / fname).is_file():
             return folder / fname
     found = sorted(p.name for p in folder.iterdir() if p.name.endswith(FILE_SUFFIXES))
-    if len(found) == 1:
-        return folder / found[0]
     raise SpecError("E411", f"the run folder '{text}' holds no checkpoint", span,
-                    expected=" or ".join(RUN_CHECKPOINTS[:4]),
+                    expected=" or ".join(RUN_CHECKPOINTS[:2]),
                     received=", ".join(found) or "no weight files",
                     hint="point the source at the checkpoint file itself")
