@@ -12,6 +12,7 @@ that names the exact file and the folder the framework itself would look in.
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 from dataclasses import dataclass
@@ -90,7 +91,8 @@ print(json.dumps([known, url]))
 """
 
 
-def _torchvision_lookup(name: str) -> tuple[list[str], str | None]:
+@functools.cache
+def _torchvision_lookup(name: str) -> tuple[tuple[str, ...], str | None]:
     """(model names, default weights URL) from torchvision's weight enums. Importing torchvision
     after TensorFlow crashes the process (a native library clash), so with TensorFlow loaded
     the enums are read in a child process; neither way touches the network."""
@@ -100,9 +102,9 @@ def _torchvision_lookup(name: str) -> tuple[list[str], str | None]:
         done = subprocess.run([sys.executable, "-c", LOOKUP, name], capture_output=True,
                               text=True, timeout=120, check=True)
         known, url = json.loads(done.stdout.strip().splitlines()[-1])
-        return known, url
+        return tuple(known), url
     import torchvision.models as tvm
-    known = tvm.list_models()
+    known = tuple(tvm.list_models())
     return known, tvm.get_model_weights(name).DEFAULT.url if name in known else None
 
 
