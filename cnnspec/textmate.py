@@ -67,7 +67,9 @@ def grammar() -> dict:
                              "2": {"name": "keyword.operator.assignment.cnnspec"}}},
             "structure": {"name": "keyword.other.cnnspec", "match": _words(structure)},
             "control": {"name": "keyword.control.cnnspec", "match": _words(control)},
-            "layer": {"name": "support.function.layer.cnnspec", "match": _words(KEYWORDS)},
+            # A layer kind starts a statement; later on the line `relu` is an activation.
+            "layer": {"match": r"(?:^|(?<=[;{=]))\s*(" + _words(KEYWORDS) + ")",
+                      "captures": {"1": {"name": "support.function.layer.cnnspec"}}},
             "activation": {"name": "support.constant.activation.cnnspec",
                            "match": _words([*ACTIVATIONS, *ACTIVATION_ALIASES])},
             "flag": {"name": "constant.language.cnnspec", "match": _words(flag_words())},
