@@ -92,13 +92,17 @@ def _int_tuple(tree) -> bool:
             and all(isinstance(c, Tree) and c.data == "int" for c in tree.children))
 
 
-def expr(tree, floor: int = 0) -> str:
-    """An expression, parenthesised where its binding is weaker than `floor` requires."""
-    text = _expr(tree)
+def expr(tree, floor: int = 0, tight: bool = True) -> str:
+    """An expression, parenthesised where its binding is weaker than `floor` requires.
+
+    `tight` writes arithmetic without spaces, as inside argument lists where a space separates
+    arguments (`conv planes*4 1x1`); `repeat n - 1` and `if` conditions are spaced.
+    """
+    text = _expr(tree, tight)
     return f"({text})" if _prec(tree) < floor else text
 
 
-def _expr(tree) -> str:
+def _expr(tree, tight: bool) -> str:
     kind = tree.data
     ch = tree.children
     if kind in ("int", "float", "dims", "string", "ref", "name"):
@@ -106,20 +110,22 @@ def _expr(tree) -> str:
     if kind == "tuple":
         if _int_tuple(tree):      # evaluates exactly like a size: (3, 3) == 3x3
             return "x".join(str(c.children[0]) for c in ch)
-        return "(" + ", ".join(expr(c) for c in ch) + ")"
+        return "(" + ", ".join(expr(c, 0, tight) for c in ch) + ")"
     if kind == "neg":
-        return "-" + expr(ch[0], 7)
+        return "-" + expr(ch[0], 7, tight)
     if kind == "not_":
-        return "not " + expr(ch[0], 3)
+        return "not " + expr(ch[0], 3, tight)
     if kind in ("or_", "and_"):
         level = _PREC[kind]
         word = " or " if kind == "or_" else " and "
-        return word.join([expr(ch[0], level)] + [expr(c, level + 1) for c in ch[1:]])
+        return word.join([expr(ch[0], level, tight)]
+                         + [expr(c, level + 1, tight) for c in ch[1:]])
     if kind == "compare":
-        return f"{expr(ch[0], 5)} {ch[1]} {expr(ch[2], 5)}"
+        return f"{expr(ch[0], 5, tight)} {ch[1]} {expr(ch[2], 5, tight)}"
     if kind == "binop":
         level = _prec(tree)
-        return f"{expr(ch[0], level)}{ch[1]}{expr(ch[2], level + 1)}"
+        op = str(ch[1]) if tight else f" {ch[1]} "
+        return f"{expr(ch[0], level, tight)}{op}{expr(ch[2], level + 1, tight)}"
     raise ValueError(f"cannot format expression {kind!r}")
 
 
@@ -145,6 +151,7 @@ class Line:
     end: int                # the last source line it comes from
     opening: bool = False   # ends with '{': no blank line after it
     closing: bool = False   # starts with '}': no blank line before it
+    comment: str = ""       # a comment after the code
 
 
 def _is_tree(node, *names) -> bool:
@@ -172,6 +179,61 @@ def _simple_text(stmt) -> str:
     if kind == "output":
         return "output " + ", ".join(str(c) for c in ch)
     return f"{ch[0]}{_args(ch[1:])}"
+
+
+def _segments(stmt, prefix: str = "") -> list[tuple[str, Tree]] | None:
+    """A statement with bodies as (header, body) pairs: `if a` {..} `else` {..}; None for a
+    parallel, whose branches are not one body."""
+    kind, ch = stmt.data, stmt.children
+    if kind == "named":
+        return _segments(ch[1], f"{prefix}{ch[0]} = ")
+    if kind == "block_def":
+        params = ", ".join(str(p.children[0]) + (f"={expr(p.children[1])}"
+                                                 if len(p.children) > 1 else "")
+                           for p in ch[1:-1])
+        return [(f"{prefix}block {ch[0]}({params})", ch[-1])]
+    if kind in ("compile", "transfer"):
+        return [(f"{prefix}{kind}", ch[0])]
+    if kind == "layer":
+        return [(f"{prefix}{ch[0]}{_args(ch[1:-1])}", ch[-1])]
+    if kind == "repeat":
+        var = f" as {ch[1]}" if len(ch) == 3 else ""
+        return [(f"{prefix}repeat {expr(ch[0], 0, False)}{var}", ch[-1])]
+    if kind == "residual":
+        bodies = [c for c in ch if _is_tree(c, "body")]
+        head = f"{prefix}residual{_args(c for c in ch if not _is_tree(c, 'body'))}"
+        return [(head, bodies[0])] + [("shortcut", b) for b in bodies[1:]]
+    if kind == "if_stmt":
+        return _if_segments(stmt, f"{prefix}if")
+    if kind == "parallel":
+        return None
+    raise ValueError(f"cannot format statement {kind!r}")
+
+
+def _if_segments(stmt, word: str) -> list:
+    cond, then, *other = stmt.children
+    segs = [(f"{word} {expr(cond, 0, False)}", then)]
+    if other and _is_tree(other[0], "if_stmt"):
+        segs += _if_segments(other[0], "else if")
+    elif other:
+        segs.append(("else", other[0]))
+    return segs
+
+
+def _one_line(stmt) -> str | None:
+    """A statement on one line, bodies as `{ a; b }`; None for a parallel inside."""
+    if _simple(stmt):
+        return _simple_text(stmt)
+    segs = _segments(stmt)
+    if segs is None:
+        return None
+    parts = []
+    for head, body in segs:
+        inner = [_one_line(s) for s in body.children]
+        if any(t is None for t in inner):
+            return None
+        parts.append(f"{head} {{ {'; '.join(inner)} }}" if inner else f"{head} {{}}")
+    return " ".join(parts)
 
 
 class Printer:
@@ -215,41 +277,12 @@ class Printer:
         self.lines.append(Line(depth, text, node.meta.line, node.meta.end_line, **kw))
 
     # statements with bodies: a header, then one or more bodies joined by words
-    def compound(self, stmt, depth: int, prefix: str = "") -> None:
-        kind, ch = stmt.data, stmt.children
-        if kind == "named":
-            return self.compound(ch[1], depth, f"{prefix}{ch[0]} = ")
-        if kind == "block_def":
-            params = ", ".join(str(p.children[0]) + (f"={expr(p.children[1])}"
-                                                     if len(p.children) > 1 else "")
-                               for p in ch[1:-1])
-            return self.segments(stmt, depth, [(f"{prefix}block {ch[0]}({params})", ch[-1])])
-        if kind in ("compile", "transfer"):
-            return self.segments(stmt, depth, [(f"{prefix}{kind}", ch[0])])
-        if kind == "layer":
-            return self.segments(stmt, depth, [(f"{prefix}{ch[0]}{_args(ch[1:-1])}", ch[-1])])
-        if kind == "repeat":
-            var = f" as {ch[1]}" if len(ch) == 3 else ""
-            return self.segments(stmt, depth, [(f"{prefix}repeat {expr(ch[0])}{var}", ch[-1])])
-        if kind == "residual":
-            bodies = [c for c in ch if _is_tree(c, "body")]
-            head = f"{prefix}residual{_args(c for c in ch if not _is_tree(c, 'body'))}"
-            segs = [(head, bodies[0])] + [("shortcut", b) for b in bodies[1:]]
-            return self.segments(stmt, depth, segs)
-        if kind == "if_stmt":
-            return self.segments(stmt, depth, self._if_segments(stmt, f"{prefix}if"))
-        if kind == "parallel":
-            return self.parallel(stmt, depth, prefix)
-        raise ValueError(f"cannot format statement {kind!r}")
-
-    def _if_segments(self, stmt, word: str) -> list:
-        cond, then, *other = stmt.children
-        segs = [(f"{word} {expr(cond)}", then)]
-        if other and _is_tree(other[0], "if_stmt"):
-            segs += self._if_segments(other[0], "else if")
-        elif other:
-            segs.append(("else", other[0]))
-        return segs
+    def compound(self, stmt, depth: int) -> None:
+        inner = stmt.children[1] if _is_tree(stmt, "named") else stmt
+        if _is_tree(inner, "parallel"):
+            prefix = f"{stmt.children[0]} = " if inner is not stmt else ""
+            return self.parallel(inner, depth, prefix)
+        return self.segments(stmt, depth, _segments(stmt))
 
     def segments(self, stmt, depth: int, segs: list) -> None:
         """`head { ... } word { ... }`: each body inline or expanded on its own."""
@@ -268,15 +301,17 @@ class Printer:
                                closing=text.startswith("}")))
 
     def _inline(self, body, depth: int, text: str) -> str | None:
-        """The body as `{ a; b }` when the source wrote it on one line and it fits."""
+        """The body as `{ a; b }` when the source wrote it on one line and it fits (bodies
+        inside it are then on that line too: they stay inline with it)."""
         if not body.children:
             inside = range(body.meta.line + 1, body.meta.end_line)
             return None if any(n in self.comment_lines for n in inside) else "{}"
         if body.meta.line != body.meta.end_line:
             return None
-        if not all(_simple(s) for s in body.children):
+        inner = [_one_line(s) for s in body.children]
+        if any(t is None for t in inner):
             return None
-        inline = "{ " + "; ".join(_simple_text(s) for s in body.children) + " }"
+        inline = "{ " + "; ".join(inner) + " }"
         return inline if len(INDENT * depth + text + " " + inline) <= MAX_WIDTH else None
 
     def parallel(self, stmt, depth: int, prefix: str) -> None:
@@ -296,15 +331,16 @@ class Printer:
         blank = [0]
         for text in self.source_lines:
             blank.append(blank[-1] + (not text.strip()))
+        gap = [i > 0 and not lines[i - 1].opening and not line.closing
+               and line.start > lines[i - 1].end + 1
+               and blank[line.start - 1] - blank[lines[i - 1].end] > 0
+               for i, line in enumerate(lines)]
         out: list[str] = []
-        prev = None
-        for line in lines:
-            if prev is not None and not prev.opening and not line.closing \
-                    and line.start > prev.end + 1 \
-                    and blank[line.start - 1] - blank[prev.end] > 0:
+        for line, column, blank_before in zip(lines, _comment_columns(lines, gap), gap):
+            if blank_before:
                 out.append("")
-            out.append((INDENT * line.depth + line.text).rstrip())
-            prev = line
+            code = INDENT * line.depth + line.text
+            out.append(code.ljust(column) + line.comment if line.comment else code.rstrip())
         return "\n".join(out) + "\n" if out else ""
 
     def _with_comments(self) -> list[Line]:
@@ -323,8 +359,7 @@ class Printer:
             else:
                 trailing.setdefault(owner, []).append(str(tok).rstrip())
         for i, texts in trailing.items():
-            lines[i] = Line(lines[i].depth, lines[i].text + "  " + "  ".join(texts),
-                            lines[i].start, lines[i].end, lines[i].opening, lines[i].closing)
+            lines[i].comment = "  ".join(texts)
         starts = [ln.start for ln in lines]
         for tok in reversed(standalone):
             at = bisect.bisect_right(starts, tok.line)
@@ -336,6 +371,24 @@ class Printer:
             lines.insert(at, Line(depth, str(tok).rstrip(), tok.line, tok.line))
             starts.insert(at, tok.line)
         return lines
+
+
+def _comment_columns(lines: list[Line], gap: list[bool]) -> list[int]:
+    """Where each trailing comment starts: consecutive lines with comments (no blank line
+    between) align them, as gofmt does, two spaces after the longest code of the run."""
+    columns = [0] * len(lines)
+    i = 0
+    while i < len(lines):
+        if not lines[i].comment:
+            i += 1
+            continue
+        j = i
+        while j < len(lines) and lines[j].comment and (j == i or not gap[j]):
+            j += 1
+        column = max(len(INDENT * ln.depth + ln.text) for ln in lines[i:j]) + 2
+        columns[i:j] = [column] * (j - i)
+        i = j
+    return columns
 
 
 def format_text(text: str) -> str:

@@ -84,7 +84,13 @@ CASES = [
     ("if a {\nx\n}else{ z }", "if a {\n  x\n} else { z }"),
     ("parallel concat { branch a { conv 8 }; branch { } }",
      "parallel concat {\n  branch a { conv 8 }\n  branch {}\n}"),
-    ("block b() { repeat 2 { relu } }", "block b() {\n  repeat 2 { relu }\n}"),
+    ("block b() { repeat 2 { relu } }", "block b() { repeat 2 { relu } }"),
+    ("if a { residual { relu } } else {\nbn\n}", "if a { residual { relu } } else {\n  bn\n}"),
+    ("block b() { parallel add { branch {}; branch {relu} } }",
+     "block b() {\n  parallel add {\n    branch {}\n    branch { relu }\n  }\n}"),
+    ("repeat n + 1 { conv n + 1 }", "repeat n + 1 { conv n+1 }"),
+    ("if a+1 > b*2 { x }", "if a + 1 > b * 2 { x }"),
+    ("block b(p=2 * 3) { relu }", "block b(p=2*3) { relu }"),
     ("model m; input 8x8x1", "model m; input 8x8x1"),
     ('transfer { source "w.pt"; freeze pattern "a.*" }',
      'transfer { source "w.pt"; freeze pattern "a.*" }'),
@@ -101,6 +107,10 @@ CASES = [
     ("parallel add {\n  branch {\n    # identity\n  }\n  branch { relu }\n}",
      "parallel add {\n  branch {\n    # identity\n  }\n  branch { relu }\n}"),
     ("branch_b = relu  # a\n# b", "branch_b = relu  # a\n# b"),
+    # consecutive trailing comments align, two spaces after the longest code
+    ("conv 8    # a\nconv 16 3x3 # b\n\nrelu    # c",
+     "conv 8       # a\nconv 16 3x3  # b\n\nrelu  # c"),
+    ("block b() {  # x\n  relu  # y\n}", "block b() {  # x\n  relu       # y\n}"),
 ]
 
 
