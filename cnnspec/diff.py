@@ -2,7 +2,8 @@
 
 Layers are matched by name first; the layers left over on both sides are then matched by
 position (an alignment of their kinds, so a renamed or re-counted layer pairs with its old self
-and an inserted one does not shift everything after it). What remains is added or removed.
+and an inserted one does not shift everything after it); only layers of the same kind pair.
+What remains is added or removed.
 For each pair the report lists what differs: kind, arguments, inputs, output shape,
 parameters and MACs; then the totals with their deltas, and the compile/transfer settings.
 """
@@ -72,7 +73,7 @@ def match(a: Model, b: Model) -> list[tuple[int | None, int | None]]:
     kinds_b = [b.nodes[j].kind for j in left_b]
     sm = difflib.SequenceMatcher(a=kinds_a, b=kinds_b, autojunk=False)
     for tag, i1, i2, j1, j2 in sm.get_opcodes():
-        if tag == "equal" or (tag == "replace" and i2 - i1 == j2 - j1):
+        if tag == "equal":       # only layers of one kind pair up: dropout -> bn is -1 +1
             for di in range(i2 - i1):
                 pairs[left_a[i1 + di]] = left_b[j1 + di]
     return _order(pairs, len(a.nodes), len(b.nodes))
