@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import io
 import os
+import random
+import re
 from pathlib import Path
 
 import pytest
@@ -36,6 +38,31 @@ def test_same_ir_and_idempotent(path):
     once = fmt.format_text(source)
     assert _ir(once) == _ir(source)
     assert fmt.format_text(once) == once
+
+
+def _scramble(source: str, seed: int) -> str:
+    """The same spec with other spacing: indents dropped, spaces doubled or added next to
+    punctuation, trailing blanks. Lines with strings or comments keep their text after '#'."""
+    rng = random.Random(seed)
+    out = []
+    for line in source.splitlines():
+        code, hash_, comment = line.partition("#")
+        if '"' not in code:
+            code = code.strip()
+            code = re.sub(r" ", lambda m: " " * rng.randint(1, 3), code)
+            code = re.sub(r"([;,{}()]|(?<![=!<>])=(?!=))", lambda m: rng.choice(["", " "]) + m.group(1)
+                          + rng.choice(["", " "]), code)
+        out.append(code + hash_ + comment + " " * rng.randint(0, 2))
+    return "\n".join(out) + "\n"
+
+
+@pytest.mark.parametrize("path", SPECS, ids=lambda p: p.name)
+def test_spacing_does_not_matter(path):
+    source = path.read_text()
+    canonical = fmt.format_text(source)
+    for seed in range(3):
+        scrambled = _scramble(source, seed)
+        assert fmt.format_text(scrambled) == canonical
 
 
 def test_every_construct_golden():
