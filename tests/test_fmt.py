@@ -205,3 +205,12 @@ def test_stdin_to_stdout(monkeypatch, capsys):
     monkeypatch.setattr("sys.stdin", io.StringIO("x=conv 8;relu\n"))
     assert main(["fmt", "--check", "-"]) == 1
     assert capsys.readouterr().out == "would reformat -\n"
+
+
+def test_diff_shows_changes_and_writes_nothing(tmp_path, capsys):
+    spec = tmp_path / "s.cnn"
+    spec.write_text("input 8x8x1\nconv 8 3x3;relu\n")
+    assert main(["fmt", "--diff", str(spec)]) == 1
+    out = capsys.readouterr().out
+    assert "-conv 8 3x3;relu\n+conv 8 3x3; relu\n" in out
+    assert spec.read_text() == "input 8x8x1\nconv 8 3x3;relu\n"

@@ -11,13 +11,15 @@ from ._common import EXIT_OK, EXIT_SPEC, report, write_atomic
 NAME, HELP, ORDER = "fmt", "rewrite specs in the canonical layout", 40
 DESCRIPTION = ("Rewrite specs in the canonical layout, keeping comments, blocks and sections as "
                "written. '-' reads stdin and writes stdout. With --check nothing is written: "
-               "exit 1 and list the files that would change.")
+               "exit 1 and list the files that would change; --diff shows the changes.")
 
 
 def configure(p):
     p.add_argument("files", nargs="+", metavar="FILE", help="spec files, or '-' for stdin")
     p.add_argument("--check", action="store_true",
                    help="write nothing; exit 1 if any file would change")
+    p.add_argument("--diff", action="store_true",
+                   help="write nothing; print a unified diff of the changes (exit 1 if any)")
 
 
 def run(args) -> int:
@@ -34,6 +36,9 @@ def run(args) -> int:
             report(SpecErrors([err.located(path)]), None if path == "-" else path)
             status = max(status, EXIT_SPEC)
             continue
+        if args.diff:
+            _print_diff(path, source, result)
+            args.check = True
         if path == "-":
             if not args.check:
                 sys.stdout.write(result)
@@ -51,6 +56,13 @@ def run(args) -> int:
         if changed:
             return max(status, EXIT_SPEC)
     return status
+
+
+def _print_diff(path: str, before: str, after: str) -> None:
+    import difflib
+    sys.stdout.writelines(difflib.unified_diff(
+        before.splitlines(keepends=True), after.splitlines(keepends=True),
+        fromfile=f"{path} (before)", tofile=f"{path} (formatted)"))
 
 
 def _read(path: str) -> str | None:
