@@ -347,20 +347,23 @@ class Printer:
         lines = list(self.lines)
         trailing: dict[int, list[str]] = {}
         standalone: list[Token] = []
+        starts = [ln.start for ln in lines]
         for tok in self.comments:
             src = self.source_lines[tok.line - 1] if tok.line <= len(self.source_lines) else ""
             before = src[:tok.column - 1]
             owner = None
             if before.strip():
-                owner = next((i for i in range(len(lines) - 1, -1, -1)
-                              if lines[i].start <= tok.line <= lines[i].end), None)
+                # the last output line whose source lines hold the comment's line
+                i = bisect.bisect_right(starts, tok.line) - 1
+                while i >= 0 and lines[i].end < tok.line:
+                    i -= 1
+                owner = i if i >= 0 else None
             if owner is None:
                 standalone.append(tok)
             else:
                 trailing.setdefault(owner, []).append(str(tok).rstrip())
         for i, texts in trailing.items():
             lines[i].comment = "  ".join(texts)
-        starts = [ln.start for ln in lines]
         for tok in reversed(standalone):
             at = bisect.bisect_right(starts, tok.line)
             if at < len(lines):
