@@ -11,6 +11,7 @@ need pygls; only `serve` imports it, so that `import cnnspec` never does.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
 from .errors import SpecErrors
@@ -78,8 +79,28 @@ def _size(span) -> tuple[int, int]:
     return span.end_line - span.line, span.end_column - span.column
 
 
-def hover_markdown(model: Model, line: int, col: int) -> str | None:
-    """Markdown for the 1-based (line, col): the innermost layer or group there, or None."""
+def word_at(text: str, line: int, col: int) -> str | None:
+    """The name (letters, digits, '_', '.') under the 1-based (line, col), if any."""
+    lines = text.splitlines()
+    if not 1 <= line <= len(lines):
+        return None
+    src, i = lines[line - 1], col - 1
+    for m in re.finditer(r"[A-Za-z_][A-Za-z0-9_.]*", src):
+        if m.start() <= i <= m.end():
+            return m.group(0)
+    return None
+
+
+def hover_markdown(model: Model, line: int, col: int, text: str | None = None) -> str | None:
+    """Markdown for the 1-based (line, col): a tensor named there (`layer1 = ...`, `from=x`,
+    `output a`), else the innermost layer or group whose statement is there, or None."""
+    word = word_at(text, line, col) if text is not None else None
+    if word:
+        named = [g for g in model.groups if g.path == word and g.members]
+        if named:
+            return _groups_markdown(model, named)
+        if word in {n.name for n in model.nodes}:
+            return _nodes_markdown([model.node(word)])
     nodes = [n for n in model.nodes if _contains(n.span, line, col)]
     groups = [g for g in model.groups if g.members and _contains(g.span, line, col)]
     spans = [n.span for n in nodes] + [g.span for g in groups]
@@ -183,7 +204,7 @@ def build_server():
         if model is None:
             return None
         pos = doc.position_from_client_units(params.position)
-        text = hover_markdown(model, pos.line + 1, pos.character + 1)
+        text = hover_markdown(model, pos.line + 1, pos.character + 1, doc.source)
         if text is None:
             return None
         return lsp.Hover(contents=lsp.MarkupContent(kind=lsp.MarkupKind.Markdown, value=text))

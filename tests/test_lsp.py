@@ -131,6 +131,9 @@ def test_hover_shows_shape_params_and_macs(client):
     # On a block call: the instance's totals.
     text = _hover(client, uri, 6, 1)["contents"]["value"]
     assert "block stage" in text and "`stage2`" in text and "8x8x32" in text
+    # On the name of a tensor where it is read: that tensor.
+    text = _hover(client, uri, 7, 1)["contents"]["value"]
+    assert "`x`" in text and "8x8x8" in text
     # Blank space: nothing.
     assert _hover(client, uri, 4, 3) is None
 
@@ -151,4 +154,13 @@ def test_diagnostic_ranges_are_zero_based():
 
 def test_hover_markdown_outside_everything():
     model = cnnspec.compile_text(GOOD)
-    assert hover_markdown(model, 100, 1) is None
+    assert hover_markdown(model, 100, 1, GOOD) is None
+
+
+def test_hover_on_names_of_block_instances_and_references():
+    text = ("input 8x8x3\nblock b(f) { conv f 3x3 same }\nlayer1 = b 4\n"
+            "y = conv 4 1x1 from=layer1\nadd layer1\n")
+    model = cnnspec.compile_text(text)
+    assert "block b" in hover_markdown(model, 3, 2, text)           # `layer1 = b 4`
+    assert "`layer1`" in hover_markdown(model, 5, 6, text)          # `add layer1`
+    assert "`y`" in hover_markdown(model, 4, 1, text)
