@@ -467,6 +467,11 @@ class Elaborator:
                 env[pname] = evaluate(default, env)
         return env
 
+    def _label(self, kind: str, scope: Scope) -> str:
+        """A name for an unnamed residual or parallel: it labels a group, not a node."""
+        scope.counters[f"#{kind}"] += 1
+        return f"{scope.prefix}{kind}{scope.counters[f'#{kind}']}"
+
     def _group(self, path: str, kind: str, first: int, block=None, span=None) -> None:
         members = [n.name for n in self.nodes[first:]]
         self.groups.append(Group(path=path, kind=kind, block=block, members=members,
@@ -549,17 +554,20 @@ class Elaborator:
         body_out = self._body(bodies[0], inner, inputs[0])
         short_out = inputs[0]
         if len(bodies) == 2 or str(mode[0]) == "auto":
-            sc_scope = inner.child(self._fresh("shortcut", inner) + ".")
+            sc_path = self._fresh("shortcut", inner)
+            sc_scope, sc_first = inner.child(sc_path + "."), len(self.nodes)
             if len(bodies) == 2:
                 short_out = self._body(bodies[1], sc_scope, inputs[0])
             else:
                 short_out = self._auto_shortcut(inputs[0], body_out, sc_scope, span)
+            if len(self.nodes) > sc_first:
+                self._group(sc_path, "shortcut", sc_first, span=span_of(bodies[-1]))
         elif str(mode[0]) != "identity":
             raise SpecError("E205", "shortcut is 'identity' or 'auto', or a body "
                             "'shortcut { ... }'", mode[1], received=str(mode[0]))
         out = self._merge("add", [body_out, short_out], act, span, inner, name)
-        self._group(inner.prefix.rstrip(".") if name else f"{scope.prefix}"
-                    f"residual{len(self.groups) + 1}", "residual", first, span=span)
+        self._group(inner.prefix.rstrip(".") if name else self._label("residual", scope),
+                    "residual", first, span=span)
         return out
 
     def _auto_shortcut(self, src, body_out, scope: Scope, span):
@@ -600,8 +608,8 @@ class Elaborator:
         if len(outs) < 2:
             raise SpecError("E222", "parallel needs at least two branches", span)
         out = self._merge(op, outs, act, span, inner, name)
-        self._group(inner.prefix.rstrip(".") if name else f"{scope.prefix}"
-                    f"parallel{len(self.groups) + 1}", "parallel", first, span=span)
+        self._group(inner.prefix.rstrip(".") if name else self._label("parallel", scope),
+                    "parallel", first, span=span)
         return out
 
 

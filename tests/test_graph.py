@@ -68,11 +68,11 @@ def test_clusters_nest_like_the_groups():
     model = cnnspec.compile_file(DATA / "every_construct.cnn")
     dot = graph.to_dot(model)
     outer = dot.index('label="block bottleneck1 (bottleneck)"')
-    inner = dot.index('label="residual bottleneck1.residual4"')
+    inner = dot.index('label="residual bottleneck1.residual1"')
     innermost = dot.index('label="block bottleneck1.conv_bn1 (conv_bn)"')
     assert outer < inner < innermost
     depth = dot[:innermost].count("{") - dot[:innermost].count("}")
-    assert depth == 4      # digraph, bottleneck1, residual4, conv_bn1
+    assert depth == 4      # digraph, bottleneck1, residual1, conv_bn1
 
 
 def test_labels_show_shape_and_params_on_request():
