@@ -114,9 +114,13 @@ class Elaborator:
             self.outputs = [current]
         if self.errors:
             return self._fail()
-        return Model(name=self.model_name or "model", nodes=self.nodes, outputs=self.outputs,
-                     groups=self.groups, compile=self.compile_spec,
-                     transfer=self.transfer_spec, source=self.path)
+        # Built from checked parts, so constructed without validation: validating would build
+        # the schema of every layer kind, a third of a `cnnspec summary` (tests check that
+        # `Model.model_validate_json(m.to_json()) == m`).
+        return Model.model_construct(name=self.model_name or "model", nodes=self.nodes,
+                                     outputs=self.outputs, groups=self.groups,
+                                     compile=self.compile_spec, transfer=self.transfer_spec,
+                                     source=self.path)
 
     def _fail(self):
         for err in self.errors:
@@ -396,7 +400,7 @@ class Elaborator:
         self.nodes.append(Node.model_construct(
             name=full, layer=layer, inputs=list(inputs), shape=tuple(out), trainable=trainable,
             non_trainable=frozen, macs=macs,
-            span=IRSpan(**span.to_dict()) if span else None))
+            span=_ir_span(span)))
         return full
 
     # --- blocks ------------------------------------------------------------------------------
@@ -456,8 +460,8 @@ class Elaborator:
 
     def _group(self, path: str, kind: str, first: int, block=None, span=None) -> None:
         members = [n.name for n in self.nodes[first:]]
-        self.groups.append(Group(path=path, kind=kind, block=block, members=members,
-                                 span=IRSpan(**span.to_dict()) if span else None))
+        self.groups.append(Group.model_construct(path=path, kind=kind, block=block,
+                                                 members=members, span=_ir_span(span)))
 
     # --- control and structure ------------------------------------------------------------------
     def _repeat(self, stmt: Tree, scope: Scope, current, name):
@@ -590,6 +594,10 @@ class Elaborator:
         self._group(inner.prefix.rstrip(".") if name else f"{scope.prefix}"
                     f"parallel{len(self.groups) + 1}", "parallel", first, span=span)
         return out
+
+
+def _ir_span(span: Span | None) -> IRSpan | None:
+    return IRSpan.model_construct(**span.to_dict()) if span else None
 
 
 def elaborate(tree: Tree, path: str | None = None) -> Model:
