@@ -9,6 +9,7 @@ inside (`layer1.conv1`). Names given in a `repeat` get the iteration as suffix (
 
 from __future__ import annotations
 
+import keyword
 from collections import Counter
 from dataclasses import dataclass, field
 
@@ -23,8 +24,9 @@ from .layers import KEYWORDS, Layer, ShapeError, fmt_shape
 from .layers.base import ACTIVATION_ALIASES, ACTIVATIONS
 from .values import Word, describe, evaluate, is_tree, span_of
 
-MAX_NODES = 200_000
+MAX_NODES = 20_000        # ~2 s of elaboration; the largest published CNNs have ~1,000
 MAX_REPEAT = 100_000
+MAX_WORK = 4 * MAX_NODES  # layers plus repeat iterations; bounds the time of an expansion
 MAX_DEPTH = 64
 
 
@@ -77,6 +79,7 @@ class Elaborator:
         self.compile_spec = None
         self.transfer_spec = None
         self._transfer_tree = None
+        self.work = 0               # nodes made plus repeat iterations run
 
     # --- entry ---------------------------------------------------------------------------------
     def run(self) -> Model:
@@ -89,7 +92,7 @@ class Elaborator:
         for item in items:
             kind = item.data
             if kind == "model":
-                self.model_name = str(item.children[0])
+                self.model_name = self._guard(check_name, item.children[0], "model")
             elif kind == "input":
                 current = self._guard(self._input, item) or current
             elif kind == "block_def":
@@ -142,7 +145,7 @@ class Elaborator:
     # --- top-level items ---------------------------------------------------------------------
     def _define_block(self, item: Tree) -> None:
         name_tok, *rest = item.children
-        name = str(name_tok)
+        name = check_name(name_tok, "block")
         if name in KEYWORDS:
             raise SpecError("E216", f"block '{name}' has the name of a layer kind",
                             span_of(name_tok), hint="choose another name for the block")
@@ -151,7 +154,7 @@ class Elaborator:
                             hint=f"the first definition is at line {self.blocks[name].span.line}")
         params, seen = [], set()
         for p in rest[:-1]:
-            pname = str(p.children[0])
+            pname = check_name(p.children[0], "parameter")
             if pname in seen:
                 raise SpecError("E217", f"parameter '{pname}' appears twice", span_of(p))
             seen.add(pname)
@@ -225,7 +228,7 @@ class Elaborator:
         try:
             if stmt.data == "named":
                 tok, inner = stmt.children
-                return self._stmt(inner, scope, current, str(tok))
+                return self._stmt(inner, scope, current, check_name(tok, "tensor"))
             handler = {"layer": self._layer, "repeat": self._repeat, "residual": self._residual,
                        "parallel": self._parallel, "if_stmt": self._if}[stmt.data]
             out = handler(stmt, scope, current, name)
@@ -375,7 +378,8 @@ class Elaborator:
         return self._add_node(full, layer, inputs, span, scope)
 
     def _add_node(self, full: str, layer: Layer, inputs, span, scope: Scope) -> str | None:
-        if len(self.nodes) >= MAX_NODES:
+        self.work += 1
+        if len(self.nodes) >= MAX_NODES or self.work > MAX_WORK:
             raise SpecError("E215", f"the network has more than {MAX_NODES:,} layers", span,
                             hint="a repeat count or a recursion is larger than intended")
         if not layer.min_inputs <= len(inputs) <= layer.max_inputs:
@@ -466,7 +470,7 @@ class Elaborator:
     # --- control and structure ------------------------------------------------------------------
     def _repeat(self, stmt: Tree, scope: Scope, current, name):
         count_tree, *rest = stmt.children
-        var = str(rest[0]) if len(rest) == 2 else None
+        var = check_name(rest[0], "repeat variable") if len(rest) == 2 else None
         count = evaluate(count_tree, scope.env)
         if isinstance(count, bool) or not isinstance(count, int) or not 0 <= count <= MAX_REPEAT:
             raise SpecError("E224", f"repeat needs a count from 0 to {MAX_REPEAT:,}",
@@ -474,10 +478,23 @@ class Elaborator:
         for i in range(count):
             env = {**scope.env, var: i} if var else scope.env
             inner = scope.sibling(env, suffix=f"{scope.suffix}_{i + 1}")
+            before = self.work
             current = self._body(rest[-1], inner, current)
+            self.work += 1
             if self.errors:
                 break
+            if i == 0 or self.work > MAX_WORK:
+                self._check_budget(count - i, self.work - before, span_of(stmt))
         return current
+
+    def _check_budget(self, count: int, per_iteration: int, span) -> None:
+        """Refuse an enormous repeat after its first iteration, before expanding the rest:
+        `repeat 100000 { repeat 100000 { relu } }` fails at once instead of after minutes."""
+        if self.work + per_iteration * (count - 1) > MAX_WORK:
+            raise SpecError("E215", f"this repeat would expand to about {per_iteration * count:,} "
+                            f"layers and iterations, more than the limit of {MAX_WORK:,}", span,
+                            hint=f"a network has at most {MAX_NODES:,} layers; a repeat count "
+                            "is larger than intended")
 
     def _if(self, stmt: Tree, scope: Scope, current, name):
         cond, then, *other = stmt.children
@@ -582,7 +599,7 @@ class Elaborator:
         first = len(self.nodes)
         outs = []
         for br in branches:
-            bname = str(br.children[0]) if len(br.children) == 2 else None
+            bname = check_name(br.children[0], "branch") if len(br.children) == 2 else None
             path = (self._explicit(bname, inner, span_of(br)) if bname
                     else self._fresh("branch", inner))
             bfirst = len(self.nodes)
@@ -594,6 +611,19 @@ class Elaborator:
         self._group(inner.prefix.rstrip(".") if name else f"{scope.prefix}"
                     f"parallel{len(self.groups) + 1}", "parallel", first, span=span)
         return out
+
+
+def check_name(tok, what: str) -> str:
+    """A name may become an attribute or a variable in generated Python: the grammar makes it
+    an ASCII identifier; Python keywords and dunder names are refused here."""
+    name = str(tok)
+    if keyword.iskeyword(name) or name.startswith("__"):
+        why = "a Python keyword" if keyword.iskeyword(name) else "a name starting with '__'"
+        raise SpecError("E225", f"the {what} name '{name}' is {why}, which generated code "
+                        "cannot use", span_of(tok), received=name,
+                        hint=f"choose another name, e.g. '{name.strip('_')}_'"
+                        if name.strip("_") else "choose another name")
+    return name
 
 
 def _ir_span(span: Span | None) -> IRSpan | None:
