@@ -353,10 +353,17 @@ class Elaborator:
                          hint=cls.kind_doc or None)
 
     def _auto_name(self, layer: Layer, word: str, scope: Scope) -> str:
-        base = {"activation": getattr(layer, "fn", word), "merge": getattr(layer, "op", word),
-                "pool": f"{getattr(layer, 'op', '')}pool",
-                "global_pool": "gap" if getattr(layer, "op", "") == "avg" else "gmp"}.get(
-                    layer.kind, layer.kind)
+        kind = layer.kind
+        if kind == "activation":
+            base = layer.fn
+        elif kind == "merge":
+            base = layer.op
+        elif kind == "pool":
+            base = f"{layer.op}pool"
+        elif kind == "global_pool":
+            base = "gap" if layer.op == "avg" else "gmp"
+        else:
+            base = kind
         return self._fresh(base, scope)
 
     def _fresh(self, base: str, scope: Scope) -> str:
