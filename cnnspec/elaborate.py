@@ -343,14 +343,17 @@ class Elaborator:
             span = nums[idx] if idx < len(nums) else None
         if span is None and args.pos:
             span = args.pos[0][1]
-        received = first.get("input")
         if first["type"] == "missing":
             return SpecError("E209", f"'{word}' needs its {key}", span, expected=key,
                              hint=cls.kind_doc or None)
-        msg = first["msg"].replace("Value error, ", "")
-        return SpecError("E205", f"'{word}' {key}: {msg}", span, expected=msg,
-                         received=f"{key}={received!r}" if received is not None else None,
-                         hint=cls.kind_doc or None)
+        expected = explain_validation(first)
+        if key is None:         # a check across arguments (a model validator)
+            given = ", ".join(f"{k}={describe(v)}" for k, (v, _) in args.kw.items())
+            return SpecError("E205", f"'{word}': {expected}", span, received=given or None,
+                             hint=cls.kind_doc or None)
+        value = args.kw[key][0] if key in args.kw else first.get("input")
+        return SpecError("E205", f"'{word}' {key} must be {expected}", span, expected=expected,
+                         received=f"{key}={describe(value)}", hint=cls.kind_doc or None)
 
     def _auto_name(self, layer: Layer, word: str, scope: Scope) -> str:
         kind = layer.kind
@@ -404,9 +407,10 @@ class Elaborator:
             trainable, frozen = layer.count_params(shapes)
             macs = layer.count_macs(shapes, out)
         except ShapeError as exc:
-            where = f" (input {', '.join(fmt_shape(s) for s in shapes)})" if shapes else ""
-            raise SpecError(exc.code, exc.message + ("" if "tensor" in exc.message else where),
-                            span, hint=exc.hint) from None
+            listing = ", ".join(fmt_shape(s) for s in shapes)
+            shown = "tensor" in exc.message or (shapes and fmt_shape(shapes[0]) in exc.message)
+            where = "" if shown or not shapes else f" (input {listing})"
+            raise SpecError(exc.code, exc.message + where, span, hint=exc.hint) from None
         self.shapes[full] = out
         self.nodes.append(Node.model_construct(
             name=full, layer=layer, inputs=list(inputs), shape=tuple(out), trainable=trainable,
@@ -618,6 +622,36 @@ class Elaborator:
         self._group(inner.prefix.rstrip(".") if name else f"{scope.prefix}"
                     f"parallel{len(self.groups) + 1}", "parallel", first, span=span)
         return out
+
+
+_PYDANTIC_WORDS = {
+    "int_type": "a whole number", "int_parsing": "a whole number",
+    "int_from_float": "a whole number", "float_type": "a number", "float_parsing": "a number",
+    "bool_type": "true or false", "bool_parsing": "true or false",
+    "tuple_type": "a size like 3x3, or a whole number", "string_type": "a word",
+    "finite_number": "a finite number",
+}
+
+
+def explain_validation(err: dict) -> str:
+    """A pydantic error as the end of 'X must be ...' (Keras' style: say what is expected)."""
+    kind, ctx = err["type"], err.get("ctx") or {}
+    if kind == "greater_than_equal":
+        return f"at least {ctx['ge']}"
+    if kind == "greater_than":
+        return f"greater than {ctx['gt']}"
+    if kind == "less_than":
+        return f"less than {ctx['lt']}"
+    if kind == "less_than_equal":
+        return f"at most {ctx['le']}"
+    if kind == "literal_error":
+        return f"one of {ctx['expected']}"
+    if kind in ("too_long", "too_short"):
+        return (f"at most {ctx['max_length']} values" if kind == "too_long"
+                else f"at least {ctx['min_length']} values")
+    if kind in _PYDANTIC_WORDS:
+        return _PYDANTIC_WORDS[kind]
+    return err["msg"].replace("Value error, ", "")
 
 
 def check_name(tok, what: str) -> str:

@@ -39,7 +39,7 @@ class Dense(Layer):
     def output_shape(self, shapes):
         if len(shapes[0]) != 1:
             raise ShapeError(
-                f"dense needs a vector, but its input is a {fmt_shape(shapes[0])} feature map",
+                f"dense needs a vector, but its input is the feature map {fmt_shape(shapes[0])}",
                 hint="put 'flatten' or 'gap' (global average pooling) before the dense layer, "
                      "or use 'conv N 1x1' for a per-pixel dense layer", code="E305")
         return (self.units,)
