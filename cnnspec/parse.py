@@ -5,6 +5,7 @@ from __future__ import annotations
 import functools
 import hashlib
 import json
+import re
 from pathlib import Path
 
 from lark import Lark, Token, Tree
@@ -13,6 +14,8 @@ from lark.exceptions import UnexpectedCharacters, UnexpectedEOF, UnexpectedInput
 from .errors import Span, SpecError
 
 MAX_SOURCE_BYTES = 8 * 1024 * 1024
+MAX_NESTING = 100      # braces and parentheses; deeper nesting would exhaust Python's stack
+_BRACKETS = re.compile(r'"(?:[^"\\\n]|\\.)*"|#[^\n]*|[{}()]')
 
 # What each terminal is called in an error message.
 _TERMINAL_WORDS = {
@@ -108,6 +111,7 @@ def parse_text(text: str) -> Tree:
     if "\x00" in text:
         line = text[:text.index("\x00")].count("\n") + 1
         raise SpecError("E105", "the spec contains a NUL byte; is it a binary file?", Span(line, 1))
+    _check_nesting(text)
     try:
         return parser().parse(text)
     except UnexpectedInput as exc:
@@ -117,18 +121,53 @@ def parse_text(text: str) -> Tree:
                         hint="flatten the nesting of blocks and parentheses") from None
 
 
+def _position(text: str, offset: int) -> tuple[int, int]:
+    """1-based line and column of a character offset; lines end at '\\n' only, as lark's."""
+    line_start = text.rfind("\n", 0, offset) + 1
+    return text.count("\n", 0, offset) + 1, offset - line_start + 1
+
+
+def _check_nesting(text: str) -> None:
+    depth = 0
+    for m in _BRACKETS.finditer(text):
+        ch = m.group()
+        if ch in "{(":
+            depth += 1
+            if depth > MAX_NESTING:
+                line, col = _position(text, m.start())
+                raise SpecError("E106", f"brackets are nested more than {MAX_NESTING} deep",
+                                Span(line, col, line, col + 1),
+                                hint="flatten the nesting: define a block and use repeat")
+        elif ch in "})":
+            depth = max(depth - 1, 0)
+
+
+def _unclosed_brace(text: str) -> tuple[int, int] | None:
+    """Where the last '{' that is never closed opens (comments and strings skipped)."""
+    opened: list[int] = []
+    for m in _BRACKETS.finditer(text):
+        if m.group() == "{":
+            opened.append(m.start())
+        elif m.group() == "}" and opened:
+            opened.pop()
+    return _position(text, opened[-1]) if opened else None
+
+
 def _syntax_error(exc: UnexpectedInput, text: str) -> SpecError:
-    lines = text.splitlines() or [""]
+    lines = text.split("\n")
     if isinstance(exc, UnexpectedEOF) or (isinstance(exc, UnexpectedToken)
                                            and exc.token.type == "$END"):
-        # An unexpected end of file has no position: point after the last character.
-        line = len(lines)
-        col = len(lines[-1]) + 1
+        # An unexpected end of file has no position: point just after the last character
+        # that is not blank, where the missing text belongs.
+        stripped = text.rstrip()
+        line, col = _position(stripped, len(stripped))
         expected = _describe_expected(getattr(exc, "expected", None) or exc.accepts
                                       if hasattr(exc, "accepts") else exc.expected)
+        brace = _unclosed_brace(text)
+        hint = (f"the '{{' at line {brace[0]}, column {brace[1]} is never closed: add a '}}'"
+                if brace else "a statement is unfinished")
         return SpecError("E103", "the spec ends too early", Span(line, col, line, col + 1),
-                         expected=expected, received="the end of the file",
-                         hint="a '{' may be missing its '}', or a statement is unfinished")
+                         expected=expected, received="the end of the file", hint=hint)
     if isinstance(exc, UnexpectedCharacters):
         ch = text[exc.pos_in_stream] if exc.pos_in_stream < len(text) else ""
         hint = None
@@ -149,6 +188,8 @@ def _syntax_error(exc: UnexpectedInput, text: str) -> SpecError:
     hint = None
     if str(tok) == "{":
         hint = "'{' opens the body of a block, repeat, residual, branch or section"
+    elif str(tok) == "}":
+        hint = "this '}' closes nothing: a '{' is missing above, or it is one too many"
     elif str(tok) == "=":
         hint = "names are given as 'name = layer ...' at the start of a statement"
     elif tok.type == "_NL" and "'}'" in _describe_expected(exc.accepts or exc.expected):
