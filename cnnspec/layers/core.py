@@ -154,6 +154,7 @@ class Identity(Layer):
 
     kind: Literal["identity"] = "identity"
     keywords = {"identity": {}}
+    kind_doc = "identity (names a tensor: skip = identity)"
 
 
 @register
@@ -165,6 +166,7 @@ class Rescale(Layer):
     offset: float = 0.0
     keywords = {"rescale": {}}
     positional = ("scale", "offset")
+    kind_doc = "rescale SCALE [OFFSET] (x * scale + offset, e.g. rescale 1/255)"
 
 
 def _pads(value):
