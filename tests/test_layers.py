@@ -11,8 +11,8 @@ from __future__ import annotations
 
 import inspect
 import math
-from dataclasses import dataclass
 from collections.abc import Callable
+from dataclasses import dataclass
 
 import pytest
 
