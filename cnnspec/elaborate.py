@@ -287,12 +287,12 @@ class Elaborator:
             raise SpecError("E221", f"'{word}' takes no body", span_of(body))
         cls, preset = KEYWORDS[word]
         inputs = self._inputs(args, scope, current)
-        layer, refs = self._build_layer(cls, preset, word, args, scope)
+        layer, refs = self._build_layer(cls, preset, word, args, scope, span_of(stmt))
         inputs += refs
         return self._place(layer, word, inputs, span_of(stmt), scope, name)
 
     def _build_layer(self, cls: type[Layer], preset: dict, word: str, args: Args,
-                     scope: Scope) -> tuple[Layer, list[str]]:
+                     scope: Scope, where: Span | None = None) -> tuple[Layer, list[str]]:
         values, refs = dict(preset), []
         slots = list(cls.positional)
         has_act = "activation" in cls.model_fields
@@ -331,9 +331,10 @@ class Elaborator:
         try:
             return cls(**values), refs
         except ValidationError as exc:
-            raise self._validation_error(exc, word, args, cls) from None
+            raise self._validation_error(exc, word, args, cls, where) from None
 
-    def _validation_error(self, exc: ValidationError, word: str, args: Args, cls) -> SpecError:
+    def _validation_error(self, exc: ValidationError, word: str, args: Args, cls,
+                          where: Span | None) -> SpecError:
         first = exc.errors()[0]
         key = str(first["loc"][0]) if first["loc"] else None
         span = args.kw[key][1] if key in args.kw else None
@@ -343,6 +344,7 @@ class Elaborator:
             span = nums[idx] if idx < len(nums) else None
         if span is None and args.pos:
             span = args.pos[0][1]
+        span = span or where
         if first["type"] == "missing":
             return SpecError("E209", f"'{word}' needs its {key}", span, expected=key,
                              hint=cls.kind_doc or None)
@@ -527,7 +529,7 @@ class Elaborator:
             return scope
         return scope.child(self._explicit(name, scope, span) + ".")
 
-    def _post_words(self, args: Args, allowed: dict) -> tuple[dict, str | None]:
+    def _post_words(self, args: Args, allowed: dict, word: str) -> tuple[dict, str | None]:
         """Bare words after 'residual' / 'parallel': a merge op, an activation after it."""
         chosen, act = {}, None
         for value, span in args.pos:
@@ -537,7 +539,7 @@ class Elaborator:
             elif text in ACTIVATIONS or text in ACTIVATION_ALIASES:
                 act = text
             else:
-                raise SpecError("E203", f"unexpected {describe(value)}", span,
+                raise SpecError("E203", f"'{word}' does not understand {describe(value)}", span,
                                 expected=", ".join([*allowed, "an activation"]),
                                 hint=did_you_mean(str(text), [*allowed, *ACTIVATIONS]))
         return chosen, act
@@ -562,7 +564,7 @@ class Elaborator:
         for key, (_, kspan) in args.kw.items():
             raise SpecError("E204", f"residual has no argument '{key}'", kspan,
                             expected="from, shortcut", hint=did_you_mean(key, ["shortcut"]))
-        _, act = self._post_words(args, {})
+        _, act = self._post_words(args, {}, "residual")
         inner = self._structure_scope(scope, name, span)
         first = len(self.nodes)
         body_out = self._body(bodies[0], inner, inputs[0])
@@ -604,7 +606,7 @@ class Elaborator:
         for key, (_, kspan) in args.kw.items():
             raise SpecError("E204", f"parallel has no argument '{key}'", kspan, expected="from")
         ops = {"concat": {"op": "concat"}, "add": {"op": "add"}, "multiply": {"op": "multiply"}}
-        chosen, act = self._post_words(args, ops)
+        chosen, act = self._post_words(args, ops, "parallel")
         op = chosen.get("op", "concat")
         inner = self._structure_scope(scope, name, span)
         first = len(self.nodes)

@@ -194,7 +194,9 @@ def _syntax_error(exc: UnexpectedInput, text: str) -> SpecError:
         hint = "names are given as 'name = layer ...' at the start of a statement"
     elif tok.type == "_NL" and "'}'" in _describe_expected(exc.accepts or exc.expected):
         hint = "a '{' opened above is not closed"
-    return SpecError("E101", f"unexpected {_token_text(tok)}",
+    message = ("the line ends too early" if tok.type == "_NL"
+               else f"unexpected {_token_text(tok)}")
+    return SpecError("E101", message,
                      Span(line, col, line, col + width),
                      expected=_describe_expected(exc.accepts or exc.expected),
                      received=_token_text(tok), hint=hint)
