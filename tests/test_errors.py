@@ -11,7 +11,7 @@ import pytest
 import cnnspec
 from cnnspec import SpecErrors
 
-I = "input 8x8x3\n"   # noqa: E741  (most rows start with it)
+I = "input 8x8x3\n"
 
 # (source, code, line, column, words in the message, words in the hint or None)
 ROWS = [
