@@ -76,7 +76,7 @@ def evaluate(tree, env: dict) -> object:
     if kind == "tuple":
         return tuple(evaluate(c, env) for c in tree.children)
     if kind == "neg":
-        operand = tree.children[-1]     # children: the MINUS token, the operand
+        operand = tree.children[-1]
         return -_number(evaluate(operand, env), operand, env)
     if kind == "binop":
         left, op, right = tree.children
