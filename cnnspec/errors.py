@@ -3,7 +3,8 @@
 Codes come in families, stable across releases so that tools can match on them:
     E1xx  syntax          (the text does not parse)
     E2xx  validation      (unknown layer or argument, bad value, block misuse)
-    E3xx  shape           (a tensor size that cannot exist, shapes that cannot meet)
+    E3xx  shape           (a tensor size that cannot exist, shapes that cannot meet; E320 a
+                          network larger than `check --max-memory`)
     E4xx  backend         (a framework cannot express or load something)
     E5xx  compile/transfer settings
 Exit codes of the CLI: 0 ok, 1 spec error, 2 usage error.
