@@ -21,7 +21,7 @@ ENV = {**os.environ, "PYTHONPATH": str(ROOT) + os.pathsep + os.environ.get("PYTH
 def cli(*argv, stdin: str | None = None) -> subprocess.CompletedProcess:
     """The command as a user runs it: a separate process."""
     return subprocess.run([sys.executable, "-m", "cnnspec", *argv], capture_output=True,
-                          text=True, env=ENV, cwd=ROOT, input=stdin, timeout=120)
+                          text=True, env=ENV, cwd=ROOT, input=stdin, timeout=120, check=False)
 
 
 def run(capsys, *argv) -> tuple[int, str, str]:
@@ -144,7 +144,7 @@ def test_markdown(capsys):
 
 
 def test_summary_error_exit_1(capsys, bad):
-    code, out, err = run(capsys, "summary", bad)
+    code, _, err = run(capsys, "summary", bad)
     assert code == 1 and "error[E204]" in err
 
 
@@ -173,7 +173,7 @@ def test_validate_corrupted(capsys, tmp_path):
     data["nodes"][1]["trainable"] = 5
     path = tmp_path / "bad.json"
     path.write_text(json.dumps(data))
-    code, out, err = run(capsys, "validate", str(path))
+    code, _, err = run(capsys, "validate", str(path))
     assert code == 1
     assert f"{path}#/nodes/1/trainable: error[E606]" in err
     code, out, _ = run(capsys, "validate", str(path), "--format", "json")
@@ -232,5 +232,5 @@ def test_import_does_not_load_frameworks():
             "bad = [m for m in ('torch', 'tensorflow', 'keras', 'jax') if m in sys.modules]; "
             "print(bad); sys.exit(1 if bad else 0)")
     result = subprocess.run([sys.executable, "-c", code, VGG], capture_output=True, text=True,
-                            env=ENV, cwd=ROOT, timeout=120)
+                            env=ENV, cwd=ROOT, timeout=120, check=False)
     assert result.returncode == 0, result.stdout + result.stderr
