@@ -410,3 +410,19 @@ def test_export_refuses_weights_that_do_not_fit(tmp_path, capsys):
     err = capsys.readouterr().err
     assert "conv1.bias" in err and "Traceback" not in err
     assert not (tmp_path / "o.onnx").exists()
+
+
+def test_activations_overwrite_only_fresh_tensors_read_once():
+    model = compile_case("input 4x4x3\na = conv 3 1x1\nrelu\nadd a\nrelu\nsigmoid\nrelu")
+    lines = [line.split("  #")[0].strip() for line in tb.generate(model).splitlines()]
+    assert "x = F.relu(a)" in lines                       # a is read again by add
+    assert "x = F.relu(x, inplace=True)" in lines          # the add's fresh sum
+    assert lines.count("x = F.relu(x)") == 1               # sigmoid's backward needs its output
+    net = tb.build(model).train()
+    x = torch.randn(2, 3, 4, 4, requires_grad=True)
+    a = net.conv1(x)
+    expected = torch.relu(torch.sigmoid(torch.relu(torch.relu(a) + a)))
+    out = net(x)
+    torch.testing.assert_close(out, expected)
+    out.sum().backward()                                   # autograd accepts the in-place ops
+    assert x.grad is not None

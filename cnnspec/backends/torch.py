@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import keyword
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from ..ir import Model
@@ -94,9 +94,23 @@ def plan(model: Model) -> Plan:
         op = layer.torch_op(shapes) if layer is not None else te.TorchOp(forward=te.X)
         steps.append(Step(node.name, op, list(node.inputs), tuple(node.shape),
                           softmax=softmax, live=node.name in live))
+    _overwrite_where_safe(steps, consumers, model)
     containers = _name_modules(steps)
     return Plan(model.name, class_name(model.name), model.input.name, tuple(model.input_shape),
                 steps, list(model.outputs), containers)
+
+
+def _overwrite_where_safe(steps: list[Step], consumers: dict[str, int], model: Model) -> None:
+    """Use a layer's in-place forward where its input is a fresh tensor read by it alone (as
+    torchvision's ReLU(inplace=True) after batch norm): same values, less memory traffic."""
+    by_name = {s.node: s for s in steps}
+    for step in steps:
+        if step.op.inplace is None or len(step.inputs) != 1:
+            continue
+        src = by_name.get(step.inputs[0])
+        if src is not None and src.op.fresh and consumers[src.node] == 1 \
+                and src.node not in model.outputs:
+            step.op = replace(step.op, forward=step.op.inplace)
 
 
 def _live(model: Model) -> set[str]:
