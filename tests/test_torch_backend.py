@@ -420,7 +420,7 @@ def test_activations_overwrite_only_fresh_tensors_read_once():
     assert lines.count("x = F.relu(x)") == 1               # sigmoid's backward needs its output
     net = tb.build(model).train()
     x = torch.randn(2, 3, 4, 4, requires_grad=True)
-    a = net.conv1(x)
+    a = net.a(x)
     expected = torch.relu(torch.sigmoid(torch.relu(torch.relu(a) + a)))
     out = net(x)
     torch.testing.assert_close(out, expected)
