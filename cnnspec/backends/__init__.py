@@ -1,4 +1,7 @@
-"""Backends: each turns the IR into a framework's model or into its source code.
+"""Backends: the IR turned into framework models or source code.
 
-They import their framework lazily; `import cnnspec` imports none of them.
+Importing this package imports no framework; each backend module imports its own when used.
+Every backend is looked up by name (`cnnspec.backends.<name>`) and offers `generate(model) -> str`.
 """
+
+BACKENDS = ("torch", "keras")
