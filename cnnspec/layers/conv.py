@@ -287,22 +287,6 @@ class ConvTranspose(Layer):
                              slice(None, w * self.stride[1])))
         return te.TorchOp(module=module, forward=te.activation(self.activation, y))
 
-
-# --- torch backend helpers ------------------------------------------------------------------
-
-def _torch_conv(layer, shape, in_c: int, out_c: int, groups: int):
-    """nn.Conv2d for conv and dwconv, with TensorFlow's 'same' (F.pad first where uneven)."""
-    from ..backends import torch_emit as te
-    padding, pads = te.window_padding(layer.padding, shape, layer.kernel, layer.stride,
-                                      layer.dilation)
-    module = te.call("nn.Conv2d", in_c, out_c, kernel_size=te.one(layer.kernel),
-                     **te.kwargs_unless_default(
-                         stride=(te.one(layer.stride), 1), padding=(padding, 0),
-                         dilation=(te.one(layer.dilation), 1), groups=(groups, 1),
-                         bias=(layer.bias, True)))
-    forward = te.activation(layer.activation, te.Self((te.pad(te.X, pads),)))
-    return te.TorchOp(module=module, forward=forward)
-
     # --- Keras backend (cnnspec.backends.keras): a recipe of Keras layers --------------------
     def keras_layers(self, name, in_shapes):
         # Integer padding P: Keras 'valid' gives (W-1)*S + F + output_padding (output_padding
@@ -321,3 +305,19 @@ def _torch_conv(layer, shape, in_c: int, out_c: int, groups: int):
             recipe.append(("Cropping2D", {"cropping": ((ph, ph), (pw, pw)),
                                           "name": f"{name}_crop"}))
         return recipe
+
+
+# --- torch backend helpers ------------------------------------------------------------------
+
+def _torch_conv(layer, shape, in_c: int, out_c: int, groups: int):
+    """nn.Conv2d for conv and dwconv, with TensorFlow's 'same' (F.pad first where uneven)."""
+    from ..backends import torch_emit as te
+    padding, pads = te.window_padding(layer.padding, shape, layer.kernel, layer.stride,
+                                      layer.dilation)
+    module = te.call("nn.Conv2d", in_c, out_c, kernel_size=te.one(layer.kernel),
+                     **te.kwargs_unless_default(
+                         stride=(te.one(layer.stride), 1), padding=(padding, 0),
+                         dilation=(te.one(layer.dilation), 1), groups=(groups, 1),
+                         bias=(layer.bias, True)))
+    forward = te.activation(layer.activation, te.Self((te.pad(te.X, pads),)))
+    return te.TorchOp(module=module, forward=forward)
