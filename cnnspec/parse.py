@@ -18,7 +18,7 @@ _TERMINAL_WORDS = {
     "STRING": "a quoted string", "REF": "a source like torchvision:resnet18",
     "_NL": "a new line", "_SEMI": "';'", "LBRACE": "'{'", "RBRACE": "'}'", "LPAR": "'('",
     "RPAR": "')'", "COMMA": "','", "EQUAL": "'='", "COMP_OP": "a comparison",
-    "ADD_OP": "'+' or '-'", "MUL_OP": "'*' or '/'", "MINUS": "'-'", "$END": "the end of the file",
+    "ADD_OP": "'+' or '-'", "MUL_OP": "'*' or '/'", "MINUS": "'-'", "_NEG": "'-'", "$END": "the end of the file",
 }
 
 

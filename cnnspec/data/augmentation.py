@@ -1,0 +1,162 @@
+"""Batch augmentation in numpy, parsed from short strings such as "crop 4".
+
+Geometric ops move masks and boxes with the pixels, so one op list serves
+classification, detection and segmentation.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from cnnspec.data import DataError
+
+OPS_HINT = (
+    "use flip, vflip, crop N (pad N pixels, crop back at random), "
+    "normalize, or normalize MEAN STD (numbers or comma lists, one per channel)"
+)
+RANDOM_OPS = ("flip", "vflip", "crop")
+
+
+@dataclass(frozen=True)
+class Op:
+    """One parsed augmentation. `pad` is for crop; `mean`/`std` for normalize (None:
+    computed from each batch)."""
+
+    name: str
+    pad: int = 0
+    mean: tuple[float, ...] | None = None
+    std: tuple[float, ...] | None = None
+
+
+def parse_ops(ops, x: np.ndarray | None = None) -> list[Op]:
+    """Parse op strings (Op objects pass through). A bare "normalize" takes its
+    per-channel mean and std from `x` when given: pass the training images so
+    training and validation batches are normalised alike."""
+    if isinstance(ops, (str, Op)):
+        ops = [ops]
+    parsed = [op if isinstance(op, Op) else _parse_one(op) for op in ops]
+    if x is not None:
+        parsed = [_fit(op, x) for op in parsed]
+    return parsed
+
+
+def _parse_one(text: str) -> Op:
+    words = str(text).split()
+    name, args = (words[0].lower(), words[1:]) if words else ("", [])
+    if name in ("flip", "vflip") and not args:
+        return Op(name)
+    if name == "crop" and len(args) == 1 and args[0].isdigit():
+        return Op(name, pad=int(args[0]))
+    if name in ("normalize", "normalise") and len(args) in (0, 2):
+        if not args:
+            return Op("normalize")
+        return Op("normalize", mean=_numbers(args[0], text), std=_numbers(args[1], text))
+    raise DataError(f"cannot understand augmentation {text!r}", hint=OPS_HINT)
+
+
+def _numbers(text: str, op: str) -> tuple[float, ...]:
+    try:
+        return tuple(float(v) for v in text.split(","))
+    except ValueError:
+        raise DataError(
+            f"augmentation {op!r}: {text!r} is not a number list", hint=OPS_HINT
+        ) from None
+
+
+def _fit(op: Op, x: np.ndarray) -> Op:
+    if op.name != "normalize" or op.mean is not None:
+        return op
+    mean, std = _channel_stats(x)
+    return Op("normalize", mean=tuple(mean.tolist()), std=tuple(std.tolist()))
+
+
+def _channel_stats(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    flat = x.reshape(-1, x.shape[-1]).astype(np.float64)
+    # A constant channel has std 0; flooring it keeps the division finite.
+    return flat.mean(axis=0), np.maximum(flat.std(axis=0), 1e-6)
+
+
+def augment(x: np.ndarray, ops, rng, train: bool = True) -> np.ndarray:
+    """Augment a batch of (N, H, W, C) images; returns a new array. With train=False
+    only the deterministic ops (normalize) run, as for validation."""
+    return augment_batch({"x": x}, ops, rng, train)["x"]
+
+
+def augment_batch(batch: dict, ops, rng, train: bool = True) -> dict:
+    """Augment a batch dict with "x" and optional "masks" (N, H, W), "boxes" (N, 4)
+    and "present" (N,). Returns a new dict; other keys pass through. A crop that
+    cuts an object's box away entirely marks that image present = 0."""
+    rng = np.random.default_rng(rng)
+    out = {
+        key: (value.copy() if isinstance(value, np.ndarray) else value)
+        for key, value in batch.items()
+    }
+    for op in parse_ops(ops):
+        if op.name in RANDOM_OPS and not train:
+            continue
+        _APPLY[op.name](op, out, rng)
+    return out
+
+
+def _flip(op: Op, batch: dict, rng) -> None:
+    axis = 2 if op.name == "flip" else 1  # image axis: W for flip, H for vflip
+    chosen = np.flatnonzero(rng.random(len(batch["x"])) < 0.5)
+    batch["x"][chosen] = np.flip(batch["x"][chosen], axis=axis)
+    if batch.get("masks") is not None:
+        batch["masks"][chosen] = np.flip(batch["masks"][chosen], axis=axis)
+    if batch.get("boxes") is not None:
+        lo, hi = (0, 2) if op.name == "flip" else (1, 3)
+        boxes = batch["boxes"]
+        rows = chosen[boxes[chosen, hi] > boxes[chosen, lo]]  # leave empty (all-zero) boxes alone
+        boxes[rows, lo], boxes[rows, hi] = 1.0 - boxes[rows, hi], 1.0 - boxes[rows, lo]
+
+
+def _crop(op: Op, batch: dict, rng) -> None:
+    x, pad = batch["x"], op.pad
+    n, height, width = x.shape[:3]
+    offsets = rng.integers(0, 2 * pad + 1, size=(n, 2))  # (dy, dx) into the padded image
+    # Zero padding, as in the usual CIFAR recipe; masks pad with background (0).
+    batch["x"] = _shifted(x, offsets, pad)
+    if batch.get("masks") is not None:
+        batch["masks"] = _shifted(batch["masks"], offsets, pad)
+    if batch.get("boxes") is not None:
+        _shift_boxes(batch, offsets, pad, height, width)
+
+
+def _shifted(a: np.ndarray, offsets: np.ndarray, pad: int) -> np.ndarray:
+    height, width = a.shape[1:3]
+    widths = [(0, 0), (pad, pad), (pad, pad)] + [(0, 0)] * (a.ndim - 3)
+    padded = np.pad(a, widths)
+    return np.stack(
+        [padded[i, dy : dy + height, dx : dx + width] for i, (dy, dx) in enumerate(offsets)]
+    )
+
+
+def _shift_boxes(batch: dict, offsets: np.ndarray, pad: int, height: int, width: int) -> None:
+    boxes = batch["boxes"]
+    had_box = boxes[:, 2] > boxes[:, 0]
+    shift = np.stack([(pad - offsets[:, 1]) / width, (pad - offsets[:, 0]) / height], axis=1)
+    moved = np.clip(boxes + np.tile(shift, 2), 0.0, 1.0).astype(np.float32)
+    visible = had_box & (moved[:, 2] > moved[:, 0]) & (moved[:, 3] > moved[:, 1])
+    batch["boxes"] = np.where(visible[:, None], moved, 0.0).astype(np.float32)
+    if batch.get("present") is not None:
+        batch["present"] = np.where(had_box & ~visible, 0.0, batch["present"]).astype(np.float32)
+
+
+def _normalize(op: Op, batch: dict, rng) -> None:
+    x = batch["x"]
+    mean, std = (op.mean, op.std) if op.mean is not None else _channel_stats(x)
+    mean, std = np.asarray(mean, dtype=np.float32), np.asarray(std, dtype=np.float32)
+    if mean.size not in (1, x.shape[-1]) or std.size not in (1, x.shape[-1]):
+        raise DataError(
+            f"normalize has {mean.size} means and {std.size} stds for {x.shape[-1]}-channel images",
+            hint="give one value, or one per channel",
+        )
+    if np.any(std <= 0):
+        raise DataError("normalize std must be positive", hint=OPS_HINT)
+    batch["x"] = ((x - mean) / std).astype(np.float32)
+
+
+_APPLY = {"flip": _flip, "vflip": _flip, "crop": _crop, "normalize": _normalize}

@@ -1,0 +1,159 @@
+"""Pixel conversions: reading image files, resizing and changing channel count."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from cnnspec.data import DataError
+
+# ITU-R 601 luma, the weights Pillow's convert("L") uses, so a grey network sees the
+# same values whether the grey conversion happened in a file or here.
+LUMA = np.array([0.299, 0.587, 0.114], dtype=np.float32)
+
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".tiff", ".webp")
+
+_SIXTEEN_BIT = ("I", "I;16", "I;16B", "I;16L", "I;16N")
+_GREY = ("1", "L", "LA", "La")
+
+
+def is_image(path: Path) -> bool:
+    return path.is_file() and path.suffix.lower() in IMAGE_SUFFIXES
+
+
+def to_channels(x: np.ndarray, channels: int) -> np.ndarray:
+    """Convert the last axis to `channels`: 1 -> 3 repeats, 3 -> 1 takes luma, 4 drops alpha."""
+    have = x.shape[-1]
+    if have == 4:
+        x, have = x[..., :3], 3
+    if have == channels:
+        return x
+    if have == 1 and channels == 3:
+        return np.repeat(x, 3, axis=-1)
+    if have == 3 and channels == 1:
+        return (x @ LUMA)[..., None].astype(np.float32)
+    raise DataError(
+        f"cannot convert images with {have} channels to {channels}",
+        hint="networks must take 1 (grey) or 3 (RGB) input channels",
+    )
+
+
+def resize(x: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """Bilinear resize of (N, H, W, C) or (H, W, C) float images to size=(H, W)."""
+    if x.shape[-3:-1] == tuple(size):
+        return x
+    if x.ndim == 3:
+        return _resize_one(x, size)
+    return np.stack([_resize_one(image, size) for image in x]).astype(np.float32)
+
+
+def _resize_one(image: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    from PIL import Image
+
+    # Pillow's "F" mode keeps float precision; its bilinear filter also antialiases
+    # when shrinking, which plain numpy interpolation would not.
+    height, width = size
+    planes = [
+        np.asarray(
+            Image.fromarray(np.ascontiguousarray(image[..., c], dtype=np.float32)).resize(
+                (width, height), Image.Resampling.BILINEAR
+            )
+        )
+        for c in range(image.shape[-1])
+    ]
+    return np.clip(np.stack(planes, axis=-1), 0.0, 1.0).astype(np.float32)
+
+
+def resize_masks(masks: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """Nearest-neighbour resize of (N, H, W) or (H, W) label maps (never blends classes)."""
+    height, width = masks.shape[-2:]
+    if (height, width) == tuple(size):
+        return masks
+    rows = ((np.arange(size[0]) + 0.5) * height / size[0]).astype(np.int64)
+    cols = ((np.arange(size[1]) + 0.5) * width / size[1]).astype(np.int64)
+    return masks[..., rows[:, None], cols[None, :]]
+
+
+def read_image(path: Path, size: tuple[int, int] | None = None, channels: int | None = None):
+    """Read one image file as (H, W, C) float32 in [0, 1], optionally resized/converted."""
+    from PIL import Image
+
+    try:
+        with Image.open(path) as img:
+            img.load()
+            pixels = _pixels(img)
+    except Exception as exc:  # Pillow raises OSError, ValueError, SyntaxError... on bad files
+        raise DataError(
+            f"cannot read image {path}: {exc}",
+            hint="the file is corrupt or not an image; re-export it as PNG/JPEG or remove it",
+        ) from exc
+    if channels is not None and size is not None:
+        return fit_images(pixels, size, channels)
+    if channels is not None:
+        return to_channels(pixels, channels)
+    return resize(pixels, size) if size is not None else pixels
+
+
+def _pixels(img) -> np.ndarray:
+    if img.mode in _SIXTEEN_BIT:
+        grey = np.asarray(img, dtype=np.float32) / 65535.0
+        return np.clip(grey, 0.0, 1.0)[..., None]
+    if img.mode == "F":
+        return np.clip(np.asarray(img, dtype=np.float32), 0.0, 1.0)[..., None]
+    if img.mode in _GREY:
+        return np.asarray(img.convert("L"), dtype=np.float32)[..., None] / 255.0
+    return np.asarray(img.convert("RGB"), dtype=np.float32) / 255.0
+
+
+def read_mask(path: Path) -> np.ndarray:
+    """Read a label PNG (mode L, P or 16-bit) as an (H, W) int64 array of class indices."""
+    from PIL import Image
+
+    try:
+        with Image.open(path) as img:
+            img.load()
+            mode, labels = img.mode, np.asarray(img)
+    except Exception as exc:  # see read_image
+        raise DataError(f"cannot read mask {path}: {exc}", hint="masks must be PNG files") from exc
+    if mode not in ("1", "L", "P", *_SIXTEEN_BIT):
+        raise DataError(
+            f"mask {path} is a colour image (mode {mode}), not class indices",
+            hint="save masks as single-channel PNG (mode L or P) whose pixel value is the class",
+        )
+    return labels.astype(np.int64)
+
+
+def image_size(path: Path) -> tuple[int, int]:
+    """(width, height) of an image file without decoding its pixels."""
+    from PIL import Image
+
+    try:
+        with Image.open(path) as img:
+            return img.size
+    except Exception as exc:  # see read_image
+        raise DataError(f"cannot read image {path}: {exc}") from exc
+
+
+def save_image(path: Path, pixels: np.ndarray) -> None:
+    """Write (H, W, C) float [0, 1] pixels as an 8-bit image (format from the suffix)."""
+    from PIL import Image
+
+    data = np.round(np.clip(pixels, 0.0, 1.0) * 255.0).astype(np.uint8)
+    Image.fromarray(data[..., 0] if data.shape[-1] == 1 else data).save(path)
+
+
+def save_mask(path: Path, labels: np.ndarray) -> None:
+    """Write an (H, W) label map as a mode-L PNG (class indices must be < 256)."""
+    from PIL import Image
+
+    Image.fromarray(labels.astype(np.uint8)).save(path)
+
+
+def fit_images(x: np.ndarray, size: tuple[int, int], channels: int) -> np.ndarray:
+    """Resize (N, H, W, C) images to `size` and convert them to `channels`."""
+    # Convert first when it removes channels and last when it adds them, so the
+    # (slow, per-plane) resize touches as few planes as possible.
+    if x.shape[-1] > channels:
+        return resize(to_channels(x, channels), size)
+    return to_channels(resize(x, size), channels)
