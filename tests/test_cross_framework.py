@@ -30,7 +30,7 @@ ZOO = sorted(p.stem for p in SPECS.glob("*.cnn"))
 def _small(text: str) -> cnnspec.Model:
     """The spec at the smallest of a few input sizes it accepts (counts and layouts do not
     depend on the size; building and running do)."""
-    m = re.search(r"^input (\d+)x(\d+)x(\d+)", text, re.M)
+    m = re.search(r"^input (\d+)x(\d+)x(\d+)", text, re.MULTILINE)
     if m is None or int(m.group(1)) <= 64:
         return cnnspec.compile_text(text)
     for size in (64, 96, 128, 160, 192):
@@ -42,7 +42,7 @@ def _small(text: str) -> cnnspec.Model:
     return cnnspec.compile_text(text)
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _ir(name: str) -> cnnspec.Model:
     if name in LAYER_SPECS:
         return cnnspec.compile_text(LAYER_SPECS[name])
@@ -110,7 +110,7 @@ def _assert_close(got, want, what):
     assert max(spread) > 1e-3, f"{what}: outputs are constant"
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _pair(name):
     """(IR, torch net, Keras model loaded from the torch weights) for one spec."""
     from cnnspec.backends.keras import build
