@@ -7,7 +7,7 @@ builds the very model `build` does. Output is deterministic: the same spec gives
 
 from __future__ import annotations
 
-import inspect
+import ast
 import json
 from pathlib import Path
 
@@ -71,10 +71,22 @@ def statements(model: Model) -> tuple[list[str], set[str]]:
     return lines, custom
 
 
+def class_sources(names: set[str]) -> list[str]:
+    """The source of the custom layer classes named, decorators included, read from
+    keras_layers.py without importing it (so generating code needs no TensorFlow)."""
+    text = (Path(__file__).with_name("keras_layers.py")).read_text(encoding="utf-8")
+    lines = text.splitlines()
+    found = {}
+    for node in ast.parse(text).body:
+        if isinstance(node, ast.ClassDef) and node.name in names:
+            first = min([node.lineno, *(d.lineno for d in node.decorator_list)])
+            found[node.name] = "\n".join(lines[first - 1:node.end_lineno])
+    return [found[c] for c in keras_recipe.CUSTOM if c in names]
+
+
 def render(model: Model, source: str | None = None) -> str:
     import jinja2
 
-    from . import keras_layers
     from .keras import keras_name, keras_names
     env = jinja2.Environment(loader=jinja2.FileSystemLoader(TEMPLATES), trim_blocks=True,
                              lstrip_blocks=True, keep_trailing_newline=True,
@@ -82,8 +94,7 @@ def render(model: Model, source: str | None = None) -> str:
     body, custom = statements(model)
     names = keras_names(model)
     outputs = [_var(names[o]) for o in model.outputs]
-    classes = [inspect.getsource(getattr(keras_layers, c)).rstrip()
-               for c in keras_recipe.CUSTOM if c in custom]
+    classes = class_sources(custom)
     return env.get_template("keras_model.py.j2").render(
         model=model, source=Path(source or model.source or "SPEC").name,
         name=keras_name(model.name), input_var=_var(names[model.nodes[0].name]),
