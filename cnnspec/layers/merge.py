@@ -49,8 +49,9 @@ class Merge(Layer):
         from ..backends import torch_emit as te
         xs = tuple(te.In(i) for i in range(len(shapes)))
         if self.op == "concat":
-            return te.TorchOp(forward=te.call("torch.cat", list(xs), 1))
-        return te.TorchOp(forward=te.BinOp("+" if self.op == "add" else "*", xs))
+            return te.TorchOp(forward=te.call("torch.cat", list(xs), 1), fresh=True)
+        return te.TorchOp(forward=te.BinOp("+" if self.op == "add" else "*", xs),
+                          fresh=self.op == "add")    # multiply's backward reads its inputs
 
     # --- Keras backend (cnnspec.backends.keras): a recipe of Keras layers --------------------
     def keras_layers(self, name, in_shapes):
