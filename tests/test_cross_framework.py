@@ -125,6 +125,20 @@ def _pair(name):
 CASES = [*ZOO, *sorted(LAYER_SPECS)]
 
 
+@pytest.mark.parametrize("name", ZOO)
+def test_keras_model_has_the_ir_counts_and_shapes(name):
+    from cnnspec.backends.keras import recipes
+    model, _, kmodel = _pair(name)
+    assert kmodel.count_params() == model.params
+    assert sum(int(np.prod(w.shape)) for w in kmodel.trainable_weights) == model.trainable
+    assert sum(int(np.prod(w.shape)) for w in kmodel.non_trainable_weights) == \
+        model.non_trainable
+    for node, _, recipe in recipes(model):
+        got = tuple(kmodel.get_layer(recipe[-1][1]["name"]).output.shape[1:])
+        assert got == model.node(node).shape, node
+    assert [tuple(t.shape[1:]) for t in kmodel.outputs] == model.output_shapes
+
+
 @pytest.mark.parametrize("name", CASES)
 def test_torch_weights_give_the_same_outputs_in_keras(name):
     model, net, kmodel = _pair(name)

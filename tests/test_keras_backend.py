@@ -74,6 +74,10 @@ def test_names_are_keras_safe_and_unique():
     model.nodes[2].name = "a.b"   # a clash the compiler cannot make, but an edited IR could
     with pytest.raises(ValueError, match="both become"):
         keras_names(model)
+    from cnnspec.backends.keras import recipes
+    model = cnnspec.compile_text("input 8x8x3\nconv1_pad = identity\nconv 4 3x3 padding=1")
+    with pytest.raises(ValueError, match="rename that node"):
+        recipes(model)
 
 
 # --- Semantics of the layers Keras lacks, against torch's own functions ------------------
