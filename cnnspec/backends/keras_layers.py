@@ -45,8 +45,9 @@ class PaddedPool2D(keras.layers.Layer):
         self.pads = tuple(pads)
 
     def _pad(self, x, value):
-        t, b, l, r = self.pads
-        return ops.pad(x, [[0, 0], [t, b], [l, r], [0, 0]], constant_values=value)
+        top, bottom, left, right = self.pads
+        return ops.pad(x, [[0, 0], [top, bottom], [left, right], [0, 0]],
+                       constant_values=value)
 
     def call(self, x):
         if self.op == "max":
@@ -60,10 +61,10 @@ class PaddedPool2D(keras.layers.Layer):
 
     def compute_output_shape(self, input_shape):
         n, h, w, c = input_shape
-        t, b, l, r = self.pads
+        top, bottom, left, right = self.pads
         (kh, kw), (sh, sw) = self.pool_size, self.strides
-        out_h = None if h is None else (h + t + b - kh) // sh + 1
-        out_w = None if w is None else (w + l + r - kw) // sw + 1
+        out_h = None if h is None else (h + top + bottom - kh) // sh + 1
+        out_w = None if w is None else (w + left + right - kw) // sw + 1
         return (n, out_h, out_w, c)
 
     def get_config(self):

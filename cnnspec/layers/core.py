@@ -21,14 +21,14 @@ class Input(Layer):
     def output_shape(self, shapes):
         return tuple(self.shape)
 
-    # --- Keras backend (cnnspec.backends.keras): a recipe of Keras layers --------------------
-    def keras_layers(self, name, in_shapes):
-        return []   # the backend makes keras.Input itself
-
     # --- torch backend (cnnspec.backends.torch) ---------------------------------------------
     def torch_op(self, shapes):
         from ..backends import torch_emit as te
         return te.TorchOp(forward=te.X)     # the argument of forward
+
+    # --- Keras backend (cnnspec.backends.keras): a recipe of Keras layers --------------------
+    def keras_layers(self, name, in_shapes):
+        return []   # the backend makes keras.Input itself
 
 
 @register
@@ -65,12 +65,6 @@ class Dense(Layer):
         return [f"params: {n}*{self.units}{bias} = {fmt_int(self.count_params(shapes)[0])}",
                 f"MACs: {n}*{self.units} = {fmt_int(self.count_macs(shapes, out))}"]
 
-    # --- Keras backend (cnnspec.backends.keras): a recipe of Keras layers --------------------
-    def keras_layers(self, name, in_shapes):
-        from ..backends.keras_recipe import with_activation
-        return with_activation([("Dense", {"units": self.units, "use_bias": self.bias,
-                                           "name": name})], name, self.activation)
-
     # --- torch backend (cnnspec.backends.torch) ---------------------------------------------
     def torch_op(self, shapes):
         from ..backends import torch_emit as te
@@ -79,6 +73,12 @@ class Dense(Layer):
         return te.TorchOp(module=module, forward=te.activation(self.activation,
                                                               te.Self((te.X,)), inplace=True),
                           fresh=self.activation is None)
+
+    # --- Keras backend (cnnspec.backends.keras): a recipe of Keras layers --------------------
+    def keras_layers(self, name, in_shapes):
+        from ..backends.keras_recipe import with_activation
+        return with_activation([("Dense", {"units": self.units, "use_bias": self.bias,
+                                           "name": name})], name, self.activation)
 
 
 @register
@@ -96,10 +96,6 @@ class Flatten(Layer):
     def explain(self, shapes, out):
         return [f"{'*'.join(map(str, shapes[0]))} = {fmt_int(out[0])}"]
 
-    # --- Keras backend (cnnspec.backends.keras): a recipe of Keras layers --------------------
-    def keras_layers(self, name, in_shapes):
-        return [("Flatten", {"name": name})]   # channels_last: H, W, C order, as the spec
-
     # --- torch backend (cnnspec.backends.torch) ---------------------------------------------
     def torch_op(self, shapes):
         """NCHW -> NHWC before flattening, so the features come in Keras' H, W, C order
@@ -114,6 +110,10 @@ class Flatten(Layer):
 
     def flat_source(self, shapes, sources):
         return tuple(shapes[0]) if len(shapes[0]) == 3 else (sources[0] if sources else None)
+
+    # --- Keras backend (cnnspec.backends.keras): a recipe of Keras layers --------------------
+    def keras_layers(self, name, in_shapes):
+        return [("Flatten", {"name": name})]   # channels_last: H, W, C order, as the spec
 
 
 def _dims(value):
@@ -151,11 +151,6 @@ class Reshape(Layer):
             raise ShapeError("reshape makes a vector (N) or a feature map (HxWxC)", code="E306")
         return tuple(dims)
 
-    # --- Keras backend (cnnspec.backends.keras): a recipe of Keras layers --------------------
-    def keras_layers(self, name, in_shapes):
-        return [("Reshape", {"target_shape": tuple(self.output_shape(in_shapes)),
-                             "name": name})]
-
     # --- torch backend (cnnspec.backends.torch) ---------------------------------------------
     def torch_op(self, shapes):
         """Reshape in the spec's HWC order: NCHW -> NHWC, reshape, back to NCHW."""
@@ -174,6 +169,11 @@ class Reshape(Layer):
             return None
         return tuple(shapes[0]) if len(shapes[0]) == 3 else (sources[0] if sources else None)
 
+    # --- Keras backend (cnnspec.backends.keras): a recipe of Keras layers --------------------
+    def keras_layers(self, name, in_shapes):
+        return [("Reshape", {"target_shape": tuple(self.output_shape(in_shapes)),
+                             "name": name})]
+
 
 @register
 class Dropout(Layer):
@@ -184,14 +184,14 @@ class Dropout(Layer):
     positional = ("rate",)
     kind_doc = "dropout P (0 <= P < 1)"
 
-    # --- Keras backend (cnnspec.backends.keras): a recipe of Keras layers --------------------
-    def keras_layers(self, name, in_shapes):
-        return [("Dropout", {"rate": self.rate, "name": name})]
-
     # --- torch backend (cnnspec.backends.torch) ---------------------------------------------
     def torch_op(self, shapes):
         from ..backends import torch_emit as te
         return te.TorchOp(module=te.call("nn.Dropout", self.rate), forward=te.Self((te.X,)))
+
+    # --- Keras backend (cnnspec.backends.keras): a recipe of Keras layers --------------------
+    def keras_layers(self, name, in_shapes):
+        return [("Dropout", {"rate": self.rate, "name": name})]
 
 
 def _act_name(value):
@@ -222,11 +222,6 @@ class Activation(Layer):
             raise ShapeError("softmax runs over the channels (axis=-1)", code="E307")
         return shapes[0]
 
-    # --- Keras backend (cnnspec.backends.keras): a recipe of Keras layers --------------------
-    def keras_layers(self, name, in_shapes):
-        from ..backends.keras_recipe import activation
-        return activation(name, self.fn, self.alpha)
-
     # --- torch backend (cnnspec.backends.torch) ---------------------------------------------
     def torch_op(self, shapes):
         from ..backends import torch_emit as te
@@ -237,6 +232,11 @@ class Activation(Layer):
     def without_softmax(self):
         return (None, True) if self.fn == "softmax" else (self, False)
 
+    # --- Keras backend (cnnspec.backends.keras): a recipe of Keras layers --------------------
+    def keras_layers(self, name, in_shapes):
+        from ..backends.keras_recipe import activation
+        return activation(name, self.fn, self.alpha)
+
 
 @register
 class Identity(Layer):
@@ -246,14 +246,14 @@ class Identity(Layer):
     keywords = {"identity": {}}
     kind_doc = "identity (names a tensor: skip = identity)"
 
-    # --- Keras backend (cnnspec.backends.keras): a recipe of Keras layers --------------------
-    def keras_layers(self, name, in_shapes):
-        return [("Identity", {"name": name})]
-
     # --- torch backend (cnnspec.backends.torch) ---------------------------------------------
     def torch_op(self, shapes):
         from ..backends import torch_emit as te
         return te.TorchOp(forward=te.X)
+
+    # --- Keras backend (cnnspec.backends.keras): a recipe of Keras layers --------------------
+    def keras_layers(self, name, in_shapes):
+        return [("Identity", {"name": name})]
 
 
 @register
@@ -267,16 +267,16 @@ class Rescale(Layer):
     positional = ("scale", "offset")
     kind_doc = "rescale SCALE [OFFSET] (x * scale + offset, e.g. rescale 1/255)"
 
-    # --- Keras backend (cnnspec.backends.keras): a recipe of Keras layers --------------------
-    def keras_layers(self, name, in_shapes):
-        return [("Rescaling", {"scale": self.scale, "offset": self.offset, "name": name})]
-
     # --- torch backend (cnnspec.backends.torch) ---------------------------------------------
     def torch_op(self, shapes):
         from ..backends import torch_emit as te
         x = te.X if self.scale == 1 else te.BinOp("*", (te.X, float(self.scale)))
         x = x if self.offset == 0 else te.BinOp("+", (x, float(self.offset)))
         return te.TorchOp(forward=x)
+
+    # --- Keras backend (cnnspec.backends.keras): a recipe of Keras layers --------------------
+    def keras_layers(self, name, in_shapes):
+        return [("Rescaling", {"scale": self.scale, "offset": self.offset, "name": name})]
 
 
 def _pads(value):
@@ -304,16 +304,16 @@ class ZeroPad(Layer):
         t, b, l, r = self.padding
         return (h + t + b, w + l + r, c)
 
-    # --- Keras backend (cnnspec.backends.keras): a recipe of Keras layers --------------------
-    def keras_layers(self, name, in_shapes):
-        t, b, l, r = self.padding
-        return [("ZeroPadding2D", {"padding": ((t, b), (l, r)), "name": name})]
-
     # --- torch backend (cnnspec.backends.torch) ---------------------------------------------
     def torch_op(self, shapes):
         from ..backends import torch_emit as te
         t, b, l, r = self.padding
         return te.TorchOp(forward=te.pad(te.X, (l, r, t, b)))
+
+    # --- Keras backend (cnnspec.backends.keras): a recipe of Keras layers --------------------
+    def keras_layers(self, name, in_shapes):
+        t, b, l, r = self.padding
+        return [("ZeroPadding2D", {"padding": ((t, b), (l, r)), "name": name})]
 
 
 @register
@@ -333,12 +333,6 @@ class Upsample(Layer):
         h, w, c = need_image(shapes, "upsample")
         return (h * self.factor[0], w * self.factor[1], c)
 
-    # --- Keras backend (cnnspec.backends.keras): a recipe of Keras layers --------------------
-    def keras_layers(self, name, in_shapes):
-        # Keras' bilinear resize uses half-pixel centres: torch's align_corners=False.
-        return [("UpSampling2D", {"size": tuple(self.factor), "interpolation": self.mode,
-                                  "name": name})]
-
     # --- torch backend (cnnspec.backends.torch) ---------------------------------------------
     def torch_op(self, shapes):
         from ..backends import torch_emit as te
@@ -346,6 +340,12 @@ class Upsample(Layer):
         return te.TorchOp(forward=te.call("F.interpolate", te.X,
                                           scale_factor=te.one(self.factor), mode=self.mode,
                                           **extra))
+
+    # --- Keras backend (cnnspec.backends.keras): a recipe of Keras layers --------------------
+    def keras_layers(self, name, in_shapes):
+        # Keras' bilinear resize uses half-pixel centres: torch's align_corners=False.
+        return [("UpSampling2D", {"size": tuple(self.factor), "interpolation": self.mode,
+                                  "name": name})]
 
 
 def _unused(*_):  # keep imports used by type checkers quiet

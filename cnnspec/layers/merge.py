@@ -42,13 +42,6 @@ class Merge(Layer):
                          "stride=S; bn }) or make the channels and strides match", code="E312")
         return full
 
-    # --- Keras backend (cnnspec.backends.keras): a recipe of Keras layers --------------------
-    def keras_layers(self, name, in_shapes):
-        # Add and Multiply broadcast a 1x1xC gate over HxWxC, as the shape rule allows.
-        if self.op == "concat":
-            return [("Concatenate", {"axis": -1, "name": name})]
-        return [({"add": "Add", "multiply": "Multiply"}[self.op], {"name": name})]
-
     # --- torch backend (cnnspec.backends.torch) ---------------------------------------------
     def torch_op(self, shapes):
         """add and multiply broadcast a (N, C, 1, 1) gate over (N, C, H, W); concat joins the
@@ -59,3 +52,10 @@ class Merge(Layer):
             return te.TorchOp(forward=te.call("torch.cat", list(xs), 1), fresh=True)
         return te.TorchOp(forward=te.BinOp("+" if self.op == "add" else "*", xs),
                           fresh=self.op == "add")    # multiply's backward reads its inputs
+
+    # --- Keras backend (cnnspec.backends.keras): a recipe of Keras layers --------------------
+    def keras_layers(self, name, in_shapes):
+        # Add and Multiply broadcast a 1x1xC gate over HxWxC, as the shape rule allows.
+        if self.op == "concat":
+            return [("Concatenate", {"axis": -1, "name": name})]
+        return [({"add": "Add", "multiply": "Multiply"}[self.op], {"name": name})]

@@ -40,14 +40,6 @@ class BatchNorm(Layer):
         return [f"params: {k}*{c} trainable (gamma, beta) = {fmt_int(t)}, "
                 f"2*{c} non-trainable (running mean, variance) = {fmt_int(n)}"]
 
-    # --- Keras backend (cnnspec.backends.keras): a recipe of Keras layers --------------------
-    def keras_layers(self, name, in_shapes):
-        # Keras' momentum is the spec's (torch's is 1 - it); epsilon is added to the variance
-        # in both frameworks.
-        return [("BatchNormalization", {"axis": -1, "momentum": self.momentum,
-                                        "epsilon": self.eps, "center": self.center,
-                                        "scale": self.scale, "name": name})]
-
     # --- torch backend (cnnspec.backends.torch) ---------------------------------------------
     def torch_op(self, shapes):
         """torch's momentum is the weight of the new batch: 1 - the spec's (Keras') momentum.
@@ -65,6 +57,14 @@ class BatchNorm(Layer):
             name, init = ("weight", "torch.ones") if self.scale else ("bias", "torch.zeros")
             setup = ((name, te.call("nn.Parameter", te.call(init, c))),)
         return te.TorchOp(module=module, forward=te.Self((te.X,)), setup=setup, fresh=True)
+
+    # --- Keras backend (cnnspec.backends.keras): a recipe of Keras layers --------------------
+    def keras_layers(self, name, in_shapes):
+        # Keras' momentum is the spec's (torch's is 1 - it); epsilon is added to the variance
+        # in both frameworks.
+        return [("BatchNormalization", {"axis": -1, "momentum": self.momentum,
+                                        "epsilon": self.eps, "center": self.center,
+                                        "scale": self.scale, "name": name})]
 
 
 @register
@@ -84,14 +84,14 @@ class LocalResponseNorm(Layer):
     def output_shape(self, shapes):
         return need_image(shapes, "lrn")
 
-    # --- Keras backend (cnnspec.backends.keras): a recipe of Keras layers --------------------
-    def keras_layers(self, name, in_shapes):
-        return [("LocalResponseNorm", {"size": self.size, "alpha": self.alpha,
-                                       "beta": self.beta, "k": self.k, "name": name})]
-
     # --- torch backend (cnnspec.backends.torch) ---------------------------------------------
     def torch_op(self, shapes):
         from ..backends import torch_emit as te
         module = te.call("nn.LocalResponseNorm", self.size, **te.kwargs_unless_default(
             alpha=(self.alpha, 1e-4), beta=(self.beta, 0.75), k=(self.k, 1.0)))
         return te.TorchOp(module=module, forward=te.Self((te.X,)))
+
+    # --- Keras backend (cnnspec.backends.keras): a recipe of Keras layers --------------------
+    def keras_layers(self, name, in_shapes):
+        return [("LocalResponseNorm", {"size": self.size, "alpha": self.alpha,
+                                       "beta": self.beta, "k": self.k, "name": name})]

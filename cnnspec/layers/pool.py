@@ -55,24 +55,6 @@ class Pool(Layer):
             lines = [f"height: {lines[0]}", f"width: {self._axis(w, 1)[1]}"]
         return lines + ["params: 0 (pooling has no weights)"]
 
-    # --- Keras backend (cnnspec.backends.keras): a recipe of Keras layers --------------------
-    def keras_layers(self, name, in_shapes):
-        # 'same' and 'valid' are Keras' own (average pooling with 'same' excludes the padding,
-        # as the spec says). Integer padding and ceil=true become explicit pads on each side:
-        # the bottom/right pad grows so that the last (ceil_mode) window fits.
-        cls = {"max": "MaxPooling2D", "avg": "AveragePooling2D"}[self.op]
-        args = {"pool_size": tuple(self.size), "strides": tuple(self.strides)}
-        if self.padding in ("same", "valid") and not self.ceil:
-            return [(cls, {**args, "padding": self.padding, "name": name})]
-        pad = (0, 0) if self.padding in ("same", "valid") else self.padding
-        out = self.output_shape(in_shapes)
-        ends = [max((out[i] - 1) * self.strides[i] + self.size[i] - in_shapes[0][i] - pad[i],
-                    pad[i]) for i in (0, 1)]
-        if not any(pad) and not any(ends):
-            return [(cls, {**args, "padding": "valid", "name": name})]
-        pads = (pad[0], ends[0], pad[1], ends[1])
-        return [("PaddedPool2D", {"op": self.op, **args, "pads": pads, "name": name})]
-
     # --- torch backend (cnnspec.backends.torch) ---------------------------------------------
     def torch_op(self, shapes):
         """'same' as TensorFlow: max pads with -inf, average never counts the padding. Uneven
@@ -91,6 +73,24 @@ class Pool(Layer):
         return te.TorchOp(module=module,
                           forward=te.Self((te.pad(te.X, pads, value=float("-inf")),)),
                           fresh=True)
+
+    # --- Keras backend (cnnspec.backends.keras): a recipe of Keras layers --------------------
+    def keras_layers(self, name, in_shapes):
+        # 'same' and 'valid' are Keras' own (average pooling with 'same' excludes the padding,
+        # as the spec says). Integer padding and ceil=true become explicit pads on each side:
+        # the bottom/right pad grows so that the last (ceil_mode) window fits.
+        cls = {"max": "MaxPooling2D", "avg": "AveragePooling2D"}[self.op]
+        args = {"pool_size": tuple(self.size), "strides": tuple(self.strides)}
+        if self.padding in ("same", "valid") and not self.ceil:
+            return [(cls, {**args, "padding": self.padding, "name": name})]
+        pad = (0, 0) if self.padding in ("same", "valid") else self.padding
+        out = self.output_shape(in_shapes)
+        ends = [max((out[i] - 1) * self.strides[i] + self.size[i] - in_shapes[0][i] - pad[i],
+                    pad[i]) for i in (0, 1)]
+        if not any(pad) and not any(ends):
+            return [(cls, {**args, "padding": "valid", "name": name})]
+        pads = (pad[0], ends[0], pad[1], ends[1])
+        return [("PaddedPool2D", {"op": self.op, **args, "pads": pads, "name": name})]
 
 
 @register
@@ -114,14 +114,14 @@ class GlobalPool(Layer):
         h, w, c = shapes[0]
         return [f"{h}x{w}x{c} -> {'1x1x' if self.keepdims else ''}{c}: one value per channel"]
 
-    # --- Keras backend (cnnspec.backends.keras): a recipe of Keras layers --------------------
-    def keras_layers(self, name, in_shapes):
-        cls = {"avg": "GlobalAveragePooling2D", "max": "GlobalMaxPooling2D"}[self.op]
-        return [(cls, {"keepdims": self.keepdims, "name": name})]
-
     # --- torch backend (cnnspec.backends.torch) ---------------------------------------------
     def torch_op(self, shapes):
         from ..backends import torch_emit as te
         extra = {"keepdim": True} if self.keepdims else {}
         return te.TorchOp(forward=te.method(te.X, "mean" if self.op == "avg" else "amax",
                                             (2, 3), **extra))
+
+    # --- Keras backend (cnnspec.backends.keras): a recipe of Keras layers --------------------
+    def keras_layers(self, name, in_shapes):
+        cls = {"avg": "GlobalAveragePooling2D", "max": "GlobalMaxPooling2D"}[self.op]
+        return [(cls, {"keepdims": self.keepdims, "name": name})]
