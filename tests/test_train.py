@@ -115,8 +115,7 @@ def test_predict_text_output(run, spec, tmp_path, capsys):
     Image.fromarray(np.zeros((8, 8), np.uint8)).save(tmp_path / "blank.png")
     assert main(["predict", str(spec), str(tmp_path / "blank.png"), "--weights",
                  str(out / WEIGHTS[backend][0]), "--top", "2",
-                 "--classes", ",".join("zero one two three four five six seven eight "
-                                       "nine".split())]) == 0
+                 "--classes", "zero,one,two,three,four,five,six,seven,eight,nine"]) == 0
     lines = capsys.readouterr().out.splitlines()
     assert lines[0].endswith("blank.png") and len(lines) == 3
 

@@ -88,9 +88,8 @@ def test_kill_9_mid_epoch_then_resume(spec, straight, tmp_path):
     proc.wait()
     saved = _epochs(out)
     assert saved and saved == list(range(1, len(saved) + 1)) and len(saved) < 6
-    assert not list(out.glob(".tmp-*")) or True   # a kill may leave a temporary behind
     done = subprocess.run(_cmd(spec, out, "--resume"), env=_env(), capture_output=True,
-                          text=True)
+                          text=True, check=False)
     assert done.returncode == 0, done.stderr
     assert f"resuming after epoch {len(saved)}" in done.stdout
     assert _epochs(out) == [1, 2, 3, 4, 5, 6]
@@ -116,7 +115,7 @@ def test_ctrl_c_saves_and_exits_cleanly(spec, straight, tmp_path):
     assert saved == list(range(1, len(saved) + 1))
     assert (out / "last.safetensors").exists() and (out / "curves.png").exists()
     assert subprocess.run(_cmd(spec, out, "--resume"), env=_env(),
-                          capture_output=True).returncode == 0
+                          capture_output=True, check=False).returncode == 0
     assert _rows(out) == _rows(straight)
 
 

@@ -83,6 +83,7 @@ def test_segmentation_trains_with_ce_and_dice(tmp_path):
     assert 0.0 <= result["metrics"]["dice"] <= 1.0
     img = tmp_path / "img.png"
     from PIL import Image
+
     from cnnspec.data import generate_shapes
     sample = generate_shapes(1, (16, 16), seed=9)
     Image.fromarray((sample.x[0] * 255).astype(np.uint8)).save(img)
@@ -135,7 +136,7 @@ def test_two_processes_match_one(tmp_path):
         done = subprocess.run([sys.executable, "-m", "cnnspec", "train", str(spec), "--data",
                                "digits", "--out", str(outs[n]), "--nproc", str(n),
                                "--progress", "off"], env=env, capture_output=True, text=True,
-                              timeout=400)
+                              timeout=400, check=False)
         assert done.returncode == 0, done.stderr[-3000:]
     one, two = _rows(outs[1]), _rows(outs[2])
     assert [r["epoch"] for r in two] == ["1", "2"]
