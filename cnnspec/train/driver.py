@@ -51,6 +51,18 @@ class Options:
     log=print                        # one line per epoch
 
 
+def augment_ops(words: list[str]) -> list[str]:
+    """The compile section's `augment flip crop 4 normalize` arrives as words; the data
+    package takes one string per op ("crop 4"), so arguments join the op before them."""
+    ops: list[str] = []
+    for word in map(str, words):
+        if ops and not word[:1].isalpha():
+            ops[-1] += f" {word}"
+        else:
+            ops.append(word)
+    return ops
+
+
 class Interrupted(Exception):
     """Ctrl-C during training, after the last finished epoch was saved."""
 
@@ -146,7 +158,7 @@ class Trainer:
         self.files = state["files"]
         self.seconds = state.get("seconds", 0.0)
         self.start = state["epoch"] + 1
-        if hasattr(self.backend, "end_epoch"):         # transfer: unfrozen before the stop?
+        if hasattr(self.backend, "end_epoch"):     # transfer: unfrozen before the stop?
             self.backend.end_epoch(self.start)
         self.backend.load([str(Path(self.opts.out) / f) for f in self.files["last"]],
                           optimizer=True)
@@ -176,38 +188,46 @@ class Trainer:
     # --- the loop --------------------------------------------------------------------------
     def fit(self, train, val) -> dict:
         from ..data import parse_ops
-        ops = parse_ops(self.opts.augment, train.x) if self.opts.augment else None
+        ops = parse_ops(augment_ops(self.opts.augment), train.x) if self.opts.augment \
+            else None
         val_ops = [op for op in ops if op.name == "normalize"] if ops else None
         epoch = self.start
-        for epoch in range(self.start, self.opts.epochs):
-            if self._stopped():
-                break
-            lr = self.schedule.lr(epoch)
-            self.backend.set_lr(lr)
-            self.backend.start_epoch(epoch)
-            t0 = time.perf_counter()
-            try:
-                tr = run_epoch(self.backend, self.plan, train, self.opts, epoch, True,
-                               self.comm, ops, f"epoch {epoch + 1}/{self.opts.epochs}")
-                va = run_epoch(self.backend, self.plan, val, self.opts, epoch, False,
-                               self.comm, val_ops) if len(val) else {}
-            except KeyboardInterrupt:
-                raise Interrupted(epoch) from None
-            took = time.perf_counter() - t0
-            self.seconds += took
-            row = {"epoch": epoch + 1, "lr": lr, "seconds": round(took, 3),
-                   **{f"train_{k}": v for k, v in tr.items()},
-                   **{f"val_{k}": v for k, v in va.items()}}
-            self.history.append(row)
-            if hasattr(self.backend, "end_epoch"):     # transfer: unfreeze_at
-                self.backend.end_epoch(epoch + 1)
-            improved = self._track(row, epoch)
-            self.schedule.observe(row.get(self.monitor))
+        try:
+            for epoch in range(self.start, self.opts.epochs):
+                if self._stopped():
+                    break
+                self._epoch(epoch, train, val, ops, val_ops)
+        except KeyboardInterrupt:
+            # Whatever was under way, the files must agree with the last saved checkpoint.
             if self.writer:
-                self._save(epoch, improved)
-            if self.comm.rank == 0:
-                self.opts.log(_line(row, self.opts.epochs))
+                state = ckpt.read_state(self.opts.out)
+                self.history = state["history"] if state else []
+            raise Interrupted(epoch) from None
         return self.history[-1] if self.history else {}
+
+    def _epoch(self, epoch: int, train, val, ops, val_ops) -> None:
+        lr = self.schedule.lr(epoch)
+        self.backend.set_lr(lr)
+        self.backend.start_epoch(epoch)
+        t0 = time.perf_counter()
+        tr = run_epoch(self.backend, self.plan, train, self.opts, epoch, True, self.comm, ops,
+                       f"epoch {epoch + 1}/{self.opts.epochs}")
+        va = run_epoch(self.backend, self.plan, val, self.opts, epoch, False, self.comm,
+                       val_ops) if len(val) else {}
+        took = time.perf_counter() - t0
+        self.seconds += took
+        row = {"epoch": epoch + 1, "lr": lr, "seconds": round(took, 3),
+               **{f"train_{k}": v for k, v in tr.items()},
+               **{f"val_{k}": v for k, v in va.items()}}
+        self.history.append(row)
+        if hasattr(self.backend, "end_epoch"):     # transfer: unfreeze_at
+            self.backend.end_epoch(epoch + 1)
+        improved = self._track(row, epoch)
+        self.schedule.observe(row.get(self.monitor))
+        if self.writer:
+            self._save(epoch, improved)
+        if self.comm.rank == 0:
+            self.opts.log(_line(row, self.opts.epochs))
 
     def _track(self, row: dict, epoch: int) -> bool:
         value = row.get(self.monitor, row.get("train_loss"))

@@ -124,7 +124,9 @@ def logits_model(model: Model, plan: Plan) -> Model:
                 layer = layer.model_copy(update={"activation": None})
             node = node.model_copy(update={"layer": layer})
         nodes.append(node)
-    return model.model_copy(update={"nodes": nodes})
+    copy = model.model_copy(update={"nodes": nodes})
+    copy.__dict__.pop("_node_index", None)   # the name index would still hold the old nodes
+    return copy
 
 
 def _identity():
@@ -147,7 +149,7 @@ class _Checker:
         if setting and self._source:
             lines = self._source.splitlines()
             last = sec.end_line or len(lines)
-            pat = re.compile(rf"(^|[;{{]\s*){re.escape(setting)}\b")
+            pat = re.compile(rf"(^\s*|[;{{]\s*){re.escape(setting)}\b")
             for no in range(sec.line, min(last, len(lines)) + 1):
                 m = pat.search(lines[no - 1])
                 if m:
@@ -155,9 +157,12 @@ class _Checker:
                     return Span(no, col, no, len(lines[no - 1].rstrip()) + 1)
         return Span(sec.line, sec.column, sec.end_line, sec.end_column)
 
-    def error(self, code: str, message: str, setting: str | None = None, hint=None, **kw):
-        self.errors.append(SpecError(code, message, self.where(setting), hint=hint,
-                                     path=self.model.source, **kw))
+    def error(self, code: str, message: str, setting: str | None = None, hint=None,
+              span=None, **kw):
+        span = Span(span.line, span.column, span.end_line, span.end_column) if span \
+            else self.where(setting)
+        self.errors.append(SpecError(code, message, span, hint=hint, path=self.model.source,
+                                     **kw))
 
     # --- the plan -------------------------------------------------------------------------
     def plan(self, num_classes: int | None) -> Plan:
@@ -297,7 +302,7 @@ class _Checker:
                 self.error("E515", f"output {h.output} has {h.units} units but the data has "
                            f"{num_classes} classes", "loss",
                            hint=f"end the network in {num_classes} units, or load data with "
-                                f"{h.units} classes")
+                                f"{h.units} classes", span=self.model.node(h.output).span)
 
 
 def _read(path: str | None) -> str | None:
