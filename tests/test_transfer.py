@@ -159,7 +159,7 @@ def test_summary_shows_frozen_layers_and_counts(capsys, tmp_path):
     path.write_text(SMALL % "freeze until layer2")
     assert main(["summary", str(path)]) == 0
     out = capsys.readouterr().out
-    assert "layer2.bn1" in out and "bn (frozen)" in out and "frozen layers: 4" in out
+    assert "layer2.bn1" in out and "bn (frozen)" in out and "frozen layers: 4 (transfer: freeze until" in out
     model = cnnspec.compile_file(path)
     assert f"trainable params: {model.trainable:,}" in out
     assert main(["summary", str(path), "--format", "json"]) == 0
@@ -540,3 +540,45 @@ def test_no_download_is_attempted(tmp_path, monkeypatch):
         with pytest.raises(Exception, match="not on this machine"):
             resolve(source)
     assert not os.listdir(tmp_path)
+
+
+# --- cnnspec train uses the transfer section ----------------------------------------------------
+
+DIGITS = """
+input 8x8x1
+conv 8 3x3 same nobias; bn; relu
+conv 8 3x3 same; relu
+gap
+dense 10 softmax
+compile { loss sparse_categorical_crossentropy; optimizer sgd lr=0.1; epochs %d
+          batch_size 64; seed 0 }
+"""
+
+
+@pytest.mark.parametrize("backend", ["torch", "keras"])
+@pytest.mark.parametrize("unfreeze", [False, True])
+def test_cnnspec_train_loads_freezes_and_unfreezes(tmp_path, backend, unfreeze):
+    from cnnspec.train.session import train
+    src = tmp_path / "src"
+    train(cnnspec.compile_text(DIGITS % 1), "digits", backend, src, log=lambda *a: None)
+    suffix = ".safetensors" if backend == "torch" else ".weights.h5"
+    freeze = "freeze all unfreeze_at=1" if unfreeze else "freeze all"
+    model = cnnspec.compile_text(DIGITS % (2 if unfreeze else 1) + f"transfer {{ source "
+                                 f"\"{src}\"; {freeze}; head {{ gap; dense 10 softmax }} }}")
+    result = train(model, "digits", backend, tmp_path / "dst", log=lambda *a: None)
+    info = result["transfer"]
+    assert info["matched"] == 7 and info["mis_shaped"] == [] and info["missing"] == []
+    assert info["trainable_params"] == 90 and info["frozen_layers"] == 3
+    from cnnspec.transfer.sources import Source
+    from cnnspec.transfer.tensors import read
+    before = {x.name: x.tensors for x in read(Source("", src / f"best{suffix}", "run")).layers}
+    after = {x.name: x.tensors for x in read(Source("", tmp_path / "dst" / f"best{suffix}",
+                                                    "run")).layers}
+    if backend == "keras":      # Keras 3 files name layers by class: conv2d, conv2d_1, ...
+        pairs = [("conv2d", "conv2d"), ("batch_normalization", "batch_normalization"),
+                 ("conv2d_1", "conv2d_1")]
+    else:
+        pairs = [("conv1", "conv1"), ("bn1", "bn1"), ("conv2", "conv2")]
+    for a, b in pairs:
+        for role, value in before[a].items():
+            assert np.array_equal(value, after[b][role]) != unfreeze, (a, role)
