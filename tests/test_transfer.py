@@ -34,7 +34,7 @@ def spec(name: str, size: str, transfer: str, path: str | None = None):
 
 
 def resnet_spec(freeze: str = "freeze none", source: str = "torchvision:resnet18", extra=""):
-    return spec("resnet18", "64x64x3", f"  source {source}\n  {freeze}\n{extra}"
+    return spec("resnet18", "32x32x3", f"  source {source}\n  {freeze}\n{extra}"
                 "  head { gap; dense 10 softmax }")
 
 
@@ -267,7 +267,7 @@ def test_torchvision_resnet18_loads_every_tensor_and_matches(torch_env):
     assert [s for _, s in report.matched] == expected
     assert report.missing == [] and report.mis_shaped == []
     assert sorted(report.unexpected) == ["fc.bias", "fc.weight"]     # replaced by the head
-    x = torch.rand(2, 3, 64, 64)
+    x = torch.rand(2, 3, 32, 32)
     with torch.no_grad():
         want = torch.nn.Sequential(*list(ref.children())[:-2])(x)
         got = torch_features(model, net)(x)
@@ -293,7 +293,7 @@ def test_torch_freeze_counts_and_a_training_step(torch_env, freeze):
     paths = state.adapter.paths
     opt = torch.optim.SGD(state.param_groups(0.1), lr=0.1)
     net.train()
-    x, y = torch.rand(4, 3, 64, 64), torch.tensor([0, 1, 2, 3])
+    x, y = torch.rand(4, 3, 32, 32), torch.tensor([0, 1, 2, 3])
     torch.nn.functional.cross_entropy(net(x), y).backward()
     opt.step()
     after = net.state_dict()
@@ -330,14 +330,14 @@ def test_torch_unfreeze_at_and_backbone_lr(torch_env):
     assert all(p.requires_grad for p in net.parameters())
     net.train()
     assert all(m.training for m in net.modules())           # BN hooks removed with the freeze
-    net(__import__("torch").rand(2, 3, 64, 64))
+    net(__import__("torch").rand(2, 3, 32, 32))
     assert all(m.training for m in net.modules())
 
 
 def test_strict_load_refuses_a_different_layout_and_partial_loads_the_rest(torch_env):
     from cnnspec.backends.torch import build
     from cnnspec.transfer import prepare
-    text = (SPECS / "resnet18.cnn").read_text().replace("224x224x3", "64x64x3")
+    text = (SPECS / "resnet18.cnn").read_text().replace("224x224x3", "32x32x3")
     text = text.replace("layer4 = stage 512 2 stride=2", "layer4 = stage 256 2 stride=2")
     head = "  head { gap; dense 10 softmax }\n}\n"
     model = cnnspec.compile_text(text + "transfer {\n  source torchvision:resnet18\n" + head)
@@ -411,7 +411,7 @@ def test_torchvision_weights_in_the_keras_backend(torch_env):
     state = prepare(net, model)
     assert len(state.report.matched) == 100 and state.report.mis_shaped == []
     assert sum(int(np.prod(v.shape)) for v in net.trainable_weights) == model.trainable
-    x = np.random.default_rng(0).random((2, 64, 64, 3), dtype=np.float32)
+    x = np.random.default_rng(0).random((2, 32, 32, 3), dtype=np.float32)
     got = keras_features(model, net)(x).numpy()
     with torch.no_grad():
         want = torch.nn.Sequential(*list(ref.children())[:-2])(
