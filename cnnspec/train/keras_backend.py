@@ -64,10 +64,27 @@ class KerasBackend:
         self._eval = tf.function(self._eval_step, reduce_retracing=True)
 
     def _steps(self) -> None:
-        """The optimizer and the compiled step for the variables trainable now."""
-        self.opt = make_optimizer(self.plan.compile)
-        self.opt.build(self.net.trainable_variables)
+        """The optimizers and the compiled step for the variables trainable now. With the
+        transfer section's backbone_lr the pretrained variables get an optimizer of their own
+        at that rate (Keras has no per-variable learning rate)."""
+        spec = self.plan.compile
+        variables = self.net.trainable_variables
+        self.lr_scale = self.transfer.backbone_lr_scale(spec.optimizer.lr)
+        back = {id(v) for v in self.transfer.backbone_variables()} if self.lr_scale else set()
+        self.parts = ([v for v in variables if id(v) in back],
+                      [v for v in variables if id(v) not in back])
+        self.opt = make_optimizer(spec)
+        self.opt.build(self.parts[1])
+        self.opt_back = None
+        if self.parts[0]:
+            self.opt_back = make_optimizer(spec)
+            self.opt_back.build(self.parts[0])
+            self.opt_back.learning_rate.assign(spec.optimizer.lr * self.lr_scale)
         self._train = self.tf.function(self._train_step, reduce_retracing=True)
+
+    def _optimizer_variables(self) -> list:
+        return list(self.opt.variables) + (list(self.opt_back.variables) if self.opt_back
+                                           else [])
 
     def end_epoch(self, epoch: int) -> None:
         """After `epoch` epochs: transfer's unfreeze_at. Keras fixes the trainable variables
@@ -80,6 +97,8 @@ class KerasBackend:
     # --- the driver's interface ------------------------------------------------------------
     def set_lr(self, lr: float) -> None:
         self.opt.learning_rate.assign(lr)
+        if self.opt_back is not None:
+            self.opt_back.learning_rate.assign(lr * self.lr_scale)
 
     def start_epoch(self, epoch: int) -> None:
         import keras
@@ -112,9 +131,11 @@ class KerasBackend:
             outs = [tf.cast(o, "float32") for o in self._outputs(self.net(batch["x"],
                                                                           training=True))]
             losses = self.losses(outs, batch)
-        variables = self.net.trainable_variables
-        grads = tape.gradient(losses["loss"], variables)
-        self.opt.apply_gradients(zip(grads, variables))
+        back, rest = self.parts
+        grads = tape.gradient(losses["loss"], back + rest)
+        self.opt.apply_gradients(zip(grads[len(back):], rest))
+        if back:
+            self.opt_back.apply_gradients(zip(grads[:len(back)], back))
         return losses, self._activated(outs)
 
     def _eval_step(self, batch):
@@ -151,7 +172,7 @@ class KerasBackend:
         from .checkpoint import atomic_path
         weights, optim = prefix + ".weights.h5", prefix + ".optim.npz"
         atomic_path(weights, lambda tmp: self.net.save_weights(tmp))
-        values = {f"v{i}": np.asarray(v) for i, v in enumerate(self.opt.variables)}
+        values = {f"v{i}": np.asarray(v) for i, v in enumerate(self._optimizer_variables())}
 
         def write(tmp):
             with open(tmp, "wb") as fh:
@@ -165,7 +186,7 @@ class KerasBackend:
                 self.net.load_weights(f)
             elif f.endswith(".optim.npz") and optimizer and os.path.exists(f):
                 with np.load(f) as data:
-                    for i, v in enumerate(self.opt.variables):
+                    for i, v in enumerate(self._optimizer_variables()):
                         v.assign(data[f"v{i}"])
 
 

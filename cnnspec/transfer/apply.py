@@ -44,11 +44,6 @@ def prepare(net, model: Model, backend: str | None = None, log=None) -> Transfer
     if spec is None:
         return TransferState(net, None, model, None)
     adapter = _adapter(net, model, backend)
-    if spec.freeze.backbone_lr is not None and isinstance(adapter, KerasAdapter):
-        raise SpecErrors([SpecError(
-            "E414", "backbone_lr is not supported by the Keras trainer", _span(
-                spec.freeze_span or spec.span), path=model.source,
-            hint="train with --backend torch, or drop backbone_lr (freeze, then unfreeze_at)")])
     report = _match(adapter, model)
     head = bool(spec.head)
     if spec.strict and (not report.ok or (report.unexpected and not head)):
@@ -119,6 +114,19 @@ class TransferState:
         self.adapter.unfreeze()
         self.unfrozen = True
         return True
+
+    def backbone_lr_scale(self, lr: float) -> float | None:
+        """backbone_lr / lr, or None when the spec sets no backbone_lr."""
+        spec = self.model.transfer
+        if spec is None or spec.freeze.backbone_lr is None:
+            return None
+        return spec.freeze.backbone_lr / lr
+
+    def backbone_variables(self) -> list:
+        """Keras: the variables of the layers that came from the source."""
+        if self.adapter is None:
+            return []
+        return self.adapter.variables(backbone(self.model))
 
     def param_groups(self, lr: float) -> list[dict]:
         """torch optimizer groups: the backbone at backbone_lr, the head at lr. Frozen
@@ -272,8 +280,16 @@ class KerasAdapter:
                     v.trainable = True
         self.frozen = []
 
+    def variables(self, nodes) -> list:
+        out = []
+        for n in nodes:
+            layer = self._layer(n.name)
+            out.extend(layer.weights if layer is not None else ())
+        return out
+
     def param_groups(self, lr: float, backbone_lr: float | None) -> list[dict]:
-        raise NotImplementedError("param_groups is for torch optimizers")
+        raise NotImplementedError("param_groups is for torch optimizers; the Keras trainer "
+                                  "uses backbone_variables and backbone_lr_scale")
 
 
 def _keras_var(v) -> str:
