@@ -94,6 +94,39 @@ class Layer(BaseModel):
         """The arguments that differ from the defaults (what a canonical printer writes)."""
         return self.model_dump(exclude_defaults=True, exclude={"kind"})
 
+    # --- torch backend (cnnspec.backends.torch) ---------------------------------------------
+    def torch_op(self, shapes: list[Shape]):
+        """This layer in PyTorch, as a `cnnspec.backends.torch_emit.TorchOp` (NCHW tensors)."""
+        raise NotImplementedError(f"layer kind {self.kind!r} has no PyTorch emitter")
+
+    def torch_module(self, shapes: list[Shape]):
+        """The torch.nn.Module this layer owns, or None (imports torch)."""
+        from ..backends.torch import instantiate
+        return instantiate(self.torch_op(shapes))
+
+    def torch_source(self, shapes: list[Shape]) -> str | None:
+        """Python source constructing that module, e.g. `nn.Conv2d(3, 64, kernel_size=3)`."""
+        from ..backends.torch_emit import render
+        op = self.torch_op(shapes)
+        return None if op.module is None else render(op.module, [])
+
+    def without_softmax(self) -> tuple[Layer | None, bool]:
+        """(the layer with a final softmax removed, whether there was one): training on logits.
+
+        None as the layer means nothing is left (the layer was the softmax itself)."""
+        if getattr(self, "activation", None) == "softmax":
+            return self.model_copy(update={"activation": None}), True
+        return self, False
+
+    def flat_source(self, shapes: list[Shape], sources: list) -> Shape | None:
+        """The HxWxC map whose values this vector holds in H, W, C order, if any.
+
+        Elementwise layers pass their input's on; flatten starts one. Loading torchvision
+        weights uses it to reorder a dense layer's columns (torchvision flattens C, H, W)."""
+        out = self.output_shape(shapes)
+        return sources[0] if sources and len(out) == 1 and tuple(shapes[0]) == tuple(out) \
+            else None
+
 
 REGISTRY: dict[str, type[Layer]] = {}   # kind -> class
 KEYWORDS: dict[str, tuple[type[Layer], dict]] = {}  # spec keyword -> (class, preset)
@@ -130,12 +163,19 @@ def conv_size(size: int, kernel: int, stride: int, pad_total: int, dilation: int
     224
     >>> conv_size(224, 7, 2, 6)      # (224 - 7 + 2*3) / 2 + 1, floored
     112
+    >>> conv_size(10, 2, 3, 2, ceil=True)   # ceil(10/3) + 1 = 5, but window 5 starts in padding
+    4
     """
     span = dilation * (kernel - 1) + 1
     num = size + pad_total - span
     if num < 0:
         return 0
-    return (-(-num // stride) if ceil else num // stride) + 1
+    out = (-(-num // stride) if ceil else num // stride) + 1
+    # torch (pooling_output_shape): with ceil_mode the last window must start inside the input
+    # or its left padding, otherwise it is dropped.
+    if ceil and (out - 1) * stride >= size + pad_total // 2:
+        out -= 1
+    return out
 
 
 def same_pads(size: int, kernel: int, stride: int, dilation: int = 1) -> tuple[int, int]:

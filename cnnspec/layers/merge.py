@@ -41,3 +41,20 @@ class Merge(Layer):
                     hint="give the shortcut a projection (residual ... shortcut { conv N 1x1 "
                          "stride=S; bn }) or make the channels and strides match", code="E312")
         return full
+
+    # --- torch backend (cnnspec.backends.torch) ---------------------------------------------
+    def torch_op(self, shapes):
+        """add and multiply broadcast a (N, C, 1, 1) gate over (N, C, H, W); concat joins the
+        channels, dim 1 of NCHW and of NC."""
+        from ..backends import torch_emit as te
+        xs = tuple(te.In(i) for i in range(len(shapes)))
+        if self.op == "concat":
+            return te.TorchOp(forward=te.call("torch.cat", list(xs), 1))
+        return te.TorchOp(forward=te.BinOp("+" if self.op == "add" else "*", xs))
+
+    # --- Keras backend (cnnspec.backends.keras): a recipe of Keras layers --------------------
+    def keras_layers(self, name, in_shapes):
+        # Add and Multiply broadcast a 1x1xC gate over HxWxC, as the shape rule allows.
+        if self.op == "concat":
+            return [("Concatenate", {"axis": -1, "name": name})]
+        return [({"add": "Add", "multiply": "Multiply"}[self.op], {"name": name})]
