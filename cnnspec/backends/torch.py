@@ -555,3 +555,83 @@ def _input_flat(model: Model, sources: dict, node: str) -> tuple | None:
         return None
     inputs = model.node(node).inputs
     return sources[inputs[0]] if len(inputs) == 1 else None
+
+
+# --- Weights files and ONNX ------------------------------------------------------------------
+
+def read_weights(path) -> dict:
+    """A state_dict from .safetensors (safetensors) or a torch file read with
+    weights_only=True (no pickle code runs); a dict holding "state_dict" is unwrapped."""
+    import torch
+    path = Path(path)
+    try:
+        if path.suffix == ".safetensors":
+            from safetensors.torch import load_file
+            state = load_file(str(path))
+        else:
+            state = torch.load(str(path), map_location="cpu", weights_only=True)
+    except FileNotFoundError:
+        raise WeightsError(f"{path}: no such file") from None
+    except Exception as exc:   # a corrupt or foreign file: say which, not a traceback
+        raise WeightsError(f"{path}: not a readable weights file ({exc})") from None
+    if isinstance(state, dict) and isinstance(state.get("state_dict"), dict):
+        state = state["state_dict"]
+    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor)
+                                              for v in state.values()):
+        raise WeightsError(f"{path}: expected a mapping of names to tensors (a state_dict)")
+    return state
+
+
+def load_weights(module, model: Model, state: dict, fmt: str = "cnnspec"):
+    """Load a state_dict with cnnspec's keys (fmt 'cnnspec') or torchvision's ('torchvision',
+    matched by order); raises WeightsError listing what does not fit."""
+    if fmt == "torchvision":
+        return load_torchvision_state_dict(module, model, state)
+    target = module.state_dict()
+    missing = [k for k in target if k not in state]
+    unexpected = [k for k in state if k not in target]
+    shapes = [f"{k}: {_shape(state[k])} in the file, {_shape(target[k])} in the network"
+              for k in target if k in state and state[k].shape != target[k].shape]
+    if missing or unexpected or shapes:
+        report = LoadReport(missing=missing, unexpected=unexpected, mismatched=shapes)
+        raise WeightsError(f"the weights do not fit '{model.name}':\n{report}\n(torchvision "
+                           "weights: use the torchvision format, matched by order)")
+    module.load_state_dict(state)
+    return None
+
+
+def input_example(model: Model, batch: int = 1):
+    import torch
+    shape = model.input_shape
+    nchw = (shape[2], shape[0], shape[1]) if len(shape) == 3 else tuple(shape)
+    return torch.randn(batch, *nchw, generator=torch.Generator().manual_seed(0))
+
+
+def export_onnx(module, model: Model, path, opset: int = 17) -> None:
+    """Write the network (eval mode) as ONNX, batch size dynamic; atomically (temp + rename).
+    Uses torch's TorchScript-based exporter (the dynamo one needs onnxscript)."""
+    import os
+    import tempfile
+    import warnings
+
+    import torch
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    outputs = [identifier(o) for o in model.outputs]
+    axes = {"input": {0: "batch"}, **{o: {0: "batch"} for o in outputs}}
+    was_training = module.training
+    module.eval()
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            torch.onnx.export(module, (input_example(model),), tmp, dynamo=False,
+                              input_names=["input"], output_names=outputs,
+                              dynamic_axes=axes, opset_version=opset)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    finally:
+        module.train(was_training)
