@@ -1,0 +1,282 @@
+"""Structured items -> readable spec text: repeated structures become blocks, runs become repeats.
+
+Residuals and parallels whose statements are equal up to integers (a signature) and that occur
+at least twice become one `block`. Its parameters are found from the integers of the
+occurrences: an integer equal in all of them stays literal; one that always equals an earlier
+parameter, or a fixed multiple of it (`f*4`), or of the block input's channels
+(`in_channels*6`; only equality
+or a multiple, since `in_channels//2` reads worse than a parameter), is written as that expression; the rest are parameters, a stride defaulting
+to 1. The expression reproduces every occurrence exactly, so the blocks change no number.
+Consecutive equal lines (`bottleneck 64` three times) become `repeat N { ... }`.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+
+from .graph import LEADING, PRIMARY, Graph, Op, literal
+from .structure import Item, Parallel, Residual
+
+MAX_WIDTH = 96
+ROLE = {"filters": "f", "units": "units", "kernel": "k", "stride": "stride", "padding": "pad",
+        "size": "size", "multiplier": "m", "groups": "groups", "dilation": "d"}
+
+
+def signature(item: Item) -> tuple:
+    if isinstance(item, Op):
+        return item.signature()
+    if isinstance(item, Residual):
+        return ("residual", item.act, tuple(map(signature, item.body)),
+                tuple(map(signature, item.shortcut)))
+    return ("parallel", item.op, tuple(tuple(map(signature, b)) for b in item.branches))
+
+
+def ops_of(item: Item) -> list[Op]:
+    if isinstance(item, Op):
+        return [item]
+    seqs = [item.body, item.shortcut] if isinstance(item, Residual) else item.branches
+    return [op for seq in seqs for it in seq for op in ops_of(it)]
+
+
+@dataclass
+class Block:
+    name: str
+    items: list[Item]                       # the first occurrence, rendered with `texts`
+    texts: list[str]                        # per slot: literal or expression
+    params: list[tuple[str, int | None]]    # (name, default)
+    calls: dict[int, list[int]] = field(default_factory=dict)   # id(item) -> param values
+
+    def call(self, item: Item) -> str:
+        parts = [self.name]
+        for (name, default), value in zip(self.params, self.calls[id(item)]):
+            if default is None:
+                parts.append(str(value))
+            elif value != default:
+                parts.append(f"{name}={value}")
+        return " ".join(parts)
+
+
+def infer(occurrences: list[list[int]], in_channels: list[int], roles_: list[str]):
+    """(texts per slot, params with defaults, values per occurrence) for one block."""
+    texts, params, values = [], [], [[] for _ in occurrences]
+    columns: list[tuple[str, tuple[int, ...]]] = []    # parameter name -> its values
+    for s, role in enumerate(roles_):
+        col = tuple(o[s] for o in occurrences)
+        if len(set(col)) == 1:
+            texts.append(literal(col[0]))
+            continue
+        expr = _relation(col, columns) or _relation(col, [("in_channels", tuple(in_channels))])
+        if expr is None:
+            base = ROLE.get(role, "n")
+            taken = {p for p, _ in params}
+            name = base if base not in taken else next(f"{base}{i}" for i in range(2, 99)
+                                                        if f"{base}{i}" not in taken)
+            default = 1 if base == "stride" and 1 in col else None
+            params.append((name, default))
+            columns.append((name, col))
+            for v, c in zip(values, col):
+                v.append(c)
+            expr = name
+        texts.append(expr)
+    # parameters with a default go last, so that calls stay positional for the others
+    order = sorted(range(len(params)), key=lambda i: params[i][1] is not None)
+    return texts, [params[i] for i in order], [[v[i] for i in order] for v in values]
+
+
+def _relation(col, columns) -> str | None:
+    for name, vals in columns:
+        if vals == col:
+            return name
+        for k in range(2, 9):
+            if all(c == v * k for c, v in zip(col, vals)):
+                return f"{name}*{k}"
+    return None
+
+
+class Writer:
+    def __init__(self, graph: Graph):
+        self.graph = graph
+        self.channels = _channels(graph)
+        self.blocks: list[Block] = []
+        self.block_of: dict[int, Block] = {}
+
+    # --- finding blocks ----------------------------------------------------------------------
+    def find_blocks(self, items: list[Item]) -> None:
+        groups: dict[tuple, list[Item]] = {}
+        self._collect(items, groups)
+        taken: set[str] = set()
+        for sig, occ in groups.items():
+            if len(occ) < 2:
+                continue
+            slots = [[s for op in ops_of(it) for s in op.slots()] for it in occ]
+            role_list = [r for op in ops_of(occ[0]) for r in _roles(op)]
+            ins = [self.channels[_input(it)] for it in occ]
+            texts, params, values = infer(slots, ins, role_list)
+            block = Block(self._name(occ[0], taken), [occ[0]], texts, params)
+            for it, vals in zip(occ, values):
+                block.calls[id(it)] = vals
+                self.block_of[id(it)] = block
+            self.blocks.append(block)
+
+    def _collect(self, items, groups) -> None:
+        for it in items:
+            if isinstance(it, Op):
+                continue
+            groups.setdefault(signature(it), []).append(it)
+            for seq in ([it.body, it.shortcut] if isinstance(it, Residual) else it.branches):
+                self._collect(seq, groups)
+
+    def _name(self, item: Item, taken: set[str]) -> str:
+        name = self._owner(item)
+        if name is None:
+            if isinstance(item, Residual):
+                name = "res_block"
+            elif any(not b for b in item.branches) and item.op == "concat":
+                name = "dense_layer"
+            else:
+                name = f"{item.op}_block"
+        if name in taken and isinstance(item, Residual) and item.shortcut:
+            name += "_proj"
+        base, i = name, 2
+        while name in taken:
+            name, i = f"{base}_{i}", i + 1
+        taken.add(name)
+        return name
+
+    def _owner(self, item: Item) -> str | None:
+        paths = [op.path.split(".") for op in ops_of(item) if op.path]
+        if not paths or not self.graph.module_types:
+            return None
+        common = []
+        for parts in zip(*paths):
+            if len(set(parts)) > 1:
+                break
+            common.append(parts[0])
+        while common:
+            kind = self.graph.module_types.get(".".join(common), "")
+            if kind not in ("Sequential", "ModuleList", "ModuleDict", ""):
+                return _snake(kind)
+            common.pop()
+        return None
+
+    # --- writing -----------------------------------------------------------------------------
+    def definitions(self) -> list[str]:
+        lines = []
+        for b in self.blocks:
+            params = ", ".join(n if d is None else f"{n}={d}" for n, d in b.params)
+            lines.append(f"block {b.name}({params}) {{")
+            lines += _indent(self.sequence(b.items, iter(b.texts), inline=True))
+            lines.append("}")
+        return lines
+
+    def sequence(self, items: list[Item], texts=None, inline=False) -> list[str]:
+        """Lines for a sequence; `texts` (block bodies) supplies each slot's text in order."""
+        lines: list[str] = []
+        line: list[str] = []
+        has_primary = False
+        for it in items:
+            if isinstance(it, Op):
+                text = it.render([next(texts) for _ in it.slots()] if texts else None)
+                starts = it.word in PRIMARY or it.word in LEADING
+                if line and (starts and has_primary or
+                             len("; ".join(line + [text])) > MAX_WIDTH):
+                    lines.append("; ".join(line))
+                    line, has_primary = [], False
+                line.append(text)
+                has_primary = has_primary or it.word in PRIMARY
+                continue
+            if line:
+                lines.append("; ".join(line))
+                line, has_primary = [], False
+            block = None if inline else self.block_of.get(id(it))
+            lines += [block.call(it)] if block else self.structure(it, texts)
+        if line:
+            lines.append("; ".join(line))
+        return lines if inline else _repeats(lines)
+
+    def structure(self, item: Item, texts) -> list[str]:
+        if isinstance(item, Residual):
+            head = "residual" + (f" {item.act}" if item.act else "")
+            lines = [f"{head} {{", *_indent(self.sequence(item.body, texts, inline=True))]
+            if item.shortcut:
+                lines += ["} shortcut {",
+                          *_indent(self.sequence(item.shortcut, texts, inline=True))]
+            return lines + ["}"]
+        lines = [f"parallel {item.op} {{"]
+        for branch in item.branches:
+            body = self.sequence(branch, texts, inline=True)
+            if not body:
+                lines.append("  branch { }")
+            elif len(body) == 1 and len(body[0]) < MAX_WIDTH - 12:
+                lines.append(f"  branch {{ {body[0]} }}")
+            else:
+                lines += ["  branch {", *_indent(_indent(body)), "  }"]
+        return lines + ["}"]
+
+
+def _roles(op: Op) -> list[str]:
+    from ..layers import KEYWORDS
+    from .graph import _slot
+    positional = KEYWORDS[op.word][0].positional if op.word in KEYWORDS else ()
+    out, pos = [], 0
+    for arg in op.args:
+        role = None
+        if arg[0] == "pos":
+            role = positional[pos] if pos < len(positional) else "n"
+            pos += 1
+        elif arg[0] == "kw":
+            role = arg[1]
+        if arg[0] != "flag" and _slot(arg[-1]):
+            out.append(role)
+    return out
+
+
+def _input(item: Item) -> str:
+    first = ops_of(item)
+    return first[0].inputs[0] if first else "?"
+
+
+def _channels(graph: Graph) -> dict[str, int]:
+    """Output channels of every op (what `in_channels` is in a block reading it)."""
+    ch = {graph.input_name: graph.input_shape[-1]}
+    for op in graph.ops:
+        ins = [ch[i] for i in op.inputs]
+        first = op.args[0][-1] if op.args else None
+        if op.word in ("conv", "dense"):
+            ch[op.name] = first
+        elif op.word == "dwconv":
+            mult = dict((a[1], a[2]) for a in op.args if a[0] == "kw").get("multiplier", 1)
+            ch[op.name] = ins[0] * mult
+        elif op.word == "concat":
+            ch[op.name] = sum(ins)
+        elif op.word == "reshape":
+            ch[op.name] = first.values[-1] if hasattr(first, "values") else first
+        else:
+            ch[op.name] = ins[0] if ins else 0
+    return ch
+
+
+def _repeats(lines: list[str]) -> list[str]:
+    """Runs of one single-line statement as `repeat N { statement }`."""
+    out, i = [], 0
+    while i < len(lines):
+        j = i
+        while j + 1 < len(lines) and lines[j + 1] == lines[i] and _single(lines[i]):
+            j += 1
+        n = j - i + 1
+        out.append(f"repeat {n} {{ {lines[i]} }}" if n > 1 else lines[i])
+        i = j + 1
+    return out
+
+
+def _single(line: str) -> bool:
+    return not line.rstrip().endswith(("{", "}"))
+
+
+def _indent(lines: list[str]) -> list[str]:
+    return [f"  {ln}" for ln in lines]
+
+
+def _snake(name: str) -> str:
+    return re.sub(r"(?<=[a-z0-9])(?=[A-Z])", "_", name).lower()
