@@ -149,6 +149,14 @@ def test_keras_normalization_is_refused_by_name(tmp_path):
     assert err.value.code == "E411" and "'norm' (Normalization)" in err.value.message
 
 
+def test_keras_per_pixel_dense_is_refused_by_name():
+    inp = keras.Input((4, 4, 3))
+    out = keras.layers.Dense(2, name="pixels")(inp)
+    with pytest.raises(SpecError) as err:
+        keras_source.read(keras.Model(inp, out), "file")
+    assert err.value.code == "E411" and "'pixels' (Dense)" in err.value.message
+
+
 def test_cli_imports_a_saved_keras_file(tmp_path, capsys):
     """A small model with the layers the applications do not use, through the command line."""
     from cnnspec.backends.keras import build
@@ -161,7 +169,7 @@ def test_cli_imports_a_saved_keras_file(tmp_path, capsys):
     b = keras.layers.DepthwiseConv2D(3, padding="same")(x)
     x = keras.layers.Concatenate()([a, b])
     g = keras.layers.GlobalAveragePooling2D(keepdims=True)(x)
-    g = keras.layers.Dense(16, activation="sigmoid")(g)
+    g = keras.layers.Conv2D(16, 1, activation="sigmoid")(g)
     x = keras.layers.Multiply()([x, g])
     x = keras.layers.MaxPooling2D(2)(x)
     x = keras.layers.Reshape((8 * 8 * 16,))(x)

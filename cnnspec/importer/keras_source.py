@@ -187,6 +187,10 @@ def _global(word):
 
 
 def _dense(layer, conf):
+    if len(layer.input.shape) != 2:
+        raise unsupported(layer.name, "Dense", f"a dense layer on a {layer.input.shape[1:]} "
+                          "input works per pixel; the spec's dense takes vectors",
+                          hint="use Conv2D(units, 1) in the model, or flatten first")
     args = [("pos", conf["units"])] + ([] if conf["use_bias"] else [("flag", "nobias")])
     return [("dense", args + _act(layer, _activation_name(layer, conf["activation"])))]
 
