@@ -54,7 +54,7 @@ def write(graph: Graph) -> str:
     from .writer import Writer
     items = decompose(graph)
     writer = Writer(graph)
-    writer.find_blocks(items)
+    items = writer.find_blocks(items)
     body = writer.sequence(items)
     lines = _header(graph) + [f"model {_model_name(graph.source)}",
                               "input " + "x".join(map(str, graph.input_shape)), ""]

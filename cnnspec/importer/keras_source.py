@@ -112,6 +112,8 @@ def _conv(layer, conf):
     args += _window(conf)
     if not conf["use_bias"]:
         args.append(("flag", "nobias"))
+    if scalar(conf["kernel_size"]) == 1 and scalar(conf["strides"]) == 1:
+        args = [a for a in args if a != ("flag", "same")]    # 1x1, stride 1: same = valid
     return [("conv", args + _act(layer, _activation_name(layer, conf["activation"])))]
 
 

@@ -13,30 +13,43 @@ Consecutive equal lines (`bottleneck 64` three times) become `repeat N { ... }`.
 from __future__ import annotations
 
 import re
+from collections import Counter
 from dataclasses import dataclass, field
 
 from .graph import LEADING, PRIMARY, Graph, Op, literal
 from .structure import Item, Parallel, Residual
 
 MAX_WIDTH = 96
+ATTACHES_BN = {"conv", "dwconv", "dense"}
 ROLE = {"filters": "f", "units": "units", "kernel": "k", "stride": "stride", "padding": "pad",
         "size": "size", "multiplier": "m", "groups": "groups", "dilation": "d"}
 
 
-def signature(item: Item) -> tuple:
+def signature(item) -> tuple:
     if isinstance(item, Op):
         return item.signature()
+    if isinstance(item, Run):
+        return ("run", tuple(op.signature() for op in item.ops))
     if isinstance(item, Residual):
         return ("residual", item.act, tuple(map(signature, item.body)),
                 tuple(map(signature, item.shortcut)))
     return ("parallel", item.op, tuple(tuple(map(signature, b)) for b in item.branches))
 
 
-def ops_of(item: Item) -> list[Op]:
+def ops_of(item) -> list[Op]:
     if isinstance(item, Op):
         return [item]
+    if isinstance(item, Run):
+        return list(item.ops)
     seqs = [item.body, item.shortcut] if isinstance(item, Residual) else item.branches
     return [op for seq in seqs for it in seq for op in ops_of(it)]
+
+
+@dataclass
+class Run:
+    """Consecutive ops that form a block body (used bare and inside residuals)."""
+
+    ops: list[Op]
 
 
 @dataclass
@@ -102,47 +115,78 @@ class Writer:
         self.block_of: dict[int, Block] = {}
 
     # --- finding blocks ----------------------------------------------------------------------
-    def find_blocks(self, items: list[Item]) -> None:
+    def find_blocks(self, items: list[Item]) -> list[Item]:
+        """Decide the blocks; returns the items with residual bodies that also occur bare
+        (MobileNet's inverted residuals with and without their skip) made into `Run`s."""
+        items = self._runs(items)
         groups: dict[tuple, list[Item]] = {}
         self._collect(items, groups)
-        taken: set[str] = set()
-        for sig, occ in groups.items():
-            if len(occ) < 2:
-                continue
+        found = [occ for occ in groups.values() if len(occ) >= 2]
+        for occ, name in zip(found, self._names([occ[0] for occ in found])):
             slots = [[s for op in ops_of(it) for s in op.slots()] for it in occ]
             role_list = [r for op in ops_of(occ[0]) for r in _roles(op)]
             ins = [self.channels[_input(it)] for it in occ]
             texts, params, values = infer(slots, ins, role_list)
-            block = Block(self._name(occ[0], taken), [occ[0]], texts, params)
+            block = Block(name, occ[0].ops if isinstance(occ[0], Run) else [occ[0]], texts,
+                          params)
             for it, vals in zip(occ, values):
                 block.calls[id(it)] = vals
                 self.block_of[id(it)] = block
             self.blocks.append(block)
+        return items
+
+    def _runs(self, items: list[Item]) -> list[Item]:
+        bodies: dict[tuple, list[Residual]] = {}
+        for it in items:
+            if isinstance(it, Residual) and not it.shortcut and \
+                    all(isinstance(x, Op) for x in it.body):
+                bodies.setdefault(tuple(op.signature() for op in it.body), []).append(it)
+        for sig, residuals in bodies.items():
+            out, i, bare = [], 0, 0
+            while i < len(items):
+                window = items[i:i + len(sig)]
+                if len(window) == len(sig) and all(isinstance(x, Op) for x in window) and \
+                        tuple(op.signature() for op in window) == sig:
+                    out.append(Run(list(window)))
+                    i, bare = i + len(sig), bare + 1
+                else:
+                    out.append(items[i])
+                    i += 1
+            if bare:
+                items = out
+                for r in residuals:
+                    r.body = [Run(r.body)]
+        return items
 
     def _collect(self, items, groups) -> None:
         for it in items:
             if isinstance(it, Op):
                 continue
-            groups.setdefault(signature(it), []).append(it)
+            if isinstance(it, Run):
+                groups.setdefault(signature(it), []).append(it)
+                continue
+            if not (isinstance(it, Residual) and len(it.body) == 1 and
+                    isinstance(it.body[0], Run)):
+                groups.setdefault(signature(it), []).append(it)
             for seq in ([it.body, it.shortcut] if isinstance(it, Residual) else it.branches):
                 self._collect(seq, groups)
 
-    def _name(self, item: Item, taken: set[str]) -> str:
-        name = self._owner(item)
-        if name is None:
-            if isinstance(item, Residual):
-                name = "res_block"
-            elif any(not b for b in item.branches) and item.op == "concat":
-                name = "dense_layer"
-            else:
-                name = f"{item.op}_block"
-        if name in taken and isinstance(item, Residual) and item.shortcut:
-            name += "_proj"
-        base, i = name, 2
-        while name in taken:
-            name, i = f"{base}_{i}", i + 1
-        taken.add(name)
-        return name
+    def _names(self, items: list[Item]) -> list[str]:
+        """Block names: the source's class (torch), else the structure's kind; where two
+        blocks would share one, a residual with a projection shortcut is `_proj`."""
+        bases = [self._owner(it) or _kind_name(it) for it in items]
+        count = Counter(bases)
+        names, taken = [], set()
+        for it, base in zip(items, bases):
+            name = base
+            if count[base] > 1 and isinstance(it, Residual) and it.shortcut:
+                name = f"{base}_proj"
+            stem, i = name, 2
+            while name in taken:
+                name, i = f"{stem}_{i}", i + 1
+            taken.add(name)
+            names.append(name)
+        return names
 
     def _owner(self, item: Item) -> str | None:
         paths = [op.path.split(".") for op in ops_of(item) if op.path]
@@ -174,23 +218,27 @@ class Writer:
         """Lines for a sequence; `texts` (block bodies) supplies each slot's text in order."""
         lines: list[str] = []
         line: list[str] = []
-        has_primary = False
+        has_primary, last = False, None
         for it in items:
             if isinstance(it, Op):
                 text = it.render([next(texts) for _ in it.slots()] if texts else None)
-                starts = it.word in PRIMARY or it.word in LEADING
+                starts = it.word in PRIMARY or it.word in LEADING or \
+                    (it.word == "bn" and last not in ATTACHES_BN)
                 if line and (starts and has_primary or
                              len("; ".join(line + [text])) > MAX_WIDTH):
                     lines.append("; ".join(line))
                     line, has_primary = [], False
                 line.append(text)
-                has_primary = has_primary or it.word in PRIMARY
+                has_primary, last = has_primary or it.word in PRIMARY, it.word
                 continue
             if line:
                 lines.append("; ".join(line))
                 line, has_primary = [], False
-            block = None if inline else self.block_of.get(id(it))
-            lines += [block.call(it)] if block else self.structure(it, texts)
+            block = self.block_of.get(id(it)) if texts is None else None
+            if isinstance(it, Run) and block is None:
+                lines += self.sequence(it.ops, texts, inline=True)
+            else:
+                lines += [block.call(it)] if block else self.structure(it, texts)
         if line:
             lines.append("; ".join(line))
         return lines if inline else _repeats(lines)
@@ -198,7 +246,11 @@ class Writer:
     def structure(self, item: Item, texts) -> list[str]:
         if isinstance(item, Residual):
             head = "residual" + (f" {item.act}" if item.act else "")
-            lines = [f"{head} {{", *_indent(self.sequence(item.body, texts, inline=True))]
+            body = self.sequence(item.body, texts, inline=True)
+            if len(body) == 1 and not item.shortcut and _single(body[0]) and \
+                    len(head + body[0]) < MAX_WIDTH - 6:
+                return [f"{head} {{ {body[0]} }}"]
+            lines = [f"{head} {{", *_indent(body)]
             if item.shortcut:
                 lines += ["} shortcut {",
                           *_indent(self.sequence(item.shortcut, texts, inline=True))]
@@ -213,6 +265,16 @@ class Writer:
             else:
                 lines += ["  branch {", *_indent(_indent(body)), "  }"]
         return lines + ["}"]
+
+
+def _kind_name(item: Item) -> str:
+    if isinstance(item, Run):
+        return "unit"
+    if isinstance(item, Residual):
+        return "res_block"
+    if item.op == "concat" and any(not b for b in item.branches):
+        return "dense_layer"       # x ++ f(x): DenseNet's name for it
+    return f"{item.op}_block"
 
 
 def _roles(op: Op) -> list[str]:
@@ -271,7 +333,8 @@ def _repeats(lines: list[str]) -> list[str]:
 
 
 def _single(line: str) -> bool:
-    return not line.rstrip().endswith(("{", "}"))
+    """A whole statement on one line, at the sequence's own level."""
+    return line.count("{") == line.count("}") and not line.startswith((" ", "}"))
 
 
 def _indent(lines: list[str]) -> list[str]:
