@@ -17,10 +17,10 @@ torch = pytest.importorskip("torch")
 torchvision = pytest.importorskip("torchvision")   # before TensorFlow (see conftest.py)
 keras = pytest.importorskip("keras")
 
-import cnnspec  # noqa: E402
-from cnnspec.errors import SpecError  # noqa: E402
-from cnnspec.fmt import format_text  # noqa: E402
-from cnnspec.importer import keras_source, torch_source, write  # noqa: E402
+import cnnspec
+from cnnspec.errors import SpecError
+from cnnspec.fmt import format_text
+from cnnspec.importer import keras_source, torch_source, write
 
 MAX_LINES = 150
 TORCH = {"resnet50": 64, "mobilenet_v2": 64, "vgg16": 224}
@@ -89,7 +89,7 @@ def test_torchvision_counts_and_size(torch_case):
 
 def test_torchvision_outputs_agree(torch_case):
     from cnnspec.backends.torch import build, load_torchvision_state_dict
-    name, module, text, model = torch_case
+    name, module, _text, model = torch_case
     net = build(model).eval()
     report = load_torchvision_state_dict(net, model, module.state_dict())
     assert report.ok and len(report.matched) == len(module.state_dict())
@@ -102,7 +102,7 @@ def test_torchvision_outputs_agree(torch_case):
 
 
 def test_keras_counts_and_size(keras_case):
-    name, app, text, model = keras_case
+    _name, app, text, model = keras_case
     assert (model.trainable, model.non_trainable) == keras_source.counts(app)
     assert model.params == app.count_params()
     assert len(text.splitlines()) < MAX_LINES
@@ -112,7 +112,7 @@ def test_keras_counts_and_size(keras_case):
 def test_keras_outputs_agree(keras_case):
     from cnnspec.backends.keras import build, keras_names
     from cnnspec.convert import load_keras_applications_weights
-    name, app, text, model = keras_case
+    _name, app, _text, model = keras_case
     kmodel = build(model)
     assert load_keras_applications_weights(kmodel, model, app) == \
         sum(1 for layer in app.layers if layer.weights)

@@ -52,15 +52,18 @@ def write(graph: Graph) -> str:
     from ..fmt import format_text
     from .structure import decompose
     from .writer import Writer
-    items = decompose(graph)
-    writer = Writer(graph)
-    items = writer.find_blocks(items)
-    body = writer.sequence(items)
-    lines = _header(graph) + [f"model {_model_name(graph.source)}",
-                              "input " + "x".join(map(str, graph.input_shape)), ""]
-    if writer.blocks:
-        lines += writer.definitions() + [""]
-    text = format_text("\n".join(lines + body) + "\n")
+    texts = []
+    for runs in (True, False):     # blocks for repeated runs of ops, where they save lines
+        items = decompose(graph)
+        writer = Writer(graph)
+        items = writer.find_blocks(items, runs=runs)
+        body = writer.sequence(items)
+        lines = _header(graph) + [f"model {_model_name(graph.source)}",
+                                  "input " + "x".join(map(str, graph.input_shape)), ""]
+        if writer.blocks:
+            lines += writer.definitions() + [""]
+        texts.append("\n".join(lines + body) + "\n")
+    text = format_text(min(texts, key=lambda t: t.count("\n")))
     model = compile_text(text)
     if (model.trainable, model.non_trainable) != tuple(graph.counts):
         raise SpecError("E416", f"the spec imported from {graph.source} counts "
@@ -72,8 +75,8 @@ def write(graph: Graph) -> str:
 
 def _header(graph: Graph) -> list[str]:
     t, n = graph.counts
-    lines = [f"# Imported from {graph.source} by `cnnspec import` at input "
-             f"{'x'.join(map(str, graph.input_shape))}.",
+    lines = [(f"# Imported from {graph.source} by `cnnspec import` at input "
+             f"{'x'.join(map(str, graph.input_shape))}."),
              f"# {t:,} trainable + {n:,} non-trainable parameters, as the source counts them."]
     for note in graph.notes:
         lines += _wrap(f"Note: {note}")

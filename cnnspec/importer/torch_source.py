@@ -47,7 +47,7 @@ def read(module, source: str, input_shape: tuple[int, int, int]) -> Graph:
 
     try:
         traced = symbolic_trace(module)
-    except Exception as exc:   # data-dependent control flow and the like
+    except Exception as exc:  # noqa: BLE001  (fx raises many types: control flow, proxies)
         raise SpecError("E414", f"{source}: torch.fx cannot trace the model ({exc})") from None
     h, w, c = input_shape
     ShapeProp(traced).propagate(torch.zeros(1, c, h, w))
@@ -253,7 +253,7 @@ class _Reader:
         self.emit(node, kind, "flatten")
 
     def adaptive(self, node, path, kind, op):
-        (_, c, h, w), (_, _, oh, ow) = _shape(node.args[0]), _shape(node)
+        (_, _c, h, w), (_, _, oh, ow) = _shape(node.args[0]), _shape(node)
         if (oh, ow) == (h, w):
             self.graph.notes.append(
                 f"'{path}' ({kind} to {oh}x{ow}) is the identity at this input size and is "

@@ -17,10 +17,10 @@ from collections import Counter
 from dataclasses import dataclass, field
 
 from .graph import LEADING, PRIMARY, Graph, Op, literal
-from .structure import Item, Parallel, Residual
+from .structure import Item, Residual
 
 MAX_WIDTH = 96
-ATTACHES_BN = {"conv", "dwconv", "dense"}
+MIN_RUN, MAX_RUN = 3, 40     # ops in a repeated run worth a block
 ROLE = {"filters": "f", "units": "units", "kernel": "k", "stride": "stride", "padding": "pad",
         "size": "size", "multiplier": "m", "groups": "groups", "dilation": "d"}
 
@@ -115,10 +115,13 @@ class Writer:
         self.block_of: dict[int, Block] = {}
 
     # --- finding blocks ----------------------------------------------------------------------
-    def find_blocks(self, items: list[Item]) -> list[Item]:
+    def find_blocks(self, items: list[Item], runs: bool = True) -> list[Item]:
         """Decide the blocks; returns the items with residual bodies that also occur bare
-        (MobileNet's inverted residuals with and without their skip) made into `Run`s."""
+        (MobileNet's inverted residuals with and without their skip) made into `Run`s, and
+        with `runs`, other repeated runs of ops too."""
         items = self._runs(items)
+        if runs:
+            items = repeated_runs(items)
         groups: dict[tuple, list[Item]] = {}
         self._collect(items, groups)
         found = [occ for occ in groups.values() if len(occ) >= 2]
@@ -218,18 +221,17 @@ class Writer:
         """Lines for a sequence; `texts` (block bodies) supplies each slot's text in order."""
         lines: list[str] = []
         line: list[str] = []
-        has_primary, last = False, None
+        has_primary = False
         for it in items:
             if isinstance(it, Op):
                 text = it.render([next(texts) for _ in it.slots()] if texts else None)
-                starts = it.word in PRIMARY or it.word in LEADING or \
-                    (it.word == "bn" and last not in ATTACHES_BN)
+                starts = _starts_line(it, line)
                 if line and (starts and has_primary or
                              len("; ".join(line + [text])) > MAX_WIDTH):
                     lines.append("; ".join(line))
                     line, has_primary = [], False
                 line.append(text)
-                has_primary, last = has_primary or it.word in PRIMARY, it.word
+                has_primary = has_primary or it.word in PRIMARY
                 continue
             if line:
                 lines.append("; ".join(line))
@@ -265,6 +267,86 @@ class Writer:
             else:
                 lines += ["  branch {", *_indent(_indent(body)), "  }"]
         return lines + ["}"]
+
+
+def _starts_line(op: Op, line: list[str]) -> bool:
+    """A windowed or dense layer starts a line, with the padding before it; so does a batch
+    norm when the line has one already (pre-activation: `bn; relu; conv`)."""
+    if op.word in PRIMARY or op.word in LEADING:
+        return True
+    return op.word == "bn" and any(t.split()[0] == "bn" for t in line)
+
+
+def _line_starts(ops: list[Op]) -> list[bool]:
+    starts, line, primary = [], [], False
+    for op in ops:
+        new = not line or (_starts_line(op, line) and primary)
+        line = [op.render()] if new else line + [op.render()]
+        primary = (primary and not new) or op.word in PRIMARY
+        starts.append(new)
+    return starts
+
+
+def repeated_runs(items: list) -> list:
+    """Runs of ops that occur twice or more (line-aligned, not overlapping) as `Run`s, the run
+    covering the most ops first, until none is left (DenseNet transitions, MobileNet's
+    stride-2 units)."""
+    while True:
+        best = None
+        stretches = _stretches(items)
+        for lo, hi in stretches:
+            starts = _line_starts(items[lo:hi]) + [True]
+            for i in range(lo, hi):
+                if not starts[i - lo]:
+                    continue
+                for j in range(i + MIN_RUN, min(hi, i + MAX_RUN) + 1):
+                    if not starts[j - lo] or not any(o.word in PRIMARY for o in items[i:j]):
+                        continue
+                    sig = tuple(o.signature() for o in items[i:j])
+                    n = _count(items, stretches, sig)
+                    score = (n - 1) * len(sig)
+                    if n >= 2 and (best is None or score > best[0]):
+                        best = (score, sig)
+        if best is None:
+            return items
+        items = _replace(items, best[1])
+
+
+def _stretches(items) -> list[tuple[int, int]]:
+    out, start = [], None
+    for k, it in enumerate(items + [None]):
+        if isinstance(it, Op) and start is None:
+            start = k
+        elif not isinstance(it, Op) and start is not None:
+            out.append((start, k))
+            start = None
+    return out
+
+
+def _count(items, stretches, sig) -> int:
+    n = 0
+    for lo, hi in stretches:
+        k = lo
+        while k + len(sig) <= hi:
+            if tuple(o.signature() for o in items[k:k + len(sig)]) == sig:
+                n, k = n + 1, k + len(sig)
+            else:
+                k += 1
+    return n
+
+
+def _replace(items, sig) -> list:
+    out, k = [], 0
+    while k < len(items):
+        window = items[k:k + len(sig)]
+        if len(window) == len(sig) and all(isinstance(o, Op) for o in window) and \
+                tuple(o.signature() for o in window) == sig:
+            out.append(Run(list(window)))
+            k += len(sig)
+        else:
+            out.append(items[k])
+            k += 1
+    return out
 
 
 def _kind_name(item: Item) -> str:
@@ -308,7 +390,7 @@ def _channels(graph: Graph) -> dict[str, int]:
         if op.word in ("conv", "dense"):
             ch[op.name] = first
         elif op.word == "dwconv":
-            mult = dict((a[1], a[2]) for a in op.args if a[0] == "kw").get("multiplier", 1)
+            mult = {a[1]: a[2] for a in op.args if a[0] == "kw"}.get("multiplier", 1)
             ch[op.name] = ins[0] * mult
         elif op.word == "concat":
             ch[op.name] = sum(ins)
