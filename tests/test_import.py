@@ -23,7 +23,8 @@ from cnnspec.fmt import format_text
 from cnnspec.importer import keras_source, torch_source, write
 
 MAX_LINES = 150
-TORCH = {"resnet50": 64, "mobilenet_v2": 64, "vgg16": 224}
+# densenet121 too: its concatenation of all earlier features is chained to say it with parallel
+TORCH = {"resnet50": 64, "mobilenet_v2": 64, "vgg16": 224, "densenet121": 64}
 KERAS = ["ResNet50", "MobileNetV2", "DenseNet121"]
 
 
@@ -137,6 +138,13 @@ def test_vgg_adaptive_pool_that_is_no_window_is_refused():
         torch_source.read(module, "torchvision:vgg11", (40, 40, 3))
     assert err.value.code == "E411"
     assert "'avgpool' (AdaptiveAvgPool2d)" in err.value.message
+
+
+def test_unused_weights_are_refused():
+    module = torchvision.models.googlenet(weights=None, aux_logits=True, init_weights=False)
+    with pytest.raises(SpecError) as err:
+        torch_source.read(module.eval(), "torchvision:googlenet", (64, 64, 3))
+    assert err.value.code == "E412" and "'aux1.conv.conv' (Conv2d)" in err.value.message
 
 
 def test_keras_normalization_is_refused_by_name(tmp_path):

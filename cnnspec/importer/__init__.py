@@ -19,7 +19,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from ..errors import SpecError
+from ..errors import SpecError, SpecErrors
 from .graph import Graph
 
 DEFAULT_INPUT = (224, 224, 3)
@@ -64,7 +64,12 @@ def write(graph: Graph) -> str:
             lines += writer.definitions() + [""]
         texts.append("\n".join(lines + body) + "\n")
     text = format_text(min(texts, key=lambda t: t.count("\n")))
-    model = compile_text(text)
+    try:
+        model = compile_text(text)
+    except SpecErrors as errs:
+        raise SpecError("E416", f"the spec imported from {graph.source} does not compile: "
+                        f"{errs.errors[0]}", hint="a bug of the importer: please report it "
+                        "with the source") from None
     if (model.trainable, model.non_trainable) != tuple(graph.counts):
         raise SpecError("E416", f"the spec imported from {graph.source} counts "
                         f"{model.trainable:,} + {model.non_trainable:,} parameters, the source "

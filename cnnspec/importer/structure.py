@@ -36,8 +36,26 @@ class Parallel:
 Item = Op | Residual | Parallel
 
 
+def chain_concats(graph: Graph) -> None:
+    """concat(a, b, c, d) where concat(a, b, c) exists already is concat(that, d): the same
+    values in the same order. torchvision's DenseNet concatenates all earlier features for
+    each layer; chained, it is Keras' x = concat(x, f(x)), which `parallel` can say."""
+    concats: list[tuple[str, list[str]]] = []     # (name, the inputs as first written)
+    for op in graph.ops:
+        if op.word != "concat":
+            continue
+        written = list(op.inputs)
+        prefixes = [(n, ins) for n, ins in concats if len(ins) < len(written) and
+                    written[:len(ins)] == ins]
+        if prefixes:
+            name, ins = max(prefixes, key=lambda c: len(c[1]))
+            op.inputs = [name] + written[len(ins):]
+        concats.append((op.name, written))
+
+
 def decompose(graph: Graph) -> list[Item]:
     """The graph's ops as one sequence of items, from the input to the (single) output."""
+    chain_concats(graph)
     if len(graph.outputs) != 1:
         raise SpecError("E413", f"{graph.source}: {len(graph.outputs)} outputs; the importer "
                         "writes models with one output")

@@ -56,7 +56,20 @@ def read(module, source: str, input_shape: tuple[int, int, int]) -> Graph:
     reader = _Reader(traced, graph)
     for node in traced.graph.nodes:
         reader.visit(node)
+    _check_all_used(module, traced)
     return graph
+
+
+def _check_all_used(module, traced) -> None:
+    """Modules with weights that the (eval) forward never calls, such as GoogLeNet's
+    auxiliary classifiers, would make the spec count less than the model: refuse them."""
+    called = {n.target for n in traced.graph.nodes if n.op == "call_module"}
+    for path, mod in module.named_modules():
+        own = list(mod.parameters(recurse=False))
+        if own and path not in called and not any(c.startswith(path + ".") for c in called):
+            raise unsupported(path, type(mod).__name__, "it has weights but the forward pass "
+                              "(in eval mode) does not use it", code="E412",
+                              hint="build the model without it (e.g. aux_logits=False)")
 
 
 def _shape(node) -> tuple[int, ...]:
@@ -88,6 +101,11 @@ class _Reader:
             self.module(node, node.target, type(mod).__name__, mod)
         elif node.op == "call_function":
             self.function(node)
+        elif node.op == "call_method" and node.target == "flatten":
+            args = list(node.args[1:]) + [-1] * (3 - len(node.args))
+            start = node.kwargs.get("start_dim", args[0] if len(node.args) > 1 else 0)
+            end = node.kwargs.get("end_dim", args[1] if len(node.args) > 2 else -1)
+            self.flatten(node, node.name, "Tensor.flatten", start, end)
         else:
             raise unsupported(node.name, f"{node.op} {node.target}", "only calls of modules "
                               "and functions are read", code="E414")
@@ -222,6 +240,9 @@ class _Reader:
             if dim != 1:
                 raise unsupported(node.name, "torch.cat", f"dim={dim} (the spec concatenates "
                                   "channels)")
+            if len(node.args[0]) == 1:      # DenseNet's cat of one tensor: that tensor
+                self.alias[node.name] = self.src(node.args[0][0])
+                return
             self.emit(node, "torch.cat", "concat", inputs=[self.src(a) for a in node.args[0]])
         elif fn is torch.flatten:
             start = node.args[1] if len(node.args) > 1 else node.kwargs.get("start_dim", 0)
@@ -275,7 +296,8 @@ class _Reader:
     def _only_flattened(self, node) -> bool:
         import torch
         return bool(node.users) and all(
-            u.op == "call_function" and u.target is torch.flatten for u in node.users)
+            (u.op == "call_function" and u.target is torch.flatten) or
+            (u.op == "call_method" and u.target == "flatten") for u in node.users)
 
 
 def _window(stride, pad, dilation) -> list[tuple]:

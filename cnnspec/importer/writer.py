@@ -70,8 +70,11 @@ class Block:
         return " ".join(parts)
 
 
-def infer(occurrences: list[list[int]], in_channels: list[int], roles_: list[str]):
-    """(texts per slot, params with defaults, values per occurrence) for one block."""
+def infer(occurrences: list[list[int]], in_channels: list[int], roles_: list[str],
+          force: bool = False):
+    """(texts per slot, params with defaults, values per occurrence) for one block. Calls that
+    differ get at least one argument (`basic_block 128`, not a bare `basic_block` whose
+    widths come from `in_channels` alone): then the first varying integer is a parameter."""
     texts, params, values = [], [], [[] for _ in occurrences]
     columns: list[tuple[str, tuple[int, ...]]] = []    # parameter name -> its values
     for s, role in enumerate(roles_):
@@ -79,7 +82,9 @@ def infer(occurrences: list[list[int]], in_channels: list[int], roles_: list[str
         if len(set(col)) == 1:
             texts.append(literal(col[0]))
             continue
-        expr = _relation(col, columns) or _relation(col, [("in_channels", tuple(in_channels))])
+        expr = _relation(col, columns)
+        if expr is None and not (force and not params):
+            expr = _relation(col, [("in_channels", tuple(in_channels))])
         if expr is None:
             base = ROLE.get(role, "n")
             taken = {p for p, _ in params}
@@ -92,6 +97,8 @@ def infer(occurrences: list[list[int]], in_channels: list[int], roles_: list[str
                 v.append(c)
             expr = name
         texts.append(expr)
+    if not params and not force and any(o != occurrences[0] for o in occurrences):
+        return infer(occurrences, in_channels, roles_, force=True)
     # parameters with a default go last, so that calls stay positional for the others
     order = sorted(range(len(params)), key=lambda i: params[i][1] is not None)
     return texts, [params[i] for i in order], [[v[i] for i in order] for v in values]
@@ -424,4 +431,4 @@ def _indent(lines: list[str]) -> list[str]:
 
 
 def _snake(name: str) -> str:
-    return re.sub(r"(?<=[a-z0-9])(?=[A-Z])", "_", name).lower()
+    return re.sub(r"(?<=[a-z0-9])(?=[A-Z])", "_", name).lower().strip("_")
