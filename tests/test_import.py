@@ -26,6 +26,17 @@ MAX_LINES = 150
 # densenet121 too: its concatenation of all earlier features is chained to say it with parallel
 TORCH = {"resnet50": 64, "mobilenet_v2": 64, "vgg16": 224, "densenet121": 64}
 KERAS = ["ResNet50", "MobileNetV2", "DenseNet121"]
+READABLE = {   # what a reader of each imported spec should find
+    "resnet50": ["block bottleneck(f)", "block bottleneck_proj(f, stride=1)",
+                 "repeat 5 { bottleneck 256 }", "bottleneck_proj 512 stride=2"],
+    "mobilenet_v2": ["block inverted_residual(f, stride=1)", "conv in_channels*6 1x1",
+                     "repeat 3 { residual { inverted_residual 64 } }"],
+    "vgg16": ["repeat 3 { conv 512 3x3 padding=1; relu }", "is the identity at this input"],
+    "densenet121": ["block dense_layer()", "repeat 24 { dense_layer }"],
+    "ResNet50": ["residual relu {", "} shortcut {", "repeat 5 { res_block 256 }"],
+    "MobileNetV2": ["conv in_channels*6 1x1", "residual {"],
+    "DenseNet121": ["parallel concat {", "branch {}", "repeat 24 { dense_layer }"],
+}
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -84,7 +95,8 @@ def test_torchvision_counts_and_size(torch_case):
     stats = sum(b.numel() for n, b in module.named_buffers() if n.endswith(("_mean", "_var")))
     assert (model.trainable, model.non_trainable) == (params, stats)
     assert len(text.splitlines()) < MAX_LINES
-    assert "block " in text or name == "vgg16"
+    for expected in READABLE[name]:
+        assert expected in text
     assert format_text(text) == text
 
 
@@ -103,11 +115,12 @@ def test_torchvision_outputs_agree(torch_case):
 
 
 def test_keras_counts_and_size(keras_case):
-    _name, app, text, model = keras_case
+    name, app, text, model = keras_case
     assert (model.trainable, model.non_trainable) == keras_source.counts(app)
     assert model.params == app.count_params()
     assert len(text.splitlines()) < MAX_LINES
-    assert "block " in text and "repeat " in text
+    for expected in READABLE[name]:
+        assert expected in text
 
 
 def test_keras_outputs_agree(keras_case):
@@ -200,3 +213,27 @@ def test_cli_reports_an_unknown_source(capsys):
     from cnnspec.cli import main
     assert main(["import", "torchvision:resnet_nope", "-o", "x.cnn"]) == 1
     assert "E410" in capsys.readouterr().err
+
+
+# --- the block finder ---------------------------------------------------------------------------
+
+def test_block_parameters_are_found_from_the_occurrences():
+    from cnnspec.importer.writer import infer
+    # slots: filters, stride, filters*4, a constant 1; block inputs of 64, 256, 512 channels
+    occ = [[64, 1, 256, 1], [128, 2, 512, 1], [256, 2, 1024, 1]]
+    texts, params, values = infer(occ, [64, 256, 512], ["filters", "stride", "filters", "k"])
+    assert texts == ["f", "stride", "f*4", "1"]
+    assert params == [("f", None), ("stride", 1)]
+    assert values == [[64, 1], [128, 2], [256, 2]]
+
+
+def test_an_expansion_of_the_input_is_written_with_in_channels():
+    from cnnspec.importer.writer import infer
+    texts, params, _ = infer([[144, 32], [192, 64]], [24, 32], ["filters", "filters"])
+    assert texts == ["in_channels*6", "f"] and params == [("f", None)]
+
+
+def test_calls_that_differ_get_an_argument():
+    from cnnspec.importer.writer import infer
+    texts, _params, values = infer([[64, 64], [128, 128]], [64, 128], ["filters", "filters"])
+    assert texts == ["f", "f"] and values == [[64], [128]]
