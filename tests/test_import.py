@@ -215,6 +215,32 @@ def test_cli_reports_an_unknown_source(capsys):
     assert "E410" in capsys.readouterr().err
 
 
+def test_a_graph_that_is_not_series_parallel_is_written_with_named_tensors():
+    from cnnspec.backends.torch import build, load_torchvision_state_dict
+
+    class Net(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.c1, self.c2, self.c3 = (torch.nn.Conv2d(k, 4, 3, padding=1) for k in (3, 4, 4))
+            self.fc = torch.nn.Linear(12, 5)
+
+        def forward(self, x):
+            y1 = self.c1(x)
+            y2 = self.c2(y1)
+            z = torch.cat([y1, y2, torch.relu(self.c3(y2))], 1)    # y2 feeds c3 and the cat
+            return self.fc(torch.flatten(torch.nn.functional.adaptive_avg_pool2d(z, 1), 1))
+
+    net = Net().eval()
+    text = write(torch_source.read(net, "net", (8, 8, 3)))
+    assert "c1 = conv 4 3x3 padding=1" in text and "concat from=(c1, c2, " in text
+    model = cnnspec.compile_text(text)
+    ours = build(model).eval()
+    load_torchvision_state_dict(ours, model, net.state_dict())
+    x = torch.randn(2, 3, 8, 8, generator=torch.Generator().manual_seed(4))
+    with torch.no_grad():
+        torch.testing.assert_close(ours(x), net(x), rtol=1e-5, atol=1e-5)
+
+
 # --- the block finder ---------------------------------------------------------------------------
 
 def test_block_parameters_are_found_from_the_occurrences():

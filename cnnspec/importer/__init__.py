@@ -51,19 +51,25 @@ def write(graph: Graph) -> str:
     from ..compiler import compile_text
     from ..fmt import format_text
     from .structure import decompose
-    from .writer import Writer
+    from .writer import Writer, flat
+    head = _header(graph) + [f"model {_model_name(graph.source)}",
+                             "input " + "x".join(map(str, graph.input_shape)), ""]
     texts = []
     for runs in (True, False):     # blocks for repeated runs of ops, where they save lines
-        items = decompose(graph)
+        try:
+            items = decompose(graph)
+        except SpecError as err:
+            if err.code != "E413":
+                raise
+            # not series-parallel: named tensors say it, without blocks
+            texts.append("\n".join(head + _wrap(f"Written flat: {err.message}.") + flat(graph)))
+            break
         writer = Writer(graph)
         items = writer.find_blocks(items, runs=runs)
         body = writer.sequence(items)
-        lines = _header(graph) + [f"model {_model_name(graph.source)}",
-                                  "input " + "x".join(map(str, graph.input_shape)), ""]
-        if writer.blocks:
-            lines += writer.definitions() + [""]
-        texts.append("\n".join(lines + body) + "\n")
-    text = format_text(min(texts, key=lambda t: t.count("\n")))
+        texts.append("\n".join(head + (writer.definitions() + [""] if writer.blocks else [])
+                               + body) + "\n")
+    text = format_text(min(texts, key=lambda t: t.count("\n")).rstrip("\n") + "\n")
     try:
         model = compile_text(text)
     except SpecErrors as errs:

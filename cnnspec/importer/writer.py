@@ -16,7 +16,7 @@ import re
 from collections import Counter
 from dataclasses import dataclass, field
 
-from .graph import LEADING, PRIMARY, Graph, Op, literal
+from .graph import LEADING, MERGES, PRIMARY, Graph, Op, literal
 from .structure import Item, Residual
 
 MAX_WIDTH = 96
@@ -432,3 +432,62 @@ def _indent(lines: list[str]) -> list[str]:
 
 def _snake(name: str) -> str:
     return re.sub(r"(?<=[a-z0-9])(?=[A-Z])", "_", name).lower().strip("_")
+
+
+def flat(graph: Graph) -> list[str]:
+    """Every op in order, with named tensors where an op reads other than the one before it
+    (`skip = conv ...`, `from=skip`, `concat a b`): for graphs that residual and parallel
+    cannot say, and for several outputs."""
+    names = _tensor_names(graph)
+    need, prev = set(), graph.input_name
+    for op in graph.ops:
+        rest = op.inputs[1:] if op.word in MERGES and op.inputs[0] == prev else op.inputs
+        need |= {i for i in rest if i != prev or op.word in MERGES}
+        prev = op.name
+    outs = graph.outputs
+    if len(outs) > 1 or outs[-1] != prev:
+        need |= set(outs)
+    lines, line, has_primary, prev = [], [], False, graph.input_name
+    for op in graph.ops:
+        text = op.render()
+        if op.word in MERGES:
+            refs = [names[i] for i in op.inputs]
+            text += " " + (" ".join(refs[1:]) if op.inputs[0] == prev
+                           else f"from=({', '.join(refs)})")
+        elif op.inputs[0] != prev:
+            text += f" from={names[op.inputs[0]]}"
+        alone = op.name in need or op.word in MERGES or op.inputs[0] != prev
+        if op.name in need:
+            text = f"{names[op.name]} = {text}"
+        if line and (alone or (_starts_line(op, line) and has_primary) or
+                     len("; ".join(line + [text])) > MAX_WIDTH):
+            lines.append("; ".join(line))
+            line, has_primary = [], False
+        line.append(text)
+        has_primary = has_primary or op.word in PRIMARY
+        if op.name in need:
+            lines.append("; ".join(line))
+            line, has_primary = [], False
+        prev = op.name
+    if line:
+        lines.append("; ".join(line))
+    if len(outs) > 1 or outs[-1] != prev:
+        lines.append("output " + ", ".join(names[o] for o in outs))
+    return _repeats(lines)
+
+
+def _tensor_names(graph: Graph) -> dict[str, str]:
+    from ..layers import KEYWORDS
+    names, taken = {graph.input_name: "input"}, {"input"}
+    for op in graph.ops:
+        name = re.sub(r"[^A-Za-z0-9_]", "_", op.name).strip("_") or "t"
+        name = name if name[:1].isalpha() else f"t_{name}"
+        if name in KEYWORDS or name in ("model", "input", "output", "block", "repeat",
+                                        "residual", "parallel", "branch", "if", "else"):
+            name += "_"
+        stem, i = name, 2
+        while name in taken:
+            name, i = f"{stem}_{i}", i + 1
+        taken.add(name)
+        names[op.name] = name
+    return names
