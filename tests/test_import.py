@@ -45,6 +45,9 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(before)
+    # Keras names layers from process-wide counters ("global_average_pooling2d_1" once one
+    # exists); later test modules look layers up by their default names, so reset them.
+    keras.backend.clear_session()
 
 
 def _randomise_torch_bn(module, seed):
