@@ -105,6 +105,12 @@ def size(v) -> Square | Dims:
     return Square(values[0]) if len(set(values)) == 1 else Dims(values)
 
 
+def window(v) -> int | Dims:
+    """A pooling window as the zoo writes it: `maxpool 3`, or 2x3 when it is not square."""
+    values = tuple(v) if isinstance(v, (tuple, list)) else (v, v)
+    return values[0] if len(set(values)) == 1 else Dims(values)
+
+
 def scalar(v):
     """A pair of equal integers as one integer (stride=2), else the tuple."""
     values = tuple(v) if isinstance(v, (tuple, list)) else (v,)

@@ -9,7 +9,7 @@ naming the layer and its class.
 from __future__ import annotations
 
 from ..errors import SpecError
-from .graph import Dims, Graph, Op, scalar, size, unsupported
+from .graph import Dims, Graph, Op, scalar, size, unsupported, window
 
 ACTIVATIONS = {"relu": "relu", "relu6": "relu6", "sigmoid": "sigmoid", "tanh": "tanh",
                "softmax": "softmax", "swish": "silu", "silu": "silu", "elu": "elu",
@@ -172,7 +172,7 @@ def _zeropad(layer, conf):
 
 def _pool(word):
     def rule(layer, conf):
-        args = [("pos", size(conf["pool_size"]))]
+        args = [("pos", window(conf["pool_size"]))]
         strides = conf["strides"] or conf["pool_size"]
         if scalar(strides) != scalar(conf["pool_size"]):
             args.append(("kw", "stride", scalar(strides)))

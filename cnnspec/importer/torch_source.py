@@ -12,7 +12,7 @@ from __future__ import annotations
 import operator
 
 from ..errors import SpecError
-from .graph import Graph, Op, scalar, size, unsupported
+from .graph import Graph, Op, scalar, size, unsupported, window
 
 ACTIVATIONS = {"ReLU": "relu", "ReLU6": "relu6", "SiLU": "silu", "Sigmoid": "sigmoid",
                "Tanh": "tanh", "Hardswish": "hard_swish", "Hardsigmoid": "hard_sigmoid",
@@ -182,7 +182,7 @@ class _Reader:
                               "average never counts padded zeros)",
                               hint="count_include_pad=False is what the spec computes")
         stride = scalar(mod.stride if mod.stride else mod.kernel_size)
-        args = [("pos", size(mod.kernel_size))]
+        args = [("pos", window(mod.kernel_size))]
         if stride != scalar(mod.kernel_size):
             args.append(("kw", "stride", stride))
         if pad != 0:
@@ -284,7 +284,7 @@ class _Reader:
             self.emit(node, kind, "gap" if op == "avg" else "gmp",
                       [] if self._only_flattened(node) else [("flag", "keepdims")])
         elif h % oh == 0 and w % ow == 0:
-            k = size((h // oh, w // ow))
+            k = window((h // oh, w // ow))
             self.emit(node, kind, f"{op}pool", [("pos", k)])
             self.graph.notes.append(f"'{path}' ({kind} to {oh}x{ow}) is a {op}pool of "
                                     f"{h // oh}x{w // ow} at this input size only.")
