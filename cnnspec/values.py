@@ -56,11 +56,11 @@ def evaluate(tree, env: dict) -> object:
         raise SpecError("E201", f"unexpected {tree!r}", span_of(tree))
     kind = tree.data
     if kind == "int":
-        return _bounded(int(tree.children[0]), tree)
+        return _literal(str(tree.children[0]), tree)
     if kind == "float":
-        return float(tree.children[0])
+        return _bounded(float(tree.children[0]), tree)
     if kind == "dims":
-        return tuple(_bounded(int(p), tree) for p in str(tree.children[0]).split("x"))
+        return tuple(_literal(p, tree) for p in str(tree.children[0]).split("x"))
     if kind == "string":
         raw = str(tree.children[0])[1:-1]
         return raw.replace('\\"', '"').replace("\\\\", "\\")
@@ -104,11 +104,22 @@ def evaluate(tree, env: dict) -> object:
     raise SpecError("E201", f"unexpected expression '{kind}'", span_of(tree))
 
 
+def _literal(digits: str, tree) -> int:
+    # Python refuses to parse ints of over 4,300 digits (a ValueError); none is needed here.
+    if len(digits.lstrip("0")) > len(str(MAX_INT)):
+        _too_large(f"{digits[:6]}... ({len(digits)} digits)", tree)
+    return _bounded(int(digits), tree)
+
+
 def _bounded(value, tree):
-    if isinstance(value, (int, float)) and abs(value) > MAX_INT:
-        raise SpecError("E214", f"the number {value:.3g} is too large", span_of(tree),
-                        hint=f"sizes and counts are at most {MAX_INT:,}")
+    if isinstance(value, (int, float)) and not abs(value) <= MAX_INT:   # also inf
+        _too_large(f"{float(value):.3g}" if abs(value) < 1e300 else "over 1e300", tree)
     return value
+
+
+def _too_large(shown: str, tree):
+    raise SpecError("E214", f"the number {shown} is too large", span_of(tree),
+                    hint=f"sizes and counts are at most {MAX_INT:,}")
 
 
 def _number(value, tree, env):
