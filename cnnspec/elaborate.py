@@ -47,15 +47,26 @@ class Scope:
     chain: tuple = ()                                  # block names being expanded
     notes: tuple = ()                                  # "in block 'x' used at line N"
     suffix: str = ""                                   # from repeats
+    parent: "Scope | None" = None                      # where tensor names are looked up next
 
     def child(self, prefix: str, env: dict | None = None, chain=(), notes=()) -> "Scope":
         return Scope(prefix=prefix, env=self.env if env is None else env, chain=chain or
-                     self.chain, notes=notes or self.notes)
+                     self.chain, notes=notes or self.notes, parent=self)
 
     def sibling(self, env: dict | None = None, suffix: str | None = None) -> "Scope":
         """The same namespace with other bindings (repeat iterations, if bodies)."""
         return Scope(self.prefix, self.env if env is None else env, self.tensors, self.counters,
-                     self.chain, self.notes, self.suffix if suffix is None else suffix)
+                     self.chain, self.notes, self.suffix if suffix is None else suffix,
+                     self.parent)
+
+    def lookup(self, name: str) -> str | None:
+        """A tensor name, from this scope outwards: a block can read a skip passed to it."""
+        scope = self
+        while scope is not None:
+            if name in scope.tensors:
+                return scope.tensors[name]
+            scope = scope.parent
+        return None
 
 
 @dataclass
@@ -261,8 +272,9 @@ class Elaborator:
     def _tensor(self, name, scope: Scope, span) -> str:
         if not isinstance(name, str):
             raise SpecError("E220", f"expected a tensor name, received {describe(name)}", span)
-        if name in scope.tensors:
-            return scope.tensors[name]
+        found = scope.lookup(name)
+        if found is not None:
+            return found
         if name == "input" and self.nodes:
             return self.nodes[0].name
         hint = did_you_mean(name, scope.tensors) or (
@@ -294,7 +306,7 @@ class Elaborator:
     def _build_layer(self, cls: type[Layer], preset: dict, word: str, args: Args,
                      scope: Scope, where: Span | None = None) -> tuple[Layer, list[str]]:
         values, refs = dict(preset), []
-        slots = list(cls.positional)
+        slots = [f for f in cls.positional if f not in args.kw]
         has_act = "activation" in cls.model_fields
         for value, span in args.pos:
             if isinstance(value, Word):
@@ -374,7 +386,8 @@ class Elaborator:
     def _fresh(self, base: str, scope: Scope) -> str:
         while True:
             scope.counters[base] += 1
-            name = f"{scope.prefix}{base}{scope.counters[base]}"
+            sep = "_" if base[-1].isdigit() else ""     # relu6_1, not relu61
+            name = f"{scope.prefix}{base}{sep}{scope.counters[base]}"
             if name not in self.shapes:
                 return name
 
@@ -475,6 +488,11 @@ class Elaborator:
                 env[pname] = evaluate(default, env)
         return env
 
+    def _label(self, kind: str, scope: Scope) -> str:
+        """A name for an unnamed residual or parallel: it labels a group, not a node."""
+        scope.counters[f"#{kind}"] += 1
+        return f"{scope.prefix}{kind}{scope.counters[f'#{kind}']}"
+
     def _group(self, path: str, kind: str, first: int, block=None, span=None) -> None:
         members = [n.name for n in self.nodes[first:]]
         self.groups.append(Group.model_construct(path=path, kind=kind, block=block,
@@ -570,17 +588,20 @@ class Elaborator:
         body_out = self._body(bodies[0], inner, inputs[0])
         short_out = inputs[0]
         if len(bodies) == 2 or str(mode[0]) == "auto":
-            sc_scope = inner.child(self._fresh("shortcut", inner) + ".")
+            sc_path = self._fresh("shortcut", inner)
+            sc_scope, sc_first = inner.child(sc_path + "."), len(self.nodes)
             if len(bodies) == 2:
                 short_out = self._body(bodies[1], sc_scope, inputs[0])
             else:
                 short_out = self._auto_shortcut(inputs[0], body_out, sc_scope, span)
+            if len(self.nodes) > sc_first:
+                self._group(sc_path, "shortcut", sc_first, span=span_of(bodies[-1]))
         elif str(mode[0]) != "identity":
             raise SpecError("E205", "shortcut is 'identity' or 'auto', or a body "
                             "'shortcut { ... }'", mode[1], received=str(mode[0]))
         out = self._merge("add", [body_out, short_out], act, span, inner, name)
-        self._group(inner.prefix.rstrip(".") if name else f"{scope.prefix}"
-                    f"residual{len(self.groups) + 1}", "residual", first, span=span)
+        self._group(inner.prefix.rstrip(".") if name else self._label("residual", scope),
+                    "residual", first, span=span)
         return out
 
     def _auto_shortcut(self, src, body_out, scope: Scope, span):
@@ -621,8 +642,8 @@ class Elaborator:
         if len(outs) < 2:
             raise SpecError("E222", "parallel needs at least two branches", span)
         out = self._merge(op, outs, act, span, inner, name)
-        self._group(inner.prefix.rstrip(".") if name else f"{scope.prefix}"
-                    f"parallel{len(self.groups) + 1}", "parallel", first, span=span)
+        self._group(inner.prefix.rstrip(".") if name else self._label("parallel", scope),
+                    "parallel", first, span=span)
         return out
 
 

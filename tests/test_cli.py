@@ -234,3 +234,13 @@ def test_import_does_not_load_frameworks():
     result = subprocess.run([sys.executable, "-c", code, VGG], capture_output=True, text=True,
                             env=ENV, cwd=ROOT, timeout=120, check=False)
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_stored_parser_tables_match_the_grammar():
+    # A stale table file would silently fall back to building the parser (~0.1 s per run).
+    import json
+
+    from cnnspec.parse import _fingerprint, grammar_path, tables_path
+    stored = json.loads(tables_path().read_text(encoding="utf-8"))
+    assert stored["fingerprint"] == _fingerprint(grammar_path().read_text(encoding="utf-8")), \
+        'regenerate: python -c "from cnnspec.parse import write_tables; write_tables()"'
