@@ -112,6 +112,9 @@ def parse_text(text: str) -> Tree:
     if "\x00" in text:
         line = text[:text.index("\x00")].count("\n") + 1
         raise SpecError("E105", "the spec contains a NUL byte; is it a binary file?", Span(line, 1))
+    if text.startswith("\ufeff"):
+        # A byte-order mark that Windows editors write: a blank, so that columns stay put.
+        text = " " + text[1:]
     _check_nesting(text)
     try:
         return parser().parse(text)
