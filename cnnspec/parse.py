@@ -11,6 +11,7 @@ from pathlib import Path
 from lark import Lark, Token, Tree
 from lark.exceptions import UnexpectedCharacters, UnexpectedEOF, UnexpectedInput, UnexpectedToken
 
+from . import resources
 from .errors import Span, SpecError
 
 MAX_SOURCE_BYTES = 8 * 1024 * 1024
@@ -30,11 +31,7 @@ _TERMINAL_WORDS = {
 
 def grammar_path() -> Path:
     """The grammar ships inside the package (cnnspec/grammar) or beside it in a checkout."""
-    here = Path(__file__).resolve().parent
-    for candidate in (here / "grammar" / "cnnspec.lark", here.parent / "grammar" / "cnnspec.lark"):
-        if candidate.exists():
-            return candidate
-    raise FileNotFoundError("cnnspec.lark not found beside the package")
+    return resources.path("grammar") / "cnnspec.lark"
 
 
 def tables_path() -> Path:
