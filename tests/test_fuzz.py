@@ -115,8 +115,12 @@ def test_corpus_case(path: Path):
     if path.suffix == ".json":
         assert fuzzing.check_ir(path.read_text(encoding="utf-8")) is None
         return
-    text = path.read_bytes().decode("utf-8", "surrogatepass")
-    assert fuzzing.check_text(text) is None
+    data = path.read_bytes()
+    try:
+        text = data.decode("utf-8")
+        assert fuzzing.check_text(text) is None
+    except UnicodeDecodeError:                       # the file's own test: E107 from the reader
+        text = data.decode("utf-8", "replace")
     try:
         cnnspec.compile_file(path)
     except SpecErrors as errs:
