@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import resource
 import statistics
 import subprocess
 import sys
@@ -27,21 +28,33 @@ def process_times(argv: list[str], repeats: int, cwd: Path = ROOT, env: dict | N
                   warmup: int = 1) -> list[float]:
     """Wall-clock seconds of `repeats` runs of `argv`, each a fresh process (after `warmup`
     untimed runs that fill the page cache and write bytecode)."""
-    times = []
+    return [wall for wall, _ in process_costs(argv, repeats, cwd, env, warmup)]
+
+
+def process_costs(argv: list[str], repeats: int, cwd: Path = ROOT, env: dict | None = None,
+                  warmup: int = 1) -> list[tuple[float, float]]:
+    """(wall seconds, CPU seconds) of each run. CPU time (user + system of the child) depends
+    less on what else the machine runs, so it is the better number on a busy machine."""
+    costs = []
     for i in range(warmup + repeats):
+        before = resource.getrusage(resource.RUSAGE_CHILDREN)
         start = time.perf_counter()
         done = subprocess.run(argv, cwd=cwd, env=env, capture_output=True, text=True,
                               check=False)
         took = time.perf_counter() - start
+        after = resource.getrusage(resource.RUSAGE_CHILDREN)
         if done.returncode != 0:
             raise SystemExit(f"{' '.join(argv)} failed:\n{done.stderr[-2000:]}")
         if i >= warmup:
-            times.append(took)
-    return times
+            cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+            costs.append((took, cpu))
+    return costs
 
 
-def stats(times: list[float]) -> dict:
-    return {"median_s": statistics.median(times), "min_s": min(times), "runs": times}
+def stats(costs: list[tuple[float, float]]) -> dict:
+    walls, cpus = [w for w, _ in costs], [c for _, c in costs]
+    return {"median_s": statistics.median(walls), "min_s": min(walls),
+            "cpu_median_s": statistics.median(cpus), "cpu_min_s": min(cpus), "runs": walls}
 
 
 def load_average() -> float | None:
