@@ -27,7 +27,7 @@ TOKEN = re.compile(r"\s+|[A-Za-z_][A-Za-z0-9_]*|[0-9]+(?:x[0-9]+)*|.", re.DOTALL
 # in chunks that pytest-xdist can share out.
 TEXT_CHUNKS, TEXT_PER_CHUNK = 4, 1_000        # a text mutant costs about twice an IR one
 IR_CHUNKS, IR_PER_CHUNK = 6, 1_000
-CHUNK_SECONDS = 60          # a guard against a general slowdown, not a benchmark
+CHUNK_SECONDS = 120         # a guard against a general slowdown (quiet: ~10 s), not a benchmark
 PER_INPUT_SECONDS = 5.0     # a hang guard; the slowest mutant takes ~1 s on a busy machine
 
 WORDS = ["conv", "dense", "pool", "maxpool", "bn", "relu", "add", "concat", "multiply", "repeat",
