@@ -78,6 +78,23 @@ def test_spec_mutants(chunk):
     assert took < CHUNK_SECONDS
 
 
+def test_formatter_on_mutants():
+    """`cnnspec fmt` reads the same untrusted text with its own parser: a located error or a
+    layout, never another exception (1000-deep nesting once exhausted its stack)."""
+    from cnnspec.fmt import format_text
+    rng = random.Random(1)
+    sources = fuzzing.specs()
+    texts = [fuzzing.mutate(rng.choice(sources), rng) for _ in range(300)]
+    texts += [text for _, text in HOSTILE_TEXTS if "\x00" not in text]
+    for text in texts:
+        try:
+            with fuzzing.time_limit(fuzzing.PER_INPUT_SECONDS):
+                format_text(text)
+        except (SpecErrors, cnnspec.SpecError) as err:
+            errors = err.errors if isinstance(err, SpecErrors) else [err]
+            assert all(e.code and e.span is not None for e in errors), text[:300]
+
+
 def test_mutants_reach_every_stage():
     """A fuzzer that only feeds the lexer proves little: the mutants must also get past the
     parser (elaboration errors) and some must still compile."""

@@ -147,6 +147,17 @@ def test_the_refusal_names_the_expansion():
     assert "1,000,000" in info.value.errors[0].message or "layers" in info.value.errors[0].message
 
 
+@pytest.mark.parametrize("body", ["repeat 1 { " * 1000 + "relu" + " }" * 1000,
+                                  "conv " + " + ".join(["1"] * 5000) + " 3x3"])
+def test_formatter_refuses_what_would_exhaust_its_stack(body, tmp_path):
+    spec = tmp_path / "deep.cnn"
+    spec.write_text(I + body + "\n", encoding="utf-8")
+    done = _cli("fmt", "--check", str(spec))
+    assert done.returncode == 1
+    assert "error[E106]" in done.stderr and f"{spec}:2:" in done.stderr
+    assert "Traceback" not in done.stderr
+
+
 VGG = str(Path(__file__).resolve().parent.parent / "specs" / "vgg16.cnn")
 
 
