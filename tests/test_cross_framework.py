@@ -125,6 +125,20 @@ def _pair(name):
 CASES = [*ZOO, *sorted(LAYER_SPECS)]
 
 
+@pytest.mark.parametrize("name", ZOO)
+def test_keras_model_has_the_ir_counts_and_shapes(name):
+    from cnnspec.backends.keras import recipes
+    model, _, kmodel = _pair(name)
+    assert kmodel.count_params() == model.params
+    assert sum(int(np.prod(w.shape)) for w in kmodel.trainable_weights) == model.trainable
+    assert sum(int(np.prod(w.shape)) for w in kmodel.non_trainable_weights) == \
+        model.non_trainable
+    for node, _, recipe in recipes(model):
+        got = tuple(kmodel.get_layer(recipe[-1][1]["name"]).output.shape[1:])
+        assert got == model.node(node).shape, node
+    assert [tuple(t.shape[1:]) for t in kmodel.outputs] == model.output_shapes
+
+
 @pytest.mark.parametrize("name", CASES)
 def test_torch_weights_give_the_same_outputs_in_keras(name):
     model, net, kmodel = _pair(name)
@@ -199,3 +213,49 @@ def test_a_wrong_conversion_is_caught(kind, monkeypatch):
     convert.load_torch_into_keras(kmodel, model, net.state_dict())
     with pytest.raises(AssertionError):
         _assert_close(_keras_outputs(kmodel, x), _torch_outputs(net, x), "wrong")
+
+
+# --- The convert command --------------------------------------------------------------------
+
+def test_cli_converts_both_ways(tmp_path):
+    import subprocess
+    import sys
+
+    from safetensors.numpy import load_file, save_file
+
+    from cnnspec.backends.keras import build
+    spec = tmp_path / "graph.cnn"
+    spec.write_text(LAYER_SPECS["graph"])
+    model, net, _ = _pair("graph")
+    save_file({k: v.numpy() for k, v in net.state_dict().items()}, tmp_path / "w.safetensors")
+    root = Path(__file__).resolve().parents[1]
+
+    def cli(*args):
+        r = subprocess.run([sys.executable, "-m", "cnnspec", "convert", str(spec), *args],
+                           cwd=root, capture_output=True, text=True, check=False)
+        assert "Traceback" not in r.stderr
+        return r.returncode, "cnnspec convert: error" in r.stderr
+
+    assert cli("--from", "torch", "--weights", str(tmp_path / "w.safetensors"),
+               "-o", str(tmp_path / "k.weights.h5")) == (0, False)
+    loaded = build(model)
+    loaded.load_weights(tmp_path / "k.weights.h5")
+    x = _input(model, 21)
+    _assert_close(_keras_outputs(loaded, x), _torch_outputs(net, x), "cli torch->keras")
+
+    assert cli("--from", "keras", "--weights", str(tmp_path / "k.weights.h5"),
+               "-o", str(tmp_path / "back.safetensors")) == (0, False)
+    back = load_file(tmp_path / "back.safetensors")
+    for key, value in net.state_dict().items():
+        np.testing.assert_array_equal(back[key], value.numpy(), err_msg=key)
+
+    assert cli("--from", "torch", "--weights", str(tmp_path / "missing.pt"),
+               "-o", str(tmp_path / "x.weights.h5")) == (1, True)
+    wrong = tmp_path / "wrong.cnn"
+    wrong.write_text(LAYER_SPECS["graph"].replace("conv 24 1x1 sigmoid",
+                                                  "conv 24 3x3 same sigmoid"))
+    r = subprocess.run([sys.executable, "-m", "cnnspec", "convert", str(wrong), "--from", "torch",
+                        "--weights", str(tmp_path / "w.safetensors"), "-o",
+                        str(tmp_path / "y.weights.h5")], cwd=root, capture_output=True,
+                       text=True, check=False)
+    assert r.returncode == 1 and "Traceback" not in r.stderr and "conv4" in r.stderr

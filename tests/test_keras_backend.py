@@ -74,6 +74,10 @@ def test_names_are_keras_safe_and_unique():
     model.nodes[2].name = "a.b"   # a clash the compiler cannot make, but an edited IR could
     with pytest.raises(ValueError, match="both become"):
         keras_names(model)
+    from cnnspec.backends.keras import recipes
+    model = cnnspec.compile_text("input 8x8x3\nconv1_pad = identity\nconv 4 3x3 padding=1")
+    with pytest.raises(ValueError, match="rename that node"):
+        recipes(model)
 
 
 # --- Semantics of the layers Keras lacks, against torch's own functions ------------------
@@ -195,4 +199,75 @@ def test_cli_build_keras_is_byte_identical_and_passes_ruff(tmp_path):
     r = subprocess.run([str(ruff), "check", "--isolated", "--line-length", "100", "--select",
                         "E,F,W,I,UP,B", str(tmp_path / "net0.py")], capture_output=True,
                        text=True, check=False)
+    assert r.returncode == 0, r.stdout
+
+
+# --- Other Keras backends ------------------------------------------------------------------
+
+_OTHER_BACKEND = """
+import sys, numpy as np, keras, cnnspec
+sys.path.insert(0, sys.argv[2])
+from keras_specs import LAYER_SPECS
+from cnnspec.backends.keras import build
+assert keras.backend.backend() == sys.argv[1]
+data = np.load(sys.argv[3] + "/x.npz")
+outs = {}
+for name in sorted(LAYER_SPECS):
+    kmodel = build(cnnspec.compile_text(LAYER_SPECS[name]))
+    kmodel.load_weights(sys.argv[3] + f"/{name}.weights.h5")
+    ys = keras.tree.flatten(kmodel(data[name], training=False))
+    for i, y in enumerate(ys):
+        outs[f"{name}{i}"] = keras.ops.convert_to_numpy(y)
+np.savez(sys.argv[3] + "/out.npz", **outs)
+"""
+
+
+@pytest.mark.parametrize("backend", ["torch"])
+def test_built_models_run_on_another_keras_backend(backend, tmp_path):
+    """The same specs, weights and inputs under KERAS_BACKEND=torch (in a subprocess: the
+    backend is chosen at import) give the TensorFlow backend's outputs."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from cnnspec.backends.keras import build
+    rng = np.random.default_rng(5)
+    inputs, want = {}, {}
+    for name in sorted(LAYER_SPECS):
+        model = cnnspec.compile_text(LAYER_SPECS[name])
+        kmodel = build(model)
+        kmodel.save_weights(tmp_path / f"{name}.weights.h5")
+        inputs[name] = rng.normal(size=(2, *model.input_shape)).astype("float32")
+        for i, y in enumerate(keras.tree.flatten(kmodel(inputs[name], training=False))):
+            want[f"{name}{i}"] = np.asarray(y)
+    np.savez(tmp_path / "x.npz", **inputs)
+    root = Path(__file__).resolve().parents[1]
+    env = {**os.environ, "KERAS_BACKEND": backend, "PYTHONPATH": str(root)}
+    r = subprocess.run([sys.executable, "-c", _OTHER_BACKEND, backend, str(root / "tests"),
+                        str(tmp_path)], env=env, capture_output=True, text=True, check=False)
+    assert r.returncode == 0, r.stderr[-3000:]
+    got = np.load(tmp_path / "out.npz")
+    assert sorted(got.files) == sorted(want)
+    for key, value in want.items():
+        np.testing.assert_allclose(got[key], value, rtol=1e-4, atol=1e-5, err_msg=key)
+
+
+def test_every_zoo_spec_generates_clean_keras_source(tmp_path):
+    """Generated source for each zoo spec passes ruff and compiles (building them all is the
+    cross-framework tests' job, through the same recipes)."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from cnnspec.backends.keras import generate
+    specs = sorted((Path(__file__).resolve().parents[1] / "specs").glob("*.cnn"))
+    for path in specs:
+        source = generate(cnnspec.compile_file(path))
+        compile(source, path.name, "exec")
+        (tmp_path / f"{path.stem}.py").write_text(source)
+    ruff = Path(sys.executable).with_name("ruff")
+    r = subprocess.run([str(ruff), "check", "--isolated", "--line-length", "100", "--select",
+                        "E,F,W,I,UP,B", str(tmp_path)], capture_output=True, text=True,
+                       check=False)
     assert r.returncode == 0, r.stdout

@@ -11,12 +11,12 @@ from pathlib import Path
 
 import pytest
 
-torch = pytest.importorskip("torch")
+import cnnspec
+from cnnspec.backends import torch as tb
+from cnnspec.backends import torch_emit as te
+from cnnspec.layers import REGISTRY
 
-import cnnspec  # noqa: E402
-from cnnspec.backends import torch as tb  # noqa: E402
-from cnnspec.backends import torch_emit as te  # noqa: E402
-from cnnspec.layers import REGISTRY  # noqa: E402
+torch = pytest.importorskip("torch")
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -286,7 +286,7 @@ def test_generated_source_is_stable_clean_and_equal(name, tmp_path):
     path = tmp_path / f"{name}.py"
     path.write_text(source)
     lint = subprocess.run([str(RUFF), "check", "--no-cache", "--isolated", str(path)],
-                          capture_output=True, text=True)
+                          capture_output=True, text=True, check=False)
     assert lint.returncode == 0, lint.stdout
     net = tb.build(model).eval()
     gen = load_generated(source, tmp_path, name).build_model().eval()
@@ -410,3 +410,40 @@ def test_export_refuses_weights_that_do_not_fit(tmp_path, capsys):
     err = capsys.readouterr().err
     assert "conv1.bias" in err and "Traceback" not in err
     assert not (tmp_path / "o.onnx").exists()
+
+
+def test_activations_overwrite_only_fresh_tensors_read_once():
+    model = compile_case("input 4x4x3\na = conv 3 1x1\nrelu\nadd a\nrelu\nsigmoid\nrelu")
+    lines = [line.split("  #")[0].strip() for line in tb.generate(model).splitlines()]
+    assert "x = F.relu(a)" in lines                       # a is read again by add
+    assert "x = F.relu(x, inplace=True)" in lines          # the add's fresh sum
+    assert lines.count("x = F.relu(x)") == 1               # sigmoid's backward needs its output
+    net = tb.build(model).train()
+    x = torch.randn(2, 3, 4, 4, requires_grad=True)
+    a = net.a(x)
+    expected = torch.relu(torch.sigmoid(torch.relu(torch.relu(a) + a)))
+    out = net(x)
+    torch.testing.assert_close(out, expected)
+    out.sum().backward()                                   # autograd accepts the in-place ops
+    assert x.grad is not None
+
+
+def test_generating_source_imports_no_framework():
+    code = ("import sys, cnnspec, cnnspec.torch\n"
+            "from cnnspec.backends import torch as tb\n"
+            "tb.generate(cnnspec.compile_text('input 8x8x3\\nconv 4 3x3 same relu\\n'))\n"
+            "assert 'torch' not in sys.modules and 'tensorflow' not in sys.modules\n")
+    subprocess.run([sys.executable, "-c", code], check=True, cwd=ROOT)
+
+
+def test_add_overwrites_its_first_input_only_when_safe():
+    model = compile_case("input 4x4x3\nconv 3 1x1\nb = bn\nconv 3 1x1\nadd b\n"
+                         "g = gap keepdims\nadd from=(g, b)")
+    body = tb.generate(model).split("def forward")[1]
+    assert ".add_(b)" in body                 # fresh conv output, read once: `out += identity`
+    assert "x = x + b" in body                # a 1x1 gate cannot hold the broadcast sum
+    net = tb.build(model).eval()
+    x = torch.randn(2, 3, 4, 4)
+    b = net.b(net.conv1(x))
+    s = net.conv2(b) + b
+    torch.testing.assert_close(net(x), s.mean((2, 3), keepdim=True) + b)

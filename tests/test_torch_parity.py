@@ -9,10 +9,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-torch = pytest.importorskip("torch")
+import cnnspec
+from cnnspec.backends import torch as tb
 
-import cnnspec  # noqa: E402
-from cnnspec.backends import torch as tb  # noqa: E402
+torch = pytest.importorskip("torch")
 
 ROOT = Path(__file__).resolve().parent.parent
 SPECS = ROOT / "specs"
@@ -57,7 +57,7 @@ def tf():
     (8, 3, 2, 1), (9, 3, 2, 1), (8, 4, 1, 1), (7, 4, 2, 1), (10, 5, 3, 1), (9, 3, 1, 2),
     (8, 1, 2, 1)])
 def test_conv_same_matches_tensorflow(tf, size, kernel, stride, dilation):
-    model, net = net_for(f"input {size}x{size + 1}x3\nconv 4 {kernel}x{kernel} stride={stride} "
+    _, net = net_for(f"input {size}x{size + 1}x3\nconv 4 {kernel}x{kernel} stride={stride} "
                          f"dilation={dilation} same")
     x = torch.randn(2, 3, size, size + 1)
     w, b = net.conv1.weight.detach(), net.conv1.bias.detach()
@@ -138,7 +138,7 @@ def test_upsample_matches_keras(tf, mode):
 
 def test_zeropad_and_batchnorm_inference_match_keras(tf):
     import keras
-    model, net = net_for("input 4x5x3\nzeropad (1, 2, 0, 3)\nbn eps=1e-3 momentum=0.99")
+    _, net = net_for("input 4x5x3\nzeropad (1, 2, 0, 3)\nbn eps=1e-3 momentum=0.99")
     with torch.no_grad():
         for t in (net.bn1.weight, net.bn1.bias, net.bn1.running_mean):
             t.uniform_(-1, 1)
@@ -195,7 +195,7 @@ def with_input(name: str, size: int) -> cnnspec.Model:
     """The zoo spec with its input resized (the specs use global pooling, so any size works)."""
     text = (SPECS / f"{name}.cnn").read_text()
     text = re.sub(r"^input \d+x\d+x(\d+)", f"input {size}x{size}x\\1", text, count=1,
-                  flags=re.M)
+                  flags=re.MULTILINE)
     return cnnspec.compile_text(text, f"{name}.cnn")
 
 

@@ -35,10 +35,17 @@ def keras_names(model: Model) -> dict[str, str]:
 def recipes(model: Model) -> list[tuple[str, list[str], keras_recipe.Recipe]]:
     """(node name, input node names, recipe) for every node after the input."""
     names = keras_names(model)
+    taken = set(names.values())
     out = []
     for node in model.nodes[1:]:
         shapes = [model.node(i).shape for i in node.inputs]
-        out.append((node.name, node.inputs, node.layer.keras_layers(names[node.name], shapes)))
+        recipe = node.layer.keras_layers(names[node.name], shapes)
+        for _, kwargs in recipe:   # helper layers (`conv1_pad`) must not take a node's name
+            if kwargs["name"] != names[node.name] and kwargs["name"] in taken:
+                raise ValueError(f"node {node.name!r} needs a Keras layer {kwargs['name']!r}, "
+                                 "which another node is called; rename that node")
+            taken.add(kwargs["name"])
+        out.append((node.name, node.inputs, recipe))
     return out
 
 

@@ -24,24 +24,27 @@ from __future__ import annotations
 
 import keyword
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from ..ir import Model
 from . import torch_emit as te
 
 # nn.Module's own attributes, and those the generated class adds: a layer called so gets "_".
-_MODULE_ATTRS = frozenset("""
-T_destination add_module apply bfloat16 buffers call_super_init children compile cpu cuda
-double dump_patches eval extra_repr float forward get_buffer get_extra_state get_parameter
-get_submodule half ipu load_state_dict modules mtia named_buffers named_children named_modules
-named_parameters parameters register_backward_hook register_buffer register_forward_hook
-register_forward_pre_hook register_full_backward_hook register_full_backward_pre_hook
-register_load_state_dict_post_hook register_load_state_dict_pre_hook register_module
-register_parameter register_state_dict_post_hook register_state_dict_pre_hook requires_grad_
-set_extra_state set_submodule share_memory smart_apply state_dict to to_empty train training
-type xpu zero_grad logits output_names softmax_outputs spec
-""".split())
+_MODULE_ATTRS = frozenset({
+    "T_destination", "add_module", "apply", "bfloat16", "buffers", "call_super_init", "children",
+    "compile", "cpu", "cuda", "double", "dump_patches", "eval", "extra_repr", "float", "forward",
+    "get_buffer", "get_extra_state", "get_parameter", "get_submodule", "half", "ipu",
+    "load_state_dict", "modules", "mtia", "named_buffers", "named_children", "named_modules",
+    "named_parameters", "parameters", "register_backward_hook", "register_buffer",
+    "register_forward_hook", "register_forward_pre_hook", "register_full_backward_hook",
+    "register_full_backward_pre_hook", "register_load_state_dict_post_hook",
+    "register_load_state_dict_pre_hook", "register_module", "register_parameter",
+    "register_state_dict_post_hook", "register_state_dict_pre_hook", "requires_grad_",
+    "set_extra_state", "set_submodule", "share_memory", "smart_apply", "state_dict", "to",
+    "to_empty", "train", "training", "type", "xpu", "zero_grad", "logits", "output_names",
+    "softmax_outputs", "spec",
+})
 # Names the generated forward uses for itself.
 _CODE_NAMES = frozenset({"self", "x", "inputs", "torch", "nn", "F", "float", "build_model"})
 
@@ -94,9 +97,24 @@ def plan(model: Model) -> Plan:
         op = layer.torch_op(shapes) if layer is not None else te.TorchOp(forward=te.X)
         steps.append(Step(node.name, op, list(node.inputs), tuple(node.shape),
                           softmax=softmax, live=node.name in live))
+    _overwrite_where_safe(steps, consumers, model)
     containers = _name_modules(steps)
     return Plan(model.name, class_name(model.name), model.input.name, tuple(model.input_shape),
                 steps, list(model.outputs), containers)
+
+
+def _overwrite_where_safe(steps: list[Step], consumers: dict[str, int], model: Model) -> None:
+    """Use a layer's in-place forward (which overwrites its first input) where that input is a
+    fresh tensor read by it alone, as torchvision's ReLU(inplace=True) after batch norm and
+    `out += identity`: same values, no new allocation."""
+    by_name = {s.node: s for s in steps}
+    for step in steps:
+        if step.op.inplace is None:
+            continue
+        src = by_name.get(step.inputs[0])
+        if src is not None and src.op.fresh and consumers[src.node] == 1 \
+                and src.node not in model.outputs:
+            step.op = replace(step.op, forward=step.op.inplace)
 
 
 def _live(model: Model) -> set[str]:
@@ -572,7 +590,7 @@ def read_weights(path) -> dict:
             state = torch.load(str(path), map_location="cpu", weights_only=True)
     except FileNotFoundError:
         raise WeightsError(f"{path}: no such file") from None
-    except Exception as exc:   # a corrupt or foreign file: say which, not a traceback
+    except Exception as exc:  # noqa: BLE001  (a corrupt file: say which, no traceback)
         raise WeightsError(f"{path}: not a readable weights file ({exc})") from None
     if isinstance(state, dict) and isinstance(state.get("state_dict"), dict):
         state = state["state_dict"]

@@ -56,7 +56,7 @@ class BatchNorm(Layer):
         if self.scale != self.center:
             name, init = ("weight", "torch.ones") if self.scale else ("bias", "torch.zeros")
             setup = ((name, te.call("nn.Parameter", te.call(init, c))),)
-        return te.TorchOp(module=module, forward=te.Self((te.X,)), setup=setup)
+        return te.TorchOp(module=module, forward=te.Self((te.X,)), setup=setup, fresh=True)
 
     # --- Keras backend (cnnspec.backends.keras): a recipe of Keras layers --------------------
     def keras_layers(self, name, in_shapes):

@@ -71,7 +71,8 @@ class Pool(Layer):
         module = te.call(cls, k, **te.kwargs_unless_default(
             stride=(s, k), padding=(padding, 0), ceil_mode=(self.ceil, False)), **extra)
         return te.TorchOp(module=module,
-                          forward=te.Self((te.pad(te.X, pads, value=float("-inf")),)))
+                          forward=te.Self((te.pad(te.X, pads, value=float("-inf")),)),
+                          fresh=True)
 
     # --- Keras backend (cnnspec.backends.keras): a recipe of Keras layers --------------------
     def keras_layers(self, name, in_shapes):
