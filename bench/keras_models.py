@@ -1,5 +1,7 @@
-"""cnnspec's ResNet-50 (specs/resnet50_keras.cnn, Keras backend) against keras.applications.ResNet50:
-forward (predict_on_batch) and training step (train_on_batch) times, batch 8 at 224x224, in one
+"""cnnspec's ResNet-50 (Keras backend) against keras.applications.ResNet50: timings.
+
+specs/resnet50_keras.cnn built by the Keras backend, with the application's weights: forward
+(predict_on_batch) and training step (train_on_batch) times, batch 8 at 224x224, in one
 process, interleaved so that both see the same machine state; medians and their ratio.
 
     python bench/keras_models.py [--repeats 7] [--batch 8]

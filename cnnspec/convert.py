@@ -212,8 +212,9 @@ def load_keras_applications_weights(kmodel, model: Model, source) -> int:
     pairs = []
     for layer, s in _graph_signatures(kmodel):
         if not pool.get(s):
+            shapes = [tuple(w.shape) for w in layer.weights]
             raise ConversionError(f"layer {layer.name!r} has no counterpart in "
-                                  f"{source.name!r} (shapes {[tuple(w.shape) for w in layer.weights]})")
+                                  f"{source.name!r} (weight shapes {shapes})")
         pairs.append((layer, pool[s].pop(0)))
     left = [la.name for group in pool.values() for la in group]
     if left:

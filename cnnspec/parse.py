@@ -11,6 +11,7 @@ from pathlib import Path
 from lark import Lark, Token, Tree
 from lark.exceptions import UnexpectedCharacters, UnexpectedEOF, UnexpectedInput, UnexpectedToken
 
+from . import resources
 from .errors import Span, SpecError
 
 MAX_SOURCE_BYTES = 8 * 1024 * 1024
@@ -30,11 +31,7 @@ _TERMINAL_WORDS = {
 
 def grammar_path() -> Path:
     """The grammar ships inside the package (cnnspec/grammar) or beside it in a checkout."""
-    here = Path(__file__).resolve().parent
-    for candidate in (here / "grammar" / "cnnspec.lark", here.parent / "grammar" / "cnnspec.lark"):
-        if candidate.exists():
-            return candidate
-    raise FileNotFoundError("cnnspec.lark not found beside the package")
+    return resources.path("grammar") / "cnnspec.lark"
 
 
 def tables_path() -> Path:
@@ -112,6 +109,9 @@ def parse_text(text: str) -> Tree:
     if "\x00" in text:
         line = text[:text.index("\x00")].count("\n") + 1
         raise SpecError("E105", "the spec contains a NUL byte; is it a binary file?", Span(line, 1))
+    if text.startswith("\ufeff"):
+        # A byte-order mark that Windows editors write: a blank, so that columns stay put.
+        text = " " + text[1:]
     _check_nesting(text)
     try:
         return parser().parse(text)

@@ -20,6 +20,18 @@ deconv 4 3x3 stride=2 padding=1 output_padding=1 elu
 deconv 4 2x2 stride=2 same tanh
 deconv 3 3x3 stride=2 sigmoid
 """,
+"same": """
+model same
+input 16x15x3
+conv 6 3x3 stride=2 same
+conv 6 4x4 same
+deconv 4 3x3 stride=2 same relu
+deconv 4 1x1 stride=2 same
+deconv 4 4x4 stride=3 same
+maxpool 3 stride=2 same
+avgpool 3 stride=2 same
+conv 5 5x5 stride=3 same
+""",
 "pools": """
 model pools
 input 31x29x3

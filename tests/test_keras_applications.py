@@ -88,3 +88,18 @@ def test_application_weights_must_fit():
     other = build(cnnspec.compile_text("input 32x32x3\nconv 8 5x5 same relu\ngap\ndense 10"))
     with pytest.raises(ConversionError, match="no counterpart"):
         load_keras_applications_weights(build(model), model, other)
+
+
+def test_application_weights_load_from_a_saved_model(tmp_path):
+    from cnnspec.backends.keras import build
+    from cnnspec.convert import load_keras_applications_weights
+    text = ("input 16x16x3\nresidual relu { conv 8 3x3 same; bn } shortcut { conv 8 1x1; bn }\n"
+            "maxpool 3 stride=2 padding=1\ngap\ndense 4")
+    model = cnnspec.compile_text(text)
+    saved = build(model)
+    _randomise_batch_norm(saved, np.random.default_rng(0))
+    saved.save(tmp_path / "source.keras")
+    kmodel = build(model)
+    assert load_keras_applications_weights(kmodel, model, str(tmp_path / "source.keras")) == 5
+    x = np.random.default_rng(1).normal(size=(2, 16, 16, 3)).astype("float32")
+    np.testing.assert_array_equal(np.asarray(kmodel(x)), np.asarray(saved(x)))

@@ -434,3 +434,16 @@ def test_generating_source_imports_no_framework():
             "tb.generate(cnnspec.compile_text('input 8x8x3\\nconv 4 3x3 same relu\\n'))\n"
             "assert 'torch' not in sys.modules and 'tensorflow' not in sys.modules\n")
     subprocess.run([sys.executable, "-c", code], check=True, cwd=ROOT)
+
+
+def test_add_overwrites_its_first_input_only_when_safe():
+    model = compile_case("input 4x4x3\nconv 3 1x1\nb = bn\nconv 3 1x1\nadd b\n"
+                         "g = gap keepdims\nadd from=(g, b)")
+    body = tb.generate(model).split("def forward")[1]
+    assert ".add_(b)" in body                 # fresh conv output, read once: `out += identity`
+    assert "x = x + b" in body                # a 1x1 gate cannot hold the broadcast sum
+    net = tb.build(model).eval()
+    x = torch.randn(2, 3, 4, 4)
+    b = net.b(net.conv1(x))
+    s = net.conv2(b) + b
+    torch.testing.assert_close(net(x), s.mean((2, 3), keepdim=True) + b)

@@ -55,7 +55,7 @@ class PaddedPool2D(keras.layers.Layer):
                                 padding="valid")
         sums = ops.average_pool(self._pad(x, 0.0), self.pool_size, self.strides,
                                 padding="valid")
-        ones = self._pad(ops.ones_like(x[..., :1]), 0.0)
+        ones = self._pad(ops.ones_like(x[:1, ..., :1]), 0.0)   # one sample, one channel
         counts = ops.average_pool(ones, self.pool_size, self.strides, padding="valid")
         return sums / counts
 

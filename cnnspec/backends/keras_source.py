@@ -14,7 +14,6 @@ from pathlib import Path
 from ..ir import Model
 from . import keras_recipe
 
-TEMPLATES = Path(__file__).resolve().parents[2] / "templates"
 WIDTH = 100
 INDENT = " " * 4
 
@@ -96,8 +95,9 @@ def class_sources(names: set[str]) -> list[str]:
 def render(model: Model, source: str | None = None) -> str:
     import jinja2
 
+    from ..resources import path
     from .keras import keras_name, keras_names
-    env = jinja2.Environment(loader=jinja2.FileSystemLoader(TEMPLATES), trim_blocks=True,
+    env = jinja2.Environment(loader=jinja2.FileSystemLoader(path("templates")), trim_blocks=True,
                              lstrip_blocks=True, keep_trailing_newline=True,
                              undefined=jinja2.StrictUndefined, autoescape=False)
     body, custom = statements(model)

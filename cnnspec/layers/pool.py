@@ -76,20 +76,29 @@ class Pool(Layer):
 
     # --- Keras backend (cnnspec.backends.keras): a recipe of Keras layers --------------------
     def keras_layers(self, name, in_shapes):
-        # 'same' and 'valid' are Keras' own (average pooling with 'same' excludes the padding,
-        # as the spec says). Integer padding and ceil=true become explicit pads on each side:
-        # the bottom/right pad grows so that the last (ceil_mode) window fits.
+        # Keras' own 'valid', and 'same' for max pooling. Average pooling with uneven 'same'
+        # padding, integer padding and ceil=true become explicit pads on each side (the
+        # bottom/right pad grows so that the last ceil_mode window fits): a padded average must
+        # not count the padding, which Keras' AveragePooling2D(padding='same') honours on
+        # TensorFlow but not under KERAS_BACKEND=torch.
+        from .base import same_pads
         cls = {"max": "MaxPooling2D", "avg": "AveragePooling2D"}[self.op]
         args = {"pool_size": tuple(self.size), "strides": tuple(self.strides)}
-        if self.padding in ("same", "valid") and not self.ceil:
-            return [(cls, {**args, "padding": self.padding, "name": name})]
-        pad = (0, 0) if self.padding in ("same", "valid") else self.padding
-        out = self.output_shape(in_shapes)
-        ends = [max((out[i] - 1) * self.strides[i] + self.size[i] - in_shapes[0][i] - pad[i],
-                    pad[i]) for i in (0, 1)]
-        if not any(pad) and not any(ends):
-            return [(cls, {**args, "padding": "valid", "name": name})]
-        pads = (pad[0], ends[0], pad[1], ends[1])
+        shape = in_shapes[0]
+        if self.padding == "same":
+            (top, bottom), (left, right) = (same_pads(shape[i], self.size[i], self.strides[i])
+                                            for i in (0, 1))
+            pads = (top, bottom, left, right)
+            if self.op == "max" or not any(pads):
+                return [(cls, {**args, "padding": "same", "name": name})]
+        else:
+            pad = (0, 0) if self.padding == "valid" else self.padding
+            out = self.output_shape(in_shapes)
+            ends = [max((out[i] - 1) * self.strides[i] + self.size[i] - shape[i] - pad[i],
+                        pad[i]) for i in (0, 1)]
+            pads = (pad[0], ends[0], pad[1], ends[1])
+            if not any(pads):
+                return [(cls, {**args, "padding": "valid", "name": name})]
         return [("PaddedPool2D", {"op": self.op, **args, "pads": pads, "name": name})]
 
 

@@ -1,0 +1,251 @@
+"""Keras functional models -> Graph, from each layer's config and its inbound tensors.
+
+Keras' semantics are the spec's (HWC, TensorFlow 'same', momentum in Keras' sense), so most
+layers map one to one. What the spec cannot say (a Normalization layer's per-channel statistics,
+a ReLU with a threshold, a layer this importer does not know) is refused with an E41x error
+naming the layer and its class.
+"""
+
+from __future__ import annotations
+
+from ..errors import SpecError
+from .graph import Dims, Graph, Op, scalar, size, unsupported, window
+
+ACTIVATIONS = {"relu": "relu", "relu6": "relu6", "sigmoid": "sigmoid", "tanh": "tanh",
+               "softmax": "softmax", "swish": "silu", "silu": "silu", "elu": "elu",
+               "gelu": "gelu", "hard_swish": "hard_swish", "hard_sigmoid": "hard_sigmoid",
+               "leaky_relu": "leaky_relu", "linear": None}
+
+
+def load(source: str, input_shape=None):
+    """keras.applications.<Name>(weights=None) or a saved .keras model."""
+    import keras
+    if source.endswith((".keras", ".h5")):
+        try:
+            return keras.saving.load_model(source, compile=False)
+        except (OSError, ValueError) as exc:
+            raise SpecError("E410", f"cannot read the Keras model '{source}': {exc}") from None
+    builder = getattr(keras.applications, source, None)
+    if builder is None or not callable(builder):
+        raise SpecError("E410", f"keras.applications has no model '{source}'",
+                        hint="names are as in Python: ResNet50, MobileNetV2, DenseNet121")
+    kwargs = {"input_shape": tuple(input_shape)} if input_shape else {}
+    return builder(weights=None, **kwargs)
+
+
+def counts(kmodel) -> tuple[int, int]:
+    import numpy as np
+    t = sum(int(np.prod(w.shape)) for w in kmodel.trainable_weights)
+    n = sum(int(np.prod(w.shape)) for w in kmodel.non_trainable_weights)
+    return t, n
+
+
+def read(kmodel, source: str) -> Graph:
+    shape = tuple(kmodel.inputs[0].shape[1:]) if len(kmodel.inputs) == 1 else None
+    if shape is None or any(d is None for d in shape):
+        raise SpecError("E415", f"{source}: the spec needs one input of a fixed size, got "
+                        f"{[tuple(t.shape) for t in kmodel.inputs]}",
+                        hint="build the model with input_shape=(H, W, C)")
+    graph = Graph(source=source, input_shape=shape, counts=counts(kmodel))
+    alias: dict[str, str] = {}
+    for layer in kmodel.layers:
+        kind = type(layer).__name__
+        if kind == "InputLayer":
+            graph.input_name = layer.name
+            continue
+        inputs = [alias.get(n, n) for n in _inbound(layer)]
+        if len(layer._inbound_nodes) > 1:
+            raise unsupported(layer.name, kind, "the layer is called more than once (shared "
+                              "weights)", code="E413")
+        conf = layer.get_config()
+        if conf.get("data_format", "channels_last") != "channels_last":
+            raise unsupported(layer.name, kind, "data_format='channels_first'")
+        rule = RULES.get(kind)
+        if rule is None:
+            raise unsupported(layer.name, kind)
+        ops = rule(layer, conf)
+        if not ops:                        # the identity: later layers read its input
+            alias[layer.name] = inputs[0]
+            continue
+        prev = inputs
+        for i, (word, args) in enumerate(ops):
+            name = layer.name if i == len(ops) - 1 else f"{layer.name}.{i}"
+            graph.add(Op(name, kind, word, args, prev))
+            prev = [name]
+    graph.outputs = [alias.get(t._keras_history.operation.name, t._keras_history.operation.name)
+                     for t in kmodel.outputs]
+    return graph
+
+
+def _inbound(layer) -> list[str]:
+    node = layer._inbound_nodes[0]
+    return [t._keras_history.operation.name for t in node.input_tensors]
+
+
+def _act(layer, name) -> list:
+    if name not in ACTIVATIONS:
+        raise unsupported(layer.name, type(layer).__name__, f"activation '{name}'")
+    return [] if ACTIVATIONS[name] is None else [("flag", ACTIVATIONS[name])]
+
+
+def _activation_name(layer, value) -> str:
+    if isinstance(value, str):
+        return value
+    if isinstance(value, dict):    # a serialised activation
+        return value.get("config", value.get("class_name", "?"))
+    return getattr(value, "__name__", str(value))
+
+
+def _window(conf, pad_key="padding") -> list:
+    args = [("kw", "stride", scalar(conf["strides"]))]
+    if conf[pad_key] == "same":
+        args.append(("flag", "same"))
+    if scalar(conf.get("dilation_rate", 1)) != 1:
+        args.append(("kw", "dilation", scalar(conf["dilation_rate"])))
+    return args
+
+
+def _conv(layer, conf):
+    args = [("pos", conf["filters"]), ("pos", size(conf["kernel_size"]))]
+    if conf.get("groups", 1) != 1:
+        args.append(("kw", "groups", conf["groups"]))
+    args += _window(conf)
+    if not conf["use_bias"]:
+        args.append(("flag", "nobias"))
+    if scalar(conf["kernel_size"]) == 1 and scalar(conf["strides"]) == 1:
+        args = [a for a in args if a != ("flag", "same")]    # 1x1, stride 1: same = valid
+    return [("conv", args + _act(layer, _activation_name(layer, conf["activation"])))]
+
+
+def _dwconv(layer, conf):
+    args = [("pos", size(conf["kernel_size"]))]
+    if conf["depth_multiplier"] != 1:
+        args.append(("kw", "multiplier", conf["depth_multiplier"]))
+    args += _window(conf)
+    if not conf["use_bias"]:
+        args.append(("flag", "nobias"))
+    return [("dwconv", args + _act(layer, _activation_name(layer, conf["activation"])))]
+
+
+def _bn(layer, conf):
+    axis = conf["axis"]
+    axis = axis[0] if isinstance(axis, (list, tuple)) and len(axis) == 1 else axis
+    if axis not in (-1, 3):
+        raise unsupported(layer.name, "BatchNormalization", f"axis={axis} (the spec normalises "
+                          "the channels, the last axis)")
+    args = []
+    if conf["epsilon"] != 1e-5:
+        args.append(("kw", "eps", float(conf["epsilon"])))
+    if conf["momentum"] != 0.9:
+        args.append(("kw", "momentum", float(conf["momentum"])))
+    if not conf["scale"]:
+        args.append(("flag", "noscale"))
+    if not conf["center"]:
+        args.append(("flag", "nocenter"))
+    if conf.get("renorm") or conf.get("synchronized"):
+        raise unsupported(layer.name, "BatchNormalization", "renorm / synchronized")
+    return [("bn", args)]
+
+
+def _activation(layer, conf):
+    flags = _act(layer, _activation_name(layer, conf["activation"]))
+    return [(flags[0][1], [])] if flags else []
+
+
+def _relu(layer, conf):
+    if conf.get("threshold", 0) != 0:
+        raise unsupported(layer.name, "ReLU", f"threshold={conf['threshold']}")
+    slope, top = conf.get("negative_slope", 0), conf.get("max_value")
+    if slope and top is None:
+        return [("leaky_relu", [("pos", float(slope))])]
+    if slope or top not in (None, 6, 6.0):
+        raise unsupported(layer.name, "ReLU", f"max_value={top}, negative_slope={slope} "
+                          "(the spec has relu, relu6 and leaky_relu)")
+    return [("relu6" if top is not None else "relu", [])]
+
+
+def _zeropad(layer, conf):
+    (t, b), (left, r) = conf["padding"]
+    pads = (t, b, left, r)
+    return [("zeropad", [("pos", t if len(set(pads)) == 1 else pads)])]
+
+
+def _pool(word):
+    def rule(layer, conf):
+        args = [("pos", window(conf["pool_size"]))]
+        strides = conf["strides"] or conf["pool_size"]
+        if scalar(strides) != scalar(conf["pool_size"]):
+            args.append(("kw", "stride", scalar(strides)))
+        if conf["padding"] == "same":
+            args.append(("flag", "same"))
+        return [(word, args)]
+    return rule
+
+
+def _global(word):
+    def rule(layer, conf):
+        return [(word, [("flag", "keepdims")] if conf.get("keepdims") else [])]
+    return rule
+
+
+def _dense(layer, conf):
+    if len(layer.input.shape) != 2:
+        raise unsupported(layer.name, "Dense", f"a dense layer on a {layer.input.shape[1:]} "
+                          "input works per pixel; the spec's dense takes vectors",
+                          hint="use Conv2D(units, 1) in the model, or flatten first")
+    args = [("pos", conf["units"])] + ([] if conf["use_bias"] else [("flag", "nobias")])
+    return [("dense", args + _act(layer, _activation_name(layer, conf["activation"])))]
+
+
+def _merge(word):
+    def rule(layer, conf):
+        if word == "concat" and conf.get("axis", -1) not in (-1, 3):
+            raise unsupported(layer.name, "Concatenate", f"axis={conf['axis']} (the spec "
+                              "concatenates channels)")
+        return [(word, [])]
+    return rule
+
+
+def _reshape(layer, conf):
+    target = tuple(conf["target_shape"])
+    return [("reshape", [("pos", Dims(target) if len(target) > 1 else target[0])])]
+
+
+def _rescaling(layer, conf):
+    scale, offset = conf["scale"], conf["offset"]
+    if not all(isinstance(v, (int, float)) for v in (scale, offset)):
+        raise unsupported(layer.name, "Rescaling", "a per-channel scale or offset (the spec's "
+                          "rescale takes one number each)")
+    return [("rescale", [("kw", "scale", float(scale)), ("kw", "offset", float(offset))])]
+
+
+def _normalization(layer, conf):
+    raise unsupported(layer.name, "Normalization", "per-channel mean and variance are state "
+                      "the spec has no layer for", hint="normalise the data before the model, "
+                      "or use 'rescale' for one scale and offset")
+
+
+def _softmax(layer, conf):
+    if conf.get("axis", -1) not in (-1, 3):
+        raise unsupported(layer.name, "Softmax", f"axis={conf['axis']}")
+    return [("softmax", [])]
+
+
+def _dropout(layer, conf):
+    return [("dropout", [("pos", float(conf["rate"]))])]
+
+
+def _nothing(layer, conf):
+    return []
+
+
+RULES = {
+    "Conv2D": _conv, "DepthwiseConv2D": _dwconv, "BatchNormalization": _bn,
+    "Activation": _activation, "ReLU": _relu, "ZeroPadding2D": _zeropad,
+    "MaxPooling2D": _pool("maxpool"), "AveragePooling2D": _pool("avgpool"),
+    "GlobalAveragePooling2D": _global("gap"), "GlobalMaxPooling2D": _global("gmp"),
+    "Dense": _dense, "Add": _merge("add"), "Concatenate": _merge("concat"),
+    "Multiply": _merge("multiply"), "Reshape": _reshape, "Dropout": _dropout,
+    "Flatten": lambda layer, conf: [("flatten", [])], "Rescaling": _rescaling,
+    "Normalization": _normalization, "Softmax": _softmax, "Identity": _nothing,
+}

@@ -1,0 +1,309 @@
+"""torchvision models -> Graph, through torch.fx symbolic tracing with shapes propagated.
+
+Each traced call becomes one op with the spec's semantics: torch's symmetric `padding=P`
+stays `padding=P`; BatchNorm2d's momentum m becomes the spec's (Keras') 1 - m; an adaptive
+average pool to 1x1 is `gap` (its flatten then has nothing left to do); an adaptive pool whose
+output equals its input (VGG's 7x7 at 224x224) is dropped with a note, since it is the
+identity only at that input size. Anything else is refused with an E41x error naming the module.
+"""
+
+from __future__ import annotations
+
+import operator
+
+from ..errors import SpecError
+from .graph import Graph, Op, scalar, size, unsupported, window
+
+ACTIVATIONS = {"ReLU": "relu", "ReLU6": "relu6", "SiLU": "silu", "Sigmoid": "sigmoid",
+               "Tanh": "tanh", "Hardswish": "hard_swish", "Hardsigmoid": "hard_sigmoid",
+               "ELU": "elu", "LeakyReLU": "leaky_relu", "GELU": "gelu"}
+
+
+def load_torchvision(name: str):
+    """torchvision.models.<name>(weights=None), or an E410 error."""
+    import torchvision
+    try:
+        builder = torchvision.models.get_model_builder(name)
+    except ValueError:
+        raise SpecError("E410", f"torchvision has no model '{name}'",
+                        hint="see torchvision.models.list_models()") from None
+    return builder(weights=None).eval()
+
+
+def counts(module) -> tuple[int, int]:
+    """(parameters, running statistics): torch's parameters() and the BN buffers that hold
+    weights. num_batches_tracked is left out: a step counter, not a weight of the network."""
+    trainable = sum(p.numel() for p in module.parameters())
+    stats = sum(b.numel() for n, b in module.named_buffers()
+                if n.endswith(("running_mean", "running_var")))
+    return trainable, stats
+
+
+def read(module, source: str, input_shape: tuple[int, int, int]) -> Graph:
+    """The traced module as a Graph, for an input of `input_shape` (H, W, C)."""
+    import torch
+    from torch.fx import symbolic_trace
+    from torch.fx.passes.shape_prop import ShapeProp
+
+    try:
+        traced = symbolic_trace(module)
+    except Exception as exc:  # noqa: BLE001  (fx raises many types: control flow, proxies)
+        raise SpecError("E414", f"{source}: torch.fx cannot trace the model ({exc})") from None
+    h, w, c = input_shape
+    ShapeProp(traced).propagate(torch.zeros(1, c, h, w))
+    graph = Graph(source=source, input_shape=input_shape, counts=counts(module),
+                  module_types={p: type(m).__name__ for p, m in module.named_modules()})
+    reader = _Reader(traced, graph)
+    for node in traced.graph.nodes:
+        reader.visit(node)
+    _check_all_used(module, traced)
+    return graph
+
+
+def _check_all_used(module, traced) -> None:
+    """Modules with weights that the (eval) forward never calls, such as GoogLeNet's
+    auxiliary classifiers, would make the spec count less than the model: refuse them."""
+    called = {n.target for n in traced.graph.nodes if n.op == "call_module"}
+    for path, mod in module.named_modules():
+        own = list(mod.parameters(recurse=False))
+        if own and path not in called and not any(c.startswith(path + ".") for c in called):
+            raise unsupported(path, type(mod).__name__, "it has weights but the forward pass "
+                              "(in eval mode) does not use it", code="E412",
+                              hint="build the model without it (e.g. aux_logits=False)")
+
+
+def _shape(node) -> tuple[int, ...]:
+    return tuple(node.meta["tensor_meta"].shape)
+
+
+class _Reader:
+    def __init__(self, traced, graph: Graph):
+        self.traced, self.graph = traced, graph
+        self.alias: dict[str, str] = {}     # fx node -> the op that stands for its value
+
+    def src(self, node) -> str:
+        return self.alias.get(node.name, node.name)
+
+    def emit(self, node, source_type: str, word: str, args=(), inputs=None) -> None:
+        ins = inputs if inputs is not None else [self.src(node.args[0])]
+        path = node.target if node.op == "call_module" else None
+        self.graph.add(Op(node.name, source_type, word, list(args), ins, path=path))
+
+    def visit(self, node) -> None:
+        if node.op == "placeholder":
+            self.graph.input_name = node.name
+        elif node.op == "output":
+            out = node.args[0]
+            outs = out if isinstance(out, (tuple, list)) else [out]
+            self.graph.outputs = [self.src(o) for o in outs]
+        elif node.op == "call_module":
+            mod = self.traced.get_submodule(node.target)
+            self.module(node, node.target, type(mod).__name__, mod)
+        elif node.op == "call_function":
+            self.function(node)
+        elif node.op == "call_method" and node.target == "flatten":
+            args = list(node.args[1:]) + [-1] * (3 - len(node.args))
+            start = node.kwargs.get("start_dim", args[0] if len(node.args) > 1 else 0)
+            end = node.kwargs.get("end_dim", args[1] if len(node.args) > 2 else -1)
+            self.flatten(node, node.name, "Tensor.flatten", start, end)
+        else:
+            raise unsupported(node.name, f"{node.op} {node.target}", "only calls of modules "
+                              "and functions are read", code="E414")
+
+    # --- modules ---------------------------------------------------------------------------
+    def module(self, node, path: str, kind: str, mod) -> None:
+        handler = getattr(self, f"_m_{kind}", None)
+        if kind in ACTIVATIONS:
+            self.activation(node, path, kind, mod)
+        elif handler is None:
+            raise unsupported(path, kind)
+        else:
+            handler(node, path, mod)
+
+    def activation(self, node, path, kind, mod):
+        args = []
+        if kind == "LeakyReLU" and mod.negative_slope != 0.01:
+            args = [("pos", float(mod.negative_slope))]
+        if kind == "ELU" and mod.alpha != 1.0:
+            args = [("pos", float(mod.alpha))]
+        if kind == "GELU" and mod.approximate != "none":
+            raise unsupported(path, kind, "the tanh approximation of gelu is not a cnnspec "
+                              "activation")
+        self.emit(node, kind, ACTIVATIONS[kind], args)
+
+    def _m_Conv2d(self, node, path, mod):
+        if mod.padding_mode != "zeros":
+            raise unsupported(path, "Conv2d", f"padding_mode='{mod.padding_mode}' (the spec "
+                              "pads with zeros)")
+        cin, cout, g = mod.in_channels, mod.out_channels, mod.groups
+        pad = mod.padding
+        if pad == "same":
+            pad = tuple((k - 1) // 2 for k in mod.kernel_size)
+            if any(k % 2 == 0 for k in mod.kernel_size):
+                raise unsupported(path, "Conv2d", "padding='same' with an even kernel pads "
+                                  "unevenly the other way round from TensorFlow")
+        args = []
+        if g == cin and cout % cin == 0 and g > 1:
+            word = "dwconv"
+            args.append(("pos", size(mod.kernel_size)))
+            if cout != cin:
+                args.append(("kw", "multiplier", cout // cin))
+        else:
+            word = "conv"
+            args += [("pos", cout), ("pos", size(mod.kernel_size))]
+            if g > 1:
+                args.append(("kw", "groups", g))
+        args += _window(mod.stride, pad, mod.dilation)
+        if mod.bias is None:
+            args.append(("flag", "nobias"))
+        self.emit(node, "Conv2d", word, args)
+
+    def _m_BatchNorm2d(self, node, path, mod):
+        if not mod.track_running_stats:
+            raise unsupported(path, "BatchNorm2d", "track_running_stats=False (the spec's batch "
+                              "norm keeps running statistics)")
+        args = []
+        if mod.eps != 1e-5:
+            args.append(("kw", "eps", float(mod.eps)))
+        if mod.momentum is None:
+            raise unsupported(path, "BatchNorm2d", "momentum=None (a cumulative average)")
+        if abs(mod.momentum - 0.1) > 1e-12:    # torch m = 1 - Keras momentum
+            args.append(("kw", "momentum", round(1 - mod.momentum, 10)))
+        if not mod.affine:
+            args += [("flag", "noscale"), ("flag", "nocenter")]
+        self.emit(node, "BatchNorm2d", "bn", args)
+
+    def _pool(self, node, path, kind, mod, word):
+        if kind == "MaxPool2d" and scalar(mod.dilation) != 1:
+            raise unsupported(path, kind, f"dilation={mod.dilation}")
+        pad = scalar(mod.padding)
+        if kind == "AvgPool2d" and pad != 0 and mod.count_include_pad:
+            raise unsupported(path, kind, "count_include_pad=True with padding (the spec's "
+                              "average never counts padded zeros)",
+                              hint="count_include_pad=False is what the spec computes")
+        stride = scalar(mod.stride if mod.stride else mod.kernel_size)
+        args = [("pos", window(mod.kernel_size))]
+        if stride != scalar(mod.kernel_size):
+            args.append(("kw", "stride", stride))
+        if pad != 0:
+            args.append(("kw", "padding", pad))
+        if mod.ceil_mode:
+            args.append(("kw", "ceil", True))
+        self.emit(node, kind, word, args)
+
+    def _m_MaxPool2d(self, node, path, mod):
+        self._pool(node, path, "MaxPool2d", mod, "maxpool")
+
+    def _m_AvgPool2d(self, node, path, mod):
+        self._pool(node, path, "AvgPool2d", mod, "avgpool")
+
+    def _m_AdaptiveAvgPool2d(self, node, path, mod):
+        self.adaptive(node, path, "AdaptiveAvgPool2d", "avg")
+
+    def _m_AdaptiveMaxPool2d(self, node, path, mod):
+        self.adaptive(node, path, "AdaptiveMaxPool2d", "max")
+
+    def _m_Linear(self, node, path, mod):
+        args = [("pos", mod.out_features)] + ([] if mod.bias is not None else
+                                               [("flag", "nobias")])
+        self.emit(node, "Linear", "dense", args)
+
+    def _m_Dropout(self, node, path, mod):
+        self.emit(node, "Dropout", "dropout", [("pos", float(mod.p))])
+
+    def _m_Identity(self, node, path, mod):
+        self.alias[node.name] = self.src(node.args[0])
+
+    def _m_Flatten(self, node, path, mod):
+        self.flatten(node, path, "Flatten", mod.start_dim, mod.end_dim)
+
+    def _m_Softmax(self, node, path, mod):
+        if mod.dim not in (1, -1):
+            raise unsupported(path, "Softmax", f"dim={mod.dim} (the spec's softmax runs over "
+                              "the channels)")
+        self.emit(node, "Softmax", "softmax")
+
+    # --- functions -------------------------------------------------------------------------
+    def function(self, node) -> None:
+        import torch
+        import torch.nn.functional as F
+        fn = node.target
+        name = getattr(fn, "__name__", str(fn))
+        if fn in (operator.add, operator.iadd, torch.add, operator.mul, torch.mul):
+            word = "add" if fn in (operator.add, operator.iadd, torch.add) else "multiply"
+            if len(node.args) != 2 or not all(hasattr(a, "op") for a in node.args) or \
+                    node.kwargs:
+                raise unsupported(node.name, name, "only the sum or product of two tensors")
+            self.emit(node, name, word, inputs=[self.src(a) for a in node.args])
+        elif fn is torch.cat:
+            dim = node.args[1] if len(node.args) > 1 else node.kwargs.get("dim", 0)
+            if dim != 1:
+                raise unsupported(node.name, "torch.cat", f"dim={dim} (the spec concatenates "
+                                  "channels)")
+            if len(node.args[0]) == 1:      # DenseNet's cat of one tensor: that tensor
+                self.alias[node.name] = self.src(node.args[0][0])
+                return
+            self.emit(node, "torch.cat", "concat", inputs=[self.src(a) for a in node.args[0]])
+        elif fn is torch.flatten:
+            start = node.args[1] if len(node.args) > 1 else node.kwargs.get("start_dim", 0)
+            end = node.args[2] if len(node.args) > 2 else node.kwargs.get("end_dim", -1)
+            self.flatten(node, node.name, "torch.flatten", start, end)
+        elif fn in (F.adaptive_avg_pool2d, F.adaptive_max_pool2d):
+            self.adaptive(node, node.name, name, "avg" if "avg" in name else "max")
+        elif fn in (F.relu, torch.relu, F.relu6):
+            self.emit(node, name, "relu6" if fn is F.relu6 else "relu")
+        elif fn in (F.dropout,):
+            self.emit(node, name, "dropout", [("pos", float(node.kwargs.get("p", 0.5)))])
+        else:
+            raise unsupported(node.name, name)
+
+    def flatten(self, node, path, kind, start, end):
+        if start != 1 or end != -1:
+            raise unsupported(path, kind, f"start_dim={start}, end_dim={end} (the spec "
+                              "flattens everything but the batch)")
+        shape = _shape(node.args[0])
+        if len(shape) == 2 or self.graph.ops and self.graph.ops[-1].name == \
+                self.src(node.args[0]) and self.graph.ops[-1].word in ("gap", "gmp"):
+            self.alias[node.name] = self.src(node.args[0])     # already a vector
+            return
+        if shape[2] * shape[3] > 1:
+            self.graph.notes.append(
+                f"'{path}' flattens a {shape[1]}x{shape[2]}x{shape[3]} (CxHxW) map in torch's "
+                "C,H,W order; 'flatten' here is H,W,C, so the next dense layer's weights are "
+                "permuted when torchvision weights are loaded (load_torchvision_state_dict).")
+        self.emit(node, kind, "flatten")
+
+    def adaptive(self, node, path, kind, op):
+        (_, _c, h, w), (_, _, oh, ow) = _shape(node.args[0]), _shape(node)
+        if (oh, ow) == (h, w):
+            self.graph.notes.append(
+                f"'{path}' ({kind} to {oh}x{ow}) is the identity at this input size and is "
+                f"left out: the spec assumes the input size it was imported with.")
+            self.alias[node.name] = self.src(node.args[0])
+        elif (oh, ow) == (1, 1):
+            self.emit(node, kind, "gap" if op == "avg" else "gmp",
+                      [] if self._only_flattened(node) else [("flag", "keepdims")])
+        elif h % oh == 0 and w % ow == 0:
+            k = window((h // oh, w // ow))
+            self.emit(node, kind, f"{op}pool", [("pos", k)])
+            self.graph.notes.append(f"'{path}' ({kind} to {oh}x{ow}) is a {op}pool of "
+                                    f"{h // oh}x{w // ow} at this input size only.")
+        else:
+            raise unsupported(path, kind, f"{h}x{w} -> {oh}x{ow} is no fixed window at this "
+                              "input size", hint="import with an input size where the pooled "
+                              "map divides evenly (--input), e.g. 224x224x3")
+
+    def _only_flattened(self, node) -> bool:
+        import torch
+        return bool(node.users) and all(
+            (u.op == "call_function" and u.target is torch.flatten) or
+            (u.op == "call_method" and u.target == "flatten") for u in node.users)
+
+
+def _window(stride, pad, dilation) -> list[tuple]:
+    args = [("kw", "stride", scalar(stride))]
+    if scalar(pad) != 0:
+        args.append(("kw", "padding", scalar(pad)))
+    if scalar(dilation) != 1:
+        args.append(("kw", "dilation", scalar(dilation)))
+    return args
