@@ -460,3 +460,13 @@ def test_torch_compile_sees_one_graph_and_channels_last_agrees():
     last = copy.deepcopy(net).to(memory_format=torch.channels_last)
     with torch.no_grad():
         torch.testing.assert_close(last(x.contiguous(memory_format=torch.channels_last)), net(x))
+
+
+def test_generated_source_matches_the_golden_file():
+    """Review changes to the generated code as diffs of tests/torch_golden/features_torch.py."""
+    import os
+    golden = ROOT / "tests" / "torch_golden" / "features_torch.py"
+    source = tb.generate(cnnspec.compile_file(ROOT / "tests" / "torch_golden" / "features.cnn"))
+    if os.environ.get("CNNSPEC_UPDATE_GOLDEN"):
+        golden.write_text(source)
+    assert source == golden.read_text()
