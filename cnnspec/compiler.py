@@ -2,25 +2,43 @@
 
 from __future__ import annotations
 
+import gc
+from contextlib import contextmanager
 from pathlib import Path
 
 from .elaborate import elaborate
-from .errors import SpecError, SpecErrors
+from .errors import Span, SpecError, SpecErrors
 from .ir import Model
 from .parse import parse_text
 
 
 def compile_text(text: str, path: str | None = None) -> Model:
     """Compile spec text to IR; raises SpecErrors (each error located, with `path` set)."""
+    with _collector_paused():
+        try:
+            tree = parse_text(text)
+        except SpecError as err:
+            raise SpecErrors([err.located(path)]) from None
+        try:
+            return elaborate(tree, path)
+        except RecursionError:
+            raise SpecErrors([SpecError("E106", "the spec is nested too deeply", Span(1, 1),
+                                        path=path)]) from None
+
+
+@contextmanager
+def _collector_paused():
+    """Compiling allocates many small objects and frees none until the end, so Python's cyclic
+    collector runs over an ever larger heap and checking grows faster than the spec (10,000
+    layers: 190 instead of 140 us a layer). Nothing here makes cycles that must go early;
+    the collector resumes afterwards, and the layer limit bounds what accumulates."""
+    was_enabled = gc.isenabled()
+    gc.disable()
     try:
-        tree = parse_text(text)
-    except SpecError as err:
-        raise SpecErrors([err.located(path)]) from None
-    try:
-        return elaborate(tree, path)
-    except RecursionError:
-        raise SpecErrors([SpecError("E106", "the spec is nested too deeply", None,
-                                    path=path)]) from None
+        yield
+    finally:
+        if was_enabled:
+            gc.enable()
 
 
 def compile_file(path: str | Path) -> Model:
@@ -44,5 +62,4 @@ def compile_file(path: str | Path) -> Model:
 
 
 def _span(line: int):
-    from .errors import Span
     return Span(line, 1)

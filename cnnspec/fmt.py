@@ -31,7 +31,8 @@ from lark import Lark, Token, Tree
 from lark.exceptions import UnexpectedInput
 
 from .errors import Span, SpecError
-from .parse import MAX_SOURCE_BYTES, _syntax_error, grammar_path
+from .parse import MAX_SOURCE_BYTES, _check_nesting, _syntax_error, grammar_path
+from .values import span_of
 
 INDENT = "  "
 MAX_WIDTH = 100
@@ -67,6 +68,7 @@ def parse_with_comments(text: str) -> tuple[Tree, list[Token]]:
     """The syntax tree and the comment tokens in source order; a SpecError on bad syntax."""
     if len(text.encode("utf-8", "surrogatepass")) > MAX_SOURCE_BYTES:
         raise SpecError("E104", "the spec is too large to format", Span(1, 1))
+    _check_nesting(text)        # as the compiler does: deeper nesting exhausts the printer's stack
     _COLLECTOR.tokens = {}
     try:
         tree = _parser().parse(text)
@@ -98,6 +100,15 @@ def expr(tree, floor: int = 0, tight: bool = True) -> str:
     `tight` writes arithmetic without spaces, as inside argument lists where a space separates
     arguments (`conv planes*4 1x1`); `repeat n - 1` and `if` conditions are spaced.
     """
+    try:
+        return _sub(tree, floor, tight)
+    except RecursionError:
+        # `1 + 1 + ... + 1` nests as deep as it is long; the compiler refuses it too (E106).
+        raise SpecError("E106", "the expression is too long to format", span_of(tree),
+                        hint="compute the value in fewer steps") from None
+
+
+def _sub(tree, floor: int, tight: bool) -> str:
     text = _expr(tree, tight)
     return f"({text})" if _prec(tree) < floor else text
 
@@ -110,22 +121,22 @@ def _expr(tree, tight: bool) -> str:
     if kind == "tuple":
         if _int_tuple(tree):      # evaluates exactly like a size: (3, 3) == 3x3
             return "x".join(str(c.children[0]) for c in ch)
-        return "(" + ", ".join(expr(c, 0, tight) for c in ch) + ")"
+        return "(" + ", ".join(_sub(c, 0, tight) for c in ch) + ")"
     if kind == "neg":
-        return "-" + expr(ch[0], 7, tight)
+        return "-" + _sub(ch[0], 7, tight)
     if kind == "not_":
-        return "not " + expr(ch[0], 3, tight)
+        return "not " + _sub(ch[0], 3, tight)
     if kind in ("or_", "and_"):
         level = _PREC[kind]
         word = " or " if kind == "or_" else " and "
-        return word.join([expr(ch[0], level, tight)]
-                         + [expr(c, level + 1, tight) for c in ch[1:]])
+        return word.join([_sub(ch[0], level, tight)]
+                         + [_sub(c, level + 1, tight) for c in ch[1:]])
     if kind == "compare":
-        return f"{expr(ch[0], 5, tight)} {ch[1]} {expr(ch[2], 5, tight)}"
+        return f"{_sub(ch[0], 5, tight)} {ch[1]} {_sub(ch[2], 5, tight)}"
     if kind == "binop":
         level = _prec(tree)
         op = str(ch[1]) if tight else f" {ch[1]} "
-        return f"{expr(ch[0], level, tight)}{op}{expr(ch[2], level + 1, tight)}"
+        return f"{_sub(ch[0], level, tight)}{op}{_sub(ch[2], level + 1, tight)}"
     raise ValueError(f"cannot format expression {kind!r}")
 
 

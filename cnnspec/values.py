@@ -52,15 +52,25 @@ def describe(value) -> str:
 
 def evaluate(tree, env: dict) -> object:
     """Evaluate an expression tree in an environment of block parameters."""
+    try:
+        return _evaluate(tree, env)
+    except RecursionError:
+        # `1 + 1 + ... + 1` with thousands of terms nests as deep as it is long; brackets are
+        # bounded by the parser, operator chains are not.
+        raise SpecError("E106", "the expression is too long to evaluate", span_of(tree),
+                        hint="compute the value in fewer steps") from None
+
+
+def _evaluate(tree, env: dict) -> object:
     if isinstance(tree, Token):
         raise SpecError("E201", f"unexpected {tree!r}", span_of(tree))
     kind = tree.data
     if kind == "int":
-        return _bounded(int(tree.children[0]), tree)
+        return _literal(str(tree.children[0]), tree)
     if kind == "float":
-        return float(tree.children[0])
+        return _bounded(float(tree.children[0]), tree)
     if kind == "dims":
-        return tuple(_bounded(int(p), tree) for p in str(tree.children[0]).split("x"))
+        return tuple(_literal(p, tree) for p in str(tree.children[0]).split("x"))
     if kind == "string":
         raw = str(tree.children[0])[1:-1]
         return raw.replace('\\"', '"').replace("\\\\", "\\")
@@ -74,14 +84,14 @@ def evaluate(tree, env: dict) -> object:
             return name == "true"
         return Word(name)
     if kind == "tuple":
-        return tuple(evaluate(c, env) for c in tree.children)
+        return tuple(_evaluate(c, env) for c in tree.children)
     if kind == "neg":
-        value = _number(evaluate(tree.children[0], env), tree.children[0], env)
-        return -value
+        operand = tree.children[-1]
+        return -_number(_evaluate(operand, env), operand, env)
     if kind == "binop":
         left, op, right = tree.children
-        a = _number(evaluate(left, env), left, env)
-        b = _number(evaluate(right, env), right, env)
+        a = _number(_evaluate(left, env), left, env)
+        b = _number(_evaluate(right, env), right, env)
         if op in ("/", "//", "%") and b == 0:
             raise SpecError("E213", "division by zero", span_of(tree))
         result = _ARITH[str(op)](a, b)
@@ -91,24 +101,35 @@ def evaluate(tree, env: dict) -> object:
         return _bounded(result, tree)
     if kind == "compare":
         left, op, right = tree.children
-        a, b = evaluate(left, env), evaluate(right, env)
+        a, b = _evaluate(left, env), _evaluate(right, env)
         if str(op) in ("==", "!="):
             return _COMPARE[str(op)](a, b)
         return _COMPARE[str(op)](_number(a, left, env), _number(b, right, env))
     if kind == "and_":
-        return all(_truth(evaluate(c, env), c) for c in tree.children)
+        return all(_truth(_evaluate(c, env), c) for c in tree.children)
     if kind == "or_":
-        return any(_truth(evaluate(c, env), c) for c in tree.children)
+        return any(_truth(_evaluate(c, env), c) for c in tree.children)
     if kind == "not_":
-        return not _truth(evaluate(tree.children[0], env), tree.children[0])
+        return not _truth(_evaluate(tree.children[0], env), tree.children[0])
     raise SpecError("E201", f"unexpected expression '{kind}'", span_of(tree))
 
 
+def _literal(digits: str, tree) -> int:
+    # Python refuses to parse ints of over 4,300 digits (a ValueError); none is needed here.
+    if len(digits.lstrip("0")) > len(str(MAX_INT)):
+        _too_large(f"{digits[:6]}... ({len(digits)} digits)", tree)
+    return _bounded(int(digits), tree)
+
+
 def _bounded(value, tree):
-    if isinstance(value, (int, float)) and abs(value) > MAX_INT:
-        raise SpecError("E214", f"the number {value:.3g} is too large", span_of(tree),
-                        hint=f"sizes and counts are at most {MAX_INT:,}")
+    if isinstance(value, (int, float)) and not abs(value) <= MAX_INT:   # also inf
+        _too_large(f"{float(value):.3g}" if abs(value) < 1e300 else "over 1e300", tree)
     return value
+
+
+def _too_large(shown: str, tree):
+    raise SpecError("E214", f"the number {shown} is too large", span_of(tree),
+                    hint=f"sizes and counts are at most {MAX_INT:,}")
 
 
 def _number(value, tree, env):
