@@ -74,6 +74,8 @@ CASES = [
     ("pool", "input 9x9x3\nmaxpool 3 stride=2 ceil=true"),
     ("pool", "input 8x8x3\navgpool 3 stride=2 padding=1"),
     ("pool", "input 8x8x3\nmaxpool 2"),
+    ("pool", "input 9x9x3\nmaxpool 3 stride=2 same ceil=true"),
+    ("pool", "input 10x10x3\navgpool 3 stride=2 padding=1 ceil=true"),
     ("global_pool", "input 5x5x3\ngap"),
     ("global_pool", "input 5x5x3\ngmp keepdims"),
     ("input", "input 4x4x3\nrelu"),
