@@ -14,7 +14,9 @@ logits=True, since torchvision returns logits.
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
+import os
 import statistics
 import sys
 import time
@@ -23,10 +25,10 @@ from pathlib import Path
 import torch
 import torchvision
 
-import cnnspec
-from cnnspec.backends import torch as tb
-
 ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))                    # this checkout's cnnspec, not an installed one
+cnnspec = importlib.import_module("cnnspec")
+tb = importlib.import_module("cnnspec.backends.torch")
 
 TARGET = 1.03
 TORCHVISION = {"resnet50": torchvision.models.resnet50, "vgg16": torchvision.models.vgg16,
@@ -112,7 +114,8 @@ def main(argv=None) -> int:
     torch.manual_seed(0)
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, batch {args.batch}, "
           f"{args.size}x{args.size}, median of {args.reps}, channels_last="
-          f"{args.channels_last}, compile={args.compile}, clock={args.clock}", flush=True)
+          f"{args.channels_last}, compile={args.compile}, clock={args.clock}, load average "
+          f"{os.getloadavg()[0]:.1f}", flush=True)
     rows = [row for name in args.models for row in bench(name, args)]
     worst = max(r[4] for r in rows)
     print(f"worst ratio {worst:.3f} (target <= {TARGET})")
