@@ -163,12 +163,19 @@ def conv_size(size: int, kernel: int, stride: int, pad_total: int, dilation: int
     224
     >>> conv_size(224, 7, 2, 6)      # (224 - 7 + 2*3) / 2 + 1, floored
     112
+    >>> conv_size(10, 2, 3, 2, ceil=True)   # ceil(10/3) + 1 = 5, but window 5 starts in padding
+    4
     """
     span = dilation * (kernel - 1) + 1
     num = size + pad_total - span
     if num < 0:
         return 0
-    return (-(-num // stride) if ceil else num // stride) + 1
+    out = (-(-num // stride) if ceil else num // stride) + 1
+    # torch (pooling_output_shape): with ceil_mode the last window must start inside the input
+    # or its left padding, otherwise it is dropped.
+    if ceil and (out - 1) * stride >= size + pad_total // 2:
+        out -= 1
+    return out
 
 
 def same_pads(size: int, kernel: int, stride: int, dilation: int = 1) -> tuple[int, int]:

@@ -86,6 +86,12 @@ class Conv(_Windowed):
     def torch_op(self, shapes):
         return _torch_conv(self, shapes[0], shapes[0][2], self.filters, self.groups)
 
+    # --- Keras backend (cnnspec.backends.keras): a recipe of Keras layers --------------------
+    def keras_layers(self, name, in_shapes):
+        from ..backends.keras_recipe import windowed
+        return windowed("Conv2D", name, self, filters=self.filters,
+                        **({"groups": self.groups} if self.groups > 1 else {}))
+
 
 @register
 class DepthwiseConv(_Windowed):
@@ -126,6 +132,11 @@ class DepthwiseConv(_Windowed):
     def torch_op(self, shapes):
         c = shapes[0][2]
         return _torch_conv(self, shapes[0], c, c * self.multiplier, c)
+
+    # --- Keras backend (cnnspec.backends.keras): a recipe of Keras layers --------------------
+    def keras_layers(self, name, in_shapes):
+        from ..backends.keras_recipe import windowed
+        return windowed("DepthwiseConv2D", name, self, depth_multiplier=self.multiplier)
 
 
 @register
@@ -184,6 +195,12 @@ class SeparableConv(_Windowed):
         return te.TorchOp(module=seq, forward=te.activation(self.activation, dw.forward,
                                                            inplace=True),
                           fresh=self.activation is None)
+
+    # --- Keras backend (cnnspec.backends.keras): a recipe of Keras layers --------------------
+    def keras_layers(self, name, in_shapes):
+        from ..backends.keras_recipe import windowed
+        return windowed("SeparableConv2D", name, self, filters=self.filters,
+                        depth_multiplier=self.multiplier)
 
 
 @register
@@ -274,6 +291,25 @@ class ConvTranspose(Layer):
                                                               inplace=not crop),
                           fresh=self.activation is None and not crop)
 
+    # --- Keras backend (cnnspec.backends.keras): a recipe of Keras layers --------------------
+    def keras_layers(self, name, in_shapes):
+        # Integer padding P: Keras 'valid' gives (W-1)*S + F + output_padding (output_padding
+        # given explicitly, else Keras uses W*S + max(F-S, 0)); torch drops P pixels at each
+        # end of that, so crop them (torch ConvTranspose2d: (W-1)*S - 2P + F + output_padding).
+        from ..backends.keras_recipe import with_activation
+        same = self.padding == "same"
+        args = {"filters": self.filters, "kernel_size": tuple(self.kernel),
+                "strides": tuple(self.stride), "padding": "same" if same else "valid"}
+        if not same:
+            args["output_padding"] = tuple(self.output_padding)
+        recipe = [("Conv2DTranspose", {**args, "use_bias": self.bias, "name": name})]
+        recipe = with_activation(recipe, name, self.activation)
+        if self.padding not in ("same", "valid") and any(self.padding):
+            (ph, pw) = self.padding
+            recipe.append(("Cropping2D", {"cropping": ((ph, ph), (pw, pw)),
+                                          "name": f"{name}_crop"}))
+        return recipe
+
 
 # --- torch backend helpers ------------------------------------------------------------------
 
@@ -290,4 +326,3 @@ def _torch_conv(layer, shape, in_c: int, out_c: int, groups: int):
     # the conv's output is fresh: its activation may overwrite it (torchvision's inplace=True)
     forward = te.activation(layer.activation, te.Self((te.pad(te.X, pads),)), inplace=True)
     return te.TorchOp(module=module, forward=forward, fresh=layer.activation is None)
-

@@ -26,6 +26,10 @@ class Input(Layer):
         from ..backends import torch_emit as te
         return te.TorchOp(forward=te.X)     # the argument of forward
 
+    # --- Keras backend (cnnspec.backends.keras): a recipe of Keras layers --------------------
+    def keras_layers(self, name, in_shapes):
+        return []   # the backend makes keras.Input itself
+
 
 @register
 class Dense(Layer):
@@ -70,6 +74,12 @@ class Dense(Layer):
                                                               te.Self((te.X,)), inplace=True),
                           fresh=self.activation is None)
 
+    # --- Keras backend (cnnspec.backends.keras): a recipe of Keras layers --------------------
+    def keras_layers(self, name, in_shapes):
+        from ..backends.keras_recipe import with_activation
+        return with_activation([("Dense", {"units": self.units, "use_bias": self.bias,
+                                           "name": name})], name, self.activation)
+
 
 @register
 class Flatten(Layer):
@@ -100,6 +110,10 @@ class Flatten(Layer):
 
     def flat_source(self, shapes, sources):
         return tuple(shapes[0]) if len(shapes[0]) == 3 else (sources[0] if sources else None)
+
+    # --- Keras backend (cnnspec.backends.keras): a recipe of Keras layers --------------------
+    def keras_layers(self, name, in_shapes):
+        return [("Flatten", {"name": name})]   # channels_last: H, W, C order, as the spec
 
 
 def _dims(value):
@@ -155,6 +169,11 @@ class Reshape(Layer):
             return None
         return tuple(shapes[0]) if len(shapes[0]) == 3 else (sources[0] if sources else None)
 
+    # --- Keras backend (cnnspec.backends.keras): a recipe of Keras layers --------------------
+    def keras_layers(self, name, in_shapes):
+        return [("Reshape", {"target_shape": tuple(self.output_shape(in_shapes)),
+                             "name": name})]
+
 
 @register
 class Dropout(Layer):
@@ -169,6 +188,10 @@ class Dropout(Layer):
     def torch_op(self, shapes):
         from ..backends import torch_emit as te
         return te.TorchOp(module=te.call("nn.Dropout", self.rate), forward=te.Self((te.X,)))
+
+    # --- Keras backend (cnnspec.backends.keras): a recipe of Keras layers --------------------
+    def keras_layers(self, name, in_shapes):
+        return [("Dropout", {"rate": self.rate, "name": name})]
 
 
 def _act_name(value):
@@ -209,6 +232,11 @@ class Activation(Layer):
     def without_softmax(self):
         return (None, True) if self.fn == "softmax" else (self, False)
 
+    # --- Keras backend (cnnspec.backends.keras): a recipe of Keras layers --------------------
+    def keras_layers(self, name, in_shapes):
+        from ..backends.keras_recipe import activation
+        return activation(name, self.fn, self.alpha)
+
 
 @register
 class Identity(Layer):
@@ -222,6 +250,10 @@ class Identity(Layer):
     def torch_op(self, shapes):
         from ..backends import torch_emit as te
         return te.TorchOp(forward=te.X)
+
+    # --- Keras backend (cnnspec.backends.keras): a recipe of Keras layers --------------------
+    def keras_layers(self, name, in_shapes):
+        return [("Identity", {"name": name})]
 
 
 @register
@@ -241,6 +273,10 @@ class Rescale(Layer):
         x = te.X if self.scale == 1 else te.BinOp("*", (te.X, float(self.scale)))
         x = x if self.offset == 0 else te.BinOp("+", (x, float(self.offset)))
         return te.TorchOp(forward=x)
+
+    # --- Keras backend (cnnspec.backends.keras): a recipe of Keras layers --------------------
+    def keras_layers(self, name, in_shapes):
+        return [("Rescaling", {"scale": self.scale, "offset": self.offset, "name": name})]
 
 
 def _pads(value):
@@ -274,6 +310,11 @@ class ZeroPad(Layer):
         t, b, l, r = self.padding
         return te.TorchOp(forward=te.pad(te.X, (l, r, t, b)))
 
+    # --- Keras backend (cnnspec.backends.keras): a recipe of Keras layers --------------------
+    def keras_layers(self, name, in_shapes):
+        t, b, l, r = self.padding
+        return [("ZeroPadding2D", {"padding": ((t, b), (l, r)), "name": name})]
+
 
 @register
 class Upsample(Layer):
@@ -299,6 +340,12 @@ class Upsample(Layer):
         return te.TorchOp(forward=te.call("F.interpolate", te.X,
                                           scale_factor=te.one(self.factor), mode=self.mode,
                                           **extra))
+
+    # --- Keras backend (cnnspec.backends.keras): a recipe of Keras layers --------------------
+    def keras_layers(self, name, in_shapes):
+        # Keras' bilinear resize uses half-pixel centres: torch's align_corners=False.
+        return [("UpSampling2D", {"size": tuple(self.factor), "interpolation": self.mode,
+                                  "name": name})]
 
 
 def _unused(*_):  # keep imports used by type checkers quiet

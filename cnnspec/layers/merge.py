@@ -58,3 +58,10 @@ class Merge(Layer):
         # a product is not fresh: multiply's backward reads its inputs
         return te.TorchOp(forward=te.BinOp("+" if self.op == "add" else "*", xs),
                           fresh=self.op == "add", inplace=inplace)
+
+    # --- Keras backend (cnnspec.backends.keras): a recipe of Keras layers --------------------
+    def keras_layers(self, name, in_shapes):
+        # Add and Multiply broadcast a 1x1xC gate over HxWxC, as the shape rule allows.
+        if self.op == "concat":
+            return [("Concatenate", {"axis": -1, "name": name})]
+        return [({"add": "Add", "multiply": "Multiply"}[self.op], {"name": name})]

@@ -58,6 +58,14 @@ class BatchNorm(Layer):
             setup = ((name, te.call("nn.Parameter", te.call(init, c))),)
         return te.TorchOp(module=module, forward=te.Self((te.X,)), setup=setup, fresh=True)
 
+    # --- Keras backend (cnnspec.backends.keras): a recipe of Keras layers --------------------
+    def keras_layers(self, name, in_shapes):
+        # Keras' momentum is the spec's (torch's is 1 - it); epsilon is added to the variance
+        # in both frameworks.
+        return [("BatchNormalization", {"axis": -1, "momentum": self.momentum,
+                                        "epsilon": self.eps, "center": self.center,
+                                        "scale": self.scale, "name": name})]
+
 
 @register
 class LocalResponseNorm(Layer):
@@ -82,3 +90,8 @@ class LocalResponseNorm(Layer):
         module = te.call("nn.LocalResponseNorm", self.size, **te.kwargs_unless_default(
             alpha=(self.alpha, 1e-4), beta=(self.beta, 0.75), k=(self.k, 1.0)))
         return te.TorchOp(module=module, forward=te.Self((te.X,)))
+
+    # --- Keras backend (cnnspec.backends.keras): a recipe of Keras layers --------------------
+    def keras_layers(self, name, in_shapes):
+        return [("LocalResponseNorm", {"size": self.size, "alpha": self.alpha,
+                                       "beta": self.beta, "k": self.k, "name": name})]

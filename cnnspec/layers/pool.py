@@ -75,6 +75,33 @@ class Pool(Layer):
                           forward=te.Self((te.pad(te.X, pads, value=float("-inf")),)),
                           fresh=True)
 
+    # --- Keras backend (cnnspec.backends.keras): a recipe of Keras layers --------------------
+    def keras_layers(self, name, in_shapes):
+        # Keras' own 'valid', and 'same' for max pooling. Average pooling with uneven 'same'
+        # padding, integer padding and ceil=true become explicit pads on each side (the
+        # bottom/right pad grows so that the last ceil_mode window fits): a padded average must
+        # not count the padding, which Keras' AveragePooling2D(padding='same') honours on
+        # TensorFlow but not under KERAS_BACKEND=torch.
+        from .base import same_pads
+        cls = {"max": "MaxPooling2D", "avg": "AveragePooling2D"}[self.op]
+        args = {"pool_size": tuple(self.size), "strides": tuple(self.strides)}
+        shape = in_shapes[0]
+        if self.padding == "same":
+            (top, bottom), (left, right) = (same_pads(shape[i], self.size[i], self.strides[i])
+                                            for i in (0, 1))
+            pads = (top, bottom, left, right)
+            if self.op == "max" or not any(pads):
+                return [(cls, {**args, "padding": "same", "name": name})]
+        else:
+            pad = (0, 0) if self.padding == "valid" else self.padding
+            out = self.output_shape(in_shapes)
+            ends = [max((out[i] - 1) * self.strides[i] + self.size[i] - shape[i] - pad[i],
+                        pad[i]) for i in (0, 1)]
+            pads = (pad[0], ends[0], pad[1], ends[1])
+            if not any(pads):
+                return [(cls, {**args, "padding": "valid", "name": name})]
+        return [("PaddedPool2D", {"op": self.op, **args, "pads": pads, "name": name})]
+
 
 @register
 class GlobalPool(Layer):
@@ -103,3 +130,8 @@ class GlobalPool(Layer):
         extra = {"keepdim": True} if self.keepdims else {}
         return te.TorchOp(forward=te.method(te.X, "mean" if self.op == "avg" else "amax",
                                             (2, 3), **extra))
+
+    # --- Keras backend (cnnspec.backends.keras): a recipe of Keras layers --------------------
+    def keras_layers(self, name, in_shapes):
+        cls = {"avg": "GlobalAveragePooling2D", "max": "GlobalMaxPooling2D"}[self.op]
+        return [(cls, {"keepdims": self.keepdims, "name": name})]

@@ -1,0 +1,72 @@
+"""cnnspec convert FILE --from torch|keras --weights IN -o OUT: weights from one backend to
+the other, for the network FILE describes (mapped by node name, see cnnspec.convert)."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+from ._common import EXIT_OK, EXIT_SPEC, load
+
+NAME, HELP, ORDER = "convert", "convert weights between the PyTorch and Keras backends", 40
+DESCRIPTION = ("Convert a network's weights: from a PyTorch state_dict (.safetensors, or .pt / "
+               ".pth) to a Keras .weights.h5 file, or from a Keras .weights.h5 file to "
+               ".safetensors for PyTorch.")
+
+
+def configure(p):
+    p.add_argument("file", metavar="FILE", help="the spec the weights belong to")
+    p.add_argument("--from", dest="source", choices=("torch", "keras"), required=True,
+                   help="the framework the weights come from")
+    p.add_argument("--weights", required=True, metavar="IN", help="the weights file to read")
+    p.add_argument("-o", "--output", required=True, metavar="OUT",
+                   help="where to write (.weights.h5 for keras, .safetensors for torch)")
+
+
+def _read_torch(path: str) -> dict:
+    if path.endswith(".safetensors"):
+        from safetensors.numpy import load_file
+        return load_file(path)
+    import torch
+    state = torch.load(path, map_location="cpu", weights_only=True)
+    return state.get("state_dict", state) if isinstance(state, dict) else state
+
+
+def _to_keras(model, args) -> None:
+    from ..backends.keras import build
+    from ..convert import load_torch_into_keras
+    kmodel = build(model)
+    load_torch_into_keras(kmodel, model, _read_torch(args.weights))
+    kmodel.save_weights(args.output)
+
+
+def _to_torch(model, args) -> None:
+    from safetensors.numpy import save_file
+
+    from ..backends.keras import build
+    from ..convert import keras_to_torch, keras_weights
+    kmodel = build(model)
+    kmodel.load_weights(args.weights)
+    save_file(keras_to_torch(model, keras_weights(kmodel, model)), args.output)
+
+
+def run(args) -> int:
+    from ..convert import ConversionError
+    model = load(args.file)
+    if model is None:
+        return EXIT_SPEC
+    wanted = ".weights.h5" if args.source == "torch" else ".safetensors"
+    if not args.output.endswith(wanted):
+        print(f"cnnspec convert: error: --from {args.source} writes {wanted}, got "
+              f"{args.output!r}", file=sys.stderr)
+        return 2
+    if not Path(args.weights).is_file():
+        print(f"cnnspec convert: error: no such weights file: {args.weights}", file=sys.stderr)
+        return EXIT_SPEC
+    try:
+        (_to_keras if args.source == "torch" else _to_torch)(model, args)
+    except (ConversionError, ValueError, OSError) as exc:
+        print(f"cnnspec convert: error: {exc}", file=sys.stderr)
+        return EXIT_SPEC
+    print(f"wrote {args.output}")
+    return EXIT_OK

@@ -1,0 +1,273 @@
+"""The Keras backend against the IR: every layer kind builds, with the IR's parameter counts and
+shapes, and the layers Keras lacks (LRN, padded / ceil-mode pooling) compute what torch does."""
+
+import numpy as np
+import pytest
+from keras_specs import LAYER_SPECS
+
+import cnnspec
+from cnnspec.layers import REGISTRY
+
+keras = pytest.importorskip("keras")
+
+
+@pytest.fixture(scope="module", params=sorted(LAYER_SPECS))
+def built(request):
+    from cnnspec.backends.keras import build
+    model = cnnspec.compile_text(LAYER_SPECS[request.param])
+    return model, build(model)
+
+
+def _weights(kmodel, trainable):
+    ws = kmodel.trainable_weights if trainable else kmodel.non_trainable_weights
+    return sum(int(np.prod(w.shape)) for w in ws)
+
+
+def test_every_layer_kind_is_covered():
+    used = {n.kind for text in LAYER_SPECS.values() for n in cnnspec.compile_text(text).nodes}
+    assert used == set(REGISTRY), set(REGISTRY) - used
+
+
+def test_parameter_counts_match_the_ir(built):
+    model, kmodel = built
+    assert kmodel.count_params() == model.params
+    assert _weights(kmodel, True) == model.trainable
+    assert _weights(kmodel, False) == model.non_trainable
+
+
+def test_every_node_has_the_ir_shape(built):
+    from cnnspec.backends.keras import keras_names, recipes
+    model, kmodel = built
+    names = keras_names(model)
+    assert tuple(kmodel.get_layer(names[model.nodes[0].name]).output.shape[1:]) == \
+        model.input_shape
+    for name, _, recipe in recipes(model):
+        last = recipe[-1][1]["name"]
+        assert tuple(kmodel.get_layer(last).output.shape[1:]) == model.node(name).shape, name
+
+
+def test_weights_sit_in_the_layer_named_after_their_node(built):
+    from cnnspec.backends.keras import keras_names
+    model, kmodel = built
+    names = keras_names(model)
+    for node in model.nodes:
+        if node.params:
+            assert kmodel.get_layer(names[node.name]).count_params() == node.params, node.name
+
+
+def test_outputs_run_and_match_the_ir(built):
+    model, kmodel = built
+    x = np.random.default_rng(0).normal(size=(2, *model.input_shape)).astype("float32")
+    ys = kmodel(x, training=False)
+    ys = ys if isinstance(ys, (list, tuple)) else [ys]
+    assert [tuple(y.shape[1:]) for y in ys] == model.output_shapes
+    for y in ys:
+        y = np.asarray(y)
+        assert np.isfinite(y).all() and y.std() > 0
+
+
+def test_names_are_keras_safe_and_unique():
+    from cnnspec.backends.keras import keras_name, keras_names
+    assert keras_name("layer1.0.conv1") == "layer1_0_conv1"
+    assert keras_name("1x") == "n_1x"
+    model = cnnspec.compile_text("input 8\na_b = dense 2\na = identity\nb = dense 2")
+    model.nodes[2].name = "a.b"   # a clash the compiler cannot make, but an edited IR could
+    with pytest.raises(ValueError, match="both become"):
+        keras_names(model)
+    from cnnspec.backends.keras import recipes
+    model = cnnspec.compile_text("input 8x8x3\nconv1_pad = identity\nconv 4 3x3 padding=1")
+    with pytest.raises(ValueError, match="rename that node"):
+        recipes(model)
+
+
+# --- Semantics of the layers Keras lacks, against torch's own functions ------------------
+
+torch = pytest.importorskip("torch")
+F = torch.nn.functional
+
+
+def _run(text, x):
+    from cnnspec.backends.keras import build
+    kmodel = build(cnnspec.compile_text(text))
+    return np.asarray(kmodel(x.transpose(0, 2, 3, 1), training=False)).transpose(0, 3, 1, 2)
+
+
+def _x(shape, seed):
+    return np.random.default_rng(seed).normal(size=shape).astype("float32")
+
+
+@pytest.mark.parametrize("size, alpha, beta, k", [(5, 1e-4, 0.75, 1.0), (4, 0.5, 0.9, 2.0),
+                                                  (3, 2.0, 0.5, 0.5)])
+def test_lrn_is_torchs(size, alpha, beta, k):
+    x = _x((2, 7, 5, 5), size) * 3
+    got = _run(f"input 5x5x7\nlrn {size} alpha={alpha} beta={beta} k={k}", x)
+    want = F.local_response_norm(torch.from_numpy(x), size, alpha, beta, k).numpy()
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("op, size, stride, pad, ceil, hw", [
+    ("max", 3, 2, 1, False, (13, 12)), ("avg", 3, 2, 1, False, (13, 12)),
+    ("max", 3, 2, 0, True, (14, 13)), ("avg", 3, 2, 0, True, (14, 13)),
+    ("max", 3, 2, 1, True, (14, 13)), ("avg", 3, 2, 1, True, (12, 11)),
+    ("avg", 2, 3, 1, True, (10, 9)), ("max", 5, 3, 2, True, (11, 15)),
+])
+def test_padded_and_ceil_pooling_is_torchs(op, size, stride, pad, ceil, hw):
+    x = _x((2, 3, *hw), size + stride)
+    spec = (f"input {hw[0]}x{hw[1]}x3\n{op}pool {size} stride={stride} padding={pad} "
+            f"ceil={'true' if ceil else 'false'}")
+    got = _run(spec, x)
+    t = torch.from_numpy(x)
+    want = (F.max_pool2d(t, size, stride, pad, ceil_mode=ceil) if op == "max" else
+            F.avg_pool2d(t, size, stride, pad, ceil_mode=ceil, count_include_pad=False))
+    assert got.shape == tuple(want.shape)
+    np.testing.assert_allclose(got, want.numpy(), rtol=1e-5, atol=1e-6)
+
+
+def test_same_average_pooling_ignores_padding():
+    x = np.ones((1, 2, 5, 5), "float32")
+    got = _run("input 5x5x2\navgpool 2 same", x)
+    np.testing.assert_allclose(got, 1.0)   # counting padded zeros would give 0.5 at the edge
+
+
+def test_bilinear_upsampling_is_torchs():
+    x = _x((2, 3, 5, 4), 1)
+    got = _run("input 5x4x3\nupsample 2 bilinear", x)
+    want = F.interpolate(torch.from_numpy(x), scale_factor=2, mode="bilinear",
+                         align_corners=False).numpy()
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("fn, torch_fn", [
+    ("leaky_relu", lambda t: F.leaky_relu(t, 0.01)), ("gelu", F.gelu),
+    ("hard_sigmoid", F.hardsigmoid), ("hard_swish", F.hardswish), ("elu", F.elu),
+    ("silu", F.silu), ("relu6", F.relu6), ("softmax", lambda t: F.softmax(t, dim=1)),
+])
+def test_activations_are_torchs(fn, torch_fn):
+    x = _x((3, 6, 4, 4), 2) * 4
+    np.testing.assert_allclose(_run(f"input 4x4x6\n{fn}", x), torch_fn(torch.from_numpy(x)),
+                               rtol=1e-5, atol=1e-6)
+
+
+# --- Generated source ----------------------------------------------------------------------
+
+def _load_source(source: str, tmp_path, stem: str):
+    import importlib.util
+    path = tmp_path / f"{stem}.py"
+    path.write_text(source)
+    spec = importlib.util.spec_from_file_location(stem, path)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return path, mod
+
+
+def test_generated_source_builds_the_same_model(built, tmp_path):
+    from cnnspec.backends.keras import generate
+    model, kmodel = built
+    source = generate(model)
+    assert source == generate(model)   # deterministic
+    imports = [line for line in source.splitlines() if line.startswith(("import", "from"))]
+    assert imports in (["import keras", "from keras import layers"],
+                       ["import keras", "from keras import layers, ops"])
+    _, mod = _load_source(source, tmp_path, f"gen_{model.name}")
+    gen = mod.build_model()
+    assert [type(la).__name__ for la in gen.layers] == [type(la).__name__ for la in kmodel.layers]
+    for a, b in zip(gen.layers, kmodel.layers):
+        assert a.get_config() == b.get_config(), a.name
+    gen.set_weights(kmodel.get_weights())
+    x = np.random.default_rng(3).normal(size=(2, *model.input_shape)).astype("float32")
+    for ya, yb in zip(keras.tree.flatten(gen(x)), keras.tree.flatten(kmodel(x))):
+        np.testing.assert_array_equal(np.asarray(ya), np.asarray(yb))
+
+
+def test_cli_build_keras_is_byte_identical_and_passes_ruff(tmp_path):
+    import subprocess
+    import sys
+    from pathlib import Path
+    spec = tmp_path / "net.cnn"
+    spec.write_text(LAYER_SPECS["graph"] + LAYER_SPECS["pools"].split("input", 1)[0])
+    root = Path(__file__).resolve().parents[1]
+    outs = []
+    for i in range(2):
+        out = tmp_path / f"net{i}.py"
+        r = subprocess.run([sys.executable, "-m", "cnnspec", "build", str(spec), "--backend",
+                            "keras", "-o", str(out)], cwd=root, capture_output=True, text=True,
+                           check=False)
+        assert r.returncode == 0, r.stderr
+        outs.append(out.read_bytes())
+    assert outs[0] == outs[1]
+    ruff = Path(sys.executable).with_name("ruff")
+    r = subprocess.run([str(ruff), "check", "--isolated", "--line-length", "100", "--select",
+                        "E,F,W,I,UP,B", str(tmp_path / "net0.py")], capture_output=True,
+                       text=True, check=False)
+    assert r.returncode == 0, r.stdout
+
+
+# --- Other Keras backends ------------------------------------------------------------------
+
+_OTHER_BACKEND = """
+import sys, numpy as np, keras, cnnspec
+sys.path.insert(0, sys.argv[2])
+from keras_specs import LAYER_SPECS
+from cnnspec.backends.keras import build
+assert keras.backend.backend() == sys.argv[1]
+data = np.load(sys.argv[3] + "/x.npz")
+outs = {}
+for name in sorted(LAYER_SPECS):
+    kmodel = build(cnnspec.compile_text(LAYER_SPECS[name]))
+    kmodel.load_weights(sys.argv[3] + f"/{name}.weights.h5")
+    ys = keras.tree.flatten(kmodel(data[name], training=False))
+    for i, y in enumerate(ys):
+        outs[f"{name}{i}"] = keras.ops.convert_to_numpy(y)
+np.savez(sys.argv[3] + "/out.npz", **outs)
+"""
+
+
+@pytest.mark.parametrize("backend", ["torch"])
+def test_built_models_run_on_another_keras_backend(backend, tmp_path):
+    """The same specs, weights and inputs under KERAS_BACKEND=torch (in a subprocess: the
+    backend is chosen at import) give the TensorFlow backend's outputs."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from cnnspec.backends.keras import build
+    rng = np.random.default_rng(5)
+    inputs, want = {}, {}
+    for name in sorted(LAYER_SPECS):
+        model = cnnspec.compile_text(LAYER_SPECS[name])
+        kmodel = build(model)
+        kmodel.save_weights(tmp_path / f"{name}.weights.h5")
+        inputs[name] = rng.normal(size=(2, *model.input_shape)).astype("float32")
+        for i, y in enumerate(keras.tree.flatten(kmodel(inputs[name], training=False))):
+            want[f"{name}{i}"] = np.asarray(y)
+    np.savez(tmp_path / "x.npz", **inputs)
+    root = Path(__file__).resolve().parents[1]
+    env = {**os.environ, "KERAS_BACKEND": backend, "PYTHONPATH": str(root)}
+    r = subprocess.run([sys.executable, "-c", _OTHER_BACKEND, backend, str(root / "tests"),
+                        str(tmp_path)], env=env, capture_output=True, text=True, check=False)
+    assert r.returncode == 0, r.stderr[-3000:]
+    got = np.load(tmp_path / "out.npz")
+    assert sorted(got.files) == sorted(want)
+    for key, value in want.items():
+        np.testing.assert_allclose(got[key], value, rtol=1e-4, atol=1e-5, err_msg=key)
+
+
+def test_every_zoo_spec_generates_clean_keras_source(tmp_path):
+    """Generated source for each zoo spec passes ruff and compiles (building them all is the
+    cross-framework tests' job, through the same recipes)."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from cnnspec.backends.keras import generate
+    specs = sorted((Path(__file__).resolve().parents[1] / "specs").glob("*.cnn"))
+    for path in specs:
+        source = generate(cnnspec.compile_file(path))
+        compile(source, path.name, "exec")
+        (tmp_path / f"{path.stem}.py").write_text(source)
+    ruff = Path(sys.executable).with_name("ruff")
+    r = subprocess.run([str(ruff), "check", "--isolated", "--line-length", "100", "--select",
+                        "E,F,W,I,UP,B", str(tmp_path)], capture_output=True, text=True,
+                       check=False)
+    assert r.returncode == 0, r.stdout
