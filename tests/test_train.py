@@ -21,6 +21,7 @@ compile {
   loss sparse_categorical_crossentropy
   optimizer adam lr=0.01
   metrics accuracy top5
+  augment crop 1 normalize
   epochs 2; batch_size 64; validation_split 0.2; seed 3
 }
 """

@@ -63,6 +63,26 @@ def augment_ops(words: list[str]) -> list[str]:
     return ops
 
 
+def fitted_ops(words: list[str], train) -> list | None:
+    """The augmentation ops, a bare `normalize` fitted to the training images."""
+    from ..data import parse_ops
+    return parse_ops(augment_ops(words), train.x) if words else None
+
+
+def eval_ops(ops) -> list | None:
+    """What evaluation applies: normalisation only (the random ops are for training)."""
+    kept = [op for op in ops or [] if op.name == "normalize"]
+    return kept or None
+
+
+def normalization(ops) -> dict | None:
+    """The fitted normalisation as JSON, for predict to apply to new images."""
+    for op in ops or []:
+        if op.name == "normalize":
+            return {"mean": list(op.mean), "std": list(op.std)}
+    return None
+
+
 class Interrupted(Exception):
     """Ctrl-C during training, after the last finished epoch was saved."""
 
@@ -185,10 +205,8 @@ class Trainer:
 
     # --- the loop --------------------------------------------------------------------------
     def fit(self, train, val) -> dict:
-        from ..data import parse_ops
-        ops = parse_ops(augment_ops(self.opts.augment), train.x) if self.opts.augment \
-            else None
-        val_ops = [op for op in ops if op.name == "normalize"] if ops else None
+        ops = fitted_ops(self.opts.augment, train)
+        val_ops = eval_ops(ops)
         epoch = self.start
         try:
             for epoch in range(self.start, self.opts.epochs):

@@ -53,9 +53,10 @@ class Meter:
             self._add("top5", np.sum(pred == y))
         else:
             self._add("correct", np.sum(prob.argmax(-1) == y))
-            k = min(5, prob.shape[-1])
-            top = np.argpartition(-prob, k - 1, axis=-1)[:, :k]
-            self._add("top5", np.sum(np.any(top == y[:, None], axis=1)))
+            if "top5" in self.names:
+                k = min(5, prob.shape[-1])
+                top = np.argpartition(-prob, k - 1, axis=-1)[:, :k]
+                self._add("top5", np.sum(np.any(top == y[:, None], axis=1)))
         self._add("n", len(y))
 
     def _mask(self, prob, batch) -> None:

@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from ..ir import Model
-from .driver import Comm, Interrupted, Options, Trainer
+from .driver import Comm, Interrupted, Options, Trainer, eval_ops, fitted_ops, normalization
 from .driver import evaluate as _evaluate
 from .plan import Plan, make_plan
 
@@ -74,8 +74,9 @@ def train(model: Model, source: str, backend: str = "torch", out: str | Path | N
                    augment=list(spec.augment), progress=progress)
     opts.log = log
     be = make_backend(backend, model, plan, seed, comm)
+    norm = normalization(fitted_ops(opts.augment, tr))
     info = {"backend": backend, "data": str(source), "seed": seed, "spec": model.source,
-            "world": comm.world}
+            "world": comm.world, "normalize": norm}
     trainer = Trainer(be, plan, opts, comm, info)
     if resume and trainer.resume():
         log(f"resuming after epoch {trainer.start} of {opts.epochs}")
@@ -89,8 +90,9 @@ def train(model: Model, source: str, backend: str = "torch", out: str | Path | N
         raise
     restored = trainer.restore_best()
     held_out = va if len(va) else tr
-    metrics = _evaluate(be, plan, held_out, opts.batch_size, comm)
-    result = {"task": plan.task, "backend": backend, "data": str(source),
+    metrics = _evaluate(be, plan, held_out, opts.batch_size, comm,
+                        eval_ops(fitted_ops(opts.augment, tr)))
+    result = {"normalize": norm,"task": plan.task, "backend": backend, "data": str(source),
               "best_epoch": trainer.best_epoch + 1, "epochs_run": len(trainer.history),
               "monitor": trainer.monitor, "stopped_early": trainer.stopped_early,
               "restored_best": restored, "held_out": "validation" if len(va) else "train",
@@ -118,11 +120,15 @@ def evaluate(model: Model, weights: str, source: str, backend: str | None = None
     """Metrics of saved weights on the held-out split of `source` ('val', or 'all')."""
     plan, dataset = load_data(model, source, 0, data_options_)
     spec = plan.compile
-    if split == "val" and spec.validation_split > 0:
-        dataset = dataset.split(spec.validation_split, spec.seed)[1]
+    train_part = dataset
+    if spec.validation_split > 0:
+        train_part, val = dataset.split(spec.validation_split, spec.seed)
+        dataset = val if split == "val" else dataset
+    # a bare `normalize` is fitted to the training split, as in training
+    ops = eval_ops(fitted_ops(list(spec.augment), train_part))
     be = make_backend(backend or backend_for_weights(weights), model, plan, spec.seed)
     be.load([weights], optimizer=False)
-    metrics = _evaluate(be, plan, dataset, batch_size or spec.batch_size)
+    metrics = _evaluate(be, plan, dataset, batch_size or spec.batch_size, ops=ops)
     return {"task": plan.task, "n": len(dataset), "metrics": metrics}
 
 
@@ -152,7 +158,7 @@ def predict(model: Model, weights: str, images: list[str], backend: str | None =
     plan = make_plan(model)
     be = make_backend(backend or backend_for_weights(weights), model, plan, 0)
     be.load([weights], optimizer=False)
-    x = read_images(images, model.input_shape)
+    x = _normalize(read_images(images, model.input_shape), weights)
     outs = be.predict(x)
     heads = {h.role: o for h, o in zip(plan.heads, outs)}
     results = []
@@ -179,6 +185,19 @@ def predict(model: Model, weights: str, images: list[str], backend: str | None =
                                   float(box[3] * h)]
         results.append(item)
     return results
+
+
+def _normalize(x: np.ndarray, weights: str) -> np.ndarray:
+    """Apply the normalisation training fitted (result.json beside the weights), if any."""
+    for name in ("result.json", "checkpoint.json"):
+        path = Path(weights).parent / name
+        if path.is_file():
+            norm = json.loads(path.read_text(encoding="utf-8")).get("normalize")
+            if norm:
+                return ((x - np.asarray(norm["mean"], np.float32))
+                        / np.asarray(norm["std"], np.float32)).astype(np.float32)
+            return x
+    return x
 
 
 def _save_mask(mask: np.ndarray, image: str, out_dir: str | None) -> str:
