@@ -40,8 +40,10 @@ def _history(out: Path) -> list[dict]:
 
 
 def _train(spec, out, *extra, backend="torch") -> int:
+    # one thread: a tiny network gains nothing from two, and loses much on a busy machine
+    threads = ["--threads", "1"] if backend == "torch" else []
     return main(["train", str(spec), "--data", "digits", "--out", str(out), "--backend",
-                 backend, "--progress", "off", *extra])
+                 backend, "--progress", "off", *threads, *extra])
 
 
 @pytest.fixture(scope="module", params=["torch", "keras"])
@@ -122,15 +124,14 @@ def test_predict_text_output(run, spec, tmp_path, capsys):
 
 
 def test_same_seed_same_history_and_resume_continues_exactly(spec, tmp_path):
-    """Two runs with one seed agree to the bit; 1 epoch + --resume to 2 equals 2 epochs."""
-    straight, again, split = tmp_path / "a", tmp_path / "b", tmp_path / "c"
+    """1 epoch, then --resume to 2, equals 2 epochs straight, to the bit: the seed fixes
+    the weights, the batch order, the shifts and the optimizer state that is saved."""
+    straight, split = tmp_path / "a", tmp_path / "c"
     assert _train(spec, straight) == 0
-    assert _train(spec, again) == 0
     assert _train(spec, split, "--epochs", "1") == 0
     assert len(_history(split)) == 1
     assert _train(spec, split, "--resume") == 0
     strip = lambda rows: [{k: v for k, v in r.items() if k != "seconds"} for r in rows]
-    assert strip(_history(straight)) == strip(_history(again))
     assert strip(_history(split)) == strip(_history(straight))
 
 
