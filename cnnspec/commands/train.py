@@ -91,6 +91,9 @@ def run(args) -> int:
         if exc.hint:
             print(f"hint: {exc.hint}", file=sys.stderr)
         return EXIT_SPEC
+    except (OSError, ValueError) as exc:
+        print(f"cnnspec train: error: {exc}", file=sys.stderr)
+        return EXIT_SPEC
 
 
 def _train_pair(model, args, options, out) -> int:

@@ -16,6 +16,7 @@ from __future__ import annotations
 import math
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -48,7 +49,7 @@ class Options:
     resume: bool = False
     augment: list[str] = field(default_factory=list)
     progress: bool | None = None     # None: a bar when stderr is a terminal
-    log=print                        # one line per epoch
+    log: Callable = print            # one line per epoch
 
 
 def augment_ops(words: list[str]) -> list[str]:
@@ -171,6 +172,10 @@ class Trainer:
         state = ckpt.read_state(self.opts.out) if self.opts.out else None
         if state is None:
             return False
+        saved = state.get("backend")
+        if saved and saved != self.info.get("backend", saved):
+            raise ValueError(f"{self.opts.out} holds a {saved} run; resume it with "
+                             f"--backend {saved}")
         self.history = state["history"]
         self.best, self.best_epoch = state["best"], state["best_epoch"]
         self.bad_epochs = state["bad_epochs"]
@@ -262,7 +267,8 @@ class Trainer:
 
     def _stopped(self) -> bool:
         es = self.plan.compile.early_stopping
-        return es is not None and self.bad_epochs > es.patience
+        # Keras' EarlyStopping: stop once `patience` epochs in a row did not improve.
+        return es is not None and self.bad_epochs > 0 and self.bad_epochs >= es.patience
 
     @property
     def stopped_early(self) -> bool:

@@ -65,9 +65,6 @@ def train(model: Model, source: str, backend: str = "torch", out: str | Path | N
     plan, dataset = load_data(model, source, 0, data_options_)
     spec = plan.compile
     seed = spec.seed if seed is None else seed
-    if plan.task == "generate":
-        from .generate import train_generator
-        return train_generator(model, plan, dataset, backend, out, epochs, resume, seed, log)
     tr, va = dataset.split(spec.validation_split, seed)
     opts = Options(epochs=epochs or spec.epochs, batch_size=batch_size or spec.batch_size,
                    seed=seed, out=Path(out) if out else None, resume=resume,
@@ -80,6 +77,8 @@ def train(model: Model, source: str, backend: str = "torch", out: str | Path | N
     trainer = Trainer(be, plan, opts, comm, info)
     if resume and trainer.resume():
         log(f"resuming after epoch {trainer.start} of {opts.epochs}")
+    elif resume:
+        log(f"no checkpoint in {out}: starting from the first epoch")
     t0 = time.perf_counter()
     try:
         trainer.fit(tr, va)
