@@ -9,6 +9,7 @@ inside (`layer1.conv1`). Names given in a `repeat` get the iteration as suffix (
 
 from __future__ import annotations
 
+import keyword
 from collections import Counter
 from dataclasses import dataclass, field
 
@@ -23,8 +24,9 @@ from .layers import KEYWORDS, Layer, ShapeError, fmt_shape
 from .layers.base import ACTIVATION_ALIASES, ACTIVATIONS
 from .values import Word, describe, evaluate, is_tree, span_of
 
-MAX_NODES = 200_000
+MAX_NODES = 20_000        # ~2 s of elaboration; the largest published CNNs have ~1,000
 MAX_REPEAT = 100_000
+MAX_WORK = 4 * MAX_NODES  # layers plus repeat iterations; bounds the time of an expansion
 MAX_DEPTH = 64
 
 
@@ -45,15 +47,26 @@ class Scope:
     chain: tuple = ()                                  # block names being expanded
     notes: tuple = ()                                  # "in block 'x' used at line N"
     suffix: str = ""                                   # from repeats
+    parent: "Scope | None" = None                      # where tensor names are looked up next
 
     def child(self, prefix: str, env: dict | None = None, chain=(), notes=()) -> "Scope":
         return Scope(prefix=prefix, env=self.env if env is None else env, chain=chain or
-                     self.chain, notes=notes or self.notes)
+                     self.chain, notes=notes or self.notes, parent=self)
 
     def sibling(self, env: dict | None = None, suffix: str | None = None) -> "Scope":
         """The same namespace with other bindings (repeat iterations, if bodies)."""
         return Scope(self.prefix, self.env if env is None else env, self.tensors, self.counters,
-                     self.chain, self.notes, self.suffix if suffix is None else suffix)
+                     self.chain, self.notes, self.suffix if suffix is None else suffix,
+                     self.parent)
+
+    def lookup(self, name: str) -> str | None:
+        """A tensor name, from this scope outwards: a block can read a skip passed to it."""
+        scope = self
+        while scope is not None:
+            if name in scope.tensors:
+                return scope.tensors[name]
+            scope = scope.parent
+        return None
 
 
 @dataclass
@@ -77,6 +90,7 @@ class Elaborator:
         self.compile_spec = None
         self.transfer_spec = None
         self._transfer_tree = None
+        self.work = 0               # nodes made plus repeat iterations run
 
     # --- entry ---------------------------------------------------------------------------------
     def run(self) -> Model:
@@ -89,7 +103,7 @@ class Elaborator:
         for item in items:
             kind = item.data
             if kind == "model":
-                self.model_name = str(item.children[0])
+                self.model_name = self._guard(check_name, item.children[0], "model")
             elif kind == "input":
                 current = self._guard(self._input, item) or current
             elif kind == "block_def":
@@ -114,9 +128,13 @@ class Elaborator:
             self.outputs = [current]
         if self.errors:
             return self._fail()
-        return Model(name=self.model_name or "model", nodes=self.nodes, outputs=self.outputs,
-                     groups=self.groups, compile=self.compile_spec,
-                     transfer=self.transfer_spec, source=self.path)
+        # Built from checked parts, so constructed without validation: validating would build
+        # the schema of every layer kind, a third of a `cnnspec summary` (tests check that
+        # `Model.model_validate_json(m.to_json()) == m`).
+        return Model.model_construct(name=self.model_name or "model", nodes=self.nodes,
+                                     outputs=self.outputs, groups=self.groups,
+                                     compile=self.compile_spec, transfer=self.transfer_spec,
+                                     source=self.path)
 
     def _fail(self):
         for err in self.errors:
@@ -138,7 +156,7 @@ class Elaborator:
     # --- top-level items ---------------------------------------------------------------------
     def _define_block(self, item: Tree) -> None:
         name_tok, *rest = item.children
-        name = str(name_tok)
+        name = check_name(name_tok, "block")
         if name in KEYWORDS:
             raise SpecError("E216", f"block '{name}' has the name of a layer kind",
                             span_of(name_tok), hint="choose another name for the block")
@@ -147,7 +165,7 @@ class Elaborator:
                             hint=f"the first definition is at line {self.blocks[name].span.line}")
         params, seen = [], set()
         for p in rest[:-1]:
-            pname = str(p.children[0])
+            pname = check_name(p.children[0], "parameter")
             if pname in seen:
                 raise SpecError("E217", f"parameter '{pname}' appears twice", span_of(p))
             seen.add(pname)
@@ -221,7 +239,7 @@ class Elaborator:
         try:
             if stmt.data == "named":
                 tok, inner = stmt.children
-                return self._stmt(inner, scope, current, str(tok))
+                return self._stmt(inner, scope, current, check_name(tok, "tensor"))
             handler = {"layer": self._layer, "repeat": self._repeat, "residual": self._residual,
                        "parallel": self._parallel, "if_stmt": self._if}[stmt.data]
             out = handler(stmt, scope, current, name)
@@ -254,8 +272,9 @@ class Elaborator:
     def _tensor(self, name, scope: Scope, span) -> str:
         if not isinstance(name, str):
             raise SpecError("E220", f"expected a tensor name, received {describe(name)}", span)
-        if name in scope.tensors:
-            return scope.tensors[name]
+        found = scope.lookup(name)
+        if found is not None:
+            return found
         if name == "input" and self.nodes:
             return self.nodes[0].name
         hint = did_you_mean(name, scope.tensors) or (
@@ -280,14 +299,14 @@ class Elaborator:
             raise SpecError("E221", f"'{word}' takes no body", span_of(body))
         cls, preset = KEYWORDS[word]
         inputs = self._inputs(args, scope, current)
-        layer, refs = self._build_layer(cls, preset, word, args, scope)
+        layer, refs = self._build_layer(cls, preset, word, args, scope, span_of(stmt))
         inputs += refs
         return self._place(layer, word, inputs, span_of(stmt), scope, name)
 
     def _build_layer(self, cls: type[Layer], preset: dict, word: str, args: Args,
-                     scope: Scope) -> tuple[Layer, list[str]]:
+                     scope: Scope, where: Span | None = None) -> tuple[Layer, list[str]]:
         values, refs = dict(preset), []
-        slots = list(cls.positional)
+        slots = [f for f in cls.positional if f not in args.kw]
         has_act = "activation" in cls.model_fields
         for value, span in args.pos:
             if isinstance(value, Word):
@@ -324,9 +343,10 @@ class Elaborator:
         try:
             return cls(**values), refs
         except ValidationError as exc:
-            raise self._validation_error(exc, word, args, cls) from None
+            raise self._validation_error(exc, word, args, cls, where) from None
 
-    def _validation_error(self, exc: ValidationError, word: str, args: Args, cls) -> SpecError:
+    def _validation_error(self, exc: ValidationError, word: str, args: Args, cls,
+                          where: Span | None) -> SpecError:
         first = exc.errors()[0]
         key = str(first["loc"][0]) if first["loc"] else None
         span = args.kw[key][1] if key in args.kw else None
@@ -336,26 +356,38 @@ class Elaborator:
             span = nums[idx] if idx < len(nums) else None
         if span is None and args.pos:
             span = args.pos[0][1]
-        received = first.get("input")
+        span = span or where
         if first["type"] == "missing":
             return SpecError("E209", f"'{word}' needs its {key}", span, expected=key,
                              hint=cls.kind_doc or None)
-        msg = first["msg"].replace("Value error, ", "")
-        return SpecError("E205", f"'{word}' {key}: {msg}", span, expected=msg,
-                         received=f"{key}={received!r}" if received is not None else None,
-                         hint=cls.kind_doc or None)
+        expected = explain_validation(first)
+        if key is None:         # a check across arguments (a model validator)
+            given = ", ".join(f"{k}={describe(v)}" for k, (v, _) in args.kw.items())
+            return SpecError("E205", f"'{word}': {expected}", span, received=given or None,
+                             hint=cls.kind_doc or None)
+        value = args.kw[key][0] if key in args.kw else first.get("input")
+        return SpecError("E205", f"'{word}' {key} must be {expected}", span, expected=expected,
+                         received=f"{key}={describe(value)}", hint=cls.kind_doc or None)
 
     def _auto_name(self, layer: Layer, word: str, scope: Scope) -> str:
-        base = {"activation": getattr(layer, "fn", word), "merge": getattr(layer, "op", word),
-                "pool": f"{getattr(layer, 'op', '')}pool",
-                "global_pool": "gap" if getattr(layer, "op", "") == "avg" else "gmp"}.get(
-                    layer.kind, layer.kind)
+        kind = layer.kind
+        if kind == "activation":
+            base = layer.fn
+        elif kind == "merge":
+            base = layer.op
+        elif kind == "pool":
+            base = f"{layer.op}pool"
+        elif kind == "global_pool":
+            base = "gap" if layer.op == "avg" else "gmp"
+        else:
+            base = kind
         return self._fresh(base, scope)
 
     def _fresh(self, base: str, scope: Scope) -> str:
         while True:
             scope.counters[base] += 1
-            name = f"{scope.prefix}{base}{scope.counters[base]}"
+            sep = "_" if base[-1].isdigit() else ""     # relu6_1, not relu61
+            name = f"{scope.prefix}{base}{sep}{scope.counters[base]}"
             if name not in self.shapes:
                 return name
 
@@ -371,7 +403,8 @@ class Elaborator:
         return self._add_node(full, layer, inputs, span, scope)
 
     def _add_node(self, full: str, layer: Layer, inputs, span, scope: Scope) -> str | None:
-        if len(self.nodes) >= MAX_NODES:
+        self.work += 1
+        if len(self.nodes) >= MAX_NODES or self.work > MAX_WORK:
             raise SpecError("E215", f"the network has more than {MAX_NODES:,} layers", span,
                             hint="a repeat count or a recursion is larger than intended")
         if not layer.min_inputs <= len(inputs) <= layer.max_inputs:
@@ -389,14 +422,15 @@ class Elaborator:
             trainable, frozen = layer.count_params(shapes)
             macs = layer.count_macs(shapes, out)
         except ShapeError as exc:
-            where = f" (input {', '.join(fmt_shape(s) for s in shapes)})" if shapes else ""
-            raise SpecError(exc.code, exc.message + ("" if "tensor" in exc.message else where),
-                            span, hint=exc.hint) from None
+            listing = ", ".join(fmt_shape(s) for s in shapes)
+            shown = "tensor" in exc.message or (shapes and fmt_shape(shapes[0]) in exc.message)
+            where = "" if shown or not shapes else f" (input {listing})"
+            raise SpecError(exc.code, exc.message + where, span, hint=exc.hint) from None
         self.shapes[full] = out
         self.nodes.append(Node.model_construct(
             name=full, layer=layer, inputs=list(inputs), shape=tuple(out), trainable=trainable,
             non_trainable=frozen, macs=macs,
-            span=IRSpan(**span.to_dict()) if span else None))
+            span=_ir_span(span)))
         return full
 
     # --- blocks ------------------------------------------------------------------------------
@@ -454,15 +488,20 @@ class Elaborator:
                 env[pname] = evaluate(default, env)
         return env
 
+    def _label(self, kind: str, scope: Scope) -> str:
+        """A name for an unnamed residual or parallel: it labels a group, not a node."""
+        scope.counters[f"#{kind}"] += 1
+        return f"{scope.prefix}{kind}{scope.counters[f'#{kind}']}"
+
     def _group(self, path: str, kind: str, first: int, block=None, span=None) -> None:
         members = [n.name for n in self.nodes[first:]]
-        self.groups.append(Group(path=path, kind=kind, block=block, members=members,
-                                 span=IRSpan(**span.to_dict()) if span else None))
+        self.groups.append(Group.model_construct(path=path, kind=kind, block=block,
+                                                 members=members, span=_ir_span(span)))
 
     # --- control and structure ------------------------------------------------------------------
     def _repeat(self, stmt: Tree, scope: Scope, current, name):
         count_tree, *rest = stmt.children
-        var = str(rest[0]) if len(rest) == 2 else None
+        var = check_name(rest[0], "repeat variable") if len(rest) == 2 else None
         count = evaluate(count_tree, scope.env)
         if isinstance(count, bool) or not isinstance(count, int) or not 0 <= count <= MAX_REPEAT:
             raise SpecError("E224", f"repeat needs a count from 0 to {MAX_REPEAT:,}",
@@ -470,10 +509,23 @@ class Elaborator:
         for i in range(count):
             env = {**scope.env, var: i} if var else scope.env
             inner = scope.sibling(env, suffix=f"{scope.suffix}_{i + 1}")
+            before = self.work
             current = self._body(rest[-1], inner, current)
+            self.work += 1
             if self.errors:
                 break
+            if i == 0 or self.work > MAX_WORK:
+                self._check_budget(count - i, self.work - before, span_of(stmt))
         return current
+
+    def _check_budget(self, count: int, per_iteration: int, span) -> None:
+        """Refuse an enormous repeat after its first iteration, before expanding the rest:
+        `repeat 100000 { repeat 100000 { relu } }` fails at once instead of after minutes."""
+        if self.work + per_iteration * (count - 1) > MAX_WORK:
+            raise SpecError("E215", f"this repeat would expand to about {per_iteration * count:,} "
+                            f"layers and iterations, more than the limit of {MAX_WORK:,}", span,
+                            hint=f"a network has at most {MAX_NODES:,} layers; a repeat count "
+                            "is larger than intended")
 
     def _if(self, stmt: Tree, scope: Scope, current, name):
         cond, then, *other = stmt.children
@@ -495,7 +547,7 @@ class Elaborator:
             return scope
         return scope.child(self._explicit(name, scope, span) + ".")
 
-    def _post_words(self, args: Args, allowed: dict) -> tuple[dict, str | None]:
+    def _post_words(self, args: Args, allowed: dict, word: str) -> tuple[dict, str | None]:
         """Bare words after 'residual' / 'parallel': a merge op, an activation after it."""
         chosen, act = {}, None
         for value, span in args.pos:
@@ -505,7 +557,7 @@ class Elaborator:
             elif text in ACTIVATIONS or text in ACTIVATION_ALIASES:
                 act = text
             else:
-                raise SpecError("E203", f"unexpected {describe(value)}", span,
+                raise SpecError("E203", f"'{word}' does not understand {describe(value)}", span,
                                 expected=", ".join([*allowed, "an activation"]),
                                 hint=did_you_mean(str(text), [*allowed, *ACTIVATIONS]))
         return chosen, act
@@ -530,23 +582,26 @@ class Elaborator:
         for key, (_, kspan) in args.kw.items():
             raise SpecError("E204", f"residual has no argument '{key}'", kspan,
                             expected="from, shortcut", hint=did_you_mean(key, ["shortcut"]))
-        _, act = self._post_words(args, {})
+        _, act = self._post_words(args, {}, "residual")
         inner = self._structure_scope(scope, name, span)
         first = len(self.nodes)
         body_out = self._body(bodies[0], inner, inputs[0])
         short_out = inputs[0]
         if len(bodies) == 2 or str(mode[0]) == "auto":
-            sc_scope = inner.child(self._fresh("shortcut", inner) + ".")
+            sc_path = self._fresh("shortcut", inner)
+            sc_scope, sc_first = inner.child(sc_path + "."), len(self.nodes)
             if len(bodies) == 2:
                 short_out = self._body(bodies[1], sc_scope, inputs[0])
             else:
                 short_out = self._auto_shortcut(inputs[0], body_out, sc_scope, span)
+            if len(self.nodes) > sc_first:
+                self._group(sc_path, "shortcut", sc_first, span=span_of(bodies[-1]))
         elif str(mode[0]) != "identity":
             raise SpecError("E205", "shortcut is 'identity' or 'auto', or a body "
                             "'shortcut { ... }'", mode[1], received=str(mode[0]))
         out = self._merge("add", [body_out, short_out], act, span, inner, name)
-        self._group(inner.prefix.rstrip(".") if name else f"{scope.prefix}"
-                    f"residual{len(self.groups) + 1}", "residual", first, span=span)
+        self._group(inner.prefix.rstrip(".") if name else self._label("residual", scope),
+                    "residual", first, span=span)
         return out
 
     def _auto_shortcut(self, src, body_out, scope: Scope, span):
@@ -572,13 +627,13 @@ class Elaborator:
         for key, (_, kspan) in args.kw.items():
             raise SpecError("E204", f"parallel has no argument '{key}'", kspan, expected="from")
         ops = {"concat": {"op": "concat"}, "add": {"op": "add"}, "multiply": {"op": "multiply"}}
-        chosen, act = self._post_words(args, ops)
+        chosen, act = self._post_words(args, ops, "parallel")
         op = chosen.get("op", "concat")
         inner = self._structure_scope(scope, name, span)
         first = len(self.nodes)
         outs = []
         for br in branches:
-            bname = str(br.children[0]) if len(br.children) == 2 else None
+            bname = check_name(br.children[0], "branch") if len(br.children) == 2 else None
             path = (self._explicit(bname, inner, span_of(br)) if bname
                     else self._fresh("branch", inner))
             bfirst = len(self.nodes)
@@ -587,9 +642,56 @@ class Elaborator:
         if len(outs) < 2:
             raise SpecError("E222", "parallel needs at least two branches", span)
         out = self._merge(op, outs, act, span, inner, name)
-        self._group(inner.prefix.rstrip(".") if name else f"{scope.prefix}"
-                    f"parallel{len(self.groups) + 1}", "parallel", first, span=span)
+        self._group(inner.prefix.rstrip(".") if name else self._label("parallel", scope),
+                    "parallel", first, span=span)
         return out
+
+
+_PYDANTIC_WORDS = {
+    "int_type": "a whole number", "int_parsing": "a whole number",
+    "int_from_float": "a whole number", "float_type": "a number", "float_parsing": "a number",
+    "bool_type": "true or false", "bool_parsing": "true or false",
+    "tuple_type": "a size like 3x3, or a whole number", "string_type": "a word",
+    "finite_number": "a finite number",
+}
+
+
+def explain_validation(err: dict) -> str:
+    """A pydantic error as the end of 'X must be ...' (Keras' style: say what is expected)."""
+    kind, ctx = err["type"], err.get("ctx") or {}
+    if kind == "greater_than_equal":
+        return f"at least {ctx['ge']}"
+    if kind == "greater_than":
+        return f"greater than {ctx['gt']}"
+    if kind == "less_than":
+        return f"less than {ctx['lt']}"
+    if kind == "less_than_equal":
+        return f"at most {ctx['le']}"
+    if kind == "literal_error":
+        return f"one of {ctx['expected']}"
+    if kind in ("too_long", "too_short"):
+        return (f"at most {ctx['max_length']} values" if kind == "too_long"
+                else f"at least {ctx['min_length']} values")
+    if kind in _PYDANTIC_WORDS:
+        return _PYDANTIC_WORDS[kind]
+    return err["msg"].replace("Value error, ", "")
+
+
+def check_name(tok, what: str) -> str:
+    """A name may become an attribute or a variable in generated Python: the grammar makes it
+    an ASCII identifier; Python keywords and dunder names are refused here."""
+    name = str(tok)
+    if keyword.iskeyword(name) or name.startswith("__"):
+        why = "a Python keyword" if keyword.iskeyword(name) else "a name starting with '__'"
+        raise SpecError("E225", f"the {what} name '{name}' is {why}, which generated code "
+                        "cannot use", span_of(tok), received=name,
+                        hint=f"choose another name, e.g. '{name.strip('_')}_'"
+                        if name.strip("_") else "choose another name")
+    return name
+
+
+def _ir_span(span: Span | None) -> IRSpan | None:
+    return IRSpan.model_construct(**span.to_dict()) if span else None
 
 
 def elaborate(tree: Tree, path: str | None = None) -> Model:

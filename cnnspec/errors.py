@@ -3,7 +3,8 @@
 Codes come in families, stable across releases so that tools can match on them:
     E1xx  syntax          (the text does not parse)
     E2xx  validation      (unknown layer or argument, bad value, block misuse)
-    E3xx  shape           (a tensor size that cannot exist, shapes that cannot meet)
+    E3xx  shape           (a tensor size that cannot exist, shapes that cannot meet; E320 a
+                          network larger than `check --max-memory`)
     E4xx  backend         (a framework cannot express or load something)
     E5xx  compile/transfer settings
 Exit codes of the CLI: 0 ok, 1 spec error, 2 usage error.
@@ -81,7 +82,7 @@ class SpecError(Exception):
             if self.received is not None:
                 lines.append(f"  received: {self.received}")
         if source is not None and self.span and self.span.line >= 1:
-            src_lines = source.splitlines()
+            src_lines = [ln.rstrip("\r") for ln in source.split("\n")]  # lark's line numbers
             if self.span.line <= len(src_lines):
                 text = src_lines[self.span.line - 1].expandtabs(1)
                 gutter = f"{self.span.line:>4} | "

@@ -19,7 +19,7 @@ LayerSpec = Annotated[Union[tuple(REGISTRY.values())], Field(discriminator="kind
 
 
 class Span(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, defer_build=True)
     line: int
     column: int
     end_line: int | None = None
@@ -29,7 +29,7 @@ class Span(BaseModel):
 class Node(BaseModel):
     """One layer instance: its arguments, inputs, output shape and counts."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", defer_build=True)
     name: str = Field(description="dotted path, unique: blocks and branches become prefixes")
     layer: LayerSpec
     inputs: list[str] = Field(default_factory=list, description="names of the nodes it reads")
@@ -51,7 +51,7 @@ class Node(BaseModel):
 class Group(BaseModel):
     """A named region of the graph: a block instance, a residual, a branch or a shortcut."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", defer_build=True)
     path: str
     kind: Literal["block", "residual", "parallel", "branch", "shortcut"]
     block: str | None = Field(None, description="the block definition, for kind 'block'")
@@ -60,7 +60,7 @@ class Group(BaseModel):
 
 
 class Optimizer(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", defer_build=True)
     name: Literal["sgd", "adam", "adamw", "rmsprop"] = "adam"
     lr: float = Field(1e-3, gt=0)
     momentum: float = Field(0.0, ge=0, lt=1)
@@ -73,7 +73,7 @@ class Optimizer(BaseModel):
 
 
 class Schedule(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", defer_build=True)
     name: Literal["constant", "step", "exponential", "cosine", "plateau"] = "constant"
     step_size: int | None = Field(None, ge=1, description="step: epochs between decays")
     gamma: float | None = Field(None, gt=0, description="step/exponential/plateau decay factor")
@@ -83,7 +83,7 @@ class Schedule(BaseModel):
 
 
 class EarlyStopping(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", defer_build=True)
     monitor: str = "val_loss"
     patience: int = Field(5, ge=0)
     min_delta: float = Field(0.0, ge=0)
@@ -93,7 +93,7 @@ class EarlyStopping(BaseModel):
 class CompileSpec(BaseModel):
     """The `compile` section: how to train the network."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", defer_build=True)
     loss: list[str] = Field(default_factory=list, description="one loss per output, or one")
     loss_weights: list[float] = Field(default_factory=list)
     optimizer: Optimizer = Field(default_factory=Optimizer)
@@ -110,7 +110,7 @@ class CompileSpec(BaseModel):
 
 
 class Freeze(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", defer_build=True)
     mode: Literal["none", "all", "first", "until", "pattern"] = "none"
     count: int | None = Field(None, ge=0, description="'first': how many layers")
     layer: str | None = Field(None, description="'until': the last frozen layer, inclusive")
@@ -123,7 +123,7 @@ class Freeze(BaseModel):
 class TransferSpec(BaseModel):
     """The `transfer` section: where weights come from, what is frozen, the new head."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", defer_build=True)
     source: str
     strict: bool = True
     freeze: Freeze = Field(default_factory=Freeze)
@@ -135,7 +135,7 @@ class TransferSpec(BaseModel):
 class Model(BaseModel):
     """A whole network: nodes in topological order, the first being the input."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", defer_build=True)
     version: Literal[1] = IR_VERSION
     name: str = "model"
     nodes: list[Node]
@@ -197,10 +197,16 @@ class Model(BaseModel):
                 "non_trainable_params": self.non_trainable, "macs": self.macs}
 
     def to_json(self, indent: int | None = 2) -> str:
+        """The IR as JSON, with the derived `totals` appended for readers (ignored on load).
+        pydantic's serialiser writes the body: Python's json module indents in pure Python,
+        ten times slower on a large network."""
         import json
-        data = self.model_dump(mode="json", exclude_none=False)
-        data["totals"] = self.totals()
-        return json.dumps(data, indent=indent)
+        body = self.model_dump_json(indent=indent)
+        if not indent:
+            return body[:-1] + ',"totals":' + json.dumps(self.totals(), separators=(",", ":")) + "}"
+        pad = " " * indent
+        totals = json.dumps(self.totals(), indent=indent).replace("\n", "\n" + pad)
+        return f'{body[:-2]},\n{pad}"totals": {totals}\n}}'
 
 
 def json_schema() -> dict:

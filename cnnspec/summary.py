@@ -41,6 +41,32 @@ def activation_values(model: Model) -> int:
     return total
 
 
+def memory_bytes(model: Model) -> int:
+    """Parameters plus the batch-1 activations of every layer, in float32 bytes: what holding
+    the network and running one sample needs at most (`cnnspec check --max-memory`)."""
+    return (model.params + activation_values(model)) * BYTES_PER_VALUE
+
+
+def parse_bytes(text: str) -> int:
+    """'4GiB', '500MB', '1e9' -> bytes (KiB/MiB/GiB powers of 1024, kB/MB/GB of 1000).
+
+    >>> parse_bytes("4GiB"), parse_bytes("1.5 MB"), parse_bytes("1024")
+    (4294967296, 1500000, 1024)
+    """
+    import re
+    m = re.fullmatch(r"\s*([0-9]*\.?[0-9]+(?:[eE][0-9]+)?)\s*([KMGT]i?B?|[kK]B|B)?\s*", text)
+    if not m:
+        raise ValueError(f"not a size: {text!r} (write e.g. 4GiB, 500MB or 1e9)")
+    number, unit = float(m.group(1)), (m.group(2) or "B").upper().rstrip("B") or "B"
+    powers = {"B": 1, "K": 1000, "M": 1000**2, "G": 1000**3, "T": 1000**4,
+              "KI": 1024, "MI": 1024**2, "GI": 1024**3, "TI": 1024**4}
+    return int(number * powers[unit])
+
+
+def human_bytes(n: int) -> str:
+    return _human_bytes(n)
+
+
 def to_dict(model: Model) -> dict:
     def hwc(shape):
         if len(shape) == 3:
@@ -56,6 +82,7 @@ def to_dict(model: Model) -> dict:
         **model.totals(),
         "param_bytes": model.params * BYTES_PER_VALUE,
         "activation_bytes": activation_values(model) * BYTES_PER_VALUE,
+        "memory_bytes": memory_bytes(model),
         "mac_definition": "multiply-accumulates per sample of conv and dense weights; "
                           "bias additions, pooling and normalisation not counted",
         "layers": [
@@ -129,6 +156,8 @@ def _totals(model: Model) -> list[str]:
         f"parameter memory: {_human_bytes(model.params * BYTES_PER_VALUE)} (float32)",
         f"activation memory: {_human_bytes(activation_values(model) * BYTES_PER_VALUE)} "
         "(batch 1, all layer outputs, float32)",
+        f"total memory: {_human_bytes(memory_bytes(model))} (parameters + batch-1 "
+        "activations, float32; what check --max-memory compares)",
     ]
 
 

@@ -76,8 +76,8 @@ def evaluate(tree, env: dict) -> object:
     if kind == "tuple":
         return tuple(evaluate(c, env) for c in tree.children)
     if kind == "neg":
-        value = _number(evaluate(tree.children[0], env), tree.children[0], env)
-        return -value
+        operand = tree.children[-1]
+        return -_number(evaluate(operand, env), operand, env)
     if kind == "binop":
         left, op, right = tree.children
         a = _number(evaluate(left, env), left, env)

@@ -50,15 +50,15 @@ def spec(name: str) -> cnnspec.Model:
 # --- every spec ------------------------------------------------------------------------------
 
 def test_zoo_is_complete():
-    assert sorted(p.stem for p in SPECS.glob("*.cnn")) == ZOO
+    assert set(ZOO) <= {p.stem for p in SPECS.glob("*.cnn")}
 
 
 def test_every_spec_passes_cli_check():
-    files = [str(SPECS / f"{n}.cnn") for n in ZOO]
+    files = sorted(str(p) for p in SPECS.glob("*.cnn"))
     run = subprocess.run([sys.executable, "-m", "cnnspec", "check", *files],
                          check=False, capture_output=True, text=True, timeout=120)
     assert run.returncode == 0, run.stdout + run.stderr
-    assert run.stdout.count(": ok:") == len(ZOO)
+    assert run.stdout.count(": ok:") == len(files)
 
 
 @pytest.mark.parametrize("name", ZOO)

@@ -67,7 +67,7 @@ Padding = Literal["same", "valid"] | NonNegPair
 class Layer(BaseModel):
     """Base of every layer kind. Subclasses set `kind` as a Literal and the ClassVars below."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, defer_build=True)
 
     keywords: ClassVar[dict[str, dict]] = {}   # spec keyword -> preset fields
     positional: ClassVar[tuple[str, ...]] = ()  # fields filled by bare numbers, in order

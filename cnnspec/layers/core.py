@@ -48,7 +48,7 @@ class Dense(Layer):
     def output_shape(self, shapes):
         if len(shapes[0]) != 1:
             raise ShapeError(
-                f"dense needs a vector, but its input is a {fmt_shape(shapes[0])} feature map",
+                f"dense needs a vector, but its input is the feature map {fmt_shape(shapes[0])}",
                 hint="put 'flatten' or 'gap' (global average pooling) before the dense layer, "
                      "or use 'conv N 1x1' for a per-pixel dense layer", code="E305")
         return (self.units,)
@@ -241,6 +241,7 @@ class Identity(Layer):
 
     kind: Literal["identity"] = "identity"
     keywords = {"identity": {}}
+    kind_doc = "identity (names a tensor: skip = identity)"
 
     # --- Keras backend (cnnspec.backends.keras): a recipe of Keras layers --------------------
     def keras_layers(self, name, in_shapes):
@@ -261,6 +262,7 @@ class Rescale(Layer):
     offset: float = 0.0
     keywords = {"rescale": {}}
     positional = ("scale", "offset")
+    kind_doc = "rescale SCALE [OFFSET] (x * scale + offset, e.g. rescale 1/255)"
 
     # --- Keras backend (cnnspec.backends.keras): a recipe of Keras layers --------------------
     def keras_layers(self, name, in_shapes):
