@@ -24,24 +24,27 @@ from __future__ import annotations
 
 import keyword
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from ..ir import Model
 from . import torch_emit as te
 
 # nn.Module's own attributes, and those the generated class adds: a layer called so gets "_".
-_MODULE_ATTRS = frozenset("""
-T_destination add_module apply bfloat16 buffers call_super_init children compile cpu cuda
-double dump_patches eval extra_repr float forward get_buffer get_extra_state get_parameter
-get_submodule half ipu load_state_dict modules mtia named_buffers named_children named_modules
-named_parameters parameters register_backward_hook register_buffer register_forward_hook
-register_forward_pre_hook register_full_backward_hook register_full_backward_pre_hook
-register_load_state_dict_post_hook register_load_state_dict_pre_hook register_module
-register_parameter register_state_dict_post_hook register_state_dict_pre_hook requires_grad_
-set_extra_state set_submodule share_memory smart_apply state_dict to to_empty train training
-type xpu zero_grad logits output_names softmax_outputs spec
-""".split())
+_MODULE_ATTRS = frozenset({
+    "T_destination", "add_module", "apply", "bfloat16", "buffers", "call_super_init", "children",
+    "compile", "cpu", "cuda", "double", "dump_patches", "eval", "extra_repr", "float", "forward",
+    "get_buffer", "get_extra_state", "get_parameter", "get_submodule", "half", "ipu",
+    "load_state_dict", "modules", "mtia", "named_buffers", "named_children", "named_modules",
+    "named_parameters", "parameters", "register_backward_hook", "register_buffer",
+    "register_forward_hook", "register_forward_pre_hook", "register_full_backward_hook",
+    "register_full_backward_pre_hook", "register_load_state_dict_post_hook",
+    "register_load_state_dict_pre_hook", "register_module", "register_parameter",
+    "register_state_dict_post_hook", "register_state_dict_pre_hook", "requires_grad_",
+    "set_extra_state", "set_submodule", "share_memory", "smart_apply", "state_dict", "to",
+    "to_empty", "train", "training", "type", "xpu", "zero_grad", "logits", "output_names",
+    "softmax_outputs", "spec",
+})
 # Names the generated forward uses for itself.
 _CODE_NAMES = frozenset({"self", "x", "inputs", "torch", "nn", "F", "float", "build_model"})
 
@@ -94,9 +97,24 @@ def plan(model: Model) -> Plan:
         op = layer.torch_op(shapes) if layer is not None else te.TorchOp(forward=te.X)
         steps.append(Step(node.name, op, list(node.inputs), tuple(node.shape),
                           softmax=softmax, live=node.name in live))
+    _overwrite_where_safe(steps, consumers, model)
     containers = _name_modules(steps)
     return Plan(model.name, class_name(model.name), model.input.name, tuple(model.input_shape),
                 steps, list(model.outputs), containers)
+
+
+def _overwrite_where_safe(steps: list[Step], consumers: dict[str, int], model: Model) -> None:
+    """Use a layer's in-place forward (which overwrites its first input) where that input is a
+    fresh tensor read by it alone, as torchvision's ReLU(inplace=True) after batch norm and
+    `out += identity`: same values, no new allocation."""
+    by_name = {s.node: s for s in steps}
+    for step in steps:
+        if step.op.inplace is None:
+            continue
+        src = by_name.get(step.inputs[0])
+        if src is not None and src.op.fresh and consumers[src.node] == 1 \
+                and src.node not in model.outputs:
+            step.op = replace(step.op, forward=step.op.inplace)
 
 
 def _live(model: Model) -> set[str]:
@@ -555,3 +573,83 @@ def _input_flat(model: Model, sources: dict, node: str) -> tuple | None:
         return None
     inputs = model.node(node).inputs
     return sources[inputs[0]] if len(inputs) == 1 else None
+
+
+# --- Weights files and ONNX ------------------------------------------------------------------
+
+def read_weights(path) -> dict:
+    """A state_dict from .safetensors (safetensors) or a torch file read with
+    weights_only=True (no pickle code runs); a dict holding "state_dict" is unwrapped."""
+    import torch
+    path = Path(path)
+    try:
+        if path.suffix == ".safetensors":
+            from safetensors.torch import load_file
+            state = load_file(str(path))
+        else:
+            state = torch.load(str(path), map_location="cpu", weights_only=True)
+    except FileNotFoundError:
+        raise WeightsError(f"{path}: no such file") from None
+    except Exception as exc:  # noqa: BLE001  (a corrupt file: say which, no traceback)
+        raise WeightsError(f"{path}: not a readable weights file ({exc})") from None
+    if isinstance(state, dict) and isinstance(state.get("state_dict"), dict):
+        state = state["state_dict"]
+    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor)
+                                              for v in state.values()):
+        raise WeightsError(f"{path}: expected a mapping of names to tensors (a state_dict)")
+    return state
+
+
+def load_weights(module, model: Model, state: dict, fmt: str = "cnnspec"):
+    """Load a state_dict with cnnspec's keys (fmt 'cnnspec') or torchvision's ('torchvision',
+    matched by order); raises WeightsError listing what does not fit."""
+    if fmt == "torchvision":
+        return load_torchvision_state_dict(module, model, state)
+    target = module.state_dict()
+    missing = [k for k in target if k not in state]
+    unexpected = [k for k in state if k not in target]
+    shapes = [f"{k}: {_shape(state[k])} in the file, {_shape(target[k])} in the network"
+              for k in target if k in state and state[k].shape != target[k].shape]
+    if missing or unexpected or shapes:
+        report = LoadReport(missing=missing, unexpected=unexpected, mismatched=shapes)
+        raise WeightsError(f"the weights do not fit '{model.name}':\n{report}\n(torchvision "
+                           "weights: use the torchvision format, matched by order)")
+    module.load_state_dict(state)
+    return None
+
+
+def input_example(model: Model, batch: int = 1):
+    import torch
+    shape = model.input_shape
+    nchw = (shape[2], shape[0], shape[1]) if len(shape) == 3 else tuple(shape)
+    return torch.randn(batch, *nchw, generator=torch.Generator().manual_seed(0))
+
+
+def export_onnx(module, model: Model, path, opset: int = 17) -> None:
+    """Write the network (eval mode) as ONNX, batch size dynamic; atomically (temp + rename).
+    Uses torch's TorchScript-based exporter (the dynamo one needs onnxscript)."""
+    import os
+    import tempfile
+    import warnings
+
+    import torch
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    outputs = [identifier(o) for o in model.outputs]
+    axes = {"input": {0: "batch"}, **{o: {0: "batch"} for o in outputs}}
+    was_training = module.training
+    module.eval()
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            torch.onnx.export(module, (input_example(model),), tmp, dynamo=False,
+                              input_names=["input"], output_names=outputs,
+                              dynamic_axes=axes, opset_version=opset)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    finally:
+        module.train(was_training)

@@ -78,12 +78,17 @@ class TorchOp:
     """A layer in PyTorch: the module it owns (or None) and what forward computes.
 
     `setup` lists attributes set on the module after construction (a BatchNorm that learns
-    only its offset gets `bias = nn.Parameter(...)`).
+    only its offset gets `bias = nn.Parameter(...)`). `fresh`: forward returns a new tensor
+    that its own backward does not need (conv, batch norm, add...), so the next layer may
+    overwrite it; `inplace`: a forward doing that (an activation as torchvision's
+    ReLU(inplace=True)), used by the backend only where the input is fresh and read once.
     """
 
     forward: Any
     module: Call | None = None
     setup: tuple[tuple[str, Call], ...] = field(default=())
+    fresh: bool = False
+    inplace: Any = None
 
 
 X = In(0)
@@ -118,16 +123,27 @@ _ACTIVATIONS = {
 }
 
 
-def activation(fn: str | None, x, alpha: float | None = None):
-    """The expression applying activation `fn` to x (x itself for None / linear)."""
+_INPLACE = {"relu", "relu6", "silu", "hard_swish", "hard_sigmoid", "leaky_relu", "elu"}
+
+
+def activation(fn: str | None, x, alpha: float | None = None, inplace: bool = False):
+    """The expression applying activation `fn` to x (x itself for None / linear).
+
+    inplace=True overwrites x where torch can (relu, relu6, silu, ...): only for an x that
+    nothing else reads and whose backward does not need it (a conv's fresh output)."""
     if fn is None or fn == "linear":
         return x
+    extra = (("inplace", True),) if inplace and fn in _INPLACE else ()
     if fn == "leaky_relu":
-        return call("F.leaky_relu", x, 0.01 if alpha is None else alpha)
+        return Call("F.leaky_relu", (x, 0.01 if alpha is None else alpha), extra)
     if fn == "elu":
-        return call("F.elu", x, 1.0 if alpha is None else alpha)
+        return Call("F.elu", (x, 1.0 if alpha is None else alpha), extra)
     name, kwargs = _ACTIVATIONS[fn]
-    return Call(name, (x,), tuple(kwargs.items()))
+    return Call(name, (x,), tuple(kwargs.items()) + extra)
+
+
+def can_overwrite(fn: str | None) -> bool:
+    return fn in _INPLACE
 
 
 def same_pads_2d(shape, kernel, stride, dilation=(1, 1)) -> tuple[tuple[int, int], ...]:

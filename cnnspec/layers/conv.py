@@ -198,7 +198,9 @@ class SeparableConv(_Windowed):
                      **te.kwargs_unless_default(bias=(self.bias, True)))
         # Keras SeparableConv2D: depthwise (no bias), pointwise, then the one bias
         seq = te.call("nn.Sequential", dw.module, pw)
-        return te.TorchOp(module=seq, forward=te.activation(self.activation, dw.forward))
+        return te.TorchOp(module=seq, forward=te.activation(self.activation, dw.forward,
+                                                           inplace=True),
+                          fresh=self.activation is None)
 
 
 @register
@@ -304,7 +306,9 @@ class ConvTranspose(Layer):
             full = slice(None)
             y = te.Index(y, (full, full, slice(None, h * self.stride[0]),
                              slice(None, w * self.stride[1])))
-        return te.TorchOp(module=module, forward=te.activation(self.activation, y))
+        return te.TorchOp(module=module, forward=te.activation(self.activation, y,
+                                                              inplace=not crop),
+                          fresh=self.activation is None and not crop)
 
 
 # --- torch backend helpers ------------------------------------------------------------------
@@ -319,6 +323,7 @@ def _torch_conv(layer, shape, in_c: int, out_c: int, groups: int):
                          stride=(te.one(layer.stride), 1), padding=(padding, 0),
                          dilation=(te.one(layer.dilation), 1), groups=(groups, 1),
                          bias=(layer.bias, True)))
-    forward = te.activation(layer.activation, te.Self((te.pad(te.X, pads),)))
-    return te.TorchOp(module=module, forward=forward)
+    # the conv's output is fresh: its activation may overwrite it (torchvision's inplace=True)
+    forward = te.activation(layer.activation, te.Self((te.pad(te.X, pads),)), inplace=True)
+    return te.TorchOp(module=module, forward=forward, fresh=layer.activation is None)
 

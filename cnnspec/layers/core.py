@@ -76,8 +76,9 @@ class Dense(Layer):
         from ..backends import torch_emit as te
         module = te.call("nn.Linear", shapes[0][0], self.units,
                          **te.kwargs_unless_default(bias=(self.bias, True)))
-        return te.TorchOp(module=module,
-                          forward=te.activation(self.activation, te.Self((te.X,))))
+        return te.TorchOp(module=module, forward=te.activation(self.activation,
+                                                              te.Self((te.X,)), inplace=True),
+                          fresh=self.activation is None)
 
 
 @register
@@ -229,7 +230,9 @@ class Activation(Layer):
     # --- torch backend (cnnspec.backends.torch) ---------------------------------------------
     def torch_op(self, shapes):
         from ..backends import torch_emit as te
-        return te.TorchOp(forward=te.activation(self.fn, te.X, self.alpha))
+        inplace = te.activation(self.fn, te.X, self.alpha, inplace=True) \
+            if te.can_overwrite(self.fn) else None
+        return te.TorchOp(forward=te.activation(self.fn, te.X, self.alpha), inplace=inplace)
 
     def without_softmax(self):
         return (None, True) if self.fn == "softmax" else (self, False)

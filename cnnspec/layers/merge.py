@@ -56,5 +56,12 @@ class Merge(Layer):
         from ..backends import torch_emit as te
         xs = tuple(te.In(i) for i in range(len(shapes)))
         if self.op == "concat":
-            return te.TorchOp(forward=te.call("torch.cat", list(xs), 1))
-        return te.TorchOp(forward=te.BinOp("+" if self.op == "add" else "*", xs))
+            return te.TorchOp(forward=te.call("torch.cat", list(xs), 1), fresh=True)
+        inplace = None
+        if self.op == "add" and tuple(shapes[0]) == tuple(self.output_shape(shapes)):
+            inplace = xs[0]                  # torchvision's `out += identity`
+            for x in xs[1:]:
+                inplace = te.method(inplace, "add_", x)
+        # a product is not fresh: multiply's backward reads its inputs
+        return te.TorchOp(forward=te.BinOp("+" if self.op == "add" else "*", xs),
+                          fresh=self.op == "add", inplace=inplace)

@@ -64,7 +64,7 @@ class BatchNorm(Layer):
         if self.scale != self.center:
             name, init = ("weight", "torch.ones") if self.scale else ("bias", "torch.zeros")
             setup = ((name, te.call("nn.Parameter", te.call(init, c))),)
-        return te.TorchOp(module=module, forward=te.Self((te.X,)), setup=setup)
+        return te.TorchOp(module=module, forward=te.Self((te.X,)), setup=setup, fresh=True)
 
 
 @register

@@ -89,7 +89,8 @@ class Pool(Layer):
         module = te.call(cls, k, **te.kwargs_unless_default(
             stride=(s, k), padding=(padding, 0), ceil_mode=(self.ceil, False)), **extra)
         return te.TorchOp(module=module,
-                          forward=te.Self((te.pad(te.X, pads, value=float("-inf")),)))
+                          forward=te.Self((te.pad(te.X, pads, value=float("-inf")),)),
+                          fresh=True)
 
 
 @register

@@ -1,0 +1,449 @@
+"""The PyTorch backend against the IR: shapes, counts, names, codegen, logits, weights, ONNX."""
+
+from __future__ import annotations
+
+import copy
+import importlib.util
+import pickle
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+import cnnspec
+from cnnspec.backends import torch as tb
+from cnnspec.backends import torch_emit as te
+from cnnspec.layers import REGISTRY
+
+torch = pytest.importorskip("torch")
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    """pytest-xdist runs a worker per core: one torch thread each avoids oversubscription."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+RUFF = Path(sys.executable).with_name("ruff")
+
+# One small network per layer kind and variant: (kind, spec body after the input line).
+CASES = [
+    ("conv", "input 9x9x3\nconv 4 3x3 stride=2 same relu"),
+    ("conv", "input 8x8x3\nconv 4 3x3 stride=2 same"),
+    ("conv", "input 8x10x3\nconv 6 (3, 5) stride=(2, 1) same groups=3 nobias"),
+    ("conv", "input 12x12x2\nconv 4 3x3 dilation=2 same leaky_relu"),
+    ("conv", "input 12x12x2\nconv 4 5x5 stride=2 padding=2 elu"),
+    ("dwconv", "input 8x8x4\ndwconv 3x3 stride=2 same multiplier=2 relu6"),
+    ("sepconv", "input 8x8x4\nsepconv 6 3x3 same silu"),
+    ("sepconv", "input 7x7x4\nsepconv 6 3x3 stride=2 same nobias"),
+    ("deconv", "input 5x5x4\ndeconv 3 3x3 stride=2 same"),
+    ("deconv", "input 5x5x4\ndeconv 3 4x4 stride=2 same sigmoid"),
+    ("deconv", "input 5x5x4\ndeconv 3 1x1 stride=2 same"),
+    ("deconv", "input 5x5x4\ndeconv 3 3x3 stride=2 padding=1 output_padding=1 tanh"),
+    ("deconv", "input 5x5x4\ndeconv 3 2x2 stride=2"),
+    ("dense", "input 7\ndense 5 gelu"),
+    ("dense", "input 4x4x2\nflatten\ndense 3 nobias softmax"),
+    ("flatten", "input 3x4x5\nflatten"),
+    ("flatten", "input 1x1x5\nflatten"),
+    ("reshape", "input 3x4x5\nreshape 60\nreshape (5, 4, 3)"),
+    ("dropout", "input 6\ndropout 0.3"),
+    ("activation", "input 4x4x3\nhard_swish\nhard_sigmoid\nsoftmax"),
+    ("activation", "input 6\nleaky_relu 0.2\nelu\ntanh\nsigmoid\nrelu6\nsilu\ngelu"),
+    ("identity", "input 4x4x3\nskip = identity\nrelu\nadd skip"),
+    ("rescale", "input 4x4x3\nrescale 0.5 0.25"),
+    ("zeropad", "input 4x4x3\nzeropad (1, 2, 3, 0)"),
+    ("upsample", "input 3x3x2\nupsample 2"),
+    ("upsample", "input 3x3x2\nupsample (2, 3) bilinear"),
+    ("merge", "input 4x4x3\na = conv 3 1x1\nb = conv 3 1x1 from=input\nmultiply a"),
+    ("merge", "input 4x4x3\nparallel concat relu {\n  branch { conv 2 1x1 }\n  branch { }\n}"),
+    ("merge", "input 4x4x8\ng = gap keepdims\nconv 8 1x1 sigmoid\nmultiply from=(input, g)"),
+    ("bn", "input 4x4x3\nbn eps=1e-3 momentum=0.99"),
+    ("bn", "input 4x4x3\nbn noscale"),
+    ("bn", "input 4x4x3\nbn nocenter"),
+    ("bn", "input 4x4x3\nbn noscale nocenter"),
+    ("bn", "input 6\nbn"),
+    ("lrn", "input 4x4x8\nlrn 5"),
+    ("pool", "input 8x8x3\nmaxpool 3 stride=2 same"),
+    ("pool", "input 9x9x3\navgpool 3 stride=2 same"),
+    ("pool", "input 8x8x3\navgpool 3 stride=2 same"),
+    ("pool", "input 8x8x3\navgpool 3 stride=1 same"),
+    ("pool", "input 9x9x3\nmaxpool 3 stride=2 ceil=true"),
+    ("pool", "input 8x8x3\navgpool 3 stride=2 padding=1"),
+    ("pool", "input 8x8x3\nmaxpool 2"),
+    ("global_pool", "input 5x5x3\ngap"),
+    ("global_pool", "input 5x5x3\ngmp keepdims"),
+    ("input", "input 4x4x3\nrelu"),
+]
+
+
+def compile_case(body: str) -> cnnspec.Model:
+    return cnnspec.compile_text("model case\n" + body + "\n")
+
+
+def every_node_out(model: cnnspec.Model) -> cnnspec.Model:
+    """The same network with every node an output, to see every tensor."""
+    return model.model_copy(update={"outputs": [n.name for n in model.nodes[1:]]})
+
+
+def nchw(shape) -> tuple:
+    return (shape[2], shape[0], shape[1]) if len(shape) == 3 else tuple(shape)
+
+
+def counts(net) -> tuple[int, int]:
+    trainable = sum(p.numel() for p in net.parameters())
+    stats = sum(b.numel() for n, b in net.named_buffers() if not n.endswith("num_batches_tracked"))
+    return trainable, stats
+
+
+def load_generated(source: str, tmp_path: Path, name: str = "generated"):
+    path = tmp_path / f"{name}.py"
+    path.write_text(source)
+    spec = importlib.util.spec_from_file_location(name, path)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def test_every_layer_kind_has_a_case_and_an_emitter():
+    covered = {kind for kind, _ in CASES}
+    assert covered == set(REGISTRY), set(REGISTRY) ^ covered
+    for kind, cls in REGISTRY.items():
+        assert "torch_op" in vars(cls), f"{kind} has no torch_op"
+
+
+@pytest.mark.parametrize("kind,body", CASES, ids=[f"{k}-{i}" for i, (k, _) in enumerate(CASES)])
+def test_shapes_and_counts_match_the_ir(kind, body):
+    model = compile_case(body)
+    net = tb.build(every_node_out(model)).eval()
+    x = torch.randn(2, *nchw(model.input_shape))
+    outs = net(x)
+    outs = outs if isinstance(outs, tuple) else (outs,)
+    for node, out in zip(model.nodes[1:], outs):
+        assert tuple(out.shape) == (2, *nchw(node.shape)), node.name
+    assert counts(net) == (model.trainable, model.non_trainable)
+
+
+@pytest.mark.parametrize("kind,body", CASES[::3], ids=[k for k, _ in CASES[::3]])
+def test_generated_source_equals_runtime_module(kind, body, tmp_path):
+    model = compile_case(body)
+    net = tb.build(model).eval()
+    gen = load_generated(tb.generate(model), tmp_path).build_model().eval()
+    assert list(gen.state_dict()) == list(net.state_dict())
+    gen.load_state_dict(net.state_dict())
+    x = torch.randn(2, *nchw(model.input_shape))
+    torch.testing.assert_close(gen(x), net(x), rtol=0, atol=0)
+
+
+def test_same_padding_is_symmetric_when_even():
+    """No F.pad overhead where torch's own padding gives TensorFlow's 'same'."""
+    op = compile_case("input 8x8x3\nconv 4 3x3 same").nodes[1].layer.torch_op([(8, 8, 3)])
+    assert te.render(op.forward, ["x"], "self.c") == "self.c(x)"
+    assert dict(op.module.kwargs)["padding"] == 1
+    op = compile_case("input 8x8x3\nconv 4 3x3 stride=2 same").nodes[1].layer.torch_op(
+        [(8, 8, 3)])
+    assert te.render(op.forward, ["x"], "self.c") == "self.c(F.pad(x, (0, 1, 0, 1)))"
+
+
+def test_layer_source_and_module_helpers():
+    conv = compile_case("input 8x8x3\nconv 64 3x3 same").nodes[1].layer
+    assert conv.torch_source([(8, 8, 3)]) == "nn.Conv2d(3, 64, kernel_size=3, padding=1)"
+    module = conv.torch_module([(8, 8, 3)])
+    assert isinstance(module, torch.nn.Conv2d) and module.padding == (1, 1)
+
+
+def test_batchnorm_momentum_is_one_minus_the_spec():
+    net = tb.build(compile_case("input 4x4x3\nbn eps=1e-3 momentum=0.99"))
+    bn = net.bn1
+    assert bn.momentum == pytest.approx(0.01) and bn.eps == 1e-3
+    net.train()
+    x = torch.randn(8, 3, 4, 4) + 3
+    net(x)
+    expected = 0.01 * x.mean((0, 2, 3))   # Keras: 0.99 * old (0) + 0.01 * batch mean
+    torch.testing.assert_close(bn.running_mean, expected)
+
+
+def test_offset_only_batchnorm_learns_only_its_offset():
+    net = tb.build(compile_case("input 4x4x3\nbn noscale")).eval()
+    assert [n for n, _ in net.named_parameters()] == ["bn1.bias"]
+    with torch.no_grad():
+        net.bn1.bias.fill_(2.0)
+    x = torch.randn(2, 3, 4, 4)
+    torch.testing.assert_close(net(x), x / (1 + 1e-5) ** 0.5 + 2.0)
+
+
+def test_flatten_is_in_hwc_order():
+    net = tb.build(compile_case("input 2x3x4\nflatten"))
+    x = torch.arange(24.0).reshape(1, 4, 2, 3)          # NCHW
+    torch.testing.assert_close(net(x), x.permute(0, 2, 3, 1).reshape(1, -1))
+
+
+# --- Names -------------------------------------------------------------------------------
+
+NAMES_SPEC = """
+model names
+input 8x8x3
+block unit(f) { conv f 3x3 same; bn; relu }
+forward = conv 4 3x3 same
+half = bn
+training = relu
+layer1 = unit 4
+layer1 = unit 4
+x = conv 4 1x1
+inputs = add forward
+"""
+
+
+def test_state_dict_keys_follow_the_spec_names_and_dodge_module_attributes(tmp_path):
+    model = cnnspec.compile_text(NAMES_SPEC)
+    net = tb.build(model)
+    keys = list(net.state_dict())
+    assert "forward_.weight" in keys and "half_.weight" in keys
+    assert "layer1.conv1.weight" in keys and "layer1.bn1.running_var" in keys
+    gen = load_generated(tb.generate(model), tmp_path).build_model()
+    assert list(gen.state_dict()) == keys
+    x = torch.randn(1, 3, 8, 8)
+    gen.load_state_dict(net.state_dict())
+    torch.testing.assert_close(gen.eval()(x), net.eval()(x))
+
+
+def test_reserved_names_cover_nn_module():
+    public = {n for n in dir(torch.nn.Module) if not n.startswith("_")}
+    assert public <= tb._MODULE_ATTRS, public - tb._MODULE_ATTRS
+
+
+@pytest.mark.parametrize("raw,safe", [("class", "class_"), ("a-b", "a_b"), ("2x", "n2x"),
+                                      ("__init__", "n__init__"), ("match", "match_"),
+                                      ("ok", "ok")])
+def test_identifier(raw, safe):
+    assert tb.identifier(raw) == safe
+
+
+def test_names_from_a_json_ir_cannot_inject_code(tmp_path):
+    model = compile_case("input 4x4x3\nconv 2 1x1")
+    evil = 'conv1"); import os; os.system("echo pwned'
+    node = model.nodes[1].model_copy(update={"name": evil})
+    model = model.model_copy(update={"nodes": [model.nodes[0], node], "outputs": [evil],
+                                     "name": 'm"""; import os; """'})
+    source = tb.generate(model)
+    compile(source, "generated.py", "exec")
+    assert "import os" not in source.split('"""')[2]   # nothing outside the docstring
+    mod = load_generated(source, tmp_path)
+    keys = list(mod.build_model().state_dict())
+    assert len(keys) == 2 and all(part.isidentifier() for k in keys for part in k.split("."))
+
+
+# --- Softmax and logits ------------------------------------------------------------------
+
+def test_logits_skip_only_the_final_softmax(tmp_path):
+    model = compile_case("input 6\ndense 8 softmax\ndense 4 softmax")
+    net = tb.build(model).eval()
+    assert net.softmax_outputs == ("dense2",)
+    x = torch.randn(3, 6)
+    probs = net(x)
+    net.logits = True
+    logits = net(x)
+    torch.testing.assert_close(torch.softmax(logits, 1), probs)
+    assert not torch.allclose(logits.sum(1), torch.ones(3))
+    gen = load_generated(tb.generate(model), tmp_path).build_model(logits=True).eval()
+    gen.load_state_dict(net.state_dict())
+    torch.testing.assert_close(gen(x), logits)
+    assert tb.build(model, logits=True).logits
+
+
+def test_separate_softmax_layer_becomes_identity_for_logits():
+    model = compile_case("input 6\ndense 4\nsoftmax")
+    net = tb.build(model, logits=True).eval()
+    x = torch.randn(2, 6)
+    torch.testing.assert_close(net(x), net.dense1(x))
+
+
+def test_several_outputs_come_as_a_tuple(tmp_path):
+    model = cnnspec.compile_text("input 8x8x3\na = conv 4 3x3 same\nb = gap\noutput a, b\n")
+    net = tb.build(model)
+    a, b = net(torch.randn(2, 3, 8, 8))
+    assert a.shape == (2, 4, 8, 8) and b.shape == (2, 4)
+    assert net.output_names == ("a", "b")
+    source = tb.generate(model)
+    assert "return a, x" in source or "return a, b" in source
+
+
+# --- Generated source -------------------------------------------------------------------
+
+ZOO = sorted(p.stem for p in (ROOT / "specs").glob("*.cnn"))
+
+
+@pytest.mark.parametrize("name", ZOO)
+def test_generated_source_is_stable_clean_and_equal(name, tmp_path):
+    model = cnnspec.compile_file(ROOT / "specs" / f"{name}.cnn")
+    source = tb.generate(model)
+    assert tb.generate(cnnspec.compile_file(ROOT / "specs" / f"{name}.cnn")) == source
+    assert "cnnspec" not in "".join(line for line in source.splitlines()
+                                    if line.startswith(("import", "from")))
+    path = tmp_path / f"{name}.py"
+    path.write_text(source)
+    lint = subprocess.run([str(RUFF), "check", "--no-cache", "--isolated", str(path)],
+                          capture_output=True, text=True, check=False)
+    assert lint.returncode == 0, lint.stdout
+    net = tb.build(model).eval()
+    gen = load_generated(source, tmp_path, name).build_model().eval()
+    assert list(gen.state_dict()) == list(net.state_dict())
+    gen.load_state_dict(net.state_dict())
+    size = model.input_shape
+    x = torch.randn(1, *nchw(size))
+    with torch.no_grad():
+        a, b = gen(x), net(x)
+    for u, v in zip(a if isinstance(a, tuple) else (a,), b if isinstance(b, tuple) else (b,)):
+        torch.testing.assert_close(u, v, rtol=0, atol=0)
+
+
+def test_generated_source_reads_like_hand_written_code():
+    source = tb.generate(cnnspec.compile_file(ROOT / "specs" / "resnet18.cnn"))
+    assert "class Resnet18(nn.Module):" in source and "def build_model(" in source
+    assert "self.layer1 = nn.Module()" in source
+    assert "x = self.conv1(x)" in source
+    assert "x = self.fc(x)" in source or "x = self.dense1(x)" in source
+
+
+def test_cli_build_writes_the_file(tmp_path):
+    out = tmp_path / "m.py"
+    from cnnspec.cli import main
+    assert main(["build", str(ROOT / "specs" / "resnet18.cnn"), "--backend", "torch",
+                 "-o", str(out)]) == 0
+    assert out.read_text() == tb.generate(cnnspec.compile_file(ROOT / "specs" /
+                                                                "resnet18.cnn"))
+
+
+def test_cli_build_reports_spec_errors(tmp_path, capsys):
+    bad = tmp_path / "bad.cnn"
+    bad.write_text("input 4x4x3\nconv 4 9x9\n")
+    from cnnspec.cli import main
+    assert main(["build", str(bad)]) == 1
+    assert "bad.cnn:2" in capsys.readouterr().err
+
+
+def test_template_is_found():
+    assert (tb.template_dir() / "torch_model.py.j2").is_file()
+
+
+# --- Copies, weights files, ONNX ------------------------------------------------------------
+
+def test_pickle_and_deepcopy_keep_the_network():
+    model = compile_case("input 6x6x3\nconv 4 3x3 same relu\nbn\ngap\ndense 2 softmax")
+    net = tb.build(model).eval()
+    x = torch.randn(2, 3, 6, 6)
+    for other in (pickle.loads(pickle.dumps(net)), copy.deepcopy(net)):
+        torch.testing.assert_close(other(x), net(x))
+        with torch.no_grad():
+            other.conv1.weight.zero_()
+        assert not torch.equal(other(x), net(x))
+
+
+def test_weights_files_round_trip_and_refuse_misfits(tmp_path):
+    from safetensors.torch import save_file
+    model = compile_case("input 6x6x3\nconv 4 3x3 same\nbn\ngap\ndense 2")
+    net = tb.build(model)
+    state = {k: v.contiguous() for k, v in net.state_dict().items()}
+    save_file(state, tmp_path / "w.safetensors")
+    torch.save(state, tmp_path / "w.pt")
+    for name in ("w.safetensors", "w.pt"):
+        other = tb.build(model)
+        tb.load_weights(other, model, tb.read_weights(tmp_path / name))
+        assert all(torch.equal(other.state_dict()[k], v) for k, v in state.items())
+    (tmp_path / "junk.pt").write_bytes(b"not a weights file")
+    with pytest.raises(tb.WeightsError, match="junk.pt"):
+        tb.read_weights(tmp_path / "junk.pt")
+    bigger = tb.build(compile_case("input 6x6x3\nconv 5 3x3 same\nbn\ngap\ndense 2"))
+    with pytest.raises(tb.WeightsError, match=r"conv1.weight: 5x3x3x3 in the file, 4x3x3x3"):
+        tb.load_weights(net, model, bigger.state_dict())
+
+
+def test_torchvision_mapping_reports_misfits_by_layer():
+    torchvision = pytest.importorskip("torchvision")
+    model = cnnspec.compile_file(ROOT / "specs" / "resnet18.cnn")
+    net = tb.build(model)
+    state = torchvision.models.resnet18(num_classes=10).state_dict()
+    with pytest.raises(tb.WeightsError) as info:
+        tb.load_torchvision_state_dict(net, model, state)
+    text = str(info.value)
+    assert "cnnspec 'fc'" in text or "'dense1'" in text
+    assert "1000x512 in cnnspec, 10x512 in torchvision" in text
+    short = dict(list(state.items())[:-2])
+    report = tb.load_torchvision_state_dict(net, model, short, strict=False)
+    assert report.missing and not report.unexpected and not report.ok
+
+
+def test_export_onnx_matches_torch(tmp_path):
+    onnx = pytest.importorskip("onnx")
+    ort = pytest.importorskip("onnxruntime")
+    spec = tmp_path / "net.cnn"
+    spec.write_text("model net\ninput 9x9x3\nconv 8 3x3 stride=2 same nobias\nbn\nrelu\n"
+                    "skip = maxpool 3 stride=2 same\nresidual relu { conv 8 3x3 same }\n"
+                    "avgpool 3 stride=2 same\nflatten\ndense 5 softmax\n")
+    model = cnnspec.compile_file(spec)
+    net = tb.build(model).eval()
+    from safetensors.torch import save_file
+    save_file({k: v.contiguous() for k, v in net.state_dict().items()}, tmp_path / "w.safetensors")
+    from cnnspec.cli import main
+    out = tmp_path / "net.onnx"
+    assert main(["export", str(spec), "--onnx", str(out), "--weights",
+                 str(tmp_path / "w.safetensors")]) == 0
+    onnx.checker.check_model(onnx.load(str(out)))
+    session = ort.InferenceSession(str(out), providers=["CPUExecutionProvider"])
+    x = torch.randn(3, 3, 9, 9)
+    (got,) = session.run(None, {"input": x.numpy()})
+    with torch.no_grad():
+        torch.testing.assert_close(torch.from_numpy(got), net(x), rtol=1e-4, atol=1e-4)
+    assert not list(tmp_path.glob(".net.onnx.*"))     # no temp file left behind
+
+
+def test_export_refuses_weights_that_do_not_fit(tmp_path, capsys):
+    spec = tmp_path / "net.cnn"
+    spec.write_text("input 4x4x3\nconv 2 1x1\n")
+    torch.save({"conv1.weight": torch.zeros(3, 3, 1, 1)}, tmp_path / "w.pt")
+    from cnnspec.cli import main
+    assert main(["export", str(spec), "--onnx", str(tmp_path / "o.onnx"), "--weights",
+                 str(tmp_path / "w.pt")]) == 1
+    err = capsys.readouterr().err
+    assert "conv1.bias" in err and "Traceback" not in err
+    assert not (tmp_path / "o.onnx").exists()
+
+
+def test_activations_overwrite_only_fresh_tensors_read_once():
+    model = compile_case("input 4x4x3\na = conv 3 1x1\nrelu\nadd a\nrelu\nsigmoid\nrelu")
+    lines = [line.split("  #")[0].strip() for line in tb.generate(model).splitlines()]
+    assert "x = F.relu(a)" in lines                       # a is read again by add
+    assert "x = F.relu(x, inplace=True)" in lines          # the add's fresh sum
+    assert lines.count("x = F.relu(x)") == 1               # sigmoid's backward needs its output
+    net = tb.build(model).train()
+    x = torch.randn(2, 3, 4, 4, requires_grad=True)
+    a = net.a(x)
+    expected = torch.relu(torch.sigmoid(torch.relu(torch.relu(a) + a)))
+    out = net(x)
+    torch.testing.assert_close(out, expected)
+    out.sum().backward()                                   # autograd accepts the in-place ops
+    assert x.grad is not None
+
+
+def test_generating_source_imports_no_framework():
+    code = ("import sys, cnnspec, cnnspec.torch\n"
+            "from cnnspec.backends import torch as tb\n"
+            "tb.generate(cnnspec.compile_text('input 8x8x3\\nconv 4 3x3 same relu\\n'))\n"
+            "assert 'torch' not in sys.modules and 'tensorflow' not in sys.modules\n")
+    subprocess.run([sys.executable, "-c", code], check=True, cwd=ROOT)
+
+
+def test_add_overwrites_its_first_input_only_when_safe():
+    model = compile_case("input 4x4x3\nconv 3 1x1\nb = bn\nconv 3 1x1\nadd b\n"
+                         "g = gap keepdims\nadd from=(g, b)")
+    body = tb.generate(model).split("def forward")[1]
+    assert ".add_(b)" in body                 # fresh conv output, read once: `out += identity`
+    assert "x = x + b" in body                # a 1x1 gate cannot hold the broadcast sum
+    net = tb.build(model).eval()
+    x = torch.randn(2, 3, 4, 4)
+    b = net.b(net.conv1(x))
+    s = net.conv2(b) + b
+    torch.testing.assert_close(net(x), s.mean((2, 3), keepdim=True) + b)
