@@ -161,3 +161,25 @@ def test_spec_and_data_errors_exit_1_without_traceback(tmp_path, capsys):
     assert main(["train", str(good), "--data", "no-such-source", "--out",
                  str(tmp_path / "o")]) == 1
     assert "unknown data source" in capsys.readouterr().err
+
+
+def test_saved_weights_load_into_the_spec_network_with_its_softmax(run, spec):
+    """Training strips the final softmax; the weights still fit the network as written."""
+    import torch
+    from safetensors.torch import load_file
+
+    import cnnspec
+    from cnnspec.backends.torch import build
+    backend, out = run
+    if backend != "torch":
+        from cnnspec.backends.keras import build as kbuild
+        net = kbuild(cnnspec.compile_file(spec))
+        net.load_weights(str(out / "last.weights.h5"))
+        probs = np.asarray(net(np.zeros((2, 8, 8, 1), np.float32)))
+    else:
+        net = build(cnnspec.compile_file(spec))
+        net.load_state_dict(load_file(str(out / "last.safetensors")))
+        net.eval()
+        with torch.no_grad():
+            probs = net(torch.zeros(2, 1, 8, 8)).numpy()
+    np.testing.assert_allclose(probs.sum(1), 1.0, rtol=1e-5)   # the softmax is there

@@ -120,8 +120,9 @@ def evaluate(model: Model, weights: str, source: str, backend: str | None = None
     plan, dataset = load_data(model, source, 0, data_options_)
     spec = plan.compile
     train_part = dataset
+    seed = _run_info(weights).get("seed", spec.seed)   # the split training made
     if spec.validation_split > 0:
-        train_part, val = dataset.split(spec.validation_split, spec.seed)
+        train_part, val = dataset.split(spec.validation_split, seed)
         dataset = val if split == "val" else dataset
     # a bare `normalize` is fitted to the training split, as in training
     ops = eval_ops(fitted_ops(list(spec.augment), train_part))
@@ -186,17 +187,25 @@ def predict(model: Model, weights: str, images: list[str], backend: str | None =
     return results
 
 
-def _normalize(x: np.ndarray, weights: str) -> np.ndarray:
-    """Apply the normalisation training fitted (result.json beside the weights), if any."""
+def _run_info(weights: str) -> dict:
+    """result.json (or checkpoint.json) of the run the weights come from, or {}."""
     for name in ("result.json", "checkpoint.json"):
         path = Path(weights).parent / name
         if path.is_file():
-            norm = json.loads(path.read_text(encoding="utf-8")).get("normalize")
-            if norm:
-                return ((x - np.asarray(norm["mean"], np.float32))
-                        / np.asarray(norm["std"], np.float32)).astype(np.float32)
-            return x
-    return x
+            try:
+                return json.loads(path.read_text(encoding="utf-8"))
+            except ValueError:
+                return {}
+    return {}
+
+
+def _normalize(x: np.ndarray, weights: str) -> np.ndarray:
+    """Apply the normalisation training fitted (recorded beside the weights), if any."""
+    norm = _run_info(weights).get("normalize")
+    if not norm:
+        return x
+    return ((x - np.asarray(norm["mean"], np.float32))
+            / np.asarray(norm["std"], np.float32)).astype(np.float32)
 
 
 def _save_mask(mask: np.ndarray, image: str, out_dir: str | None) -> str:
