@@ -110,6 +110,17 @@ def test_detection_trains_present_and_box(tmp_path, capsys):
                  "--data-option", "empty_fraction=0.25", "--format", "json"]) == 0
     got = json.loads(capsys.readouterr().out)["metrics"]
     assert got["mean_iou"] == pytest.approx(result["metrics"]["mean_iou"])
+    from PIL import Image
+
+    from cnnspec.data import generate_shapes
+    sample = generate_shapes(1, (16, 16), seed=4)
+    Image.fromarray((sample.x[0] * 255).astype(np.uint8)).save(tmp_path / "s.png")
+    assert main(["predict", str(tmp_path / "net.cnn"), str(tmp_path / "s.png"), "--weights",
+                 str(out / "best.safetensors"), "--format", "json"]) == 0
+    item = json.loads(capsys.readouterr().out)[0]
+    assert 0 <= item["present"] <= 1 and len(item["box"]) == 4
+    assert all(0 <= v <= 1 for v in item["box"])
+    assert item["box_pixels"][2] == pytest.approx(item["box"][2] * 16)
 
 
 def test_box_iou_agrees_with_torchvision():
