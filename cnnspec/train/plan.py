@@ -216,7 +216,8 @@ class _Checker:
         self.error("E517", f"cannot tell what this network is trained for from its outputs "
                    f"({shown})", "loss",
                    hint="a classifier ends in a vector; a segmenter in HxWxK at the input's "
-                        "size; a detector outputs present (1) and box (4)")
+                        "size; a detector outputs present (1) and box (4); a VAE encoder "
+                        "(mean, logvar) trains with --decoder DECODER.cnn")
         return "classify"
 
     def heads(self, task: str, losses: list[str]) -> list[Head]:
