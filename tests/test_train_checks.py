@@ -68,6 +68,8 @@ CASES = [
     (DETECTOR, 0, "", "loss smooth_l1 iou", ("E514", 10)),
     (DETECTOR, 0, "", "loss binary_crossentropy smooth_l1\n  metrics dice", ("E513", 11)),
     (CLASSIFIER, 10, "softmax", "loss sparse_cce weights=(1, 2)", ("E514", 7)),
+    (CLASSIFIER, 10, "softmax", "loss vae", ("E518", 7)),
+    (CLASSIFIER, 10, "softmax", "early_stopping monitor=val_top5", ("E516", 7)),
 ]
 
 

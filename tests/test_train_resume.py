@@ -106,8 +106,6 @@ def test_ctrl_c_saves_and_exits_cleanly(spec, straight, tmp_path):
     _wait_for_epoch(proc, out, 0)
     proc.send_signal(signal.SIGINT)
     stdout, stderr = proc.communicate(timeout=120)
-    if proc.returncode == 0:       # it finished before the signal landed: nothing to test
-        pytest.skip("the run ended before Ctrl-C arrived")
     assert proc.returncode == 130, stderr
     assert "Traceback" not in stderr
     assert "--resume" in stdout

@@ -67,7 +67,8 @@ def _run(tmp_path, text, *extra) -> Path:
     spec = tmp_path / "net.cnn"
     spec.write_text(text)
     out = tmp_path / "out"
-    assert main(["train", str(spec), "--out", str(out), "--progress", "off", *extra]) == 0
+    assert main(["train", str(spec), "--out", str(out), "--progress", "off", "--threads", "1",
+                 *extra]) == 0
     return out
 
 
@@ -109,6 +110,17 @@ def test_detection_trains_present_and_box(tmp_path, capsys):
                  "--data-option", "empty_fraction=0.25", "--format", "json"]) == 0
     got = json.loads(capsys.readouterr().out)["metrics"]
     assert got["mean_iou"] == pytest.approx(result["metrics"]["mean_iou"])
+    from PIL import Image
+
+    from cnnspec.data import generate_shapes
+    sample = generate_shapes(1, (16, 16), seed=4)
+    Image.fromarray((sample.x[0] * 255).astype(np.uint8)).save(tmp_path / "s.png")
+    assert main(["predict", str(tmp_path / "net.cnn"), str(tmp_path / "s.png"), "--weights",
+                 str(out / "best.safetensors"), "--format", "json"]) == 0
+    item = json.loads(capsys.readouterr().out)[0]
+    assert 0 <= item["present"] <= 1 and len(item["box"]) == 4
+    assert all(0 <= v <= 1 for v in item["box"])
+    assert item["box_pixels"][2] == pytest.approx(item["box"][2] * 16)
 
 
 def test_box_iou_agrees_with_torchvision():
@@ -155,3 +167,30 @@ def test_generation_specs_are_refused_with_a_located_error(tmp_path, capsys):
     with pytest.raises(cnnspec.SpecErrors) as info:
         cnnspec.train.make_plan(model)
     assert info.value.errors[0].code == "E517"
+
+
+def test_vae_loss_falls_and_samples_are_saved(tmp_path):
+    from PIL import Image
+    out = tmp_path / "vae"
+    assert main(["train", str(ROOT / "specs" / "vae.cnn"), "--decoder",
+                 str(ROOT / "specs" / "vae_decoder.cnn"), "--data", "digits", "--epochs", "2",
+                 "--batch-size", "128", "--threads", "1", "--out", str(out)]) == 0
+    rows = _rows(out)
+    assert float(rows[1]["train_loss"]) < float(rows[0]["train_loss"])
+    assert {"train_reconstruction", "train_kl", "val_loss"} <= set(rows[0])
+    grid = Image.open(out / "samples.png")
+    assert grid.size == (8 * 30, 8 * 30)          # 64 samples of 28x28, 2-pixel gutters
+    result = json.loads((out / "result.json").read_text())
+    assert result["task"] == "generate" and result["model"] == "vae"
+
+
+def test_dcgan_runs_generator_against_discriminator(tmp_path):
+    out = tmp_path / "gan"
+    assert main(["train", str(ROOT / "specs" / "dcgan_generator.cnn"), "--discriminator",
+                 str(ROOT / "specs" / "dcgan_discriminator.cnn"), "--data", "digits",
+                 "--epochs", "1", "--max-batches", "2", "--batch-size", "8",
+                 "--threads", "1", "--out", str(out)]) == 0
+    row = _rows(out)[0]
+    assert 0 < float(row["train_d_real"]) < 1 and float(row["train_loss_g"]) > 0
+    assert (out / "samples.png").read_bytes()[:4] == b"\x89PNG"
+    assert (out / "generator.safetensors").stat().st_size > 3_000_000 * 4

@@ -31,6 +31,15 @@ def configure(p):
     p.add_argument("--resume", action="store_true", help="continue the run in --out")
     p.add_argument("--nproc", type=int, default=1, metavar="N",
                    help="torch: N data-parallel processes (torchrun, DDP, gloo)")
+    p.add_argument("--threads", type=int, metavar="N",
+                   help="CPU threads for torch (default: torch's choice); 1 is often "
+                        "faster for small networks on a busy machine")
+    p.add_argument("--decoder", metavar="FILE",
+                   help="train FILE as a VAE encoder (outputs mean, logvar) with this decoder")
+    p.add_argument("--discriminator", metavar="FILE",
+                   help="train FILE as a GAN generator against this discriminator (DCGAN)")
+    p.add_argument("--max-batches", type=int, metavar="N",
+                   help="GAN: stop each epoch after N batches (CPU-sized runs)")
     p.add_argument("--progress", choices=("auto", "on", "off"), default="auto",
                    help="per-epoch progress bar on stderr (auto: when it is a terminal)")
 
@@ -68,7 +77,11 @@ def run(args) -> int:
         print(f"cnnspec train: error: {exc}", file=sys.stderr)
         return 2
     out = args.out or os.path.join("runs", model.name)
+    if args.threads:
+        set_threads(args.threads, args.backend)
     try:
+        if args.decoder or args.discriminator:
+            return _train_pair(model, args, options, out)
         return _train(model, args, options, out)
     except SpecErrors as errs:
         report(errs, args.file)
@@ -78,6 +91,50 @@ def run(args) -> int:
         if exc.hint:
             print(f"hint: {exc.hint}", file=sys.stderr)
         return EXIT_SPEC
+    except (OSError, ValueError) as exc:
+        print(f"cnnspec train: error: {exc}", file=sys.stderr)
+        return EXIT_SPEC
+
+
+def _train_pair(model, args, options, out) -> int:
+    """VAE (encoder + --decoder) or GAN (generator + --discriminator), torch only."""
+    from ..data import load as load_data
+    from ..train import generate
+    other = load(args.decoder or args.discriminator)
+    if other is None:
+        return EXIT_SPEC
+    if args.backend != "torch":
+        print("cnnspec train: error: --decoder/--discriminator train with --backend torch",
+              file=sys.stderr)
+        return 2
+    spec = model.compile
+    seed = args.seed if args.seed is not None else (spec.seed if spec else 0)
+    batch = args.batch_size or (spec.batch_size if spec else 64)
+    if args.decoder:
+        data = load_data(args.data, model.input_shape, "classify", seed, **options)
+        result = generate.train_vae(model, other, data, out, args.epochs or 10, batch,
+                                    spec.optimizer.lr if spec else 1e-3, seed)
+    else:
+        data = load_data(args.data, other.input_shape, "classify", seed, **options)
+        result = generate.train_gan(model, other, data, out, args.epochs or 1, batch, seed,
+                                    args.max_batches)
+    shown = "  ".join(f"{k} {v:.4f}" for k, v in result["metrics"].items())
+    print(f"{result['model']}: {shown}; samples in {out}/samples.png")
+    return EXIT_OK
+
+
+def set_threads(n: int, backend: str) -> None:
+    """Limit the framework's CPU threads (before it builds anything)."""
+    if backend == "torch":
+        import torch
+        torch.set_num_threads(n)
+    else:
+        import tensorflow as tf
+        try:
+            tf.config.threading.set_intra_op_parallelism_threads(n)
+            tf.config.threading.set_inter_op_parallelism_threads(n)
+        except RuntimeError:   # TensorFlow was initialised already in this process
+            pass
 
 
 def guarded(work, path: str, command: str):

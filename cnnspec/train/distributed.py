@@ -34,6 +34,8 @@ def worker_argv(args, out: str) -> list[str]:
                         ("--seed", args.seed)):
         if value is not None:
             argv += [flag, str(value)]
+    if args.threads:
+        argv += ["--threads", str(args.threads)]
     if args.resume:
         argv.append("--resume")
     return argv

@@ -16,6 +16,7 @@ from __future__ import annotations
 import math
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -48,7 +49,7 @@ class Options:
     resume: bool = False
     augment: list[str] = field(default_factory=list)
     progress: bool | None = None     # None: a bar when stderr is a terminal
-    log=print                        # one line per epoch
+    log: Callable = print            # one line per epoch
 
 
 def augment_ops(words: list[str]) -> list[str]:
@@ -61,6 +62,26 @@ def augment_ops(words: list[str]) -> list[str]:
         else:
             ops.append(word)
     return ops
+
+
+def fitted_ops(words: list[str], train) -> list | None:
+    """The augmentation ops, a bare `normalize` fitted to the training images."""
+    from ..data import parse_ops
+    return parse_ops(augment_ops(words), train.x) if words else None
+
+
+def eval_ops(ops) -> list | None:
+    """What evaluation applies: normalisation only (the random ops are for training)."""
+    kept = [op for op in ops or [] if op.name == "normalize"]
+    return kept or None
+
+
+def normalization(ops) -> dict | None:
+    """The fitted normalisation as JSON, for predict to apply to new images."""
+    for op in ops or []:
+        if op.name == "normalize":
+            return {"mean": list(op.mean), "std": list(op.std)}
+    return None
 
 
 class Interrupted(Exception):
@@ -151,6 +172,10 @@ class Trainer:
         state = ckpt.read_state(self.opts.out) if self.opts.out else None
         if state is None:
             return False
+        saved = state.get("backend")
+        if saved and saved != self.info.get("backend", saved):
+            raise ValueError(f"{self.opts.out} holds a {saved} run; resume it with "
+                             f"--backend {saved}")
         self.history = state["history"]
         self.best, self.best_epoch = state["best"], state["best_epoch"]
         self.bad_epochs = state["bad_epochs"]
@@ -187,10 +212,8 @@ class Trainer:
 
     # --- the loop --------------------------------------------------------------------------
     def fit(self, train, val) -> dict:
-        from ..data import parse_ops
-        ops = parse_ops(augment_ops(self.opts.augment), train.x) if self.opts.augment \
-            else None
-        val_ops = [op for op in ops if op.name == "normalize"] if ops else None
+        ops = fitted_ops(self.opts.augment, train)
+        val_ops = eval_ops(ops)
         epoch = self.start
         try:
             for epoch in range(self.start, self.opts.epochs):
@@ -248,7 +271,8 @@ class Trainer:
 
     def _stopped(self) -> bool:
         es = self.plan.compile.early_stopping
-        return es is not None and self.bad_epochs > es.patience
+        # Keras' EarlyStopping: stop once `patience` epochs in a row did not improve.
+        return es is not None and self.bad_epochs > 0 and self.bad_epochs >= es.patience
 
     @property
     def stopped_early(self) -> bool:

@@ -38,7 +38,9 @@ class Meter:
         self.sums: dict[str, np.ndarray | float] = {}
 
     def _add(self, key: str, value) -> None:
-        self.sums[key] = self.sums.get(key, 0) + np.asarray(value, dtype=np.float64)
+        # scalars stay Python numbers (cheap per batch); per-class counts are float64 arrays
+        value = float(value) if np.ndim(value) == 0 else np.asarray(value, dtype=np.float64)
+        self.sums[key] = self.sums.get(key, 0) + value
 
     def update(self, outputs: list[np.ndarray], batch: dict) -> None:
         """outputs: the heads' activated outputs (probabilities), in plan.heads order."""
@@ -52,10 +54,11 @@ class Meter:
             self._add("correct", np.sum(pred == y))
             self._add("top5", np.sum(pred == y))
         else:
-            self._add("correct", np.sum(prob.argmax(-1) == y))
-            k = min(5, prob.shape[-1])
-            top = np.argpartition(-prob, k - 1, axis=-1)[:, :k]
-            self._add("top5", np.sum(np.any(top == y[:, None], axis=1)))
+            self._add("correct", np.count_nonzero(prob.argmax(-1) == y))
+            if "top5" in self.names:
+                k = min(5, prob.shape[-1])
+                top = np.argpartition(-prob, k - 1, axis=-1)[:, :k]
+                self._add("top5", np.sum(np.any(top == y[:, None], axis=1)))
         self._add("n", len(y))
 
     def _mask(self, prob, batch) -> None:

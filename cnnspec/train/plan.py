@@ -5,7 +5,10 @@ Task inference lives here and only here (training, evaluation and prediction all
 
     outputs (H, W, K) with H x W = input         -> segment   (pixel-wise classes)
     an output of 4 units + one of 1 unit        -> detect    (present + box)
-    loss vae / adversarial, or output = input    -> generate
+    output = input with mse/mae/bce              -> generate (an autoencoder)
+    loss vae / adversarial                       -> two specs: `cnnspec train ENCODER
+                                                    --decoder D` / `GENERATOR
+                                                    --discriminator D` (train/generate.py)
     one vector output                            -> classify
 
 Every combination that cannot train is refused before any framework is imported, as a
@@ -21,7 +24,7 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ..errors import Span, SpecError, SpecErrors
+from ..errors import Span, SpecError, SpecErrors, did_you_mean
 from ..ir import CompileSpec, Model
 
 TASKS = ("classify", "segment", "detect", "generate")
@@ -44,7 +47,7 @@ TASK_METRICS = {
     "generate": {"mae", "mse"},
 }
 DEFAULT_LOSS = {"classify": ["sparse_categorical_crossentropy"], "segment": ["ce_dice"],
-                "detect": ["binary_crossentropy", "smooth_l1", "iou"], "generate": ["vae"]}
+                "detect": ["binary_crossentropy", "smooth_l1", "iou"], "generate": ["mse"]}
 DEFAULT_METRICS = {"classify": ["accuracy"], "segment": ["dice", "accuracy"],
                    "detect": ["mean_iou", "accuracy"], "generate": []}
 # The data loader's task names (cnnspec.data.TASKS).
@@ -173,6 +176,7 @@ class _Checker:
         self.check_losses(task, losses, heads)
         self.check_metrics(task, metrics)
         self.check_heads(task, heads, num_classes)
+        self.check_monitor(metrics)
         weights = list(self.spec.loss_weights) or [1.0] * len(heads)
         if len(weights) != len(heads):
             self.error("E514", f"loss weights={len(weights)} values for {len(heads)} "
@@ -187,6 +191,10 @@ class _Checker:
         shapes = model.output_shapes
         in_shape = model.input_shape
         if losses & {"vae", "adversarial"}:
+            self.error("E518", f"loss {'/'.join(sorted(losses & {'vae', 'adversarial'}))} "
+                       "trains two networks, and a spec holds one", "loss",
+                       hint="train the encoder with --decoder DECODER.cnn (VAE) or the "
+                            "generator with --discriminator DISCRIMINATOR.cnn (GAN)")
             return "generate"
         if len(shapes) >= 2 and any(s == (4,) for s in shapes) and any(
                 s == (1,) for s in shapes):
@@ -208,7 +216,8 @@ class _Checker:
         self.error("E517", f"cannot tell what this network is trained for from its outputs "
                    f"({shown})", "loss",
                    hint="a classifier ends in a vector; a segmenter in HxWxK at the input's "
-                        "size; a detector outputs present (1) and box (4)")
+                        "size; a detector outputs present (1) and box (4); a VAE encoder "
+                        "(mean, logvar) trains with --decoder DECODER.cnn")
         return "classify"
 
     def heads(self, task: str, losses: list[str]) -> list[Head]:
@@ -238,9 +247,6 @@ class _Checker:
                                     "present, smooth_l1 and/or iou for the box")
             return heads
         role = {"classify": "class", "segment": "mask", "generate": "image"}[task]
-        if task == "generate" and "vae" in losses and len(outs) != 1:
-            self.error("E514", f"a VAE spec has one output (the reconstruction), "
-                       f"got {len(outs)}", "loss")
         heads = [Head(n, role, s, a) for n, s, a in outs]
         if len(losses) == 1:
             for h in heads:
@@ -293,6 +299,18 @@ class _Checker:
             if m not in fits:
                 self.error("E513", f"metric {m} does not fit a {task} network", "metrics",
                            expected=", ".join(sorted(fits)))
+
+    def check_monitor(self, metrics: list[str]) -> None:
+        es = self.spec.early_stopping
+        if es is None:
+            return
+        from .metrics import ALIASES
+        names = ["loss", *(ALIASES.get(m, m) for m in metrics)]
+        known = [f"{split}_{n}" for split in ("val", "train") for n in names]
+        if es.monitor not in known:
+            self.error("E516", f"early_stopping monitors '{es.monitor}', which training does "
+                       "not measure", "early_stopping", expected=", ".join(known),
+                       hint=did_you_mean(es.monitor, known))
 
     def check_heads(self, task: str, heads: list[Head], num_classes: int | None) -> None:
         if num_classes is None:

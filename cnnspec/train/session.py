@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from ..ir import Model
-from .driver import Comm, Interrupted, Options, Trainer
+from .driver import Comm, Interrupted, Options, Trainer, eval_ops, fitted_ops, normalization
 from .driver import evaluate as _evaluate
 from .plan import Plan, make_plan
 
@@ -65,9 +65,6 @@ def train(model: Model, source: str, backend: str = "torch", out: str | Path | N
     plan, dataset = load_data(model, source, 0, data_options_)
     spec = plan.compile
     seed = spec.seed if seed is None else seed
-    if plan.task == "generate":
-        from .generate import train_generator
-        return train_generator(model, plan, dataset, backend, out, epochs, resume, seed, log)
     tr, va = dataset.split(spec.validation_split, seed)
     opts = Options(epochs=epochs or spec.epochs, batch_size=batch_size or spec.batch_size,
                    seed=seed, out=Path(out) if out else None, resume=resume,
@@ -78,11 +75,14 @@ def train(model: Model, source: str, backend: str = "torch", out: str | Path | N
     transfer = transfer.summary() if transfer is not None else None
     if transfer:
         log(transfer["loaded"])
+    norm = normalization(fitted_ops(opts.augment, tr))
     info = {"backend": backend, "data": str(source), "seed": seed, "spec": model.source,
-            "world": comm.world}
+            "world": comm.world, "normalize": norm}
     trainer = Trainer(be, plan, opts, comm, info)
     if resume and trainer.resume():
         log(f"resuming after epoch {trainer.start} of {opts.epochs}")
+    elif resume:
+        log(f"no checkpoint in {out}: starting from the first epoch")
     t0 = time.perf_counter()
     try:
         trainer.fit(tr, va)
@@ -93,8 +93,9 @@ def train(model: Model, source: str, backend: str = "torch", out: str | Path | N
         raise
     restored = trainer.restore_best()
     held_out = va if len(va) else tr
-    metrics = _evaluate(be, plan, held_out, opts.batch_size, comm)
-    result = {"task": plan.task, "backend": backend, "data": str(source),
+    metrics = _evaluate(be, plan, held_out, opts.batch_size, comm,
+                        eval_ops(fitted_ops(opts.augment, tr)))
+    result = {"normalize": norm,"task": plan.task, "backend": backend, "data": str(source),
               "best_epoch": trainer.best_epoch + 1, "epochs_run": len(trainer.history),
               "monitor": trainer.monitor, "stopped_early": trainer.stopped_early,
               "restored_best": restored, "held_out": "validation" if len(va) else "train",
@@ -124,11 +125,16 @@ def evaluate(model: Model, weights: str, source: str, backend: str | None = None
     """Metrics of saved weights on the held-out split of `source` ('val', or 'all')."""
     plan, dataset = load_data(model, source, 0, data_options_)
     spec = plan.compile
-    if split == "val" and spec.validation_split > 0:
-        dataset = dataset.split(spec.validation_split, spec.seed)[1]
+    train_part = dataset
+    seed = _run_info(weights).get("seed", spec.seed)   # the split training made
+    if spec.validation_split > 0:
+        train_part, val = dataset.split(spec.validation_split, seed)
+        dataset = val if split == "val" else dataset
+    # a bare `normalize` is fitted to the training split, as in training
+    ops = eval_ops(fitted_ops(list(spec.augment), train_part))
     be = make_backend(backend or backend_for_weights(weights), model, plan, spec.seed)
     be.load([weights], optimizer=False)
-    metrics = _evaluate(be, plan, dataset, batch_size or spec.batch_size)
+    metrics = _evaluate(be, plan, dataset, batch_size or spec.batch_size, ops=ops)
     return {"task": plan.task, "n": len(dataset), "metrics": metrics}
 
 
@@ -158,7 +164,7 @@ def predict(model: Model, weights: str, images: list[str], backend: str | None =
     plan = make_plan(model)
     be = make_backend(backend or backend_for_weights(weights), model, plan, 0)
     be.load([weights], optimizer=False)
-    x = read_images(images, model.input_shape)
+    x = _normalize(read_images(images, model.input_shape), weights)
     outs = be.predict(x)
     heads = {h.role: o for h, o in zip(plan.heads, outs)}
     results = []
@@ -185,6 +191,27 @@ def predict(model: Model, weights: str, images: list[str], backend: str | None =
                                   float(box[3] * h)]
         results.append(item)
     return results
+
+
+def _run_info(weights: str) -> dict:
+    """result.json (or checkpoint.json) of the run the weights come from, or {}."""
+    for name in ("result.json", "checkpoint.json"):
+        path = Path(weights).parent / name
+        if path.is_file():
+            try:
+                return json.loads(path.read_text(encoding="utf-8"))
+            except ValueError:
+                return {}
+    return {}
+
+
+def _normalize(x: np.ndarray, weights: str) -> np.ndarray:
+    """Apply the normalisation training fitted (recorded beside the weights), if any."""
+    norm = _run_info(weights).get("normalize")
+    if not norm:
+        return x
+    return ((x - np.asarray(norm["mean"], np.float32))
+            / np.asarray(norm["std"], np.float32)).astype(np.float32)
 
 
 def _save_mask(mask: np.ndarray, image: str, out_dir: str | None) -> str:

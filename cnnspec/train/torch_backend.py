@@ -101,7 +101,8 @@ class TorchBackend:
         torch.manual_seed(self.seed * 1_000_003 + epoch)
 
     def train_step(self, batch: dict):
-        self.module.train()
+        if not self.net.training:      # module.train() walks every submodule: once, not per batch
+            self.module.train()
         outs = self._forward(self.module, batch["x"])
         losses = self.losses(outs, batch)
         self.opt.zero_grad(set_to_none=True)
@@ -111,13 +112,15 @@ class TorchBackend:
 
     @torch.no_grad()
     def eval_step(self, batch: dict):
-        self.net.eval()
+        if self.net.training:
+            self.net.eval()
         outs = self._forward(self.net, batch["x"])
         return _floats(self.losses(outs, batch)), self._activated(outs)
 
     @torch.no_grad()
     def predict(self, x: np.ndarray) -> list[np.ndarray]:
-        self.net.eval()
+        if self.net.training:
+            self.net.eval()
         return self._activated(self._forward(self.net, x))
 
     # --- forward, losses -------------------------------------------------------------------
