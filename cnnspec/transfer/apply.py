@@ -31,12 +31,6 @@ def backend_of(net) -> str:
     return "keras"
 
 
-def load_report(net, model: Model, backend: str | None = None) -> LoadReport:
-    """Read the source and match it against `net`, loading nothing: for tools and tests."""
-    adapter = _adapter(net, model, backend)
-    return _match(adapter, model)
-
-
 def prepare(net, model: Model, backend: str | None = None, log=None) -> TransferState:
     """Load the transfer source into `net` and freeze what the spec says; SpecErrors when the
     file is missing or (strict) does not fit."""

@@ -13,7 +13,6 @@ with the first tensors that disagree, rather than loaded wrongly.
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -172,6 +171,3 @@ def flatten_input_shape(model: Model, node: Node) -> tuple[int, int, int] | None
         current = prev
     return None
 
-
-def natural_key(name: str):
-    return [int(p) if p.isdigit() else p for p in re.split(r"(\d+)", name)]
