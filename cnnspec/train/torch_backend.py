@@ -93,8 +93,11 @@ class TorchBackend:
 
     def end_epoch(self, epoch: int) -> None:
         """After `epoch` epochs: transfer's unfreeze_at (the optimizer already holds every
-        parameter; frozen ones just had no gradient)."""
-        self.transfer.epoch_end(epoch)
+        parameter; frozen ones just had no gradient). DDP reduces the gradients of the
+        parameters that were trainable when it wrapped the network, so it wraps it again."""
+        if self.transfer.epoch_end(epoch) and self.comm.world > 1:
+            from torch.nn.parallel import DistributedDataParallel
+            self.module = DistributedDataParallel(self.net)
 
     def start_epoch(self, epoch: int) -> None:
         # Dropout draws from a stream fixed by (seed, epoch): a resumed run repeats it.
