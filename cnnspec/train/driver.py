@@ -202,10 +202,11 @@ class Trainer:
         self.files["last"] = rel
         if improved:
             self.files["best"] = rel
-        ckpt.write_state(out, self._state(epoch))
+        # last.* / best.* first: once checkpoint.json names an epoch, they hold it too
         ckpt.publish(out, self.files["last"], "last")
         if improved:
             ckpt.publish(out, self.files["best"], "best")
+        ckpt.write_state(out, self._state(epoch))
         ckpt.prune(out, set(self.files["last"]) | set(self.files["best"]))
         from .report import write_history
         write_history(out, self.history)
