@@ -167,6 +167,7 @@ def _train(model, args, options, out) -> int:
     try:
         result = train(model, args.data, args.backend, out, args.epochs, args.resume,
                        args.seed, args.batch_size, options, progress, log, comm)
+        comm.barrier()   # rank 0 writes the files; the others wait before tearing gloo down
     except Interrupted as stop:
         log(f"interrupted in epoch {stop.epoch + 1}; {getattr(stop, 'epochs_done', 0)} "
             f"epoch(s) saved in {out}; continue with --resume")
