@@ -244,3 +244,16 @@ def test_stored_parser_tables_match_the_grammar():
     stored = json.loads(tables_path().read_text(encoding="utf-8"))
     assert stored["fingerprint"] == _fingerprint(grammar_path().read_text(encoding="utf-8")), \
         'regenerate: python -c "from cnnspec.parse import write_tables; write_tables()"'
+
+
+def test_check_refuses_a_compile_section_that_cannot_train(tmp_path):
+    spec = tmp_path / "bad.cnn"
+    spec.write_text("input 32x32x1\nconv 6 5x5 relu; maxpool 2; flatten\ndense 10 softmax\n"
+                    "compile {\n  loss binary_crossentropy\n  metrics mean_iou\n}\n",
+                    encoding="utf-8")
+    done = subprocess.run([sys.executable, "-m", "cnnspec", "check", str(spec)],
+                          capture_output=True, text=True)
+    assert done.returncode == 1
+    assert f"{spec}:5:3: error[E510]" in done.stderr
+    assert f"{spec}:6:3: error[E513]" in done.stderr
+    assert "Traceback" not in done.stderr

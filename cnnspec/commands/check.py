@@ -5,7 +5,8 @@ from __future__ import annotations
 import json
 
 from ..layers import fmt_int, fmt_shape
-from ._common import EXIT_OK, EXIT_SPEC, add_format, load, report
+from ..errors import SpecErrors
+from ._common import EXIT_OK, EXIT_SPEC, add_format, load, report, report
 
 NAME, HELP, ORDER = "check", "check that specs are valid networks", 10
 
@@ -51,6 +52,8 @@ def run(args) -> int:
     status, results = EXIT_OK, []
     for path in args.files:
         model = load(path, args.format)
+        if model is not None and model.compile is not None:
+            model = _check_training(model, path, args.format)
         if model is None:
             status = EXIT_SPEC
             continue
@@ -70,3 +73,17 @@ def run(args) -> int:
     if args.format == "json" and results:
         print(json.dumps(results if len(results) > 1 else results[0], indent=2))
     return status
+
+
+def _check_training(model, path: str, fmt: str):
+    """A compile section must be trainable as written (loss vs head, metrics vs task): the
+    same checks `cnnspec train` runs first, without importing a framework."""
+    from ..train.plan import make_plan
+    try:
+        make_plan(model)
+    except SpecErrors as errs:
+        for err in errs.errors:
+            err.located(path)
+        report(errs, path, fmt)
+        return None
+    return model
