@@ -1,7 +1,7 @@
 """cnnspec's PyTorch networks against torchvision's: forward and forward+backward time.
 
     python bench/torch_models.py [--models resnet50 vgg16] [--batch 8] [--size 224]
-                                 [--reps 5] [--channels-last] [--compile]
+                                 [--reps 5] [--channels-last] [--compile] [--json OUT]
 
 Both models run in the same process on the same input, with the same weights (torchvision's
 state_dict loaded into the cnnspec network), their repetitions interleaved so that drifts in
@@ -14,6 +14,7 @@ logits=True, since torchvision returns logits.
 from __future__ import annotations
 
 import argparse
+import json
 import statistics
 import sys
 import time
@@ -26,6 +27,7 @@ import cnnspec
 from cnnspec.backends import torch as tb
 
 ROOT = Path(__file__).resolve().parent.parent
+TARGET_RATIO = 1.03
 
 TORCHVISION = {"resnet50": torchvision.models.resnet50, "vgg16": torchvision.models.vgg16,
                "resnet18": torchvision.models.resnet18,
@@ -103,6 +105,7 @@ def main(argv=None) -> int:
     p.add_argument("--clock", choices=sorted(CLOCKS), default="wall",
                    help="wall time, or the process's CPU time (steadier on a busy machine)")
     p.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
+    p.add_argument("--json", metavar="OUT", help="write the timings and ratios as JSON")
     args = p.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -112,8 +115,20 @@ def main(argv=None) -> int:
           f"{args.channels_last}, compile={args.compile}, clock={args.clock}", flush=True)
     rows = [row for name in args.models for row in bench(name, args)]
     worst = max(r[4] for r in rows)
-    print(f"worst ratio {worst:.3f} (target <= 1.03)")
+    print(f"worst ratio {worst:.3f} (target <= {TARGET_RATIO})")
+    if args.json:
+        _write_json(Path(args.json), rows, args)
     return 0
+
+
+def _write_json(path: Path, rows: list[tuple], args) -> None:
+    report = [{"target": f"torch {name} {label}: cnnspec / torchvision (batch {args.batch}, "
+                         f"{args.size}px, median of {args.reps})",
+               "measured": f"{ratio:.3f}", "goal": f"<= {TARGET_RATIO}",
+               "met": ratio <= TARGET_RATIO} for name, label, _, _, ratio in rows]
+    data = {"rows": [{"model": n, "job": j, "torchvision_ms": r, "cnnspec_ms": o, "ratio": q}
+                     for n, j, r, o, q in rows], "report_rows": report}
+    path.write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")
 
 
 if __name__ == "__main__":
