@@ -131,10 +131,16 @@ class Elaborator:
         # Built from checked parts, so constructed without validation: validating would build
         # the schema of every layer kind, a third of a `cnnspec summary` (tests check that
         # `Model.model_validate_json(m.to_json()) == m`).
-        return Model.model_construct(name=self.model_name or "model", nodes=self.nodes,
-                                     outputs=self.outputs, groups=self.groups,
-                                     compile=self.compile_spec, transfer=self.transfer_spec,
-                                     source=self.path)
+        model = Model.model_construct(name=self.model_name or "model", nodes=self.nodes,
+                                      outputs=self.outputs, groups=self.groups,
+                                      compile=self.compile_spec, transfer=self.transfer_spec,
+                                      source=self.path)
+        if model.transfer is not None:
+            from .transfer.freeze import apply_freeze
+            self._guard(apply_freeze, model)
+            if self.errors:
+                return self._fail()
+        return model
 
     def _fail(self):
         for err in self.errors:
@@ -210,7 +216,10 @@ class Elaborator:
     def _transfer(self, item: Tree, top: Scope, current: str | None) -> str | None:
         spec, head_at, head_body = settings.transfer_section(item, self)
         if head_body is not None:
-            at = self._tensor(head_at, top, span_of(item)) if head_at else self._default_cut()
+            names = {n.name for n in self.nodes}
+            # at= takes a named tensor or any layer's dotted name (as the summary shows it)
+            at = (head_at if head_at in names and head_at not in top.tensors else
+                  self._tensor(head_at, top, span_of(item)) if head_at else self._default_cut())
             keep = self.nodes[: [n.name for n in self.nodes].index(at) + 1]
             dropped = {n.name for n in self.nodes[len(keep):]}
             self.nodes = keep

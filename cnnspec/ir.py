@@ -37,6 +37,8 @@ class Node(BaseModel):
     trainable: int = Field(0, ge=0, description="trainable parameters")
     non_trainable: int = Field(0, ge=0, description="non-trainable parameters (BN statistics)")
     macs: int = Field(0, ge=0, description="multiply-accumulates per sample (conv and dense)")
+    frozen: bool = Field(False, description="frozen by the transfer section: its trainable "
+                         "parameters are counted as non-trainable")
     span: Span | None = None
 
     @property
@@ -130,6 +132,8 @@ class TransferSpec(BaseModel):
     head_at: str | None = Field(None, description="the head replaces what follows this node")
     head: list[str] = Field(default_factory=list, description="names of the head's nodes")
     span: Span | None = None
+    source_span: Span | None = Field(None, description="where the source is named")
+    freeze_span: Span | None = Field(None, description="where the freeze strategy is set")
 
 
 class Model(BaseModel):

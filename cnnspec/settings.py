@@ -166,12 +166,14 @@ def transfer_section(item, elab: "Elaborator"):
     for word, pos, kw, sub, span in _statements(item.children[0]):
         if word == "source":
             values["source"] = str(_one(pos, word, span, (str,)))
+            values["source_span"] = IRSpan(**span.to_dict())
         elif word == "strict":
             values["strict"] = bool(_one(pos, word, span, (bool,))) if pos else True
         elif word == "partial":
             values["strict"] = False
         elif word == "freeze":
             values["freeze"] = _freeze(pos, kw, span)
+            values["freeze_span"] = IRSpan(**span.to_dict())
             kw = {}
         elif word == "head":
             if sub is None:

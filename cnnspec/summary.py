@@ -88,7 +88,8 @@ def to_dict(model: Model) -> dict:
         "layers": [
             {"name": n.name, "kind": n.kind, "output_shape": list(n.shape), "params": n.params,
              "trainable": n.trainable, "non_trainable": n.non_trainable, "macs": n.macs,
-             "inputs": n.inputs, "args": n.layer.model_dump(mode="json", exclude={"kind"}),
+             "frozen": n.frozen, "inputs": n.inputs,
+             "args": n.layer.model_dump(mode="json", exclude={"kind"}),
              **({"explain": n.layer.explain([model.node(i).shape for i in n.inputs], n.shape)}
                 if n.inputs else {})}
             for n in model.nodes
@@ -106,6 +107,8 @@ def _rows(model: Model, explain: bool):
         act = getattr(n.layer, "activation", None)
         if act:
             kind += f"+{act}"
+        if n.frozen:
+            kind += " (frozen)"
         lines = n.layer.explain(shapes, n.shape) if explain and n.inputs else []
         yield n.name, kind, fmt_shape(n.shape), n.params, n.macs, lines
 
@@ -151,6 +154,7 @@ def _totals(model: Model) -> list[str]:
         f"total params: {fmt_int(model.params)}",
         f"trainable params: {fmt_int(model.trainable)}",
         f"non-trainable params: {fmt_int(model.non_trainable)}",
+        *_frozen_line(model),
         f"MACs: {fmt_int(model.macs)} per sample (conv and dense multiply-accumulates; "
         "bias adds not counted)",
         f"parameter memory: {_human_bytes(model.params * BYTES_PER_VALUE)} (float32)",
@@ -159,6 +163,14 @@ def _totals(model: Model) -> list[str]:
         f"total memory: {_human_bytes(memory_bytes(model))} (parameters + batch-1 "
         "activations, float32; what check --max-memory compares)",
     ]
+
+
+def _frozen_line(model: Model) -> list[str]:
+    frozen = sum(n.frozen for n in model.nodes)
+    if not frozen:
+        return []
+    return [f"frozen layers: {frozen} (transfer: freeze {model.transfer.freeze.mode}; their "
+            "parameters count as non-trainable)"]
 
 
 def render_json(model: Model) -> str:

@@ -65,6 +65,8 @@ def check_graph(model: Model) -> list[SpecError]:
         try:
             out = layer.output_shape(shapes)
             trainable, frozen = layer.count_params(shapes)
+            if node.frozen:     # the transfer section froze it: all its parameters are fixed
+                trainable, frozen = 0, trainable + frozen
             macs = layer.count_macs(shapes, out)
         except ShapeError as exc:
             errors.append(SpecError(exc.code, f"'{node.name}': {exc.message}", pointer=where,

@@ -25,7 +25,7 @@ def _ir(text: str) -> dict:
     """The IR without source positions (layout moves them, nothing else may change)."""
     def strip(value):
         if isinstance(value, dict):
-            return {k: strip(v) for k, v in value.items() if k != "span"}
+            return {k: strip(v) for k, v in value.items() if not k.endswith("span")}
         if isinstance(value, list):
             return [strip(v) for v in value]
         return value

@@ -74,6 +74,8 @@ CASES = [
     ("pool", "input 9x9x3\nmaxpool 3 stride=2 ceil=true"),
     ("pool", "input 8x8x3\navgpool 3 stride=2 padding=1"),
     ("pool", "input 8x8x3\nmaxpool 2"),
+    ("pool", "input 9x9x3\nmaxpool 3 stride=2 same ceil=true"),
+    ("pool", "input 10x10x3\navgpool 3 stride=2 padding=1 ceil=true"),
     ("global_pool", "input 5x5x3\ngap"),
     ("global_pool", "input 5x5x3\ngmp keepdims"),
     ("input", "input 4x4x3\nrelu"),
@@ -447,3 +449,26 @@ def test_add_overwrites_its_first_input_only_when_safe():
     b = net.b(net.conv1(x))
     s = net.conv2(b) + b
     torch.testing.assert_close(net(x), s.mean((2, 3), keepdim=True) + b)
+
+
+def test_torch_compile_sees_one_graph_and_channels_last_agrees():
+    model = compile_case("input 9x9x3\nconv 8 3x3 stride=2 same\nbn\nrelu\n"
+                         "residual relu { conv 8 3x3 same; bn }\nmaxpool 3 stride=2 same\n"
+                         "flatten\ndense 4 softmax")
+    net = tb.build(model).eval()
+    x = torch.randn(2, 3, 9, 9)
+    explained = torch._dynamo.explain(net)(x)
+    assert explained.graph_count == 1 and explained.graph_break_count == 0
+    last = copy.deepcopy(net).to(memory_format=torch.channels_last)
+    with torch.no_grad():
+        torch.testing.assert_close(last(x.contiguous(memory_format=torch.channels_last)), net(x))
+
+
+def test_generated_source_matches_the_golden_file():
+    """Review changes to the generated code as diffs of tests/torch_golden/features_torch.py."""
+    import os
+    golden = ROOT / "tests" / "torch_golden" / "features_torch.py"
+    source = tb.generate(cnnspec.compile_file(ROOT / "tests" / "torch_golden" / "features.cnn"))
+    if os.environ.get("CNNSPEC_UPDATE_GOLDEN"):
+        golden.write_text(source)
+    assert source == golden.read_text()

@@ -364,12 +364,9 @@ def _parent(root, path: tuple[str, ...]):
 # --- Standalone source ----------------------------------------------------------------------
 
 def template_dir() -> Path:
-    """templates/ ships inside the package (cnnspec/templates) or beside it in a checkout."""
-    here = Path(__file__).resolve().parent.parent
-    for candidate in (here / "templates", here.parent / "templates"):
-        if (candidate / "torch_model.py.j2").exists():
-            return candidate
-    raise FileNotFoundError("templates/torch_model.py.j2 not found beside the package")
+    """templates/: inside the package when installed, beside it in a checkout."""
+    from ..resources import path
+    return path("templates")
 
 
 def _variables(p: Plan) -> dict[str, str]:

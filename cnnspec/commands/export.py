@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import sys
 
-from ._common import EXIT_OK, EXIT_SPEC, load
+from ._common import EXIT_OK, EXIT_SPEC, EXIT_USAGE, load
 
 NAME, HELP, ORDER = "export", "export the network (with weights) to ONNX", 45
 DESCRIPTION = ("Export the network to ONNX through PyTorch, in eval mode with a dynamic batch "
@@ -27,6 +27,12 @@ def run(args) -> int:
     model = load(args.file)
     if model is None:
         return EXIT_SPEC
+    try:
+        import torch  # noqa: F401  (the exporter is torch's)
+    except ImportError:
+        print("cnnspec export needs PyTorch: pip install 'cnnspec[torch]' onnx",
+              file=sys.stderr)
+        return EXIT_USAGE
     from ..backends import torch as tb
     net = tb.build(model, logits=args.logits)
     if args.weights:

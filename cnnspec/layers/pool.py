@@ -69,7 +69,8 @@ class Pool(Layer):
         cls = "nn.MaxPool2d" if self.op == "max" else "nn.AvgPool2d"
         extra = {"count_include_pad": False} if self.op == "avg" and padding != 0 else {}
         module = te.call(cls, k, **te.kwargs_unless_default(
-            stride=(s, k), padding=(padding, 0), ceil_mode=(self.ceil, False)), **extra)
+            stride=(s, k), padding=(padding, 0),
+            ceil_mode=(self.ceil and self.padding != "same", False)), **extra)
         return te.TorchOp(module=module,
                           forward=te.Self((te.pad(te.X, pads, value=float("-inf")),)),
                           fresh=True)

@@ -1,0 +1,54 @@
+"""cnnspec predict FILE --weights W IMAGE...: what the network says about images."""
+
+from __future__ import annotations
+
+import json
+
+from ._common import EXIT_OK, EXIT_SPEC, load
+
+NAME, HELP, ORDER = "predict", "run trained weights on image files", 62
+DESCRIPTION = ("Classifiers print the top-k labels with probabilities; segmenters write a "
+               "mask PNG per image (IMAGE.mask.png, or in --out); detectors print the "
+               "object probability and box (normalised and in pixels).")
+
+
+def configure(p):
+    p.add_argument("file", metavar="FILE")
+    p.add_argument("images", nargs="+", metavar="IMAGE")
+    p.add_argument("--weights", required=True, metavar="W")
+    p.add_argument("--backend", choices=("torch", "keras"),
+                   help="default: from the weights file's suffix")
+    p.add_argument("--top", type=int, default=5, help="classifiers: how many labels")
+    p.add_argument("--classes", help="comma-separated class names, in output order")
+    p.add_argument("--out", metavar="DIR", help="segmenters: folder for the mask PNGs")
+    p.add_argument("--format", choices=("text", "json"), default="text")
+
+
+def run(args) -> int:
+    from .train import guarded
+    model = load(args.file)
+    if model is None:
+        return EXIT_SPEC
+    classes = [c.strip() for c in args.classes.split(",")] if args.classes else None
+
+    def work():
+        from ..train.session import predict
+        return predict(model, args.weights, args.images, args.backend, args.top, classes,
+                       args.out)
+    code, results = guarded(work, args.file, "predict")
+    if code != EXIT_OK:
+        return code
+    if args.format == "json":
+        print(json.dumps(results, indent=2))
+        return EXIT_OK
+    for item in results:
+        print(item["image"])
+        for t in item.get("top", []):
+            print(f"  {t['label']:>12}  {t['probability']:.4f}")
+        if "mask" in item:
+            print(f"  mask {item['mask']}  classes {item['classes_present']}")
+        if "present" in item:
+            print(f"  present {item['present']:.4f}")
+        if "box" in item:
+            print("  box " + " ".join(f"{v:.1f}" for v in item["box_pixels"]) + " (pixels)")
+    return EXIT_OK

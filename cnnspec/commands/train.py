@@ -1,0 +1,184 @@
+"""cnnspec train FILE --data SOURCE: fit the network its compile section describes."""
+
+from __future__ import annotations
+
+import os
+import sys
+
+from ._common import EXIT_OK, EXIT_SPEC, load
+
+NAME, HELP, ORDER = "train", "train a spec on a dataset (torch or keras)", 60
+DESCRIPTION = ("Train the network with its compile section (loss, optimizer, schedule, "
+               "early stopping, ...). Writes OUT/history.csv, OUT/result.json, "
+               "OUT/curves.png and best/last checkpoints; --resume continues a run that was "
+               "stopped, even by kill -9.")
+EXIT_INTERRUPTED = 130
+
+
+def configure(p):
+    p.add_argument("file", metavar="FILE")
+    p.add_argument("--backend", choices=("torch", "keras"), default="torch")
+    p.add_argument("--data", required=True, metavar="SOURCE",
+                   help="digits, shapes, or a path (image folder, images/+masks/, COCO, VOC, "
+                        ".npz)")
+    p.add_argument("--data-option", action="append", default=[], metavar="KEY=VALUE",
+                   help="a data loader option, e.g. n=500 for shapes (repeatable)")
+    p.add_argument("--epochs", type=int, help="override the spec's epochs")
+    p.add_argument("--batch-size", type=int, help="override the spec's batch_size")
+    p.add_argument("--seed", type=int, help="override the spec's seed")
+    p.add_argument("--out", default=None, metavar="DIR",
+                   help="run directory (default runs/<spec name>)")
+    p.add_argument("--resume", action="store_true", help="continue the run in --out")
+    p.add_argument("--nproc", type=int, default=1, metavar="N",
+                   help="torch: N data-parallel processes (torchrun, DDP, gloo)")
+    p.add_argument("--threads", type=int, metavar="N",
+                   help="CPU threads for torch (default: torch's choice); 1 is often "
+                        "faster for small networks on a busy machine")
+    p.add_argument("--decoder", metavar="FILE",
+                   help="train FILE as a VAE encoder (outputs mean, logvar) with this decoder")
+    p.add_argument("--discriminator", metavar="FILE",
+                   help="train FILE as a GAN generator against this discriminator (DCGAN)")
+    p.add_argument("--max-batches", type=int, metavar="N",
+                   help="GAN: stop each epoch after N batches (CPU-sized runs)")
+    p.add_argument("--progress", choices=("auto", "on", "off"), default="auto",
+                   help="per-epoch progress bar on stderr (auto: when it is a terminal)")
+
+
+def parse_options(items: list[str]) -> dict:
+    options = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise ValueError(f"--data-option {item!r} is not KEY=VALUE")
+        options[key.strip()] = value.strip()
+    return options
+
+
+def run(args) -> int:
+    from ..data import DataError
+    from ..errors import SpecErrors
+    from ._common import report
+    model = load(args.file)
+    if model is None:
+        return EXIT_SPEC
+    if args.epochs is not None and args.epochs < 1:
+        print("cnnspec train: error: --epochs must be at least 1", file=sys.stderr)
+        return 2
+    if args.nproc > 1 and "LOCAL_RANK" not in os.environ:
+        if args.backend != "torch":
+            print("cnnspec train: error: --nproc needs --backend torch", file=sys.stderr)
+            return 2
+        from ..train.distributed import launch, worker_argv
+        return launch(args.nproc, worker_argv(args, args.out or os.path.join("runs",
+                                                                              model.name)))
+    try:
+        options = parse_options(args.data_option)
+    except ValueError as exc:
+        print(f"cnnspec train: error: {exc}", file=sys.stderr)
+        return 2
+    out = args.out or os.path.join("runs", model.name)
+    if args.threads:
+        set_threads(args.threads, args.backend)
+    try:
+        if args.decoder or args.discriminator:
+            return _train_pair(model, args, options, out)
+        return _train(model, args, options, out)
+    except SpecErrors as errs:
+        report(errs, args.file)
+        return EXIT_SPEC
+    except DataError as exc:
+        print(f"cnnspec train: data error: {exc.message}", file=sys.stderr)
+        if exc.hint:
+            print(f"hint: {exc.hint}", file=sys.stderr)
+        return EXIT_SPEC
+    except (OSError, ValueError) as exc:
+        print(f"cnnspec train: error: {exc}", file=sys.stderr)
+        return EXIT_SPEC
+
+
+def _train_pair(model, args, options, out) -> int:
+    """VAE (encoder + --decoder) or GAN (generator + --discriminator), torch only."""
+    from ..data import load as load_data
+    from ..train import generate
+    other = load(args.decoder or args.discriminator)
+    if other is None:
+        return EXIT_SPEC
+    if args.backend != "torch":
+        print("cnnspec train: error: --decoder/--discriminator train with --backend torch",
+              file=sys.stderr)
+        return 2
+    spec = model.compile
+    seed = args.seed if args.seed is not None else (spec.seed if spec else 0)
+    batch = args.batch_size or (spec.batch_size if spec else 64)
+    if args.decoder:
+        data = load_data(args.data, model.input_shape, "classify", seed, **options)
+        result = generate.train_vae(model, other, data, out, args.epochs or 10, batch,
+                                    spec.optimizer.lr if spec else 1e-3, seed)
+    else:
+        data = load_data(args.data, other.input_shape, "classify", seed, **options)
+        result = generate.train_gan(model, other, data, out, args.epochs or 1, batch, seed,
+                                    args.max_batches)
+    shown = "  ".join(f"{k} {v:.4f}" for k, v in result["metrics"].items())
+    print(f"{result['model']}: {shown}; samples in {out}/samples.png")
+    return EXIT_OK
+
+
+def set_threads(n: int, backend: str) -> None:
+    """Limit the framework's CPU threads (before it builds anything)."""
+    if backend == "torch":
+        import torch
+        torch.set_num_threads(n)
+    else:
+        import tensorflow as tf
+        try:
+            tf.config.threading.set_intra_op_parallelism_threads(n)
+            tf.config.threading.set_inter_op_parallelism_threads(n)
+        except RuntimeError:   # TensorFlow was initialised already in this process
+            pass
+
+
+def guarded(work, path: str, command: str):
+    """Run work(); spec, data and weight-file errors become messages and exit codes."""
+    from ..data import DataError
+    from ..errors import SpecErrors
+    from ._common import report
+    try:
+        return EXIT_OK, work()
+    except SpecErrors as errs:
+        report(errs, path)
+    except DataError as exc:
+        print(f"cnnspec {command}: data error: {exc.message}", file=sys.stderr)
+        if exc.hint:
+            print(f"hint: {exc.hint}", file=sys.stderr)
+    except (OSError, ValueError, RuntimeError) as exc:
+        print(f"cnnspec {command}: error: {exc}", file=sys.stderr)
+    return EXIT_SPEC, None
+
+
+def _train(model, args, options, out) -> int:
+    from ..train.driver import Comm, Interrupted
+    from ..train.session import train
+    comm = Comm()
+    if "LOCAL_RANK" in os.environ:
+        from ..train.torch_backend import TorchComm
+        comm = TorchComm()
+    log = print if comm.rank == 0 else (lambda *a, **k: None)
+    progress = {"auto": None, "on": True, "off": False}[args.progress]
+    try:
+        result = train(model, args.data, args.backend, out, args.epochs, args.resume,
+                       args.seed, args.batch_size, options, progress, log, comm)
+        comm.barrier()   # rank 0 writes the files; the others wait before tearing gloo down
+    except Interrupted as stop:
+        log(f"interrupted in epoch {stop.epoch + 1}; {getattr(stop, 'epochs_done', 0)} "
+            f"epoch(s) saved in {out}; continue with --resume")
+        return EXIT_INTERRUPTED
+    finally:
+        if comm.world > 1:
+            comm.dist.destroy_process_group()
+    if comm.rank == 0:
+        shown = "  ".join(f"{k} {v:.4f}" for k, v in result["metrics"].items())
+        log(f"held-out ({result['held_out']}, {result['n_val'] or result['n_train']} "
+            f"images): {shown}")
+        log(f"best epoch {result['best_epoch']}; wrote {out}/result.json, history.csv, "
+            f"curves.png")
+    return EXIT_OK

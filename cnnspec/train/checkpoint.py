@@ -1,0 +1,92 @@
+"""Checkpoints that survive a crash at any instant, and the state that lets a run resume.
+
+A run directory holds:
+    checkpoint.json          the resume state: last finished epoch, the whole history,
+                             schedule / early-stopping state, and the files below
+    .ckpt/eNNNN.*            the weights (and optimizer state) of epoch NNNN
+    last.* / best.*          the same files under stable names, for --weights
+Files are written to a temporary name and renamed (os.replace is atomic on POSIX), and
+checkpoint.json is replaced only after the files it names exist. A kill at any point
+leaves the previous checkpoint.json pointing at complete files, so --resume neither loses
+nor repeats an epoch of history.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+STATE = "checkpoint.json"
+CKPT_DIR = ".ckpt"
+
+
+def atomic_path(path: Path, write) -> None:
+    """Call write(tmp) for a temporary file beside `path`, then rename it onto `path`.
+    The temporary keeps `path`'s suffixes (Keras insists on '.weights.h5')."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    suffix = "".join(path.suffixes) or ".tmp"
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".tmp-{path.name.split('.')[0]}-",
+                               suffix=suffix)
+    os.close(fd)
+    try:
+        write(tmp)
+        with open(tmp, "rb") as fh:
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def write_text(path: Path, text: str) -> None:
+    atomic_path(path, lambda tmp: Path(tmp).write_text(text, encoding="utf-8"))
+
+
+def read_state(run_dir: Path) -> dict | None:
+    path = Path(run_dir) / STATE
+    if not path.is_file():
+        return None
+    return json.loads(path.read_text(encoding="utf-8"))
+
+
+def write_state(run_dir: Path, state: dict) -> None:
+    write_text(Path(run_dir) / STATE, json.dumps(state, indent=1))
+
+
+def publish(run_dir: Path, files: list[str], name: str) -> None:
+    """Expose checkpoint files under a stable name (last.*, best.*), atomically each.
+    A hard link costs nothing; a copy is the fallback where links are not allowed."""
+    for rel in files:
+        src = Path(run_dir) / rel
+        dest = Path(run_dir) / (name + _suffix(src.name))
+
+        def link(tmp, src=src):
+            os.unlink(tmp)
+            try:
+                os.link(src, tmp)
+            except OSError:
+                shutil.copyfile(src, tmp)
+        atomic_path(dest, link)
+
+
+def _suffix(filename: str) -> str:
+    # e0007.safetensors -> .safetensors; e0007.optim.pt -> .optim.pt
+    return filename[filename.index("."):]
+
+
+def prune(run_dir: Path, keep: set[str]) -> None:
+    """Delete checkpoint files no longer named by the state (after it was written)."""
+    folder = Path(run_dir) / CKPT_DIR
+    if not folder.is_dir():
+        return
+    for f in folder.iterdir():
+        if f"{CKPT_DIR}/{f.name}" not in keep:
+            f.unlink(missing_ok=True)
+
+
+def epoch_prefix(epoch: int) -> str:
+    return f"{CKPT_DIR}/e{epoch:04d}"

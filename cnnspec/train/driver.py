@@ -1,0 +1,311 @@
+"""The training loop every backend shares: epochs, history, schedules, early stopping,
+checkpoints, resume, progress, Ctrl-C. A backend only knows how to run one batch.
+
+A backend (cnnspec.train.torch_backend / keras_backend) provides:
+    weights_suffix                 '.safetensors' | '.weights.h5'
+    set_lr(lr), start_epoch(epoch) (seeds its random streams from (seed, epoch))
+    train_step(batch) / eval_step(batch) -> ({loss name: mean over the batch}, outputs)
+        batch: numpy dict from cnnspec.data.batches; outputs: the heads' activated outputs
+        as numpy, NHWC, in plan.heads order
+    save(prefix) -> [files written under prefix], load(files, optimizer: bool)
+A Comm sums numbers over processes (one process: nothing to do).
+"""
+
+from __future__ import annotations
+
+import math
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from . import checkpoint as ckpt
+from .metrics import Meter
+from .plan import Plan
+from .schedule import LRSchedule, mode_of
+
+
+class Comm:
+    """One process. The torch backend has a subclass over torch.distributed."""
+
+    rank, world = 0, 1
+
+    def sum(self, values: dict) -> dict:
+        return values
+
+    def barrier(self) -> None:
+        pass
+
+
+@dataclass
+class Options:
+    epochs: int
+    batch_size: int
+    seed: int = 0
+    out: Path | None = None
+    resume: bool = False
+    augment: list[str] = field(default_factory=list)
+    progress: bool | None = None     # None: a bar when stderr is a terminal
+    log: Callable = print            # one line per epoch
+
+
+def augment_ops(words: list[str]) -> list[str]:
+    """The compile section's `augment flip crop 4 normalize` arrives as words; the data
+    package takes one string per op ("crop 4"), so arguments join the op before them."""
+    ops: list[str] = []
+    for word in map(str, words):
+        if ops and not word[:1].isalpha():
+            ops[-1] += f" {word}"
+        else:
+            ops.append(word)
+    return ops
+
+
+def fitted_ops(words: list[str], train) -> list | None:
+    """The augmentation ops, a bare `normalize` fitted to the training images."""
+    from ..data import parse_ops
+    return parse_ops(augment_ops(words), train.x) if words else None
+
+
+def eval_ops(ops) -> list | None:
+    """What evaluation applies: normalisation only (the random ops are for training)."""
+    kept = [op for op in ops or [] if op.name == "normalize"]
+    return kept or None
+
+
+def normalization(ops) -> dict | None:
+    """The fitted normalisation as JSON, for predict to apply to new images."""
+    for op in ops or []:
+        if op.name == "normalize":
+            return {"mean": list(op.mean), "std": list(op.std)}
+    return None
+
+
+class Interrupted(Exception):
+    """Ctrl-C during training, after the last finished epoch was saved."""
+
+    def __init__(self, epoch: int):
+        super().__init__(f"interrupted during epoch {epoch + 1}")
+        self.epoch = epoch
+
+
+def run_epoch(backend, plan: Plan, data, opts: Options, epoch: int, train: bool,
+              comm: Comm, ops=None, bar_label: str = "") -> dict[str, float]:
+    """One pass over `data`; returns {loss names..., metric names...} over the whole set."""
+    from ..data import batches
+    meter = Meter(plan)
+    sums: dict[str, float] = {}
+    count = 0
+    stream = batches(data, opts.batch_size, shuffle=train, seed=opts.seed, epoch=epoch,
+                     ops=ops, train=train)
+    total = math.ceil(len(data) / opts.batch_size)
+    bar = _bar(total, bar_label, opts, comm) if train else None
+    step = backend.train_step if train else backend.eval_step
+    for batch in stream:
+        if comm.world > 1:   # each process takes every world-th row of the global batch
+            batch = {k: v[comm.rank::comm.world] for k, v in batch.items()}
+            if len(batch["x"]) == 0:
+                continue
+        losses, outputs = step(batch)
+        n = len(batch["x"])
+        for k, v in losses.items():
+            sums[k] = sums.get(k, 0.0) + v * n
+        count += n
+        meter.update(outputs, batch)
+        if bar is not None:
+            bar.update(1)
+            bar.set_postfix({k: f"{v / count:.4f}" for k, v in sums.items()
+                             if k == "loss"} | _short(meter.result()), refresh=False)
+    if bar is not None:
+        bar.close()
+    totals = comm.sum({"_count": float(count), **sums, **{f"_m_{k}": v for k, v in
+                                                          meter.state().items()}})
+    count = max(totals["_count"], 1.0)
+    meter.sums = {k[3:]: v for k, v in totals.items() if k.startswith("_m_")}
+    result = {k: totals[k] / count for k in sums}
+    result.update(meter.result())
+    return result
+
+
+def _short(metrics: dict) -> dict:
+    return {k: f"{v:.4f}" for k, v in metrics.items()}
+
+
+def _bar(total: int, label: str, opts: Options, comm: Comm):
+    show = opts.progress if opts.progress is not None else sys.stderr.isatty()
+    if not show or comm.rank != 0:
+        return None
+    from tqdm import tqdm
+    return tqdm(total=total, desc=label, file=sys.stderr, leave=False, dynamic_ncols=True)
+
+
+class Trainer:
+    """Fit `backend` on `train`, validating on `val` each epoch."""
+
+    def __init__(self, backend, plan: Plan, opts: Options, comm: Comm | None = None,
+                 info: dict | None = None):
+        self.backend, self.plan, self.opts = backend, plan, opts
+        self.comm = comm or Comm()
+        self.info = info or {}
+        spec = plan.compile
+        self.monitor = plan.monitor
+        self.mode = mode_of(self.monitor)
+        self.schedule = LRSchedule(spec.schedule, spec.optimizer.lr, opts.epochs, self.mode)
+        self.history: list[dict] = []
+        self.best: float | None = None
+        self.best_epoch = -1
+        self.bad_epochs = 0
+        self.files: dict[str, list[str]] = {"last": [], "best": []}
+        self.start = 0
+        self.seconds = 0.0
+
+    # --- state -----------------------------------------------------------------------------
+    @property
+    def writer(self) -> bool:
+        return self.opts.out is not None and self.comm.rank == 0
+
+    def resume(self) -> bool:
+        """Load the last checkpoint of opts.out; False when there is none."""
+        state = ckpt.read_state(self.opts.out) if self.opts.out else None
+        if state is None:
+            return False
+        saved = state.get("backend")
+        if saved and saved != self.info.get("backend", saved):
+            raise ValueError(f"{self.opts.out} holds a {saved} run; resume it with "
+                             f"--backend {saved}")
+        self.history = state["history"]
+        self.best, self.best_epoch = state["best"], state["best_epoch"]
+        self.bad_epochs = state["bad_epochs"]
+        self.schedule.load(state["schedule"])
+        self.files = state["files"]
+        self.seconds = state.get("seconds", 0.0)
+        self.start = state["epoch"] + 1
+        if hasattr(self.backend, "end_epoch"):     # transfer: unfrozen before the stop?
+            self.backend.end_epoch(self.start)
+        self.backend.load([str(Path(self.opts.out) / f) for f in self.files["last"]],
+                          optimizer=True)
+        return True
+
+    def _state(self, epoch: int) -> dict:
+        return {"epoch": epoch, "history": self.history, "best": self.best,
+                "best_epoch": self.best_epoch, "bad_epochs": self.bad_epochs,
+                "schedule": self.schedule.state(), "files": self.files,
+                "seconds": self.seconds, "monitor": self.monitor, **self.info}
+
+    def _save(self, epoch: int, improved: bool) -> None:
+        out = Path(self.opts.out)
+        files = self.backend.save(str(out / ckpt.epoch_prefix(epoch)))
+        rel = [str(Path(f).relative_to(out)) for f in files]
+        self.files["last"] = rel
+        if improved:
+            self.files["best"] = rel
+        # last.* / best.* first: once checkpoint.json names an epoch, they hold it too
+        ckpt.publish(out, self.files["last"], "last")
+        if improved:
+            ckpt.publish(out, self.files["best"], "best")
+        ckpt.write_state(out, self._state(epoch))
+        ckpt.prune(out, set(self.files["last"]) | set(self.files["best"]))
+        from .report import write_history
+        write_history(out, self.history)
+
+    # --- the loop --------------------------------------------------------------------------
+    def fit(self, train, val) -> dict:
+        ops = fitted_ops(self.opts.augment, train)
+        val_ops = eval_ops(ops)
+        epoch = self.start
+        try:
+            for epoch in range(self.start, self.opts.epochs):
+                if self._stopped():
+                    break
+                self._epoch(epoch, train, val, ops, val_ops)
+        except KeyboardInterrupt:
+            # Whatever was under way, the files must agree with the last saved checkpoint.
+            if self.writer:
+                state = ckpt.read_state(self.opts.out)
+                self.history = state["history"] if state else []
+            raise Interrupted(epoch) from None
+        return self.history[-1] if self.history else {}
+
+    def _epoch(self, epoch: int, train, val, ops, val_ops) -> None:
+        lr = self.schedule.lr(epoch)
+        self.backend.set_lr(lr)
+        self.backend.start_epoch(epoch)
+        t0 = time.perf_counter()
+        tr = run_epoch(self.backend, self.plan, train, self.opts, epoch, True, self.comm, ops,
+                       f"epoch {epoch + 1}/{self.opts.epochs}")
+        va = run_epoch(self.backend, self.plan, val, self.opts, epoch, False, self.comm,
+                       val_ops) if len(val) else {}
+        took = time.perf_counter() - t0
+        self.seconds += took
+        row = {"epoch": epoch + 1, "lr": lr, "seconds": round(took, 3),
+               **{f"train_{k}": v for k, v in tr.items()},
+               **{f"val_{k}": v for k, v in va.items()}}
+        self.history.append(row)
+        if hasattr(self.backend, "end_epoch"):     # transfer: unfreeze_at
+            self.backend.end_epoch(epoch + 1)
+        improved = self._track(row, epoch)
+        self.schedule.observe(row.get(self.monitor))
+        if self.writer:
+            self._save(epoch, improved)
+        if self.comm.rank == 0:
+            self.opts.log(_line(row, self.opts.epochs))
+
+    def _track(self, row: dict, epoch: int) -> bool:
+        value = row.get(self.monitor, row.get("train_loss"))
+        es = self.plan.compile.early_stopping
+        delta = es.min_delta if es else 0.0
+        if value is None or not math.isfinite(value):
+            better = self.best is None
+        elif self.best is None:
+            better = True
+        else:
+            better = (value < self.best - delta if self.mode == "min"
+                      else value > self.best + delta)
+        if better:
+            self.best, self.best_epoch, self.bad_epochs = value, epoch, 0
+        else:
+            self.bad_epochs += 1
+        return better
+
+    def _stopped(self) -> bool:
+        es = self.plan.compile.early_stopping
+        # Keras' EarlyStopping: stop once `patience` epochs in a row did not improve.
+        return es is not None and self.bad_epochs > 0 and self.bad_epochs >= es.patience
+
+    @property
+    def stopped_early(self) -> bool:
+        return self._stopped() and len(self.history) < self.opts.epochs
+
+    def restore_best(self) -> bool:
+        """Load the best epoch's weights when early stopping asks for it."""
+        es = self.plan.compile.early_stopping
+        if not (es and es.restore_best and self.files["best"] and self.opts.out
+                and self.best_epoch != len(self.history) - 1):
+            return False
+        self.backend.load([str(Path(self.opts.out) / f) for f in self.files["best"]],
+                          optimizer=False)
+        return True
+
+
+def _line(row: dict, epochs: int) -> str:
+    parts = [f"epoch {row['epoch']}/{epochs}"]
+    for k, v in row.items():
+        if k in ("epoch", "seconds"):
+            continue
+        parts.append(f"{k} {v:.4g}" if k == "lr" else f"{k} {v:.4f}")
+    parts.append(f"{row['seconds']:.1f}s")
+    return "  ".join(parts)
+
+
+def evaluate(backend, plan: Plan, data, batch_size: int, comm: Comm | None = None,
+             ops=None) -> dict[str, float]:
+    opts = Options(epochs=1, batch_size=batch_size, progress=False)
+    return run_epoch(backend, plan, data, opts, 0, False, comm or Comm(), ops)
+
+
+def as_float(values: dict) -> dict:
+    return {k: (float(v) if isinstance(v, (np.floating, float, int)) else v)
+            for k, v in values.items()}

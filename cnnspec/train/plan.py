@@ -1,0 +1,332 @@
+"""What a spec is trained for: the task, one head per output, its losses and metrics.
+
+Task inference lives here and only here (training, evaluation and prediction all ask
+`make_plan`). It reads the output shapes, the final activations and the compile losses:
+
+    outputs (H, W, K) with H x W = input         -> segment   (pixel-wise classes)
+    an output of 4 units + one of 1 unit        -> detect    (present + box)
+    output = input with mse/mae/bce              -> generate (an autoencoder)
+    loss vae / adversarial                       -> two specs: `cnnspec train ENCODER
+                                                    --decoder D` / `GENERATOR
+                                                    --discriminator D` (train/generate.py)
+    one vector output                            -> classify
+
+Every combination that cannot train is refused before any framework is imported, as a
+located SpecError E51x on the compile section (or the setting's own line when found).
+A softmax or sigmoid that ends a head trained with cross-entropy is stripped from the
+network and applied by the loss instead (logits + cross-entropy, as torch's
+CrossEntropyLoss / Keras' from_logits=True), so it is never applied twice.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from ..errors import Span, SpecError, SpecErrors, did_you_mean
+from ..ir import CompileSpec, Model
+
+TASKS = ("classify", "segment", "detect", "generate")
+CE_LOSSES = {"categorical_crossentropy", "sparse_categorical_crossentropy",
+             "binary_crossentropy", "ce_dice"}
+BOX_LOSSES = {"smooth_l1", "iou", "mse", "mae"}
+TASK_LOSSES = {
+    "classify": {"categorical_crossentropy", "sparse_categorical_crossentropy",
+                 "binary_crossentropy"},
+    "segment": {"categorical_crossentropy", "sparse_categorical_crossentropy",
+                "binary_crossentropy", "dice", "ce_dice"},
+    "detect": {"binary_crossentropy", "smooth_l1", "iou", "mse", "mae",
+               "categorical_crossentropy", "sparse_categorical_crossentropy"},
+    "generate": {"vae", "adversarial", "mse", "mae", "binary_crossentropy"},
+}
+TASK_METRICS = {
+    "classify": {"accuracy", "top5", "top_k"},
+    "segment": {"accuracy", "dice", "mean_iou", "iou"},
+    "detect": {"accuracy", "mean_iou", "iou", "mae", "mse"},
+    "generate": {"mae", "mse"},
+}
+DEFAULT_LOSS = {"classify": ["sparse_categorical_crossentropy"], "segment": ["ce_dice"],
+                "detect": ["binary_crossentropy", "smooth_l1", "iou"], "generate": ["mse"]}
+DEFAULT_METRICS = {"classify": ["accuracy"], "segment": ["dice", "accuracy"],
+                   "detect": ["mean_iou", "accuracy"], "generate": []}
+# The data loader's task names (cnnspec.data.TASKS).
+DATA_TASK = {"classify": "classify", "segment": "segment", "detect": "detect",
+             "generate": "classify"}
+
+
+@dataclass
+class Head:
+    """One network output and how it is trained."""
+
+    output: str                    # the output node's name
+    role: str                      # class | mask | present | box | image
+    shape: tuple[int, ...]
+    activation: str | None         # the final activation the network had
+    losses: list[str] = field(default_factory=list)
+    logits: bool = False           # True: the activation is stripped and applied by the loss
+
+    @property
+    def units(self) -> int:
+        return self.shape[-1]
+
+
+@dataclass
+class Plan:
+    task: str
+    heads: list[Head]
+    metrics: list[str]
+    compile: CompileSpec
+    loss_weights: list[float]
+
+    @property
+    def data_task(self) -> str:
+        return DATA_TASK[self.task]
+
+    @property
+    def monitor(self) -> str:
+        es = self.compile.early_stopping
+        return es.monitor if es else "val_loss"
+
+    def head(self, role: str) -> Head | None:
+        return next((h for h in self.heads if h.role == role), None)
+
+
+def make_plan(model: Model, num_classes: int | None = None) -> Plan:
+    """The training plan of a compiled model, or SpecErrors with codes E510-E519.
+
+    `num_classes`, when the data is known, is checked against the class head's units."""
+    spec = model.compile or CompileSpec()
+    checker = _Checker(model, spec)
+    plan = checker.plan(num_classes)
+    if checker.errors:
+        raise SpecErrors(checker.errors)
+    return plan
+
+
+def final_activation(model: Model, name: str) -> str | None:
+    """The activation that ends node `name` (a layer's own `act` or an activation layer)."""
+    layer = model.node(name).layer
+    if layer.kind == "activation":
+        return layer.fn
+    return getattr(layer, "activation", None)
+
+
+def logits_model(model: Model, plan: Plan) -> Model:
+    """A copy of the model whose heads trained on logits end without their activation."""
+    strip = {h.output for h in plan.heads if h.logits}
+    if not strip:
+        return model
+    nodes = []
+    for node in model.nodes:
+        if node.name in strip:
+            layer = node.layer
+            if layer.kind == "activation":
+                layer = _identity()
+            else:
+                layer = layer.model_copy(update={"activation": None})
+            node = node.model_copy(update={"layer": layer})
+        nodes.append(node)
+    copy = model.model_copy(update={"nodes": nodes})
+    copy.__dict__.pop("_node_index", None)   # the name index would still hold the old nodes
+    return copy
+
+
+def _identity():
+    from ..layers import REGISTRY
+    return REGISTRY["identity"]()
+
+
+class _Checker:
+    def __init__(self, model: Model, spec: CompileSpec):
+        self.model, self.spec = model, spec
+        self.errors: list[SpecError] = []
+        self._source = _read(model.source)
+
+    # --- locating -------------------------------------------------------------------------
+    def where(self, setting: str | None = None) -> Span | None:
+        """The line of `setting` inside the compile section, else the section itself."""
+        sec = self.spec.span
+        if sec is None:
+            return None
+        if setting and self._source:
+            lines = self._source.splitlines()
+            last = sec.end_line or len(lines)
+            pat = re.compile(rf"(^\s*|[;{{]\s*){re.escape(setting)}\b")
+            for no in range(sec.line, min(last, len(lines)) + 1):
+                m = pat.search(lines[no - 1])
+                if m:
+                    col = m.start() + len(m.group(1)) + 1
+                    return Span(no, col, no, len(lines[no - 1].rstrip()) + 1)
+        return Span(sec.line, sec.column, sec.end_line, sec.end_column)
+
+    def error(self, code: str, message: str, setting: str | None = None, hint=None,
+              span=None, **kw):
+        span = Span(span.line, span.column, span.end_line, span.end_column) if span \
+            else self.where(setting)
+        self.errors.append(SpecError(code, message, span, hint=hint, path=self.model.source,
+                                     **kw))
+
+    # --- the plan -------------------------------------------------------------------------
+    def plan(self, num_classes: int | None) -> Plan:
+        task = self.infer_task()
+        losses = list(self.spec.loss) or list(DEFAULT_LOSS.get(task, []))
+        heads = self.heads(task, losses)
+        metrics = list(self.spec.metrics) or list(DEFAULT_METRICS.get(task, []))
+        self.check_losses(task, losses, heads)
+        self.check_metrics(task, metrics)
+        self.check_heads(task, heads, num_classes)
+        self.check_monitor(metrics)
+        weights = list(self.spec.loss_weights) or [1.0] * len(heads)
+        if len(weights) != len(heads):
+            self.error("E514", f"loss weights={len(weights)} values for {len(heads)} "
+                       f"output(s)", "loss")
+        for h in heads:
+            h.logits = (h.activation in ("softmax", "sigmoid")
+                        and any(loss in CE_LOSSES for loss in h.losses))
+        return Plan(task, heads, metrics, self.spec, weights)
+
+    def infer_task(self) -> str:
+        model, losses = self.model, set(self.spec.loss)
+        shapes = model.output_shapes
+        in_shape = model.input_shape
+        if losses & {"vae", "adversarial"}:
+            self.error("E518", f"loss {'/'.join(sorted(losses & {'vae', 'adversarial'}))} "
+                       "trains two networks, and a spec holds one", "loss",
+                       hint="train the encoder with --decoder DECODER.cnn (VAE) or the "
+                            "generator with --discriminator DISCRIMINATOR.cnn (GAN)")
+            return "generate"
+        if len(shapes) >= 2 and any(s == (4,) for s in shapes) and any(
+                s == (1,) for s in shapes):
+            return "detect"
+        if len(shapes) == 1 and len(shapes[0]) == 3 and len(in_shape) == 3:
+            if shapes[0] == in_shape and losses <= {"mse", "mae", "binary_crossentropy"} \
+                    and losses:
+                return "generate"
+            if shapes[0][:2] == in_shape[:2]:
+                return "segment"
+        if len(shapes) == 1 and len(shapes[0]) == 1:
+            if losses & BOX_LOSSES and not losses & CE_LOSSES:
+                self.error("E517", "a single vector output with a box loss has no present "
+                           "flag to train against", "loss",
+                           hint="detection needs two outputs: present (1 unit, sigmoid) "
+                                "and box (4 units)")
+            return "classify"
+        shown = ", ".join("x".join(map(str, s)) for s in shapes)
+        self.error("E517", f"cannot tell what this network is trained for from its outputs "
+                   f"({shown})", "loss",
+                   hint="a classifier ends in a vector; a segmenter in HxWxK at the input's "
+                        "size; a detector outputs present (1) and box (4); a VAE encoder "
+                        "(mean, logvar) trains with --decoder DECODER.cnn")
+        return "classify"
+
+    def heads(self, task: str, losses: list[str]) -> list[Head]:
+        model = self.model
+        outs = [(o, model.node(o).shape, final_activation(model, o)) for o in model.outputs]
+        if task == "detect":
+            heads = []
+            for name, shape, act in outs:
+                role = {(1,): "present", (4,): "box"}.get(shape, "class")
+                heads.append(Head(name, role, shape, act))
+            present = [h for h in heads if h.role == "present"]
+            box = [h for h in heads if h.role == "box"]
+            cls = [h for h in heads if h.role == "class"]
+            for loss in losses:
+                target = (box if loss in BOX_LOSSES else present if loss ==
+                          "binary_crossentropy" else cls)
+                if target:
+                    target[0].losses.append(loss)
+                else:
+                    self.error("E514", f"loss {loss} has no output to train: this detector's "
+                               "outputs are " + ", ".join(f"{h.output} ({h.role})"
+                                                          for h in heads), "loss")
+            for h in heads:
+                if not h.losses:
+                    self.error("E514", f"output {h.output} ({h.role}) has no loss", "loss",
+                               hint="list one loss per output: binary_crossentropy for "
+                                    "present, smooth_l1 and/or iou for the box")
+            return heads
+        role = {"classify": "class", "segment": "mask", "generate": "image"}[task]
+        heads = [Head(n, role, s, a) for n, s, a in outs]
+        if len(losses) == 1:
+            for h in heads:
+                h.losses = list(losses)
+        elif len(losses) == len(heads):
+            for h, loss in zip(heads, losses):
+                h.losses = [loss]
+        elif len(heads) == 1:
+            heads[0].losses = list(losses)
+        else:
+            self.error("E514", f"{len(losses)} losses for {len(heads)} outputs", "loss",
+                       hint="give one loss for all outputs, or one per output in "
+                            "output order")
+        return heads
+
+    def check_losses(self, task: str, losses: list[str], heads: list[Head]) -> None:
+        fits = TASK_LOSSES[task]
+        for loss in losses:
+            if loss in ("dice", "ce_dice") and task == "classify":
+                self.error("E512", f"loss {loss} measures overlap of masks; this network is "
+                           "a classifier (its output is a vector)", "loss",
+                           hint="use sparse_categorical_crossentropy, or end the network "
+                                "in HxWxK to segment")
+            elif loss not in fits:
+                self.error("E512", f"loss {loss} does not fit a {task} network", "loss",
+                           expected=", ".join(sorted(fits)))
+        for h in heads:
+            if "binary_crossentropy" in h.losses and h.activation == "softmax" \
+                    and h.units > 1:
+                self.error("E510", f"binary_crossentropy on a softmax over {h.units} units: "
+                           "softmax makes the units compete, binary cross-entropy scores "
+                           "each on its own", "loss",
+                           hint="use categorical_crossentropy with softmax, or sigmoid with "
+                                "binary_crossentropy (multi-label)")
+            if {"categorical_crossentropy", "sparse_categorical_crossentropy"} & set(
+                    h.losses) and h.activation == "sigmoid" and h.units > 1:
+                self.error("E510", f"categorical cross-entropy on {h.units} sigmoid units: "
+                           "the units are not a distribution over classes", "loss",
+                           hint="end the head in softmax, or use binary_crossentropy")
+            if {"categorical_crossentropy", "sparse_categorical_crossentropy", "ce_dice",
+                    "dice"} & set(h.losses) and h.units == 1 and h.role in ("class", "mask"):
+                self.error("E511", f"categorical loss {'/'.join(h.losses)} on a single "
+                           f"unit: one class has nothing to choose from", "loss",
+                           hint="use binary_crossentropy with a sigmoid unit, or one unit "
+                                "per class")
+
+    def check_metrics(self, task: str, metrics: list[str]) -> None:
+        fits = TASK_METRICS[task]
+        for m in metrics:
+            if m not in fits:
+                self.error("E513", f"metric {m} does not fit a {task} network", "metrics",
+                           expected=", ".join(sorted(fits)))
+
+    def check_monitor(self, metrics: list[str]) -> None:
+        es = self.spec.early_stopping
+        if es is None:
+            return
+        from .metrics import ALIASES
+        names = ["loss", *(ALIASES.get(m, m) for m in metrics)]
+        known = [f"{split}_{n}" for split in ("val", "train") for n in names]
+        if es.monitor not in known:
+            self.error("E516", f"early_stopping monitors '{es.monitor}', which training does "
+                       "not measure", "early_stopping", expected=", ".join(known),
+                       hint=did_you_mean(es.monitor, known))
+
+    def check_heads(self, task: str, heads: list[Head], num_classes: int | None) -> None:
+        if num_classes is None:
+            return
+        for h in heads:
+            if h.role in ("class", "mask") and h.units > 1 and h.units != num_classes:
+                self.error("E515", f"output {h.output} has {h.units} units but the data has "
+                           f"{num_classes} classes", "loss",
+                           hint=f"end the network in {num_classes} units, or load data with "
+                                f"{h.units} classes", span=self.model.node(h.output).span)
+
+
+def _read(path: str | None) -> str | None:
+    if not path:
+        return None
+    try:
+        return Path(path).read_text(encoding="utf-8")
+    except OSError:
+        return None

@@ -1,0 +1,233 @@
+"""Train, evaluate and predict from a compiled spec: the steps the CLI commands run.
+
+    result = train(model, "digits", backend="torch", out="runs/lenet", epochs=5)
+    metrics = evaluate(model, "runs/lenet/best.safetensors", "digits")
+    preds = predict(model, "runs/lenet/best.safetensors", ["a.png"])
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from pathlib import Path
+
+import numpy as np
+
+from ..ir import Model
+from .driver import Comm, Interrupted, Options, Trainer, eval_ops, fitted_ops, normalization
+from .driver import evaluate as _evaluate
+from .plan import Plan, make_plan
+
+BACKENDS = ("torch", "keras")
+
+
+def backend_for_weights(path: str) -> str:
+    return "keras" if str(path).endswith(".h5") else "torch"
+
+
+def make_backend(name: str, model: Model, plan: Plan, seed: int, comm: Comm | None = None):
+    if name == "torch":
+        from .torch_backend import TorchBackend
+        return TorchBackend(model, plan, seed, comm)
+    if name == "keras":
+        from .keras_backend import KerasBackend
+        return KerasBackend(model, plan, seed)
+    raise ValueError(f"unknown backend {name!r}")
+
+
+def data_options(plan: Plan, options: dict | None = None) -> dict:
+    """Loader options the plan implies: a 1- or 2-unit mask head trains on binary masks."""
+    options = dict(options or {})
+    mask = plan.head("mask")
+    if mask is not None and mask.units <= 2 and "binary" not in options:
+        options["binary"] = True
+    return options
+
+
+def load_data(model: Model, source: str, seed: int = 0, options: dict | None = None):
+    """(plan checked against the data, dataset)."""
+    from ..data import load
+    plan = make_plan(model)
+    dataset = load(source, model.input_shape, plan.data_task, seed, **data_options(plan,
+                                                                                   options))
+    classes = len(dataset.classes) if plan.task in ("classify", "segment") else None
+    return make_plan(model, classes), dataset
+
+
+def train(model: Model, source: str, backend: str = "torch", out: str | Path | None = None,
+          epochs: int | None = None, resume: bool = False, seed: int | None = None,
+          batch_size: int | None = None, data_options_: dict | None = None,
+          progress: bool | None = None, log=print, comm: Comm | None = None) -> dict:
+    """Fit the model on `source`; returns the result dict (also written to out/result.json).
+    Raises driver.Interrupted on Ctrl-C after saving the last finished epoch."""
+    comm = comm or Comm()
+    plan, dataset = load_data(model, source, 0, data_options_)
+    spec = plan.compile
+    seed = spec.seed if seed is None else seed
+    tr, va = dataset.split(spec.validation_split, seed)
+    opts = Options(epochs=epochs or spec.epochs, batch_size=batch_size or spec.batch_size,
+                   seed=seed, out=Path(out) if out else None, resume=resume,
+                   augment=list(spec.augment), progress=progress)
+    opts.log = log
+    be = make_backend(backend, model, plan, seed, comm)
+    transfer = getattr(be, "transfer", None)
+    transfer = transfer.summary() if transfer is not None else None
+    if transfer:
+        log(transfer["loaded"])
+    norm = normalization(fitted_ops(opts.augment, tr))
+    info = {"backend": backend, "data": str(source), "seed": seed, "spec": model.source,
+            "world": comm.world, "normalize": norm}
+    trainer = Trainer(be, plan, opts, comm, info)
+    if resume and trainer.resume():
+        log(f"resuming after epoch {trainer.start} of {opts.epochs}")
+    elif resume:
+        log(f"no checkpoint in {out}: starting from the first epoch")
+    t0 = time.perf_counter()
+    try:
+        trainer.fit(tr, va)
+    except Interrupted as stop:
+        if trainer.writer:
+            _finish(trainer, opts, plan, None, interrupted=True)
+        stop.epochs_done = len(trainer.history)
+        raise
+    restored = trainer.restore_best()
+    held_out = va if len(va) else tr
+    metrics = _evaluate(be, plan, held_out, opts.batch_size, comm,
+                        eval_ops(fitted_ops(opts.augment, tr)))
+    result = {"normalize": norm,"task": plan.task, "backend": backend, "data": str(source),
+              "best_epoch": trainer.best_epoch + 1, "epochs_run": len(trainer.history),
+              "monitor": trainer.monitor, "stopped_early": trainer.stopped_early,
+              "restored_best": restored, "held_out": "validation" if len(va) else "train",
+              "n_train": len(tr), "n_val": len(va), "seed": seed, "processes": comm.world,
+              "seconds": round(time.perf_counter() - t0, 2),
+              "metrics": {k: float(v) for k, v in metrics.items()}}
+    if transfer:
+        result["transfer"] = transfer
+    if trainer.writer:
+        _finish(trainer, opts, plan, result)
+    return result
+
+
+def _finish(trainer: Trainer, opts: Options, plan: Plan, result: dict | None,
+            interrupted: bool = False) -> None:
+    from .report import plot_curves, write_history, write_result
+    out = opts.out
+    write_history(out, trainer.history)
+    plot_curves(out, trainer.history, f"{plan.task} ({trainer.info.get('backend')})")
+    if result is not None:
+        write_result(out, result)
+
+
+def evaluate(model: Model, weights: str, source: str, backend: str | None = None,
+             batch_size: int | None = None, split: str = "val",
+             data_options_: dict | None = None) -> dict:
+    """Metrics of saved weights on the held-out split of `source` ('val', or 'all')."""
+    plan, dataset = load_data(model, source, 0, data_options_)
+    spec = plan.compile
+    train_part = dataset
+    seed = _run_info(weights).get("seed", spec.seed)   # the split training made
+    if spec.validation_split > 0:
+        train_part, val = dataset.split(spec.validation_split, seed)
+        dataset = val if split == "val" else dataset
+    # a bare `normalize` is fitted to the training split, as in training
+    ops = eval_ops(fitted_ops(list(spec.augment), train_part))
+    be = make_backend(backend or backend_for_weights(weights), model, plan, spec.seed)
+    be.load([weights], optimizer=False)
+    metrics = _evaluate(be, plan, dataset, batch_size or spec.batch_size, ops=ops)
+    return {"task": plan.task, "n": len(dataset), "metrics": metrics}
+
+
+def read_images(paths: list[str], shape: tuple[int, ...]) -> np.ndarray:
+    """Images as NHWC float32 in [0, 1], resized to the network's input."""
+    from PIL import Image
+
+    from ..data import resize, to_channels
+    h, w, c = shape
+    arrays = []
+    for p in paths:
+        with Image.open(p) as img:
+            img = img.convert("L" if c == 1 else "RGB")
+            a = np.asarray(img, dtype=np.float32) / 255.0
+        a = a[..., None] if a.ndim == 2 else a
+        arrays.append(a)
+    out = []
+    for a in arrays:
+        a = resize(a[None], (h, w)) if a.shape[:2] != (h, w) else a[None]
+        out.append(to_channels(a, c)[0])
+    return np.stack(out).astype(np.float32)
+
+
+def predict(model: Model, weights: str, images: list[str], backend: str | None = None,
+            top: int = 5, classes: list[str] | None = None, out_dir: str | None = None) -> list:
+    """Per image: top-k labels (classify), a mask PNG path (segment), a box (detect)."""
+    plan = make_plan(model)
+    be = make_backend(backend or backend_for_weights(weights), model, plan, 0)
+    be.load([weights], optimizer=False)
+    x = _normalize(read_images(images, model.input_shape), weights)
+    outs = be.predict(x)
+    heads = {h.role: o for h, o in zip(plan.heads, outs)}
+    results = []
+    for i, path in enumerate(images):
+        item: dict = {"image": path}
+        if "class" in heads and plan.task == "classify":
+            prob = heads["class"][i]
+            names = classes or [str(k) for k in range(len(prob))]
+            order = np.argsort(-prob)[:top]
+            item["top"] = [{"label": names[k] if k < len(names) else str(k),
+                            "index": int(k), "probability": float(prob[k])} for k in order]
+        if "mask" in heads:
+            prob = heads["mask"][i]
+            mask = (prob[..., 0] > 0.5) if prob.shape[-1] == 1 else prob.argmax(-1)
+            item["mask"] = _save_mask(mask, path, out_dir)
+            item["classes_present"] = sorted(int(v) for v in np.unique(mask))
+        if "present" in heads:
+            item["present"] = float(heads["present"][i][0])
+        if "box" in heads:
+            h, w = model.input_shape[:2]
+            box = heads["box"][i]
+            item["box"] = [float(v) for v in box]
+            item["box_pixels"] = [float(box[0] * w), float(box[1] * h), float(box[2] * w),
+                                  float(box[3] * h)]
+        results.append(item)
+    return results
+
+
+def _run_info(weights: str) -> dict:
+    """result.json (or checkpoint.json) of the run the weights come from, or {}."""
+    for name in ("result.json", "checkpoint.json"):
+        path = Path(weights).parent / name
+        if path.is_file():
+            try:
+                return json.loads(path.read_text(encoding="utf-8"))
+            except ValueError:
+                return {}
+    return {}
+
+
+def _normalize(x: np.ndarray, weights: str) -> np.ndarray:
+    """Apply the normalisation training fitted (recorded beside the weights), if any."""
+    norm = _run_info(weights).get("normalize")
+    if not norm:
+        return x
+    return ((x - np.asarray(norm["mean"], np.float32))
+            / np.asarray(norm["std"], np.float32)).astype(np.float32)
+
+
+def _save_mask(mask: np.ndarray, image: str, out_dir: str | None) -> str:
+    """The mask as an 8-bit PNG, class k -> grey level k * (255 // max(K-1, 1))."""
+    from PIL import Image
+    folder = Path(out_dir) if out_dir else Path(image).parent
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / f"{Path(image).stem}.mask.png"
+    k = max(int(mask.max()), 1)
+    Image.fromarray((mask.astype(np.int64) * (255 // k)).astype(np.uint8)).save(path)
+    return str(path)
+
+
+def dumps(value) -> str:
+    return json.dumps(value, indent=2, default=float)
+
+
+def env_rank() -> int:
+    return int(os.environ.get("RANK", "0"))

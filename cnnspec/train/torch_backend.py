@@ -1,0 +1,285 @@
+"""Training with PyTorch: the network from cnnspec.backends.torch, one batch at a time.
+
+Images enter NCHW (the data is NHWC numpy); outputs leave as NHWC numpy so metrics are
+computed by the shared numpy code. Heads trained with cross-entropy get logits (plan.py
+strips their final softmax/sigmoid) and use F.cross_entropy / binary_cross_entropy_with_
+logits, the numerically stable forms. Weights are saved with safetensors; optimizer state
+with torch.save (tensors and numbers only) and read back with weights_only=True.
+"""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from ..ir import Model
+from .driver import Comm
+from .plan import Head, Plan, logits_model
+
+EPS = 1e-6
+
+
+class TorchComm(Comm):
+    """Sums over the processes of a torchrun group (gloo on CPU)."""
+
+    def __init__(self):
+        import torch.distributed as dist
+        if not dist.is_initialized():
+            dist.init_process_group("gloo")
+        self.dist = dist
+        self.rank, self.world = dist.get_rank(), dist.get_world_size()
+
+    def sum(self, values: dict) -> dict:
+        keys = sorted(values)
+        arrays = [np.atleast_1d(np.asarray(values[k], dtype=np.float64)) for k in keys]
+        flat = torch.from_numpy(np.concatenate(arrays) if arrays else np.zeros(0))
+        self.dist.all_reduce(flat)
+        out, at = {}, 0
+        for k, a in zip(keys, arrays):
+            part = flat[at:at + a.size].numpy()
+            at += a.size
+            out[k] = part.reshape(np.shape(values[k])) if np.ndim(values[k]) else float(part[0])
+        return out
+
+    def barrier(self) -> None:
+        self.dist.barrier()
+
+
+def make_optimizer(params, spec):
+    o = spec.optimizer
+    eps = o.eps if o.eps is not None else 1e-7   # Keras' default, so both backends agree
+    if o.name == "sgd":
+        return torch.optim.SGD(params, lr=o.lr, momentum=o.momentum, nesterov=o.nesterov,
+                               weight_decay=o.weight_decay)
+    if o.name == "adam":
+        return torch.optim.Adam(params, lr=o.lr, betas=(o.beta1, o.beta2), eps=eps,
+                                weight_decay=o.weight_decay)
+    if o.name == "adamw":
+        return torch.optim.AdamW(params, lr=o.lr, betas=(o.beta1, o.beta2), eps=eps,
+                                 weight_decay=o.weight_decay)
+    return torch.optim.RMSprop(params, lr=o.lr, alpha=o.rho, eps=eps, momentum=o.momentum,
+                               weight_decay=o.weight_decay)
+
+
+class TorchBackend:
+    name = "torch"
+    weights_suffix = ".safetensors"
+
+    def __init__(self, model: Model, plan: Plan, seed: int = 0, comm: Comm | None = None):
+        from ..backends.torch import build
+        self.plan, self.seed = plan, seed
+        self.comm = comm or Comm()
+        torch.manual_seed(seed)
+        from ..transfer import prepare
+        built = logits_model(model, plan)
+        self.net = build(built)
+        # the spec's transfer section: load the source, freeze (a no-op without one)
+        self.transfer = prepare(self.net, built, "torch")
+        self.module = self.net
+        if self.comm.world > 1:
+            from torch.nn.parallel import DistributedDataParallel
+            self.module = DistributedDataParallel(self.net)
+        self.opt = make_optimizer(self.transfer.param_groups(plan.compile.optimizer.lr),
+                                  plan.compile)
+        self.amp = plan.compile.mixed_precision
+
+    # --- the driver's interface ------------------------------------------------------------
+    def set_lr(self, lr: float) -> None:
+        for group in self.opt.param_groups:
+            group["lr"] = lr * group.get("lr_scale", 1.0)   # transfer's backbone_lr
+
+    def end_epoch(self, epoch: int) -> None:
+        """After `epoch` epochs: transfer's unfreeze_at (the optimizer already holds every
+        parameter; frozen ones just had no gradient). DDP reduces the gradients of the
+        parameters that were trainable when it wrapped the network, so it wraps it again."""
+        if self.transfer.epoch_end(epoch) and self.comm.world > 1:
+            from torch.nn.parallel import DistributedDataParallel
+            self.module = DistributedDataParallel(self.net)
+
+    def start_epoch(self, epoch: int) -> None:
+        # Dropout draws from a stream fixed by (seed, epoch): a resumed run repeats it.
+        torch.manual_seed(self.seed * 1_000_003 + epoch)
+
+    def train_step(self, batch: dict):
+        if not self.net.training:      # module.train() walks every submodule: once, not per batch
+            self.module.train()
+        outs = self._forward(self.module, batch["x"])
+        losses = self.losses(outs, batch)
+        self.opt.zero_grad(set_to_none=True)
+        losses["loss"].backward()
+        self.opt.step()
+        return _floats(losses), self._activated(outs)
+
+    @torch.no_grad()
+    def eval_step(self, batch: dict):
+        if self.net.training:
+            self.net.eval()
+        outs = self._forward(self.net, batch["x"])
+        return _floats(self.losses(outs, batch)), self._activated(outs)
+
+    @torch.no_grad()
+    def predict(self, x: np.ndarray) -> list[np.ndarray]:
+        if self.net.training:
+            self.net.eval()
+        return self._activated(self._forward(self.net, x))
+
+    # --- forward, losses -------------------------------------------------------------------
+    def _forward(self, module, x: np.ndarray) -> list[torch.Tensor]:
+        t = torch.from_numpy(np.ascontiguousarray(x)).permute(0, 3, 1, 2).contiguous()
+        if self.amp:
+            with torch.autocast("cpu", dtype=torch.bfloat16):
+                out = module(t)
+        else:
+            out = module(t)
+        if isinstance(out, dict):
+            out = [out[h.output] for h in self.plan.heads]
+        outs = list(out) if isinstance(out, (list, tuple)) else [out]
+        return [o.float() for o in outs]
+
+    def losses(self, outs, batch) -> dict[str, torch.Tensor]:
+        parts: dict[str, torch.Tensor] = {}
+        total = 0.0
+        for head, out, weight in zip(self.plan.heads, outs, self.plan.loss_weights):
+            for name in head.losses:
+                value = LOSSES[head.role](name, head, out, batch)
+                key = name if name not in parts else f"{head.output}_{name}"
+                parts[key] = value
+                total = total + weight * value
+        result = {"loss": total}
+        if len(parts) > 1:
+            result.update({f"loss_{k}": v for k, v in parts.items()})
+        return result
+
+    def _activated(self, outs) -> list[np.ndarray]:
+        arrays = []
+        for head, out in zip(self.plan.heads, outs):
+            out = out.detach()
+            if _logit_head(head):
+                out = torch.sigmoid(out) if head.units == 1 or head.activation == "sigmoid" \
+                    else torch.softmax(out, 1)
+            if out.dim() == 4:
+                out = out.permute(0, 2, 3, 1)
+            arrays.append(out.numpy())
+        return arrays
+
+    # --- checkpoints -----------------------------------------------------------------------
+    def save(self, prefix: str) -> list[str]:
+        from safetensors.torch import save_file
+
+        from .checkpoint import atomic_path
+        weights, optim = prefix + ".safetensors", prefix + ".optim.pt"
+        tensors = {k: v.detach().contiguous() for k, v in self.net.state_dict().items()}
+        atomic_path(weights, lambda tmp: save_file(tensors, tmp))
+        atomic_path(optim, lambda tmp: torch.save(self.opt.state_dict(), tmp))
+        return [weights, optim]
+
+    def load(self, files: list[str], optimizer: bool = True) -> None:
+        from safetensors.torch import load_file
+        for f in files:
+            if f.endswith(".safetensors"):
+                self.net.load_state_dict(load_file(f))
+            elif f.endswith(".optim.pt") and optimizer and os.path.exists(f):
+                self.opt.load_state_dict(torch.load(f, weights_only=True))
+
+
+def _floats(losses: dict) -> dict[str, float]:
+    return {k: float(v.detach()) for k, v in losses.items()}
+
+
+def _logit_head(head: Head) -> bool:
+    """Outputs are logits when plan stripped the activation, or a CE head had none."""
+    from .plan import CE_LOSSES
+    return head.logits or (head.activation is None and bool(set(head.losses) & CE_LOSSES))
+
+
+# --- losses by head role (mean over the batch) ---------------------------------------------
+def _class_loss(name, head, out, batch):
+    y = torch.from_numpy(batch["y"])
+    present = torch.from_numpy(batch["present"])
+    if head.units == 1 or name == "binary_crossentropy":
+        target = y.float()[:, None] if head.units == 1 else F.one_hot(y, head.units).float()
+        per = _bce(head, out, target).flatten(1).mean(1)
+    else:
+        per = F.cross_entropy(out, y, reduction="none") if _logit_head(head) \
+            else F.nll_loss(torch.log(out.clamp_min(EPS)), y, reduction="none")
+    if head.role == "class" and "boxes" in batch:   # a detector's class: only where present
+        return (per * present).sum() / present.sum().clamp_min(1)
+    return per.mean()
+
+
+def _bce(head, out, target):
+    if _logit_head(head):
+        return F.binary_cross_entropy_with_logits(out, target, reduction="none")
+    return F.binary_cross_entropy(out.clamp(EPS, 1 - EPS), target, reduction="none")
+
+
+def _mask_loss(name, head, out, batch):
+    masks = torch.from_numpy(batch["masks"])
+    if head.units == 1:
+        prob = torch.sigmoid(out) if _logit_head(head) else out
+        target = masks[:, None].float()
+        bce = _bce(head, out, target).mean()
+        dice = 1 - _dice(prob, target)
+    else:
+        prob = torch.softmax(out, 1) if _logit_head(head) else out
+        target = F.one_hot(masks, head.units).permute(0, 3, 1, 2).float()
+        bce = F.cross_entropy(out, masks) if _logit_head(head) else \
+            F.nll_loss(torch.log(prob.clamp_min(EPS)), masks)
+        dice = 1 - _dice(prob[:, 1:], target[:, 1:])
+    if name == "dice":
+        return dice
+    if name == "ce_dice":
+        return bce + dice
+    return bce
+
+
+def _dice(prob, target):
+    """Soft Dice per channel over the batch, then the mean (V-Net, Milletari et al. 2016)."""
+    inter = (prob * target).sum((0, 2, 3))
+    denom = prob.sum((0, 2, 3)) + target.sum((0, 2, 3))
+    return ((2 * inter + 1.0) / (denom + 1.0)).mean()
+
+
+def _present_loss(name, head, out, batch):
+    target = torch.from_numpy(batch["present"])[:, None]
+    return _bce(head, out, target).mean()
+
+
+def _box_loss(name, head, out, batch):
+    present = torch.from_numpy(batch["present"])
+    boxes = torch.from_numpy(batch["boxes"])
+    n = present.sum().clamp_min(1)
+    if name == "iou":
+        per = 1 - box_iou(out, boxes)
+    elif name == "mse":
+        per = ((out - boxes) ** 2).mean(1)
+    elif name == "mae":
+        per = (out - boxes).abs().mean(1)
+    else:   # smooth_l1 (Huber with beta 1, as torch's SmoothL1Loss and Fast R-CNN)
+        per = F.smooth_l1_loss(out, boxes, reduction="none").mean(1)
+    return (per * present).sum() / n
+
+
+def box_iou(a, b):
+    ix = (torch.minimum(a[:, 2], b[:, 2]) - torch.maximum(a[:, 0], b[:, 0])).clamp_min(0)
+    iy = (torch.minimum(a[:, 3], b[:, 3]) - torch.maximum(a[:, 1], b[:, 1])).clamp_min(0)
+    inter = ix * iy
+    area_a = (a[:, 2] - a[:, 0]).clamp_min(0) * (a[:, 3] - a[:, 1]).clamp_min(0)
+    area_b = (b[:, 2] - b[:, 0]).clamp_min(0) * (b[:, 3] - b[:, 1]).clamp_min(0)
+    return inter / (area_a + area_b - inter).clamp_min(EPS)
+
+
+def _image_loss(name, head, out, batch):
+    x = torch.from_numpy(batch["x"]).permute(0, 3, 1, 2)
+    if name == "binary_crossentropy":
+        return _bce(head, out, x).mean()
+    if name == "mae":
+        return (out - x).abs().mean()
+    return ((out - x) ** 2).mean()
+
+
+LOSSES = {"class": _class_loss, "mask": _mask_loss, "present": _present_loss,
+          "box": _box_loss, "image": _image_loss}
