@@ -34,3 +34,18 @@ def test_quick_report_format(tmp_path):
     assert "compile time per layer" in target and script == "compile_scaling.py"
     assert float(measured) > 0 and goal and met in ("yes", "**no**")
     assert "### compile_scaling.py" in text and "train_loop" not in text
+
+
+def test_a_missing_script_is_listed_without_a_number(monkeypatch):
+    monkeypatch.syspath_prepend(str(ROOT / "bench"))
+    import run_all
+    monkeypatch.setattr(run_all, "EXPECTED", [*run_all.EXPECTED, "not_here.py"])
+    assert run_all.missing() == ["not_here.py"]
+    context = {"date": "today", "quick": False, "load_start": 1.0, "load_end": 2.0,
+               "machine": {"cpu": "Some CPU", "cpus": 2, "python": "3"}}
+    rows = [{"target": "t", "measured": "1.010", "goal": "<= 1.03", "met": True}]
+    text = run_all.report([{"name": "x.py", "returncode": 0, "stdout": "out", "rows": rows}],
+                          ["not_here.py"], context)
+    assert "| t | 1.010 | <= 1.03 | yes | x.py |" in text
+    assert "- `not_here.py`: not in bench/ on this checkout; no number measured." in text
+    assert "not_here.py |" not in text and "QUICK" not in text
