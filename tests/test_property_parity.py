@@ -25,7 +25,7 @@ from cnnspec.layers import REGISTRY
 torch = pytest.importorskip("torch")
 keras = pytest.importorskip("keras")
 
-EXAMPLES = 200
+EXAMPLES = 400
 
 
 def check_network(text: str) -> bool:
@@ -153,5 +153,8 @@ def test_random_networks_agree_across_frameworks():
     total = tally["valid"] + tally["refused"]
     assert total >= EXAMPLES
     assert tally["valid"] >= 0.8 * total, tally
-    assert set(FEATURES) - set(seen) == set(), "never generated"
+    # Every layer kind must be built; of the finer features (netgen.FEATURES: argument forms,
+    # structures, activations) at most two may be missed, since the derandomized stream of
+    # examples shifts with the Hypothesis version (in this one, all are seen, the rarest ~5x).
+    assert len(set(FEATURES) - set(seen)) <= 2, set(FEATURES) - set(seen)
     assert set(REGISTRY) - {"input"} - set(kinds) == set(), "layer kinds never built"
