@@ -123,11 +123,13 @@ def keras_outputs(kmodel, x) -> list[np.ndarray]:
 
 
 def assert_close(got: np.ndarray, want: np.ndarray, what: str) -> None:
-    """Equal to 1e-4, relative and of the output's magnitude (float32 sums in two orders)."""
+    """Equal to 1e-4, relative and of the output's magnitude (float32 sums in two orders).
+    The magnitude has a floor of 0.01: inputs are of order 1, and an output that cancels to
+    zero in one framework is float32 rounding (~1e-8) in the other."""
     assert got.shape == want.shape, what
     finite = np.isfinite(want)
     scale = float(np.abs(want[finite]).max()) if finite.any() else 0.0
-    np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4 * max(scale, 1e-6),
+    np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4 * max(scale, 1e-2),
                                equal_nan=True, err_msg=what)
 
 

@@ -19,6 +19,13 @@ CASES = {
     # converting torch weights raised "No such layer: dwconv1" and the counts disagreed.
     "dead_end": ("model net\ninput 8x8x1\nresidual {\n}\nskip1 = identity\n"
                  "dwconv 3x3 same\nconv 1 1x1 from=skip1\n"),
+    # Not a backend bug: out4 cancels to exactly -0.0 in torch and to ~6e-9 in Keras, which
+    # a tolerance scaled by the output's magnitude alone refused; it now has a floor.
+    "cancels_to_zero": ("model net\ninput 8x8x1\nout1 = gmp\nresidual {\n}\nresidual {\n}\n"
+                        "skip2 = identity\nadd skip2\nskip3 = identity\ndense 1\nadd skip3\n"
+                        "out4 = dense 1\nskip5 = identity\ndense 1\nadd skip5\n"
+                        "residual gelu {\n  dense 1\n}\nfinal = identity\n"
+                        "output out1, out4, final\n"),
 }
 
 
