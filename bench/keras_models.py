@@ -4,12 +4,13 @@ specs/resnet50_keras.cnn built by the Keras backend, with the application's weig
 (predict_on_batch) and training step (train_on_batch) times, batch 8 at 224x224, in one
 process, interleaved so that both see the same machine state; medians and their ratio.
 
-    python bench/keras_models.py [--repeats 7] [--batch 8]
+    python bench/keras_models.py [--repeats 7] [--batch 8] [--json OUT]
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import statistics
 import sys
 import time
@@ -18,6 +19,7 @@ from pathlib import Path
 import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
+TARGET_RATIO = 1.03
 
 
 def _models():
@@ -44,6 +46,7 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=7)
     parser.add_argument("--batch", type=int, default=8)
+    parser.add_argument("--json", metavar="OUT", help="write the medians and ratios as JSON")
     args = parser.parse_args(argv)
     models = _models()
     rng = np.random.default_rng(0)
@@ -59,11 +62,19 @@ def main(argv=None) -> int:
             for name, m in models.items():
                 times[job, name].append(_time(lambda m=m, fn=fn: fn(m)))
     print(f"ResNet-50, batch {args.batch}, 224x224, median of {args.repeats} (interleaved)")
+    report = []
     for job in jobs:
         ours = statistics.median(times[job, "cnnspec"])
         ref = statistics.median(times[job, "keras.applications"])
         print(f"  {job:10s}  cnnspec {ours:.3f} s   keras.applications {ref:.3f} s   "
               f"ratio {ours / ref:.3f}")
+        report.append({"target": f"keras ResNet50 {job}: cnnspec / keras.applications "
+                                 f"(batch {args.batch}, median of {args.repeats})",
+                       "measured": f"{ours / ref:.3f}", "goal": f"<= {TARGET_RATIO}",
+                       "met": ours / ref <= TARGET_RATIO, "cnnspec_s": ours, "keras_s": ref})
+    if args.json:
+        Path(args.json).write_text(json.dumps({"report_rows": report}, indent=2) + "\n",
+                                   encoding="utf-8")
     return 0
 
 

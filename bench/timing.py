@@ -64,9 +64,26 @@ def load_average() -> float | None:
         return None
 
 
+def cpu_model() -> str:
+    """The CPU's name as /proc/cpuinfo gives it ('unknown' off Linux)."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text(encoding="utf-8").splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return "unknown"
+
+
 def machine() -> dict:
-    return {"cpus": os.cpu_count(), "load_average_1min": load_average(),
+    return {"cpu": cpu_model(), "cpus": os.cpu_count(), "load_average_1min": load_average(),
             "python": sys.version.split()[0]}
+
+
+def target_row(target: str, measured: float, goal: str, met: bool, unit: str = "") -> dict:
+    """One line of BENCHMARKS.md: what was compared, the measured ratio, the goal, and whether
+    this run met it. Scripts put a list of these under "report_rows" in their JSON."""
+    return {"target": target, "measured": f"{measured:.3f}{unit}", "goal": goal, "met": met}
 
 
 def markdown(header: list[str], rows: list[list]) -> str:

@@ -123,8 +123,16 @@ def main(argv=None) -> int:
         settings = {k: v for k, v in vars(args).items() if k != "json"}
         Path(args.json).write_text(json.dumps({"settings": settings, "rows": [
             dict(zip(("model", "pass", "torchvision_ms", "cnnspec_ms", "ratio"), r))
-            for r in rows]}, indent=2))
+            for r in rows], "report_rows": _report_rows(rows, args)}, indent=2))
     return 0 if worst <= TARGET else 1
+
+
+def _report_rows(rows: list[tuple], args) -> list[dict]:
+    """BENCHMARKS.md's rows (bench/run_all.py): one per model and pass."""
+    return [{"target": f"torch {name} {label}: cnnspec / torchvision (batch {args.batch}, "
+                       f"{args.size}px, median of {args.reps})",
+             "measured": f"{ratio:.3f}", "goal": f"<= {TARGET}", "met": ratio <= TARGET}
+            for name, label, _, _, ratio in rows]
 
 
 if __name__ == "__main__":

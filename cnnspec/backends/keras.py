@@ -70,8 +70,33 @@ def build(model: Model):
             x = _layer_class(cls_name)(**kwargs)(x)
         tensors[name] = x
     outputs = [tensors[o] for o in model.outputs]
+    dead = _dead_ends(model)
+    if dead:
+        from .keras_layers import KeepAlive
+        keep = _free_name("keep_alive", set(names.values()))
+        outputs[0] = KeepAlive(name=keep)([outputs[0], *(tensors[n] for n in dead)])
     return keras.Model(tensors[first.name], outputs if len(outputs) > 1 else outputs[0],
                        name=keras_name(model.name))
+
+
+def _dead_ends(model: Model) -> list[str]:
+    """Nodes that neither an output nor any other node reads, outputs' ancestors aside."""
+    live, todo = set(), list(model.outputs)
+    while todo:
+        name = todo.pop()
+        if name not in live:
+            live.add(name)
+            todo.extend(model.node(name).inputs)
+    read = {i for n in model.nodes for i in n.inputs}
+    return [n.name for n in model.nodes if n.name not in live and n.name not in read]
+
+
+def _free_name(stem: str, taken: set[str]) -> str:
+    name, i = stem, 1
+    while name in taken:
+        i += 1
+        name = f"{stem}_{i}"
+    return name
 
 
 def generate(model: Model) -> str:

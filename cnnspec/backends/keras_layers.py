@@ -70,3 +70,17 @@ class PaddedPool2D(keras.layers.Layer):
     def get_config(self):
         return {**super().get_config(), "op": self.op, "pool_size": self.pool_size,
                 "strides": self.strides, "pads": self.pads}
+
+
+@keras.saving.register_keras_serializable(package="cnnspec")
+class KeepAlive(keras.layers.Layer):
+    """Passes its first input through unchanged. The others are the spec's dead ends (tensors
+    that no output reads): a functional keras.Model holds only the layers its outputs depend
+    on, so without this their layers and weights would vanish, while the IR counts them and
+    the torch network has them."""
+
+    def call(self, inputs):
+        return inputs[0]
+
+    def compute_output_shape(self, input_shape):
+        return input_shape[0]
