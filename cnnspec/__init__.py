@@ -15,5 +15,16 @@ from .validate import validate
 
 __version__ = "0.1.0"
 
-__all__ = ["IR_VERSION", "Model", "Node", "Span", "SpecError", "SpecErrors", "compile_file",
-           "compile_text", "json_schema", "validate", "__version__"]
+__all__ = [
+           "IR_VERSION",
+           "Model",
+           "Node",
+           "Span",
+           "SpecError",
+           "SpecErrors",
+           "__version__",
+           "compile_file",
+           "compile_text",
+           "json_schema",
+           "validate",
+]

@@ -47,13 +47,13 @@ class Scope:
     chain: tuple = ()                                  # block names being expanded
     notes: tuple = ()                                  # "in block 'x' used at line N"
     suffix: str = ""                                   # from repeats
-    parent: "Scope | None" = None                      # where tensor names are looked up next
+    parent: Scope | None = None                      # where tensor names are looked up next
 
-    def child(self, prefix: str, env: dict | None = None, chain=(), notes=()) -> "Scope":
+    def child(self, prefix: str, env: dict | None = None, chain=(), notes=()) -> Scope:
         return Scope(prefix=prefix, env=self.env if env is None else env, chain=chain or
                      self.chain, notes=notes or self.notes, parent=self)
 
-    def sibling(self, env: dict | None = None, suffix: str | None = None) -> "Scope":
+    def sibling(self, env: dict | None = None, suffix: str | None = None) -> Scope:
         """The same namespace with other bindings (repeat iterations, if bodies)."""
         return Scope(self.prefix, self.env if env is None else env, self.tensors, self.counters,
                      self.chain, self.notes, self.suffix if suffix is None else suffix,
@@ -465,8 +465,8 @@ class Elaborator:
         inst = self._explicit(name, scope, span) if name else self._fresh(block.name, scope)
         line = span.line if span else "?"
         child = scope.child(inst + ".", env, chain=(*scope.chain, block.name),
-                            notes=(*scope.notes, f"note: in block '{block.name}' used at line "
-                                   f"{line}"))
+                            notes=(*scope.notes, (f"note: in block '{block.name}' used at line "
+                                   f"{line}")))
         first = len(self.nodes)
         out = self._body(block.body, child, inputs[0])
         self._group(inst, "block", first, block.name, span)

@@ -51,7 +51,7 @@ class SpecError(Exception):
         where = f"{self.span.line}:{self.span.column}: " if self.span else ""
         return f"{where}error[{self.code}]: {self.message}"
 
-    def located(self, path: str | None) -> "SpecError":
+    def located(self, path: str | None) -> SpecError:
         if self.path is None:
             self.path = path
         return self

@@ -15,7 +15,8 @@ from .layers import REGISTRY
 
 IR_VERSION = 1
 
-LayerSpec = Annotated[Union[tuple(REGISTRY.values())], Field(discriminator="kind")]  # type: ignore
+# Union[...] of a runtime tuple: the PEP 604 spelling cannot be built from a sequence.
+LayerSpec = Annotated[Union[tuple(REGISTRY.values())], Field(discriminator="kind")]  # type: ignore  # noqa: UP007
 
 
 class Span(BaseModel):

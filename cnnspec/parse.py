@@ -39,8 +39,8 @@ def tables_path() -> Path:
     return grammar_path().with_suffix(".tables.json")
 
 
-_OPTIONS = dict(parser="lalr", lexer="contextual", propagate_positions=True,
-                maybe_placeholders=False)
+_OPTIONS = {'parser': "lalr", 'lexer': "contextual", 'propagate_positions': True,
+                'maybe_placeholders': False}
 
 
 def _fingerprint(grammar: str) -> str:

@@ -103,7 +103,7 @@ def _name(value, table: dict, aliases: dict, what: str, span) -> str:
     return value
 
 
-def compile_section(item, elab: "Elaborator") -> CompileSpec:
+def compile_section(item, elab: Elaborator) -> CompileSpec:
     values: dict = {}
     spans: dict = {}
     scalar = {"epochs": "epochs", "batch_size": "batch_size", "batch": "batch_size",
@@ -160,7 +160,7 @@ def compile_section(item, elab: "Elaborator") -> CompileSpec:
     return _model(CompileSpec, values, span_of(item), "compile", spans)
 
 
-def transfer_section(item, elab: "Elaborator"):
+def transfer_section(item, elab: Elaborator):
     values: dict = {}
     head_at, head_body = None, None
     for word, pos, kw, sub, span in _statements(item.children[0]):

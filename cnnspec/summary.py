@@ -155,13 +155,13 @@ def _totals(model: Model) -> list[str]:
         f"trainable params: {fmt_int(model.trainable)}",
         f"non-trainable params: {fmt_int(model.non_trainable)}",
         *_frozen_line(model),
-        f"MACs: {fmt_int(model.macs)} per sample (conv and dense multiply-accumulates; "
-        "bias adds not counted)",
+        (f"MACs: {fmt_int(model.macs)} per sample (conv and dense multiply-accumulates; "
+        "bias adds not counted)"),
         f"parameter memory: {_human_bytes(model.params * BYTES_PER_VALUE)} (float32)",
-        f"activation memory: {_human_bytes(activation_values(model) * BYTES_PER_VALUE)} "
-        "(batch 1, all layer outputs, float32)",
-        f"total memory: {_human_bytes(memory_bytes(model))} (parameters + batch-1 "
-        "activations, float32; what check --max-memory compares)",
+        (f"activation memory: {_human_bytes(activation_values(model) * BYTES_PER_VALUE)} "
+        "(batch 1, all layer outputs, float32)"),
+        (f"total memory: {_human_bytes(memory_bytes(model))} (parameters + batch-1 "
+        "activations, float32; what check --max-memory compares)"),
     ]
 
 
@@ -169,8 +169,8 @@ def _frozen_line(model: Model) -> list[str]:
     frozen = sum(n.frozen for n in model.nodes)
     if not frozen:
         return []
-    return [f"frozen layers: {frozen} (transfer: freeze {model.transfer.freeze.mode}; their "
-            "parameters count as non-trainable)"]
+    return [(f"frozen layers: {frozen} (transfer: freeze {model.transfer.freeze.mode}; their "
+            "parameters count as non-trainable)")]
 
 
 def render_json(model: Model) -> str:

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import json
 
-from ..layers import fmt_int, fmt_shape
 from ..errors import SpecErrors
-from ._common import EXIT_OK, EXIT_SPEC, add_format, load, report, report
+from ..layers import fmt_int, fmt_shape
+from ._common import EXIT_OK, EXIT_SPEC, add_format, load, report
 
 NAME, HELP, ORDER = "check", "check that specs are valid networks", 10
 

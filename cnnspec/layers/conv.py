@@ -8,10 +8,24 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import Field, model_validator
+from pydantic import model_validator
 
-from .base import (Layer, NonNegPair, OptActivation, Padding, Pair, Pos, Shape, ShapeError,
-                   check_positive, fmt_int, fmt_shape, need_image, register, window_out)
+from .base import (
+    Layer,
+    NonNegPair,
+    OptActivation,
+    Padding,
+    Pair,
+    Pos,
+    Shape,
+    ShapeError,
+    check_positive,
+    fmt_int,
+    fmt_shape,
+    need_image,
+    register,
+    window_out,
+)
 
 _PAD_FLAGS = {"same": {"padding": "same"}, "valid": {"padding": "valid"},
               "nobias": {"bias": False}}
@@ -79,8 +93,8 @@ class Conv(_Windowed):
         p, _ = self.count_params(shapes)
         return [*self._explain_spatial(shapes[0]),
                 f"params: {f0}*{f1}*{dg}*{self.filters}{bias} = {fmt_int(p)}",
-                f"MACs: {out[0]}*{out[1]}*{self.filters}*{f0}*{f1}*{dg} = "
-                f"{fmt_int(self.count_macs(shapes, out))}"]
+                (f"MACs: {out[0]}*{out[1]}*{self.filters}*{f0}*{f1}*{dg} = "
+                f"{fmt_int(self.count_macs(shapes, out))}")]
 
     # --- torch backend (cnnspec.backends.torch) ---------------------------------------------
     def torch_op(self, shapes):
@@ -176,10 +190,10 @@ class SeparableConv(_Windowed):
         mid = shapes[0][2] * self.multiplier
         bias = f" + {self.filters}" if self.bias else ""
         return [*self._explain_spatial(shapes[0]),
-                f"params: {f0}*{f1}*{mid} + {mid}*{self.filters}{bias} = "
-                f"{fmt_int(self.count_params(shapes)[0])}",
-                f"MACs: {out[0]}*{out[1]}*{mid}*({f0}*{f1} + {self.filters}) = "
-                f"{fmt_int(self.count_macs(shapes, out))}"]
+                (f"params: {f0}*{f1}*{mid} + {mid}*{self.filters}{bias} = "
+                f"{fmt_int(self.count_params(shapes)[0])}"),
+                (f"MACs: {out[0]}*{out[1]}*{mid}*({f0}*{f1} + {self.filters}) = "
+                f"{fmt_int(self.count_macs(shapes, out))}")]
 
     # --- torch backend (cnnspec.backends.torch) ---------------------------------------------
     def torch_op(self, shapes):
@@ -255,10 +269,10 @@ class ConvTranspose(Layer):
         f0, f1 = self.kernel
         bias = f" + {self.filters}" if self.bias else ""
         return [f"height: {self._size(h, 0)[1]}", f"width: {self._size(w, 1)[1]}",
-                f"params: {f0}*{f1}*{d}*{self.filters}{bias} = "
-                f"{fmt_int(self.count_params(shapes)[0])}",
-                f"MACs: {h}*{w}*{d}*{f0}*{f1}*{self.filters} = "
-                f"{fmt_int(self.count_macs(shapes, out))}",
+                (f"params: {f0}*{f1}*{d}*{self.filters}{bias} = "
+                f"{fmt_int(self.count_params(shapes)[0])}"),
+                (f"MACs: {h}*{w}*{d}*{f0}*{f1}*{self.filters} = "
+                f"{fmt_int(self.count_macs(shapes, out))}"),
                 f"(input {fmt_shape(shapes[0])}: each input pixel is spread over an FxF window)"]
 
     # --- torch backend (cnnspec.backends.torch) ---------------------------------------------

@@ -6,8 +6,22 @@ from typing import Annotated, Literal
 
 from pydantic import BeforeValidator, Field
 
-from .base import (ACTIVATION_ALIASES, ACTIVATIONS, Layer, NonNegPair, OptActivation, Pair,
-                   Pos, Shape, ShapeError, fmt_int, fmt_shape, need_image, prod, register)
+from .base import (
+    ACTIVATION_ALIASES,
+    ACTIVATIONS,
+    Layer,
+    NonNegPair,
+    OptActivation,
+    Pair,
+    Pos,
+    Shape,
+    ShapeError,
+    fmt_int,
+    fmt_shape,
+    need_image,
+    prod,
+    register,
+)
 
 
 @register

@@ -37,8 +37,8 @@ class BatchNorm(Layer):
         c = shapes[0][-1]
         k = int(self.scale) + int(self.center)
         t, n = self.count_params(shapes)
-        return [f"params: {k}*{c} trainable (gamma, beta) = {fmt_int(t)}, "
-                f"2*{c} non-trainable (running mean, variance) = {fmt_int(n)}"]
+        return [(f"params: {k}*{c} trainable (gamma, beta) = {fmt_int(t)}, "
+                f"2*{c} non-trainable (running mean, variance) = {fmt_int(n)}")]
 
     # --- torch backend (cnnspec.backends.torch) ---------------------------------------------
     def torch_op(self, shapes):

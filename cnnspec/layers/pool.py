@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from .base import (Layer, Padding, Pair, check_positive, need_image, register, window_out)
+from .base import Layer, Padding, Pair, check_positive, need_image, register, window_out
 
 
 @register
@@ -117,7 +117,7 @@ class GlobalPool(Layer):
     kind_doc = "gap|gmp [keepdims]"
 
     def output_shape(self, shapes):
-        h, w, c = need_image(shapes, "global pooling")
+        _h, _w, c = need_image(shapes, "global pooling")
         return (1, 1, c) if self.keepdims else (c,)
 
     def explain(self, shapes, out):
