@@ -10,11 +10,9 @@ from .base import (
     ACTIVATION_ALIASES,
     ACTIVATIONS,
     Layer,
-    NonNegPair,
     OptActivation,
     Pair,
     Pos,
-    Shape,
     ShapeError,
     fmt_int,
     fmt_shape,
@@ -360,7 +358,3 @@ class Upsample(Layer):
         # Keras' bilinear resize uses half-pixel centres: torch's align_corners=False.
         return [("UpSampling2D", {"size": tuple(self.factor), "interpolation": self.mode,
                                   "name": name})]
-
-
-def _unused(*_):  # keep imports used by type checkers quiet
-    return NonNegPair, OptActivation, Shape
