@@ -181,6 +181,16 @@ class Model(BaseModel):
     def output_shapes(self) -> list[tuple[int, ...]]:
         return [self.node(o).shape for o in self.outputs]
 
+    def live(self) -> set[str]:
+        """The nodes an output depends on (the outputs and all their ancestors)."""
+        live, todo = set(), list(self.outputs)
+        while todo:
+            name = todo.pop()
+            if name not in live:
+                live.add(name)
+                todo.extend(self.node(name).inputs)
+        return live
+
     @property
     def trainable(self) -> int:
         return sum(n.trainable for n in self.nodes)

@@ -81,12 +81,7 @@ def build(model: Model):
 
 def _dead_ends(model: Model) -> list[str]:
     """Nodes that neither an output nor any other node reads, outputs' ancestors aside."""
-    live, todo = set(), list(model.outputs)
-    while todo:
-        name = todo.pop()
-        if name not in live:
-            live.add(name)
-            todo.extend(model.node(name).inputs)
+    live = model.live()
     read = {i for n in model.nodes for i in n.inputs}
     return [n.name for n in model.nodes if n.name not in live and n.name not in read]
 

@@ -87,7 +87,7 @@ def plan(model: Model) -> Plan:
     for n in model.nodes:
         for i in n.inputs:
             consumers[i] += 1
-    live = _live(model)
+    live = model.live()
     steps = []
     for node in model.nodes[1:]:
         layer, softmax = node.layer, False
@@ -115,16 +115,6 @@ def _overwrite_where_safe(steps: list[Step], consumers: dict[str, int], model: M
         if src is not None and src.op.fresh and consumers[src.node] == 1 \
                 and src.node not in model.outputs:
             step.op = replace(step.op, forward=step.op.inplace)
-
-
-def _live(model: Model) -> set[str]:
-    live, todo = set(), list(model.outputs)
-    while todo:
-        name = todo.pop()
-        if name not in live:
-            live.add(name)
-            todo.extend(model.node(name).inputs)
-    return live
 
 
 def identifier(text: str, taken: set[str] | frozenset = frozenset()) -> str:

@@ -15,7 +15,7 @@ import os
 import numpy as np
 
 from ..ir import Model
-from .plan import CE_LOSSES, Head, Plan, logits_model
+from .plan import CE_LOSSES, Head, Plan, logits_model, weighted_losses
 
 EPS = 1e-6
 
@@ -145,17 +145,7 @@ class KerasBackend:
         return self.losses(outs, batch), self._activated(outs)
 
     def losses(self, outs, batch) -> dict:
-        parts, total = {}, 0.0
-        for head, out, weight in zip(self.plan.heads, outs, self.plan.loss_weights):
-            for name in head.losses:
-                value = LOSSES[head.role](name, head, out, batch)
-                key = name if name not in parts else f"{head.output}_{name}"
-                parts[key] = value
-                total = total + weight * value
-        result = {"loss": total}
-        if len(parts) > 1:
-            result.update({f"loss_{k}": v for k, v in parts.items()})
-        return result
+        return weighted_losses(self.plan, outs, batch, LOSSES)
 
     def _activated(self, outs) -> list:
         from keras import ops

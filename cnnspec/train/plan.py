@@ -104,6 +104,22 @@ def make_plan(model: Model, num_classes: int | None = None) -> Plan:
     return plan
 
 
+def weighted_losses(plan: Plan, outs, batch, table: dict) -> dict:
+    """The training loss: each head's losses (from the backend's `table`, by head role),
+    weighted and summed; the parts are reported too when there are several. Framework
+    neutral: the values are whatever tensors the backend's loss functions return."""
+    parts, total = {}, 0.0
+    for head, out, weight in zip(plan.heads, outs, plan.loss_weights):
+        for name in head.losses:
+            value = table[head.role](name, head, out, batch)
+            parts[name if name not in parts else f"{head.output}_{name}"] = value
+            total = total + weight * value
+    result = {"loss": total}
+    if len(parts) > 1:
+        result.update({f"loss_{k}": v for k, v in parts.items()})
+    return result
+
+
 def final_activation(model: Model, name: str) -> str | None:
     """The activation that ends node `name` (a layer's own `act` or an activation layer)."""
     layer = model.node(name).layer

@@ -17,7 +17,7 @@ import torch.nn.functional as F
 
 from ..ir import Model
 from .driver import Comm
-from .plan import Head, Plan, logits_model
+from .plan import Head, Plan, logits_model, weighted_losses
 
 EPS = 1e-6
 
@@ -140,18 +140,7 @@ class TorchBackend:
         return [o.float() for o in outs]
 
     def losses(self, outs, batch) -> dict[str, torch.Tensor]:
-        parts: dict[str, torch.Tensor] = {}
-        total = 0.0
-        for head, out, weight in zip(self.plan.heads, outs, self.plan.loss_weights):
-            for name in head.losses:
-                value = LOSSES[head.role](name, head, out, batch)
-                key = name if name not in parts else f"{head.output}_{name}"
-                parts[key] = value
-                total = total + weight * value
-        result = {"loss": total}
-        if len(parts) > 1:
-            result.update({f"loss_{k}": v for k, v in parts.items()})
-        return result
+        return weighted_losses(self.plan, outs, batch, LOSSES)
 
     def _activated(self, outs) -> list[np.ndarray]:
         arrays = []
