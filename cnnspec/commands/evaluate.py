@@ -5,7 +5,8 @@ from __future__ import annotations
 import json
 import sys
 
-from ._common import EXIT_OK, EXIT_SPEC, load
+from ._common import EXIT_OK, EXIT_SPEC, EXIT_USAGE, load
+from .train import add_device
 
 NAME, HELP, ORDER = "evaluate", "metrics of trained weights on a dataset", 61
 DESCRIPTION = ("Load weights saved by 'cnnspec train' (.safetensors: torch, .weights.h5: "
@@ -20,21 +21,24 @@ def configure(p):
     p.add_argument("--data-option", action="append", default=[], metavar="KEY=VALUE")
     p.add_argument("--backend", choices=("torch", "keras"),
                    help="default: from the weights file's suffix")
+    add_device(p)
     p.add_argument("--split", choices=("val", "all"), default="val")
     p.add_argument("--batch-size", type=int)
     p.add_argument("--format", choices=("text", "json"), default="text")
 
 
 def run(args) -> int:
-    from .train import guarded, parse_options
+    from .train import check_device, guarded, parse_options
     model = load(args.file)
     if model is None:
         return EXIT_SPEC
+    if not check_device(args, "evaluate"):
+        return EXIT_USAGE
 
     def work():
         from ..train.session import evaluate
         return evaluate(model, args.weights, args.data, args.backend, args.batch_size,
-                        args.split, parse_options(args.data_option))
+                        args.split, parse_options(args.data_option), args.device)
     code, result = guarded(work, args.file, "evaluate")
     if code != EXIT_OK:
         return code

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import json
 
-from ._common import EXIT_OK, EXIT_SPEC, load
+from ._common import EXIT_OK, EXIT_SPEC, EXIT_USAGE, load
+from .train import add_device
 
 NAME, HELP, ORDER = "predict", "run trained weights on image files", 62
 DESCRIPTION = ("Classifiers print the top-k labels with probabilities; segmenters write a "
@@ -18,6 +19,7 @@ def configure(p):
     p.add_argument("--weights", required=True, metavar="W")
     p.add_argument("--backend", choices=("torch", "keras"),
                    help="default: from the weights file's suffix")
+    add_device(p)
     p.add_argument("--top", type=int, default=5, help="classifiers: how many labels")
     p.add_argument("--classes", help="comma-separated class names, in output order")
     p.add_argument("--out", metavar="DIR", help="segmenters: folder for the mask PNGs")
@@ -25,16 +27,18 @@ def configure(p):
 
 
 def run(args) -> int:
-    from .train import guarded
+    from .train import check_device, guarded
     model = load(args.file)
     if model is None:
         return EXIT_SPEC
+    if not check_device(args, "predict"):
+        return EXIT_USAGE
     classes = [c.strip() for c in args.classes.split(",")] if args.classes else None
 
     def work():
         from ..train.session import predict
         return predict(model, args.weights, args.images, args.backend, args.top, classes,
-                       args.out)
+                       args.out, args.device)
     code, results = guarded(work, args.file, "predict")
     if code != EXIT_OK:
         return code

@@ -30,7 +30,9 @@ def configure(p):
                    help="run directory (default runs/<spec name>)")
     p.add_argument("--resume", action="store_true", help="continue the run in --out")
     p.add_argument("--nproc", type=int, default=1, metavar="N",
-                   help="torch: N data-parallel processes (torchrun, DDP, gloo)")
+                   help="torch: N data-parallel processes (torchrun, DDP; NCCL on GPUs, "
+                        "gloo on CPUs)")
+    add_device(p)
     p.add_argument("--threads", type=int, metavar="N",
                    help="CPU threads for torch (default: torch's choice); 1 is often "
                         "faster for small networks on a busy machine")
@@ -42,6 +44,35 @@ def configure(p):
                    help="GAN: stop each epoch after N batches (CPU-sized runs)")
     p.add_argument("--progress", choices=("auto", "on", "off"), default="auto",
                    help="per-epoch progress bar on stderr (auto: when it is a terminal)")
+
+
+def add_device(p) -> None:
+    """--device for train / evaluate / predict (the torch backend)."""
+    from ..train.devices import CHOICES, parse
+    p.add_argument("--device", type=parse, default="auto", metavar="DEVICE",
+                   help=f"torch: {CHOICES} (auto: cuda when there is one, else cpu; "
+                        "cuda under --nproc: one GPU per process)")
+
+
+def check_device(args, command: str, world: int = 1) -> bool:
+    """False (after saying why) when --device names what this machine does not have, or
+    a device for the keras backend, which places itself."""
+    if getattr(args, "backend", None) == "keras" or (
+            args.backend is None and str(args.weights).endswith(".h5")):
+        if args.device not in ("auto", "cpu"):
+            print(f"cnnspec {command}: error: --device is for the torch backend (Keras "
+                  "places its own work)", file=sys.stderr)
+            return False
+        return True
+    if args.device == "cpu":
+        return True
+    from ..train.devices import DeviceError, available
+    try:
+        available(args.device, world - 1 if world > 1 else None, world)
+    except DeviceError as exc:
+        print(f"cnnspec {command}: error: {exc}", file=sys.stderr)
+        return False
+    return True
 
 
 def parse_options(items: list[str]) -> dict:
@@ -68,6 +99,8 @@ def run(args) -> int:
         if args.backend != "torch":
             print("cnnspec train: error: --nproc needs --backend torch", file=sys.stderr)
             return 2
+        if not check_device(args, "train", args.nproc):   # before starting N processes
+            return 2
         from ..train.distributed import launch, worker_argv
         return launch(args.nproc, worker_argv(args, args.out or os.path.join("runs",
                                                                               model.name)))
@@ -77,6 +110,8 @@ def run(args) -> int:
         print(f"cnnspec train: error: {exc}", file=sys.stderr)
         return 2
     out = args.out or os.path.join("runs", model.name)
+    if not check_device(args, "train"):
+        return 2
     if args.threads:
         set_threads(args.threads, args.backend)
     try:
@@ -158,15 +193,18 @@ def guarded(work, path: str, command: str):
 def _train(model, args, options, out) -> int:
     from ..train.driver import Comm, Interrupted
     from ..train.session import train
-    comm = Comm()
+    comm, device = Comm(), None
+    if args.backend == "torch":
+        from ..train.devices import from_env
+        device = from_env(args.device)    # under torchrun: cuda:LOCAL_RANK
     if "LOCAL_RANK" in os.environ:
         from ..train.torch_backend import TorchComm
-        comm = TorchComm()
+        comm = TorchComm(device)          # NCCL on CUDA, gloo otherwise
     log = print if comm.rank == 0 else (lambda *a, **k: None)
     progress = {"auto": None, "on": True, "off": False}[args.progress]
     try:
         result = train(model, args.data, args.backend, out, args.epochs, args.resume,
-                       args.seed, args.batch_size, options, progress, log, comm)
+                       args.seed, args.batch_size, options, progress, log, comm, device)
         comm.barrier()   # rank 0 writes the files; the others wait before tearing gloo down
     except Interrupted as stop:
         log(f"interrupted in epoch {stop.epoch + 1}; {getattr(stop, 'epochs_done', 0)} "

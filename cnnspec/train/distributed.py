@@ -1,7 +1,8 @@
 """`cnnspec train --nproc N`: N data-parallel torch processes started by torchrun.
 
 Each process builds the same network from the same seed, wraps it in
-DistributedDataParallel (gloo, so it runs on CPUs) and takes every N-th row of each global
+DistributedDataParallel (NCCL with one GPU per process, cuda:LOCAL_RANK, when --device
+resolves to CUDA; gloo on CPUs: cnnspec.train.devices) and takes every N-th row of each global
 batch; the global batches are the single-process ones (same seed, same order), so a run
 with N processes follows the one-process run up to floating-point reduction order (the
 role a DistributedSampler plays for a DataLoader). Losses and metric sums are all-reduced;
@@ -27,7 +28,7 @@ def launch(nproc: int, argv: list[str]) -> int:
 def worker_argv(args, out: str) -> list[str]:
     """The command line each worker runs: this one, with --out fixed and --nproc 1."""
     argv = ["train", args.file, "--backend", args.backend, "--data", args.data,
-            "--out", out, "--progress", args.progress]
+            "--out", out, "--progress", args.progress, "--device", args.device]
     for item in args.data_option:
         argv += ["--data-option", item]
     for flag, value in (("--epochs", args.epochs), ("--batch-size", args.batch_size),

@@ -5,8 +5,10 @@ A backend (cnnspec.train.torch_backend / keras_backend) provides:
     weights_suffix                 '.safetensors' | '.weights.h5'
     set_lr(lr), start_epoch(epoch) (seeds its random streams from (seed, epoch))
     train_step(batch) / eval_step(batch) -> ({loss name: mean over the batch}, outputs)
-        batch: numpy dict from cnnspec.data.batches; outputs: the heads' activated outputs
-        as numpy, NHWC, in plan.heads order
+        batch: numpy dict from cnnspec.data.batches; outputs: the heads' activated outputs,
+        NHWC, in plan.heads order, as numpy (or what the backend's own meter takes); a
+        loss may be a number or a scalar tensor (added up where it is, read once an epoch)
+    meter(plan) (optional) -> a metrics.Meter for its outputs (default: the numpy Meter)
     save(prefix) -> [files written under prefix], load(files, optimizer: bool)
 A Comm sums numbers over processes (one process: nothing to do).
 """
@@ -96,7 +98,7 @@ def run_epoch(backend, plan: Plan, data, opts: Options, epoch: int, train: bool,
               comm: Comm, ops=None, bar_label: str = "") -> dict[str, float]:
     """One pass over `data`; returns {loss names..., metric names...} over the whole set."""
     from ..data import batches
-    meter = Meter(plan)
+    meter = backend.meter(plan) if hasattr(backend, "meter") else Meter(plan)
     sums: dict[str, float] = {}
     count = 0
     stream = batches(data, opts.batch_size, shuffle=train, seed=opts.seed, epoch=epoch,
@@ -115,12 +117,13 @@ def run_epoch(backend, plan: Plan, data, opts: Options, epoch: int, train: bool,
             sums[k] = sums.get(k, 0.0) + v * n
         count += n
         meter.update(outputs, batch)
-        if bar is not None:
+        if bar is not None:   # the bar reads the sums every batch; without it, once
             bar.update(1)
-            bar.set_postfix({k: f"{v / count:.4f}" for k, v in sums.items()
+            bar.set_postfix({k: f"{float(v) / count:.4f}" for k, v in sums.items()
                              if k == "loss"} | _short(meter.result()), refresh=False)
     if bar is not None:
         bar.close()
+    sums = {k: float(v) for k, v in sums.items()}
     totals = comm.sum({"_count": float(count), **sums, **{f"_m_{k}": v for k, v in
                                                           meter.state().items()}})
     count = max(totals["_count"], 1.0)

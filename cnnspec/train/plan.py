@@ -108,13 +108,15 @@ def weighted_losses(plan: Plan, outs, batch, table: dict) -> dict:
     """The training loss: each head's losses (from the backend's `table`, by head role),
     weighted and summed; the parts are reported too when there are several. Framework
     neutral: the values are whatever tensors the backend's loss functions return."""
-    parts, total = {}, 0.0
+    parts, total = {}, None
     for head, out, weight in zip(plan.heads, outs, plan.loss_weights):
         for name in head.losses:
             value = table[head.role](name, head, out, batch)
             parts[name if name not in parts else f"{head.output}_{name}"] = value
-            total = total + weight * value
-    result = {"loss": total}
+            # x * 1.0 and 0.0 + x are x: no extra graph nodes for the common single loss
+            term = value if weight == 1 else weight * value
+            total = term if total is None else total + term
+    result = {"loss": 0.0 if total is None else total}
     if len(parts) > 1:
         result.update({f"loss_{k}": v for k, v in parts.items()})
     return result

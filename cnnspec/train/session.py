@@ -26,10 +26,15 @@ def backend_for_weights(path: str) -> str:
     return "keras" if str(path).endswith(".h5") else "torch"
 
 
-def make_backend(name: str, model: Model, plan: Plan, seed: int, comm: Comm | None = None):
+def make_backend(name: str, model: Model, plan: Plan, seed: int, comm: Comm | None = None,
+                 device=None):
+    """`device`: a torch.device or a --device string (torch only; None: auto)."""
     if name == "torch":
+        from .devices import from_env
         from .torch_backend import TorchBackend
-        return TorchBackend(model, plan, seed, comm)
+        if device is None or isinstance(device, str):
+            device = from_env(device or "auto")
+        return TorchBackend(model, plan, seed, comm, device)
     if name == "keras":
         from .keras_backend import KerasBackend
         return KerasBackend(model, plan, seed)
@@ -58,7 +63,8 @@ def load_data(model: Model, source: str, seed: int = 0, options: dict | None = N
 def train(model: Model, source: str, backend: str = "torch", out: str | Path | None = None,
           epochs: int | None = None, resume: bool = False, seed: int | None = None,
           batch_size: int | None = None, data_options_: dict | None = None,
-          progress: bool | None = None, log=print, comm: Comm | None = None) -> dict:
+          progress: bool | None = None, log=print, comm: Comm | None = None,
+          device=None) -> dict:
     """Fit the model on `source`; returns the result dict (also written to out/result.json).
     Raises driver.Interrupted on Ctrl-C after saving the last finished epoch."""
     comm = comm or Comm()
@@ -70,7 +76,7 @@ def train(model: Model, source: str, backend: str = "torch", out: str | Path | N
                    seed=seed, out=Path(out) if out else None, resume=resume,
                    augment=list(spec.augment), progress=progress)
     opts.log = log
-    be = make_backend(backend, model, plan, seed, comm)
+    be = make_backend(backend, model, plan, seed, comm, device)
     transfer = getattr(be, "transfer", None)
     transfer = transfer.summary() if transfer is not None else None
     if transfer:
@@ -121,7 +127,7 @@ def _finish(trainer: Trainer, opts: Options, plan: Plan, result: dict | None,
 
 def evaluate(model: Model, weights: str, source: str, backend: str | None = None,
              batch_size: int | None = None, split: str = "val",
-             data_options_: dict | None = None) -> dict:
+             data_options_: dict | None = None, device=None) -> dict:
     """Metrics of saved weights on the held-out split of `source` ('val', or 'all')."""
     plan, dataset = load_data(model, source, 0, data_options_)
     spec = plan.compile
@@ -132,7 +138,8 @@ def evaluate(model: Model, weights: str, source: str, backend: str | None = None
         dataset = val if split == "val" else dataset
     # a bare `normalize` is fitted to the training split, as in training
     ops = eval_ops(fitted_ops(list(spec.augment), train_part))
-    be = make_backend(backend or backend_for_weights(weights), model, plan, spec.seed)
+    be = make_backend(backend or backend_for_weights(weights), model, plan, spec.seed,
+                      device=device)
     be.load([weights], optimizer=False)
     metrics = _evaluate(be, plan, dataset, batch_size or spec.batch_size, ops=ops)
     return {"task": plan.task, "n": len(dataset), "metrics": metrics}
@@ -159,10 +166,12 @@ def read_images(paths: list[str], shape: tuple[int, ...]) -> np.ndarray:
 
 
 def predict(model: Model, weights: str, images: list[str], backend: str | None = None,
-            top: int = 5, classes: list[str] | None = None, out_dir: str | None = None) -> list:
+            top: int = 5, classes: list[str] | None = None, out_dir: str | None = None,
+            device=None) -> list:
     """Per image: top-k labels (classify), a mask PNG path (segment), a box (detect)."""
     plan = make_plan(model)
-    be = make_backend(backend or backend_for_weights(weights), model, plan, 0)
+    be = make_backend(backend or backend_for_weights(weights), model, plan, 0,
+                      device=device)
     be.load([weights], optimizer=False)
     x = _normalize(read_images(images, model.input_shape), weights)
     outs = be.predict(x)

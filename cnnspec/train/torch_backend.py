@@ -1,10 +1,14 @@
 """Training with PyTorch: the network from cnnspec.backends.torch, one batch at a time.
 
-Images enter NCHW (the data is NHWC numpy); outputs leave as NHWC numpy so metrics are
-computed by the shared numpy code. Heads trained with cross-entropy get logits (plan.py
-strips their final softmax/sigmoid) and use F.cross_entropy / binary_cross_entropy_with_
-logits, the numerically stable forms. Weights are saved with safetensors; optimizer state
-with torch.save (tensors and numbers only) and read back with weights_only=True.
+The model lives on one device (cnnspec.train.devices: cpu, cuda, mps). Each numpy batch
+becomes tensors there once (images NCHW); losses are computed in float32 even under
+mixed precision (float16 autocast + GradScaler on CUDA, bfloat16 autocast on CPU).
+Outputs stay on the device: TorchMeter keeps classification counts there and copies only
+the other roles' outputs to numpy, for the shared metric code. Heads trained with
+cross-entropy get logits (plan.py strips their final softmax/sigmoid) and use
+F.cross_entropy / binary_cross_entropy_with_logits, the numerically stable forms. Weights
+are saved with safetensors; optimizer (and loss-scaler) state with torch.save (tensors and
+numbers only) and read back with weights_only=True.
 """
 
 from __future__ import annotations
@@ -16,27 +20,32 @@ import torch
 import torch.nn.functional as F
 
 from ..ir import Model
+from .devices import amp_policy, process_group_backend
 from .driver import Comm
+from .metrics import Meter
 from .plan import Head, Plan, logits_model, weighted_losses
 
 EPS = 1e-6
 
 
 class TorchComm(Comm):
-    """Sums over the processes of a torchrun group (gloo on CPU)."""
+    """Sums over the processes of a torchrun group: gloo on CPU, NCCL on CUDA (whose
+    collectives take CUDA tensors only, so the sums travel through the device)."""
 
-    def __init__(self):
+    def __init__(self, device="cpu"):
         import torch.distributed as dist
         if not dist.is_initialized():
-            dist.init_process_group("gloo")
-        self.dist = dist
+            dist.init_process_group(process_group_backend(device))
+        self.dist, self.device = dist, torch.device(device)
         self.rank, self.world = dist.get_rank(), dist.get_world_size()
 
     def sum(self, values: dict) -> dict:
         keys = sorted(values)
         arrays = [np.atleast_1d(np.asarray(values[k], dtype=np.float64)) for k in keys]
         flat = torch.from_numpy(np.concatenate(arrays) if arrays else np.zeros(0))
+        flat = flat.to(self.device)
         self.dist.all_reduce(flat)
+        flat = flat.cpu()
         out, at = {}, 0
         for k, a in zip(keys, arrays):
             part = flat[at:at + a.size].numpy()
@@ -68,23 +77,37 @@ class TorchBackend:
     name = "torch"
     weights_suffix = ".safetensors"
 
-    def __init__(self, model: Model, plan: Plan, seed: int = 0, comm: Comm | None = None):
+    def __init__(self, model: Model, plan: Plan, seed: int = 0, comm: Comm | None = None,
+                 device="cpu"):
         from ..backends.torch import build
         self.plan, self.seed = plan, seed
         self.comm = comm or Comm()
+        self.device = torch.device(device)
         torch.manual_seed(seed)
         from ..transfer import prepare
         built = logits_model(model, plan)
         self.net = build(built)
         # the spec's transfer section: load the source, freeze (a no-op without one)
         self.transfer = prepare(self.net, built, "torch")
-        self.module = self.net
-        if self.comm.world > 1:
-            from torch.nn.parallel import DistributedDataParallel
-            self.module = DistributedDataParallel(self.net)
+        self.net.to(self.device)     # in place: the parameters stay the objects prepare saw
+        self.module = self._wrap()
         self.opt = make_optimizer(self.transfer.param_groups(plan.compile.optimizer.lr),
                                   plan.compile)
         self.amp = plan.compile.mixed_precision
+        dtype, scaled = amp_policy(self.device.type)
+        self.amp_dtype = getattr(torch, dtype)
+        self.scaler = torch.amp.GradScaler(self.device.type) if self.amp and scaled else None
+        # on a GPU, per-batch losses stay tensors (no sync); on CPU a float costs nothing
+        self._sync_losses = self.device.type == "cpu"
+
+    def _wrap(self):
+        """The network as the processes train it: DDP over the group when there are several
+        (device_ids: the one GPU this process drives), else the network itself."""
+        if self.comm.world == 1:
+            return self.net
+        from torch.nn.parallel import DistributedDataParallel
+        ids = [self.device.index] if self.device.type == "cuda" else None
+        return DistributedDataParallel(self.net, device_ids=ids)
 
     # --- the driver's interface ------------------------------------------------------------
     def set_lr(self, lr: float) -> None:
@@ -96,8 +119,7 @@ class TorchBackend:
         parameter; frozen ones just had no gradient). DDP reduces the gradients of the
         parameters that were trainable when it wrapped the network, so it wraps it again."""
         if self.transfer.epoch_end(epoch) and self.comm.world > 1:
-            from torch.nn.parallel import DistributedDataParallel
-            self.module = DistributedDataParallel(self.net)
+            self.module = self._wrap()
 
     def start_epoch(self, epoch: int) -> None:
         # Dropout draws from a stream fixed by (seed, epoch): a resumed run repeats it.
@@ -106,44 +128,74 @@ class TorchBackend:
     def train_step(self, batch: dict):
         if not self.net.training:      # module.train() walks every submodule: once, not per batch
             self.module.train()
-        outs = self._forward(self.module, batch["x"])
-        losses = self.losses(outs, batch)
+        tensors = self.tensors(batch)
+        outs = self._forward(self.module, tensors["x"])
+        losses = self.losses(outs, tensors)
         self.opt.zero_grad(set_to_none=True)
-        losses["loss"].backward()
-        self.opt.step()
-        return _floats(losses), self._activated(outs)
+        if self.scaler is None:
+            losses["loss"].backward()
+            self.opt.step()
+        else:   # scale the loss, unscale the gradients, skip steps with inf/nan, adapt
+            self.scaler.scale(losses["loss"]).backward()
+            self.scaler.step(self.opt)
+            self.scaler.update()
+        return self._report(losses), self._activated(outs)
 
     @torch.no_grad()
     def eval_step(self, batch: dict):
         if self.net.training:
             self.net.eval()
-        outs = self._forward(self.net, batch["x"])
-        return _floats(self.losses(outs, batch)), self._activated(outs)
+        tensors = self.tensors(batch)
+        outs = self._forward(self.net, tensors["x"])
+        return self._report(self.losses(outs, tensors)), self._activated(outs)
 
     @torch.no_grad()
     def predict(self, x: np.ndarray) -> list[np.ndarray]:
         if self.net.training:
             self.net.eval()
-        return self._activated(self._forward(self.net, x))
+        outs = self._activated(self._forward(self.net, self.tensors({"x": x})["x"]))
+        return [o.cpu().numpy() for o in outs]
+
+    def meter(self, plan: Plan) -> Meter:
+        """The driver's running metrics for this backend's outputs (tensors on the device)."""
+        return TorchMeter(plan)
 
     # --- forward, losses -------------------------------------------------------------------
-    def _forward(self, module, x: np.ndarray) -> list[torch.Tensor]:
-        t = torch.from_numpy(np.ascontiguousarray(x)).permute(0, 3, 1, 2).contiguous()
+    def tensors(self, batch: dict) -> dict[str, torch.Tensor]:
+        """The numpy batch as tensors on the device, images NCHW (the network's layout).
+        On CPU from_numpy shares the arrays' memory: nothing is copied."""
+        out = {}
+        for key, value in batch.items():
+            if key != "index":
+                out[key] = torch.from_numpy(np.ascontiguousarray(value)).to(self.device)
+        # contiguous: the same NCHW memory layout (and conv kernels) whatever C is
+        out["x"] = out["x"].permute(0, 3, 1, 2).contiguous()
+        return out
+
+    def _forward(self, module, x: torch.Tensor) -> list[torch.Tensor]:
         if self.amp:
-            with torch.autocast("cpu", dtype=torch.bfloat16):
-                out = module(t)
+            with torch.autocast(self.device.type, dtype=self.amp_dtype):
+                out = module(x)
         else:
-            out = module(t)
+            out = module(x)
         if isinstance(out, dict):
             out = [out[h.output] for h in self.plan.heads]
         outs = list(out) if isinstance(out, (list, tuple)) else [out]
-        return [o.float() for o in outs]
+        return [o.float() for o in outs]      # losses in float32, also under autocast
 
     def losses(self, outs, batch) -> dict[str, torch.Tensor]:
         return weighted_losses(self.plan, outs, batch, LOSSES)
 
-    def _activated(self, outs) -> list[np.ndarray]:
-        arrays = []
+    def _report(self, losses: dict) -> dict:
+        """The batch's losses for the driver's sums: floats on CPU, detached tensors on an
+        accelerator (the driver adds them up there and reads them once per epoch)."""
+        if self._sync_losses:
+            return {k: float(v.detach()) for k, v in losses.items()}
+        return {k: v.detach() for k, v in losses.items()}
+
+    def _activated(self, outs) -> list[torch.Tensor]:
+        """The heads' outputs with their activation, NHWC, still on the device."""
+        result = []
         for head, out in zip(self.plan.heads, outs):
             out = out.detach()
             if _logit_head(head):
@@ -151,8 +203,8 @@ class TorchBackend:
                     else torch.softmax(out, 1)
             if out.dim() == 4:
                 out = out.permute(0, 2, 3, 1)
-            arrays.append(out.numpy())
-        return arrays
+            result.append(out)
+        return result
 
     # --- checkpoints -----------------------------------------------------------------------
     def save(self, prefix: str) -> list[str]:
@@ -160,9 +212,12 @@ class TorchBackend:
 
         from .checkpoint import atomic_path
         weights, optim = prefix + ".safetensors", prefix + ".optim.pt"
-        tensors = {k: v.detach().contiguous() for k, v in self.net.state_dict().items()}
+        tensors = {k: v.detach().cpu().contiguous() for k, v in self.net.state_dict().items()}
+        state = {"optimizer": self.opt.state_dict()}
+        if self.scaler is not None:     # the loss scale a resumed run continues from
+            state["scaler"] = self.scaler.state_dict()
         atomic_path(weights, lambda tmp: save_file(tensors, tmp))
-        atomic_path(optim, lambda tmp: torch.save(self.opt.state_dict(), tmp))
+        atomic_path(optim, lambda tmp: torch.save(state, tmp))
         return [weights, optim]
 
     def load(self, files: list[str], optimizer: bool = True) -> None:
@@ -171,11 +226,53 @@ class TorchBackend:
             if f.endswith(".safetensors"):
                 self.net.load_state_dict(load_file(f))
             elif f.endswith(".optim.pt") and optimizer and os.path.exists(f):
-                self.opt.load_state_dict(torch.load(f, weights_only=True))
+                state = torch.load(f, weights_only=True, map_location=self.device)
+                if "optimizer" not in state:      # written before the scaler was saved too
+                    state = {"optimizer": state}
+                self.opt.load_state_dict(state["optimizer"])
+                if self.scaler is not None and state.get("scaler"):
+                    self.scaler.load_state_dict(state["scaler"])
 
 
-def _floats(losses: dict) -> dict[str, float]:
-    return {k: float(v.detach()) for k, v in losses.items()}
+class TorchMeter(Meter):
+    """The shared Meter, with classification counts added up as tensors where the outputs
+    are (a GPU is not made to wait, nor outputs copied, every batch); the other roles'
+    outputs go to numpy for the shared code. `state` and `result` read the tensors."""
+
+    def update(self, outputs, batch: dict) -> None:
+        for head, out in zip(self.plan.heads, outputs):
+            if head.role == "class" and torch.is_tensor(out):
+                self._class_counts(out, batch)
+            else:
+                out = out.cpu().numpy() if torch.is_tensor(out) else np.asarray(out)
+                getattr(self, f"_{head.role}")(out, batch)
+
+    def _class_counts(self, prob: torch.Tensor, batch: dict) -> None:
+        """Meter._class on the device: the same counts (argmax takes the first of equal
+        values, as numpy's; a tie at the 5th place may admit another of the tied classes,
+        as numpy's argpartition may)."""
+        y = torch.from_numpy(batch["y"]).to(prob.device)
+        if prob.shape[-1] == 1:   # one sigmoid unit: yes/no
+            hits = ((prob[:, 0] > 0.5).long() == y).sum()
+            self._count("correct", hits)
+            self._count("top5", hits)
+        else:
+            self._count("correct", (prob.argmax(-1) == y).sum())
+            if "top5" in self.names:
+                top = prob.topk(min(5, prob.shape[-1]), dim=-1).indices
+                self._count("top5", (top == y[:, None]).any(1).sum())
+        self._add("n", len(y))
+
+    def _count(self, key: str, value: torch.Tensor) -> None:
+        self.sums[key] = value if key not in self.sums else self.sums[key] + value
+
+    def state(self) -> dict:
+        self.sums = {k: float(v) if torch.is_tensor(v) else v for k, v in self.sums.items()}
+        return dict(self.sums)
+
+    def result(self) -> dict[str, float]:
+        self.state()
+        return super().result()
 
 
 def _logit_head(head: Head) -> bool:
@@ -184,10 +281,9 @@ def _logit_head(head: Head) -> bool:
     return head.logits or (head.activation is None and bool(set(head.losses) & CE_LOSSES))
 
 
-# --- losses by head role (mean over the batch) ---------------------------------------------
+# --- losses by head role (mean over the batch; batch: TorchBackend.tensors) ------------
 def _class_loss(name, head, out, batch):
-    y = torch.from_numpy(batch["y"])
-    present = torch.from_numpy(batch["present"])
+    y, present = batch["y"], batch["present"]
     if head.units == 1 or name == "binary_crossentropy":
         target = y.float()[:, None] if head.units == 1 else F.one_hot(y, head.units).float()
         per = _bce(head, out, target).flatten(1).mean(1)
@@ -206,7 +302,7 @@ def _bce(head, out, target):
 
 
 def _mask_loss(name, head, out, batch):
-    masks = torch.from_numpy(batch["masks"])
+    masks = batch["masks"]
     if head.units == 1:
         prob = torch.sigmoid(out) if _logit_head(head) else out
         target = masks[:, None].float()
@@ -233,13 +329,12 @@ def _dice(prob, target):
 
 
 def _present_loss(name, head, out, batch):
-    target = torch.from_numpy(batch["present"])[:, None]
+    target = batch["present"][:, None]
     return _bce(head, out, target).mean()
 
 
 def _box_loss(name, head, out, batch):
-    present = torch.from_numpy(batch["present"])
-    boxes = torch.from_numpy(batch["boxes"])
+    present, boxes = batch["present"], batch["boxes"]
     n = present.sum().clamp_min(1)
     if name == "iou":
         per = 1 - box_iou(out, boxes)
@@ -262,7 +357,7 @@ def box_iou(a, b):
 
 
 def _image_loss(name, head, out, batch):
-    x = torch.from_numpy(batch["x"]).permute(0, 3, 1, 2)
+    x = batch["x"]     # NCHW already (TorchBackend.tensors)
     if name == "binary_crossentropy":
         return _bce(head, out, x).mean()
     if name == "mae":
