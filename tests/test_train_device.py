@@ -268,10 +268,12 @@ def test_device_meter_counts_what_the_numpy_meter_counts(tmp_path, units, metric
     rng = np.random.default_rng(units)
     ours, ref = TorchMeter(plan), Meter(plan)
     for n in (32, 32, 7):
-        prob = torch.softmax(torch.from_numpy(rng.normal(size=(n, units))).float(), 1) \
-            if units > 1 else torch.rand(n, 1, generator=torch.Generator().manual_seed(n))
+        logits = torch.from_numpy(rng.normal(size=(n, units))).float()
+        prob = torch.softmax(logits, 1) if units > 1 else torch.sigmoid(logits)
         batch = {"y": rng.integers(0, max(units, 2), n)}
-        ours.update([prob], batch)
+        # the torch backend hands its meter the logits of K > 1 heads (their order is the
+        # probabilities' order), the probability of a single unit
+        ours.update([logits if units > 1 else prob], batch)
         ref.update([prob.numpy()], batch)
         assert ours.result() == ref.result()      # read mid-epoch, as the progress bar does
     assert ours.state() == ref.state()

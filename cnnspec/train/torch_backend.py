@@ -23,7 +23,7 @@ from ..ir import Model
 from .devices import amp_policy, process_group_backend
 from .driver import Comm
 from .metrics import Meter
-from .plan import Head, Plan, logits_model, weighted_losses
+from .plan import CE_LOSSES, Head, Plan, logits_model, weighted_losses
 
 EPS = 1e-6
 
@@ -139,7 +139,7 @@ class TorchBackend:
             self.scaler.scale(losses["loss"]).backward()
             self.scaler.step(self.opt)
             self.scaler.update()
-        return self._report(losses), self._activated(outs)
+        return self._report(losses), self._activated(outs, ranking=True)
 
     @torch.no_grad()
     def eval_step(self, batch: dict):
@@ -147,7 +147,7 @@ class TorchBackend:
             self.net.eval()
         tensors = self.tensors(batch)
         outs = self._forward(self.net, tensors["x"])
-        return self._report(self.losses(outs, tensors)), self._activated(outs)
+        return self._report(self.losses(outs, tensors)), self._activated(outs, ranking=True)
 
     @torch.no_grad()
     def predict(self, x: np.ndarray) -> list[np.ndarray]:
@@ -193,12 +193,16 @@ class TorchBackend:
             return {k: float(v.detach()) for k, v in losses.items()}
         return {k: v.detach() for k, v in losses.items()}
 
-    def _activated(self, outs) -> list[torch.Tensor]:
-        """The heads' outputs with their activation, NHWC, still on the device."""
+    def _activated(self, outs, ranking: bool = False) -> list[torch.Tensor]:
+        """The heads' outputs with their activation, NHWC, still on the device. ranking:
+        for TorchMeter, which reads only the order of a class or mask head's K > 1 scores
+        (argmax, top-5), the same for logits as for their softmax: the softmax is skipped."""
         result = []
         for head, out in zip(self.plan.heads, outs):
             out = out.detach()
-            if _logit_head(head):
+            if ranking and head.role in RANKED and head.units > 1:
+                pass
+            elif _logit_head(head):
                 out = torch.sigmoid(out) if head.units == 1 or head.activation == "sigmoid" \
                     else torch.softmax(out, 1)
             if out.dim() == 4:
@@ -234,6 +238,9 @@ class TorchBackend:
                     self.scaler.load_state_dict(state["scaler"])
 
 
+RANKED = ("class", "mask")    # roles whose metrics use only the order of K > 1 scores
+
+
 class TorchMeter(Meter):
     """The shared Meter, with classification counts added up as tensors where the outputs
     are (a GPU is not made to wait, nor outputs copied, every batch); the other roles'
@@ -250,7 +257,8 @@ class TorchMeter(Meter):
     def _class_counts(self, prob: torch.Tensor, batch: dict) -> None:
         """Meter._class on the device: the same counts (argmax takes the first of equal
         values, as numpy's; a tie at the 5th place may admit another of the tied classes,
-        as numpy's argpartition may)."""
+        as numpy's argpartition may). `prob`: probabilities, or for K > 1 the logits,
+        whose order is theirs."""
         y = torch.from_numpy(batch["y"]).to(prob.device)
         if prob.shape[-1] == 1:   # one sigmoid unit: yes/no
             hits = ((prob[:, 0] > 0.5).long() == y).sum()
@@ -277,20 +285,22 @@ class TorchMeter(Meter):
 
 def _logit_head(head: Head) -> bool:
     """Outputs are logits when plan stripped the activation, or a CE head had none."""
-    from .plan import CE_LOSSES
     return head.logits or (head.activation is None and bool(set(head.losses) & CE_LOSSES))
 
 
 # --- losses by head role (mean over the batch; batch: TorchBackend.tensors) ------------
 def _class_loss(name, head, out, batch):
     y, present = batch["y"], batch["present"]
+    masked = head.role == "class" and "boxes" in batch   # a detector's: only where present
+    if not masked and head.units > 1 and name != "binary_crossentropy" and _logit_head(head):
+        return F.cross_entropy(out, y)      # the fused mean: one graph node, not two
     if head.units == 1 or name == "binary_crossentropy":
         target = y.float()[:, None] if head.units == 1 else F.one_hot(y, head.units).float()
         per = _bce(head, out, target).flatten(1).mean(1)
     else:
         per = F.cross_entropy(out, y, reduction="none") if _logit_head(head) \
             else F.nll_loss(torch.log(out.clamp_min(EPS)), y, reduction="none")
-    if head.role == "class" and "boxes" in batch:   # a detector's class: only where present
+    if masked:
         return (per * present).sum() / present.sum().clamp_min(1)
     return per.mean()
 
