@@ -199,7 +199,7 @@ def _train(model, args, options, out) -> int:
         device = from_env(args.device)    # under torchrun: cuda:LOCAL_RANK
     if "LOCAL_RANK" in os.environ:
         from ..train.torch_backend import TorchComm
-        comm = TorchComm(device)          # NCCL on CUDA, gloo otherwise
+        comm = TorchComm(device or "cpu")   # NCCL on CUDA, gloo otherwise
     log = print if comm.rank == 0 else (lambda *a, **k: None)
     progress = {"auto": None, "on": True, "off": False}[args.progress]
     try:
