@@ -62,6 +62,14 @@ def test_mirrored_lenet_follows_the_one_device_run(mirrored):
     assert runs["default"]["metrics"]["accuracy"] > 0.9
 
 
+def test_mirrored_float16_with_loss_scaling_trains(mirrored):
+    """Several GPUs with mixed precision: LossScaleOptimizer under MirroredStrategy."""
+    run = mirrored["runs"]["mirrored_float16"]
+    assert run["replicas"] == [2] and run["optimizer"] == "LossScaleOptimizer"
+    assert run["loss_scale"] >= 1.0
+    assert run["metrics"]["accuracy"] > 0.85     # 0.94 measured after one epoch
+
+
 # --- device choice -------------------------------------------------------------------------
 def test_replicas_come_from_the_argument_or_the_environment(monkeypatch):
     monkeypatch.delenv(keras_devices.REPLICAS_ENV, raising=False)

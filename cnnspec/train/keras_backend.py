@@ -130,7 +130,7 @@ class KerasBackend:
         """After `epoch` epochs: transfer's unfreeze_at. Keras fixes the trainable variables
         when the step is traced, so a new optimizer and step follow an unfreeze."""
         if self.transfer.epoch_end(epoch):
-            lr = float(self.opt.learning_rate)
+            lr = float(self.opt.learning_rate.numpy())   # (a mirrored one refuses float())
             self._steps()
             self.set_lr(lr)
 
