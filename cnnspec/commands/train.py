@@ -116,7 +116,8 @@ def _train_pair(model, args, options, out) -> int:
                                     spec.optimizer.lr if spec else 1e-3, seed)
     else:
         data = load_data(args.data, other.input_shape, "classify", seed, **options)
-        result = generate.train_gan(model, other, data, out, args.epochs or 1, batch, seed,
+        result = generate.train_gan(model, other, data, out,
+                                    args.epochs or generate.GAN_EPOCHS, batch, seed,
                                     args.max_batches)
     shown = "  ".join(f"{k} {v:.4f}" for k, v in result["metrics"].items())
     print(f"{result['model']}: {shown}; samples in {out}/samples.png")
