@@ -72,6 +72,14 @@ def test_judge_knows_real_digits_and_refuses_noise(digits32):
         assert s["classes"] == 0 and s["score"] < 2 and s["confidence"] < 0.6
 
 
+def test_judge_shrinks_colour_samples_of_any_size():
+    rgb = load("digits", (24, 24, 3), "classify", 0)
+    judge = train_judge(rgb, seed=0, epochs=2)
+    assert judge.size == (16, 16) and judge.accuracy > 0.7
+    s = judge.score(torch.rand(50, 3, 64, 64, generator=torch.Generator().manual_seed(2)))
+    assert 0 < s["confidence"] <= 1 and s["score"] >= 1
+
+
 def test_no_judge_for_unlabelled_data(digits32):
     one_class = digits32.subset(np.flatnonzero(digits32.y == 0))
     one_class.classes = ["0"]

@@ -101,7 +101,7 @@ def train_vae(encoder: Model, decoder: Model, dataset, out: str | Path, epochs: 
             images = dec(z)
         return torch.sigmoid(images) if logits else images
 
-    untrained = _judged(referee, sample(probe))
+    untrained = _judged(referee, lambda: sample(probe))
 
     def step(batch, learn: bool) -> dict:
         x = _nchw(batch["x"])
@@ -134,7 +134,7 @@ def train_vae(encoder: Model, decoder: Model, dataset, out: str | Path, epochs: 
                     sums = {key: sums.get(key, 0.0) + v * k for key, v in part.items()}
                     n += k
             row.update({f"{split}_{key}": v / max(n, 1) for key, v in sums.items()})
-        row.update(_judged(referee, sample(probe)))
+        row.update(_judged(referee, lambda: sample(probe)))
         history.append(row)
         log(f"epoch {epoch + 1}/{epochs}  " + "  ".join(f"{k} {v:.3f}" for k, v in row.items()
                                                          if k != "epoch"))
@@ -181,8 +181,11 @@ def _generate(g, z: torch.Tensor) -> torch.Tensor:
     return images
 
 
-def _judged(judge, images: torch.Tensor) -> dict:
-    return {} if judge is None else {f"sample_{k}": v for k, v in judge.score(images).items()}
+def _judged(judge, make_images) -> dict:
+    """The judge's scores of make_images(), as sample_* metrics ({} without a judge)."""
+    if judge is None:
+        return {}
+    return {f"sample_{k}": v for k, v in judge.score(make_images()).items()}
 
 
 def train_gan(generator: Model, discriminator: Model, dataset, out: str | Path,
@@ -208,7 +211,7 @@ def train_gan(generator: Model, discriminator: Model, dataset, out: str | Path,
     fixed = _latent(64, latent, gen)                     # the grid in samples.png
     probe = _latent(JUDGED, latent, gen)                 # what the judge reads each epoch
     referee = train_judge(dataset, seed) if judge else None
-    untrained = _judged(referee, _generate(g, probe))
+    untrained = _judged(referee, lambda: _generate(g, probe))
 
     def bce(score, label: float):
         target = torch.full_like(score, label)
@@ -240,7 +243,7 @@ def train_gan(generator: Model, discriminator: Model, dataset, out: str | Path,
                 sums[key] += float(v.detach()) * k
             n += k
         row = {"epoch": epoch + 1, **{f"train_{k}": v / max(n, 1) for k, v in sums.items()},
-               **_judged(referee, _generate(g, probe))}
+               **_judged(referee, lambda: _generate(g, probe))}
         history.append(row)
         log(f"epoch {epoch + 1}/{epochs}  " + "  ".join(f"{k} {v:.3f}" for k, v in row.items()
                                                          if k != "epoch"))
