@@ -7,10 +7,15 @@ code joins them.
         binary cross-entropy of the reconstruction summed over pixels
         + KL(q(z|x) || N(0, I)) = -1/2 sum(1 + logvar - mean^2 - exp(logvar)).
     DCGAN (Radford et al. 2015): images scaled to [-1, 1] (the generator ends in tanh),
-        Adam lr 2e-4, beta1 0.5; the discriminator minimises BCE on real (1) and fake (0),
-        the generator the non-saturating loss -log D(G(z)) (Goodfellow et al. 2014).
+        weights N(0, 0.02), Adam lr 2e-4, beta1 0.5; the discriminator minimises BCE on real
+        (1) and fake (0), the generator the non-saturating loss -log D(G(z)) (Goodfellow et
+        al. 2014).
 Both write history.csv, result.json, curves.png, samples.png (a grid from fixed noise)
-and last checkpoints (safetensors) of both networks into the run directory.
+and last checkpoints (safetensors) of both networks into the run directory. Unless told
+not to, both also train a judge (train/judge.py) on the labelled real images and score 1,000
+prior samples after every epoch (sample_confidence, sample_classes, sample_score in
+history.csv and result.json's metrics), and once before training (result.json's
+judge.untrained, the floor a model that learned nothing stays at).
 """
 
 from __future__ import annotations
