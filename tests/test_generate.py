@@ -107,6 +107,11 @@ def test_dcgan_learns_digits_the_judge_can_read(digits32, tmp_path):
     assert rows[-1]["sample_score"] > rows[0]["sample_score"]
     from PIL import Image
     assert Image.open(tmp_path / "samples.png").size == (8 * 34, 8 * 34)
+    # curves.png draws both players' losses (a GAN has no single total loss) and the scores
+    from cnnspec.train.report import curve_panels
+    panels = curve_panels(rows)
+    assert panels[:2] == ["loss_d", "loss_g"] and "sample_score" in panels
+    assert (tmp_path / "curves.png").stat().st_size > 0
 
 
 def test_vae_samples_become_digits(tmp_path):
