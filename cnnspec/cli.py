@@ -24,20 +24,34 @@ class _Parser(argparse.ArgumentParser):
         raise SystemExit(EXIT_USAGE)
 
 
-def _command_modules():
+def _module_name(command: str) -> str:
+    """commands/<command>.py, or <command>_.py where the command is a Python keyword."""
+    return command + "_" if command == "import" else command
+
+
+def _command_modules(only: str | None = None):
+    """Every command module in help order, or just the one that runs: importing all sixteen
+    and building their parsers is a tenth of a `cnnspec summary`."""
     names = sorted(m.name for m in pkgutil.iter_modules(_commands_pkg.__path__)
                    if not m.name.startswith("_"))
+    if only is not None and _module_name(only) in names:
+        mod = importlib.import_module(f"{_commands_pkg.__name__}.{_module_name(only)}")
+        if mod.NAME == only:
+            return [mod]
     mods = [importlib.import_module(f"{_commands_pkg.__name__}.{n}") for n in names]
     return sorted(mods, key=lambda m: getattr(m, "ORDER", 50))
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
+    """The argument parser; given the command line, only its command's sub-parser is built
+    (all of them for `--help`, no command or an unknown one, so that usage lists them)."""
     from . import __version__
     parser = _Parser(prog="cnnspec", description="Compile .cnn network specs: check them, "
                      "summarise them, build them in PyTorch or Keras.")
     parser.add_argument("--version", action="version", version=f"cnnspec {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
-    for mod in _command_modules():
+    only = argv[0] if argv else None
+    for mod in _command_modules(only):
         p = sub.add_parser(mod.NAME, help=mod.HELP, description=getattr(mod, "DESCRIPTION",
                                                                           mod.HELP))
         mod.configure(p)
@@ -46,7 +60,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
+    if argv is None:
+        argv = sys.argv[1:]
+    parser = build_parser(argv)
     args = parser.parse_args(argv)
     if not getattr(args, "_run", None):
         parser.print_help()

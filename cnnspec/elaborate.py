@@ -13,13 +13,13 @@ import keyword
 from collections import Counter
 from dataclasses import dataclass, field
 
-from lark import Tree
 from pydantic import ValidationError
 
 from . import settings
 from .errors import Span, SpecError, SpecErrors, did_you_mean
 from .ir import Group, Model, Node
 from .ir import Span as IRSpan
+from .lalr import Tree
 from .layers import KEYWORDS, Layer, ShapeError, fmt_shape
 from .layers.base import ACTIVATION_ALIASES, ACTIVATIONS
 from .values import Word, describe, evaluate, is_tree, span_of

@@ -24,14 +24,11 @@ a formatter bug can never change what a spec means.
 from __future__ import annotations
 
 import bisect
-import functools
 from dataclasses import dataclass
 
-from lark import Lark, Token, Tree
-from lark.exceptions import UnexpectedInput
-
 from .errors import Span, SpecError
-from .parse import MAX_SOURCE_BYTES, _check_nesting, _syntax_error, grammar_path
+from .lalr import Token, Tree
+from .parse import MAX_SOURCE_BYTES, parse_text
 from .values import span_of
 
 INDENT = "  "
@@ -42,41 +39,13 @@ _PREC = {"or_": 1, "and_": 2, "not_": 3, "compare": 4, "neg": 7}
 _ADD_OPS = {"+", "-"}
 
 
-class _Comments:
-    """The COMMENT tokens one parse saw (Lark drops ignored terminals from the tree)."""
-
-    def __init__(self):
-        self.tokens: dict[int, Token] = {}
-
-    def __call__(self, tok: Token) -> Token:
-        self.tokens[tok.start_pos] = tok     # keyed: a contextual lexer may lex a token twice
-        return tok
-
-
-_COLLECTOR = _Comments()
-
-
-@functools.lru_cache(maxsize=1)
-def _parser() -> Lark:
-    # The same grammar file as cnnspec.parse, with a callback that keeps the comments.
-    return Lark(grammar_path().read_text(), parser="lalr", lexer="contextual",
-                propagate_positions=True, maybe_placeholders=False, cache=False,
-                lexer_callbacks={"COMMENT": _COLLECTOR})
-
-
 def parse_with_comments(text: str) -> tuple[Tree, list[Token]]:
     """The syntax tree and the comment tokens in source order; a SpecError on bad syntax."""
     if len(text.encode("utf-8", "surrogatepass")) > MAX_SOURCE_BYTES:
         raise SpecError("E104", "the spec is too large to format", Span(1, 1))
-    _check_nesting(text)        # as the compiler does: deeper nesting exhausts the printer's stack
-    _COLLECTOR.tokens = {}
-    try:
-        tree = _parser().parse(text)
-    except UnexpectedInput as exc:
-        raise _syntax_error(exc, text) from None
-    comments = sorted(_COLLECTOR.tokens.values(), key=lambda t: t.start_pos)
-    _COLLECTOR.tokens = {}
-    return tree, comments
+    ignored: list[Token] = []
+    tree = parse_text(text, ignored)
+    return tree, [t for t in ignored if t.type == "COMMENT"]
 
 
 # --- expressions -------------------------------------------------------------------------------

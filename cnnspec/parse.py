@@ -1,4 +1,7 @@
-"""Text -> Lark syntax tree, with syntax errors turned into located SpecErrors."""
+"""Text -> syntax tree, with syntax errors turned into located SpecErrors.
+
+The grammar is grammar/cnnspec.lark; lark builds its LALR tables (`write_tables`, stored as
+JSON beside the grammar) and cnnspec.lalr runs them, so that a start does not import lark."""
 
 from __future__ import annotations
 
@@ -8,11 +11,18 @@ import json
 import re
 from pathlib import Path
 
-from lark import Lark, Token, Tree
-from lark.exceptions import UnexpectedCharacters, UnexpectedEOF, UnexpectedInput, UnexpectedToken
-
 from . import resources
 from .errors import Span, SpecError
+from .lalr import (
+    FORMAT,
+    Parser,
+    Token,
+    Tree,
+    UnexpectedCharacters,
+    UnexpectedInput,
+    UnexpectedToken,
+    build_tables,
+)
 
 MAX_SOURCE_BYTES = 8 * 1024 * 1024
 MAX_NESTING = 100      # braces and parentheses; deeper nesting would exhaust Python's stack
@@ -44,46 +54,33 @@ _OPTIONS = {'parser': "lalr", 'lexer': "contextual", 'propagate_positions': True
 
 
 def _fingerprint(grammar: str) -> str:
-    import lark
-    return hashlib.sha256(f"{lark.__version__}\n{_OPTIONS}\n{grammar}".encode()).hexdigest()
+    return hashlib.sha256(f"{FORMAT}\n{_OPTIONS}\n{grammar}".encode()).hexdigest()
 
 
 @functools.lru_cache(maxsize=1)
-def parser() -> Lark:
-    """The LALR parser. Building its tables takes ~0.1 s, a tenth of a `cnnspec summary`, so
+def parser() -> Parser:
+    """The LALR parser. lark takes ~0.1 s to build its tables, half a `cnnspec summary`, so
     they are built once and stored as JSON data (never a pickle: loading one runs code); a
-    stale or missing file (a grammar edit, another lark version) falls back to building."""
+    stale or missing file (a grammar edit) falls back to building them with lark."""
     grammar = grammar_path().read_text(encoding="utf-8")
     try:
         stored = json.loads(tables_path().read_text(encoding="utf-8"))
         if stored.get("fingerprint") == _fingerprint(grammar):
-            return Lark.load(_from_json(stored))
+            return Parser(stored["tables"])
     except (OSError, ValueError, KeyError, TypeError):
         pass
-    return Lark(grammar, cache=False, **_OPTIONS)
+    return Parser(build_tables(grammar, _OPTIONS))
 
 
 def write_tables() -> Path:
-    """Build the parser from the grammar and store its tables; run after editing the grammar:
-    `python -c "from cnnspec.parse import write_tables; write_tables()"`."""
-    from lark.grammar import Rule
-    from lark.lexer import TerminalDef
+    """Build the tables from the grammar with lark and store them; run after editing the
+    grammar: `python -c "from cnnspec.parse import write_tables; write_tables()"`."""
     grammar = grammar_path().read_text(encoding="utf-8")
-    data, memo = Lark(grammar, cache=False, **_OPTIONS).memo_serialize([TerminalDef, Rule])
+    tables = build_tables(grammar, _OPTIONS)
     out = tables_path()
-    out.write_text(json.dumps({"fingerprint": _fingerprint(grammar), "data": data, "memo": memo},
+    out.write_text(json.dumps({"fingerprint": _fingerprint(grammar), "tables": tables},
                               separators=(",", ":"), sort_keys=True) + "\n", encoding="utf-8")
     return out
-
-
-def _from_json(stored: dict) -> dict:
-    """JSON has string keys and no tuples: restore the integer keys and action tuples of
-    lark's serialised form (`Lark.memo_serialize`)."""
-    tables = stored["data"]["parser"]["parser"]
-    tables["tokens"] = {int(k): v for k, v in tables["tokens"].items()}
-    tables["states"] = {int(k): {int(t): tuple(a) for t, a in acts.items()}
-                        for k, acts in tables["states"].items()}
-    return {"data": stored["data"], "memo": {int(k): v for k, v in stored["memo"].items()}}
 
 
 def _describe_expected(expected) -> str:
@@ -102,7 +99,9 @@ def _token_text(token: Token) -> str:
     return repr(str(token))
 
 
-def parse_text(text: str) -> Tree:
+def parse_text(text: str, ignored: list | None = None) -> Tree:
+    """The syntax tree of `text`; the ignored tokens (comments, blanks) are appended to
+    `ignored` if given."""
     if len(text.encode("utf-8", "surrogatepass")) > MAX_SOURCE_BYTES:
         raise SpecError("E104", f"the spec is larger than {MAX_SOURCE_BYTES // 2**20} MiB",
                         Span(1, 1), hint="a spec is a few hundred lines; generate blocks instead")
@@ -114,7 +113,7 @@ def parse_text(text: str) -> Tree:
         text = " " + text[1:]
     _check_nesting(text)
     try:
-        return parser().parse(text)
+        return parser().parse(text, ignored)
     except UnexpectedInput as exc:
         raise _syntax_error(exc, text) from None
     except RecursionError:
@@ -156,14 +155,12 @@ def _unclosed_brace(text: str) -> tuple[int, int] | None:
 
 def _syntax_error(exc: UnexpectedInput, text: str) -> SpecError:
     lines = text.split("\n")
-    if isinstance(exc, UnexpectedEOF) or (isinstance(exc, UnexpectedToken)
-                                           and exc.token.type == "$END"):
+    if isinstance(exc, UnexpectedToken) and exc.token.type == "$END":
         # An unexpected end of file has no position: point just after the last character
         # that is not blank, where the missing text belongs.
         stripped = text.rstrip()
         line, col = _position(stripped, len(stripped))
-        expected = _describe_expected(getattr(exc, "expected", None) or exc.accepts
-                                      if hasattr(exc, "accepts") else exc.expected)
+        expected = _describe_expected(exc.expected)
         brace = _unclosed_brace(text)
         hint = (f"the '{{' at line {brace[0]}, column {brace[1]} is never closed: add a '}}'"
                 if brace else "a statement is unfinished")

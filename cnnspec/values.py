@@ -7,9 +7,8 @@ from __future__ import annotations
 import operator
 from dataclasses import dataclass
 
-from lark import Token, Tree
-
 from .errors import Span, SpecError, did_you_mean
+from .lalr import Token, Tree
 
 MAX_INT = 10**12
 

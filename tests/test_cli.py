@@ -80,6 +80,21 @@ def test_usage_errors_exit_2(capsys, argv):
     assert "Traceback" not in err
 
 
+def test_an_unknown_command_lists_every_command(capsys):
+    from cnnspec.cli import _command_modules
+    code, _, err = run(capsys, "bogus")
+    assert code == 2
+    for mod in _command_modules():
+        assert f"'{mod.NAME}'" in err
+
+
+def test_each_command_is_found_by_its_name_alone():
+    # main() builds only the sub-parser of the command it runs, found by its module's name
+    from cnnspec.cli import _command_modules
+    for mod in _command_modules():
+        assert [m.NAME for m in _command_modules(mod.NAME)] == [mod.NAME]
+
+
 def test_missing_file_is_a_spec_error(capsys, tmp_path):
     code, _, err = run(capsys, "check", str(tmp_path / "nope.cnn"))
     assert code == 1 and "error[E001]" in err
@@ -234,16 +249,6 @@ def test_import_does_not_load_frameworks():
     result = subprocess.run([sys.executable, "-c", code, VGG], capture_output=True, text=True,
                             env=ENV, cwd=ROOT, timeout=120, check=False)
     assert result.returncode == 0, result.stdout + result.stderr
-
-
-def test_stored_parser_tables_match_the_grammar():
-    # A stale table file would silently fall back to building the parser (~0.1 s per run).
-    import json
-
-    from cnnspec.parse import _fingerprint, grammar_path, tables_path
-    stored = json.loads(tables_path().read_text(encoding="utf-8"))
-    assert stored["fingerprint"] == _fingerprint(grammar_path().read_text(encoding="utf-8")), \
-        'regenerate: python -c "from cnnspec.parse import write_tables; write_tables()"'
 
 
 def test_check_refuses_a_compile_section_that_cannot_train(tmp_path):

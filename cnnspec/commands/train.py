@@ -42,6 +42,9 @@ def configure(p):
                    help="train FILE as a GAN generator against this discriminator (DCGAN)")
     p.add_argument("--max-batches", type=int, metavar="N",
                    help="GAN: stop each epoch after N batches (CPU-sized runs)")
+    p.add_argument("--no-judge", dest="judge", action="store_false",
+                   help="VAE/GAN: skip scoring samples with a classifier of the real images "
+                        "(train/judge.py)")
     p.add_argument("--progress", choices=("auto", "on", "off"), default="auto",
                    help="per-epoch progress bar on stderr (auto: when it is a terminal)")
 
@@ -148,11 +151,13 @@ def _train_pair(model, args, options, out) -> int:
     if args.decoder:
         data = load_data(args.data, model.input_shape, "classify", seed, **options)
         result = generate.train_vae(model, other, data, out, args.epochs or 10, batch,
-                                    spec.optimizer.lr if spec else 1e-3, seed)
+                                    spec.optimizer.lr if spec else 1e-3, seed,
+                                    judge=args.judge)
     else:
         data = load_data(args.data, other.input_shape, "classify", seed, **options)
-        result = generate.train_gan(model, other, data, out, args.epochs or 1, batch, seed,
-                                    args.max_batches)
+        result = generate.train_gan(model, other, data, out,
+                                    args.epochs or generate.GAN_EPOCHS, batch, seed,
+                                    args.max_batches, judge=args.judge)
     shown = "  ".join(f"{k} {v:.4f}" for k, v in result["metrics"].items())
     print(f"{result['model']}: {shown}; samples in {out}/samples.png")
     return EXIT_OK

@@ -7,10 +7,15 @@ code joins them.
         binary cross-entropy of the reconstruction summed over pixels
         + KL(q(z|x) || N(0, I)) = -1/2 sum(1 + logvar - mean^2 - exp(logvar)).
     DCGAN (Radford et al. 2015): images scaled to [-1, 1] (the generator ends in tanh),
-        Adam lr 2e-4, beta1 0.5; the discriminator minimises BCE on real (1) and fake (0),
-        the generator the non-saturating loss -log D(G(z)) (Goodfellow et al. 2014).
+        weights N(0, 0.02), Adam lr 2e-4, beta1 0.5; the discriminator minimises BCE on real
+        (1) and fake (0), the generator the non-saturating loss -log D(G(z)) (Goodfellow et
+        al. 2014).
 Both write history.csv, result.json, curves.png, samples.png (a grid from fixed noise)
-and last checkpoints (safetensors) of both networks into the run directory.
+and last checkpoints (safetensors) of both networks into the run directory. Unless told
+not to, both also train a judge (train/judge.py) on the labelled real images and score 1,000
+prior samples after every epoch (sample_confidence, sample_classes, sample_score in
+history.csv and result.json's metrics), and once before training (result.json's
+judge.untrained, the floor a model that learned nothing stays at).
 """
 
 from __future__ import annotations
@@ -26,6 +31,9 @@ from ..ir import Model
 from . import checkpoint as ckpt
 from .plan import final_activation
 from .report import plot_curves, save_grid, write_history, write_result
+
+GAN_EPOCHS = 30      # what `cnnspec train G --discriminator D` runs without --epochs
+JUDGED = 1000        # generated samples the judge (train/judge.py) reads per epoch
 
 
 def strip_final(model: Model) -> tuple[Model, str | None]:
@@ -72,10 +80,12 @@ def _finish(out: Path, history: list[dict], result: dict, title: str) -> None:
 
 def train_vae(encoder: Model, decoder: Model, dataset, out: str | Path, epochs: int = 10,
               batch_size: int = 64, lr: float = 1e-3, seed: int = 0, val_split: float = 0.1,
-              log=print) -> dict:
+              judge: bool = True, log=print) -> dict:
     from ..backends.torch import build
     from ..data import batches
+    from .judge import train_judge
     out = Path(out)
+    t0 = time.perf_counter()
     torch.manual_seed(seed)
     enc = build(encoder)
     dec_ir, act = strip_final(decoder)
@@ -84,6 +94,19 @@ def train_vae(encoder: Model, decoder: Model, dataset, out: str | Path, epochs: 
     opt = torch.optim.Adam([*enc.parameters(), *dec.parameters()], lr=lr)
     train, val = dataset.split(val_split, seed)
     latent = decoder.input_shape
+    gen = torch.Generator().manual_seed(seed)
+    fixed = _latent(64, latent, gen)                     # the grid in samples.png
+    probe = _latent(JUDGED, latent, gen)                 # what the judge reads each epoch
+    referee = train_judge(dataset, seed) if judge else None
+
+    def sample(z: torch.Tensor) -> torch.Tensor:
+        """Decoded prior samples z ~ N(0, I), as Bernoulli means in [0, 1]."""
+        dec.eval()
+        with torch.no_grad():
+            images = dec(z)
+        return torch.sigmoid(images) if logits else images
+
+    untrained = _judged(referee, lambda: sample(probe))
 
     def step(batch, learn: bool) -> dict:
         x = _nchw(batch["x"])
@@ -103,7 +126,6 @@ def train_vae(encoder: Model, decoder: Model, dataset, out: str | Path, epochs: 
                 "kl": float(kl.detach())}
 
     history: list[dict] = []
-    t0 = time.perf_counter()
     for epoch in range(epochs):
         row: dict = {"epoch": epoch + 1}
         for split, data, learn in (("train", train, True), ("val", val, False)):
@@ -117,59 +139,99 @@ def train_vae(encoder: Model, decoder: Model, dataset, out: str | Path, epochs: 
                     sums = {key: sums.get(key, 0.0) + v * k for key, v in part.items()}
                     n += k
             row.update({f"{split}_{key}": v / max(n, 1) for key, v in sums.items()})
+        row.update(_judged(referee, lambda: sample(probe)))
         history.append(row)
         log(f"epoch {epoch + 1}/{epochs}  " + "  ".join(f"{k} {v:.3f}" for k, v in row.items()
                                                          if k != "epoch"))
         write_history(out, history)
-    gen = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        dec.eval()
-        samples = dec(_latent(64, latent, gen))
-        samples = torch.sigmoid(samples) if logits else samples
-    save_grid(out / "samples.png", samples.permute(0, 2, 3, 1).numpy())
+    save_grid(out / "samples.png", sample(fixed).permute(0, 2, 3, 1).numpy())
     files = [_save(out, "encoder", enc), _save(out, "decoder", dec)]
     result = {"task": "generate", "model": "vae", "backend": "torch", "epochs_run": epochs,
               "best_epoch": int(np.argmin([r["val_loss"] for r in history])) + 1,
-              "metrics": {k[4:]: history[-1][k] for k in history[-1] if k.startswith("val_")},
+              "metrics": {k.removeprefix("val_"): v for k, v in history[-1].items()
+                          if k.startswith(("val_", "sample_"))},
               "first_train_loss": history[0]["train_loss"], "samples": "samples.png",
               "weights": files, "seconds": round(time.perf_counter() - t0, 2),
               "n_train": len(train), "n_val": len(val)}
+    if referee is not None:
+        result["judge"] = {**referee.summary(), "n_samples": JUDGED,
+                           "untrained": _unprefixed(untrained)}
     _finish(out, history, result, "VAE")
     return result
 
 
+def dcgan_init(net) -> None:
+    """Radford et al. 2015, section 4: "All weights were initialized from a zero-centered
+    Normal distribution with standard deviation 0.02" (batch-norm scales around 1, as the
+    PyTorch DCGAN tutorial's weights_init)."""
+    from torch import nn
+    for m in net.modules():
+        if isinstance(m, (nn.Conv2d, nn.ConvTranspose2d, nn.Linear)):
+            nn.init.normal_(m.weight, 0.0, 0.02)
+            if m.bias is not None:
+                nn.init.zeros_(m.bias)
+        elif isinstance(m, nn.modules.batchnorm._BatchNorm):
+            nn.init.normal_(m.weight, 1.0, 0.02)
+            nn.init.zeros_(m.bias)
+
+
+def _generate(g, z: torch.Tensor) -> torch.Tensor:
+    """Samples in [0, 1] (NCHW) from the generator in inference mode (batch norm with its
+    running statistics), leaving it in the mode it was in."""
+    mode = g.training
+    g.eval()
+    with torch.no_grad():
+        images = (g(z) + 1) / 2
+    g.train(mode)
+    return images
+
+
+def _judged(judge, make_images) -> dict:
+    """The judge's scores of make_images(), as sample_* metrics ({} without a judge)."""
+    if judge is None:
+        return {}
+    return {f"sample_{k}": v for k, v in judge.score(make_images()).items()}
+
+
 def train_gan(generator: Model, discriminator: Model, dataset, out: str | Path,
-              epochs: int = 1, batch_size: int = 64, seed: int = 0, max_batches: int | None = None,
-              log=print) -> dict:
+              epochs: int = GAN_EPOCHS, batch_size: int = 64, seed: int = 0,
+              max_batches: int | None = None, lr: float = 2e-4, beta1: float = 0.5,
+              judge: bool = True, log=print) -> dict:
     from ..backends.torch import build
     from ..data import batches
+    from .judge import train_judge
     out = Path(out)
+    t0 = time.perf_counter()
     torch.manual_seed(seed)
     g = build(generator)
     d_ir, act = strip_final(discriminator)
     d = build(d_ir)
+    dcgan_init(g)
+    dcgan_init(d)
     logits = act == "sigmoid"
-    opt_g = torch.optim.Adam(g.parameters(), lr=2e-4, betas=(0.5, 0.999))
-    opt_d = torch.optim.Adam(d.parameters(), lr=2e-4, betas=(0.5, 0.999))
+    opt_g = torch.optim.Adam(g.parameters(), lr=lr, betas=(beta1, 0.999))
+    opt_d = torch.optim.Adam(d.parameters(), lr=lr, betas=(beta1, 0.999))
     latent = generator.input_shape
     gen = torch.Generator().manual_seed(seed)
-    fixed = _latent(64, latent, gen)
+    fixed = _latent(64, latent, gen)                     # the grid in samples.png
+    probe = _latent(JUDGED, latent, gen)                 # what the judge reads each epoch
+    referee = train_judge(dataset, seed) if judge else None
+    untrained = _judged(referee, lambda: _generate(g, probe))
 
     def bce(score, label: float):
         target = torch.full_like(score, label)
         return (F.binary_cross_entropy_with_logits(score, target) if logits
                 else F.binary_cross_entropy(score.clamp(1e-6, 1 - 1e-6), target))
 
+    prob = torch.sigmoid if logits else (lambda t: t)
     history: list[dict] = []
-    t0 = time.perf_counter()
     for epoch in range(epochs):
         sums, n = {"loss_d": 0.0, "loss_g": 0.0, "d_real": 0.0, "d_fake": 0.0}, 0
         for i, batch in enumerate(batches(dataset, batch_size, seed=seed, epoch=epoch)):
             if max_batches is not None and i >= max_batches:
                 break
             real = _nchw(batch["x"]) * 2 - 1                 # [0, 1] -> [-1, 1], as tanh
-            z = _latent(len(real), latent, gen)
-            fake = g(z)
+            fake = g(_latent(len(real), latent, gen))
             s_real, s_fake = d(real), d(fake.detach())
             loss_d = bce(s_real, 1.0) + bce(s_fake, 0.0)
             opt_d.zero_grad(set_to_none=True)
@@ -179,26 +241,33 @@ def train_gan(generator: Model, discriminator: Model, dataset, out: str | Path,
             opt_g.zero_grad(set_to_none=True)
             loss_g.backward()
             opt_g.step()
-            prob = torch.sigmoid if logits else (lambda t: t)
             k = len(real)
-            sums["loss_d"] += float(loss_d.detach()) * k
-            sums["loss_g"] += float(loss_g.detach()) * k
-            sums["d_real"] += float(prob(s_real.detach()).mean()) * k
-            sums["d_fake"] += float(prob(s_fake.detach()).mean()) * k
+            for key, v in (("loss_d", loss_d), ("loss_g", loss_g),
+                           ("d_real", prob(s_real.detach()).mean()),
+                           ("d_fake", prob(s_fake.detach()).mean())):
+                sums[key] += float(v.detach()) * k
             n += k
-        row = {"epoch": epoch + 1, **{f"train_{k}": v / max(n, 1) for k, v in sums.items()}}
+        row = {"epoch": epoch + 1, **{f"train_{k}": v / max(n, 1) for k, v in sums.items()},
+               **_judged(referee, lambda: _generate(g, probe))}
         history.append(row)
         log(f"epoch {epoch + 1}/{epochs}  " + "  ".join(f"{k} {v:.3f}" for k, v in row.items()
                                                          if k != "epoch"))
-    with torch.no_grad():
-        g.eval()
-        samples = (g(fixed) + 1) / 2
-    save_grid(out / "samples.png", samples.permute(0, 2, 3, 1).numpy())
+        write_history(out, history)
+    save_grid(out / "samples.png", _generate(g, fixed).permute(0, 2, 3, 1).numpy())
     files = [_save(out, "generator", g), _save(out, "discriminator", d)]
+    last = history[-1] if history else {}
     result = {"task": "generate", "model": "gan", "backend": "torch", "epochs_run": epochs,
-              "best_epoch": epochs, "metrics": {k[6:]: v for k, v in history[-1].items()
-                                                if k.startswith("train_")},
+              "best_epoch": epochs,
+              "metrics": {k.removeprefix("train_"): v for k, v in last.items() if k != "epoch"},
               "samples": "samples.png", "weights": files,
-              "seconds": round(time.perf_counter() - t0, 2), "n_train": len(dataset)}
+              "seconds": round(time.perf_counter() - t0, 2), "n_train": len(dataset),
+              "optimizer": {"name": "adam", "lr": lr, "beta1": beta1}}
+    if referee is not None:
+        result["judge"] = {**referee.summary(), "n_samples": JUDGED,
+                           "untrained": _unprefixed(untrained)}
     _finish(out, history, result, "DCGAN")
     return result
+
+
+def _unprefixed(scores: dict) -> dict:
+    return {k.removeprefix("sample_"): v for k, v in scores.items()}

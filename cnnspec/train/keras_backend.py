@@ -6,6 +6,15 @@ keras.losses.*CrossEntropy(from_logits=True). The formulas mirror torch_backend'
 term by term, so both backends optimise the same objective; metrics are the shared numpy
 code. Weights are saved with model.save_weights (.weights.h5), optimizer variables with
 numpy (.optim.npz).
+
+Under a MirroredStrategy (keras_devices: several GPUs, or CNNSPEC_KERAS_REPLICAS) each batch
+is cut into one contiguous shard per replica and the step runs with strategy.run. Every loss
+is written as this replica's share of the global-batch value: a batch mean is the shard's sum
+over the global count (tf.nn.compute_average_loss), a ratio divides by the global denominator,
+and a nonlinear global (dice) is computed from all-reduced sums and divided by the number of
+replicas. The shares add up to the one-device loss, and the gradients the optimizer sums over
+the replicas to the one-device gradient. BatchNorm is synchronised, so a mirrored run follows
+the one-device run up to float reduction order.
 """
 
 from __future__ import annotations
@@ -46,22 +55,32 @@ class KerasBackend:
     name = "keras"
     weights_suffix = ".weights.h5"
 
-    def __init__(self, model: Model, plan: Plan, seed: int = 0):
+    def __init__(self, model: Model, plan: Plan, seed: int = 0, replicas: int | None = None,
+                 policy: str | None = None):
+        """`replicas`: mirror over that many devices (None: CNNSPEC_KERAS_REPLICAS, else every
+        GPU); `policy`: the mixed policy when the spec asks for mixed precision (None: by
+        device). See keras_devices."""
         import keras
         import tensorflow as tf
 
         from ..backends.keras import build
-        self.plan, self.seed, self.tf = plan, seed, tf
-        if plan.compile.mixed_precision:
-            keras.mixed_precision.set_global_policy("mixed_bfloat16")
-        keras.utils.set_random_seed(seed)
         from ..transfer import prepare
+        from .keras_devices import dtype_policy, make_strategy, policy_name, sync_batchnorm
+        self.plan, self.seed, self.tf = plan, seed, tf
+        self.strategy = make_strategy(replicas)
+        self.replicas = self.strategy.num_replicas_in_sync
+        self.policy = policy_name(plan.compile.mixed_precision, policy)
+        self.loss_scaling = self.policy == "mixed_float16"
+        keras.utils.set_random_seed(seed)
         built = logits_model(model, plan)
-        self.net = build(built)
-        # the spec's transfer section: load the source, freeze (a no-op without one)
-        self.transfer = prepare(self.net, built, "keras")
+        with self.strategy.scope(), dtype_policy(self.policy):
+            self.net = build(built)
+            # the spec's transfer section: load the source, freeze (a no-op without one)
+            self.transfer = prepare(self.net, built, "keras")
+        if self.replicas > 1:
+            sync_batchnorm(self.net)
         self._steps()
-        self._eval = tf.function(self._eval_step, reduce_retracing=True)
+        self._eval = self._compiled(self._eval_step)
 
     def _steps(self) -> None:
         """The optimizers and the compiled step for the variables trainable now. With the
@@ -73,14 +92,35 @@ class KerasBackend:
         back = {id(v) for v in self.transfer.backbone_variables()} if self.lr_scale else set()
         self.parts = ([v for v in variables if id(v) in back],
                       [v for v in variables if id(v) not in back])
-        self.opt = make_optimizer(spec)
-        self.opt.build(self.parts[1])
-        self.opt_back = None
-        if self.parts[0]:
-            self.opt_back = make_optimizer(spec)
-            self.opt_back.build(self.parts[0])
-            self.opt_back.learning_rate.assign(spec.optimizer.lr * self.lr_scale)
-        self._train = self.tf.function(self._train_step, reduce_retracing=True)
+        with self.strategy.scope():   # optimizer variables are mirrored like the model's
+            self.opt = self._optimizer(spec, self.parts[1])
+            self.opt_back = None
+            if self.parts[0]:
+                self.opt_back = self._optimizer(spec, self.parts[0])
+                self.opt_back.learning_rate.assign(spec.optimizer.lr * self.lr_scale)
+        self._train = self._compiled(self._train_step)
+
+    def _optimizer(self, spec, variables: list):
+        import keras
+        opt = make_optimizer(spec)
+        if self.loss_scaling:   # float16 gradients underflow without it (dynamic loss scale)
+            opt = keras.optimizers.LossScaleOptimizer(opt)
+        opt.build(variables)
+        return opt
+
+    def _compiled(self, step):
+        """`step` as one tf.function; over several replicas, strategy.run on each shard, the
+        loss shares summed, the outputs left per replica (gathered in numpy)."""
+        tf = self.tf
+        if self.replicas == 1:
+            return tf.function(step, reduce_retracing=True)
+        strategy = self.strategy
+
+        def mirrored(batch):
+            losses, outs = strategy.run(step, args=(batch,))
+            return ({k: strategy.reduce("SUM", v, axis=None) for k, v in losses.items()},
+                    [strategy.experimental_local_results(o) for o in outs])
+        return tf.function(mirrored, reduce_retracing=True)
 
     def _optimizer_variables(self) -> list:
         return list(self.opt.variables) + (list(self.opt_back.variables) if self.opt_back
@@ -90,7 +130,7 @@ class KerasBackend:
         """After `epoch` epochs: transfer's unfreeze_at. Keras fixes the trainable variables
         when the step is traced, so a new optimizer and step follow an unfreeze."""
         if self.transfer.epoch_end(epoch):
-            lr = float(self.opt.learning_rate)
+            lr = float(self.opt.learning_rate.numpy())   # (a mirrored one refuses float())
             self._steps()
             self.set_lr(lr)
 
@@ -105,20 +145,45 @@ class KerasBackend:
         keras.utils.set_random_seed(self.seed * 1_000_003 + epoch)
 
     def train_step(self, batch: dict):
-        losses, outs = self._train(self._inputs(batch))
-        return _floats(losses), [np.asarray(o) for o in outs]
+        return self._run(self._train, batch)
 
     def eval_step(self, batch: dict):
-        losses, outs = self._eval(self._inputs(batch))
-        return _floats(losses), [np.asarray(o) for o in outs]
+        return self._run(self._eval, batch)
 
     def predict(self, x: np.ndarray) -> list[np.ndarray]:
-        outs = self._outputs(self.net(x, training=False))
+        tf = self.tf
+        outs = [tf.cast(o, "float32") for o in self._outputs(self.net(x, training=False))]
         return [np.asarray(o) for o in self._activated(outs)]
 
     # --- steps -----------------------------------------------------------------------------
-    def _inputs(self, batch: dict) -> dict:
-        return {k: v for k, v in batch.items() if k != "index"}
+    def _run(self, compiled, batch: dict):
+        inputs = {k: v for k, v in batch.items() if k != "index"}
+        if self.replicas == 1:
+            losses, outs = compiled(inputs)
+            return _floats(losses), [np.asarray(o) for o in outs]
+        repeat = -(-self.replicas // len(inputs["x"]))
+        losses, outs = compiled(self._shards(inputs, repeat))
+        return _floats(losses), [np.concatenate([np.asarray(p) for p in o])[::repeat]
+                                 for o in outs]
+
+    def _shards(self, inputs: dict, repeat: int):
+        """The batch as one contiguous shard per replica (sizes differing by at most one), so
+        the replicas' outputs concatenate back in batch order. A batch smaller than the number
+        of replicas has each row repeated `repeat` times, leaving every batch mean and BatchNorm
+        statistic as it was and no replica empty (an empty shard would give BatchNorm no
+        statistics); the shards then carry `repeat` for the losses built on batch sums."""
+        tf = self.tf
+        if repeat > 1:
+            inputs = {k: np.repeat(v, repeat, axis=0) for k, v in inputs.items()}
+        cuts = np.linspace(0, len(inputs["x"]), self.replicas + 1).round().astype(int)
+
+        def shard(ctx):
+            i = ctx.replica_id_in_sync_group
+            part = {k: tf.convert_to_tensor(v[cuts[i]:cuts[i + 1]]) for k, v in inputs.items()}
+            if repeat > 1:
+                part["repeat"] = tf.constant(float(repeat))
+            return part
+        return self.strategy.experimental_distribute_values_from_function(shard)
 
     def _outputs(self, out) -> list:
         if isinstance(out, dict):
@@ -131,11 +196,16 @@ class KerasBackend:
             outs = [tf.cast(o, "float32") for o in self._outputs(self.net(batch["x"],
                                                                           training=True))]
             losses = self.losses(outs, batch)
+            loss = self.opt.scale_loss(losses["loss"]) if self.loss_scaling else losses["loss"]
         back, rest = self.parts
-        grads = tape.gradient(losses["loss"], back + rest)
+        grads = tape.gradient(loss, back + rest)
+        back_grads = grads[:len(back)]
+        if back and self.loss_scaling:   # scaled by opt's scale; opt_back divides by its own
+            ratio = self.opt_back.dynamic_scale / self.opt.dynamic_scale
+            back_grads = [g * ratio for g in back_grads]
         self.opt.apply_gradients(zip(grads[len(back):], rest))
         if back:
-            self.opt_back.apply_gradients(zip(grads[:len(back)], back))
+            self.opt_back.apply_gradients(zip(back_grads, back))
         return losses, self._activated(outs)
 
     def _eval_step(self, batch):
@@ -184,6 +254,53 @@ def _floats(losses: dict) -> dict[str, float]:
     return {k: float(np.asarray(v)) for k, v in losses.items()}
 
 
+# --- batch reductions: one device, or this replica's share of the global batch -------------
+def _in_sync():
+    """The replica context of a step mirrored over several replicas, else None (one device:
+    the batch reductions are the plain ones)."""
+    import tensorflow as tf
+    ctx = tf.distribute.get_replica_context()
+    return ctx if ctx is not None and ctx.num_replicas_in_sync > 1 else None
+
+
+def _mean(x):
+    """The batch mean of x; mirrored, this replica's share: its sum over the global count
+    (tf.nn.compute_average_loss), so the shares and their gradients add up to the global
+    mean's."""
+    from keras import ops
+    ctx = _in_sync()
+    if ctx is None:
+        return ops.mean(x)
+    return ops.sum(x) / ctx.all_reduce("sum", ops.cast(ops.size(x), "float32"))
+
+
+def _ratio(num, den):
+    """sum(num) / max(sum(den), 1) over the batch, for losses averaged over the images that
+    hold an object; mirrored, this replica's numerator over the global denominator."""
+    from keras import ops
+    ctx = _in_sync()
+    if ctx is not None:
+        den = ctx.all_reduce("sum", den)
+    return num / ops.maximum(den, 1.0)
+
+
+def _global_sum(x, batch):
+    """x summed over the replicas, differentiably (the gradient of an all-reduce sum is the
+    all-reduce sum of the gradients), for a loss that is a nonlinear function of batch sums;
+    divided by the rows' repetition when a small batch was repeated to fill the replicas."""
+    ctx = _in_sync()
+    if ctx is None:
+        return x
+    total = ctx.all_reduce("sum", x)
+    return total / batch["repeat"] if "repeat" in batch else total
+
+
+def _share(value):
+    """This replica's share of a loss every replica computes in full from global sums."""
+    ctx = _in_sync()
+    return value if ctx is None else value / ctx.num_replicas_in_sync
+
+
 # --- losses by head role: the same formulas as torch_backend --------------------------------
 def _bce(head, out, target):
     from keras import ops
@@ -212,8 +329,8 @@ def _class_loss(name, head, out, batch):
         per = _ce(head, out, y)
     if "boxes" in batch:
         present = batch["present"]
-        return ops.sum(per * present) / ops.maximum(ops.sum(present), 1.0)
-    return ops.mean(per)
+        return _ratio(ops.sum(per * present), ops.sum(present))
+    return _mean(per)
 
 
 def _mask_loss(name, head, out, batch):
@@ -222,26 +339,26 @@ def _mask_loss(name, head, out, batch):
     if head.units == 1:
         prob = ops.sigmoid(out) if _logit_head(head) else out
         target = ops.cast(masks, "float32")[..., None]
-        ce = ops.mean(_bce(head, out, target))
-        dice = 1 - _dice(prob, target)
+        ce = _mean(_bce(head, out, target))
+        dice = _share(1 - _dice(prob, target, batch))
     else:
         prob = ops.softmax(out, axis=-1) if _logit_head(head) else out
         target = ops.one_hot(masks, head.units)
-        ce = ops.mean(_ce(head, out, masks))
-        dice = 1 - _dice(prob[..., 1:], target[..., 1:])
+        ce = _mean(_ce(head, out, masks))
+        dice = _share(1 - _dice(prob[..., 1:], target[..., 1:], batch))
     return {"dice": dice, "ce_dice": ce + dice}.get(name, ce)
 
 
-def _dice(prob, target):
+def _dice(prob, target, batch):
     from keras import ops
-    inter = ops.sum(prob * target, axis=(0, 1, 2))
-    denom = ops.sum(prob, axis=(0, 1, 2)) + ops.sum(target, axis=(0, 1, 2))
+    inter = _global_sum(ops.sum(prob * target, axis=(0, 1, 2)), batch)
+    denom = _global_sum(ops.sum(prob, axis=(0, 1, 2)) + ops.sum(target, axis=(0, 1, 2)),
+                        batch)
     return ops.mean((2 * inter + 1.0) / (denom + 1.0))
 
 
 def _present_loss(name, head, out, batch):
-    from keras import ops
-    return ops.mean(_bce(head, out, batch["present"][:, None]))
+    return _mean(_bce(head, out, batch["present"][:, None]))
 
 
 def _box_loss(name, head, out, batch):
@@ -257,7 +374,7 @@ def _box_loss(name, head, out, batch):
     else:   # smooth L1, beta 1 (Huber)
         a = ops.abs(diff)
         per = ops.mean(ops.where(a < 1.0, 0.5 * a * a, a - 0.5), axis=-1)
-    return ops.sum(per * present) / ops.maximum(ops.sum(present), 1.0)
+    return _ratio(ops.sum(per * present), ops.sum(present))
 
 
 def box_iou(a, b):
@@ -274,10 +391,10 @@ def _image_loss(name, head, out, batch):
     from keras import ops
     x = batch["x"]
     if name == "binary_crossentropy":
-        return ops.mean(_bce(head, out, x))
+        return _mean(_bce(head, out, x))
     if name == "mae":
-        return ops.mean(ops.abs(out - x))
-    return ops.mean((out - x) ** 2)
+        return _mean(ops.abs(out - x))
+    return _mean((out - x) ** 2)
 
 
 LOSSES = {"class": _class_loss, "mask": _mask_loss, "present": _present_loss,

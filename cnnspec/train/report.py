@@ -41,6 +41,21 @@ def write_result(out: Path, result: dict) -> None:
     write_text(Path(out) / "result.json", json.dumps(result, indent=2) + "\n")
 
 
+def curve_panels(history: list[dict]) -> list[str]:
+    """What curves.png draws, one panel each: the total loss where there is one (its terms,
+    loss_*, would repeat it; a GAN has only its players' loss_d and loss_g), then each metric."""
+    names = []
+    for k in history[0]:
+        if k.startswith(("train_", "val_")):
+            base = k.split("_", 1)[1]
+            if base not in names:
+                names.append(base)
+        elif k.startswith("sample_"):     # a generator's judged samples (train/judge.py)
+            names.append(k)
+    losses = ["loss"] if "loss" in names else [n for n in names if n.startswith("loss_")]
+    return losses + [n for n in names if n != "loss" and not n.startswith("loss_")]
+
+
 def plot_curves(out: Path, history: list[dict], title: str = "") -> None:
     """curves.png: the losses in one panel, each metric in its own, train and val."""
     if not history:
@@ -48,20 +63,16 @@ def plot_curves(out: Path, history: list[dict], title: str = "") -> None:
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    names = []
-    for k in history[0]:
-        if k.startswith(("train_", "val_")):
-            base = k.split("_", 1)[1]
-            if base not in names:
-                names.append(base)
-    losses = [n for n in names if n == "loss"]
-    metrics = [n for n in names if n != "loss" and not n.startswith("loss_")]
-    panels = losses + metrics
-    fig, axes = plt.subplots(1, len(panels), figsize=(4 * len(panels), 3.2), squeeze=False)
+    panels = curve_panels(history)
+    cols = min(len(panels), 4)
+    rows = -(-len(panels) // cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(4 * cols, 3.2 * rows), squeeze=False)
+    for ax in axes.flat[len(panels):]:
+        ax.set_visible(False)
     epochs = [r["epoch"] for r in history]
-    for ax, name in zip(axes[0], panels):
-        for split in ("train", "val"):
-            key = f"{split}_{name}"
+    for ax, name in zip(axes.flat, panels):
+        for split, key in (("train", f"train_{name}"), ("val", f"val_{name}"),
+                           ("samples", name)):
             if key in history[0]:
                 ax.plot(epochs, [r.get(key) for r in history], marker=".", label=split)
         ax.set_title(name)
