@@ -472,3 +472,53 @@ def test_generated_source_matches_the_golden_file():
     if os.environ.get("CNNSPEC_UPDATE_GOLDEN"):
         golden.write_text(source)
     assert source == golden.read_text()
+
+
+def _allocations(net, x) -> list[int]:
+    """The sizes of the tensor buffers a forward allocates (+) and frees (-), in order, as
+    torch's profiler records them; buffers under 64 KiB (shapes, scalars) left out."""
+    import json
+
+    import torch
+    from torch.profiler import ProfilerActivity, profile
+    with torch.no_grad():
+        net(x)
+        with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
+            net(x)
+    import tempfile
+    with tempfile.TemporaryDirectory() as tmp:
+        trace = Path(tmp) / "trace.json"
+        prof.export_chrome_trace(str(trace))
+        events = json.loads(trace.read_text())["traceEvents"]
+    memory = sorted((e for e in events if e.get("name") == "[memory]"), key=lambda e: e["ts"])
+    return [e["args"]["Bytes"] for e in memory if abs(e["args"]["Bytes"]) >= 64 * 1024]
+
+
+def test_resnet50_allocates_and_frees_as_torchvision_does():
+    # Same kernels are not enough for the same speed: on CPU a freed buffer may go back to the
+    # system and the next one fault its pages in again, so the forward must also release its
+    # tensors in torchvision's order (a stage's input lives until the stage ends, as the
+    # caller's variable keeps it).
+    import torch
+    import torchvision
+    ref = torchvision.models.resnet50().eval()
+    model = cnnspec.compile_text(
+        (ROOT / "specs" / "resnet50.cnn").read_text().replace("input 224x224x3", "input 64x64x3"))
+    ours = tb.build(model, logits=True).eval()
+    x = torch.randn(2, 3, 64, 64)
+    theirs, mine = _allocations(ref, x), _allocations(ours, x)
+    assert len(theirs) > 200
+    assert mine == theirs
+
+
+def test_a_value_is_released_at_the_end_of_the_groups_it_enters():
+    model = cnnspec.compile_file(ROOT / "specs" / "resnet50.cnn")
+    net = tb.build(model)
+    names = {0: model.input.name}
+    names.update({ins.out: s.node for ins, s in zip(net._prog, tb.plan(model).steps)})
+    released = {names[i]: names[ins.out] for ins in net._prog for i in ins.free}
+    assert released["conv1"] == "bn1"                                   # a chain: at once
+    assert released["maxpool1"] == "layer1.bottleneck3.relu3"          # the stage's input
+    # a block's input: when the block ends (its residual reads it at the add, before relu3)
+    assert released["layer1.bottleneck1.relu3"] == "layer1.bottleneck2.relu3"
+    assert released["layer1.bottleneck1.bn3"] == "layer1.bottleneck1.add1"   # inside: at once
