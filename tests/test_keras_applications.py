@@ -38,8 +38,16 @@ def _mobilenet_v2_keras(text: str) -> str:
 CASES = {   # spec -> (application, input size, name of the application's feature layer, edit)
     "vgg16": ("VGG16", 224, "fc2", None),
     "resnet50_keras": ("ResNet50", 96, "avg_pool", None),
-    "mobilenet_v2": ("MobileNetV2", 96, "global_average_pooling2d", _mobilenet_v2_keras),
+    # MobileNetV2's pooling layer has no name of its own: Keras numbers it by how many were
+    # made before in the process (global_average_pooling2d, ..._1), so it is found by type
+    "mobilenet_v2": ("MobileNetV2", 96, "GlobalAveragePooling2D", _mobilenet_v2_keras),
 }
+
+
+def _feature_layer(ref, feature: str):
+    """The application's layer called `feature`, or its last layer of that class."""
+    of_type = [layer for layer in ref.layers if type(layer).__name__ == feature]
+    return of_type[-1] if of_type else ref.get_layer(feature)
 
 
 def _randomise_batch_norm(kmodel, rng):
@@ -70,10 +78,10 @@ def test_spec_computes_what_the_application_computes(spec):
         sum(1 for layer in ref.layers if layer.weights)
 
     # the node whose output is the application's feature layer: the last one of that shape
-    want_shape = tuple(ref.get_layer(feature).output.shape[1:])
+    want_shape = tuple(_feature_layer(ref, feature).output.shape[1:])
     node = [n for n in model.nodes if n.shape == want_shape][-1]
     ours = keras.Model(kmodel.input, kmodel.get_layer(keras_names(model)[node.name]).output)
-    theirs = keras.Model(ref.input, ref.get_layer(feature).output)
+    theirs = keras.Model(ref.input, _feature_layer(ref, feature).output)
     x = rng.normal(size=(2, size, size, 3)).astype("float32")
     for a, b in ((ours(x), theirs(x)), (kmodel(x), ref(x))):
         a, b = np.asarray(a), np.asarray(b)
