@@ -494,17 +494,27 @@ def _allocations(net, x) -> list[int]:
     return [e["args"]["Bytes"] for e in memory if abs(e["args"]["Bytes"]) >= 64 * 1024]
 
 
-def test_resnet50_allocates_and_frees_as_torchvision_does():
+@pytest.mark.parametrize("form", ["runtime", "generated"])
+def test_resnet50_allocates_and_frees_as_torchvision_does(form, tmp_path):
     # Same kernels are not enough for the same speed: on CPU a freed buffer may go back to the
     # system and the next one fault its pages in again, so the forward must also release its
     # tensors in torchvision's order (a stage's input lives until the stage ends, as the
-    # caller's variable keeps it).
+    # caller's variable keeps it). The generated file does it with `del`.
     import torch
     import torchvision
     ref = torchvision.models.resnet50().eval()
     model = cnnspec.compile_text(
         (ROOT / "specs" / "resnet50.cnn").read_text().replace("input 224x224x3", "input 64x64x3"))
-    ours = tb.build(model, logits=True).eval()
+    if form == "runtime":
+        ours = tb.build(model, logits=True).eval()
+    else:
+        path = tmp_path / "resnet50_64.py"
+        path.write_text(tb.generate(model))
+        spec = importlib.util.spec_from_file_location("resnet50_64", path)
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+        ours = module.build_model().eval()
+        ours.logits = True
     x = torch.randn(2, 3, 64, 64)
     theirs, mine = _allocations(ref, x), _allocations(ours, x)
     assert len(theirs) > 200

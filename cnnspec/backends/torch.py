@@ -423,6 +423,27 @@ def _variables(p: Plan) -> dict[str, str]:
     return names
 
 
+def _drops(p: Plan, live: list[Step], names: dict[str, str],
+           groups: list[list[str]]) -> dict[int, list[str]]:
+    """The named variables to `del` after each line, so that the file releases tensors when
+    the runtime module does (`_release_points`); `x` is released by being rebound."""
+    release = _release_points(live, groups, p.input)
+    made = {p.input: -1, **{s.node: k for k, s in enumerate(live)}}
+    last: dict[str, tuple[int, int]] = {}    # variable -> (released after, made at)
+    for value, var in names.items():         # a variable may carry several values (aliases)
+        if var != "x":
+            at, first = last.get(var, (-1, made[value]))
+            last[var] = (max(at, release.get(value, len(live))), max(first, made[value]))
+    for value in p.outputs:
+        last.pop(names[value], None)
+    drops: dict[int, list[tuple[int, str]]] = {}
+    for var, (at, first) in last.items():
+        if at < len(live) - 1:
+            drops.setdefault(at, []).append((-first, var))
+    # inner scopes first, as the runtime module releases them
+    return {k: [var for _, var in sorted(v)] for k, v in drops.items()}
+
+
 def _nchw(shape: tuple[int, ...]) -> str:
     dims = (shape[2], shape[0], shape[1]) if len(shape) == 3 else shape
     return "(N, " + ", ".join(str(d) for d in dims) + ")"
@@ -447,7 +468,9 @@ def generate(model: Model) -> str:
             init.append(f"{target}.{attr} = {te.render(value, [])}")
             used |= te.namespaces(value)
     body = []
-    for step in (s for s in p.steps if s.live):
+    live = [s for s in p.steps if s.live]
+    drops = _drops(p, live, names, [g.members for g in model.groups])
+    for k, step in enumerate(live):
         out = names[step.node]
         args = [names[i] for i in step.inputs]
         module = "self." + ".".join(step.attr) if step.attr else None
@@ -458,6 +481,11 @@ def generate(model: Model) -> str:
         if step.softmax:
             used.add("F")
             body += ["if not self.logits:", f"    {out} = F.softmax({out}, dim=1)"]
+        # `x` is released by being rebound; where a kept value is written instead, the chain
+        # value it read dies here
+        dead = (["x"] if out != "x" and "x" in args else []) + drops.get(k, [])
+        if dead:
+            body.append("del " + ", ".join(dead))
     outputs = [names[o] for o in p.outputs]
     env = jinja2.Environment(loader=jinja2.FileSystemLoader(str(template_dir())),
                              undefined=jinja2.StrictUndefined, keep_trailing_newline=True,

@@ -38,19 +38,24 @@ class Features(nn.Module):
         x = F.relu(self.conv1(F.pad(x, (0, 1, 0, 1))), inplace=True)  # (N, 16, 16, 16)
         x = self.bn1(x)  # (N, 16, 16, 16)
         skip = self.skip(F.pad(x, (0, 1, 0, 1), value=float("-inf")))  # (N, 16, 8, 8)
+        del x
         x = self.conv2(F.pad(skip, (0, 1, 0, 1)))  # (N, 32, 4, 4)
         x = self.bn2(x)  # (N, 32, 4, 4)
         x = F.relu(x, inplace=True)  # (N, 32, 4, 4)
         x = self.conv3(x)  # (N, 32, 4, 4)
         bn3 = self.bn3(x)  # (N, 32, 4, 4)
+        del x
         x = self.shortcut1.conv1(skip)  # (N, 32, 4, 4)
         x = self.shortcut1.bn1(x)  # (N, 32, 4, 4)
         x = bn3.add_(x)  # (N, 32, 4, 4)
+        del bn3
         relu2 = F.relu(x, inplace=True)  # (N, 32, 4, 4)
+        del x, skip
         a_conv1 = F.relu(self.a.conv1(relu2), inplace=True)  # (N, 8, 4, 4)
         x = F.avg_pool2d(F.pad(relu2, (0, 1, 0, 1)), 3, 2) / F.avg_pool2d(F.pad(torch.ones_like(relu2[:, :1]), (0, 1, 0, 1)), 3, 2)  # (N, 32, 2, 2)
         x = F.interpolate(x, scale_factor=2, mode="nearest")  # (N, 32, 4, 4)
         x = torch.cat([a_conv1, x, relu2], 1)  # (N, 72, 4, 4)
+        del a_conv1, relu2
         x = F.relu(self.sepconv1(x), inplace=True)  # (N, 16, 4, 4)
         x = self.deconv1(x)[:, :, :8, :8]  # (N, 8, 8, 8)
         x = x.permute(0, 2, 3, 1).flatten(1)  # (N, 512)
