@@ -217,6 +217,11 @@ def _train(model, args, options, out) -> int:
         return EXIT_INTERRUPTED
     finally:
         if comm.world > 1:
+            # DDP's reducer refers to itself through its hooks, so it outlives train() until
+            # a collection; collected after the group is gone, at interpreter exit, its gloo
+            # work can abort the process ("terminate called without an active exception")
+            import gc
+            gc.collect()
             comm.dist.destroy_process_group()
     if comm.rank == 0:
         shown = "  ".join(f"{k} {v:.4f}" for k, v in result["metrics"].items())
