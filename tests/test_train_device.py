@@ -135,6 +135,8 @@ def test_explicit_cpu_is_the_auto_run_here(tiny, tmp_path, no_cuda):
     assert _train(tiny, tmp_path / "cpu", "--epochs", "1", "--device", "cpu") == 0
     assert _train(tiny, tmp_path / "auto", "--epochs", "1") == 0
     assert _rows(tmp_path / "cpu") == _rows(tmp_path / "auto")
+    for run in ("cpu", "auto"):      # result.json says where it ran
+        assert json.loads((tmp_path / run / "result.json").read_text())["device"] == "cpu"
     from cnnspec.train.plan import make_plan
     from cnnspec.train.session import make_backend
     model = cnnspec.compile_file(tiny)

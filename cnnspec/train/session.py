@@ -101,13 +101,18 @@ def train(model: Model, source: str, backend: str = "torch", out: str | Path | N
     held_out = va if len(va) else tr
     metrics = _evaluate(be, plan, held_out, opts.batch_size, comm,
                         eval_ops(fitted_ops(opts.augment, tr)))
-    result = {"normalize": norm,"task": plan.task, "backend": backend, "data": str(source),
+    result = {"normalize": norm, "task": plan.task, "backend": backend, "data": str(source),
               "best_epoch": trainer.best_epoch + 1, "epochs_run": len(trainer.history),
               "monitor": trainer.monitor, "stopped_early": trainer.stopped_early,
               "restored_best": restored, "held_out": "validation" if len(va) else "train",
               "n_train": len(tr), "n_val": len(va), "seed": seed, "processes": comm.world,
               "seconds": round(time.perf_counter() - t0, 2),
               "metrics": {k: float(v) for k, v in metrics.items()}}
+    # where it ran: the torch device, or how many devices Keras mirrored over
+    if getattr(be, "device", None) is not None:
+        result["device"] = str(be.device)
+    if getattr(be, "replicas", None) is not None:
+        result["replicas"] = int(be.replicas)
     if transfer:
         result["transfer"] = transfer
     if trainer.writer:
