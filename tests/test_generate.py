@@ -134,3 +134,62 @@ def test_judging_can_be_turned_off(digits32, tmp_path):
     result = train_gan(g, d, digits32, tmp_path, epochs=1, max_batches=1, judge=False,
                        log=quiet)
     assert "judge" not in result and not any(k.startswith("sample_") for k in result["metrics"])
+
+
+# --- resume -----------------------------------------------------------------------------
+class _Killed(Exception):
+    pass
+
+
+def _kill_after(epoch: int):
+    """A log that stops the run right after `epoch` is saved, as a kill would."""
+    def log(line: str) -> None:
+        if line.startswith(f"epoch {epoch}/"):
+            raise _Killed
+    return log
+
+
+def _gan_run(digits32, out, epochs, resume=False, log=quiet):
+    g = cnnspec.compile_file(EXAMPLES / "dcgan_digits_generator.cnn")
+    d = cnnspec.compile_file(EXAMPLES / "dcgan_digits_discriminator.cnn")
+    return train_gan(g, d, digits32, out, epochs=epochs, batch_size=32, seed=3, max_batches=3,
+                     judge=False, resume=resume, log=log)
+
+
+def test_a_killed_gan_resumes_where_it_stopped(digits32, tmp_path):
+    from safetensors.torch import load_file
+    _gan_run(digits32, tmp_path / "straight", 3)
+    with pytest.raises(_Killed):
+        _gan_run(digits32, tmp_path / "killed", 3, log=_kill_after(2))
+    assert len(read_history(tmp_path / "killed")) == 2
+    lines: list[str] = []
+    _gan_run(digits32, tmp_path / "killed", 3, resume=True, log=lines.append)
+    assert lines[0] == "resuming after epoch 2 of 3"
+    # every epoch once, and the same numbers as a run that was never stopped: the networks,
+    # both optimizers and the random streams came back
+    assert read_history(tmp_path / "killed") == read_history(tmp_path / "straight")
+    for name in ("generator", "discriminator"):
+        a = load_file(tmp_path / "straight" / f"{name}.safetensors")
+        b = load_file(tmp_path / "killed" / f"{name}.safetensors")
+        assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_a_killed_vae_resumes_where_it_stopped(tmp_path):
+    data = load("digits", (28, 28, 1), "classify", 0).subset(np.arange(256))
+    enc = cnnspec.compile_file(ROOT / "specs" / "vae.cnn")
+    dec = cnnspec.compile_file(ROOT / "specs" / "vae_decoder.cnn")
+
+    def run(out, log=quiet, resume=False):
+        return train_vae(enc, dec, data, out, epochs=3, batch_size=32, seed=1, judge=False,
+                         resume=resume, log=log)
+    run(tmp_path / "straight")
+    with pytest.raises(_Killed):
+        run(tmp_path / "killed", _kill_after(1))
+    run(tmp_path / "killed", resume=True)
+    assert read_history(tmp_path / "killed") == read_history(tmp_path / "straight")
+
+
+def test_resume_without_a_checkpoint_starts_from_the_first_epoch(digits32, tmp_path):
+    lines: list[str] = []
+    _gan_run(digits32, tmp_path, 1, resume=True, log=lines.append)
+    assert lines[0].startswith("no checkpoint in") and len(read_history(tmp_path)) == 1

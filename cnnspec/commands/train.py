@@ -152,12 +152,13 @@ def _train_pair(model, args, options, out) -> int:
         data = load_data(args.data, model.input_shape, "classify", seed, **options)
         result = generate.train_vae(model, other, data, out, args.epochs or 10, batch,
                                     spec.optimizer.lr if spec else 1e-3, seed,
-                                    judge=args.judge)
+                                    judge=args.judge, resume=args.resume)
     else:
         data = load_data(args.data, other.input_shape, "classify", seed, **options)
         result = generate.train_gan(model, other, data, out,
                                     args.epochs or generate.GAN_EPOCHS, batch, seed,
-                                    args.max_batches, judge=args.judge)
+                                    args.max_batches, judge=args.judge,
+                                    resume=args.resume)
     shown = "  ".join(f"{k} {v:.4f}" for k, v in result["metrics"].items())
     print(f"{result['model']}: {shown}; samples in {out}/samples.png")
     return EXIT_OK

@@ -11,7 +11,9 @@ code joins them.
         (1) and fake (0), the generator the non-saturating loss -log D(G(z)) (Goodfellow et
         al. 2014).
 Both write history.csv, result.json, curves.png, samples.png (a grid from fixed noise)
-and last checkpoints (safetensors) of both networks into the run directory. Unless told
+and last checkpoints (safetensors) of both networks into the run directory, and after every
+epoch generate_state.pt, from which `resume=True` (`--resume`) continues a killed run with
+the history and the numbers of one that was never stopped. Unless told
 not to, both also train a judge (train/judge.py) on the labelled real images and score 1,000
 prior samples after every epoch (sample_confidence, sample_classes, sample_score in
 history.csv and result.json's metrics), and once before training (result.json's
@@ -78,9 +80,45 @@ def _finish(out: Path, history: list[dict], result: dict, title: str) -> None:
     write_result(out, result)
 
 
+STATE = "generate_state.pt"
+
+
+def _save_state(out: Path, history: list[dict], nets: dict, opts: dict,
+                gen: torch.Generator, untrained: dict) -> None:
+    """Everything --resume needs after an epoch, in one file written atomically (a kill
+    leaves the previous epoch's file): both networks, their optimizers, the latent and the
+    global random streams, the history. Tensors, numbers and strings only, so it is read back
+    with torch.load(weights_only=True)."""
+    state = {"epoch": len(history), "history": history, "untrained": untrained,
+             "nets": {k: {n: t.detach().clone() for n, t in net.state_dict().items()}
+                      for k, net in nets.items()},
+             "optimizers": {k: opt.state_dict() for k, opt in opts.items()},
+             "latent_rng": gen.get_state(), "torch_rng": torch.get_rng_state()}
+    ckpt.atomic_path(out / STATE, lambda tmp: torch.save(state, tmp))
+
+
+def _resume(out: Path, nets: dict, opts: dict, gen: torch.Generator, epochs: int,
+            log) -> dict | None:
+    """The saved state of an earlier run in `out`, loaded into the networks, optimizers and
+    random streams; None (and a note) when there is none."""
+    path = out / STATE
+    if not path.exists():
+        log(f"no checkpoint in {out}: starting from the first epoch")
+        return None
+    state = torch.load(path, weights_only=True)
+    for k, net in nets.items():
+        net.load_state_dict(state["nets"][k])
+    for k, opt in opts.items():
+        opt.load_state_dict(state["optimizers"][k])
+    gen.set_state(state["latent_rng"])
+    torch.set_rng_state(state["torch_rng"])
+    log(f"resuming after epoch {state['epoch']} of {epochs}")
+    return state
+
+
 def train_vae(encoder: Model, decoder: Model, dataset, out: str | Path, epochs: int = 10,
               batch_size: int = 64, lr: float = 1e-3, seed: int = 0, val_split: float = 0.1,
-              judge: bool = True, log=print) -> dict:
+              judge: bool = True, resume: bool = False, log=print) -> dict:
     from ..backends.torch import build
     from ..data import batches
     from .judge import train_judge
@@ -106,7 +144,9 @@ def train_vae(encoder: Model, decoder: Model, dataset, out: str | Path, epochs: 
             images = dec(z)
         return torch.sigmoid(images) if logits else images
 
-    untrained = _judged(referee, lambda: sample(probe))
+    nets, opts = {"encoder": enc, "decoder": dec}, {"adam": opt}
+    state = _resume(out, nets, opts, gen, epochs, log) if resume else None
+    untrained = state["untrained"] if state else _judged(referee, lambda: sample(probe))
 
     def step(batch, learn: bool) -> dict:
         x = _nchw(batch["x"])
@@ -125,8 +165,8 @@ def train_vae(encoder: Model, decoder: Model, dataset, out: str | Path, epochs: 
         return {"loss": float(loss.detach()), "reconstruction": float(rec.detach()),
                 "kl": float(kl.detach())}
 
-    history: list[dict] = []
-    for epoch in range(epochs):
+    history: list[dict] = state["history"] if state else []
+    for epoch in range(len(history), epochs):
         row: dict = {"epoch": epoch + 1}
         for split, data, learn in (("train", train, True), ("val", val, False)):
             enc.train(learn)
@@ -141,9 +181,10 @@ def train_vae(encoder: Model, decoder: Model, dataset, out: str | Path, epochs: 
             row.update({f"{split}_{key}": v / max(n, 1) for key, v in sums.items()})
         row.update(_judged(referee, lambda: sample(probe)))
         history.append(row)
+        write_history(out, history)
+        _save_state(out, history, nets, opts, gen, untrained)
         log(f"epoch {epoch + 1}/{epochs}  " + "  ".join(f"{k} {v:.3f}" for k, v in row.items()
                                                          if k != "epoch"))
-        write_history(out, history)
     save_grid(out / "samples.png", sample(fixed).permute(0, 2, 3, 1).numpy())
     files = [_save(out, "encoder", enc), _save(out, "decoder", dec)]
     result = {"task": "generate", "model": "vae", "backend": "torch", "epochs_run": epochs,
@@ -196,7 +237,7 @@ def _judged(judge, make_images) -> dict:
 def train_gan(generator: Model, discriminator: Model, dataset, out: str | Path,
               epochs: int = GAN_EPOCHS, batch_size: int = 64, seed: int = 0,
               max_batches: int | None = None, lr: float = 2e-4, beta1: float = 0.5,
-              judge: bool = True, log=print) -> dict:
+              judge: bool = True, resume: bool = False, log=print) -> dict:
     from ..backends.torch import build
     from ..data import batches
     from .judge import train_judge
@@ -216,7 +257,10 @@ def train_gan(generator: Model, discriminator: Model, dataset, out: str | Path,
     fixed = _latent(64, latent, gen)                     # the grid in samples.png
     probe = _latent(JUDGED, latent, gen)                 # what the judge reads each epoch
     referee = train_judge(dataset, seed) if judge else None
-    untrained = _judged(referee, lambda: _generate(g, probe))
+    nets, opts = {"generator": g, "discriminator": d}, {"generator": opt_g,
+                                                       "discriminator": opt_d}
+    state = _resume(out, nets, opts, gen, epochs, log) if resume else None
+    untrained = state["untrained"] if state else _judged(referee, lambda: _generate(g, probe))
 
     def bce(score, label: float):
         target = torch.full_like(score, label)
@@ -224,8 +268,8 @@ def train_gan(generator: Model, discriminator: Model, dataset, out: str | Path,
                 else F.binary_cross_entropy(score.clamp(1e-6, 1 - 1e-6), target))
 
     prob = torch.sigmoid if logits else (lambda t: t)
-    history: list[dict] = []
-    for epoch in range(epochs):
+    history: list[dict] = state["history"] if state else []
+    for epoch in range(len(history), epochs):
         sums, n = {"loss_d": 0.0, "loss_g": 0.0, "d_real": 0.0, "d_fake": 0.0}, 0
         for i, batch in enumerate(batches(dataset, batch_size, seed=seed, epoch=epoch)):
             if max_batches is not None and i >= max_batches:
@@ -250,9 +294,10 @@ def train_gan(generator: Model, discriminator: Model, dataset, out: str | Path,
         row = {"epoch": epoch + 1, **{f"train_{k}": v / max(n, 1) for k, v in sums.items()},
                **_judged(referee, lambda: _generate(g, probe))}
         history.append(row)
+        write_history(out, history)
+        _save_state(out, history, nets, opts, gen, untrained)
         log(f"epoch {epoch + 1}/{epochs}  " + "  ".join(f"{k} {v:.3f}" for k, v in row.items()
                                                          if k != "epoch"))
-        write_history(out, history)
     save_grid(out / "samples.png", _generate(g, fixed).permute(0, 2, 3, 1).numpy())
     files = [_save(out, "generator", g), _save(out, "discriminator", d)]
     last = history[-1] if history else {}
