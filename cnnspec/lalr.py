@@ -176,8 +176,12 @@ def _first_chars(regex: str) -> str | None:
     """The ASCII characters a match of `regex` can start with, or None when it may start with
     anything (a non-ASCII character, or a pattern this analysis does not follow). Errs on the
     side of more characters: the lexer still matches each candidate."""
-    from re import _constants as c
-    from re import _parser
+    try:                               # Python 3.11+
+        from re import _constants as c
+        from re import _parser
+    except ImportError:                # 3.10
+        import sre_constants as c  # type: ignore[no-redef]
+        import sre_parse as _parser  # type: ignore[no-redef]
 
     def first(items) -> tuple[set[int] | None, bool]:
         """(characters, nullable) of a sequence of parsed items."""
