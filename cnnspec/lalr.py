@@ -393,29 +393,23 @@ def _build(children: list, name: str, expand1: bool, keep) -> object:
     return result
 
 
+_EDGES = (("line", "column", "start_pos"), ("end_line", "end_column", "end_pos"))
+
+
 def _propagate(meta: Meta, children: list) -> None:
     """Start at the first child that covers text and end at the last, counting the children
     that the tree drops or inlines (lark's "containers")."""
-    first = _first_meta(children)
-    if first is not None:
-        if not hasattr(meta, "line"):
-            meta.line = getattr(first, "container_line", first.line)
-            meta.column = getattr(first, "container_column", first.column)
-            meta.start_pos = getattr(first, "container_start_pos", first.start_pos)
+    for child, names in ((_first_meta(children), _EDGES[0]),
+                         (_first_meta(reversed(children)), _EDGES[1])):
+        if child is None:
+            continue
+        values = [getattr(child, f"container_{n}", getattr(child, n)) for n in names]
+        if not hasattr(meta, names[0]):      # a `?rule` child keeps its own position
+            for n, v in zip(names, values):
+                setattr(meta, n, v)
             meta.empty = False
-        meta.container_line = getattr(first, "container_line", first.line)
-        meta.container_column = getattr(first, "container_column", first.column)
-        meta.container_start_pos = getattr(first, "container_start_pos", first.start_pos)
-    last = _first_meta(reversed(children))
-    if last is not None:
-        if not hasattr(meta, "end_line"):
-            meta.end_line = getattr(last, "container_end_line", last.end_line)
-            meta.end_column = getattr(last, "container_end_column", last.end_column)
-            meta.end_pos = getattr(last, "container_end_pos", last.end_pos)
-            meta.empty = False
-        meta.container_end_line = getattr(last, "container_end_line", last.end_line)
-        meta.container_end_column = getattr(last, "container_end_column", last.end_column)
-        meta.container_end_pos = getattr(last, "container_end_pos", last.end_pos)
+        for n, v in zip(names, values):
+            setattr(meta, f"container_{n}", v)
 
 
 def _first_meta(children):
