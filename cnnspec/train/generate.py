@@ -74,10 +74,25 @@ def _save(out: Path, name: str, net) -> str:
     return path.name
 
 
-def _finish(out: Path, history: list[dict], result: dict, title: str) -> None:
+def _finish(out: Path, history: list[dict], result: dict, title: str, referee,
+            untrained: dict) -> None:
+    if referee is not None:
+        result["judge"] = {**referee.summary(), "n_samples": JUDGED,
+                           "untrained": _unprefixed(untrained)}
     write_history(out, history)
     plot_curves(out, history, title)
     write_result(out, result)
+
+
+def _end_epoch(out: Path, history: list[dict], row: dict, epochs: int, nets: dict, opts: dict,
+               gen: torch.Generator, untrained: dict, log) -> None:
+    """The epoch's row into the history, history.csv and the resume state, then the log line
+    (after the state: a run stopped while logging has its epoch saved)."""
+    history.append(row)
+    write_history(out, history)
+    _save_state(out, history, nets, opts, gen, untrained)
+    log(f"epoch {row['epoch']}/{epochs}  " + "  ".join(f"{k} {v:.3f}" for k, v in row.items()
+                                                       if k != "epoch"))
 
 
 STATE = "generate_state.pt"
@@ -180,11 +195,7 @@ def train_vae(encoder: Model, decoder: Model, dataset, out: str | Path, epochs: 
                     n += k
             row.update({f"{split}_{key}": v / max(n, 1) for key, v in sums.items()})
         row.update(_judged(referee, lambda: sample(probe)))
-        history.append(row)
-        write_history(out, history)
-        _save_state(out, history, nets, opts, gen, untrained)
-        log(f"epoch {epoch + 1}/{epochs}  " + "  ".join(f"{k} {v:.3f}" for k, v in row.items()
-                                                         if k != "epoch"))
+        _end_epoch(out, history, row, epochs, nets, opts, gen, untrained, log)
     save_grid(out / "samples.png", sample(fixed).permute(0, 2, 3, 1).numpy())
     files = [_save(out, "encoder", enc), _save(out, "decoder", dec)]
     result = {"task": "generate", "model": "vae", "backend": "torch", "epochs_run": epochs,
@@ -194,10 +205,7 @@ def train_vae(encoder: Model, decoder: Model, dataset, out: str | Path, epochs: 
               "first_train_loss": history[0]["train_loss"], "samples": "samples.png",
               "weights": files, "seconds": round(time.perf_counter() - t0, 2),
               "n_train": len(train), "n_val": len(val)}
-    if referee is not None:
-        result["judge"] = {**referee.summary(), "n_samples": JUDGED,
-                           "untrained": _unprefixed(untrained)}
-    _finish(out, history, result, "VAE")
+    _finish(out, history, result, "VAE", referee, untrained)
     return result
 
 
@@ -293,11 +301,7 @@ def train_gan(generator: Model, discriminator: Model, dataset, out: str | Path,
             n += k
         row = {"epoch": epoch + 1, **{f"train_{k}": v / max(n, 1) for k, v in sums.items()},
                **_judged(referee, lambda: _generate(g, probe))}
-        history.append(row)
-        write_history(out, history)
-        _save_state(out, history, nets, opts, gen, untrained)
-        log(f"epoch {epoch + 1}/{epochs}  " + "  ".join(f"{k} {v:.3f}" for k, v in row.items()
-                                                         if k != "epoch"))
+        _end_epoch(out, history, row, epochs, nets, opts, gen, untrained, log)
     save_grid(out / "samples.png", _generate(g, fixed).permute(0, 2, 3, 1).numpy())
     files = [_save(out, "generator", g), _save(out, "discriminator", d)]
     last = history[-1] if history else {}
@@ -307,10 +311,7 @@ def train_gan(generator: Model, discriminator: Model, dataset, out: str | Path,
               "samples": "samples.png", "weights": files,
               "seconds": round(time.perf_counter() - t0, 2), "n_train": len(dataset),
               "optimizer": {"name": "adam", "lr": lr, "beta1": beta1}}
-    if referee is not None:
-        result["judge"] = {**referee.summary(), "n_samples": JUDGED,
-                           "untrained": _unprefixed(untrained)}
-    _finish(out, history, result, "DCGAN")
+    _finish(out, history, result, "DCGAN", referee, untrained)
     return result
 
 
