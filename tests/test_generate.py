@@ -19,13 +19,7 @@ EXAMPLES = ROOT / "examples"
 quiet = lambda *a, **k: None
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Small networks on a shared 2-core machine run fastest, and deterministically, on one."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")

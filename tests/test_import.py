@@ -39,12 +39,12 @@ READABLE = {   # what a reader of each imported spec should find
 }
 
 
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
+
 @pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
+def fresh_keras_names():
     yield
-    torch.set_num_threads(before)
     # Keras names layers from process-wide counters ("global_average_pooling2d_1" once one
     # exists); later test modules look layers up by their default names, so reset them.
     keras.backend.clear_session()

@@ -21,13 +21,7 @@ torch = pytest.importorskip("torch")
 ROOT = Path(__file__).resolve().parent.parent
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """pytest-xdist runs a worker per core: one torch thread each avoids oversubscription."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 RUFF = Path(sys.executable).with_name("ruff")
 
 # One small network per layer kind and variant: (kind, spec body after the input line).

@@ -18,13 +18,7 @@ ROOT = Path(__file__).resolve().parent.parent
 SPECS = ROOT / "specs"
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """pytest-xdist runs a worker per core: one torch thread each avoids oversubscription."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def net_for(body: str):
