@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from random_weights import randomise_keras_batch_norm, randomise_torch
 
 torch = pytest.importorskip("torch")
 torchvision = pytest.importorskip("torchvision")   # before TensorFlow (see conftest.py)
@@ -50,34 +51,11 @@ def fresh_keras_names():
     keras.backend.clear_session()
 
 
-def _randomise_torch_bn(module, seed):
-    g = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for m in module.modules():
-            if isinstance(m, torch.nn.BatchNorm2d):
-                c = m.num_features
-                m.weight.copy_(torch.rand(c, generator=g) + 0.5)
-                m.bias.copy_(torch.randn(c, generator=g) * 0.2)
-                m.running_mean.copy_(torch.randn(c, generator=g) * 0.2)
-                m.running_var.copy_(torch.rand(c, generator=g) * 1.5 + 0.5)
-
-
-def _randomise_keras_bn(kmodel, rng):
-    for layer in kmodel.layers:
-        if isinstance(layer, keras.layers.BatchNormalization):
-            c = layer.moving_mean.shape[0]
-            values = {"gamma": rng.uniform(0.5, 1.5, c), "beta": rng.normal(0, 0.2, c),
-                      "moving_mean": rng.normal(0, 0.2, c),
-                      "moving_variance": rng.uniform(0.5, 2.0, c)}
-            for var in layer.weights:
-                var.assign(values[var.name].astype("float32"))
-
-
 @pytest.fixture(scope="module", params=sorted(TORCH))
 def torch_case(request):
     name = request.param
     module = torchvision.models.get_model(name, weights=None).eval()
-    _randomise_torch_bn(module, len(name))
+    randomise_torch(module, len(name))
     size = TORCH[name]
     text = write(torch_source.read(module, f"torchvision:{name}", (size, size, 3)))
     return name, module, text, cnnspec.compile_text(text)
@@ -87,7 +65,7 @@ def torch_case(request):
 def keras_case(request):
     name = request.param
     app = getattr(keras.applications, name)(weights=None, input_shape=(96, 96, 3))
-    _randomise_keras_bn(app, np.random.default_rng(len(name)))
+    randomise_keras_batch_norm(app, np.random.default_rng(len(name)))
     text = write(keras_source.read(app, f"keras:{name}"))
     return name, app, text, cnnspec.compile_text(text)
 

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from random_weights import randomise_keras_batch_norm
 
 import cnnspec
 
@@ -50,17 +51,6 @@ def _feature_layer(ref, feature: str):
     return of_type[-1] if of_type else ref.get_layer(feature)
 
 
-def _randomise_batch_norm(kmodel, rng):
-    for layer in kmodel.layers:
-        if isinstance(layer, keras.layers.BatchNormalization):
-            c = layer.moving_mean.shape[0]
-            values = {"gamma": rng.uniform(0.5, 1.5, c), "beta": rng.normal(0, 0.2, c),
-                      "moving_mean": rng.normal(0, 0.2, c),
-                      "moving_variance": rng.uniform(0.5, 2.0, c)}
-            for var in layer.weights:
-                var.assign(values[var.name].astype("float32"))
-
-
 @pytest.mark.parametrize("spec", sorted(CASES))
 def test_spec_computes_what_the_application_computes(spec):
     from cnnspec.backends.keras import build, keras_names
@@ -71,7 +61,7 @@ def test_spec_computes_what_the_application_computes(spec):
     model = cnnspec.compile_text(text.replace("input 224x224x3", f"input {size}x{size}x3"))
     ref = getattr(keras.applications, app_name)(weights=None, input_shape=(size, size, 3))
     rng = np.random.default_rng(len(spec))
-    _randomise_batch_norm(ref, rng)
+    randomise_keras_batch_norm(ref, rng)
     kmodel = build(model)
     assert kmodel.count_params() == ref.count_params() == model.params
     assert load_keras_applications_weights(kmodel, model, ref) == \
@@ -105,7 +95,7 @@ def test_application_weights_load_from_a_saved_model(tmp_path):
             "maxpool 3 stride=2 padding=1\ngap\ndense 4")
     model = cnnspec.compile_text(text)
     saved = build(model)
-    _randomise_batch_norm(saved, np.random.default_rng(0))
+    randomise_keras_batch_norm(saved, np.random.default_rng(0))
     saved.save(tmp_path / "source.keras")
     kmodel = build(model)
     assert load_keras_applications_weights(kmodel, model, str(tmp_path / "source.keras")) == 5

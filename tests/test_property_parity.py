@@ -18,6 +18,7 @@ import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings
 from netgen import FEATURES, networks
+from random_weights import randomise_torch
 
 import cnnspec
 from cnnspec.layers import REGISTRY
@@ -85,22 +86,10 @@ def check_keras_shapes_and_counts(model: cnnspec.Model, kmodel) -> None:
 
 
 def torch_net(model: cnnspec.Model, seed: int):
-    """The torch network with random weights and random batch-norm statistics (fresh ones
-    are 0 and 1, which would hide a swapped mean and variance)."""
+    """The torch network with random weights and random batch-norm statistics."""
     from cnnspec.backends.torch import build
     torch.manual_seed(seed)
-    net = build(model)
-    g = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for mod in net.modules():
-            if isinstance(mod, torch.nn.modules.batchnorm._BatchNorm):
-                c = mod.num_features
-                mod.running_mean.copy_(torch.randn(c, generator=g) * 0.2)
-                mod.running_var.copy_(torch.rand(c, generator=g) * 1.5 + 0.5)
-            for p in mod.parameters(recurse=False):
-                if p.dim() == 1:       # biases, gammas, betas: not the init's 0 and 1
-                    p.copy_(p + torch.randn(p.shape, generator=g) * 0.2)
-    return net.eval()
+    return randomise_torch(build(model), seed)
 
 
 def keras_model(model: cnnspec.Model, net):
