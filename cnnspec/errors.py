@@ -82,7 +82,7 @@ class SpecError(Exception):
             if self.received is not None:
                 lines.append(f"  received: {self.received}")
         if source is not None and self.span and self.span.line >= 1:
-            src_lines = [ln.rstrip("\r") for ln in source.split("\n")]  # lark's line numbers
+            src_lines = [ln.rstrip("\r") for ln in source.split("\n")]  # the parser counts lines at "\n" only
             if self.span.line <= len(src_lines):
                 text = src_lines[self.span.line - 1].expandtabs(1)
                 gutter = f"{self.span.line:>4} | "
