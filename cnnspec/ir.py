@@ -1,17 +1,18 @@
 """The intermediate representation: a validated graph with every shape and count resolved.
 
-This is the contract with backends and with tools that embed cnnspec. It round-trips through
+This is the contract with backends and with tools that embed cnnspec. The classes are records
+(cnnspec.record): declared like pydantic models and validated by pydantic models generated from
+them (`Model.pydantic_model()`), which also give the JSON Schema. It round-trips through
 JSON (`Model.model_validate_json(m.model_dump_json()) == m`) and has a JSON Schema. Totals are
 derived from the nodes, never stored separately, so an IR cannot disagree with itself.
 """
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Literal, Union
-
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from typing import Annotated, Any, ClassVar, Literal, Union
 
 from .layers import REGISTRY
+from .record import Field, Record, model_validator
 
 IR_VERSION = 1
 
@@ -19,18 +20,17 @@ IR_VERSION = 1
 LayerSpec = Annotated[Union[tuple(REGISTRY.values())], Field(discriminator="kind")]  # type: ignore  # noqa: UP007
 
 
-class Span(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True, defer_build=True)
+class Span(Record):
+    model_config: ClassVar[dict] = {"extra": "forbid", "frozen": True}
     line: int
     column: int
     end_line: int | None = None
     end_column: int | None = None
 
 
-class Node(BaseModel):
+class Node(Record):
     """One layer instance: its arguments, inputs, output shape and counts."""
 
-    model_config = ConfigDict(extra="forbid", defer_build=True)
     name: str = Field(description="dotted path, unique: blocks and branches become prefixes")
     layer: LayerSpec
     inputs: list[str] = Field(default_factory=list, description="names of the nodes it reads")
@@ -51,10 +51,9 @@ class Node(BaseModel):
         return self.trainable + self.non_trainable
 
 
-class Group(BaseModel):
+class Group(Record):
     """A named region of the graph: a block instance, a residual, a branch or a shortcut."""
 
-    model_config = ConfigDict(extra="forbid", defer_build=True)
     path: str
     kind: Literal["block", "residual", "parallel", "branch", "shortcut"]
     block: str | None = Field(None, description="the block definition, for kind 'block'")
@@ -62,8 +61,7 @@ class Group(BaseModel):
     span: Span | None = None
 
 
-class Optimizer(BaseModel):
-    model_config = ConfigDict(extra="forbid", defer_build=True)
+class Optimizer(Record):
     name: Literal["sgd", "adam", "adamw", "rmsprop"] = "adam"
     lr: float = Field(1e-3, gt=0)
     momentum: float = Field(0.0, ge=0, lt=1)
@@ -75,8 +73,7 @@ class Optimizer(BaseModel):
     eps: float | None = Field(None, gt=0)
 
 
-class Schedule(BaseModel):
-    model_config = ConfigDict(extra="forbid", defer_build=True)
+class Schedule(Record):
     name: Literal["constant", "step", "exponential", "cosine", "plateau"] = "constant"
     step_size: int | None = Field(None, ge=1, description="step: epochs between decays")
     gamma: float | None = Field(None, gt=0, description="step/exponential/plateau decay factor")
@@ -85,18 +82,16 @@ class Schedule(BaseModel):
     warmup: int = Field(0, ge=0, description="epochs of linear warm-up before the schedule")
 
 
-class EarlyStopping(BaseModel):
-    model_config = ConfigDict(extra="forbid", defer_build=True)
+class EarlyStopping(Record):
     monitor: str = "val_loss"
     patience: int = Field(5, ge=0)
     min_delta: float = Field(0.0, ge=0)
     restore_best: bool = True
 
 
-class CompileSpec(BaseModel):
+class CompileSpec(Record):
     """The `compile` section: how to train the network."""
 
-    model_config = ConfigDict(extra="forbid", defer_build=True)
     loss: list[str] = Field(default_factory=list, description="one loss per output, or one")
     loss_weights: list[float] = Field(default_factory=list)
     optimizer: Optimizer = Field(default_factory=Optimizer)
@@ -112,8 +107,7 @@ class CompileSpec(BaseModel):
     span: Span | None = None
 
 
-class Freeze(BaseModel):
-    model_config = ConfigDict(extra="forbid", defer_build=True)
+class Freeze(Record):
     mode: Literal["none", "all", "first", "until", "pattern"] = "none"
     count: int | None = Field(None, ge=0, description="'first': how many layers")
     layer: str | None = Field(None, description="'until': the last frozen layer, inclusive")
@@ -123,10 +117,9 @@ class Freeze(BaseModel):
     backbone_lr: float | None = Field(None, gt=0, description="lr for the pretrained part")
 
 
-class TransferSpec(BaseModel):
+class TransferSpec(Record):
     """The `transfer` section: where weights come from, what is frozen, the new head."""
 
-    model_config = ConfigDict(extra="forbid", defer_build=True)
     source: str
     strict: bool = True
     freeze: Freeze = Field(default_factory=Freeze)
@@ -137,10 +130,9 @@ class TransferSpec(BaseModel):
     freeze_span: Span | None = Field(None, description="where the freeze strategy is set")
 
 
-class Model(BaseModel):
+class Model(Record):
     """A whole network: nodes in topological order, the first being the input."""
 
-    model_config = ConfigDict(extra="forbid", defer_build=True)
     version: Literal[1] = IR_VERSION
     name: str = "model"
     nodes: list[Node]

@@ -9,8 +9,6 @@ from __future__ import annotations
 
 import json
 
-from pydantic import ValidationError
-
 from .errors import SpecError, SpecErrors
 from .ir import Model
 from .layers import ShapeError, fmt_shape
@@ -23,6 +21,7 @@ def validate(data) -> Model:
             data = json.loads(data)
         except ValueError as exc:
             raise SpecErrors([SpecError("E601", f"not JSON: {exc}", pointer="")]) from None
+    from pydantic import ValidationError
     try:
         model = Model.model_validate(data)
     except ValidationError as exc:

@@ -8,8 +8,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import model_validator
-
+from ..record import model_validator
 from .base import (
     Layer,
     NonNegPair,

@@ -4,8 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated, Literal
 
-from pydantic import BeforeValidator, Field
-
+from ..record import BeforeValidator, Field
 from .base import (
     ACTIVATION_ALIASES,
     ACTIVATIONS,

@@ -4,8 +4,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import Field
-
+from ..record import Field
 from .base import Layer, fmt_int, need_image, register
 
 
