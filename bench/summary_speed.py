@@ -1,7 +1,7 @@
 """Whole-process time of `cnnspec summary specs/resnet50.cnn` against torchinfo summarising
 torchvision's ResNet-50, and against Keras' `summary()` of keras.applications.ResNet50, each
-run as a fresh process (startup and imports included, as a user sees it). Target: cnnspec at
-least 20x faster than each.
+run as a fresh process (startup and imports included, as a user sees it, with bytecode as an
+installed package has it). Targets: cnnspec within 0.1 s, at least 20x faster than each.
 
     python bench/summary_speed.py [--repeats 5] [--no-keras] [--json OUT]
 """
@@ -33,6 +33,7 @@ KERAS = [sys.executable, "-c", ("import keras; "
                                 "keras.applications.ResNet50(weights=None).summary()")]
 BARE = [sys.executable, "-c", "pass"]
 TARGET_RATIO = 20
+TARGET_SECONDS = 0.1
 
 
 def main(argv: list[str]) -> int:
@@ -65,7 +66,10 @@ def main(argv: list[str]) -> int:
     print(f"{args.repeats} runs each after one warm-up; load average {load_before} -> "
           f"{load_average()} on {machine()['cpus']} CPUs")
     goal = f">= {TARGET_RATIO}x"
-    report = [target_row("summary start-up: torchinfo / cnnspec (ResNet-50, wall median)",
+    report = [target_row("summary start-up: `cnnspec summary specs/resnet50.cnn`, whole process "
+                         "(wall median)", ours["median_s"], f"<= {TARGET_SECONDS} s",
+                         ours["median_s"] <= TARGET_SECONDS, " s"),
+              target_row("summary start-up: torchinfo / cnnspec (ResNet-50, wall median)",
                          ratio_median, goal, ratio_median >= TARGET_RATIO, "x")]
     if "keras ResNet50().summary()" in results:
         keras_ratio = results["keras ResNet50().summary()"]["median_s"] / ours["median_s"]
@@ -77,7 +81,7 @@ def main(argv: list[str]) -> int:
         "machine": machine(), "load_average_before": load_before, "results": results,
         "ratio_median": ratio_median, "ratio_min": ratio_min, "ratio_cpu": ratio_cpu,
         "target_ratio": TARGET_RATIO, "report_rows": report})
-    return 0 if ratio_median >= TARGET_RATIO else 1
+    return 0 if all(row["met"] for row in report) else 1
 
 
 if __name__ == "__main__":
