@@ -247,8 +247,10 @@ class Record:
     def __eq__(self, other):
         if type(other) is not type(self):
             return NotImplemented
+        # lists compare items by identity first, as pydantic's dict comparison does (a NaN
+        # field equals itself)
         mine, theirs = self.__dict__, other.__dict__
-        return all(mine[k] == theirs[k] for k in self.model_fields)
+        return [mine[k] for k in self.model_fields] == [theirs[k] for k in self.model_fields]
 
     def __hash__(self):
         if not self.model_config.get("frozen"):

@@ -155,6 +155,8 @@ def test_records_behave_as_frozen_pydantic_models_do():
     with pytest.raises(TypeError, match="unhashable"):
         hash(node)
     assert node != ir.Node(name="b", layer=same, shape=(4, 4, 8), macs=1)
+    rescale = REGISTRY["rescale"](scale=float("nan"))
+    assert rescale == rescale.model_copy(), "a NaN field equals itself, as in pydantic"
 
 
 def test_a_record_is_a_field_of_a_users_pydantic_model():
