@@ -174,11 +174,12 @@ class Record:
     def model_construct(cls, **values):
         """A record from values known to be valid: nothing is checked (pydantic's meaning)."""
         self = cls.__new__(cls)
-        for name, field in cls.model_fields.items():
-            if name in values or field.is_required():
-                continue
-            values[name] = field.default if field.default_factory is None \
-                else field.default_factory()
+        if len(values) < len(cls.model_fields):
+            for name, field in cls.model_fields.items():
+                if name in values or field.is_required():
+                    continue
+                values[name] = field.default if field.default_factory is None \
+                    else field.default_factory()
         self.__dict__.update(values)
         return self
 
@@ -186,7 +187,15 @@ class Record:
     def model_validate(cls, obj):
         if type(obj) is cls:
             return obj
-        return _from_pydantic(cls.pydantic_model().model_validate(_plain(obj)))
+        twin = cls.pydantic_model()
+        try:
+            model = twin.model_validate(obj)
+        except ValueError:
+            plain = _plain(obj)         # records inside the data: as dicts, and once more
+            if plain is obj:
+                raise
+            model = twin.model_validate(plain)
+        return _from_pydantic(model)
 
     @classmethod
     def model_validate_json(cls, text):
@@ -215,8 +224,10 @@ class Record:
         return out
 
     def model_dump_json(self, *, indent: int | None = None) -> str:
+        """pydantic's serialiser, which meets each record as an unknown object and asks
+        `_fields_of` for it (inf and NaN become null, as in pydantic's model_dump_json)."""
         from pydantic_core import to_json
-        return to_json(self.model_dump(mode="json"), indent=indent).decode()
+        return to_json(self, indent=indent, fallback=_fields_of, inf_nan_mode="null").decode()
 
     @classmethod
     def model_json_schema(cls) -> dict:
@@ -423,7 +434,12 @@ def _fixed_tuple(items):
 
 # --- output ---------------------------------------------------------------------------------
 
+_ATOMS = frozenset({int, str, bool, type(None)})
+
+
 def _dump(value, json: bool):
+    if type(value) in _ATOMS:
+        return value
     if isinstance(value, Record):
         return value.model_dump(mode="json" if json else "python")
     if isinstance(value, (list, tuple)):
@@ -447,6 +463,7 @@ def _make_pydantic(cls):
     twin = pydantic.create_model(cls.__name__, __config__=config, __doc__=cls.__doc__,
                                  __module__=cls.__module__, __validators__=validators, **fields)
     twin.__record__ = cls
+    cls._record_nested = [name for name in cls.model_fields if _holds_records(hints[name])]
     return twin
 
 
@@ -474,19 +491,37 @@ def _pydantic_type(tp):
     return tp
 
 
+def _fields_of(record: Record) -> dict:
+    values = record.__dict__
+    return {name: values[name] for name in record.model_fields}
+
+
 def _plain(value):
-    """Records inside data for pydantic, as the dicts its twin models take."""
+    """Records inside data for pydantic, as the dicts its twin models take; the data itself
+    (the same object) where it holds none."""
     if isinstance(value, Record):
         return value.model_dump()
     if isinstance(value, dict):
-        return {k: _plain(v) for k, v in value.items()}
+        items = {k: _plain(v) for k, v in value.items()}
+        return value if all(items[k] is v for k, v in value.items()) else items
     if isinstance(value, (list, tuple)):
-        return type(value)(_plain(v) for v in value)
+        items = [_plain(v) for v in value]
+        return value if all(a is b for a, b in zip(items, value)) else type(value)(items)
     return value
 
 
+def _holds_records(tp) -> bool:
+    if isinstance(tp, type) and issubclass(tp, Record):
+        return True
+    return any(_holds_records(a) for a in typing.get_args(tp))
+
+
 def _field_values(model) -> dict:
-    return {name: _unwrap(getattr(model, name)) for name in type(model).model_fields}
+    """The field values of a pydantic twin instance, its nested twins made records."""
+    values = dict(model.__dict__)
+    for name in type(model).__record__._record_nested:
+        values[name] = _unwrap(values[name])
+    return values
 
 
 def _unwrap(value):

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 
+from .compiler import collector_paused
 from .errors import SpecError, SpecErrors
 from .ir import Model
 from .layers import ShapeError, fmt_shape
@@ -23,7 +24,8 @@ def validate(data) -> Model:
             raise SpecErrors([SpecError("E601", f"not JSON: {exc}", pointer="")]) from None
     from pydantic import ValidationError
     try:
-        model = Model.model_validate(data)
+        with collector_paused():
+            model = Model.model_validate(data)
     except ValidationError as exc:
         raise SpecErrors([
             SpecError("E602", e["msg"], pointer="/" + "/".join(str(p) for p in e["loc"]),

@@ -175,6 +175,19 @@ def test_a_record_is_a_field_of_a_users_pydantic_model():
         Candidate(score=1, network={"nodes": [], "outputs": [], "colour": 1})
 
 
+def test_validating_data_that_holds_records():
+    conv = REGISTRY["conv"](filters=8, kernel=3)
+    node = ir.Node(name="a", layer=REGISTRY["input"](shape=(4, 4, 3)), shape=(4, 4, 3))
+    data = {"nodes": [node, {"name": "b", "layer": conv, "inputs": ["a"], "shape": (2, 2, 8)}],
+            "outputs": ["b"]}
+    model = ir.Model.model_validate(data)
+    assert model.nodes[0] == node and model.nodes[1].layer == conv
+    plain = {"a": [1, (2, 3)], "b": "c"}
+    assert _plain(plain) is plain, "data without records is passed on as it is"
+    with pytest.raises(pydantic.ValidationError):
+        ir.Model.model_validate({**data, "outputs": 3})
+
+
 def test_a_declaration_pydantic_cannot_mirror_fails_at_first_use():
     class Odd(Record):
         values: dict[str, int] = Field(default_factory=dict)
