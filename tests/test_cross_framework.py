@@ -15,6 +15,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from framework_checks import check_keras_shapes_and_counts
 from keras_specs import LAYER_SPECS
 
 import cnnspec
@@ -127,16 +128,8 @@ CASES = [*ZOO, *sorted(LAYER_SPECS)]
 
 @pytest.mark.parametrize("name", ZOO)
 def test_keras_model_has_the_ir_counts_and_shapes(name):
-    from cnnspec.backends.keras import recipes
     model, _, kmodel = _pair(name)
-    assert kmodel.count_params() == model.params
-    assert sum(int(np.prod(w.shape)) for w in kmodel.trainable_weights) == model.trainable
-    assert sum(int(np.prod(w.shape)) for w in kmodel.non_trainable_weights) == \
-        model.non_trainable
-    for node, _, recipe in recipes(model):
-        got = tuple(kmodel.get_layer(recipe[-1][1]["name"]).output.shape[1:])
-        assert got == model.node(node).shape, node
-    assert [tuple(t.shape[1:]) for t in kmodel.outputs] == model.output_shapes
+    check_keras_shapes_and_counts(model, kmodel)
 
 
 @pytest.mark.parametrize("name", CASES)

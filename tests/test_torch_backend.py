@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from framework_checks import check_torch_shapes_and_counts, nchw
 
 import cnnspec
 from cnnspec.backends import torch as tb
@@ -80,21 +81,6 @@ def compile_case(body: str) -> cnnspec.Model:
     return cnnspec.compile_text("model case\n" + body + "\n")
 
 
-def every_node_out(model: cnnspec.Model) -> cnnspec.Model:
-    """The same network with every node an output, to see every tensor."""
-    return model.model_copy(update={"outputs": [n.name for n in model.nodes[1:]]})
-
-
-def nchw(shape) -> tuple:
-    return (shape[2], shape[0], shape[1]) if len(shape) == 3 else tuple(shape)
-
-
-def counts(net) -> tuple[int, int]:
-    trainable = sum(p.numel() for p in net.parameters())
-    stats = sum(b.numel() for n, b in net.named_buffers() if not n.endswith("num_batches_tracked"))
-    return trainable, stats
-
-
 def load_generated(source: str, tmp_path: Path, name: str = "generated"):
     path = tmp_path / f"{name}.py"
     path.write_text(source)
@@ -113,14 +99,7 @@ def test_every_layer_kind_has_a_case_and_an_emitter():
 
 @pytest.mark.parametrize("kind,body", CASES, ids=[f"{k}-{i}" for i, (k, _) in enumerate(CASES)])
 def test_shapes_and_counts_match_the_ir(kind, body):
-    model = compile_case(body)
-    net = tb.build(every_node_out(model)).eval()
-    x = torch.randn(2, *nchw(model.input_shape))
-    outs = net(x)
-    outs = outs if isinstance(outs, tuple) else (outs,)
-    for node, out in zip(model.nodes[1:], outs):
-        assert tuple(out.shape) == (2, *nchw(node.shape)), node.name
-    assert counts(net) == (model.trainable, model.non_trainable)
+    check_torch_shapes_and_counts(compile_case(body))
 
 
 @pytest.mark.parametrize("kind,body", CASES[::3], ids=[k for k, _ in CASES[::3]])
