@@ -98,56 +98,51 @@ def _padding(draw, kmin: int, allow_same: bool = True) -> tuple[object, str]:
     return p, f" padding={p}"
 
 
-def conv(draw, shape, checked=True):
-    h, w, c = shape
-    f = draw(st.integers(1, MAX_CH))
+def _window(draw, shape) -> tuple[tuple[int, int], str]:
+    """Kernel, stride, dilation and padding of a sliding window (conv, dwconv, sepconv): the
+    output's height and width, and the spec text from the kernel on (`3x3 stride=2 same`)."""
+    h, w = shape[:2]
     kh, kw, ktext = _kernel(draw)
     s = draw(st.sampled_from([1, 1, 2]))
     d = 1 if s > 1 else draw(st.sampled_from([2, 1, 1]))
     pad, ptext = _padding(draw, min(kh, kw))
-    common = [g for g in range(1, c + 1) if c % g == 0 and f % g == 0]
-    g = draw(st.sampled_from(common))
-    out = (window(h, kh, s, pad, d), window(w, kw, s, pad, d), f)
-    if checked and not _fits(*out[:2]):
+    text = ktext + (f" stride={s}" if s > 1 else "") + ptext + (f" dilation={d}" if d > 1
+                                                                  else "")
+    return (window(h, kh, s, pad, d), window(w, kw, s, pad, d)), text
+
+
+def conv(draw, shape, checked=True):
+    c = shape[2]
+    f = draw(st.integers(1, MAX_CH))
+    hw, window_text = _window(draw, shape)
+    g = draw(st.sampled_from([g for g in range(1, c + 1) if c % g == 0 and f % g == 0]))
+    if checked and not _fits(*hw):
         return None
-    text = f"conv {f} {ktext}" + (f" stride={s}" if s > 1 else "") + ptext
-    text += f" dilation={d}" if d > 1 else ""
-    text += f" groups={g}" if g > 1 else ""
+    text = f"conv {f} {window_text}" + (f" groups={g}" if g > 1 else "")
     text += draw(st.sampled_from(["", "", " nobias", " bias=false"]))
-    return text + _act(draw), out
+    return text + _act(draw), (*hw, f)
 
 
 def dwconv(draw, shape, checked=True):
-    h, w, c = shape
+    c = shape[2]
     m = draw(st.sampled_from([2, 1, 1]))
-    kh, kw, ktext = _kernel(draw)
-    s = draw(st.sampled_from([1, 1, 2]))
-    d = 1 if s > 1 else draw(st.sampled_from([2, 1, 1]))
-    pad, ptext = _padding(draw, min(kh, kw))
-    out = (window(h, kh, s, pad, d), window(w, kw, s, pad, d), c * m)
-    if checked and (not _fits(*out[:2]) or c * m > 2 * MAX_CH):
+    hw, window_text = _window(draw, shape)
+    if checked and (not _fits(*hw) or c * m > 2 * MAX_CH):
         return None
-    text = f"dwconv {ktext}" + (f" stride={s}" if s > 1 else "") + ptext
-    text += (f" dilation={d}" if d > 1 else "") + (f" multiplier={m}" if m > 1 else "")
+    text = f"dwconv {window_text}" + (f" multiplier={m}" if m > 1 else "")
     text += draw(st.sampled_from(["", " nobias"]))
-    return text + _act(draw), out
+    return text + _act(draw), (*hw, c * m)
 
 
 def sepconv(draw, shape, checked=True):
-    h, w, _ = shape
     f = draw(st.integers(1, MAX_CH))
     m = draw(st.sampled_from([2, 1, 1]))
-    kh, kw, ktext = _kernel(draw)
-    s = draw(st.sampled_from([1, 1, 2]))
-    d = 1 if s > 1 else draw(st.sampled_from([2, 1, 1]))
-    pad, ptext = _padding(draw, min(kh, kw))
-    out = (window(h, kh, s, pad, d), window(w, kw, s, pad, d), f)
-    if checked and not _fits(*out[:2]):
+    hw, window_text = _window(draw, shape)
+    if checked and not _fits(*hw):
         return None
-    text = f"sepconv {f} {ktext}" + (f" stride={s}" if s > 1 else "") + ptext
-    text += (f" dilation={d}" if d > 1 else "") + (f" multiplier={m}" if m > 1 else "")
+    text = f"sepconv {f} {window_text}" + (f" multiplier={m}" if m > 1 else "")
     text += draw(st.sampled_from(["", " nobias"]))
-    return text + _act(draw), out
+    return text + _act(draw), (*hw, f)
 
 
 def deconv(draw, shape, checked=True):
