@@ -28,13 +28,6 @@ def checkout_env() -> dict:
     return env
 
 
-def process_times(argv: list[str], repeats: int, cwd: Path = ROOT, env: dict | None = None,
-                  warmup: int = 1) -> list[float]:
-    """Wall-clock seconds of `repeats` runs of `argv`, each a fresh process (after `warmup`
-    untimed runs that fill the page cache and write bytecode)."""
-    return [wall for wall, _ in process_costs(argv, repeats, cwd, env, warmup)]
-
-
 def process_costs(argv: list[str], repeats: int, cwd: Path = ROOT, env: dict | None = None,
                   warmup: int = 1) -> list[tuple[float, float]]:
     """(wall seconds, CPU seconds) of each run. CPU time (user + system of the child) depends

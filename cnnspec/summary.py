@@ -18,18 +18,6 @@ def _human_bytes(n: int) -> str:
     return f"{n} B"
 
 
-def _describe(node) -> str:
-    layer = node.layer
-    args = layer.args()
-    parts = []
-    for key, value in args.items():
-        if isinstance(value, (tuple, list)) and value and all(isinstance(v, int) for v in value):
-            value = "x".join(map(str, value)) if key in ("kernel", "size", "stride", "factor",
-                                                         "shape") else value
-        parts.append(f"{key}={value}")
-    return " ".join(parts)
-
-
 def activation_values(model: Model) -> int:
     """Values held by all layer outputs for one sample (an upper bound on what inference keeps)."""
     total = 0

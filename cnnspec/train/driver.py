@@ -22,8 +22,6 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import numpy as np
-
 from . import checkpoint as ckpt
 from .metrics import Meter
 from .plan import Plan
@@ -307,8 +305,3 @@ def evaluate(backend, plan: Plan, data, batch_size: int, comm: Comm | None = Non
              ops=None) -> dict[str, float]:
     opts = Options(epochs=1, batch_size=batch_size, progress=False)
     return run_epoch(backend, plan, data, opts, 0, False, comm or Comm(), ops)
-
-
-def as_float(values: dict) -> dict:
-    return {k: (float(v) if isinstance(v, (np.floating, float, int)) else v)
-            for k, v in values.items()}

@@ -8,7 +8,6 @@
 from __future__ import annotations
 
 import json
-import os
 import time
 from pathlib import Path
 
@@ -241,7 +240,3 @@ def _save_mask(mask: np.ndarray, image: str, out_dir: str | None) -> str:
 
 def dumps(value) -> str:
     return json.dumps(value, indent=2, default=float)
-
-
-def env_rank() -> int:
-    return int(os.environ.get("RANK", "0"))
