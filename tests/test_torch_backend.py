@@ -15,6 +15,7 @@ from framework_checks import check_torch_shapes_and_counts, nchw
 import cnnspec
 from cnnspec.backends import torch as tb
 from cnnspec.backends import torch_emit as te
+from cnnspec.backends.torch.plan import _MODULE_ATTRS
 from cnnspec.layers import REGISTRY
 
 torch = pytest.importorskip("torch")
@@ -187,7 +188,7 @@ def test_state_dict_keys_follow_the_spec_names_and_dodge_module_attributes(tmp_p
 
 def test_reserved_names_cover_nn_module():
     public = {n for n in dir(torch.nn.Module) if not n.startswith("_")}
-    assert public <= tb._MODULE_ATTRS, public - tb._MODULE_ATTRS
+    assert public <= _MODULE_ATTRS, public - _MODULE_ATTRS
 
 
 @pytest.mark.parametrize("raw,safe", [("class", "class_"), ("a-b", "a_b"), ("2x", "n2x"),
