@@ -13,6 +13,7 @@ import pkgutil
 import sys
 
 from . import commands as _commands_pkg
+from .quiet import hide_tensorflow_startup
 
 EXIT_OK, EXIT_SPEC, EXIT_USAGE = 0, 1, 2
 
@@ -62,6 +63,7 @@ def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     if argv is None:
         argv = sys.argv[1:]
+    hide_tensorflow_startup()
     parser = build_parser(argv)
     args = parser.parse_args(argv)
     if not getattr(args, "_run", None):
