@@ -6,7 +6,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test bench fuzz lint gpu-check generate clean
+.PHONY: demo test bench fuzz lint gpu-check generate editors clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -39,6 +39,11 @@ fuzz: $(STAMP)
 
 lint: $(STAMP)
 	$(BIN)/ruff check cnnspec tests bench examples
+
+# Generated artefacts are rebuilt here, never by hand; a test fails while one is stale.
+editors: $(STAMP)
+	$(BIN)/python -m cnnspec.textmate > editors/cnnspec.tmLanguage.json.tmp
+	mv editors/cnnspec.tmLanguage.json.tmp editors/cnnspec.tmLanguage.json
 
 clean:
 	rm -rf $(VENV) build dist *.egg-info .pytest_cache

@@ -17,7 +17,7 @@ COMMITTED = ROOT / "editors" / "cnnspec.tmLanguage.json"
 
 def test_committed_grammar_is_up_to_date():
     assert COMMITTED.read_text() == render(), (
-        "regenerate: python -m cnnspec.textmate > editors/cnnspec.tmLanguage.json")
+        "regenerate: make editors")
 
 
 def _scopes(line: str) -> dict[str, str]:
