@@ -110,11 +110,22 @@ def _show(value) -> str:
     return str(value)
 
 
+def _args(layer) -> dict:
+    """The arguments that differ from the defaults, in one spelling per meaning: `padding=0` is
+    the default `valid` written out, so it is no change."""
+    args = layer.args()
+    if args.get("padding") in ((0, 0), [0, 0]):
+        default = type(layer).model_fields["padding"].default
+        if default == "valid":
+            del args["padding"]
+    return args
+
+
 def _compare(na: Node, nb: Node, renamed: dict[str, str]) -> list[dict]:
     changes = []
     if na.kind != nb.kind:
         changes.append({"what": "kind", "a": na.kind, "b": nb.kind})
-    args_a, args_b = na.layer.args(), nb.layer.args()
+    args_a, args_b = _args(na.layer), _args(nb.layer)
     for key in sorted(set(args_a) | set(args_b)):
         va, vb = args_a.get(key), args_b.get(key)
         if va != vb:

@@ -43,6 +43,15 @@ def test_identical_specs_do_not_differ():
     assert all(t["delta"] in (0, None) for t in d.totals.values())
 
 
+def test_a_default_written_out_is_no_change():
+    a = cnnspec.compile_text("input 32x32x3\nconv 8 3x3\npool 2 padding=1\n")
+    b = cnnspec.compile_text("input 32x32x3\nconv 8 3x3 padding=0\npool 2 padding=1\n")
+    assert not diff(a, b).different
+    c = cnnspec.compile_text("input 32x32x3\nconv 8 3x3 padding=1\npool 2 padding=1\n")
+    rows = {r.name: r for r in diff(a, c).layers if r.status != "same"}
+    assert rows["conv1"].changes[0]["what"] == "padding"
+
+
 def test_changes_added_and_removed():
     d = _d(BASE, CHANGED)
     rows = {r.name: r for r in d.layers if r.status != "same"}
