@@ -6,7 +6,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test bench fuzz lint gpu-check generate editors clean
+.PHONY: demo test bench fuzz lint gpu-check generate editors docs clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -44,6 +44,10 @@ lint: $(STAMP)
 editors: $(STAMP)
 	$(BIN)/python -m cnnspec.textmate > editors/cnnspec.tmLanguage.json.tmp
 	mv editors/cnnspec.tmLanguage.json.tmp editors/cnnspec.tmLanguage.json
+
+# The README's table of layer kinds, from the registry (tests/test_reference.py checks it).
+docs: $(STAMP)
+	$(BIN)/python -m cnnspec.reference README.md
 
 clean:
 	rm -rf $(VENV) build dist *.egg-info .pytest_cache
