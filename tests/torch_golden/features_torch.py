@@ -30,7 +30,10 @@ class Features(nn.Module):
         self.shortcut1.bn1 = nn.BatchNorm2d(32)
         self.a = nn.Module()
         self.a.conv1 = nn.Conv2d(32, 8, kernel_size=1)
-        self.sepconv1 = nn.Sequential(nn.Conv2d(72, 72, kernel_size=3, padding=1, groups=72, bias=False), nn.Conv2d(72, 16, kernel_size=1))
+        self.sepconv1 = nn.Sequential(
+            nn.Conv2d(72, 72, kernel_size=3, padding=1, groups=72, bias=False),
+            nn.Conv2d(72, 16, kernel_size=1),
+        )
         self.deconv1 = nn.ConvTranspose2d(16, 8, kernel_size=3, stride=2)
         self.dense1 = nn.Linear(512, 10)
 
@@ -52,7 +55,10 @@ class Features(nn.Module):
         relu2 = F.relu(x, inplace=True)  # (N, 32, 4, 4)
         del x, skip
         a_conv1 = F.relu(self.a.conv1(relu2), inplace=True)  # (N, 8, 4, 4)
-        x = F.avg_pool2d(F.pad(relu2, (0, 1, 0, 1)), 3, 2) / F.avg_pool2d(F.pad(torch.ones_like(relu2[:, :1]), (0, 1, 0, 1)), 3, 2)  # (N, 32, 2, 2)
+        # (N, 32, 2, 2)
+        x = F.avg_pool2d(F.pad(relu2, (0, 1, 0, 1)), 3, 2) / F.avg_pool2d(
+            F.pad(torch.ones_like(relu2[:, :1]), (0, 1, 0, 1)), 3, 2
+        )
         x = F.interpolate(x, scale_factor=2, mode="nearest")  # (N, 32, 4, 4)
         x = torch.cat([a_conv1, x, relu2], 1)  # (N, 72, 4, 4)
         del a_conv1, relu2
