@@ -97,8 +97,8 @@ def _trailers(doc) -> list[Group]:
     return []
 
 
-def _around(doc, target: Group) -> tuple[str, str]:
-    """The flat text before target's items (its opening bracket included) and after them."""
+def _around(doc, target: Group) -> str:
+    """The flat text before target's items, its opening bracket included."""
     mark = "\x00"
 
     def text(d) -> str:
@@ -116,8 +116,21 @@ def _around(doc, target: Group) -> tuple[str, str]:
             return inner
         return (text(d.prefix) if d.prefix is not None else "") + d.open + inner + d.close
 
-    before, after = text(doc).split(mark)
-    return before, after
+    return text(doc).split(mark)[0]
+
+
+def _after(doc, target: Group):
+    """What follows target's items: its closing bracket and the trailers after it
+    (`)(x)` for the `(...)` of `f(...)(x)`)."""
+    if doc is target:
+        return target.close
+    if isinstance(doc, Op):
+        return _after(doc.operands[-1], target)
+    if isinstance(doc, Cat):
+        for k in range(len(doc.parts) - 1, -1, -1):
+            if not isinstance(doc.parts[k], str):
+                return Cat((_after(doc.parts[k], target), *doc.parts[k + 1:]))
+    return Group(_after(doc.prefix, target), doc.open, doc.items, doc.close, doc.single)
 
 
 def lines(head: str, doc, depth: int, tail: str = "") -> list[str]:
@@ -131,9 +144,11 @@ def lines(head: str, doc, depth: int, tail: str = "") -> list[str]:
                                        for o in doc.operands[:-1]):
         candidates = []     # the formatter keeps an operator chain's brackets only after others
     for group in candidates:
-        before, after = _around(doc, group)
+        before = _around(doc, group)
         if len(pad + head + before) <= WIDTH:
-            return [pad + head + before, *_body(group, depth + 1), pad + after + tail]
+            # what follows the closing bracket (`)(x)`) is laid out in turn
+            rest = lines("", _after(doc, group), depth, tail)
+            return [pad + head + before, *_body(group, depth + 1), *rest]
     if isinstance(doc, Op) or (isinstance(doc, Group) and doc.bare):
         wrapped = doc if isinstance(doc, Op) else Group(None, "(", doc.items, ")")
         return [pad + head + "(", *_body(wrapped, depth + 1), pad + ")" + tail]

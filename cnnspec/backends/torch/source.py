@@ -10,6 +10,7 @@ are released where the runtime module releases them (`_release_points`), with `d
 
 from __future__ import annotations
 
+import textwrap
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -339,7 +340,10 @@ def _block_class(cls: _Class, model: Model) -> tuple[dict, set[str]]:
                                " -> None:")
     where = inst.path + (f" and {len(cls.instances) - 1} more" if len(cls.instances) > 1
                          else "")
-    return {"name": cls.name, "block": cls.block, "where": where, "signature": signature,
+    doc = textwrap.fill(pysource.text(f"The spec's block {cls.block}, as used at {where}."),
+                        pysource.WIDTH - 3, initial_indent=' ' * 7, subsequent_indent="    ",
+                        break_long_words=False, break_on_hyphens=False)[7:]
+    return {"name": cls.name, "doc": doc, "signature": signature,
             "init": init, "input_var": names[inst.input], "body": body,
             "output": names[inst.output]}, used | used_f
 
