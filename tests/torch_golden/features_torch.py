@@ -12,6 +12,21 @@ from torch import nn
 from torch.nn import functional as F
 
 
+class Unit(nn.Module):
+    """The spec's block unit, as used at unit1 and 3 more."""
+
+    def __init__(self, in_channels, out_channels) -> None:
+        super().__init__()
+        self.conv1 = nn.Conv2d(in_channels, out_channels, kernel_size=3, padding=1, bias=False)
+        self.bn1 = nn.BatchNorm2d(out_channels)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.conv1(x)
+        x = self.bn1(x)
+        x = F.relu(x, inplace=True)
+        return x
+
+
 class Features(nn.Module):
     """logits=True skips the final softmax: forward then returns logits, for training with
     cross-entropy (which applies log-softmax itself)."""
@@ -36,7 +51,11 @@ class Features(nn.Module):
             nn.Conv2d(72, 16, kernel_size=1),
         )
         self.deconv1 = nn.ConvTranspose2d(16, 8, kernel_size=3, stride=2)
-        self.dense1 = nn.Linear(512, 10)
+        self.unit1 = Unit(8, 8)
+        self.unit2 = Unit(8, 8)
+        self.unit3 = Unit(8, 16)
+        self.unit4 = Unit(16, 16)
+        self.dense1 = nn.Linear(1024, 10)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = F.relu(self.conv1(F.pad(x, (0, 1, 0, 1))), inplace=True)  # (N, 16, 16, 16)
@@ -65,7 +84,11 @@ class Features(nn.Module):
         del a_conv1, relu2
         x = F.relu(self.sepconv1(x), inplace=True)  # (N, 16, 4, 4)
         x = self.deconv1(x)[:, :, :8, :8]  # (N, 8, 8, 8)
-        x = x.permute(0, 2, 3, 1).flatten(1)  # (N, 512)
+        x = self.unit1(x)  # (N, 8, 8, 8)
+        x = self.unit2(x)  # (N, 8, 8, 8)
+        x = self.unit3(x)  # (N, 16, 8, 8)
+        x = self.unit4(x)  # (N, 16, 8, 8)
+        x = x.permute(0, 2, 3, 1).flatten(1)  # (N, 1024)
         x = self.dense1(x)  # (N, 10)
         if not self.logits:
             x = F.softmax(x, dim=1)
