@@ -222,6 +222,25 @@ def test_a_graph_that_is_not_series_parallel_is_written_with_named_tensors():
         torch.testing.assert_close(ours(x), net(x), rtol=1e-5, atol=1e-5)
 
 
+def test_tensor_names_dodge_every_word_of_the_grammar():
+    """Issue 16: modules called `transfer` or `shortcut` gave a spec that did not parse."""
+    class Net(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.transfer = torch.nn.Conv2d(3, 4, 3, padding=1)
+            self.conv = torch.nn.Conv2d(4, 4, 3, padding=1)
+            self.shortcut = torch.nn.Conv2d(4, 4, 3, padding=1)
+
+        def forward(self, x):
+            a = self.transfer(x)
+            b = self.conv(a)
+            return torch.cat([a, b, self.shortcut(b)], 1)
+
+    text = write(torch_source.read(Net().eval(), "net", (8, 8, 3)))
+    assert "transfer_ = conv" in text and "shortcut_ = conv" in text, text
+    cnnspec.compile_text(text)
+
+
 # --- the block finder ---------------------------------------------------------------------------
 
 def test_block_parameters_are_found_from_the_occurrences():

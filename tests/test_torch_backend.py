@@ -279,7 +279,10 @@ def test_generated_source_is_stable_clean_and_equal(name, tmp_path):
 def test_generated_source_reads_like_hand_written_code():
     source = tb.generate(cnnspec.compile_file(ROOT / "specs" / "resnet18.cnn"))
     assert "class Resnet18(nn.Module):" in source and "def build_model(" in source
-    assert "self.layer1 = nn.Module()" in source
+    # a block definition used several times is a class, its instances built with the
+    # constants that differ, as torchvision's `_make_layer` builds its stages
+    assert "class Stage2(nn.Module):" in source
+    assert "self.layer2 = Stage2(64, 128)" in source and "x = self.layer2(x)" in source
     assert "x = self.conv1(x)" in source
     assert "x = self.fc(x)" in source or "x = self.dense1(x)" in source
 

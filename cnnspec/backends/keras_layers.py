@@ -20,16 +20,22 @@ class LocalResponseNorm(keras.layers.Layer):
 
     def call(self, x):
         channels = x.shape[-1]
-        squares = ops.pad(ops.square(x), [[0, 0], [0, 0], [0, 0],
-                                          [self.size // 2, (self.size - 1) // 2]])
+        squares = ops.pad(
+            ops.square(x), [[0, 0], [0, 0], [0, 0], [self.size // 2, (self.size - 1) // 2]]
+        )
         total = squares[..., 0:channels]
         for i in range(1, self.size):
-            total = total + squares[..., i:i + channels]
+            total = total + squares[..., i : i + channels]
         return x / ops.power(self.k + self.alpha / self.size * total, self.beta)
 
     def get_config(self):
-        return {**super().get_config(), "size": self.size, "alpha": self.alpha,
-                "beta": self.beta, "k": self.k}
+        return {
+            **super().get_config(),
+            "size": self.size,
+            "alpha": self.alpha,
+            "beta": self.beta,
+            "k": self.k,
+        }
 
 
 @keras.saving.register_keras_serializable(package="cnnspec")
@@ -46,16 +52,15 @@ class PaddedPool2D(keras.layers.Layer):
 
     def _pad(self, x, value):
         top, bottom, left, right = self.pads
-        return ops.pad(x, [[0, 0], [top, bottom], [left, right], [0, 0]],
-                       constant_values=value)
+        return ops.pad(x, [[0, 0], [top, bottom], [left, right], [0, 0]], constant_values=value)
 
     def call(self, x):
         if self.op == "max":
-            return ops.max_pool(self._pad(x, float("-inf")), self.pool_size, self.strides,
-                                padding="valid")
-        sums = ops.average_pool(self._pad(x, 0.0), self.pool_size, self.strides,
-                                padding="valid")
-        ones = self._pad(ops.ones_like(x[:1, ..., :1]), 0.0)   # one sample, one channel
+            return ops.max_pool(
+                self._pad(x, float("-inf")), self.pool_size, self.strides, padding="valid"
+            )
+        sums = ops.average_pool(self._pad(x, 0.0), self.pool_size, self.strides, padding="valid")
+        ones = self._pad(ops.ones_like(x[:1, ..., :1]), 0.0)  # one sample, one channel
         counts = ops.average_pool(ones, self.pool_size, self.strides, padding="valid")
         return sums / counts
 
@@ -68,8 +73,13 @@ class PaddedPool2D(keras.layers.Layer):
         return (n, out_h, out_w, c)
 
     def get_config(self):
-        return {**super().get_config(), "op": self.op, "pool_size": self.pool_size,
-                "strides": self.strides, "pads": self.pads}
+        return {
+            **super().get_config(),
+            "op": self.op,
+            "pool_size": self.pool_size,
+            "strides": self.strides,
+            "pads": self.pads,
+        }
 
 
 @keras.saving.register_keras_serializable(package="cnnspec")

@@ -8,54 +8,28 @@ builds the very model `build` does. Output is deterministic: the same spec gives
 from __future__ import annotations
 
 import ast
-import json
 from pathlib import Path
 
 from ..ir import Model
-from . import keras_recipe
-
-WIDTH = 100
-INDENT = " " * 4
+from . import keras_recipe, pysource
 
 
-def literal(value) -> str:
-    """Python source for a recipe argument (str, number, bool, None, tuples of these)."""
+def literal(value):
+    """A recipe argument (str, number, bool, None, tuples of these) as a pysource tree."""
     if isinstance(value, str):
-        return json.dumps(value)
+        return pysource.string(value)
     if isinstance(value, (list, tuple)):
-        items = ", ".join(literal(v) for v in value)
-        return f"({items},)" if len(value) == 1 else f"({items})"
+        return pysource.tuple_of(literal(v) for v in value)
     return repr(value)
 
 
 def _call(target: str, cls_name: str, kwargs: dict, inputs: list[str]) -> list[str]:
-    """`target = layers.Cls(k=v, ...)(x)`, wrapped to the line width."""
+    """`target = layers.Cls(k=v, ...)(x)`, laid out within the line width."""
     func = cls_name if cls_name in keras_recipe.CUSTOM else f"layers.{cls_name}"
-    args = [f"{k}={literal(v)}" for k, v in kwargs.items() if k != "name"]
-    args.append(f"name={literal(kwargs['name'])}")
-    head = f"{INDENT}{target} = {func}("
-    arg = f"[{', '.join(inputs)}]" if len(inputs) > 1 else inputs[0]
-    one = f"{head}{', '.join(args)})({arg})"
-    if len(one) <= WIDTH:
-        return [one]
-    lines, line = [head], INDENT * 2
-    for i, a in enumerate(args):   # leave room for the "([" that may follow the last line
-        piece = a + (", " if i < len(args) - 1 else ")")
-        if len(line) + len(piece.rstrip()) > WIDTH - 2 and line.strip():
-            lines.append(line.rstrip())
-            line = INDENT * 2
-        line += piece
-    lines.append(line)
-    if len(lines[-1]) + len(arg) + 2 <= WIDTH:
-        lines[-1] += f"({arg})"
-    elif len(INDENT * 2) + len(arg) + 1 <= WIDTH:
-        lines[-1] += "("
-        lines.append(f"{INDENT * 2}{arg})")
-    else:
-        lines[-1] += "(["
-        lines += [f"{INDENT * 2}{x}," for x in inputs]
-        lines.append(f"{INDENT}])")
-    return lines
+    args = [pysource.kwarg(k, literal(v)) for k, v in kwargs.items() if k != "name"]
+    args.append(pysource.kwarg("name", literal(kwargs["name"])))
+    arg = pysource.Group(None, "[", tuple(inputs), "]") if len(inputs) > 1 else inputs[0]
+    return pysource.statement(f"{target} = ", pysource.call(pysource.call(func, *args), arg), 1)
 
 
 def _var(kname: str) -> str:
@@ -93,20 +67,19 @@ def class_sources(names: set[str]) -> list[str]:
 
 
 def render(model: Model, source: str | None = None) -> str:
-    import jinja2
-
-    from ..resources import path
     from .keras import keras_name, keras_names
-    env = jinja2.Environment(loader=jinja2.FileSystemLoader(path("templates")), trim_blocks=True,
-                             lstrip_blocks=True, keep_trailing_newline=True,
-                             undefined=jinja2.StrictUndefined, autoescape=False)
     body, custom = statements(model)
     names = keras_names(model)
     outputs = [_var(names[o]) for o in model.outputs]
-    classes = class_sources(custom)
-    return env.get_template("keras_model.py.j2").render(
-        model=model, source=Path(source or model.source or "SPEC").name,
-        name=keras_name(model.name), input_var=_var(names[model.nodes[0].name]),
-        input_name=names[model.nodes[0].name], input_shape=literal(tuple(model.input_shape)),
-        body=body, outputs=outputs[0] if len(outputs) == 1 else f"[{', '.join(outputs)}]",
-        classes=classes, totals=model.totals())
+    first = model.nodes[0].name
+    start = pysource.statement(f"{_var(names[first])} = ", pysource.call(
+        "keras.Input", pysource.kwarg("shape", literal(tuple(model.input_shape))),
+        pysource.kwarg("name", pysource.string(names[first]))), 1)
+    returned = pysource.statement("return ", pysource.call(
+        "keras.Model", _var(names[first]),
+        outputs[0] if len(outputs) == 1 else pysource.Group(None, "[", tuple(outputs), "]"),
+        pysource.kwarg("name", pysource.string(keras_name(model.name)))), 1)
+    return pysource.render(
+        "keras_model.py.j2", model_name=model.name,
+        source=Path(source or model.source or "SPEC").name, start=start, body=body,
+        returned=returned, classes=class_sources(custom), totals=model.totals())

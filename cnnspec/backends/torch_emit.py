@@ -14,10 +14,11 @@ Layout: the torch tensors are NCHW (feature maps) or NC (vectors); the IR's shap
 
 from __future__ import annotations
 
-import json
 import math
 from dataclasses import dataclass, field
 from typing import Any
+
+from . import pysource
 
 
 class Expr:
@@ -89,6 +90,14 @@ class TorchOp:
     setup: tuple[tuple[str, Call], ...] = field(default=())
     fresh: bool = False
     inplace: Any = None
+
+
+@dataclass(frozen=True)
+class Var(Expr):
+    """A name of the generated source standing for a constant (a block class's constructor
+    argument); only rendered, never evaluated."""
+
+    name: str
 
 
 X = In(0)
@@ -191,39 +200,47 @@ def literal(value) -> str:
             raise ValueError("NaN has no place in a generated model")
         return repr(value)
     if isinstance(value, str):
-        return json.dumps(value)
+        return pysource.string(value)
     raise TypeError(f"no literal for {value!r}")
 
 
 def render(expr, inputs: list[str], module: str | None = None) -> str:
-    """Python source of `expr`, input i written as inputs[i], Self as a call of `module`."""
-    def r(e) -> str:
+    """Python source of `expr` on one line, input i written as inputs[i], Self as a call of
+    `module`."""
+    return pysource.flat(layout(expr, inputs, module))
+
+
+def layout(expr, inputs: list[str], module: str | None = None):
+    """`expr` as a pysource tree, which lays it out within the line width."""
+    def r(e):
         if isinstance(e, In):
             return inputs[e.index]
+        if isinstance(e, Var):
+            return e.name
         if isinstance(e, Self):
-            return f"{module}({', '.join(r(a) for a in e.args)})"
+            return pysource.call(module, *(r(a) for a in e.args))
         if isinstance(e, Call):
-            return f"{e.fn}({_args(e.args, e.kwargs)})"
+            return pysource.call(e.fn, *_args(e.args, e.kwargs))
         if isinstance(e, Method):
-            return f"{_atom(e.obj)}.{e.name}({_args(e.args, e.kwargs)})"
+            return pysource.call(pysource.Cat((_atom(e.obj), f".{e.name}")),
+                                 *_args(e.args, e.kwargs))
         if isinstance(e, Index):
-            return f"{_atom(e.obj)}[{', '.join(_item(i) for i in e.items)}]"
+            return pysource.Group(_atom(e.obj), "[", tuple(_item(i) for i in e.items), "]")
         if isinstance(e, BinOp):
-            return f" {e.op} ".join(_atom(o) if isinstance(o, BinOp) and o.op != e.op else r(o)
-                                    for o in e.operands)
+            return pysource.Op(e.op, tuple(_atom(o) if isinstance(o, BinOp) and o.op != e.op
+                                           else r(o) for o in e.operands))
         if isinstance(e, list):
-            return f"[{', '.join(r(v) for v in e)}]"
+            return pysource.Group(None, "[", tuple(r(v) for v in e), "]")
         if isinstance(e, tuple):
-            inner = ", ".join(r(v) for v in e)
-            return f"({inner},)" if len(e) == 1 else f"({inner})"
+            return pysource.tuple_of(r(v) for v in e)
         return literal(e)
 
-    def _atom(e) -> str:
-        text = r(e)
-        return f"({text})" if isinstance(e, BinOp) else text
+    def _atom(e):
+        doc = r(e)
+        return pysource.Group(None, "(", (doc,), ")") if isinstance(e, BinOp) else doc
 
-    def _args(args, kwargs) -> str:
-        return ", ".join([*(r(a) for a in args), *(f"{k}={r(v)}" for k, v in kwargs)])
+    def _args(args, kwargs) -> list:
+        return [*(r(a) for a in args), *(pysource.kwarg(k, r(v)) for k, v in kwargs)]
 
     def _item(i) -> str:
         if i is Ellipsis:
@@ -232,7 +249,7 @@ def render(expr, inputs: list[str], module: str | None = None) -> str:
             parts = ["" if i.start is None else str(i.start),
                      "" if i.stop is None else str(i.stop)]
             return ":".join(parts) + ("" if i.step is None else f":{i.step}")
-        return r(i)
+        return pysource.flat(r(i))
 
     return r(expr)
 

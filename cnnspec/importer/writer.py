@@ -478,12 +478,14 @@ def flat(graph: Graph) -> list[str]:
 
 def _tensor_names(graph: Graph) -> dict[str, str]:
     from ..layers import KEYWORDS
+    from ..textmate import grammar_keywords
+    # the grammar's own words (`compile`, `transfer`...; `else` is a terminal of its own)
+    reserved = {*KEYWORDS, *grammar_keywords(), "else"}
     names, taken = {graph.input_name: "input"}, {"input"}
     for op in graph.ops:
         name = re.sub(r"[^A-Za-z0-9_]", "_", op.name).strip("_") or "t"
         name = name if name[:1].isalpha() else f"t_{name}"
-        if name in KEYWORDS or name in ("model", "input", "output", "block", "repeat",
-                                        "residual", "parallel", "branch", "if", "else"):
+        if name in reserved:
             name += "_"
         stem, i = name, 2
         while name in taken:
