@@ -5,14 +5,15 @@ Objects are painted in order, each over the ones before; a placement that would 
 than half of an earlier object is drawn again (up to a few tries, then the image keeps the
 objects it has), so every labelled object stays recognisable. As in COCO, an object's box
 and area are those of its visible pixels. Everything is reproducible from the seed.
-write_multi_shapes puts one set on disk in COCO JSON and YOLO txt form at once (same
-images), so the readers are tested on real files.
+write_multi_shapes puts one set on disk in COCO JSON, YOLO txt and PASCAL VOC XML form at
+once (the same images), so the readers are tested on real files.
 """
 
 from __future__ import annotations
 
 import json
 from pathlib import Path
+from xml.etree import ElementTree
 
 import numpy as np
 
@@ -108,13 +109,15 @@ def write_multi_shapes(out_dir: str | Path, n: int = 200, size: int | tuple[int,
                        seed: int = 0, objects: tuple[int, int] = (1, 5),
                        scale: tuple[float, float] = (0.06, 0.22)) -> Path:
     """Generate n images and write out_dir/images/NNNNN.png, out_dir/annotations.json
-    (COCO), out_dir/labels/NNNNN.txt (YOLO, an empty file for an image without objects)
-    and out_dir/classes.txt; each file is written atomically. Returns out_dir."""
+    (COCO), out_dir/labels/NNNNN.txt (YOLO, an empty file for an image without objects),
+    out_dir/Annotations/NNNNN.xml (VOC) and out_dir/classes.txt; each file is written
+    atomically. Returns out_dir, which index_coco, index_yolo and index_voc all read."""
     height, width = (size, size) if isinstance(size, int) else size
     images, truths = generate_multi_shapes(n, (height, width), seed, objects, scale)
     out = Path(out_dir)
     (out / "images").mkdir(parents=True, exist_ok=True)
     (out / "labels").mkdir(exist_ok=True)
+    (out / "Annotations").mkdir(exist_ok=True)
     coco_images, annotations = [], []
     for i, (image, truth) in enumerate(zip(images, truths)):
         name = f"{i:05d}"
@@ -132,8 +135,29 @@ def write_multi_shapes(out_dir: str | Path, n: int = 200, size: int | tuple[int,
             lines.append(f"{label} {(x0 + x1) / 2 / width:.6f} {(y0 + y1) / 2 / height:.6f} "
                          f"{(x1 - x0) / width:.6f} {(y1 - y0) / height:.6f}\n")
         write_text(out / "labels" / f"{name}.txt", "".join(lines))
+        write_text(out / "Annotations" / f"{name}.xml", _voc_document(name, truth, size=(
+            width, height)))
     categories = [{"id": k + 1, "name": name} for k, name in enumerate(SHAPE_CLASSES)]
     doc = {"images": coco_images, "annotations": annotations, "categories": categories}
     write_text(out / "annotations.json", json.dumps(doc, indent=1))
     write_text(out / "classes.txt", "\n".join(SHAPE_CLASSES) + "\n")
     return out
+
+
+def _voc_document(name: str, truth: Truth, size: tuple[int, int]) -> str:
+    root = ElementTree.Element("annotation")
+    ElementTree.SubElement(root, "filename").text = f"{name}.png"
+    dims = ElementTree.SubElement(root, "size")
+    for tag, value in zip(("width", "height", "depth"), (*size, 3)):
+        ElementTree.SubElement(dims, tag).text = str(value)
+    for box, label in zip(truth.boxes.tolist(), truth.classes.tolist()):
+        obj = ElementTree.SubElement(root, "object")
+        ElementTree.SubElement(obj, "name").text = SHAPE_CLASSES[label]
+        ElementTree.SubElement(obj, "difficult").text = "0"
+        corners = ElementTree.SubElement(obj, "bndbox")
+        x0, y0, x1, y1 = (int(v) for v in box)
+        # VOC pixels are 1-based and its xmax / ymax inclusive.
+        for tag, value in zip(("xmin", "ymin", "xmax", "ymax"), (x0 + 1, y0 + 1, x1, y1)):
+            ElementTree.SubElement(corners, tag).text = str(value)
+    ElementTree.indent(root)
+    return ElementTree.tostring(root, encoding="unicode") + "\n"
