@@ -148,10 +148,12 @@ def _problem(x0, y0, x1, y1, width, height, tolerance) -> str | None:
             return f"its {axis} is 0 ({letter}0 = {letter}1 = {lo:g})"
         if hi < lo:
             return f"its {axis} is negative ({letter}1 = {hi:g} < {letter}0 = {lo:g})"
-    for name, value, limit, axis in (("x0", x0, width, "width"), ("y0", y0, height, "height"),
-                                     ("x1", x1, width, "width"), ("y1", y1, height, "height")):
+    for name, value, limit, axis, side in (
+        ("x0", x0, width, "width", "left of"), ("y0", y0, height, "height", "above"),
+        ("x1", x1, width, "width", "left of"), ("y1", y1, height, "height", "above"),
+    ):
         if value < -tolerance:
-            return f"{name} = {value:g} lies {-value:g} px before the image's {axis} starts"
+            return f"{name} = {value:g} lies {-value:g} px {side} the image"
         if value > limit + tolerance:
             return f"{name} = {value:g} lies {value - limit:g} px beyond the image {axis} {limit:g}"
     return None
