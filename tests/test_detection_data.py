@@ -234,3 +234,24 @@ def test_voc_bad_input_is_a_located_error(copy, case, change, words):
 def test_unknown_policy_is_refused(written):
     with pytest.raises(DataError, match="unknown rule"):
         index_coco(written, invalid="ignore")
+
+
+def test_generator_is_seeded_and_honours_its_ranges():
+    first, truths = generate_multi_shapes(40, (96, 96), seed=9, objects=(1, 5))
+    again, _ = generate_multi_shapes(40, (96, 96), seed=9, objects=(1, 5))
+    other, _ = generate_multi_shapes(40, (96, 96), seed=10, objects=(1, 5))
+    np.testing.assert_array_equal(first, again)
+    assert not np.array_equal(first, other)
+    counts = [len(t.boxes) for t in truths]
+    assert min(counts) >= 1 and max(counts) <= 5 and len(set(counts)) > 2
+    assert {int(k) for t in truths for k in t.classes} == {0, 1, 2}
+    sides = np.concatenate([t.boxes[:, 2] - t.boxes[:, 0] for t in truths])
+    assert sides.min() < 16 and sides.max() > 32  # small and medium objects both occur
+
+
+def test_writer_refuses_a_used_folder_and_leaves_nothing_half_written(tmp_path):
+    write_multi_shapes(tmp_path / "set", n=2)
+    with pytest.raises(DataError, match="not an empty folder"):
+        write_multi_shapes(tmp_path / "set", n=2)
+    # The set was built in a hidden folder beside it, renamed into place, nothing left over.
+    assert [p.name for p in tmp_path.iterdir()] == ["set"]

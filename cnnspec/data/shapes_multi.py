@@ -12,6 +12,9 @@ once (the same images), so the readers are tested on real files.
 from __future__ import annotations
 
 import json
+import os
+import shutil
+import tempfile
 from pathlib import Path
 from xml.etree import ElementTree
 
@@ -21,7 +24,6 @@ from cnnspec.data import DataError
 from cnnspec.data.imaging import save_image
 from cnnspec.data.shapes import NOISE, SHAPE_CLASSES, _pixel_centres, _rasterise
 from cnnspec.detection.objects import Truth, make_truth
-from cnnspec.train.checkpoint import atomic_path, write_text
 
 MIN_VISIBLE = 0.5  # the share of an object later objects may not hide
 TRIES = 20
@@ -110,19 +112,39 @@ def write_multi_shapes(out_dir: str | Path, n: int = 200, size: int | tuple[int,
                        scale: tuple[float, float] = (0.06, 0.22)) -> Path:
     """Generate n images and write out_dir/images/NNNNN.png, out_dir/annotations.json
     (COCO), out_dir/labels/NNNNN.txt (YOLO, an empty file for an image without objects),
-    out_dir/Annotations/NNNNN.xml (VOC) and out_dir/classes.txt; each file is written
-    atomically. Returns out_dir, which index_coco, index_yolo and index_voc all read."""
+    out_dir/Annotations/NNNNN.xml (VOC) and out_dir/classes.txt. Returns out_dir, which
+    index_coco, index_yolo and index_voc all read.
+
+    The set is built in a hidden folder beside out_dir and renamed into place when it is
+    complete (one rename instead of an fsync per file, which took 60% of the time), so an
+    interrupted run leaves no half set; out_dir must not exist or be empty."""
+    out = Path(out_dir)
+    if out.exists() and (not out.is_dir() or any(out.iterdir())):
+        raise DataError(f"{out} already exists and is not an empty folder",
+                        hint="write the set to a new folder, or remove this one")
     height, width = (size, size) if isinstance(size, int) else size
     images, truths = generate_multi_shapes(n, (height, width), seed, objects, scale)
-    out = Path(out_dir)
-    (out / "images").mkdir(parents=True, exist_ok=True)
-    (out / "labels").mkdir(exist_ok=True)
-    (out / "Annotations").mkdir(exist_ok=True)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    building = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}-"))
+    try:
+        _write_all(building, images, truths)
+        if out.exists():
+            out.rmdir()
+        os.replace(building, out)
+    except BaseException:
+        shutil.rmtree(building, ignore_errors=True)
+        raise
+    return out
+
+
+def _write_all(out: Path, images: np.ndarray, truths: list[Truth]) -> None:
+    height, width = images.shape[1:3]
+    for folder in ("images", "labels", "Annotations"):
+        (out / folder).mkdir()
     coco_images, annotations = [], []
     for i, (image, truth) in enumerate(zip(images, truths)):
         name = f"{i:05d}"
-        atomic_path(out / "images" / f"{name}.png",
-                    lambda tmp, image=image: save_image(Path(tmp), image))
+        save_image(out / "images" / f"{name}.png", image)
         coco_images.append({"id": i + 1, "file_name": f"{name}.png", "width": width,
                             "height": height})
         lines = []
@@ -134,14 +156,13 @@ def write_multi_shapes(out_dir: str | Path, n: int = 200, size: int | tuple[int,
                                 "area": int(area), "iscrowd": 0})
             lines.append(f"{label} {(x0 + x1) / 2 / width:.6f} {(y0 + y1) / 2 / height:.6f} "
                          f"{(x1 - x0) / width:.6f} {(y1 - y0) / height:.6f}\n")
-        write_text(out / "labels" / f"{name}.txt", "".join(lines))
-        write_text(out / "Annotations" / f"{name}.xml", _voc_document(name, truth, size=(
-            width, height)))
+        (out / "labels" / f"{name}.txt").write_text("".join(lines), encoding="utf-8")
+        (out / "Annotations" / f"{name}.xml").write_text(
+            _voc_document(name, truth, (width, height)), encoding="utf-8")
     categories = [{"id": k + 1, "name": name} for k, name in enumerate(SHAPE_CLASSES)]
     doc = {"images": coco_images, "annotations": annotations, "categories": categories}
-    write_text(out / "annotations.json", json.dumps(doc, indent=1))
-    write_text(out / "classes.txt", "\n".join(SHAPE_CLASSES) + "\n")
-    return out
+    (out / "annotations.json").write_text(json.dumps(doc, indent=1), encoding="utf-8")
+    (out / "classes.txt").write_text("\n".join(SHAPE_CLASSES) + "\n", encoding="utf-8")
 
 
 def _voc_document(name: str, truth: Truth, size: tuple[int, int]) -> str:
