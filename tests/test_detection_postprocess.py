@@ -84,3 +84,12 @@ def test_bad_arguments_are_refused():
     with pytest.raises(ValueError, match="max_detections"):
         select(boxes, scores, framework="torch", max_detections=0)
     assert math.isclose(decode_offsets([[0, 0, 2, 2]], [[0, 0, 0, 0]])[0, 2], 2.0)
+
+
+@pytest.mark.parametrize("framework", ["torch", "keras"])
+def test_an_image_with_no_candidate_keeps_nothing(framework):
+    boxes, scores = random_batch(5, batch=2, n=8)
+    scores[1] = 0.0  # the second image has nothing above the threshold
+    kept = select(boxes, scores, framework=framework, score_threshold=0.5)
+    assert len(kept[0].boxes) > 0
+    assert kept[1].boxes.shape == (0, 4) and kept[1].scores.shape == (0,)
