@@ -1,0 +1,12 @@
+"""Object detection foundations: box arithmetic, COCO evaluation and post-processing.
+
+    boxes        box formats (xyxy, COCO's xywh, cxcywh), IoU / GIoU matrices, clipping,
+                 validity checks; numpy only
+    objects      Truth (ground truth of one image) and Detections (what a detector keeps)
+    evaluate     COCO mAP with pycocotools, from numpy arrays, for both backends
+    postprocess  decoding of raw box outputs and class-aware NMS with the frameworks' own
+                 kernels (torchvision.ops.batched_nms, tf.image.combined_non_max_suppression)
+
+Nothing here imports torch or TensorFlow at import time: postprocess imports the framework
+a call names, when it is called.
+"""
