@@ -1,52 +1,18 @@
 """Keras 3 backend: the IR as a functional keras.Model, and the same as standalone source.
 
-Every node becomes the Keras layers of its recipe (`layer.keras_layers(name, in_shapes)`, see
-cnnspec.backends.keras_recipe); this module names no layer kind. Keras layer names are the
-spec's dotted names made Keras-safe (`layer1.conv1` -> `layer1_conv1`), so weights can be
-mapped between frameworks by node name (cnnspec.convert).
+Every node becomes the Keras layers of its recipe, from the emitter table keyed by layer kind
+(cnnspec.backends.keras_emitters); this module names no layer kind. The names and recipes that
+building and source share are in keras_plan.py (Keras-safe names, `layer1.conv1` ->
+`layer1_conv1`, so that weights map between frameworks by node name).
 """
 
 from __future__ import annotations
 
-import re
-
 from ..ir import Model
 from . import keras_recipe
+from .keras_plan import keras_name, keras_names, recipes
 
-
-def keras_name(name: str) -> str:
-    """The Keras layer name of an IR node: letters, digits and '_' only."""
-    safe = re.sub(r"[^A-Za-z0-9_]", "_", name)
-    return safe if safe[:1].isalpha() else f"n_{safe}"
-
-
-def keras_names(model: Model) -> dict[str, str]:
-    """Node name -> Keras layer name, refusing two nodes that would share one."""
-    names = {n.name: keras_name(n.name) for n in model.nodes}
-    seen: dict[str, str] = {}
-    for node, kname in names.items():
-        if kname in seen:
-            raise ValueError(f"nodes {seen[kname]!r} and {node!r} both become the Keras layer "
-                             f"name {kname!r}; rename one of them")
-        seen[kname] = node
-    return names
-
-
-def recipes(model: Model) -> list[tuple[str, list[str], keras_recipe.Recipe]]:
-    """(node name, input node names, recipe) for every node after the input."""
-    names = keras_names(model)
-    taken = set(names.values())
-    out = []
-    for node in model.nodes[1:]:
-        shapes = [model.node(i).shape for i in node.inputs]
-        recipe = node.layer.keras_layers(names[node.name], shapes)
-        for _, kwargs in recipe:   # helper layers (`conv1_pad`) must not take a node's name
-            if kwargs["name"] != names[node.name] and kwargs["name"] in taken:
-                raise ValueError(f"node {node.name!r} needs a Keras layer {kwargs['name']!r}, "
-                                 "which another node is called; rename that node")
-            taken.add(kwargs["name"])
-        out.append((node.name, node.inputs, recipe))
-    return out
+__all__ = ["build", "generate", "keras_name", "keras_names", "recipes"]
 
 
 def _layer_class(cls_name: str):

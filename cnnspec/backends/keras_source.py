@@ -13,6 +13,7 @@ from pathlib import Path
 
 from ..ir import Model
 from . import keras_recipe
+from .keras_plan import keras_name, keras_names, recipes
 
 WIDTH = 100
 INDENT = " " * 4
@@ -64,7 +65,6 @@ def _var(kname: str) -> str:
 
 def statements(model: Model) -> tuple[list[str], set[str]]:
     """The body of build_model() after the Input line, and the custom classes it uses."""
-    from .keras import keras_names, recipes
     names = keras_names(model)
     lines: list[str] = []
     custom: set[str] = set()
@@ -96,7 +96,6 @@ def render(model: Model, source: str | None = None) -> str:
     import jinja2
 
     from ..resources import path
-    from .keras import keras_name, keras_names
     env = jinja2.Environment(loader=jinja2.FileSystemLoader(path("templates")), trim_blocks=True,
                              lstrip_blocks=True, keep_trailing_newline=True,
                              undefined=jinja2.StrictUndefined, autoescape=False)
