@@ -8,8 +8,12 @@ building and source share are in keras_plan.py (Keras-safe names, `layer1.conv1`
 
 from __future__ import annotations
 
+import sys
+from contextlib import contextmanager
+
+from ..errors import SpecError
 from ..ir import Model
-from . import keras_recipe
+from . import error_span, keras_recipe
 from .keras_plan import keras_name, keras_names, recipes
 
 __all__ = ["build", "generate", "keras_name", "keras_names", "recipes"]
@@ -29,7 +33,8 @@ def build(model: Model):
     names = keras_names(model)
     first = model.nodes[0]
     tensors = {first.name: keras.Input(shape=first.shape, name=names[first.name])}
-    for name, inputs, recipe in recipes(model):
+    planned = recipes(model)
+    for name, inputs, recipe in planned:
         args = [tensors[i] for i in inputs]
         x = args if len(args) > 1 else args[0]
         for cls_name, kwargs in recipe:
@@ -41,10 +46,32 @@ def build(model: Model):
         from .keras_layers import KeepAlive
         keep = _free_name("keep_alive", set(names.values()))
         outputs[0] = KeepAlive(name=keep)([outputs[0], *(tensors[n] for n in dead)])
-    return keras.Model(tensors[first.name], outputs if len(outputs) > 1 else outputs[0],
-                       name=keras_name(model.name))
+    with _recursion_room(model, sum(len(recipe) for _, _, recipe in planned) + len(dead) + 2):
+        return keras.Model(tensors[first.name], outputs if len(outputs) > 1 else outputs[0],
+                           name=keras_name(model.name))
 
 
+@contextmanager
+def _recursion_room(model: Model, layers: int):
+    """Keras maps a functional graph recursively, a Python frame per layer along the longest
+    path (keras/src/ops/function.py, `_build_map_helper`), so a chain of 19,000 layers hits
+    Python's default limit of 1,000. Raise the limit for that call only: safe from Python 3.11
+    on, where a Python-to-Python call takes no C stack. Before 3.11 each frame does, so a graph
+    deeper than the limit is refused (E423) rather than risking a crash."""
+    old = sys.getrecursionlimit()
+    if sys.version_info < (3, 11):
+        if layers + 200 > old:
+            raise SpecError("E423", f"{layers:,} Keras layers are deeper than Keras can build "
+                            f"on Python {sys.version_info[0]}.{sys.version_info[1]}",
+                            error_span(model.nodes[-1].span), path=model.source,
+                            hint="use Python 3.11 or later, or the torch backend")
+        yield
+        return
+    sys.setrecursionlimit(old + 4 * layers)
+    try:
+        yield
+    finally:
+        sys.setrecursionlimit(old)
 def _dead_ends(model: Model) -> list[str]:
     """Nodes that neither an output nor any other node reads, outputs' ancestors aside."""
     live = model.live()
