@@ -13,6 +13,7 @@ import pkgutil
 import sys
 
 from . import commands as _commands_pkg
+from .errors import SpecError, SpecErrors
 from .quiet import hide_tensorflow_startup
 
 EXIT_OK, EXIT_SPEC, EXIT_USAGE = 0, 1, 2
@@ -76,6 +77,13 @@ def main(argv: list[str] | None = None) -> int:
         return 130
     except BrokenPipeError:
         return EXIT_OK
+    except (SpecError, SpecErrors) as exc:
+        # Found after compiling, by a backend (E4xx: a name Keras cannot hold, a size a
+        # framework cannot take): located in the spec like any other spec error.
+        from .commands._common import report
+        errs = exc if isinstance(exc, SpecErrors) else SpecErrors([exc])
+        report(errs, errs.errors[0].path if errs.errors else None)
+        return EXIT_SPEC
     except OSError as exc:
         # A full disk, a read-only folder, a vanished file: say which and stop. Outputs are
         # written to a temporary file and renamed, so what was there before is untouched.

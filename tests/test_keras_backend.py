@@ -6,6 +6,7 @@ import pytest
 from keras_specs import LAYER_SPECS
 
 import cnnspec
+from cnnspec.errors import SpecError
 from cnnspec.layers import REGISTRY
 
 keras = pytest.importorskip("keras")
@@ -71,13 +72,63 @@ def test_names_are_keras_safe_and_unique():
     assert keras_name("layer1.0.conv1") == "layer1_0_conv1"
     assert keras_name("1x") == "n_1x"
     model = cnnspec.compile_text("input 8\na_b = dense 2\na = identity\nb = dense 2")
-    model.nodes[2].name = "a.b"   # a clash the compiler cannot make, but an edited IR could
-    with pytest.raises(ValueError, match="both become"):
+    model.nodes[2].name = "a.b"   # a clash made by editing the IR
+    with pytest.raises(SpecError, match="both become") as info:
         keras_names(model)
+    assert info.value.code == "E421"
     from cnnspec.backends.keras import recipes
     model = cnnspec.compile_text("input 8x8x3\nconv1_pad = identity\nconv 4 3x3 padding=1")
-    with pytest.raises(ValueError, match="rename that node"):
+    with pytest.raises(SpecError, match="which another node is called") as info:
         recipes(model)
+    assert (info.value.code, info.value.span.line) == ("E421", 3)
+
+
+# --- Specs that pass `check` but Keras cannot hold (issue 14): located errors, exit 1 -------
+
+COLLISION = """input 16x16x3
+block stage(f) {
+  conv f 3x3 same
+}
+stage 4
+stage1_conv1 = conv 4 3x3 same
+"""
+
+
+@pytest.mark.parametrize("text, code, line, words", [
+    (COLLISION, "E421", 6, "'stage1.conv1' and 'stage1_conv1'"),
+    ("input 64x64x3\nconv 4 3x3 stride=1000000000000 same\n", "E422", 2,
+     "strides=1000000000000"),
+    ("input 64x64x3\nmaxpool 2 stride=(1, 4294967296)\n", "E422", 2, "4294967296"),
+])
+def test_what_keras_cannot_hold_is_a_located_error(text, code, line, words, tmp_path, capsys):
+    """`cnnspec check` accepts these; `cnnspec build --backend keras` must refuse them at the
+    line (no traceback, nothing written), before TensorFlow sees them (it aborts the process
+    on a stride beyond 32 bits)."""
+    from cnnspec.cli import main
+    spec = tmp_path / "net.cnn"
+    spec.write_text(text)
+    assert main(["check", str(spec)]) == 0
+    out = tmp_path / "net.py"
+    assert main(["build", str(spec), "--backend", "keras", "-o", str(out)]) == 1
+    err = capsys.readouterr().err
+    assert f"net.cnn:{line}:" in err and f"error[{code}]" in err and words in err, err
+    assert "Traceback" not in err and not out.exists()
+
+
+def test_a_chain_deeper_than_the_recursion_limit_builds():
+    """Keras maps the graph recursively (a frame per layer): 1,500 layers passed Python's
+    default limit of 1,000 and raised RecursionError (19,000 did in the issue)."""
+    import sys
+
+    from cnnspec.backends.keras import build
+    n = sys.getrecursionlimit() + 500
+    model = cnnspec.compile_text("input 4\n" + "relu\n" * n)
+    limit = sys.getrecursionlimit()
+    kmodel = build(model)
+    assert sys.getrecursionlimit() == limit            # raised for the build only
+    assert len(kmodel.layers) == n + 1
+    x = np.array([[-1.0, 0.0, 2.0, 3.0]], dtype="float32")
+    np.testing.assert_array_equal(np.asarray(kmodel(x)), np.maximum(x, 0))
 
 
 # --- Semantics of the layers Keras lacks, against torch's own functions ------------------

@@ -119,12 +119,13 @@ def test_detector_losses_go_to_their_heads(tmp_path):
 
 def test_stripped_softmax_is_not_applied_twice(tmp_path):
     """The network trained on logits ends without the softmax; the loss applies it once."""
-    from cnnspec.train.plan import final_activation, logits_model
+    from cnnspec.logits import final_activation
+    from cnnspec.train.plan import logits_model
     model = _compile(tmp_path, CLASSIFIER, units=10, act="softmax", settings="epochs 1")
     plan = make_plan(model)
     stripped = logits_model(model, plan)
-    assert final_activation(model, model.outputs[0]) == "softmax"
-    assert final_activation(stripped, stripped.outputs[0]) is None
+    assert final_activation(model.node(model.outputs[0]).layer) == "softmax"
+    assert final_activation(stripped.node(stripped.outputs[0]).layer) is None
     assert stripped.params == model.params
 
 

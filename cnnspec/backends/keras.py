@@ -1,52 +1,22 @@
 """Keras 3 backend: the IR as a functional keras.Model, and the same as standalone source.
 
-Every node becomes the Keras layers of its recipe (`layer.keras_layers(name, in_shapes)`, see
-cnnspec.backends.keras_recipe); this module names no layer kind. Keras layer names are the
-spec's dotted names made Keras-safe (`layer1.conv1` -> `layer1_conv1`), so weights can be
-mapped between frameworks by node name (cnnspec.convert).
+Every node becomes the Keras layers of its recipe, from the emitter table keyed by layer kind
+(cnnspec.backends.keras_emitters); this module names no layer kind. The names and recipes that
+building and source share are in keras_plan.py (Keras-safe names, `layer1.conv1` ->
+`layer1_conv1`, so that weights map between frameworks by node name).
 """
 
 from __future__ import annotations
 
-import re
+import sys
+from contextlib import contextmanager
 
+from ..errors import SpecError
 from ..ir import Model
-from . import keras_recipe
+from . import error_span, keras_recipe
+from .keras_plan import keras_name, keras_names, recipes
 
-
-def keras_name(name: str) -> str:
-    """The Keras layer name of an IR node: letters, digits and '_' only."""
-    safe = re.sub(r"[^A-Za-z0-9_]", "_", name)
-    return safe if safe[:1].isalpha() else f"n_{safe}"
-
-
-def keras_names(model: Model) -> dict[str, str]:
-    """Node name -> Keras layer name, refusing two nodes that would share one."""
-    names = {n.name: keras_name(n.name) for n in model.nodes}
-    seen: dict[str, str] = {}
-    for node, kname in names.items():
-        if kname in seen:
-            raise ValueError(f"nodes {seen[kname]!r} and {node!r} both become the Keras layer "
-                             f"name {kname!r}; rename one of them")
-        seen[kname] = node
-    return names
-
-
-def recipes(model: Model) -> list[tuple[str, list[str], keras_recipe.Recipe]]:
-    """(node name, input node names, recipe) for every node after the input."""
-    names = keras_names(model)
-    taken = set(names.values())
-    out = []
-    for node in model.nodes[1:]:
-        shapes = [model.node(i).shape for i in node.inputs]
-        recipe = node.layer.keras_layers(names[node.name], shapes)
-        for _, kwargs in recipe:   # helper layers (`conv1_pad`) must not take a node's name
-            if kwargs["name"] != names[node.name] and kwargs["name"] in taken:
-                raise ValueError(f"node {node.name!r} needs a Keras layer {kwargs['name']!r}, "
-                                 "which another node is called; rename that node")
-            taken.add(kwargs["name"])
-        out.append((node.name, node.inputs, recipe))
-    return out
+__all__ = ["build", "generate", "keras_name", "keras_names", "recipes"]
 
 
 def _layer_class(cls_name: str):
@@ -63,7 +33,8 @@ def build(model: Model):
     names = keras_names(model)
     first = model.nodes[0]
     tensors = {first.name: keras.Input(shape=first.shape, name=names[first.name])}
-    for name, inputs, recipe in recipes(model):
+    planned = recipes(model)
+    for name, inputs, recipe in planned:
         args = [tensors[i] for i in inputs]
         x = args if len(args) > 1 else args[0]
         for cls_name, kwargs in recipe:
@@ -75,10 +46,32 @@ def build(model: Model):
         from .keras_layers import KeepAlive
         keep = _free_name("keep_alive", set(names.values()))
         outputs[0] = KeepAlive(name=keep)([outputs[0], *(tensors[n] for n in dead)])
-    return keras.Model(tensors[first.name], outputs if len(outputs) > 1 else outputs[0],
-                       name=keras_name(model.name))
+    with _recursion_room(model, sum(len(recipe) for _, _, recipe in planned) + len(dead) + 2):
+        return keras.Model(tensors[first.name], outputs if len(outputs) > 1 else outputs[0],
+                           name=keras_name(model.name))
 
 
+@contextmanager
+def _recursion_room(model: Model, layers: int):
+    """Keras maps a functional graph recursively, a Python frame per layer along the longest
+    path (keras/src/ops/function.py, `_build_map_helper`), so a chain of 19,000 layers hits
+    Python's default limit of 1,000. Raise the limit for that call only: safe from Python 3.11
+    on, where a Python-to-Python call takes no C stack. Before 3.11 each frame does, so a graph
+    deeper than the limit is refused (E423) rather than risking a crash."""
+    old = sys.getrecursionlimit()
+    if sys.version_info < (3, 11):
+        if layers + 200 > old:
+            raise SpecError("E423", f"{layers:,} Keras layers are deeper than Keras can build "
+                            f"on Python {sys.version_info[0]}.{sys.version_info[1]}",
+                            error_span(model.nodes[-1].span), path=model.source,
+                            hint="use Python 3.11 or later, or the torch backend")
+        yield
+        return
+    sys.setrecursionlimit(old + 4 * layers)
+    try:
+        yield
+    finally:
+        sys.setrecursionlimit(old)
 def _dead_ends(model: Model) -> list[str]:
     """Nodes that neither an output nor any other node reads, outputs' ancestors aside."""
     live = model.live()

@@ -1,4 +1,4 @@
-"""Keras recipes: what each layer kind's `keras_layers(name, in_shapes)` returns.
+"""Keras recipes: what each emitter of keras_emitters.py returns, and the helpers they share.
 
 A recipe is a list of (Keras layer class name, constructor arguments) pairs, applied in order.
 It is plain data, so one recipe gives both the built model (cnnspec.backends.keras.build) and

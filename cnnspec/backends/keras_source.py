@@ -12,6 +12,7 @@ from pathlib import Path
 
 from ..ir import Model
 from . import keras_recipe, pysource
+from .keras_plan import keras_name, keras_names, recipes
 
 
 def literal(value):
@@ -38,7 +39,6 @@ def _var(kname: str) -> str:
 
 def statements(model: Model) -> tuple[list[str], set[str]]:
     """The body of build_model() after the Input line, and the custom classes it uses."""
-    from .keras import keras_names, recipes
     names = keras_names(model)
     lines: list[str] = []
     custom: set[str] = set()
@@ -67,7 +67,6 @@ def class_sources(names: set[str]) -> list[str]:
 
 
 def render(model: Model, source: str | None = None) -> str:
-    from .keras import keras_name, keras_names
     body, custom = statements(model)
     names = keras_names(model)
     outputs = [_var(names[o]) for o in model.outputs]

@@ -1,9 +1,9 @@
 """What a layer asks of PyTorch, as data: a module to construct and a forward expression.
 
-Each layer kind's `torch_op(shapes)` (in cnnspec/layers) returns a `TorchOp` made of the small
-expression trees below. The torch backend reads the same tree twice: `render` prints it as
-Python source for `cnnspec build`, and cnnspec.backends.torch evaluates it to build the module
-at run time, so the generated file and the runtime model cannot drift apart.
+Each layer kind's emitter (the table in cnnspec/backends/torch/emitters.py) returns a `TorchOp`
+made of the small expression trees below. The torch backend reads the same tree twice: `render`
+prints it as Python source for `cnnspec build`, and cnnspec.backends.torch evaluates it to build
+the module at run time, so the generated file and the runtime model cannot drift apart.
 
 This module imports no framework. Names such as "nn.Conv2d" or "F.relu" are resolved against
 `torch.nn` / `torch.nn.functional` / `torch` by the backend; they come only from the emitters,

@@ -95,30 +95,6 @@ class Layer(Record):
         """The arguments that differ from the defaults (what a canonical printer writes)."""
         return self.model_dump(exclude_defaults=True, exclude={"kind"})
 
-    # --- torch backend (cnnspec.backends.torch) ---------------------------------------------
-    def torch_op(self, shapes: list[Shape]):
-        """This layer in PyTorch, as a `cnnspec.backends.torch_emit.TorchOp` (NCHW tensors)."""
-        raise NotImplementedError(f"layer kind {self.kind!r} has no PyTorch emitter")
-
-    def torch_module(self, shapes: list[Shape]):
-        """The torch.nn.Module this layer owns, or None (imports torch)."""
-        from ..backends.torch import instantiate
-        return instantiate(self.torch_op(shapes))
-
-    def torch_source(self, shapes: list[Shape]) -> str | None:
-        """Python source constructing that module, e.g. `nn.Conv2d(3, 64, kernel_size=3)`."""
-        from ..backends.torch_emit import render
-        op = self.torch_op(shapes)
-        return None if op.module is None else render(op.module, [])
-
-    def without_softmax(self) -> tuple[Layer | None, bool]:
-        """(the layer with a final softmax removed, whether there was one): training on logits.
-
-        None as the layer means nothing is left (the layer was the softmax itself)."""
-        if getattr(self, "activation", None) == "softmax":
-            return self.model_copy(update={"activation": None}), True
-        return self, False
-
     def flat_source(self, shapes: list[Shape], sources: list) -> Shape | None:
         """The HxWxC map whose values this vector holds in H, W, C order, if any.
 

@@ -95,16 +95,6 @@ class Conv(_Windowed):
                 (f"MACs: {out[0]}*{out[1]}*{self.filters}*{f0}*{f1}*{dg} = "
                 f"{fmt_int(self.count_macs(shapes, out))}")]
 
-    # --- torch backend (cnnspec.backends.torch) ---------------------------------------------
-    def torch_op(self, shapes):
-        return _torch_conv(self, shapes[0], shapes[0][2], self.filters, self.groups)
-
-    # --- Keras backend (cnnspec.backends.keras): a recipe of Keras layers --------------------
-    def keras_layers(self, name, in_shapes):
-        from ..backends.keras_recipe import windowed
-        return windowed("Conv2D", name, self, filters=self.filters,
-                        **({"groups": self.groups} if self.groups > 1 else {}))
-
 
 @register
 class DepthwiseConv(_Windowed):
@@ -140,16 +130,6 @@ class DepthwiseConv(_Windowed):
         return [*self._explain_spatial(shapes[0]),
                 f"params: {f0}*{f1}*{c}{bias} = {fmt_int(self.count_params(shapes)[0])}",
                 f"MACs: {out[0]}*{out[1]}*{c}*{f0}*{f1} = {fmt_int(self.count_macs(shapes, out))}"]
-
-    # --- torch backend (cnnspec.backends.torch) ---------------------------------------------
-    def torch_op(self, shapes):
-        c = shapes[0][2]
-        return _torch_conv(self, shapes[0], c, c * self.multiplier, c)
-
-    # --- Keras backend (cnnspec.backends.keras): a recipe of Keras layers --------------------
-    def keras_layers(self, name, in_shapes):
-        from ..backends.keras_recipe import windowed
-        return windowed("DepthwiseConv2D", name, self, depth_multiplier=self.multiplier)
 
 
 @register
@@ -193,27 +173,6 @@ class SeparableConv(_Windowed):
                 f"{fmt_int(self.count_params(shapes)[0])}"),
                 (f"MACs: {out[0]}*{out[1]}*{mid}*({f0}*{f1} + {self.filters}) = "
                 f"{fmt_int(self.count_macs(shapes, out))}")]
-
-    # --- torch backend (cnnspec.backends.torch) ---------------------------------------------
-    def torch_op(self, shapes):
-        from ..backends import torch_emit as te
-        c = shapes[0][2]
-        mid = c * self.multiplier
-        dw = _torch_conv(self.model_copy(update={"bias": False, "activation": None}),
-                         shapes[0], c, mid, c)
-        pw = te.call("nn.Conv2d", mid, self.filters, kernel_size=1,
-                     **te.kwargs_unless_default(bias=(self.bias, True)))
-        # Keras SeparableConv2D: depthwise (no bias), pointwise, then the one bias
-        seq = te.call("nn.Sequential", dw.module, pw)
-        return te.TorchOp(module=seq, forward=te.activation(self.activation, dw.forward,
-                                                           inplace=True),
-                          fresh=self.activation is None)
-
-    # --- Keras backend (cnnspec.backends.keras): a recipe of Keras layers --------------------
-    def keras_layers(self, name, in_shapes):
-        from ..backends.keras_recipe import windowed
-        return windowed("SeparableConv2D", name, self, filters=self.filters,
-                        depth_multiplier=self.multiplier)
 
 
 @register
@@ -273,69 +232,3 @@ class ConvTranspose(Layer):
                 (f"MACs: {h}*{w}*{d}*{f0}*{f1}*{self.filters} = "
                 f"{fmt_int(self.count_macs(shapes, out))}"),
                 f"(input {fmt_shape(shapes[0])}: each input pixel is spread over an FxF window)"]
-
-    # --- torch backend (cnnspec.backends.torch) ---------------------------------------------
-    def torch_op(self, shapes):
-        """'same' as TensorFlow (the adjoint of a 'same' conv, output W*S): pad the
-        smaller half (k - s) // 2 of k - s and crop the odd extra from the bottom/right;
-        where k < s, output_padding s - k adds the zero rows TensorFlow has there."""
-        from ..backends import torch_emit as te
-        h, w, c = shapes[0]
-        padding, out_pad, crop = self.padding, self.output_padding, False
-        if padding == "valid":
-            padding = (0, 0)
-        elif padding == "same":
-            padding, out_pad = [], []
-            for k, s in zip(self.kernel, self.stride):
-                lo = max(k - s, 0) // 2
-                padding.append(lo)
-                out_pad.append(max(s - k, 0))
-                crop |= k > s and (k - s) % 2 == 1
-        module = te.call("nn.ConvTranspose2d", c, self.filters, kernel_size=te.one(self.kernel),
-                         **te.kwargs_unless_default(
-                             stride=(te.one(self.stride), 1), padding=(te.one(padding), 0),
-                             output_padding=(te.one(out_pad), 0), bias=(self.bias, True)))
-        y = te.Self((te.X,))
-        if crop:
-            full = slice(None)
-            y = te.Index(y, (full, full, slice(None, h * self.stride[0]),
-                             slice(None, w * self.stride[1])))
-        return te.TorchOp(module=module, forward=te.activation(self.activation, y,
-                                                              inplace=not crop),
-                          fresh=self.activation is None and not crop)
-
-    # --- Keras backend (cnnspec.backends.keras): a recipe of Keras layers --------------------
-    def keras_layers(self, name, in_shapes):
-        # Integer padding P: Keras 'valid' gives (W-1)*S + F + output_padding (output_padding
-        # given explicitly, else Keras uses W*S + max(F-S, 0)); torch drops P pixels at each
-        # end of that, so crop them (torch ConvTranspose2d: (W-1)*S - 2P + F + output_padding).
-        from ..backends.keras_recipe import with_activation
-        same = self.padding == "same"
-        args = {"filters": self.filters, "kernel_size": tuple(self.kernel),
-                "strides": tuple(self.stride), "padding": "same" if same else "valid"}
-        if not same:
-            args["output_padding"] = tuple(self.output_padding)
-        recipe = [("Conv2DTranspose", {**args, "use_bias": self.bias, "name": name})]
-        recipe = with_activation(recipe, name, self.activation)
-        if self.padding not in ("same", "valid") and any(self.padding):
-            (ph, pw) = self.padding
-            recipe.append(("Cropping2D", {"cropping": ((ph, ph), (pw, pw)),
-                                          "name": f"{name}_crop"}))
-        return recipe
-
-
-# --- torch backend helpers ------------------------------------------------------------------
-
-def _torch_conv(layer, shape, in_c: int, out_c: int, groups: int):
-    """nn.Conv2d for conv and dwconv, with TensorFlow's 'same' (F.pad first where uneven)."""
-    from ..backends import torch_emit as te
-    padding, pads = te.window_padding(layer.padding, shape, layer.kernel, layer.stride,
-                                      layer.dilation)
-    module = te.call("nn.Conv2d", in_c, out_c, kernel_size=te.one(layer.kernel),
-                     **te.kwargs_unless_default(
-                         stride=(te.one(layer.stride), 1), padding=(padding, 0),
-                         dilation=(te.one(layer.dilation), 1), groups=(groups, 1),
-                         bias=(layer.bias, True)))
-    # the conv's output is fresh: its activation may overwrite it (torchvision's inplace=True)
-    forward = te.activation(layer.activation, te.Self((te.pad(te.X, pads),)), inplace=True)
-    return te.TorchOp(module=module, forward=forward, fresh=layer.activation is None)

@@ -32,15 +32,6 @@ class Input(Layer):
     def output_shape(self, shapes):
         return tuple(self.shape)
 
-    # --- torch backend (cnnspec.backends.torch) ---------------------------------------------
-    def torch_op(self, shapes):
-        from ..backends import torch_emit as te
-        return te.TorchOp(forward=te.X)     # the argument of forward
-
-    # --- Keras backend (cnnspec.backends.keras): a recipe of Keras layers --------------------
-    def keras_layers(self, name, in_shapes):
-        return []   # the backend makes keras.Input itself
-
 
 @register
 class Dense(Layer):
@@ -76,21 +67,6 @@ class Dense(Layer):
         return [f"params: {n}*{self.units}{bias} = {fmt_int(self.count_params(shapes)[0])}",
                 f"MACs: {n}*{self.units} = {fmt_int(self.count_macs(shapes, out))}"]
 
-    # --- torch backend (cnnspec.backends.torch) ---------------------------------------------
-    def torch_op(self, shapes):
-        from ..backends import torch_emit as te
-        module = te.call("nn.Linear", shapes[0][0], self.units,
-                         **te.kwargs_unless_default(bias=(self.bias, True)))
-        return te.TorchOp(module=module, forward=te.activation(self.activation,
-                                                              te.Self((te.X,)), inplace=True),
-                          fresh=self.activation is None)
-
-    # --- Keras backend (cnnspec.backends.keras): a recipe of Keras layers --------------------
-    def keras_layers(self, name, in_shapes):
-        from ..backends.keras_recipe import with_activation
-        return with_activation([("Dense", {"units": self.units, "use_bias": self.bias,
-                                           "name": name})], name, self.activation)
-
 
 @register
 class Flatten(Layer):
@@ -107,24 +83,8 @@ class Flatten(Layer):
     def explain(self, shapes, out):
         return [f"{'*'.join(map(str, shapes[0]))} = {fmt_int(out[0])}"]
 
-    # --- torch backend (cnnspec.backends.torch) ---------------------------------------------
-    def torch_op(self, shapes):
-        """NCHW -> NHWC before flattening, so the features come in Keras' H, W, C order
-        (skipped where one of H*W or C is 1: the orders agree)."""
-        from ..backends import torch_emit as te
-        shape = shapes[0]
-        if len(shape) == 1:
-            return te.TorchOp(forward=te.X)
-        x = te.X if prod(shape[:2]) == 1 or shape[2] == 1 else te.method(te.X, "permute",
-                                                                         0, 2, 3, 1)
-        return te.TorchOp(forward=te.method(x, "flatten", 1))
-
     def flat_source(self, shapes, sources):
         return tuple(shapes[0]) if len(shapes[0]) == 3 else (sources[0] if sources else None)
-
-    # --- Keras backend (cnnspec.backends.keras): a recipe of Keras layers --------------------
-    def keras_layers(self, name, in_shapes):
-        return [("Flatten", {"name": name})]   # channels_last: H, W, C order, as the spec
 
 
 def _dims(value):
@@ -162,28 +122,10 @@ class Reshape(Layer):
             raise ShapeError("reshape makes a vector (N) or a feature map (HxWxC)", code="E306")
         return tuple(dims)
 
-    # --- torch backend (cnnspec.backends.torch) ---------------------------------------------
-    def torch_op(self, shapes):
-        """Reshape in the spec's HWC order: NCHW -> NHWC, reshape, back to NCHW."""
-        from ..backends import torch_emit as te
-        out = self.output_shape(shapes)
-        x = te.X
-        if len(shapes[0]) == 3:
-            x = te.method(x, "permute", 0, 2, 3, 1)
-        x = te.method(x, "reshape", -1, *out)
-        if len(out) == 3:
-            x = te.method(x, "permute", 0, 3, 1, 2)
-        return te.TorchOp(forward=x)
-
     def flat_source(self, shapes, sources):
         if len(self.output_shape(shapes)) != 1:
             return None
         return tuple(shapes[0]) if len(shapes[0]) == 3 else (sources[0] if sources else None)
-
-    # --- Keras backend (cnnspec.backends.keras): a recipe of Keras layers --------------------
-    def keras_layers(self, name, in_shapes):
-        return [("Reshape", {"target_shape": tuple(self.output_shape(in_shapes)),
-                             "name": name})]
 
 
 @register
@@ -194,15 +136,6 @@ class Dropout(Layer):
     keywords = {"dropout": {}}
     positional = ("rate",)
     kind_doc = "dropout P (0 <= P < 1)"
-
-    # --- torch backend (cnnspec.backends.torch) ---------------------------------------------
-    def torch_op(self, shapes):
-        from ..backends import torch_emit as te
-        return te.TorchOp(module=te.call("nn.Dropout", self.rate), forward=te.Self((te.X,)))
-
-    # --- Keras backend (cnnspec.backends.keras): a recipe of Keras layers --------------------
-    def keras_layers(self, name, in_shapes):
-        return [("Dropout", {"rate": self.rate, "name": name})]
 
 
 def _act_name(value):
@@ -233,21 +166,6 @@ class Activation(Layer):
             raise ShapeError("softmax runs over the channels (axis=-1)", code="E307")
         return shapes[0]
 
-    # --- torch backend (cnnspec.backends.torch) ---------------------------------------------
-    def torch_op(self, shapes):
-        from ..backends import torch_emit as te
-        inplace = te.activation(self.fn, te.X, self.alpha, inplace=True) \
-            if te.can_overwrite(self.fn) else None
-        return te.TorchOp(forward=te.activation(self.fn, te.X, self.alpha), inplace=inplace)
-
-    def without_softmax(self):
-        return (None, True) if self.fn == "softmax" else (self, False)
-
-    # --- Keras backend (cnnspec.backends.keras): a recipe of Keras layers --------------------
-    def keras_layers(self, name, in_shapes):
-        from ..backends.keras_recipe import activation
-        return activation(name, self.fn, self.alpha)
-
 
 @register
 class Identity(Layer):
@@ -256,15 +174,6 @@ class Identity(Layer):
     kind: Literal["identity"] = "identity"
     keywords = {"identity": {}}
     kind_doc = "identity (names a tensor: skip = identity)"
-
-    # --- torch backend (cnnspec.backends.torch) ---------------------------------------------
-    def torch_op(self, shapes):
-        from ..backends import torch_emit as te
-        return te.TorchOp(forward=te.X)
-
-    # --- Keras backend (cnnspec.backends.keras): a recipe of Keras layers --------------------
-    def keras_layers(self, name, in_shapes):
-        return [("Identity", {"name": name})]
 
 
 @register
@@ -277,17 +186,6 @@ class Rescale(Layer):
     keywords = {"rescale": {}}
     positional = ("scale", "offset")
     kind_doc = "rescale SCALE [OFFSET] (x * scale + offset, e.g. rescale 1/255)"
-
-    # --- torch backend (cnnspec.backends.torch) ---------------------------------------------
-    def torch_op(self, shapes):
-        from ..backends import torch_emit as te
-        x = te.X if self.scale == 1 else te.BinOp("*", (te.X, float(self.scale)))
-        x = x if self.offset == 0 else te.BinOp("+", (x, float(self.offset)))
-        return te.TorchOp(forward=x)
-
-    # --- Keras backend (cnnspec.backends.keras): a recipe of Keras layers --------------------
-    def keras_layers(self, name, in_shapes):
-        return [("Rescaling", {"scale": self.scale, "offset": self.offset, "name": name})]
 
 
 def _pads(value):
@@ -315,17 +213,6 @@ class ZeroPad(Layer):
         t, b, l, r = self.padding
         return (h + t + b, w + l + r, c)
 
-    # --- torch backend (cnnspec.backends.torch) ---------------------------------------------
-    def torch_op(self, shapes):
-        from ..backends import torch_emit as te
-        t, b, l, r = self.padding
-        return te.TorchOp(forward=te.pad(te.X, (l, r, t, b)))
-
-    # --- Keras backend (cnnspec.backends.keras): a recipe of Keras layers --------------------
-    def keras_layers(self, name, in_shapes):
-        t, b, l, r = self.padding
-        return [("ZeroPadding2D", {"padding": ((t, b), (l, r)), "name": name})]
-
 
 @register
 class Upsample(Layer):
@@ -343,17 +230,3 @@ class Upsample(Layer):
     def output_shape(self, shapes):
         h, w, c = need_image(shapes, "upsample")
         return (h * self.factor[0], w * self.factor[1], c)
-
-    # --- torch backend (cnnspec.backends.torch) ---------------------------------------------
-    def torch_op(self, shapes):
-        from ..backends import torch_emit as te
-        extra = {"align_corners": False} if self.mode == "bilinear" else {}
-        return te.TorchOp(forward=te.call("F.interpolate", te.X,
-                                          scale_factor=te.one(self.factor), mode=self.mode,
-                                          **extra))
-
-    # --- Keras backend (cnnspec.backends.keras): a recipe of Keras layers --------------------
-    def keras_layers(self, name, in_shapes):
-        # Keras' bilinear resize uses half-pixel centres: torch's align_corners=False.
-        return [("UpSampling2D", {"size": tuple(self.factor), "interpolation": self.mode,
-                                  "name": name})]

@@ -41,27 +41,3 @@ class Merge(Layer):
                     hint="give the shortcut a projection (residual ... shortcut { conv N 1x1 "
                          "stride=S; bn }) or make the channels and strides match", code="E312")
         return full
-
-    # --- torch backend (cnnspec.backends.torch) ---------------------------------------------
-    def torch_op(self, shapes):
-        """add and multiply broadcast a (N, C, 1, 1) gate over (N, C, H, W); concat joins the
-        channels, dim 1 of NCHW and of NC."""
-        from ..backends import torch_emit as te
-        xs = tuple(te.In(i) for i in range(len(shapes)))
-        if self.op == "concat":
-            return te.TorchOp(forward=te.call("torch.cat", list(xs), 1), fresh=True)
-        inplace = None
-        if self.op == "add" and tuple(shapes[0]) == tuple(self.output_shape(shapes)):
-            inplace = xs[0]                  # torchvision's `out += identity`
-            for x in xs[1:]:
-                inplace = te.method(inplace, "add_", x)
-        # a product is not fresh: multiply's backward reads its inputs
-        return te.TorchOp(forward=te.BinOp("+" if self.op == "add" else "*", xs),
-                          fresh=self.op == "add", inplace=inplace)
-
-    # --- Keras backend (cnnspec.backends.keras): a recipe of Keras layers --------------------
-    def keras_layers(self, name, in_shapes):
-        # Add and Multiply broadcast a 1x1xC gate over HxWxC, as the shape rule allows.
-        if self.op == "concat":
-            return [("Concatenate", {"axis": -1, "name": name})]
-        return [({"add": "Add", "multiply": "Multiply"}[self.op], {"name": name})]

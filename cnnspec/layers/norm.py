@@ -39,32 +39,6 @@ class BatchNorm(Layer):
         return [(f"params: {k}*{c} trainable (gamma, beta) = {fmt_int(t)}, "
                 f"2*{c} non-trainable (running mean, variance) = {fmt_int(n)}")]
 
-    # --- torch backend (cnnspec.backends.torch) ---------------------------------------------
-    def torch_op(self, shapes):
-        """torch's momentum is the weight of the new batch: 1 - the spec's (Keras') momentum.
-        scale and center apart: affine=False plus the one parameter, which F.batch_norm takes
-        alone (weight=None, bias=tensor)."""
-        from ..backends import torch_emit as te
-        c = shapes[0][-1]
-        cls = "nn.BatchNorm2d" if len(shapes[0]) == 3 else "nn.BatchNorm1d"
-        momentum = float(f"{1 - self.momentum:.12g}")
-        both = self.scale and self.center
-        module = te.call(cls, c, **te.kwargs_unless_default(
-            eps=(self.eps, 1e-5), momentum=(momentum, 0.1), affine=(both, True)))
-        setup = ()
-        if self.scale != self.center:
-            name, init = ("weight", "torch.ones") if self.scale else ("bias", "torch.zeros")
-            setup = ((name, te.call("nn.Parameter", te.call(init, c))),)
-        return te.TorchOp(module=module, forward=te.Self((te.X,)), setup=setup, fresh=True)
-
-    # --- Keras backend (cnnspec.backends.keras): a recipe of Keras layers --------------------
-    def keras_layers(self, name, in_shapes):
-        # Keras' momentum is the spec's (torch's is 1 - it); epsilon is added to the variance
-        # in both frameworks.
-        return [("BatchNormalization", {"axis": -1, "momentum": self.momentum,
-                                        "epsilon": self.eps, "center": self.center,
-                                        "scale": self.scale, "name": name})]
-
 
 @register
 class LocalResponseNorm(Layer):
@@ -82,15 +56,3 @@ class LocalResponseNorm(Layer):
 
     def output_shape(self, shapes):
         return need_image(shapes, "lrn")
-
-    # --- torch backend (cnnspec.backends.torch) ---------------------------------------------
-    def torch_op(self, shapes):
-        from ..backends import torch_emit as te
-        module = te.call("nn.LocalResponseNorm", self.size, **te.kwargs_unless_default(
-            alpha=(self.alpha, 1e-4), beta=(self.beta, 0.75), k=(self.k, 1.0)))
-        return te.TorchOp(module=module, forward=te.Self((te.X,)))
-
-    # --- Keras backend (cnnspec.backends.keras): a recipe of Keras layers --------------------
-    def keras_layers(self, name, in_shapes):
-        return [("LocalResponseNorm", {"size": self.size, "alpha": self.alpha,
-                                       "beta": self.beta, "k": self.k, "name": name})]

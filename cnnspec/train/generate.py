@@ -30,8 +30,8 @@ import torch
 import torch.nn.functional as F
 
 from ..ir import Model
+from ..logits import final_activation, strip_final_activations
 from . import checkpoint as ckpt
-from .plan import final_activation
 from .report import plot_curves, save_grid, write_history, write_result
 
 GAN_EPOCHS = 30      # what `cnnspec train G --discriminator D` runs without --epochs
@@ -39,22 +39,12 @@ JUDGED = 1000        # generated samples the judge (train/judge.py) reads per ep
 
 
 def strip_final(model: Model) -> tuple[Model, str | None]:
-    """The model without its output's final activation (applied by the loss instead)."""
-    from .plan import _identity
-    name = model.outputs[-1]
-    act = final_activation(model, name)
-    if act not in ("sigmoid",):
+    """The model without its output's final sigmoid (applied by the loss instead), and the
+    activation the output had."""
+    act = final_activation(model.node(model.outputs[-1]).layer)
+    if act != "sigmoid":
         return model, act
-    nodes = []
-    for node in model.nodes:
-        if node.name == name:
-            layer = _identity() if node.layer.kind == "activation" else \
-                node.layer.model_copy(update={"activation": None})
-            node = node.model_copy(update={"layer": layer})
-        nodes.append(node)
-    copy = model.model_copy(update={"nodes": nodes})
-    copy.__dict__.pop("_node_index", None)
-    return copy, act
+    return strip_final_activations(model, [model.outputs[-1]]), act
 
 
 def _nchw(x: np.ndarray) -> torch.Tensor:

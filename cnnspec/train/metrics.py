@@ -15,9 +15,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from .plan import METRIC_ALIASES as ALIASES
 from .plan import Plan
-
-ALIASES = {"iou": "mean_iou", "top_k": "top5"}
 
 
 def box_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:

@@ -26,6 +26,7 @@ from pathlib import Path
 
 from ..errors import Span, SpecError, SpecErrors, did_you_mean
 from ..ir import CompileSpec, Model
+from ..logits import final_activation, strip_final_activations
 
 TASKS = ("classify", "segment", "detect", "generate")
 CE_LOSSES = {"categorical_crossentropy", "sparse_categorical_crossentropy",
@@ -50,6 +51,8 @@ DEFAULT_LOSS = {"classify": ["sparse_categorical_crossentropy"], "segment": ["ce
                 "detect": ["binary_crossentropy", "smooth_l1", "iou"], "generate": ["mse"]}
 DEFAULT_METRICS = {"classify": ["accuracy"], "segment": ["dice", "accuracy"],
                    "detect": ["mean_iou", "accuracy"], "generate": []}
+# Metric spellings and the name training reports them under (history columns, monitor).
+METRIC_ALIASES = {"iou": "mean_iou", "top_k": "top5"}
 # The data loader's task names (cnnspec.data.TASKS).
 DATA_TASK = {"classify": "classify", "segment": "segment", "detect": "detect",
              "generate": "classify"}
@@ -122,37 +125,9 @@ def weighted_losses(plan: Plan, outs, batch, table: dict) -> dict:
     return result
 
 
-def final_activation(model: Model, name: str) -> str | None:
-    """The activation that ends node `name` (a layer's own `act` or an activation layer)."""
-    layer = model.node(name).layer
-    if layer.kind == "activation":
-        return layer.fn
-    return getattr(layer, "activation", None)
-
-
 def logits_model(model: Model, plan: Plan) -> Model:
     """A copy of the model whose heads trained on logits end without their activation."""
-    strip = {h.output for h in plan.heads if h.logits}
-    if not strip:
-        return model
-    nodes = []
-    for node in model.nodes:
-        if node.name in strip:
-            layer = node.layer
-            if layer.kind == "activation":
-                layer = _identity()
-            else:
-                layer = layer.model_copy(update={"activation": None})
-            node = node.model_copy(update={"layer": layer})
-        nodes.append(node)
-    copy = model.model_copy(update={"nodes": nodes})
-    copy.__dict__.pop("_node_index", None)   # the name index would still hold the old nodes
-    return copy
-
-
-def _identity():
-    from ..layers import REGISTRY
-    return REGISTRY["identity"]()
+    return strip_final_activations(model, [h.output for h in plan.heads if h.logits])
 
 
 class _Checker:
@@ -240,7 +215,8 @@ class _Checker:
 
     def heads(self, task: str, losses: list[str]) -> list[Head]:
         model = self.model
-        outs = [(o, model.node(o).shape, final_activation(model, o)) for o in model.outputs]
+        outs = [(o, model.node(o).shape, final_activation(model.node(o).layer))
+                for o in model.outputs]
         if task == "detect":
             heads = []
             for name, shape, act in outs:
@@ -322,8 +298,7 @@ class _Checker:
         es = self.spec.early_stopping
         if es is None:
             return
-        from .metrics import ALIASES
-        names = ["loss", *(ALIASES.get(m, m) for m in metrics)]
+        names = ["loss", *(METRIC_ALIASES.get(m, m) for m in metrics)]
         known = [f"{split}_{n}" for split in ("val", "train") for n in names]
         if es.monitor not in known:
             self.error("E516", f"early_stopping monitors '{es.monitor}', which training does "

@@ -9,9 +9,9 @@
 
 Tensors are NCHW (torch's layout); the spec's shapes are HWC. Every semantic choice that differs
 between frameworks follows the spec (Keras): TensorFlow's 'same' padding, flatten in H, W, C
-order, BatchNorm momentum in Keras' sense. The layers say how, through `Layer.torch_op`
-(cnnspec/layers); this module only wires their modules and expressions along the graph, and
-names no layer kind.
+order, BatchNorm momentum in Keras' sense. The emitter table (emitters.py, keyed by layer
+kind) says how; plan/runtime/source only wire its modules and expressions along the graph,
+and name no layer kind.
 
 A network ending in softmax keeps it (inference); `build(model, logits=True)` or setting
 `net.logits = True` skips those final softmaxes so that training uses cross-entropy on logits
@@ -20,18 +20,20 @@ A network ending in softmax keeps it (inference); `build(model, logits=True)` or
 Only build/instantiate/load import torch; planning and `generate` need no framework.
 """
 
+from .emitters import EMITTERS, torch_op
 from .export import export_onnx, input_example
 from .plan import Plan, Step, class_name, identifier, layout, plan
 from .runtime import build, compile_expr, instantiate
 from .source import generate, template_dir
 from .weights import (
-           LoadReport,
-           WeightsError,
-           load_torchvision_state_dict,
-           load_weights,
-           read_weights,
+    LoadReport,
+    WeightsError,
+    load_torchvision_state_dict,
+    load_weights,
+    read_weights,
 )
 
-__all__ = ["LoadReport", "Plan", "Step", "WeightsError", "build", "class_name", "compile_expr",
-           "export_onnx", "generate", "identifier", "input_example", "instantiate", "layout",
-           "load_torchvision_state_dict", "load_weights", "plan", "read_weights", "template_dir"]
+__all__ = ["EMITTERS", "LoadReport", "Plan", "Step", "WeightsError", "build", "class_name",
+           "compile_expr", "export_onnx", "generate", "identifier", "input_example",
+           "instantiate", "layout", "load_torchvision_state_dict", "load_weights", "plan",
+           "read_weights", "template_dir", "torch_op"]

@@ -8,7 +8,9 @@ import re
 from dataclasses import dataclass, field, replace
 
 from ...ir import Model
+from ...logits import final_activation, without_final_activation
 from .. import torch_emit as te
+from .emitters import torch_op
 
 # nn.Module's own attributes, and those the generated class adds: a layer called so gets "_".
 _MODULE_ATTRS = frozenset({
@@ -56,7 +58,8 @@ class Plan:
 
 
 def plan(model: Model) -> Plan:
-    """Ask each layer for its torch op; name the modules; mark dead nodes and final softmaxes."""
+    """Ask the emitter table for each node's torch op; name the modules; mark dead nodes and
+    final softmaxes."""
     consumers: dict[str, int] = {n.name: 0 for n in model.nodes}
     for n in model.nodes:
         for i in n.inputs:
@@ -65,10 +68,11 @@ def plan(model: Model) -> Plan:
     steps = []
     for node in model.nodes[1:]:
         layer, softmax = node.layer, False
-        if node.name in model.outputs and consumers[node.name] == 0:
-            layer, softmax = node.layer.without_softmax()
+        if node.name in model.outputs and consumers[node.name] == 0 \
+                and final_activation(layer) == "softmax":   # applied unless net.logits
+            layer, softmax = without_final_activation(layer), True
         shapes = [model.node(i).shape for i in node.inputs]
-        op = layer.torch_op(shapes) if layer is not None else te.TorchOp(forward=te.X)
+        op = torch_op(layer, shapes, node.span, model.source)
         steps.append(Step(node.name, op, list(node.inputs), tuple(node.shape),
                           softmax=softmax, live=node.name in live))
     _overwrite_where_safe(steps, consumers, model)

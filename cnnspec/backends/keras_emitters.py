@@ -1,0 +1,178 @@
+"""What each layer kind is in Keras 3: one table, `EMITTERS`, from layer kind to a small function
+`(layer, name, input shapes) -> Recipe` (cnnspec.backends.keras_recipe), as sqlglot's generators
+keep `TRANSFORMS`. The layer classes (cnnspec/layers) hold only framework-free facts; the
+backend asks this table, never the layer. Imports nothing from keras: a recipe is data, built
+by keras.py and printed by keras_source.py.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from ..layers import Layer, Shape
+from ..layers.base import same_pads
+from . import missing_emitter
+from .keras_recipe import Recipe, activation, windowed, with_activation
+
+Emitter = Callable[[Layer, str, list[Shape]], Recipe]
+
+
+def keras_layers(layer: Layer, name: str, shapes: list[Shape], span=None,
+                 path: str | None = None) -> Recipe:
+    """The layer as Keras layers; E420 (at `span`, an IR node's) where its kind has no emitter."""
+    emit = EMITTERS.get(layer.kind)
+    if emit is None:
+        raise missing_emitter("keras", layer.kind, "cnnspec/backends/keras_emitters.py", span,
+                              path)
+    return emit(layer, name, shapes)
+
+
+def _input(layer, name, shapes):
+    return []   # the backend makes keras.Input itself
+
+
+def _conv(layer, name, shapes):
+    return windowed("Conv2D", name, layer, filters=layer.filters,
+                    **({"groups": layer.groups} if layer.groups > 1 else {}))
+
+
+def _dwconv(layer, name, shapes):
+    return windowed("DepthwiseConv2D", name, layer, depth_multiplier=layer.multiplier)
+
+
+def _sepconv(layer, name, shapes):
+    return windowed("SeparableConv2D", name, layer, filters=layer.filters,
+                    depth_multiplier=layer.multiplier)
+
+
+def _deconv(layer, name, shapes):
+    # Integer padding P: Keras 'valid' gives (W-1)*S + F + output_padding (output_padding
+    # given explicitly, else Keras uses W*S + max(F-S, 0)); torch drops P pixels at each end
+    # of that, so crop them (torch ConvTranspose2d: (W-1)*S - 2P + F + output_padding).
+    same = layer.padding == "same"
+    args = {"filters": layer.filters, "kernel_size": tuple(layer.kernel),
+            "strides": tuple(layer.stride), "padding": "same" if same else "valid"}
+    if not same:
+        args["output_padding"] = tuple(layer.output_padding)
+    recipe = [("Conv2DTranspose", {**args, "use_bias": layer.bias, "name": name})]
+    recipe = with_activation(recipe, name, layer.activation)
+    if layer.padding not in ("same", "valid") and any(layer.padding):
+        (ph, pw) = layer.padding
+        recipe.append(("Cropping2D", {"cropping": ((ph, ph), (pw, pw)),
+                                      "name": f"{name}_crop"}))
+    return recipe
+
+
+def _dense(layer, name, shapes):
+    return with_activation([("Dense", {"units": layer.units, "use_bias": layer.bias,
+                                       "name": name})], name, layer.activation)
+
+
+def _flatten(layer, name, shapes):
+    return [("Flatten", {"name": name})]   # channels_last: H, W, C order, as the spec
+
+
+def _reshape(layer, name, shapes):
+    return [("Reshape", {"target_shape": tuple(layer.output_shape(shapes)), "name": name})]
+
+
+def _dropout(layer, name, shapes):
+    return [("Dropout", {"rate": layer.rate, "name": name})]
+
+
+def _activation(layer, name, shapes):
+    return activation(name, layer.fn, layer.alpha)
+
+
+def _identity(layer, name, shapes):
+    return [("Identity", {"name": name})]
+
+
+def _rescale(layer, name, shapes):
+    return [("Rescaling", {"scale": layer.scale, "offset": layer.offset, "name": name})]
+
+
+def _zeropad(layer, name, shapes):
+    t, b, l, r = layer.padding
+    return [("ZeroPadding2D", {"padding": ((t, b), (l, r)), "name": name})]
+
+
+def _upsample(layer, name, shapes):
+    # Keras' bilinear resize uses half-pixel centres: torch's align_corners=False.
+    return [("UpSampling2D", {"size": tuple(layer.factor), "interpolation": layer.mode,
+                              "name": name})]
+
+
+def _merge(layer, name, shapes):
+    # Add and Multiply broadcast a 1x1xC gate over HxWxC, as the shape rule allows.
+    if layer.op == "concat":
+        return [("Concatenate", {"axis": -1, "name": name})]
+    return [({"add": "Add", "multiply": "Multiply"}[layer.op], {"name": name})]
+
+
+def _bn(layer, name, shapes):
+    # Keras' momentum is the spec's (torch's is 1 - it); epsilon is added to the variance in
+    # both frameworks.
+    return [("BatchNormalization", {"axis": -1, "momentum": layer.momentum,
+                                    "epsilon": layer.eps, "center": layer.center,
+                                    "scale": layer.scale, "name": name})]
+
+
+def _lrn(layer, name, shapes):
+    return [("LocalResponseNorm", {"size": layer.size, "alpha": layer.alpha,
+                                   "beta": layer.beta, "k": layer.k, "name": name})]
+
+
+def _pool(layer, name, shapes):
+    # Keras' own 'valid', and 'same' for max pooling. Average pooling with uneven 'same'
+    # padding, integer padding and ceil=true become explicit pads on each side (the
+    # bottom/right pad grows so that the last ceil_mode window fits): a padded average must
+    # not count the padding, which Keras' AveragePooling2D(padding='same') honours on
+    # TensorFlow but not under KERAS_BACKEND=torch.
+    cls = {"max": "MaxPooling2D", "avg": "AveragePooling2D"}[layer.op]
+    args = {"pool_size": tuple(layer.size), "strides": tuple(layer.strides)}
+    shape = shapes[0]
+    if layer.padding == "same":
+        (top, bottom), (left, right) = (same_pads(shape[i], layer.size[i], layer.strides[i])
+                                        for i in (0, 1))
+        pads = (top, bottom, left, right)
+        if layer.op == "max" or not any(pads):
+            return [(cls, {**args, "padding": "same", "name": name})]
+    else:
+        pad = (0, 0) if layer.padding == "valid" else layer.padding
+        out = layer.output_shape(shapes)
+        ends = [max((out[i] - 1) * layer.strides[i] + layer.size[i] - shape[i] - pad[i],
+                    pad[i]) for i in (0, 1)]
+        pads = (pad[0], ends[0], pad[1], ends[1])
+        if not any(pads):
+            return [(cls, {**args, "padding": "valid", "name": name})]
+    return [("PaddedPool2D", {"op": layer.op, **args, "pads": pads, "name": name})]
+
+
+def _global_pool(layer, name, shapes):
+    cls = {"avg": "GlobalAveragePooling2D", "max": "GlobalMaxPooling2D"}[layer.op]
+    return [(cls, {"keepdims": layer.keepdims, "name": name})]
+
+
+# Layer kind -> emitter. A new layer kind needs a row here (tests/test_architecture.py).
+EMITTERS: dict[str, Emitter] = {
+    "input": _input,
+    "conv": _conv,
+    "dwconv": _dwconv,
+    "sepconv": _sepconv,
+    "deconv": _deconv,
+    "dense": _dense,
+    "flatten": _flatten,
+    "reshape": _reshape,
+    "dropout": _dropout,
+    "activation": _activation,
+    "identity": _identity,
+    "rescale": _rescale,
+    "zeropad": _zeropad,
+    "upsample": _upsample,
+    "merge": _merge,
+    "bn": _bn,
+    "lrn": _lrn,
+    "pool": _pool,
+    "global_pool": _global_pool,
+}
