@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import os
 import sys
 
@@ -29,6 +30,9 @@ def configure(p):
     p.add_argument("--out", default=None, metavar="DIR",
                    help="run directory (default runs/<spec name>)")
     p.add_argument("--resume", action="store_true", help="continue the run in --out")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace the run (or result.json / history.csv) already in --out; "
+                        "without it, or --resume, such a folder is refused")
     p.add_argument("--nproc", type=int, default=1, metavar="N",
                    help="torch: N data-parallel processes (torchrun, DDP; NCCL on GPUs, "
                         "gloo on CPUs)")
@@ -36,10 +40,13 @@ def configure(p):
     p.add_argument("--threads", type=int, metavar="N",
                    help="CPU threads for torch (default: torch's choice); 1 is often "
                         "faster for small networks on a busy machine")
-    p.add_argument("--decoder", metavar="FILE",
-                   help="train FILE as a VAE encoder (outputs mean, logvar) with this decoder")
-    p.add_argument("--discriminator", metavar="FILE",
-                   help="train FILE as a GAN generator against this discriminator (DCGAN)")
+    pair = p.add_mutually_exclusive_group()   # one of the two, or neither: never both
+    pair.add_argument("--decoder", metavar="FILE",
+                      help="train FILE as a VAE encoder (outputs mean, logvar) with this "
+                           "decoder")
+    pair.add_argument("--discriminator", metavar="FILE",
+                      help="train FILE as a GAN generator against this discriminator "
+                           "(DCGAN)")
     p.add_argument("--max-batches", type=int, metavar="N",
                    help="GAN: stop each epoch after N batches (CPU-sized runs)")
     p.add_argument("--no-judge", dest="judge", action="store_false",
@@ -88,39 +95,76 @@ def parse_options(items: list[str]) -> dict:
     return options
 
 
+def usage_error(args) -> str | None:
+    """What is wrong with the command line before any spec is read, or None."""
+    from ..outputs import same_file
+    from ._common import shown
+    if args.epochs is not None and args.epochs < 1:
+        return "--epochs must be at least 1"
+    if args.resume and args.overwrite:
+        return "--resume continues the run in --out, --overwrite replaces it: give one"
+    if args.threads is not None and not 1 <= args.threads <= max_threads():
+        return (f"--threads must be between 1 and {max_threads()} (4 per CPU core here); "
+                f"received {args.threads}")
+    other = args.decoder or args.discriminator
+    if other and same_file(other, args.file):
+        flag = "--decoder" if args.decoder else "--discriminator"
+        return (f"{flag} {shown(other)} is the spec being trained: give the "
+                f"{flag[2:]} its own spec")
+    return None
+
+
+def max_threads() -> int:
+    # far more threads than cores only slows training; 100000 crashes the OpenMP runtime
+    return 4 * (os.cpu_count() or 1)
+
+
 def run(args) -> int:
     from ..data import DataError
     from ..errors import SpecErrors
+    from ..train import run_folder
     from ._common import report
+    problem = usage_error(args)
+    if problem:
+        print(f"cnnspec train: error: {problem}", file=sys.stderr)
+        return 2
     model = load(args.file)
     if model is None:
         return EXIT_SPEC
-    if args.epochs is not None and args.epochs < 1:
-        print("cnnspec train: error: --epochs must be at least 1", file=sys.stderr)
-        return 2
-    if args.nproc > 1 and "LOCAL_RANK" not in os.environ:
+    out = args.out or os.path.join("runs", run_folder.folder_name(model.name))
+    worker = "LOCAL_RANK" in os.environ   # under torchrun: the launcher checked and locked
+    if args.nproc > 1 and not worker:
         if args.backend != "torch":
             print("cnnspec train: error: --nproc needs --backend torch", file=sys.stderr)
             return 2
         if not check_device(args, "train", args.nproc):   # before starting N processes
             return 2
         from ..train.distributed import launch, worker_argv
-        return launch(args.nproc, worker_argv(args, args.out or os.path.join("runs",
-                                                                              model.name)))
+        try:
+            run_folder.check_place(out, args.data)
+            return _locked(out, args, lambda: launch(args.nproc, worker_argv(args, out)))
+        except run_folder.RunFolderError as exc:
+            print(f"cnnspec train: error: {exc}", file=sys.stderr)
+            return EXIT_SPEC
     try:
         options = parse_options(args.data_option)
     except ValueError as exc:
         print(f"cnnspec train: error: {exc}", file=sys.stderr)
         return 2
-    out = args.out or os.path.join("runs", model.name)
     if not check_device(args, "train"):
         return 2
     if args.threads:
         set_threads(args.threads, args.backend)
     try:
-        if args.decoder or args.discriminator:
-            return _train_pair(model, args, options, out)
-        return _train(model, args, options, out)
+        train = _train_pair if args.decoder or args.discriminator else _train
+        work = functools.partial(train, model, args, options, out)
+        if worker:
+            return work()
+        run_folder.check_place(out, args.data)
+        return _locked(out, args, work)
+    except run_folder.RunFolderError as exc:
+        print(f"cnnspec train: error: {exc}", file=sys.stderr)
+        return EXIT_SPEC
     except SpecErrors as errs:
         report(errs, args.file)
         return EXIT_SPEC
@@ -132,6 +176,17 @@ def run(args) -> int:
     except (OSError, ValueError) as exc:
         print(f"cnnspec train: error: {exc}", file=sys.stderr)
         return EXIT_SPEC
+
+
+def _locked(out, args, work) -> int:
+    """work() holding the run folder's lock; --overwrite clears the old run once it is held
+    (never under another training's feet)."""
+    from ..train import run_folder
+    with run_folder.Lock(out):
+        run_folder.check_contents(out, args.resume, args.overwrite)
+        if args.overwrite:
+            run_folder.clear(out)
+        return work()
 
 
 def _train_pair(model, args, options, out) -> int:

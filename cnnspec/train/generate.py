@@ -22,7 +22,9 @@ judge.untrained, the floor a model that learned nothing stays at).
 
 from __future__ import annotations
 
+import pickle
 import time
+import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -120,15 +122,30 @@ def _resume(out: Path, nets: dict, opts: dict, gen: torch.Generator, epochs: int
     if not path.exists():
         log(f"no checkpoint in {out}: starting from the first epoch")
         return None
-    state = torch.load(path, weights_only=True)
-    for k, net in nets.items():
-        net.load_state_dict(state["nets"][k])
-    for k, opt in opts.items():
-        opt.load_state_dict(state["optimizers"][k])
-    gen.set_state(state["latent_rng"])
-    torch.set_rng_state(state["torch_rng"])
+    try:
+        state = torch.load(path, weights_only=True)
+    except (pickle.UnpicklingError, RuntimeError, EOFError, ValueError,
+            zipfile.BadZipFile) as exc:   # pickle payloads and truncated files: say why
+        raise ValueError(f"{path} cannot be read as a resume state (corrupt, or not "
+                         f"written by cnnspec): {str(exc).splitlines()[0][:200]}") from None
+    try:
+        for k, net in nets.items():
+            net.load_state_dict(state["nets"][k])
+        for k, opt in opts.items():
+            opt.load_state_dict(state["optimizers"][k])
+        gen.set_state(state["latent_rng"])
+        torch.set_rng_state(state["torch_rng"])
+    except (KeyError, TypeError, ValueError, RuntimeError) as exc:
+        raise ValueError(f"{out} holds a run of other networks: its state does not fit these "
+                         f"specs ({_first_line(exc)}); train into another --out, or replace "
+                         "it with --overwrite") from None
     log(f"resuming after epoch {state['epoch']} of {epochs}")
     return state
+
+
+def _first_line(exc: BaseException) -> str:
+    lines = [ln.strip() for ln in str(exc).splitlines() if ln.strip()]
+    return " ".join(lines[:2])[:300]
 
 
 def train_vae(encoder: Model, decoder: Model, dataset, out: str | Path, epochs: int = 10,
