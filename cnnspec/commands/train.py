@@ -193,6 +193,7 @@ def _train_pair(model, args, options, out) -> int:
     """VAE (encoder + --decoder) or GAN (generator + --discriminator), torch only."""
     from ..data import load as load_data
     from ..train import generate
+    from ._common import report
     other = load(args.decoder or args.discriminator)
     if other is None:
         return EXIT_SPEC
@@ -200,6 +201,13 @@ def _train_pair(model, args, options, out) -> int:
         print("cnnspec train: error: --decoder/--discriminator train with --backend torch",
               file=sys.stderr)
         return 2
+    from ..errors import SpecErrors
+    try:   # the pair must fit before data is read or a network built
+        (generate.check_vae if args.decoder else generate.check_gan)(model, other)
+    except SpecErrors as errs:   # each error shown with the lines of its own spec
+        for path in dict.fromkeys(e.path for e in errs.errors):
+            report(SpecErrors([e for e in errs.errors if e.path == path]), path)
+        return EXIT_SPEC
     spec = model.compile
     seed = args.seed if args.seed is not None else (spec.seed if spec else 0)
     batch = args.batch_size or (spec.batch_size if spec else 64)
