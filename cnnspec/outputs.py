@@ -41,8 +41,8 @@ class OutputError(OSError):
 
 class DiskFull(OutputError):
     def __init__(self, path: str | Path):
-        super().__init__(path, "disk full: no space left to write (the old file, if any, "
-                         "is left as it was)", errno.ENOSPC)
+        super().__init__(path, f"disk full ({os.strerror(errno.ENOSPC)}); the old file, "
+                         "if any, is left as it was", errno.ENOSPC)
 
 
 def write_file(path: str | Path, data: str | bytes) -> Path:
