@@ -86,6 +86,22 @@ def write_with(path: str | Path, write: Callable[[str], object]) -> Path:
     return target
 
 
+def need_space(path: str | Path, nbytes: int) -> None:
+    """Raise DiskFull before writing when `path`'s file system has less than `nbytes` (and
+    a margin) free: some writers (HDF5 under Keras) crash the process on a full disk
+    instead of raising."""
+    folder = Path(os.path.realpath(path)).parent
+    while not folder.exists() and folder != folder.parent:
+        folder = folder.parent
+    try:
+        fs = os.statvfs(folder)
+    except OSError:
+        return
+    free = (fs.f_bfree if os.geteuid() == 0 else fs.f_bavail) * fs.f_frsize
+    if free < nbytes + _LOW_SPACE:
+        raise DiskFull(path)
+
+
 def same_file(a: str | Path, b: str | Path) -> bool:
     """Whether two names reach one file (links and `..` included); False if either is
     missing."""

@@ -216,3 +216,54 @@ def test_non_ascii_file_name_under_an_ascii_console(tmp_path, command, env):
                           check=False)
     assert b"Traceback" not in done.stderr, done.stderr.decode("ascii", "replace")[-800:]
     assert done.returncode == 0
+
+
+# --- convert -----------------------------------------------------------------------------
+
+def test_convert_to_keras_on_a_full_disk_keeps_the_old_file(tmp_path):
+    """A real full filesystem (a tmpfs as small as the old output, mounted here as root):
+    HDF5 segfaulted on it and left a truncated file in place of the old one."""
+    import subprocess
+    import sys
+
+    from safetensors.torch import save_file
+
+    from cnnspec.backends.torch import build
+    from cnnspec.compiler import compile_file
+    spec = tmp_path / "net.cnn"
+    spec.write_text("input 16x16x1\nconv 64 3x3 same relu\nflatten\ndense 64\n")
+    net = build(compile_file(spec))
+    weights = tmp_path / "w.safetensors"
+    save_file({k: v.contiguous() for k, v in net.state_dict().items()}, weights)
+    mnt = tmp_path / "small"
+    mnt.mkdir()
+    if os.system(f"mount -t tmpfs -o size=1m tmpfs {mnt} 2>/dev/null") != 0:
+        pytest.skip("cannot mount a tmpfs here (needs root)")
+    old = mnt / "net.weights.h5"
+    old.write_bytes(b"an earlier conversion" * 1000)
+    try:
+        with open(mnt / "filler", "wb") as fh:   # fill what is left
+            while True:
+                fh.write(b"\0" * 4096)
+                fh.flush()
+    except OSError:
+        pass
+    try:
+        env = {**os.environ, "PYTHONPATH": str(ROOT)}
+        done = subprocess.run([sys.executable, "-m", "cnnspec", "convert", str(spec),
+                               "--from", "torch", "--weights", str(weights), "-o", str(old)],
+                              capture_output=True, text=True, env=env, timeout=300,
+                              check=False)
+        assert done.returncode == 1, done.stderr[-2000:]
+        assert "disk full" in done.stderr and "Traceback" not in done.stderr
+        assert old.read_bytes() == b"an earlier conversion" * 1000
+    finally:
+        os.system(f"umount {mnt}")
+
+
+def test_convert_refuses_to_overwrite_its_weights(tmp_path, capsys):
+    weights = tmp_path / "w.safetensors"
+    weights.write_bytes(b"mine")
+    code, _, err = run(capsys, "convert", LENET, "--from", "keras", "--weights",
+                       str(weights), "-o", str(weights))
+    assert code == 2 and weights.read_bytes() == b"mine"
