@@ -7,6 +7,8 @@ from __future__ import annotations
 import io
 import json
 import os
+import subprocess
+import sys
 import time
 import zipfile
 from pathlib import Path
@@ -125,10 +127,13 @@ def test_two_links_to_dot_do_not_make_the_walk_explode(tmp_path):
         Image.new("L", (8, 8), 64).save(folder / "1.png")
         for link in ("x", "y"):
             os.symlink(".", folder / link)
-    t0 = time.perf_counter()
-    data = load(str(root), (8, 8, 1), "classify")
-    assert time.perf_counter() - t0 < 10
-    assert len(data) == 2 and data.classes == ["a", "b"]
+    # in a child process: before the fix the walk never ended, and a hang is no failure
+    code = ("from cnnspec.data import load; d = load(%r, (8, 8, 1), 'classify'); "
+            "print(len(d), d.classes)" % str(root))
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          env={**os.environ, "PYTHONPATH": str(ROOT)}, timeout=60,
+                          check=False)
+    assert done.stdout.strip() == "2 ['a', 'b']", done.stderr[-1000:]
 
 
 def test_predict_refuses_a_decompression_bomb(tmp_path, monkeypatch):
@@ -157,3 +162,32 @@ def test_an_existing_mask_is_not_replaced(tmp_path):
         mask_paths([str(tmp_path / "x.png")], None)
     assert mask_paths([str(tmp_path / "x.png")], None, overwrite=True)[0].name == "x.mask.png"
     assert (tmp_path / "x.mask.png").read_bytes() == b"mine"
+
+
+def test_predict_never_replaces_a_mask_and_two_stems_get_two_files(tmp_path, capsys):
+    from safetensors.torch import save_file
+
+    from cnnspec.backends.torch import build
+    from cnnspec.cli import main
+    from cnnspec.compiler import compile_file
+    spec = tmp_path / "seg.cnn"
+    spec.write_text("input 8x8x1\nconv 4 3x3 same relu\nconv 2 1x1 softmax\n"
+                    "compile {\n  loss ce_dice\n}\n")
+    weights = tmp_path / "w.safetensors"
+    save_file({k: v.contiguous() for k, v in build(compile_file(spec)).state_dict().items()},
+              weights)
+    for folder in ("a", "b"):
+        (tmp_path / folder).mkdir()
+        Image.new("L", (8, 8), 200).save(tmp_path / folder / "x.png")
+    images = [str(tmp_path / "a" / "x.png"), str(tmp_path / "b" / "x.png")]
+    out = tmp_path / "masks"
+    argv = ["predict", str(spec), *images, "--weights", str(weights), "--out", str(out),
+            "--device", "cpu"]
+    assert main(argv) == 0, capsys.readouterr().err
+    assert sorted(p.name for p in out.iterdir()) == ["x.2.mask.png", "x.mask.png"]
+    (out / "x.mask.png").write_bytes(b"mine")
+    assert main(argv) == 1
+    assert "x.mask.png exists" in capsys.readouterr().err
+    assert (out / "x.mask.png").read_bytes() == b"mine"
+    assert main([*argv, "--overwrite"]) == 0
+    assert (out / "x.mask.png").read_bytes()[:4] == b"\x89PNG"
