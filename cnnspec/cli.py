@@ -78,7 +78,8 @@ def main(argv: list[str] | None = None) -> int:
     except OSError as exc:
         # A full disk, a read-only folder, a vanished file: say which and stop. Outputs are
         # written to a temporary file and renamed, so what was there before is untouched.
-        where = f": {exc.filename}" if exc.filename else ""
+        from .errors import printable
+        where = f": {printable(str(exc.filename))}" if exc.filename else ""
         print(f"cnnspec {args.command}: error: {exc.strerror or exc}{where}", file=sys.stderr)
         return EXIT_SPEC
 

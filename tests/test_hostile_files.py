@@ -267,3 +267,12 @@ def test_convert_refuses_to_overwrite_its_weights(tmp_path, capsys):
     code, _, err = run(capsys, "convert", LENET, "--from", "keras", "--weights",
                        str(weights), "-o", str(weights))
     assert code == 2 and "input file" in err and weights.read_bytes() == b"mine"
+
+
+def test_data_paths_are_escaped_in_train_errors(tmp_path, capsys):
+    data = tmp_path / "d\n\x1b[2Jspec.cnn:1:1: error"
+    data.mkdir()
+    code, _, err = run(capsys, "train", LENET, "--data", str(data), "--out",
+                       str(tmp_path / "r"))
+    assert code == 1 and "\x1b" not in err and "\\x1b[2J" in err
+    assert len(err.strip().splitlines()) <= 2     # the message and its hint, nothing forged

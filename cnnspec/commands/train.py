@@ -6,7 +6,7 @@ import functools
 import os
 import sys
 
-from ._common import EXIT_OK, EXIT_SPEC, load
+from ._common import EXIT_OK, EXIT_SPEC, load, shown
 
 NAME, HELP, ORDER = "train", "train a spec on a dataset (torch or keras)", 60
 DESCRIPTION = ("Train the network with its compile section (loss, optimizer, schedule, "
@@ -80,7 +80,7 @@ def check_device(args, command: str, world: int = 1) -> bool:
     try:
         available(args.device, world - 1 if world > 1 else None, world)
     except DeviceError as exc:
-        print(f"cnnspec {command}: error: {exc}", file=sys.stderr)
+        print(f"cnnspec {command}: error: {shown(exc)}", file=sys.stderr)
         return False
     return True
 
@@ -98,7 +98,6 @@ def parse_options(items: list[str]) -> dict:
 def usage_error(args) -> str | None:
     """What is wrong with the command line before any spec is read, or None."""
     from ..outputs import same_file
-    from ._common import shown
     if args.epochs is not None and args.epochs < 1:
         return "--epochs must be at least 1"
     if args.resume and args.overwrite:
@@ -144,12 +143,12 @@ def run(args) -> int:
             run_folder.check_place(out, args.data)
             return _locked(out, args, lambda: launch(args.nproc, worker_argv(args, out)))
         except run_folder.RunFolderError as exc:
-            print(f"cnnspec train: error: {exc}", file=sys.stderr)
+            print(f"cnnspec train: error: {shown(exc)}", file=sys.stderr)
             return EXIT_SPEC
     try:
         options = parse_options(args.data_option)
     except ValueError as exc:
-        print(f"cnnspec train: error: {exc}", file=sys.stderr)
+        print(f"cnnspec train: error: {shown(exc)}", file=sys.stderr)
         return 2
     if not check_device(args, "train"):
         return 2
@@ -163,18 +162,18 @@ def run(args) -> int:
         run_folder.check_place(out, args.data)
         return _locked(out, args, work)
     except run_folder.RunFolderError as exc:
-        print(f"cnnspec train: error: {exc}", file=sys.stderr)
+        print(f"cnnspec train: error: {shown(exc)}", file=sys.stderr)
         return EXIT_SPEC
     except SpecErrors as errs:
         report(errs, args.file)
         return EXIT_SPEC
     except DataError as exc:
-        print(f"cnnspec train: data error: {exc.message}", file=sys.stderr)
+        print(f"cnnspec train: data error: {shown(exc.message)}", file=sys.stderr)
         if exc.hint:
-            print(f"hint: {exc.hint}", file=sys.stderr)
+            print(f"hint: {shown(exc.hint)}", file=sys.stderr)
         return EXIT_SPEC
     except (OSError, ValueError) as exc:
-        print(f"cnnspec train: error: {exc}", file=sys.stderr)
+        print(f"cnnspec train: error: {shown(exc)}", file=sys.stderr)
         return EXIT_SPEC
 
 
@@ -251,11 +250,11 @@ def guarded(work, path: str, command: str):
     except SpecErrors as errs:
         report(errs, path)
     except DataError as exc:
-        print(f"cnnspec {command}: data error: {exc.message}", file=sys.stderr)
+        print(f"cnnspec {command}: data error: {shown(exc.message)}", file=sys.stderr)
         if exc.hint:
-            print(f"hint: {exc.hint}", file=sys.stderr)
+            print(f"hint: {shown(exc.hint)}", file=sys.stderr)
     except (OSError, ValueError, RuntimeError) as exc:
-        print(f"cnnspec {command}: error: {exc}", file=sys.stderr)
+        print(f"cnnspec {command}: error: {shown(exc)}", file=sys.stderr)
     return EXIT_SPEC, None
 
 
