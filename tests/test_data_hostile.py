@@ -128,8 +128,8 @@ def test_two_links_to_dot_do_not_make_the_walk_explode(tmp_path):
         for link in ("x", "y"):
             os.symlink(".", folder / link)
     # in a child process: before the fix the walk never ended, and a hang is no failure
-    code = ("from cnnspec.data import load; d = load(%r, (8, 8, 1), 'classify'); "
-            "print(len(d), d.classes)" % str(root))
+    code = (f"from cnnspec.data import load; d = load({str(root)!r}, (8, 8, 1), "
+            "'classify'); print(len(d), d.classes)")
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                           env={**os.environ, "PYTHONPATH": str(ROOT)}, timeout=60,
                           check=False)
