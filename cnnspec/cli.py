@@ -64,6 +64,7 @@ def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     if argv is None:
         argv = sys.argv[1:]
+    _tolerant_streams()
     hide_tensorflow_startup()
     parser = build_parser(argv)
     args = parser.parse_args(argv)
@@ -87,9 +88,19 @@ def main(argv: list[str] | None = None) -> int:
     except OSError as exc:
         # A full disk, a read-only folder, a vanished file: say which and stop. Outputs are
         # written to a temporary file and renamed, so what was there before is untouched.
-        where = f": {exc.filename}" if exc.filename else ""
+        from .errors import printable
+        where = f": {printable(str(exc.filename))}" if exc.filename else ""
         print(f"cnnspec {args.command}: error: {exc.strerror or exc}{where}", file=sys.stderr)
         return EXIT_SPEC
+
+
+def _tolerant_streams() -> None:
+    """A console that cannot show a character (LANG=C without UTF-8 mode, PYTHONIOENCODING
+    =ascii) gets it as a backslash escape rather than a UnicodeEncodeError traceback."""
+    for stream in (sys.stdout, sys.stderr):
+        encoding = (getattr(stream, "encoding", None) or "").lower().replace("-", "")
+        if encoding not in ("utf8", "utf_8") and hasattr(stream, "reconfigure"):
+            stream.reconfigure(errors="backslashreplace")
 
 
 if __name__ == "__main__":

@@ -58,8 +58,14 @@ def compile_file(path: str | Path) -> Model:
                                     span=_span(line))]) from None
     model = compile_text(text, str(path))
     if model.name == "model":
-        model.name = path.stem
+        model.name = _text(path.stem)
     return model
+
+
+def _text(name: str) -> str:
+    """An ASCII file-system encoding (LANG=C) hands UTF-8 file names over as surrogates,
+    which no JSON or source file can hold: take the bytes back as UTF-8."""
+    return name.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
 
 
 def _span(line: int):

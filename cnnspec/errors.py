@@ -70,7 +70,7 @@ class SpecError(Exception):
 
     def render(self, source: str | None = None) -> str:
         """Format as `path:line:col: error[CODE]: message`, the source line, a caret, a hint."""
-        head = self.path or "<spec>"
+        head = printable(self.path) if self.path else "<spec>"
         if self.span:
             head += f":{self.span.line}:{self.span.column}"
         elif self.pointer is not None:
@@ -114,6 +114,17 @@ class SpecErrors(Exception):
 
     def to_list(self) -> list[dict]:
         return [e.to_dict() for e in self.errors]
+
+
+def printable(text: str) -> str:
+    """`text` with its unprintable characters escaped (\\n, \\x1b, \\u202e, \\udcff): a
+    file name is the user's data, and printed raw a newline in it forges a `file:line:col`
+    line and an escape sequence rewrites the terminal."""
+    if text.isprintable():
+        return text
+    return "".join(c if c.isprintable() else c.encode("unicode_escape",
+                                                         "backslashreplace").decode("ascii")
+                   for c in text)
 
 
 def did_you_mean(word: str, choices) -> str | None:

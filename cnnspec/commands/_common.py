@@ -39,20 +39,30 @@ def add_format(parser, choices=("text", "json"), default="text"):
                         help=f"output format (default {default})")
 
 
-def write_atomic(path: str | Path, data: str | bytes) -> None:
-    """Write a file so that a crash leaves the old one or the new one, never half of either."""
-    import os
-    import tempfile
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    mode = "wb" if isinstance(data, bytes) else "w"
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+def output_is_input(command: str, output: str | None, *inputs: str | None) -> bool:
+    """True (after saying so) when -o names one of the command's inputs: writing it would
+    replace the user's file with generated text."""
+    from ..outputs import OutputError, refuse_input
+    if not output:
+        return False
     try:
-        with os.fdopen(fd, mode) as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+        refuse_input(output, *inputs)
+    except OutputError as exc:
+        print(f"cnnspec {command}: error: {shown(output)} {exc.strerror}", file=sys.stderr)
+        return True
+    return False
+
+
+def shown(path: str | Path) -> str:
+    """A file name as an error line may show it: control characters escaped, so that a name
+    holding a newline or an escape sequence cannot rewrite the terminal or forge a
+    `file:line:col` line."""
+    from ..errors import printable
+    return printable(str(path))
+
+
+def write_atomic(path: str | Path, data: str | bytes) -> None:
+    """Write a file so that a crash leaves the old one or the new one, never half of either
+    (links followed, devices written in place, modes kept: cnnspec.outputs)."""
+    from ..outputs import write_file
+    write_file(path, data)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import importlib
 import sys
 
-from ._common import EXIT_OK, EXIT_SPEC, EXIT_USAGE, load, write_atomic
+from ._common import EXIT_OK, EXIT_SPEC, EXIT_USAGE, load, output_is_input, write_atomic
 
 NAME, HELP, ORDER = "build", "write the network as standalone PyTorch or Keras source", 40
 DESCRIPTION = ("Write the network as a standalone Python file for a framework: readable code "
@@ -33,6 +33,8 @@ def backend(name: str):
 
 
 def run(args) -> int:
+    if output_is_input("build", args.output, args.file):
+        return EXIT_USAGE
     model = load(args.file)
     if model is None:
         return EXIT_SPEC

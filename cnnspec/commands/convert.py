@@ -6,7 +6,8 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from ._common import EXIT_OK, EXIT_SPEC, load
+from ..outputs import need_space, write_with
+from ._common import EXIT_OK, EXIT_SPEC, load, output_is_input
 
 NAME, HELP, ORDER = "convert", "convert weights between the PyTorch and Keras backends", 40
 DESCRIPTION = ("Convert a network's weights: from a PyTorch state_dict (.safetensors, or .pt / "
@@ -37,7 +38,9 @@ def _to_keras(model, args) -> None:
     from ..convert import load_torch_into_keras
     kmodel = build(model)
     load_torch_into_keras(kmodel, model, _read_torch(args.weights))
-    kmodel.save_weights(args.output)
+    # HDF5 segfaults on a full disk: check the room first, then write beside and rename
+    need_space(args.output, 4 * sum(node.params for node in model.nodes) + (1 << 20))
+    write_with(args.output, kmodel.save_weights)
 
 
 def _to_torch(model, args) -> None:
@@ -47,7 +50,8 @@ def _to_torch(model, args) -> None:
     from ..convert import keras_to_torch, keras_weights
     kmodel = build(model)
     kmodel.load_weights(args.weights)
-    save_file(keras_to_torch(model, keras_weights(kmodel, model)), args.output)
+    tensors = keras_to_torch(model, keras_weights(kmodel, model))
+    write_with(args.output, lambda tmp: save_file(tensors, tmp))
 
 
 def run(args) -> int:
@@ -55,6 +59,8 @@ def run(args) -> int:
     model = load(args.file)
     if model is None:
         return EXIT_SPEC
+    if output_is_input("convert", args.output, args.file, args.weights):
+        return 2
     wanted = ".weights.h5" if args.source == "torch" else ".safetensors"
     if not args.output.endswith(wanted):
         print(f"cnnspec convert: error: --from {args.source} writes {wanted}, got "

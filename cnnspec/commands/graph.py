@@ -5,7 +5,7 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from ._common import EXIT_OK, EXIT_SPEC, EXIT_USAGE, load, write_atomic
+from ._common import EXIT_OK, EXIT_SPEC, EXIT_USAGE, load, output_is_input, write_atomic
 
 NAME, HELP, ORDER = "graph", "draw the network (Graphviz: svg, png or dot)", 45
 DESCRIPTION = ("Draw the network: a box per layer with its output shape, a cluster per block, "
@@ -30,6 +30,8 @@ def run(args) -> int:
             print(f"cnnspec graph: error: cannot tell the format of {args.output!r}: "
                   "use a name ending in .svg, .png or .dot", file=sys.stderr)
             return EXIT_USAGE
+    if output_is_input("graph", args.output, args.file):
+        return EXIT_USAGE
     model = load(args.file)
     if model is None:
         return EXIT_SPEC

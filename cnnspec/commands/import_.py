@@ -5,7 +5,7 @@ from __future__ import annotations
 import sys
 
 from ..errors import SpecError, SpecErrors
-from ._common import EXIT_OK, EXIT_SPEC, EXIT_USAGE, report, write_atomic
+from ._common import EXIT_OK, EXIT_SPEC, EXIT_USAGE, output_is_input, report, write_atomic
 
 NAME, HELP, ORDER = "import", "write a spec from a torchvision or Keras model", 45
 DESCRIPTION = ("Write a spec from an existing model: torchvision:NAME (built with weights=None "
@@ -34,6 +34,8 @@ def run(args) -> int:
         if len(shape) != 3 or min(shape) < 1:
             print(f"cnnspec import: --input wants HxWxC, got '{args.input}'", file=sys.stderr)
             return EXIT_USAGE
+    if output_is_input("import", args.output, args.source):
+        return EXIT_USAGE
     try:
         text = import_spec(args.source, shape)
     except SpecError as err:

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import functools
 import os
 import sys
 
-from ._common import EXIT_OK, EXIT_SPEC, load
+from ._common import EXIT_OK, EXIT_SPEC, load, shown
 
 NAME, HELP, ORDER = "train", "train a spec on a dataset (torch or keras)", 60
 DESCRIPTION = ("Train the network with its compile section (loss, optimizer, schedule, "
@@ -29,6 +30,9 @@ def configure(p):
     p.add_argument("--out", default=None, metavar="DIR",
                    help="run directory (default runs/<spec name>)")
     p.add_argument("--resume", action="store_true", help="continue the run in --out")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace the run (or result.json / history.csv) already in --out; "
+                        "without it, or --resume, such a folder is refused")
     p.add_argument("--nproc", type=int, default=1, metavar="N",
                    help="torch: N data-parallel processes (torchrun, DDP; NCCL on GPUs, "
                         "gloo on CPUs)")
@@ -36,10 +40,13 @@ def configure(p):
     p.add_argument("--threads", type=int, metavar="N",
                    help="CPU threads for torch (default: torch's choice); 1 is often "
                         "faster for small networks on a busy machine")
-    p.add_argument("--decoder", metavar="FILE",
-                   help="train FILE as a VAE encoder (outputs mean, logvar) with this decoder")
-    p.add_argument("--discriminator", metavar="FILE",
-                   help="train FILE as a GAN generator against this discriminator (DCGAN)")
+    pair = p.add_mutually_exclusive_group()   # one of the two, or neither: never both
+    pair.add_argument("--decoder", metavar="FILE",
+                      help="train FILE as a VAE encoder (outputs mean, logvar) with this "
+                           "decoder")
+    pair.add_argument("--discriminator", metavar="FILE",
+                      help="train FILE as a GAN generator against this discriminator "
+                           "(DCGAN)")
     p.add_argument("--max-batches", type=int, metavar="N",
                    help="GAN: stop each epoch after N batches (CPU-sized runs)")
     p.add_argument("--no-judge", dest="judge", action="store_false",
@@ -73,7 +80,7 @@ def check_device(args, command: str, world: int = 1) -> bool:
     try:
         available(args.device, world - 1 if world > 1 else None, world)
     except DeviceError as exc:
-        print(f"cnnspec {command}: error: {exc}", file=sys.stderr)
+        print(f"cnnspec {command}: error: {shown(exc)}", file=sys.stderr)
         return False
     return True
 
@@ -88,56 +95,104 @@ def parse_options(items: list[str]) -> dict:
     return options
 
 
+def usage_error(args) -> str | None:
+    """What is wrong with the command line before any spec is read, or None."""
+    from ..outputs import same_file
+    if args.epochs is not None and args.epochs < 1:
+        return "--epochs must be at least 1"
+    if args.resume and args.overwrite:
+        return "--resume continues the run in --out, --overwrite replaces it: give one"
+    if args.threads is not None and not 1 <= args.threads <= max_threads():
+        return (f"--threads must be between 1 and {max_threads()} (4 per CPU core here); "
+                f"received {args.threads}")
+    other = args.decoder or args.discriminator
+    if other and same_file(other, args.file):
+        flag = "--decoder" if args.decoder else "--discriminator"
+        return (f"{flag} {shown(other)} is the spec being trained: give the "
+                f"{flag[2:]} its own spec")
+    return None
+
+
+def max_threads() -> int:
+    # far more threads than cores only slows training; 100000 crashes the OpenMP runtime
+    return 4 * (os.cpu_count() or 1)
+
+
 def run(args) -> int:
     from ..data import DataError
     from ..errors import SpecErrors
+    from ..train import run_folder
     from ._common import report
+    problem = usage_error(args)
+    if problem:
+        print(f"cnnspec train: error: {problem}", file=sys.stderr)
+        return 2
     model = load(args.file)
     if model is None:
         return EXIT_SPEC
-    if args.epochs is not None and args.epochs < 1:
-        print("cnnspec train: error: --epochs must be at least 1", file=sys.stderr)
-        return 2
-    if args.nproc > 1 and "LOCAL_RANK" not in os.environ:
+    out = args.out or os.path.join("runs", run_folder.folder_name(model.name))
+    worker = "LOCAL_RANK" in os.environ   # under torchrun: the launcher checked and locked
+    if args.nproc > 1 and not worker:
         if args.backend != "torch":
             print("cnnspec train: error: --nproc needs --backend torch", file=sys.stderr)
             return 2
         if not check_device(args, "train", args.nproc):   # before starting N processes
             return 2
         from ..train.distributed import launch, worker_argv
-        return launch(args.nproc, worker_argv(args, args.out or os.path.join("runs",
-                                                                              model.name)))
+        try:
+            run_folder.check_place(out, args.data)
+            return _locked(out, args, lambda: launch(args.nproc, worker_argv(args, out)))
+        except run_folder.RunFolderError as exc:
+            print(f"cnnspec train: error: {shown(exc)}", file=sys.stderr)
+            return EXIT_SPEC
     try:
         options = parse_options(args.data_option)
     except ValueError as exc:
-        print(f"cnnspec train: error: {exc}", file=sys.stderr)
+        print(f"cnnspec train: error: {shown(exc)}", file=sys.stderr)
         return 2
-    out = args.out or os.path.join("runs", model.name)
     if not check_device(args, "train"):
         return 2
     if args.threads:
         set_threads(args.threads, args.backend)
     try:
-        if args.decoder or args.discriminator:
-            return _train_pair(model, args, options, out)
-        return _train(model, args, options, out)
+        train = _train_pair if args.decoder or args.discriminator else _train
+        work = functools.partial(train, model, args, options, out)
+        if worker:
+            return work()
+        run_folder.check_place(out, args.data)
+        return _locked(out, args, work)
+    except run_folder.RunFolderError as exc:
+        print(f"cnnspec train: error: {shown(exc)}", file=sys.stderr)
+        return EXIT_SPEC
     except SpecErrors as errs:
         report(errs, args.file)
         return EXIT_SPEC
     except DataError as exc:
-        print(f"cnnspec train: data error: {exc.message}", file=sys.stderr)
+        print(f"cnnspec train: data error: {shown(exc.message)}", file=sys.stderr)
         if exc.hint:
-            print(f"hint: {exc.hint}", file=sys.stderr)
+            print(f"hint: {shown(exc.hint)}", file=sys.stderr)
         return EXIT_SPEC
     except (OSError, ValueError) as exc:
-        print(f"cnnspec train: error: {exc}", file=sys.stderr)
+        print(f"cnnspec train: error: {shown(exc)}", file=sys.stderr)
         return EXIT_SPEC
+
+
+def _locked(out, args, work) -> int:
+    """work() holding the run folder's lock; --overwrite clears the old run once it is held
+    (never under another training's feet)."""
+    from ..train import run_folder
+    with run_folder.Lock(out):
+        run_folder.check_contents(out, args.resume, args.overwrite)
+        if args.overwrite:
+            run_folder.clear(out)
+        return work()
 
 
 def _train_pair(model, args, options, out) -> int:
     """VAE (encoder + --decoder) or GAN (generator + --discriminator), torch only."""
     from ..data import load as load_data
     from ..train import generate
+    from ._common import report
     other = load(args.decoder or args.discriminator)
     if other is None:
         return EXIT_SPEC
@@ -145,6 +200,13 @@ def _train_pair(model, args, options, out) -> int:
         print("cnnspec train: error: --decoder/--discriminator train with --backend torch",
               file=sys.stderr)
         return 2
+    from ..errors import SpecErrors
+    try:   # the pair must fit before data is read or a network built
+        (generate.check_vae if args.decoder else generate.check_gan)(model, other)
+    except SpecErrors as errs:   # each error shown with the lines of its own spec
+        for path in dict.fromkeys(e.path for e in errs.errors):
+            report(SpecErrors([e for e in errs.errors if e.path == path]), path)
+        return EXIT_SPEC
     spec = model.compile
     seed = args.seed if args.seed is not None else (spec.seed if spec else 0)
     batch = args.batch_size or (spec.batch_size if spec else 64)
@@ -188,11 +250,11 @@ def guarded(work, path: str, command: str):
     except SpecErrors as errs:
         report(errs, path)
     except DataError as exc:
-        print(f"cnnspec {command}: data error: {exc.message}", file=sys.stderr)
+        print(f"cnnspec {command}: data error: {shown(exc.message)}", file=sys.stderr)
         if exc.hint:
-            print(f"hint: {exc.hint}", file=sys.stderr)
+            print(f"hint: {shown(exc.hint)}", file=sys.stderr)
     except (OSError, ValueError, RuntimeError) as exc:
-        print(f"cnnspec {command}: error: {exc}", file=sys.stderr)
+        print(f"cnnspec {command}: error: {shown(exc)}", file=sys.stderr)
     return EXIT_SPEC, None
 
 

@@ -13,7 +13,7 @@ from xml.etree import ElementTree
 import numpy as np
 
 from cnnspec.data import DataError
-from cnnspec.data.dataset import Dataset
+from cnnspec.data.dataset import Dataset, box_problem
 from cnnspec.data.folders import read_class_names
 from cnnspec.data.imaging import IMAGE_SUFFIXES, fit_images, read_image
 
@@ -193,5 +193,12 @@ def _read_record(record: dict, size, channels):
     box = np.zeros(4, dtype=np.float32)
     if record["box"] is not None:
         x0, y0, x1, y1 = record["box"]
+        # a pixel past the edge is rounding (COCO has such boxes) and is clipped; more is
+        # an annotation made for another image, NaN or a negative size is a broken one
+        problem = box_problem(x0, y0, x1, y1, width, height, slack=1.0)
+        if problem:
+            raise DataError(f"{record['source']}: the box of {record['path'].name} "
+                            f"[{x0:g}, {y0:g}, {x1:g}, {y1:g}] (pixels, x0 y0 x1 y1) {problem}",
+                            hint="fix or remove that annotation")
         box = np.clip(np.array([x0 / width, y0 / height, x1 / width, y1 / height]), 0.0, 1.0)
     return fit_images(pixels, size, channels), box.astype(np.float32)

@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 
 from cnnspec.data import DataError
-from cnnspec.data.dataset import Dataset
+from cnnspec.data.dataset import Dataset, refuse_oversize
 from cnnspec.data.imaging import fit_images, resize_masks
 
 NPZ_HINT = "save it with numpy.savez(path, x=images, y=labels); x is (N, H, W, C) or (N, H, W)"
@@ -64,10 +64,25 @@ def read_npz(path: Path, size: tuple[int, int], channels: int) -> Dataset:
 def _open_npz(path: Path) -> dict[str, np.ndarray]:
     try:
         with np.load(path, allow_pickle=False) as archive:
+            claimed = sum(_claimed_bytes(archive, key) for key in archive.files)
+            refuse_oversize(claimed, f"{path} (its array headers)",
+                            "store fewer or smaller images, or split the file")
             return {key: archive[key] for key in archive.files}
     except (OSError, ValueError, EOFError, zipfile.BadZipFile) as exc:
         # allow_pickle=False: an .npz must never run code; object arrays land here too.
         raise DataError(f"cannot read {path}: {exc}", hint=NPZ_HINT + "; no object arrays") from exc
+
+
+def _claimed_bytes(archive, key: str) -> int:
+    """The size an array's .npy header claims, read before anything is allocated (a
+    header may claim gigabytes over a few bytes of data)."""
+    fmt = np.lib.format
+    name = f"{key}.npy" if f"{key}.npy" in archive.zip.namelist() else key
+    with archive.zip.open(name) as member:
+        version = fmt.read_magic(member)
+        read = fmt.read_array_header_1_0 if version == (1, 0) else fmt.read_array_header_2_0
+        shape, _, dtype = read(member)
+    return int(np.prod(shape, dtype=object)) * dtype.itemsize
 
 
 def _images(x: np.ndarray, path: Path) -> np.ndarray:
@@ -78,6 +93,9 @@ def _images(x: np.ndarray, path: Path) -> np.ndarray:
         if x.ndim == 4 and x.shape[1] in (1, 3, 4):
             hint = "x looks channels-first (N, C, H, W); store np.transpose(x, (0, 2, 3, 1))"
         raise DataError(f"{path}: x has shape {x.shape}, not (N, H, W, C)", hint=hint)
+    if 0 in x.shape[1:3]:
+        raise DataError(f"{path}: x holds {x.shape[2]}x{x.shape[1]}-pixel images, nothing "
+                        "to learn from", hint="images need at least one pixel")
     if x.dtype == np.uint8:
         return x.astype(np.float32) / 255.0
     if x.dtype == np.uint16:

@@ -50,6 +50,9 @@ class Dataset:
         n = len(self.x)
         if self.x.ndim != 4:
             raise DataError(f"images must be (N, H, W, C), got shape {self.x.shape}")
+        if 0 in self.x.shape[1:3]:
+            raise DataError(f"the images are {self.x.shape[2]}x{self.x.shape[1]} pixels: "
+                            "nothing to learn from", hint="images need at least one pixel")
         expected = {"y": (n,), "present": (n,)}
         if self.boxes is not None:
             expected["boxes"] = (n, 4)
@@ -71,6 +74,8 @@ class Dataset:
                     f"{len(self.classes)} classes",
                     hint="labels are indices into the class list, from 0 to K-1",
                 )
+        if self.boxes is not None:
+            check_boxes(self.boxes, self.present)
         if self.task not in TASKS:
             raise DataError(f"unknown task {self.task!r}", hint=f"use one of {', '.join(TASKS)}")
 
@@ -109,7 +114,59 @@ class Dataset:
         val = _stratified_pick(self.y, self.present, val_fraction, seed)
         is_val = np.zeros(len(self), dtype=bool)
         is_val[val] = True
+        if is_val.all():   # training on nothing and reporting a held-out figure: refuse
+            raise DataError(
+                f"validation_split {val_fraction} leaves no training images out of "
+                f"{len(self)}",
+                hint="lower validation_split, or use more images",
+            )
         return self.subset(np.flatnonzero(~is_val)), self.subset(np.flatnonzero(is_val))
+
+
+def check_boxes(boxes: np.ndarray, present: np.ndarray, where: str = "boxes") -> None:
+    """Raise DataError unless every box of an image with an object is finite,
+    [x0, y0, x1, y1] with x0 < x1 and y0 < y1, inside the image ([0, 1] normalised)."""
+    shown = present > 0
+    for i in np.flatnonzero(shown):
+        x0, y0, x1, y1 = (float(v) for v in boxes[i])
+        problem = box_problem(x0, y0, x1, y1, 1.0, 1.0)
+        if problem:
+            raise DataError(f"{where}[{i}] = [{x0:g}, {y0:g}, {x1:g}, {y1:g}] {problem}",
+                            hint="boxes are [x0, y0, x1, y1] normalised to [0, 1], "
+                                 "x0 < x1 and y0 < y1")
+
+
+def box_problem(x0, y0, x1, y1, width, height, slack: float = 0.0) -> str | None:
+    """Why a box cannot be trained on, or None. `slack`: how far past the edge (in the
+    box's units) is taken for rounding and clipped."""
+    if not all(np.isfinite(v) for v in (x0, y0, x1, y1)):
+        return "is not a number (NaN or infinite)"
+    if x1 <= x0 or y1 <= y0:
+        return "has no area (negative or zero width or height)"
+    if x0 < -slack or y0 < -slack or x1 > width + slack or y1 > height + slack:
+        return f"lies outside the {width:g}x{height:g} image"
+    return None
+
+
+def refuse_oversize(nbytes: int, what: str, hint: str) -> None:
+    """Raise DataError when `what` would take more than half of this machine's memory:
+    a MemoryError (or the OOM killer) after minutes is no answer."""
+    limit = memory_limit()
+    if nbytes > limit:
+        raise DataError(f"{what} would take {_size(nbytes)} of memory; this machine allows "
+                        f"{_size(limit)} (half of its RAM)", hint=hint)
+
+
+def memory_limit() -> int:
+    import os
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") // 2
+    except (ValueError, OSError, AttributeError):
+        return 8 << 30
+
+
+def _size(nbytes: int) -> str:
+    return f"{nbytes / 2**30:.1f} GiB" if nbytes >= 2**30 else f"{nbytes / 2**20:.1f} MiB"
 
 
 def _stratified_pick(y, present, fraction: float, seed: int) -> np.ndarray:

@@ -44,7 +44,7 @@ def _images_under(folder: Path) -> list[Path]:
     # Same walk order as torchvision's make_dataset, so sample i is the same image.
     found = [
         Path(dirpath) / name
-        for dirpath, _, names in sorted(os.walk(folder, followlinks=True))
+        for dirpath, names in sorted(_walk(folder))
         for name in sorted(names)
         if name.lower().endswith(IMAGE_SUFFIXES)
     ]
@@ -54,6 +54,28 @@ def _images_under(folder: Path) -> list[Path]:
             hint=f"image files must end in one of {', '.join(IMAGE_SUFFIXES)}",
         )
     return found
+
+
+def _walk(folder: Path):
+    """(dirpath, file names) under `folder`, following links as torchvision does, but never
+    into a folder that is its own ancestor: two links to `.` would otherwise make 2^depth
+    paths (a cycle is told by (device, inode), so link spellings do not matter)."""
+    ancestors: dict[str, tuple] = {}   # dirpath -> (device, inode) of it and its parents
+    for dirpath, dirnames, names in os.walk(folder, followlinks=True):
+        st = os.stat(dirpath)
+        parent = ancestors.get(os.path.dirname(dirpath), ())
+        chain = (*parent, (st.st_dev, st.st_ino))
+        ancestors[dirpath] = chain
+        kept = []
+        for name in dirnames:
+            try:
+                sub = os.stat(os.path.join(dirpath, name))
+            except OSError:   # a dangling link: nothing to read
+                continue
+            if (sub.st_dev, sub.st_ino) not in chain:
+                kept.append(name)
+        dirnames[:] = kept
+        yield dirpath, names
 
 
 def read_segmentation_pairs(

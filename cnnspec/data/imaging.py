@@ -88,6 +88,9 @@ def read_image(path: Path, size: tuple[int, int] | None = None, channels: int | 
             f"cannot read image {path}: {exc}",
             hint="the file is corrupt or not an image; re-export it as PNG/JPEG or remove it",
         ) from exc
+    if 0 in pixels.shape[:2]:
+        raise DataError(f"image {path} is {pixels.shape[1]}x{pixels.shape[0]} pixels",
+                        hint="remove the empty image")
     if channels is not None and size is not None:
         return fit_images(pixels, size, channels)
     if channels is not None:

@@ -12,7 +12,7 @@ import numpy as np
 from cnnspec.data import PATH_SOURCES, SOURCES, TASKS, DataError
 from cnnspec.data.annotations import read_coco, read_voc
 from cnnspec.data.arrays import read_digits, read_npz
-from cnnspec.data.dataset import Dataset
+from cnnspec.data.dataset import Dataset, refuse_oversize
 from cnnspec.data.folders import read_image_folder, read_segmentation_pairs
 from cnnspec.data.imaging import to_channels
 from cnnspec.data.shapes import generate_shapes
@@ -49,6 +49,8 @@ def load(source: str | os.PathLike, input_shape, task: str, seed: int = 0, **opt
     reader = _READERS[name]
     _check_options(name, options, reader.options)
     dataset = reader.read(location, size, channels, seed, **options)
+    if len(dataset) == 0:
+        raise DataError(f"{source} holds no images", hint=_sources_hint())
     return _shape_for_task(dataset, task, binary, reader.with_background, str(source))
 
 
@@ -204,6 +206,13 @@ def _as_number(options: dict, key: str, default, kind=int):
 def _read_shapes(_, size, channels, seed, **options) -> Dataset:
     n = _as_number(options, "n", 2000)
     empty_fraction = _as_number(options, "empty_fraction", 0.0, float)
+    if n < 1:
+        raise DataError(f"option n must be at least 1, got {n}")
+    if not 0.0 <= empty_fraction < 1.0:
+        raise DataError(f"option empty_fraction must be in [0, 1), got {empty_fraction}")
+    # images (float32) and masks (int64, 3 channels' worth of RGB drawing besides)
+    refuse_oversize(n * size[0] * size[1] * (4 * max(channels, 3) + 8),
+                    f"shapes n={n} at {size[1]}x{size[0]}", "use a smaller n")
     dataset = generate_shapes(n, size, seed, empty_fraction)
     return replace(dataset, x=to_channels(dataset.x, channels))
 

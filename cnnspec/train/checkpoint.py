@@ -16,30 +16,18 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import tempfile
 from pathlib import Path
+
+from ..outputs import write_with
 
 STATE = "checkpoint.json"
 CKPT_DIR = ".ckpt"
 
 
 def atomic_path(path: Path, write) -> None:
-    """Call write(tmp) for a temporary file beside `path`, then rename it onto `path`.
-    The temporary keeps `path`'s suffixes (Keras insists on '.weights.h5')."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    suffix = "".join(path.suffixes) or ".tmp"
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".tmp-{path.name.split('.')[0]}-",
-                               suffix=suffix)
-    os.close(fd)
-    try:
-        write(tmp)
-        with open(tmp, "rb") as fh:
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    """Call write(tmp) for a temporary file beside `path`, then rename it onto `path`
+    (cnnspec.outputs: one writer for every output; a full disk is a DiskFull error)."""
+    write_with(path, write)
 
 
 def write_text(path: Path, text: str) -> None:

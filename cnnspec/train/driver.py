@@ -170,24 +170,41 @@ class Trainer:
 
     def resume(self) -> bool:
         """Load the last checkpoint of opts.out; False when there is none."""
-        state = ckpt.read_state(self.opts.out) if self.opts.out else None
+        try:
+            state = ckpt.read_state(self.opts.out) if self.opts.out else None
+        except ValueError:
+            raise ValueError(f"{Path(self.opts.out) / ckpt.STATE} is corrupt (not JSON); "
+                             "start again with --overwrite") from None
         if state is None:
             return False
         saved = state.get("backend")
         if saved and saved != self.info.get("backend", saved):
             raise ValueError(f"{self.opts.out} holds a {saved} run; resume it with "
                              f"--backend {saved}")
-        self.history = state["history"]
-        self.best, self.best_epoch = state["best"], state["best_epoch"]
-        self.bad_epochs = state["bad_epochs"]
-        self.schedule.load(state["schedule"])
-        self.files = state["files"]
-        self.seconds = state.get("seconds", 0.0)
-        self.start = state["epoch"] + 1
+        try:
+            self.history = state["history"]
+            self.best, self.best_epoch = state["best"], state["best_epoch"]
+            self.bad_epochs = state["bad_epochs"]
+            self.schedule.load(state["schedule"])
+            self.files = state["files"]
+            self.seconds = state.get("seconds", 0.0)
+            self.start = state["epoch"] + 1
+        except (KeyError, TypeError, ValueError) as exc:
+            raise ValueError(f"{Path(self.opts.out) / ckpt.STATE} is damaged (no {exc}); "
+                             "start again with --overwrite") from None
         if hasattr(self.backend, "end_epoch"):     # transfer: unfrozen before the stop?
             self.backend.end_epoch(self.start)
-        self.backend.load([str(Path(self.opts.out) / f) for f in self.files["last"]],
-                          optimizer=True)
+        try:
+            self.backend.load([str(Path(self.opts.out) / f) for f in self.files["last"]],
+                              optimizer=True)
+        except (KeyError, ValueError, RuntimeError) as exc:
+            # another spec's run: torch's size-mismatch report, Keras' layer-count error
+            spec = state.get("spec") or "another spec"
+            detail = " ".join(ln.strip() for ln in str(exc).splitlines() if ln.strip())
+            raise ValueError(f"{self.opts.out} holds a run of {spec}, whose weights do not "
+                             f"fit {self.info.get('spec') or 'this spec'} "
+                             f"({detail[:300]}); train into another --out, or replace the "
+                             "run with --overwrite") from None
         return True
 
     def _state(self, epoch: int) -> dict:

@@ -22,13 +22,16 @@ judge.untrained, the floor a model that learned nothing stays at).
 
 from __future__ import annotations
 
+import pickle
 import time
+import zipfile
 from pathlib import Path
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
+from ..errors import Span, SpecError, SpecErrors
 from ..ir import Model
 from ..logits import final_activation, strip_final_activations
 from . import checkpoint as ckpt
@@ -110,15 +113,95 @@ def _resume(out: Path, nets: dict, opts: dict, gen: torch.Generator, epochs: int
     if not path.exists():
         log(f"no checkpoint in {out}: starting from the first epoch")
         return None
-    state = torch.load(path, weights_only=True)
-    for k, net in nets.items():
-        net.load_state_dict(state["nets"][k])
-    for k, opt in opts.items():
-        opt.load_state_dict(state["optimizers"][k])
-    gen.set_state(state["latent_rng"])
-    torch.set_rng_state(state["torch_rng"])
+    try:
+        state = torch.load(path, weights_only=True)
+    except (pickle.UnpicklingError, RuntimeError, EOFError, ValueError,
+            zipfile.BadZipFile) as exc:   # pickle payloads and truncated files: say why
+        raise ValueError(f"{path} cannot be read as a resume state (corrupt, or not "
+                         f"written by cnnspec): {str(exc).splitlines()[0][:200]}") from None
+    try:
+        for k, net in nets.items():
+            net.load_state_dict(state["nets"][k])
+        for k, opt in opts.items():
+            opt.load_state_dict(state["optimizers"][k])
+        gen.set_state(state["latent_rng"])
+        torch.set_rng_state(state["torch_rng"])
+    except (KeyError, TypeError, ValueError, RuntimeError) as exc:
+        raise ValueError(f"{out} holds a run of other networks: its state does not fit these "
+                         f"specs ({_first_line(exc)}); train into another --out, or replace "
+                         "it with --overwrite") from None
     log(f"resuming after epoch {state['epoch']} of {epochs}")
     return state
+
+
+def check_vae(encoder: Model, decoder: Model) -> None:
+    """Raise SpecErrors, located in the specs, unless the encoder gives (mean, logvar) of one
+    latent shape, the decoder reads that shape and gives back the encoder's input shape
+    (else the mismatch surfaces inside torch, with no spec location)."""
+    errors = []
+    shapes = encoder.output_shapes
+    if len(shapes) != 2 or shapes[0] != shapes[1]:
+        errors.append(_pair_error(
+            "E520", encoder, encoder.outputs[-1], "a VAE encoder has two outputs of one "
+            f"shape (mean, logvar); this one has {_shapes(shapes)}",
+            "end the encoder with `output mean, logvar`"))
+    elif tuple(decoder.input_shape) != tuple(shapes[0]):
+        errors.append(_pair_error(
+            "E521", decoder, decoder.nodes[0].name, f"the decoder reads "
+            f"{_shape(decoder.input_shape)} but the encoder's latent (mean) is "
+            f"{_shape(shapes[0])}", f"make the decoder's input {_shape(shapes[0])}"))
+    if tuple(decoder.output_shapes[-1]) != tuple(encoder.input_shape):
+        errors.append(_pair_error(
+            "E522", decoder, decoder.outputs[-1], f"the decoder gives "
+            f"{_shape(decoder.output_shapes[-1])} images but the encoder reads "
+            f"{_shape(encoder.input_shape)}", "the decoder must rebuild the encoder's input"))
+    if errors:
+        raise SpecErrors(errors)
+
+
+def check_gan(generator: Model, discriminator: Model) -> None:
+    """Raise SpecErrors, located in the specs, unless the discriminator reads the
+    generator's images and gives one real/fake score per image (a 10-way classifier is not
+    a DCGAN discriminator)."""
+    errors = []
+    score = tuple(discriminator.output_shapes[-1])
+    if len(discriminator.outputs) != 1 or int(np.prod(score)) != 1:
+        errors.append(_pair_error(
+            "E523", discriminator, discriminator.outputs[-1], f"a DCGAN discriminator gives "
+            f"one score per image; this one gives {_shapes(discriminator.output_shapes)}",
+            "end it with one unit: `dense 1 sigmoid` or `conv 1 4x4 sigmoid; flatten`"))
+    elif final_activation(discriminator, discriminator.outputs[-1]) not in ("sigmoid", None):
+        act = final_activation(discriminator, discriminator.outputs[-1])
+        errors.append(_pair_error(
+            "E523", discriminator, discriminator.outputs[-1], f"a DCGAN discriminator's "
+            f"score is a probability (sigmoid) or a logit (no activation), not {act}",
+            "use `sigmoid` or no activation on the last layer"))
+    if tuple(generator.output_shapes[-1]) != tuple(discriminator.input_shape):
+        errors.append(_pair_error(
+            "E524", generator, generator.outputs[-1], f"the generator makes "
+            f"{_shape(generator.output_shapes[-1])} images but the discriminator reads "
+            f"{_shape(discriminator.input_shape)}", "give both specs the same image shape"))
+    if errors:
+        raise SpecErrors(errors)
+
+
+def _pair_error(code: str, model: Model, node: str, message: str, hint: str) -> SpecError:
+    span = model.node(node).span
+    where = Span(span.line, span.column, span.end_line, span.end_column) if span else None
+    return SpecError(code, message, where, hint=hint, path=model.source)
+
+
+def _shape(shape) -> str:
+    return "x".join(str(d) for d in shape)
+
+
+def _shapes(shapes) -> str:
+    return ", ".join(_shape(s) for s in shapes)
+
+
+def _first_line(exc: BaseException) -> str:
+    lines = [ln.strip() for ln in str(exc).splitlines() if ln.strip()]
+    return " ".join(lines[:2])[:300]
 
 
 def train_vae(encoder: Model, decoder: Model, dataset, out: str | Path, epochs: int = 10,
@@ -127,6 +210,7 @@ def train_vae(encoder: Model, decoder: Model, dataset, out: str | Path, epochs: 
     from ..backends.torch import build
     from ..data import batches
     from .judge import train_judge
+    check_vae(encoder, decoder)
     out = Path(out)
     t0 = time.perf_counter()
     torch.manual_seed(seed)
@@ -239,6 +323,7 @@ def train_gan(generator: Model, discriminator: Model, dataset, out: str | Path,
     from ..backends.torch import build
     from ..data import batches
     from .judge import train_judge
+    check_gan(generator, discriminator)
     out = Path(out)
     t0 = time.perf_counter()
     torch.manual_seed(seed)

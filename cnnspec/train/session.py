@@ -153,13 +153,17 @@ def read_images(paths: list[str], shape: tuple[int, ...]) -> np.ndarray:
     """Images as NHWC float32 in [0, 1], resized to the network's input."""
     from PIL import Image
 
-    from ..data import resize, to_channels
+    from ..data import DataError, resize, to_channels
     h, w, c = shape
     arrays = []
     for p in paths:
-        with Image.open(p) as img:
-            img = img.convert("L" if c == 1 else "RGB")
-            a = np.asarray(img, dtype=np.float32) / 255.0
+        try:   # Pillow refuses decompression bombs, truncated and non-image files here
+            with Image.open(p) as img:
+                img = img.convert("L" if c == 1 else "RGB")
+                a = np.asarray(img, dtype=np.float32) / 255.0
+        except Exception as exc:  # noqa: BLE001  Pillow raises OSError, ValueError, SyntaxError...
+            raise DataError(f"cannot read image {p}: {exc}",
+                            hint="the file is corrupt, too large or not an image") from None
         a = a[..., None] if a.ndim == 2 else a
         arrays.append(a)
     out = []
@@ -171,9 +175,11 @@ def read_images(paths: list[str], shape: tuple[int, ...]) -> np.ndarray:
 
 def predict(model: Model, weights: str, images: list[str], backend: str | None = None,
             top: int = 5, classes: list[str] | None = None, out_dir: str | None = None,
-            device=None) -> list:
-    """Per image: top-k labels (classify), a mask PNG path (segment), a box (detect)."""
+            device=None, overwrite: bool = False) -> list:
+    """Per image: top-k labels (classify), a mask PNG path (segment), a box (detect).
+    Mask files are named before anything runs (see mask_paths)."""
     plan = make_plan(model)
+    masks = mask_paths(images, out_dir, overwrite) if plan.head("mask") is not None else None
     be = make_backend(backend or backend_for_weights(weights), model, plan, 0,
                       device=device)
     be.load([weights], optimizer=False)
@@ -192,7 +198,7 @@ def predict(model: Model, weights: str, images: list[str], backend: str | None =
         if "mask" in heads:
             prob = heads["mask"][i]
             mask = (prob[..., 0] > 0.5) if prob.shape[-1] == 1 else prob.argmax(-1)
-            item["mask"] = _save_mask(mask, path, out_dir)
+            item["mask"] = _save_mask(mask, masks[i])
             item["classes_present"] = sorted(int(v) for v in np.unique(mask))
         if "present" in heads:
             item["present"] = float(heads["present"][i][0])
@@ -227,14 +233,37 @@ def _normalize(x: np.ndarray, weights: str) -> np.ndarray:
             / np.asarray(norm["std"], np.float32)).astype(np.float32)
 
 
-def _save_mask(mask: np.ndarray, image: str, out_dir: str | None) -> str:
-    """The mask as an 8-bit PNG, class k -> grey level k * (255 // max(K-1, 1))."""
+def mask_paths(images: list[str], out_dir: str | None, overwrite: bool = False) -> list[Path]:
+    """Where each image's mask goes: FOLDER/STEM.mask.png, FOLDER/STEM.2.mask.png, ... so
+    that two inputs with one stem (a/x.png, b/x.jpg into one --out) never share a file.
+    An existing file is not replaced unless `overwrite` (raises DataError naming it)."""
+    from ..data import DataError
+    taken: set[Path] = set()
+    paths = []
+    for image in images:
+        folder = Path(out_dir) if out_dir else Path(image).parent
+        stem, k = Path(image).stem, 1
+        path = folder / f"{stem}.mask.png"
+        while path.resolve() in taken:
+            k += 1
+            path = folder / f"{stem}.{k}.mask.png"
+        taken.add(path.resolve())
+        if path.exists() and not overwrite:
+            raise DataError(f"{path} exists: not replaced",
+                            hint="remove it, choose another --out, or pass --overwrite")
+        paths.append(path)
+    return paths
+
+
+def _save_mask(mask: np.ndarray, path: Path) -> str:
+    """The mask as an 8-bit PNG, class k -> grey level k * (255 // max(K-1, 1)); written
+    atomically (a full disk leaves no empty file)."""
     from PIL import Image
-    folder = Path(out_dir) if out_dir else Path(image).parent
-    folder.mkdir(parents=True, exist_ok=True)
-    path = folder / f"{Path(image).stem}.mask.png"
+
+    from ..outputs import write_with
     k = max(int(mask.max()), 1)
-    Image.fromarray((mask.astype(np.int64) * (255 // k)).astype(np.uint8)).save(path)
+    pixels = Image.fromarray((mask.astype(np.int64) * (255 // k)).astype(np.uint8))
+    write_with(path, lambda tmp: pixels.save(tmp, format="PNG"))
     return str(path)
 
 
