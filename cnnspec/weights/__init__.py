@@ -8,11 +8,21 @@
 numpy only: torch, TensorFlow and Keras are imported by the loaders that use this.
 """
 
-from .fingerprint import ForeignWeights, fingerprint
+from .fingerprint import ForeignWeights
 from .flatten import flat_sources
 from .layouts import LAYOUTS, LayoutError, Tensor
 from .matching import LoadReport, SourceLayer, SourceWeights, Target, match, targets
 
-__all__ = ["LAYOUTS", "ForeignWeights", "LayoutError", "LoadReport", "SourceLayer",
-           "SourceWeights", "Target", "fingerprint", "flat_sources", "match", "targets",
-           "Tensor"]
+__all__ = [
+           "LAYOUTS",
+           "ForeignWeights",
+           "LayoutError",
+           "LoadReport",
+           "SourceLayer",
+           "SourceWeights",
+           "Target",
+           "Tensor",
+           "flat_sources",
+           "match",
+           "targets",
+]

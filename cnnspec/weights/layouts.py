@@ -107,17 +107,28 @@ def to_torch(t: Tensor, value: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(value)
 
 
+def torch_shape(t: Tensor, keras_shape: tuple[int, ...]) -> tuple[int, ...]:
+    """The torch shape of a tensor Keras holds as `keras_shape` (no array is made)."""
+    s = tuple(keras_shape)
+    if t.form == "kernel":
+        return (s[3], s[2], s[0], s[1])
+    if t.form == "depthwise":
+        return (s[2] * s[3], 1, s[0], s[1])
+    return s[::-1] if t.form == "matrix" else s
+
+
 # A Keras variable name met in a file whose kind is unknown: its form and torch name.
 _BY_KERAS = {"kernel": None, "depthwise_kernel": "depthwise", "pointwise_kernel": "kernel",
              "bias": "vector", "gamma": "vector", "beta": "vector", "moving_mean": "vector",
              "moving_variance": "vector"}
 
 
-def keras_tensor(kind: str | None, keras: str, ndim: int) -> Tensor:
+def keras_tensor(kind: str | None, keras: str, ndim: int, layer=None) -> Tensor:
     """The layout of a Keras variable `keras` of a layer of `kind` (None: not known; the
-    variable's name and rank decide). A name no layout knows is kept as it is."""
+    variable's name and rank decide); `layer`, where known, gives the depthwise multiplier.
+    A name no layout knows is kept as it is."""
     if kind in LAYOUTS:
-        for t in LAYOUTS[kind](_Everything()):
+        for t in LAYOUTS[kind](layer if layer is not None else _Everything()):
             if t.keras == keras:
                 return t
     form = _BY_KERAS.get(keras, "vector")
@@ -127,6 +138,12 @@ def keras_tensor(kind: str | None, keras: str, ndim: int) -> Tensor:
              "beta": "bias", "moving_mean": "running_mean",
              "moving_variance": "running_var"}.get(keras, keras)
     return Tensor(torch, keras, form)
+
+
+def keras_order(kind: str) -> list[str]:
+    """The Keras names of every tensor a layer of `kind` can hold (bias, scale and center
+    on), in get_weights() order: the order Keras 3 files store them as vars/0, vars/1 ..."""
+    return [t.keras for t in LAYOUTS[kind](_Everything())]
 
 
 class _Everything:
