@@ -119,15 +119,6 @@ class Layer(Record):
             return self.model_copy(update={"activation": None}), True
         return self, False
 
-    def flat_source(self, shapes: list[Shape], sources: list) -> Shape | None:
-        """The HxWxC map whose values this vector holds in H, W, C order, if any.
-
-        Elementwise layers pass their input's on; flatten starts one. Loading torchvision
-        weights uses it to reorder a dense layer's columns (torchvision flattens C, H, W)."""
-        out = self.output_shape(shapes)
-        return sources[0] if sources and len(out) == 1 and tuple(shapes[0]) == tuple(out) \
-            else None
-
 
 REGISTRY: dict[str, type[Layer]] = {}   # kind -> class
 KEYWORDS: dict[str, tuple[type[Layer], dict]] = {}  # spec keyword -> (class, preset)

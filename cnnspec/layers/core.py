@@ -119,9 +119,6 @@ class Flatten(Layer):
                                                                          0, 2, 3, 1)
         return te.TorchOp(forward=te.method(x, "flatten", 1))
 
-    def flat_source(self, shapes, sources):
-        return tuple(shapes[0]) if len(shapes[0]) == 3 else (sources[0] if sources else None)
-
     # --- Keras backend (cnnspec.backends.keras): a recipe of Keras layers --------------------
     def keras_layers(self, name, in_shapes):
         return [("Flatten", {"name": name})]   # channels_last: H, W, C order, as the spec
@@ -174,11 +171,6 @@ class Reshape(Layer):
         if len(out) == 3:
             x = te.method(x, "permute", 0, 3, 1, 2)
         return te.TorchOp(forward=x)
-
-    def flat_source(self, shapes, sources):
-        if len(self.output_shape(shapes)) != 1:
-            return None
-        return tuple(shapes[0]) if len(shapes[0]) == 3 else (sources[0] if sources else None)
 
     # --- Keras backend (cnnspec.backends.keras): a recipe of Keras layers --------------------
     def keras_layers(self, name, in_shapes):
