@@ -24,13 +24,7 @@ from .export import export_onnx, input_example
 from .plan import Plan, Step, class_name, identifier, layout, plan
 from .runtime import build, compile_expr, instantiate
 from .source import generate, template_dir
-from .weights import (
-           LoadReport,
-           WeightsError,
-           load_torchvision_state_dict,
-           load_weights,
-           read_weights,
-)
+from .weights import LoadReport, WeightsError, load_torchvision_state_dict, load_weights, read_weights
 
 __all__ = ["LoadReport", "Plan", "Step", "WeightsError", "build", "class_name", "compile_expr",
            "export_onnx", "generate", "identifier", "input_example", "instantiate", "layout",
