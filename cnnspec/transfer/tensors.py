@@ -34,8 +34,12 @@ def read(source: Source, span=None) -> SourceWeights:
                         hint="torch files are read with torch.load(weights_only=True); "
                         "Keras files must be .keras, .weights.h5 or keras.applications .h5"
                         ) from None
-    weights.label, weights.flatten = source.text, source.flatten
-    weights.fingerprint = fp.read(path)
+    weights.label, weights.fingerprint = source.text, fp.read(path)
+    # A torch model flattens its maps C, H, W, unless cnnspec wrote the file (a run folder,
+    # or a file carrying a spec's fingerprint): then H, W, C, as the spec says.
+    foreign_torch = weights.framework == "torch" and source.origin != "run" \
+        and weights.fingerprint is None
+    weights.flatten = "chw" if foreign_torch else source.flatten
     return weights
 
 
