@@ -11,9 +11,12 @@ numpy only at import; torch and keras are imported where they are needed.
 
 from __future__ import annotations
 
+import os
+
 import numpy as np
 
 from .ir import Model
+from .weights import fingerprint
 from .weights.layouts import LayoutError, to_keras, to_torch
 from .weights.layouts import tensors as layout_of
 
@@ -100,6 +103,30 @@ def set_keras_weights(kmodel, weights: dict[str, list]) -> None:
                 raise ConversionError(f"{name}: {var.path} is {tuple(var.shape)}, the weights "
                                       f"give {tuple(np.shape(value))}")
         layer.set_weights(list(arrays))
+
+
+def save_keras_weights(net, model, path: str) -> None:
+    """model.save_weights, plus the spec's fingerprint as a root attribute of the HDF5 file
+    (Keras 3 reads only its groups, so the attribute does not disturb it)."""
+    net.save_weights(path)
+    fingerprint.stamp_h5(path, model)
+
+
+def load_keras_weights(net, model, path: str) -> None:
+    """Keras weights into `net`: refused with a ValueError naming the file when it is not a
+    .weights.h5 file, is missing or unreadable, or was written for another spec."""
+    if not str(path).endswith(".weights.h5"):
+        raise ValueError(f"{path}: Keras weights are .weights.h5 files (as 'cnnspec train "
+                         "--backend keras' writes them)")
+    if not os.path.isfile(path):
+        raise ValueError(f"{path}: no such file")
+    fingerprint.check(path, model)          # ForeignWeights: a ValueError naming both
+    try:
+        net.load_weights(path)
+    except Exception as exc:  # noqa: BLE001 - a corrupt or mismatched file: say so, no traceback
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        raise ValueError(f"{path}: cannot load these weights into '{model.name}' "
+                         f"({first[:300]})") from None
 
 
 def load_torch_into_keras(kmodel, model: Model, state_dict) -> None:

@@ -23,34 +23,32 @@ def configure(p):
                    help="where to write (.weights.h5 for keras, .safetensors for torch)")
 
 
-def _read_torch(path: str) -> dict:
-    if path.endswith(".safetensors"):
-        from safetensors.numpy import load_file
-        return load_file(path)
-    import torch
-    state = torch.load(path, map_location="cpu", weights_only=True)
-    return state.get("state_dict", state) if isinstance(state, dict) else state
-
-
 def _to_keras(model, args) -> None:
     from ..backends.keras import build
-    from ..convert import load_torch_into_keras
+    from ..backends.torch.weights import read_weights
+    from ..convert import load_torch_into_keras, save_keras_weights
+    from ..train.checkpoint import atomic_path
     kmodel = build(model)
-    load_torch_into_keras(kmodel, model, _read_torch(args.weights))
-    kmodel.save_weights(args.output)
+    load_torch_into_keras(kmodel, model, read_weights(args.weights, model))
+    # a temporary file renamed into place: a full disk leaves the user's old file whole
+    atomic_path(args.output, lambda tmp: save_keras_weights(kmodel, model, tmp))
 
 
 def _to_torch(model, args) -> None:
     from safetensors.numpy import save_file
 
     from ..backends.keras import build
-    from ..convert import keras_to_torch, keras_weights
+    from ..convert import keras_to_torch, keras_weights, load_keras_weights
+    from ..train.checkpoint import atomic_path
+    from ..weights.fingerprint import metadata
     kmodel = build(model)
-    kmodel.load_weights(args.weights)
-    save_file(keras_to_torch(model, keras_weights(kmodel, model)), args.output)
+    load_keras_weights(kmodel, model, args.weights)
+    state = keras_to_torch(model, keras_weights(kmodel, model))
+    atomic_path(args.output, lambda tmp: save_file(state, tmp, metadata(model)))
 
 
 def run(args) -> int:
+    from ..backends.torch.weights import WeightsError
     from ..convert import ConversionError
     model = load(args.file)
     if model is None:
@@ -65,7 +63,7 @@ def run(args) -> int:
         return EXIT_SPEC
     try:
         (_to_keras if args.source == "torch" else _to_torch)(model, args)
-    except (ConversionError, ValueError, OSError) as exc:
+    except (ConversionError, WeightsError, ValueError, OSError) as exc:
         print(f"cnnspec convert: error: {exc}", file=sys.stderr)
         return EXIT_SPEC
     print(f"wrote {args.output}")
