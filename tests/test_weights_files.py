@@ -179,9 +179,11 @@ def test_resume_refuses_a_pickle_in_the_optimizer_state(run, specs, tmp_path, ca
     assert not marker.exists()
 
 
-@pytest.mark.parametrize("text", ["{\"epoch\": 0, \"hist", "[1, 2]",
-                                  '{"epoch": 0, "history": [], "best_epoch": 0, "bad_epochs": 0,'
-                                  ' "schedule": {}, "files": {"last": ["../../etc/x"]}}'])
+ESCAPING = ('{"epoch": 0, "history": [], "best_epoch": 0, "bad_epochs": 0, "schedule": {},'
+            ' "files": {"last": ["../../etc/x"]}}')
+
+
+@pytest.mark.parametrize("text", ['{"epoch": 0, "hist', "[1, 2]", ESCAPING])
 def test_resume_refuses_a_corrupt_checkpoint_json(run, specs, tmp_path, capsys, text):
     out = _copy(run, tmp_path)
     (out / "checkpoint.json").write_text(text)

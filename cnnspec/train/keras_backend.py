@@ -264,7 +264,6 @@ class KerasBackend:
             raise ValueError(f"{f}: cannot read the optimizer state ({first})") from None
 
 
-
 def _floats(losses: dict) -> dict[str, float]:
     return {k: float(np.asarray(v)) for k, v in losses.items()}
 

@@ -44,14 +44,16 @@ def load_torchvision_state_dict(module, model: Model, state_dict, strict: bool =
     import torch
     target = module.state_dict()
     paths = {s.node: ".".join(s.attr) for s in plan(model).steps if s.attr is not None}
-
-    def shapes(node):
-        prefix = paths[node.name] + "."
-        return {k[len(prefix):]: tuple(v.shape) for k, v in target.items()
-                if k.startswith(prefix)}
-    nodes = [n for n in model.nodes if n.name in paths and shapes(n)]
-    report = match(targets(model, nodes, shapes), _source(state_dict, "torchvision"),
-                   "torchvision", method="order")
+    owned: dict[str, dict[str, tuple]] = {}     # node -> its tensors (the longest path owns)
+    longest_first = sorted(paths.items(), key=lambda item: -len(item[1]))
+    for key, value in target.items():
+        node, path = next(((n, p) for n, p in longest_first if key.startswith(p + ".")),
+                          (None, ""))
+        if node is not None:
+            owned.setdefault(node, {})[key[len(path) + 1:]] = tuple(value.shape)
+    nodes = [n for n in model.nodes if n.name in owned]
+    report = match(targets(model, nodes, lambda n: owned[n.name]),
+                   _source(state_dict, "torchvision"), "torchvision", method="order")
     if strict and not (report.ok and not report.unexpected):
         raise WeightsError(f"the torchvision weights do not fit '{model.name}':\n{report}")
     with torch.no_grad():
