@@ -2,18 +2,8 @@
 
 A node's weights live in the torch module at the node's attribute path (the torch backend's
 plan: `layer1.conv1` -> `layer1.conv1.weight`) and in the Keras layer named after the node
-(`layer1_conv1`). Layouts differ, each by a fixed transpose:
-
-    conv            torch (out, in/g, kh, kw)      keras (kh, kw, in/g, out)
-    depthwise       torch (C*m, 1, kh, kw)         keras (kh, kw, C, m)       (channel c*m + j)
-    transposed conv torch (in, out, kh, kw)        keras (kh, kw, out, in)    (no spatial flip:
-                    both are the adjoint of the conv with that kernel; tests check numerically)
-    separable       torch Sequential(depthwise, pointwise 1x1) -> depthwise_kernel,
-                    pointwise_kernel, bias
-    dense           torch (out, in)                keras (in, out)   (no permutation after
-                    flatten: both backends flatten in H, W, C order, as the spec says)
-    batch norm      weight, bias, running_mean, running_var <-> gamma, beta, moving_mean,
-                    moving_variance (gamma / beta only where the spec has scale / center)
+(`layer1_conv1`). Which tensors each kind holds and how their layouts differ is written once,
+in cnnspec.weights.layouts; this module walks the network with it.
 
 Also: loading keras.applications weights into a cnnspec Keras model, by graph position.
 numpy only at import; torch and keras are imported where they are needed.
@@ -21,72 +11,25 @@ numpy only at import; torch and keras are imported where they are needed.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import os
 
 import numpy as np
 
-from .ir import Model, Node
+from .ir import Model
+from .weights import fingerprint
+from .weights.layouts import LayoutError, to_keras, to_torch
+from .weights.layouts import tensors as layout_of
 
 
-class ConversionError(ValueError):
+class ConversionError(LayoutError):
     """Weights that do not fit: names the node, the tensor and the shapes."""
 
 
-def _same(a):
-    return a
-
-
-def _conv(w):
-    return w.transpose(2, 3, 1, 0)
-
-
-def _conv_back(k):
-    return k.transpose(3, 2, 0, 1)
-
-
-def _dense(w):
-    return w.T
-
-
-def _depthwise(multiplier: int):
-    def to_keras(w):
-        cm, _, kh, kw = w.shape
-        return w.reshape(cm // multiplier, multiplier, kh, kw).transpose(2, 3, 0, 1)
-    return to_keras
-
-
-def _depthwise_back(k):
-    kh, kw, c, m = k.shape
-    return k.transpose(2, 3, 0, 1).reshape(c * m, 1, kh, kw)
-
-
-Entry = tuple[str, Callable, Callable]   # torch leaf, torch -> keras, keras -> torch
-
-
-def _bias(layer, leaf="bias") -> list[Entry]:
-    return [(leaf, _same, _same)] if layer.bias else []
-
-
-# layer kind -> the node's tensors in Keras' get_weights() order
-TENSORS: dict[str, Callable[..., list[Entry]]] = {
-    "conv": lambda la: [("weight", _conv, _conv_back), *_bias(la)],
-    "deconv": lambda la: [("weight", _conv, _conv_back), *_bias(la)],
-    "dwconv": lambda la: [("weight", _depthwise(la.multiplier), _depthwise_back), *_bias(la)],
-    "sepconv": lambda la: [("0.weight", _depthwise(la.multiplier), _depthwise_back),
-                           ("1.weight", _conv, _conv_back), *_bias(la, "1.bias")],
-    "dense": lambda la: [("weight", _dense, _dense), *_bias(la)],
-    "bn": lambda la: [*([("weight", _same, _same)] if la.scale else []),
-                      *([("bias", _same, _same)] if la.center else []),
-                      ("running_mean", _same, _same), ("running_var", _same, _same)],
-}
-
-
-def _entries(node: Node) -> list[Entry]:
-    if node.params == 0:
-        return []
-    if node.kind not in TENSORS:
-        raise ConversionError(f"{node.name}: no weight mapping for layer kind {node.kind!r}")
-    return TENSORS[node.kind](node.layer)
+def _layout(node):
+    try:
+        return layout_of(node)
+    except LayoutError as exc:
+        raise ConversionError(str(exc)) from None
 
 
 def torch_paths(model: Model) -> dict[str, str]:
@@ -108,11 +51,11 @@ def torch_to_keras(model: Model, state_dict) -> dict[str, list[np.ndarray]]:
     out, used = {}, set()
     for node in model.nodes:
         arrays = []
-        for leaf, to_keras, _ in _entries(node):
-            key = f"{paths[node.name]}.{leaf}"
+        for t in _layout(node):
+            key = f"{paths[node.name]}.{t.torch}"
             if key not in state_dict:
                 raise ConversionError(f"{node.name}: the torch weights have no {key!r}")
-            arrays.append(np.ascontiguousarray(to_keras(_numpy(state_dict[key]))))
+            arrays.append(to_keras(t, _numpy(state_dict[key])))
             used.add(key)
         if arrays:
             out[names[node.name]] = arrays
@@ -128,7 +71,7 @@ def keras_to_torch(model: Model, weights: dict[str, list]) -> dict[str, np.ndarr
     paths, names = torch_paths(model), keras_names(model)
     out = {}
     for node in model.nodes:
-        entries = _entries(node)
+        entries = _layout(node)
         if not entries:
             continue
         arrays = weights.get(names[node.name])
@@ -136,8 +79,8 @@ def keras_to_torch(model: Model, weights: dict[str, list]) -> dict[str, np.ndarr
             raise ConversionError(f"{node.name}: expected {len(entries)} Keras weights in "
                                   f"layer {names[node.name]!r}, got "
                                   f"{'none' if arrays is None else len(arrays)}")
-        for (leaf, _, to_torch), value in zip(entries, arrays):
-            out[f"{paths[node.name]}.{leaf}"] = np.ascontiguousarray(to_torch(_numpy(value)))
+        for t, value in zip(entries, arrays):
+            out[f"{paths[node.name]}.{t.torch}"] = to_torch(t, _numpy(value))
         if node.kind == "bn":
             out[f"{paths[node.name]}.num_batches_tracked"] = np.array(0, dtype=np.int64)
     return out
@@ -160,6 +103,30 @@ def set_keras_weights(kmodel, weights: dict[str, list]) -> None:
                 raise ConversionError(f"{name}: {var.path} is {tuple(var.shape)}, the weights "
                                       f"give {tuple(np.shape(value))}")
         layer.set_weights(list(arrays))
+
+
+def save_keras_weights(net, model, path: str) -> None:
+    """model.save_weights, plus the spec's fingerprint as a root attribute of the HDF5 file
+    (Keras 3 reads only its groups, so the attribute does not disturb it)."""
+    net.save_weights(path)
+    fingerprint.stamp_h5(path, model)
+
+
+def load_keras_weights(net, model, path: str) -> None:
+    """Keras weights into `net`: refused with a ValueError naming the file when it is not a
+    .weights.h5 file, is missing or unreadable, or was written for another spec."""
+    if not str(path).endswith(".weights.h5"):
+        raise ValueError(f"{path}: Keras weights are .weights.h5 files (as 'cnnspec train "
+                         "--backend keras' writes them)")
+    if not os.path.isfile(path):
+        raise ValueError(f"{path}: no such file")
+    fingerprint.check(path, model)          # ForeignWeights: a ValueError naming both
+    try:
+        net.load_weights(path)
+    except Exception as exc:  # noqa: BLE001 - a corrupt or mismatched file: say so, no traceback
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        raise ValueError(f"{path}: cannot load these weights into '{model.name}' "
+                         f"({first[:300]})") from None
 
 
 def load_torch_into_keras(kmodel, model: Model, state_dict) -> None:

@@ -193,16 +193,16 @@ def test_a_wrong_conversion_is_caught(kind, monkeypatch):
     model = cnnspec.compile_text(WRONG_SPECS[kind])
     net = _torch_net(model, 11)
     x = _input(model, 12)
-    right = convert.TENSORS[kind]
+    right = convert.to_keras
+    layer = next(n.layer for n in model.nodes if n.kind == kind)
 
-    def wrong(layer):
-        (leaf, _, back), *rest = right(layer)
-        return [(leaf, lambda w: WRONG[kind](w, layer), back), *rest]
+    def wrong(t, w):    # the kind's kernel (or dense matrix) turned the wrong way
+        return WRONG[kind](w, layer) if t.torch == "weight" else right(t, w)
 
     kmodel = build(model)
     convert.load_torch_into_keras(kmodel, model, net.state_dict())
     _assert_close(_keras_outputs(kmodel, x), _torch_outputs(net, x), "right")
-    monkeypatch.setitem(convert.TENSORS, kind, wrong)
+    monkeypatch.setattr(convert, "to_keras", wrong)
     convert.load_torch_into_keras(kmodel, model, net.state_dict())
     with pytest.raises(AssertionError):
         _assert_close(_keras_outputs(kmodel, x), _torch_outputs(net, x), "wrong")

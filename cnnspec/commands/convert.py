@@ -24,37 +24,31 @@ def configure(p):
                    help="where to write (.weights.h5 for keras, .safetensors for torch)")
 
 
-def _read_torch(path: str) -> dict:
-    if path.endswith(".safetensors"):
-        from safetensors.numpy import load_file
-        return load_file(path)
-    import torch
-    state = torch.load(path, map_location="cpu", weights_only=True)
-    return state.get("state_dict", state) if isinstance(state, dict) else state
-
-
 def _to_keras(model, args) -> None:
     from ..backends.keras import build
-    from ..convert import load_torch_into_keras
+    from ..backends.torch.weights import read_weights
+    from ..convert import load_torch_into_keras, save_keras_weights
     kmodel = build(model)
-    load_torch_into_keras(kmodel, model, _read_torch(args.weights))
+    load_torch_into_keras(kmodel, model, read_weights(args.weights, model))
     # HDF5 segfaults on a full disk: check the room first, then write beside and rename
     need_space(args.output, 4 * sum(node.params for node in model.nodes) + (1 << 20))
-    write_with(args.output, kmodel.save_weights)
+    write_with(args.output, lambda tmp: save_keras_weights(kmodel, model, tmp))
 
 
 def _to_torch(model, args) -> None:
     from safetensors.numpy import save_file
 
     from ..backends.keras import build
-    from ..convert import keras_to_torch, keras_weights
+    from ..convert import keras_to_torch, keras_weights, load_keras_weights
+    from ..weights.fingerprint import metadata
     kmodel = build(model)
-    kmodel.load_weights(args.weights)
-    tensors = keras_to_torch(model, keras_weights(kmodel, model))
-    write_with(args.output, lambda tmp: save_file(tensors, tmp))
+    load_keras_weights(kmodel, model, args.weights)
+    state = keras_to_torch(model, keras_weights(kmodel, model))
+    write_with(args.output, lambda tmp: save_file(state, tmp, metadata(model)))
 
 
 def run(args) -> int:
+    from ..backends.torch.weights import WeightsError
     from ..convert import ConversionError
     model = load(args.file)
     if model is None:
@@ -71,7 +65,7 @@ def run(args) -> int:
         return EXIT_SPEC
     try:
         (_to_keras if args.source == "torch" else _to_torch)(model, args)
-    except (ConversionError, ValueError, OSError) as exc:
+    except (ConversionError, WeightsError, ValueError, OSError) as exc:
         print(f"cnnspec convert: error: {exc}", file=sys.stderr)
         return EXIT_SPEC
     print(f"wrote {args.output}")

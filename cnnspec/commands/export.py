@@ -37,7 +37,7 @@ def run(args) -> int:
     net = tb.build(model, logits=args.logits)
     if args.weights:
         try:
-            tb.load_weights(net, model, tb.read_weights(args.weights), args.weights_format)
+            tb.load_weights(net, model, tb.read_weights(args.weights, model), args.weights_format)
         except tb.WeightsError as exc:
             print(f"error: {exc}", file=sys.stderr)
             return EXIT_SPEC

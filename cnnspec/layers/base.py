@@ -95,15 +95,6 @@ class Layer(Record):
         """The arguments that differ from the defaults (what a canonical printer writes)."""
         return self.model_dump(exclude_defaults=True, exclude={"kind"})
 
-    def flat_source(self, shapes: list[Shape], sources: list) -> Shape | None:
-        """The HxWxC map whose values this vector holds in H, W, C order, if any.
-
-        Elementwise layers pass their input's on; flatten starts one. Loading torchvision
-        weights uses it to reorder a dense layer's columns (torchvision flattens C, H, W)."""
-        out = self.output_shape(shapes)
-        return sources[0] if sources and len(out) == 1 and tuple(shapes[0]) == tuple(out) \
-            else None
-
 
 REGISTRY: dict[str, type[Layer]] = {}   # kind -> class
 KEYWORDS: dict[str, tuple[type[Layer], dict]] = {}  # spec keyword -> (class, preset)

@@ -83,8 +83,6 @@ class Flatten(Layer):
     def explain(self, shapes, out):
         return [f"{'*'.join(map(str, shapes[0]))} = {fmt_int(out[0])}"]
 
-    def flat_source(self, shapes, sources):
-        return tuple(shapes[0]) if len(shapes[0]) == 3 else (sources[0] if sources else None)
 
 
 def _dims(value):
@@ -122,10 +120,6 @@ class Reshape(Layer):
             raise ShapeError("reshape makes a vector (N) or a feature map (HxWxC)", code="E306")
         return tuple(dims)
 
-    def flat_source(self, shapes, sources):
-        if len(self.output_shape(shapes)) != 1:
-            return None
-        return tuple(shapes[0]) if len(shapes[0]) == 3 else (sources[0] if sources else None)
 
 
 @register

@@ -34,11 +34,37 @@ def write_text(path: Path, text: str) -> None:
     atomic_path(path, lambda tmp: Path(tmp).write_text(text, encoding="utf-8"))
 
 
+class CheckpointError(ValueError):
+    """A checkpoint.json that cannot be resumed from: says which file and why."""
+
+
+# key -> the type a resumable state holds there
+_STATE_TYPES = {"epoch": int, "history": list, "best_epoch": int, "bad_epochs": int,
+                "schedule": dict, "files": dict}
+
+
 def read_state(run_dir: Path) -> dict | None:
+    """The resume state, or None when there is none; CheckpointError when it is corrupt
+    (not JSON, missing keys, files outside the run folder's .ckpt/)."""
     path = Path(run_dir) / STATE
     if not path.is_file():
         return None
-    return json.loads(path.read_text(encoding="utf-8"))
+    try:
+        state = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise CheckpointError(f"{path}: not a readable checkpoint ({exc}); start again "
+                              "without --resume, or restore the file") from None
+    bad = [k for k, t in _STATE_TYPES.items()
+           if not isinstance(state, dict) or not isinstance(state.get(k), t)]
+    if not bad and not all(isinstance(files, list) and all(
+            isinstance(f, str) and f.startswith(CKPT_DIR + "/") and ".." not in f
+            for f in files) for files in (state["files"].get(k) for k in ("last", "best"))):
+        bad = ["files"]
+    if bad:
+        raise CheckpointError(f"{path}: a corrupt checkpoint (bad or missing: "
+                              f"{', '.join(bad)}); start again without --resume, or restore "
+                              "the file")
+    return state
 
 
 def write_state(run_dir: Path, state: dict) -> None:

@@ -73,6 +73,7 @@ class KerasBackend:
         self.loss_scaling = self.policy == "mixed_float16"
         keras.utils.set_random_seed(seed)
         built = logits_model(model, plan)
+        self.model = model            # the spec's: its fingerprint marks the weights files
         with self.strategy.scope(), dtype_policy(self.policy):
             self.net = build(built)
             # the spec's transfer section: load the source, freeze (a no-op without one)
@@ -229,9 +230,10 @@ class KerasBackend:
 
     # --- checkpoints -----------------------------------------------------------------------
     def save(self, prefix: str) -> list[str]:
+        from ..convert import save_keras_weights
         from .checkpoint import atomic_path
         weights, optim = prefix + ".weights.h5", prefix + ".optim.npz"
-        atomic_path(weights, lambda tmp: self.net.save_weights(tmp))
+        atomic_path(weights, lambda tmp: save_keras_weights(self.net, self.model, tmp))
         values = {f"v{i}": np.asarray(v) for i, v in enumerate(self._optimizer_variables())}
 
         def write(tmp):
@@ -241,13 +243,25 @@ class KerasBackend:
         return [weights, optim]
 
     def load(self, files: list[str], optimizer: bool = True) -> None:
+        """Weights (.weights.h5) and, for a resumed run, the optimizer variables (.optim.npz,
+        read without pickle). A file that is missing, of another kind, unreadable or of
+        another spec raises ValueError."""
+        from ..convert import load_keras_weights
         for f in files:
-            if f.endswith(".weights.h5"):
-                self.net.load_weights(f)
-            elif f.endswith(".optim.npz") and optimizer and os.path.exists(f):
-                with np.load(f) as data:
-                    for i, v in enumerate(self._optimizer_variables()):
-                        v.assign(data[f"v{i}"])
+            if f.endswith(".optim.npz"):
+                if optimizer and os.path.exists(f):
+                    self._load_optimizer(f)
+                continue
+            load_keras_weights(self.net, self.model, f)
+
+    def _load_optimizer(self, f: str) -> None:
+        try:
+            with np.load(f, allow_pickle=False) as data:
+                for i, v in enumerate(self._optimizer_variables()):
+                    v.assign(data[f"v{i}"])
+        except Exception as exc:  # noqa: BLE001 - corrupt, a pickle, another optimizer
+            first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+            raise ValueError(f"{f}: cannot read the optimizer state ({first})") from None
 
 
 def _floats(losses: dict) -> dict[str, float]:

@@ -86,6 +86,7 @@ class TorchBackend:
         torch.manual_seed(seed)
         from ..transfer import prepare
         built = logits_model(model, plan)
+        self.model = model            # the spec's: its fingerprint marks the weights files
         self.net = build(built)
         # the spec's transfer section: load the source, freeze (a no-op without one)
         self.transfer = prepare(self.net, built, "torch")
@@ -214,28 +215,44 @@ class TorchBackend:
     def save(self, prefix: str) -> list[str]:
         from safetensors.torch import save_file
 
+        from ..weights.fingerprint import metadata
         from .checkpoint import atomic_path
         weights, optim = prefix + ".safetensors", prefix + ".optim.pt"
         tensors = {k: v.detach().cpu().contiguous() for k, v in self.net.state_dict().items()}
         state = {"optimizer": self.opt.state_dict()}
         if self.scaler is not None:     # the loss scale a resumed run continues from
             state["scaler"] = self.scaler.state_dict()
-        atomic_path(weights, lambda tmp: save_file(tensors, tmp))
+        atomic_path(weights, lambda tmp: save_file(tensors, tmp, metadata(self.model)))
         atomic_path(optim, lambda tmp: torch.save(state, tmp))
         return [weights, optim]
 
     def load(self, files: list[str], optimizer: bool = True) -> None:
-        from safetensors.torch import load_file
+        """Weights (.safetensors, or a .pt / .pth state_dict read with weights_only=True) and,
+        for a resumed run, the optimizer state (.optim.pt). A file that is missing, cannot be
+        read, holds a pickle or belongs to another spec raises WeightsError (a ValueError)."""
+        from ..backends.torch.weights import load_weights, read_weights
         for f in files:
-            if f.endswith(".safetensors"):
-                self.net.load_state_dict(load_file(f))
-            elif f.endswith(".optim.pt") and optimizer and os.path.exists(f):
-                state = torch.load(f, weights_only=True, map_location=self.device)
-                if "optimizer" not in state:      # written before the scaler was saved too
-                    state = {"optimizer": state}
-                self.opt.load_state_dict(state["optimizer"])
-                if self.scaler is not None and state.get("scaler"):
-                    self.scaler.load_state_dict(state["scaler"])
+            if f.endswith(".optim.pt"):
+                if optimizer and os.path.exists(f):
+                    self._load_optimizer(f)
+                continue
+            load_weights(self.net, self.model, read_weights(f, self.model), label=f)
+
+    def _load_optimizer(self, f: str) -> None:
+        from ..backends.torch.weights import WeightsError
+        try:
+            state = torch.load(f, weights_only=True, map_location=self.device)
+            if not isinstance(state, dict):
+                raise TypeError(f"found {type(state).__name__}, not a dict")
+            if "optimizer" not in state:      # written before the scaler was saved too
+                state = {"optimizer": state}
+            self.opt.load_state_dict(state["optimizer"])
+            if self.scaler is not None and state.get("scaler"):
+                self.scaler.load_state_dict(state["scaler"])
+        except Exception as exc:  # noqa: BLE001 - a pickle payload or a corrupt file: no traceback
+            first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+            raise WeightsError(f"{f}: cannot read the optimizer state ({first}); it is read "
+                               "with weights_only=True, so nothing in it ran") from None
 
 
 RANKED = ("class", "mask")    # roles whose metrics use only the order of K > 1 scores

@@ -17,10 +17,11 @@ from dataclasses import dataclass, field
 
 from ..errors import SpecError, SpecErrors
 from ..ir import Model
+from ..weights.layouts import keras_tensor, to_keras, torch_shape
+from ..weights.matching import LoadReport, Target, match, targets
 from .freeze import _span, backbone, parameterised
-from .matching import LoadReport, Target, match
 from .sources import resolve
-from .tensors import KERAS_ROLES, keras_to_torch, read, torch_to_keras
+from .tensors import read
 
 
 def backend_of(net) -> str:
@@ -62,8 +63,7 @@ def _match(adapter, model: Model) -> LoadReport:
         weights = read(resolve(spec.source, span, model.source, need_top), span)
     except SpecError as err:
         raise SpecErrors([err.located(model.source)]) from None
-    targets = adapter.targets(parameterised(backbone(model)))
-    return match(model, targets, weights, adapter.keras_name)
+    return match(adapter.targets(parameterised(backbone(model))), weights, spec.source)
 
 
 def _adapter(net, model: Model, backend: str | None):
@@ -142,9 +142,6 @@ class TorchAdapter:
         self.paths = {s.node: ".".join(s.attr) for s in plan(getattr(net, "spec", model)).steps
                       if s.attr}
 
-    def keras_name(self, name: str) -> str:     # the name a cnnspec checkpoint uses
-        return self.paths.get(name, name)
-
     def _module(self, name: str):
         try:
             return self.net.get_submodule(self.paths.get(name, name))
@@ -159,8 +156,9 @@ class TorchAdapter:
                 if not k.endswith("num_batches_tracked")}
 
     def targets(self, nodes) -> list[Target]:
-        return [Target(n, {k: tuple(v.shape) for k, v in self._tensors(n.name).items()})
-                for n in nodes]
+        return targets(self.model, nodes,
+                       lambda n: {k: tuple(v.shape) for k, v in self._tensors(n.name).items()},
+                       lambda name: (self.paths.get(name, name),))
 
     def load(self, values: dict) -> None:
         import torch
@@ -230,26 +228,23 @@ class KerasAdapter:
         except ValueError:
             return None
 
+    def _layout(self, node, v):
+        return keras_tensor(node.kind, _keras_var(v), len(v.shape), node.layer)
+
     def targets(self, nodes) -> list[Target]:
-        out = []
-        for n in nodes:
+        def shapes(n):
             layer = self._layer(n.name)
-            shapes = {}
-            for v in (layer.weights if layer is not None else ()):
-                role = _keras_var(v)
-                shapes[KERAS_ROLES.get(role, role)] = _torch_shape(role, tuple(v.shape))
-            out.append(Target(n, shapes))
-        return out
+            return {(t := self._layout(n, v)).torch: torch_shape(t, tuple(v.shape))
+                    for v in (layer.weights if layer is not None else ())}
+        return targets(self.model, nodes, shapes, lambda name: (self.keras_name(name),))
 
     def load(self, values: dict) -> None:
-        for node, tensors in values.items():
-            layer = self._layer(node)
+        for name, tensors in values.items():
+            node, layer = self.model.node(name), self._layer(name)
             for v in layer.weights:
-                role = _keras_var(v)
-                key = KERAS_ROLES.get(role, role)
-                if key in tensors:
-                    cin = tuple(v.shape)[2] if role == "depthwise_kernel" else None
-                    v.assign(torch_to_keras(role, tensors[key], cin).astype(v.dtype))
+                t = self._layout(node, v)
+                if t.torch in tensors:
+                    v.assign(to_keras(t, tensors[t.torch]).astype(v.dtype))
 
     def freeze(self, nodes, bn_inference: bool) -> None:
         import keras
@@ -289,7 +284,3 @@ class KerasAdapter:
 def _keras_var(v) -> str:
     return v.name.rsplit("/", 1)[-1].split(":")[0]
 
-
-def _torch_shape(role: str, shape: tuple) -> tuple:
-    import numpy as np
-    return tuple(keras_to_torch(role, np.broadcast_to(np.float32(0), shape)).shape)

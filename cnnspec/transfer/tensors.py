@@ -1,70 +1,31 @@
 """Read a weights file into framework-neutral layers: numpy arrays in PyTorch's layout.
 
-One layout for every source keeps the matching simple; Keras arrays are turned round once
-here and back again when loading into Keras:
-    conv kernel      Keras (kh, kw, in, out)   -> torch (out, in, kh, kw)
-    deconv kernel    Keras (kh, kw, out, in)   -> torch (in, out, kh, kw)   (same transpose)
-    depthwise        Keras (kh, kw, in, mult)  -> torch (in*mult, 1, kh, kw)
-    dense kernel     Keras (in, out)           -> torch (out, in)
-    batch norm       gamma, beta, moving_mean, moving_variance -> weight, bias, running_mean,
-                     running_var
+One layout for every source keeps the matching simple: Keras arrays are turned round once
+here (cnnspec.weights.layouts says how, per kind) and back again when loading into Keras.
 """
 
 from __future__ import annotations
 
 import re
 import zipfile
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
 from ..errors import SpecError
+from ..weights import fingerprint as fp
+from ..weights.layouts import KERAS_KINDS, LAYOUTS, keras_order, keras_tensor, to_torch
+from ..weights.matching import SourceLayer, SourceWeights
 from .sources import Source
 
-KERAS_ROLES = {"kernel": "weight", "depthwise_kernel": "weight", "gamma": "weight",
-               "beta": "bias", "bias": "bias", "moving_mean": "running_mean",
-               "moving_variance": "running_var"}
 TORCH_SKIP = ("num_batches_tracked",)
-# Keras class (snake case, as Keras 3 names the groups of a .weights.h5) -> cnnspec kind
-KERAS_KINDS = {"conv2d": "conv", "dense": "dense", "batch_normalization": "bn",
-               "depthwise_conv2d": "dwconv", "conv2d_transpose": "deconv",
-               "separable_conv2d": "sepconv"}
-
-
-@dataclass
-class SourceLayer:
-    name: str
-    tensors: dict[str, np.ndarray]        # role (torch suffix) -> array in torch layout
-    kind: str | None = None               # cnnspec kind when the file says (Keras classes)
-
-
-@dataclass
-class SourceWeights:
-    source: Source
-    layers: list[SourceLayer] = field(default_factory=list)
-    framework: str = "torch"              # who wrote the file: "torch" or "keras"
-    # Keras 3 files name groups after classes (conv2d, conv2d_1, ...): the order holds within
-    # a kind, not across kinds, so matching pairs them per kind.
-    by_kind: bool = False
-
-    def count(self) -> int:
-        return sum(len(layer.tensors) for layer in self.layers)
 
 
 def read(source: Source, span=None) -> SourceWeights:
     path = source.path
     name = path.name
     try:
-        if name.endswith((".pt", ".pth", ".bin")):
-            return _torch_layers(source, _torch_load(path))
-        if name.endswith(".safetensors"):
-            from safetensors.numpy import load_file
-            return _named_layers(source, load_file(str(path)))
-        if name.endswith(".keras"):
-            with zipfile.ZipFile(path) as zf, zf.open("model.weights.h5") as fh:
-                return _h5_layers(source, fh)
-        return _h5_layers(source, str(path))
+        weights = _read(source, path, name)
     except SpecError:
         raise
     except Exception as exc:  # noqa: BLE001 - a corrupt or foreign file: say so, no traceback
@@ -73,6 +34,25 @@ def read(source: Source, span=None) -> SourceWeights:
                         hint="torch files are read with torch.load(weights_only=True); "
                         "Keras files must be .keras, .weights.h5 or keras.applications .h5"
                         ) from None
+    weights.label, weights.fingerprint = source.text, fp.read(path)
+    # A torch model flattens its maps C, H, W, unless cnnspec wrote the file (a run folder,
+    # or a file carrying a spec's fingerprint): then H, W, C, as the spec says.
+    foreign_torch = weights.framework == "torch" and source.origin != "run" \
+        and weights.fingerprint is None
+    weights.flatten = "chw" if foreign_torch else source.flatten
+    return weights
+
+
+def _read(source: Source, path: Path, name: str) -> SourceWeights:
+    if name.endswith((".pt", ".pth", ".bin")):
+        return torch_layers(source.text, _torch_load(path))
+    if name.endswith(".safetensors"):
+        from safetensors.numpy import load_file
+        return _named_layers(source.text, load_file(str(path)))
+    if name.endswith(".keras"):
+        with zipfile.ZipFile(path) as zf, zf.open("model.weights.h5") as fh:
+            return _h5_layers(source.text, fh)
+    return _h5_layers(source.text, str(path))
 
 
 def _torch_load(path: Path) -> dict:
@@ -87,119 +67,96 @@ def _torch_load(path: Path) -> dict:
     return {k: v.detach().cpu().numpy() for k, v in data.items() if hasattr(v, "numpy")}
 
 
-def _torch_layers(source: Source, flat: dict) -> SourceWeights:
-    """Group 'a.b.weight' style keys by module path, keeping the file's order."""
+def torch_layers(label: str, flat: dict, skip=TORCH_SKIP) -> SourceWeights:
+    """Group 'a.b.weight' style keys by the module that owns them, keeping the file's order
+    (torch's registration order)."""
     layers: dict[str, SourceLayer] = {}
     for key, value in flat.items():
         prefix, _, role = key.rpartition(".")
-        if role in TORCH_SKIP:
+        if role in skip:
             continue
-        layers.setdefault(prefix, SourceLayer(prefix, {})).tensors[role] = np.asarray(value)
-    return SourceWeights(source, list(layers.values()), "torch")
+        layers.setdefault(prefix, SourceLayer(prefix, {})).tensors[role] = value
+    return SourceWeights(label, list(layers.values()), "torch")
 
 
-def _named_layers(source: Source, flat: dict) -> SourceWeights:
+def _named_layers(label: str, flat: dict) -> SourceWeights:
     """safetensors: torch names ('x.weight') or Keras ones ('x/kernel', 'x.kernel')."""
     keras_style = any(re.search(r"[./](kernel|gamma|moving_mean|depthwise_kernel)$", k)
                       for k in flat)
     if not keras_style:
-        return _torch_layers(source, flat)
-    layers: dict[str, SourceLayer] = {}
+        return torch_layers(label, flat)
+    groups: dict[str, dict[str, np.ndarray]] = {}
     for key, value in flat.items():
         prefix, role = re.split(r"[./](?=[^./]+$)", key) if re.search(r"[./]", key) else \
             ("", key)
-        layer = layers.setdefault(prefix, SourceLayer(prefix, {}))
-        _add_keras(layer, role, np.asarray(value))
-    return SourceWeights(source, list(layers.values()), "keras")
+        groups.setdefault(prefix, {})[role] = np.asarray(value)
+    return SourceWeights(label, [keras_layer(k, v) for k, v in groups.items()], "keras")
 
 
-def _add_keras(layer: SourceLayer, role: str, value: np.ndarray) -> None:
-    layer.tensors[KERAS_ROLES.get(role, role)] = keras_to_torch(role, value)
-    if role == "depthwise_kernel":
-        layer.kind = "dwconv"
-    elif role in ("gamma", "moving_mean"):
-        layer.kind = "bn"
+def keras_layer(name: str, variables: dict[str, np.ndarray], kind: str | None = None
+                ) -> SourceLayer:
+    """A Keras layer's variables (Keras name -> array) as torch-layout tensors."""
+    kind = kind or _keras_kind(variables)
+    tensors = {}
+    for role, value in variables.items():
+        t = keras_tensor(kind, role, np.ndim(value))
+        tensors[t.torch] = to_torch(t, value)
+    return SourceLayer(name, tensors, kind)
 
 
-def keras_to_torch(role: str, value: np.ndarray) -> np.ndarray:
-    if role == "depthwise_kernel":
-        kh, kw, cin, mult = value.shape
-        return np.ascontiguousarray(value.transpose(2, 3, 0, 1).reshape(cin * mult, 1, kh, kw))
-    if role == "kernel" and value.ndim == 4:
-        return np.ascontiguousarray(value.transpose(3, 2, 0, 1))
-    if role == "kernel" and value.ndim == 2:
-        return np.ascontiguousarray(value.T)
-    return value
+def _keras_kind(variables) -> str | None:
+    """The cnnspec kind a Keras layer's variable names give away, where they do."""
+    if "pointwise_kernel" in variables:
+        return "sepconv"
+    if "depthwise_kernel" in variables:
+        return "dwconv"
+    if "gamma" in variables or "moving_mean" in variables:
+        return "bn"
+    return None
 
 
-def torch_to_keras(role: str, value: np.ndarray, in_channels: int | None = None) -> np.ndarray:
-    """The inverse of keras_to_torch, for a Keras variable called `role`."""
-    if role == "depthwise_kernel":      # torch (in*mult, 1, kh, kw) -> Keras (kh, kw, in, mult)
-        cm, _, kh, kw = value.shape
-        cin = in_channels or cm
-        return np.ascontiguousarray(value.reshape(cin, cm // cin, kh, kw).transpose(2, 3, 0, 1))
-    if role == "kernel" and value.ndim == 4:
-        return np.ascontiguousarray(value.transpose(2, 3, 1, 0))
-    if role == "kernel" and value.ndim == 2:
-        return np.ascontiguousarray(value.T)
-    return value
-
-
-def _h5_layers(source: Source, file) -> SourceWeights:
+def _h5_layers(label: str, file) -> SourceWeights:
     import h5py
     with h5py.File(file, "r") as h5:
         if "layer_names" in h5.attrs:                 # Keras 2 / keras.applications files
-            return _legacy_h5(source, h5)
+            return _legacy_h5(label, h5)
         if "layers" in h5:                            # Keras 3 .weights.h5 / inside .keras
-            return _keras3_h5(source, h5["layers"])
+            return _keras3_h5(label, h5["layers"])
     raise ValueError("no Keras weights in this HDF5 file (no 'layer_names', no 'layers')")
 
 
-def _legacy_h5(source: Source, h5) -> SourceWeights:
+def _legacy_h5(label: str, h5) -> SourceWeights:
     layers = []
     for raw in h5.attrs["layer_names"]:
         name = raw.decode() if isinstance(raw, bytes) else str(raw)
         group = h5[name]
         names = [w.decode() if isinstance(w, bytes) else str(w)
                  for w in group.attrs.get("weight_names", [])]
-        if not names:
-            continue
-        layer = SourceLayer(name, {})
-        for wname in names:
-            role = wname.rsplit("/", 1)[-1].split(":")[0]
-            _add_keras(layer, role, np.asarray(group[wname]))
-        layers.append(layer)
-    return SourceWeights(source, layers, "keras")
+        if names:
+            layers.append(keras_layer(name, {w.rsplit("/", 1)[-1].split(":")[0]:
+                                             np.asarray(group[w]) for w in names}))
+    return SourceWeights(label, layers, "keras")
 
 
-def _keras3_h5(source: Source, root) -> SourceWeights:
+def _keras3_h5(label: str, root) -> SourceWeights:
     layers = []
     for gname in sorted(root.keys(), key=_natural):
         group = root[gname]
         if "vars" not in group or not len(group["vars"]):
             continue
         values = [np.asarray(group["vars"][str(i)]) for i in range(len(group["vars"]))]
-        base = re.sub(r"_\d+$", "", gname)
-        kind = KERAS_KINDS.get(base)
-        layer = SourceLayer(gname, {}, kind)
-        for role, value in zip(_keras3_roles(kind, values), values):
-            _add_keras(layer, role, value)
-        layer.kind = kind
-        layers.append(layer)
-    return SourceWeights(source, layers, "keras", by_kind=True)
+        kind = KERAS_KINDS.get(re.sub(r"_\d+$", "", gname))
+        layers.append(keras_layer(gname, dict(zip(_keras3_roles(kind, values), values)), kind))
+    return SourceWeights(label, layers, "keras", by_kind=True)
 
 
 def _keras3_roles(kind: str | None, values: list[np.ndarray]) -> list[str]:
-    """Keras 3 stores variables as vars/0, vars/1 ...; their order is the layer's build order."""
-    if kind == "bn" and len(values) == 4:
-        return ["gamma", "beta", "moving_mean", "moving_variance"]
-    if kind == "dwconv":
-        return ["depthwise_kernel", "bias"][:len(values)]
-    roles = []
-    for v in values:
-        roles.append("kernel" if v.ndim >= 2 and "kernel" not in roles else
-                     "bias" if "bias" not in roles else f"var{len(roles)}")
-    return roles
+    """Keras 3 stores variables as vars/0, vars/1 ...; their order is the layer's build order,
+    the order of the kind's layout (a bn without scale or center drops from the front)."""
+    if kind in LAYOUTS:
+        names = keras_order(kind)
+        return names[len(names) - len(values):] if kind == "bn" else names[:len(values)]
+    return ["kernel" if v.ndim >= 2 else "bias" for v in values]
 
 
 def _natural(name: str):
