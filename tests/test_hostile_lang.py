@@ -54,3 +54,61 @@ def test_trap_is_a_located_error(source, code, line, col, words, hint):
 ])
 def test_conditions_that_mean_something_still_compile(source):
     cnnspec.compile_text(source)
+
+
+# --- fmt: comments at an if/else boundary, comparisons in arguments ------------------------------
+
+IF_ELSE = """input 8x8x3
+block b(n) {
+  if n == 1 {
+    conv 8 3x3
+  } # why the first
+  # a line before else
+  else {
+    conv 4 3x3
+  }
+}
+b 1
+"""
+
+
+def _comment_words(text: str) -> list[str]:
+    return [w for line in text.splitlines() if "#" in line
+            for w in line[line.index("#"):].split()]
+
+
+def test_fmt_keeps_comments_at_an_if_else_boundary_in_place(tmp_path):
+    from cnnspec.cli import main
+    spec = tmp_path / "s.cnn"
+    spec.write_text(IF_ELSE)
+    assert main(["fmt", str(spec)]) == 0
+    result = spec.read_text()
+    assert _comment_words(result) == _comment_words(IF_ELSE)
+    assert "} else {  # why the first" in result
+    assert main(["fmt", "--check", str(spec)]) == 0          # and it is stable
+
+
+@pytest.mark.parametrize("source", [
+    I + "conv 8 3x3 bias=(1 == 1)\n",
+    I + "block b(n) { conv 8 3x3 bias=(n == 1 or not n > 2) }\nb 1\n",
+    I + "block b(n, k=(1 < 2)) { relu }\nb 1\n",
+])
+def test_fmt_keeps_parentheses_of_a_comparison_argument(source):
+    from cnnspec import fmt
+    once = fmt.format_text(source)
+    assert "(" in once and fmt.format_text(once) == once
+    cnnspec.compile_text(once)
+
+
+def test_fmt_refuses_to_write_a_result_that_lost_a_comment(tmp_path, monkeypatch, capsys):
+    """The safety net itself: a printer that drops a comment is a located error, file untouched."""
+    from cnnspec import fmt
+    from cnnspec.cli import main
+    source = "input 8x8x3\nrelu   # keep me\n"
+    spec = tmp_path / "s.cnn"
+    spec.write_text(source)
+    monkeypatch.setattr(fmt.Printer, "render", lambda self: "input 8x8x3\nrelu\n")
+    assert main(["fmt", str(spec)]) == 1
+    err = capsys.readouterr().err
+    assert "s.cnn:2:8: error[E108]" in err and "Traceback" not in err
+    assert spec.read_text() == source
