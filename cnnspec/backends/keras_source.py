@@ -48,7 +48,8 @@ def _call(target: str, cls_name: str, kwargs: dict, inputs: list[str]) -> list[s
     lines.append(line)
     if len(lines[-1]) + len(arg) + 2 <= WIDTH:
         lines[-1] += f"({arg})"
-    elif len(INDENT * 2) + len(arg) + 1 <= WIDTH:
+    elif len(INDENT * 2) + len(arg) + 1 <= WIDTH or len(inputs) == 1:
+        # one input stays one tensor, however long its name: `([x,])` would pass a list
         lines[-1] += "("
         lines.append(f"{INDENT * 2}{arg})")
     else:
