@@ -112,3 +112,109 @@ def test_fmt_refuses_to_write_a_result_that_lost_a_comment(tmp_path, monkeypatch
     err = capsys.readouterr().err
     assert "s.cnn:2:8: error[E108]" in err and "Traceback" not in err
     assert spec.read_text() == source
+
+
+# --- validate, export, import: bad input is a located error with exit 1 or 2 ---------------------
+
+def _run(args, capsys) -> tuple[int, str]:
+    from cnnspec.cli import main
+    code = main(args)
+    err = capsys.readouterr().err
+    assert "Traceback" not in err
+    return code, err
+
+
+@pytest.mark.parametrize("data,words", [
+    (b"\xff\xfe{\"version\": 1}", "not UTF-8 text (byte 0 is 0xff)"),
+    (b"[" * 100_000 + b"]" * 100_000, "nested too deeply"),
+    (b'{"nodes": ' + b"[" * 5_000 + b"]" * 5_000 + b"}", "nested too deeply"),
+])
+def test_validate_refuses_unreadable_documents(tmp_path, capsys, data, words):
+    doc = tmp_path / "ir.json"
+    doc.write_bytes(data)
+    code, err = _run(["validate", str(doc)], capsys)
+    assert code == 1 and "E601" in err and words in err
+
+
+SMALL = "input 8x8x3\nflatten\ndense 10\n"
+
+
+@pytest.mark.parametrize("opset", ["0", "999", "-1"])
+def test_export_refuses_an_opset_torch_cannot_write(tmp_path, capsys, opset):
+    pytest.importorskip("torch")
+    spec = tmp_path / "s.cnn"
+    spec.write_text(SMALL)
+    code, err = _run(["export", str(spec), "--onnx", str(tmp_path / "o.onnx"), "--opset", opset],
+                     capsys)
+    assert code == 2 and "--opset must be from" in err and f"received {opset}" in err
+    assert not (tmp_path / "o.onnx").exists()
+
+
+@pytest.mark.parametrize("source,words", [
+    ("input 8\ndense 1000000000\n", "GiB of parameters"),
+    ("input 100000x100000x3\nconv 8 3x3\n", "GiB of activations"),
+])
+def test_export_estimates_the_size_before_allocating(tmp_path, capsys, source, words):
+    pytest.importorskip("torch")
+    spec = tmp_path / "s.cnn"
+    spec.write_text(source)
+    code, err = _run(["export", str(spec), "--onnx", str(tmp_path / "o.onnx"),
+                      "--max-memory", "8GiB"], capsys)
+    assert code == 1 and "E320" in err and "more than --max-memory 8.0 GiB" in err
+    assert words in err
+
+
+def test_export_within_the_budget_still_writes(tmp_path, capsys):
+    pytest.importorskip("onnx")
+    spec = tmp_path / "s.cnn"
+    spec.write_text(SMALL)
+    code, _ = _run(["export", str(spec), "--onnx", str(tmp_path / "o.onnx"), "--opset", "17"],
+                   capsys)
+    assert code == 0 and (tmp_path / "o.onnx").stat().st_size > 0
+
+
+def _keras_file(path, files: dict) -> str:
+    import zipfile
+    with zipfile.ZipFile(path, "w") as z:
+        for name, text in files.items():
+            z.writestr(name, text)
+    return str(path)
+
+
+@pytest.mark.parametrize("source", ["keras:__class__", "keras:__init__", "keras:resnet50",
+                                    "keras:_private", "BAD_FILE", "BAD_CONFIG", "UNKNOWN_CLASS"])
+def test_import_refuses_what_is_no_keras_model(tmp_path, capsys, source):
+    pytest.importorskip("keras")
+    if source == "BAD_FILE":
+        (tmp_path / "m.keras").write_bytes(b"not a zip")
+        source = str(tmp_path / "m.keras")
+    elif source == "BAD_CONFIG":
+        source = _keras_file(tmp_path / "m.keras", {"config.json": '{"class_name": 5'})
+    elif source == "UNKNOWN_CLASS":
+        source = _keras_file(tmp_path / "m.keras", {
+            "config.json": '{"class_name": "Functional", "config": {}}',
+            "metadata.json": "{}"})
+    code, err = _run(["import", source, "-o", str(tmp_path / "out.cnn")], capsys)
+    assert code == 1 and "E410" in err
+    assert not (tmp_path / "out.cnn").exists()
+
+
+def test_a_100_character_name_runs_in_generated_keras_code(tmp_path):
+    """A long name made the Keras generator wrap one input as a list: Flatten()([x]) failed."""
+    keras = pytest.importorskip("keras")
+    import importlib.util
+
+    import numpy as np
+
+    from cnnspec.backends.keras_source import render
+    name = "a" * 100
+    model = cnnspec.compile_text(f"input 8x8x3\n{name} = conv 4 3x3\nflatten\ndense 2\n")
+    out = tmp_path / "gen.py"
+    out.write_text(render(model))
+    spec = importlib.util.spec_from_file_location("gen_long_name", out)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    net = module.build_model()
+    assert net.count_params() == model.params
+    assert tuple(net(np.zeros((1, 8, 8, 3), "float32")).shape) == (1, 2)
+    assert isinstance(net.get_layer(name), keras.layers.Conv2D)
