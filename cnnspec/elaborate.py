@@ -99,6 +99,8 @@ class Elaborator:
         top = Scope()
         current: str | None = None
         items = self.tree.children
+        for err in check_once(items):
+            self._error(err)
         for item in items:          # blocks first: they may be used before they are defined
             if is_tree(item, "block_def"):
                 self._guard(self._define_block, item)
@@ -185,7 +187,7 @@ class Elaborator:
             raise SpecError("E218", "a second input", span_of(item),
                             hint="cnnspec networks have one input tensor")
         tok = item.children[0]
-        value = tuple(int(p) for p in str(tok).split("x"))
+        value = input_dims(tok)
         if len(item.children) > 1:
             raise SpecError("E204", "input takes no other arguments", span_of(item.children[1]))
         shape = value if isinstance(value, tuple) else (value,)
@@ -540,6 +542,7 @@ class Elaborator:
 
     def _if(self, stmt: Tree, scope: Scope, current, name):
         cond, then, *other = stmt.children
+        check_condition(cond, scope.env)
         value = evaluate(cond, scope.env)
         if not isinstance(value, (bool, int)):
             raise SpecError("E205", f"'if' needs a condition, received {describe(value)}",
@@ -699,6 +702,77 @@ def check_name(tok, what: str) -> str:
                         hint=f"choose another name, e.g. '{name.strip('_')}_'"
                         if name.strip("_") else "choose another name")
     return name
+
+
+# --- traps that would pass silently (issue 14): small, self-contained checks --------------------
+
+def check_once(items) -> list[SpecError]:
+    """A `model` line or a transfer setting written twice: the last one would silently win."""
+    errors: list[SpecError] = []
+    first: dict[str, Span | None] = {}
+
+    def seen(key: str, what: str, node) -> None:
+        if key in first:
+            at = first[key]
+            errors.append(SpecError("E218", f"a second {what}", span_of(node),
+                                    hint=f"the first is at line {at.line}; keep one"
+                                    if at else "keep one"))
+        else:
+            first[key] = span_of(node)
+
+    for item in items:
+        if is_tree(item, "model"):
+            seen("model", "'model' line", item)
+        elif is_tree(item, "transfer"):
+            for stmt in item.children[0].children:
+                if is_tree(stmt, "layer"):
+                    word = str(stmt.children[0])
+                    key = "strict" if word == "partial" else word
+                    if key in ("source", "freeze", "head", "strict"):
+                        seen(f"transfer.{key}", f"'{word}' in the transfer section", stmt)
+    return errors
+
+
+def check_condition(cond, env: dict) -> None:
+    """In `if n == 1` an unbound name evaluates to a word, so a misspelt parameter would make the
+    condition silently false. A bare word only makes sense against a parameter that holds a word
+    (`if act == relu`); beside anything else it is an unknown name."""
+    stack = [cond]
+    while stack:
+        node = stack.pop()
+        if not isinstance(node, Tree):
+            continue
+        if node.data == "compare" and str(node.children[1]) in ("==", "!="):
+            left, _, right = node.children
+            for side, other in ((left, right), (right, left)):
+                if _unbound(side, env) and not _holds_word(other, env):
+                    name = str(side.children[0])
+                    raise SpecError("E206", f"unknown name '{name}' in the condition",
+                                    span_of(side), received=name,
+                                    hint=did_you_mean(name, env) or "a condition compares "
+                                    "the parameters of the enclosing block")
+        stack.extend(node.children)
+
+
+def _unbound(node, env: dict) -> bool:
+    return (is_tree(node, "name") and str(node.children[0]) not in env
+            and str(node.children[0]) not in ("true", "false"))
+
+
+def _holds_word(node, env: dict) -> bool:
+    return is_tree(node, "name") and isinstance(env.get(str(node.children[0])), (Word, str))
+
+
+def input_dims(tok) -> tuple[int, ...]:
+    """`input 224x224x3` as integers; Python refuses int() of over 4,300 digits, so the length
+    is checked first (issue 14: a 5,000-digit input size was a ValueError traceback)."""
+    from .values import MAX_INT
+    parts = str(tok).split("x")
+    for p in parts:
+        if len(p.lstrip("0")) > len(str(MAX_INT)):
+            raise SpecError("E214", f"the number {p[:6]}... ({len(p)} digits) is too large",
+                            span_of(tok), hint=f"sizes are at most {MAX_INT:,}")
+    return tuple(int(p) for p in parts)
 
 
 def _ir_span(span: Span | None) -> IRSpan | None:

@@ -15,15 +15,19 @@ sections stay as written, and comments stay where they were. The layout:
 - blank lines between statements are kept, runs of them collapse to one, none after `{` or
   before `}`; line continuations (`\\`) are joined; long lines are not wrapped;
 - a comment on a line of its own stays on its own line, indented like the code after it; a
-  comment after code stays after the line that holds that code.
+  comment after code stays after the line that holds that code. Between a `}` and its `else`
+  there is no line of their own: `} # why` ends the `} else {` line, and a comment line before
+  `else` opens the else body.
 
-Before returning, the result is parsed again and compared with the original syntax tree, so
-a formatter bug can never change what a spec means.
+Before returning, the result is parsed again and compared with the original syntax tree and
+comments, so a formatter bug can never change what a spec means nor drop a comment: it is a
+located error (E108) and nothing is written.
 """
 
 from __future__ import annotations
 
 import bisect
+import re
 from dataclasses import dataclass
 
 from .errors import Span, SpecError
@@ -43,9 +47,31 @@ def parse_with_comments(text: str) -> tuple[Tree, list[Token]]:
     """The syntax tree and the comment tokens in source order; a SpecError on bad syntax."""
     if len(text.encode("utf-8", "surrogatepass")) > MAX_SOURCE_BYTES:
         raise SpecError("E104", "the spec is too large to format", Span(1, 1))
-    ignored: list[Token] = []
-    tree = parse_text(text, ignored)
-    return tree, [t for t in ignored if t.type == "COMMENT"]
+    tree = parse_text(text)
+    return tree, comments_in(text)
+
+
+# A string first, so that a '#' inside one is not a comment: the grammar's STRING and COMMENT.
+_STRING_OR_COMMENT = re.compile(r'"(?:[^"\\\n]|\\.)*"|#[^\n]*')
+
+
+def comments_in(text: str) -> list[Token]:
+    """Every comment of a spec that parses, in source order, read from the text itself.
+
+    Not from the lexer's ignored tokens: the grammar's `_ELSE` terminal takes the comments between
+    a `}` and its `else` with it, and those were lost (issue 14). In a spec that parses, a '"'
+    only ever opens a string, so strings and comments cannot be mistaken for each other here."""
+    out, line, line_start, pos = [], 1, 0, 0
+    for m in _STRING_OR_COMMENT.finditer(text):
+        if m.group().startswith('"'):
+            continue
+        line += text.count("\n", pos, m.start())
+        line_start = text.rfind("\n", 0, m.start()) + 1
+        pos = m.start()
+        column = m.start() - line_start + 1
+        out.append(Token("COMMENT", m.group(), m.start(), line, column, line,
+                         column + len(m.group()), m.end()))
+    return out
 
 
 # --- expressions -------------------------------------------------------------------------------
@@ -109,10 +135,15 @@ def _expr(tree, tight: bool) -> str:
     raise ValueError(f"cannot format expression {kind!r}")
 
 
+# An argument, a repeat count and a parameter default are a `sum` in the grammar: a comparison
+# or a condition there needs its parentheses back (`bias=(n == 1)`).
+_SUM = 5
+
+
 def _arg(tree) -> str:
     if tree.data == "kwarg":
-        return f"{tree.children[0]}={expr(tree.children[1])}"
-    text = expr(tree.children[0])
+        return f"{tree.children[0]}={expr(tree.children[1], _SUM)}"
+    text = expr(tree.children[0], _SUM)
     # After another argument, '-1' would read as a subtraction: keep a negative in parentheses.
     return f"({text})" if text.startswith("-") else text
 
@@ -168,7 +199,7 @@ def _segments(stmt, prefix: str = "") -> list[tuple[str, Tree]] | None:
     if kind == "named":
         return _segments(ch[1], f"{prefix}{ch[0]} = ")
     if kind == "block_def":
-        params = ", ".join(str(p.children[0]) + (f"={expr(p.children[1])}"
+        params = ", ".join(str(p.children[0]) + (f"={expr(p.children[1], _SUM)}"
                                                  if len(p.children) > 1 else "")
                            for p in ch[1:-1])
         return [(f"{prefix}block {ch[0]}({params})", ch[-1])]
@@ -178,7 +209,7 @@ def _segments(stmt, prefix: str = "") -> list[tuple[str, Tree]] | None:
         return [(f"{prefix}{ch[0]}{_args(ch[1:-1])}", ch[-1])]
     if kind == "repeat":
         var = f" as {ch[1]}" if len(ch) == 3 else ""
-        return [(f"{prefix}repeat {expr(ch[0], 0, False)}{var}", ch[-1])]
+        return [(f"{prefix}repeat {expr(ch[0], _SUM, False)}{var}", ch[-1])]
     if kind == "residual":
         bodies = [c for c in ch if _is_tree(c, "body")]
         head = f"{prefix}residual{_args(c for c in ch if not _is_tree(c, 'body'))}"
@@ -402,12 +433,23 @@ def _words(comments: list[Token]) -> list[str]:
 
 
 def _check_same(tree: Tree, comments: list[Token], result: str) -> None:
+    """A formatter bug is refused as a located error and nothing is written: the result must
+    parse to the same tree and hold every comment, word for word."""
     try:
         new_tree, new_comments = parse_with_comments(result)
     except SpecError as err:
-        raise RuntimeError(f"cnnspec fmt produced text that does not parse ({err}); "
-                           "please report this") from None
+        raise SpecError("E108", "cnnspec fmt would write text that does not parse "
+                        f"({err.message}); the file is left as it was", Span(1, 1),
+                        hint="please report this with the spec") from None
+    if _shape(new_tree) != _shape(tree):
+        raise SpecError("E108", "cnnspec fmt would change the meaning of the spec; the file is "
+                        "left as it was", Span(1, 1), hint="please report this with the spec")
     # Two comments that end up on one line read back as one: compare their words.
-    if _shape(new_tree) != _shape(tree) or _words(comments) != _words(new_comments):
-        raise RuntimeError("cnnspec fmt would change the meaning or the comments of the spec; "
-                           "please report this")
+    kept = _words(new_comments)
+    if _words(comments) != kept:
+        lost = next((c for c in comments if not set(str(c).split()) <= set(kept)),
+                    comments[0] if comments else None)
+        span = Span(lost.line, lost.column, lost.end_line, lost.end_column) if lost else Span(1, 1)
+        raise SpecError("E108", "cnnspec fmt would lose or move this comment; the file is left "
+                        "as it was", span, hint="please report this with the spec; moving the "
+                        "comment to a line of its own avoids it")

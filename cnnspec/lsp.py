@@ -145,66 +145,240 @@ def _groups_markdown(model: Model, groups) -> str:
 
 
 # --- the server (pygls) ------------------------------------------------------------------------
+# Hostile input (issue 14): a request about a document the editor never opened is answered with
+# nothing, never read from disk (`file:///dev/zero`); a request whose parameters do not validate
+# (a negative position) gets an "Invalid Params" answer instead of silence; an error answer never
+# carries a traceback; a broken Content-Length header costs that one message, not the session;
+# and checking runs off the protocol's loop, on documents of a bounded size, so a huge document
+# neither stalls hovers on the others nor keeps a worker busy for minutes.
+
+# Checking is linear only once the parse runtime is (issue 14): until then 10,000 lines take
+# ~2 s and a 200 kB expression ~5 s here. Larger documents get one diagnostic saying so.
+LIVE_MAX_LINES = 10_000
+LIVE_MAX_BYTES = 200_000
+HOVER_WAIT_SECONDS = 5.0       # a hover waits this long for a check in progress, then answers null
+MAX_MESSAGE_BYTES = 64 * 2**20
+
+
+def too_large(text: str) -> Diagnostic | None:
+    """The diagnostic for a document too large to check as one types, or None."""
+    lines = text.count("\n") + 1
+    if lines <= LIVE_MAX_LINES and len(text) <= LIVE_MAX_BYTES:
+        return None
+    return Diagnostic(0, 0, 0, 1, "E104", f"the document is too large to check as you type "
+                      f"({lines:,} lines, {len(text):,} characters; the limit is "
+                      f"{LIVE_MAX_LINES:,} lines and {LIVE_MAX_BYTES:,} characters)"
+                      "\nhint: run 'cnnspec check' on the file")
+
+
+def checked(text: str, path: str | None) -> tuple[Model | None, list[Diagnostic]]:
+    """The model and diagnostics of a document; a compiler bug becomes a diagnostic, not a
+    dead server (the traceback goes to the server's stderr, which editors log)."""
+    big = too_large(text)
+    if big is not None:
+        return None, [big]
+    try:
+        model, errs = compile_source(text, path)
+    except Exception as exc:     # one document must not take the server down
+        import logging
+        logging.getLogger(__name__).exception("cnnspec could not check %s", path)
+        return None, [Diagnostic(0, 0, 0, 1, "E000", f"internal error: {type(exc).__name__}; "
+                                 "please report this with the spec")]
+    return model, diagnostics(errs, text)
+
+
+class FramedInput:
+    """The client's byte stream as well-framed messages, for pygls' reader.
+
+    pygls trusts each `Content-Length`; one that is not a number, too short or too long made it
+    read the following messages as headers or as this body, and none of them was answered. Here
+    a body ends at its declared length or where the next `Content-Length: N` line begins,
+    whichever comes first: that line, with a raw line break, cannot occur inside JSON. Bytes
+    before a header are skipped. Only what pygls calls is offered: readline() and read(n)."""
+
+    HEADER = re.compile(rb"Content-Length:[ \t]*([0-9]{1,12})[ \t]*\r?\n", re.IGNORECASE)
+
+    def __init__(self, raw):
+        self.raw = raw
+        self.buf = b""
+        self.frame = b""
+
+    def _fill(self) -> bool:
+        chunk = self.raw.read1(65536) if hasattr(self.raw, "read1") else self.raw.read(1)
+        self.buf += chunk
+        return bool(chunk)
+
+    def _next_frame(self) -> bytes:
+        while True:
+            head = self.HEADER.search(self.buf)
+            if head is None:
+                self.buf = self.buf[-64:]            # a header may be arriving in pieces
+                if not self._fill():
+                    return b""
+                continue
+            end = re.compile(rb"\r?\n\r?\n").search(self.buf, head.start())
+            if end is None or end.start() > head.end():
+                if end is None and len(self.buf) - head.start() < 65536 and self._fill():
+                    continue
+                if end is None and len(self.buf) - head.start() < 65536:
+                    return b""                       # the stream ended inside a header
+                self.buf = self.buf[head.end():]     # no blank line after it: not a header
+                continue
+            length, start = int(head.group(1)), end.end()
+            if length > MAX_MESSAGE_BYTES:
+                self.buf = self.buf[start:]
+                continue
+            while True:
+                cut = self.HEADER.search(self.buf, start, start + length)
+                if cut is not None or len(self.buf) >= start + length:
+                    break
+                if not self._fill():
+                    return b""
+            stop = cut.start() if cut is not None else start + length
+            body, self.buf = self.buf[start:stop], self.buf[stop:]
+            return b"Content-Length: %d\r\n\r\n" % len(body) + body
+
+    def readline(self) -> bytes:
+        if not self.frame:
+            self.frame = self._next_frame()
+        line, sep, rest = self.frame.partition(b"\n")
+        self.frame = rest
+        return line + sep
+
+    def read(self, n: int) -> bytes:
+        out, self.frame = self.frame[:n], self.frame[n:]
+        return out
+
 
 def build_server():
+    import asyncio
+    from concurrent.futures import ThreadPoolExecutor
+    from urllib.parse import unquote
+
     from lsprotocol import types as lsp
+    from pygls.exceptions import JsonRpcException, JsonRpcInvalidParams
     from pygls.lsp.server import LanguageServer
+    from pygls.protocol import LanguageServerProtocol
     from pygls.workspace.position_codec import ServerTextPosition
 
     from . import __version__
 
-    server = LanguageServer("cnnspec", __version__,
+    answered = object()     # a request already answered while it was being read
+
+    class Protocol(LanguageServerProtocol):
+        def structure_message(self, data):
+            try:
+                return super().structure_message(data)
+            except JsonRpcException as exc:
+                if isinstance(data, dict) and "id" in data and "method" in data:
+                    error = JsonRpcInvalidParams(message=f"invalid parameters for "
+                                                 f"{str(data['method'])[:80]}")
+                    self._send_response(data["id"], error=error.to_response_error())
+                    return answered
+                raise exc from None
+
+        def handle_message(self, message):
+            if message is not answered:
+                super().handle_message(message)
+
+        def _send_response(self, msg_id, result=None, error=None):
+            if error is not None and isinstance(error.data, dict):
+                error.data.pop("traceback", None)       # never a traceback to the editor
+            super()._send_response(msg_id, result, error)
+
+    server = LanguageServer("cnnspec", __version__, protocol_cls=Protocol,
                             text_document_sync_kind=lsp.TextDocumentSyncKind.Full)
+    workers = ThreadPoolExecutor(max_workers=2, thread_name_prefix="cnnspec-check")
     cache: dict[str, tuple[int | None, Model | None]] = {}
+    running: dict[str, tuple[int | None, asyncio.Future]] = {}
+
+    def opened(ls, uri: str):
+        """The document if the editor opened it; never one read from disk."""
+        return ls.workspace.text_documents.get(unquote(uri))
 
     def to_client(doc, line: int, character: int):
         if line >= len(doc.lines):     # a span past the last line (end of file)
             return lsp.Position(line=line, character=character)
         return doc.position_to_client_units(ServerTextPosition(line, character))
 
-    def check(ls, uri: str) -> None:
-        doc = ls.workspace.get_text_document(uri)
-        path = doc.path if uri.startswith("file:") else None
-        model, errs = compile_source(doc.source, path)
-        cache[uri] = (doc.version, model)
-        found = [lsp.Diagnostic(
-            range=lsp.Range(start=to_client(doc, d.line, d.character),
-                            end=to_client(doc, d.end_line, d.end_character)),
-            message=d.message, code=d.code, source="cnnspec",
-            severity=lsp.DiagnosticSeverity.Error) for d in diagnostics(errs, doc.source)]
+    async def model_of(doc) -> tuple[bool, Model | None, list[Diagnostic]]:
+        """(fresh, model, diagnostics) of the document's current version, checked on a worker;
+        a newer version cancels a check that has not started yet."""
+        uri, version = doc.uri, doc.version
+        old = running.get(uri)
+        if old is not None and old[0] == version:
+            fut = old[1]
+        else:
+            if old is not None:
+                old[1].cancel()
+            path = doc.path if uri.startswith("file:") and "\x00" not in uri else None
+            fut = asyncio.get_running_loop().run_in_executor(workers, checked, doc.source, path)
+            running[uri] = (version, fut)
+        try:
+            model, found = await asyncio.shield(fut)
+        except asyncio.CancelledError:
+            return False, None, []
+        finally:
+            if running.get(uri, (None, None))[1] is fut and fut.done():
+                running.pop(uri, None)
+        if doc.version != version:
+            return False, None, []
+        cache[uri] = (version, model)
+        return True, model, found
+
+    async def check(ls, uri: str) -> None:
+        doc = opened(ls, uri)
+        if doc is None:
+            return
+        fresh, _, found = await model_of(doc)
+        if not fresh or opened(ls, uri) is not doc:
+            return
         ls.text_document_publish_diagnostics(lsp.PublishDiagnosticsParams(
-            uri=uri, version=doc.version, diagnostics=found))
+            uri=uri, version=doc.version, diagnostics=[lsp.Diagnostic(
+                range=lsp.Range(start=to_client(doc, d.line, d.character),
+                                end=to_client(doc, d.end_line, d.end_character)),
+                message=d.message, code=d.code, source="cnnspec",
+                severity=lsp.DiagnosticSeverity.Error) for d in found]))
 
     @server.feature(lsp.TEXT_DOCUMENT_DID_OPEN)
-    def did_open(ls, params: lsp.DidOpenTextDocumentParams):
-        check(ls, params.text_document.uri)
+    async def did_open(ls, params: lsp.DidOpenTextDocumentParams):
+        await check(ls, params.text_document.uri)
 
     @server.feature(lsp.TEXT_DOCUMENT_DID_CHANGE)
-    def did_change(ls, params: lsp.DidChangeTextDocumentParams):
-        check(ls, params.text_document.uri)
+    async def did_change(ls, params: lsp.DidChangeTextDocumentParams):
+        await check(ls, params.text_document.uri)
 
     @server.feature(lsp.TEXT_DOCUMENT_DID_SAVE)
-    def did_save(ls, params: lsp.DidSaveTextDocumentParams):
-        check(ls, params.text_document.uri)
+    async def did_save(ls, params: lsp.DidSaveTextDocumentParams):
+        await check(ls, params.text_document.uri)
 
     @server.feature(lsp.TEXT_DOCUMENT_DID_CLOSE)
     def did_close(ls, params: lsp.DidCloseTextDocumentParams):
-        cache.pop(params.text_document.uri, None)
+        uri = params.text_document.uri
+        cache.pop(uri, None)
+        old = running.pop(uri, None)
+        if old is not None:
+            old[1].cancel()
         ls.text_document_publish_diagnostics(lsp.PublishDiagnosticsParams(
-            uri=params.text_document.uri, diagnostics=[]))
+            uri=uri, diagnostics=[]))
 
     @server.feature(lsp.TEXT_DOCUMENT_HOVER)
-    def hover(ls, params: lsp.HoverParams):
-        uri = params.text_document.uri
-        doc = ls.workspace.get_text_document(uri)
-        version, model = cache.get(uri, (None, None))
-        if uri not in cache or version != doc.version:
-            model, _ = compile_source(doc.source)
-            cache[uri] = (doc.version, model)
-        if model is None:
+    async def hover(ls, params: lsp.HoverParams):
+        doc = opened(ls, params.text_document.uri)
+        if doc is None:
             return None
-        pos = doc.position_from_client_units(params.position)
-        text = hover_markdown(model, pos.line + 1, pos.character + 1, doc.source)
+        try:
+            version, model = cache.get(doc.uri, (None, None))
+            if version != doc.version or doc.uri not in cache:
+                fresh, model, _ = await asyncio.wait_for(model_of(doc), HOVER_WAIT_SECONDS)
+                if not fresh:
+                    return None
+            if model is None:
+                return None
+            pos = doc.position_from_client_units(params.position)
+            text = hover_markdown(model, pos.line + 1, pos.character + 1, doc.source)
+        except asyncio.TimeoutError:
+            return None
         if text is None:
             return None
         return lsp.Hover(contents=lsp.MarkupContent(kind=lsp.MarkupKind.Markdown, value=text))
@@ -213,4 +387,5 @@ def build_server():
 
 
 def serve() -> None:
-    build_server().start_io()
+    import sys
+    build_server().start_io(FramedInput(sys.stdin.buffer), sys.stdout.buffer)

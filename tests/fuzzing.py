@@ -1,5 +1,7 @@
 """Mutation fuzzing of the front end: spec text -> SpecErrors or a valid Model, never another
-exception, never a hang. Used by tests/test_fuzz.py and runnable on its own for long campaigns:
+exception, never a hang; IR documents (also non-UTF-8 and deeply nested) -> the same; `fmt` on
+specs with comments everywhere -> every comment kept, or a located refusal; and the language
+server's protocol (tests/fuzzing_lsp.py). Used by tests/test_fuzz.py and runnable on its own:
 
     PYTHONPATH=. python tests/fuzzing.py 100000 [seed]     # writes new crashes to tests/fuzz_corpus
 
@@ -186,13 +188,94 @@ def ir_inputs(count: int, seed: int = 0):
     documents = ir_documents()
     for _ in range(count):
         roll = rng.random()
-        if roll < 0.05:
+        if roll < 0.03:
+            yield _unreadable(rng, rng.choice(documents))
+        elif roll < 0.05:
             yield random_json(rng)
         elif roll < 0.1:
             text = json.dumps(rng.choice(documents))
             yield text[: rng.randrange(len(text))]
         else:
             yield mutate_ir(copy.deepcopy(rng.choice(documents)), rng)
+
+
+def _unreadable(rng: random.Random, document: dict) -> bytes | str:
+    """A document as bytes that are not UTF-8, or nested deeper than any reader recurses
+    (issue 14: both were tracebacks in `cnnspec validate`)."""
+    if rng.random() < 0.5:
+        raw = bytearray(json.dumps(document).encode())
+        for _ in range(rng.randint(1, 3)):
+            raw[rng.randrange(len(raw))] = rng.choice([0xff, 0xfe, 0xc0, 0x80, 0xed])
+        return bytes(raw)
+    depth = rng.choice([1_000, 10_000, 100_000])
+    open_, close = rng.choice([("[", "]"), ('{"a":', "}")])
+    inner = open_ * depth + "1" + close * depth
+    return rng.choice([inner, json.dumps({**document, "nodes": "@"}).replace('"@"', inner)])
+
+
+# --- the formatter: comments everywhere, kept word for word or refused ----------------------------
+
+def with_comments(text: str, rng: random.Random) -> str:
+    """The text with comments added at line ends, on lines of their own and before `else`."""
+    out = []
+    for i, line in enumerate(text.splitlines()):
+        roll = rng.random()
+        if roll < 0.15:
+            out.append(" " * rng.randrange(4) + f"# own {i}")
+        if "else" in line and rng.random() < 0.5:
+            line = line.replace("else", f"# before else {i}\nelse", 1)
+        if roll > 0.6 and not line.rstrip().endswith("\\"):
+            line += rng.choice(["  ", " ", "\t"]) + f"# end {i} {{ }} ; \" x"
+        out.append(line)
+    return "\n".join(out) + rng.choice(["", "\n", "\n# last"])
+
+
+def _comment_words(text: str) -> list[str]:
+    from cnnspec.fmt import comments_in
+    return [w for c in comments_in(text) for w in str(c).split()]
+
+
+def check_fmt(text: str) -> str | None:
+    """None when `fmt` keeps every comment (and formatting again changes nothing) or refuses
+    with a located error; otherwise what went wrong."""
+    import cnnspec
+    from cnnspec.fmt import format_text
+    try:
+        with time_limit(PER_INPUT_SECONDS):
+            try:
+                once = format_text(text)
+            except (cnnspec.SpecError, cnnspec.SpecErrors) as err:
+                errors = err.errors if isinstance(err, cnnspec.SpecErrors) else [err]
+                if not all(e.code and e.span is not None for e in errors):
+                    return "fmt refused without a located error"
+                return None
+            if _comment_words(once) != _comment_words(text):
+                return "fmt lost or changed a comment"
+            if format_text(once) != once:
+                return "formatting twice changed the text"
+            return None
+    except Exception:                      # noqa: BLE001  (the point: nothing else escapes)
+        return traceback.format_exc(limit=6)
+
+
+def fmt_campaign(count: int, seed: int = 0, save: bool = False) -> tuple[int, list, float]:
+    """`count` specs and mutants with comments everywhere through `fmt`; as `campaign`."""
+    rng = random.Random(seed)
+    sources = specs() + [(ROOT / "tests" / "data" / "every_construct.cnn").read_text()]
+    failures, slowest = [], 0.0
+    for i in range(count):
+        base = rng.choice(sources)
+        text = with_comments(base if rng.random() < 0.5 else mutate(base, rng), rng)
+        start = time.perf_counter()
+        problem = check_fmt(text)
+        slowest = max(slowest, time.perf_counter() - start)
+        if problem:
+            failures.append((text, problem))
+            if save:
+                CORPUS.mkdir(exist_ok=True)
+                (CORPUS / f"crash_fmt_{seed}_{i}.cnn").write_text(text, encoding="utf-8",
+                                                                 errors="surrogatepass")
+    return count, failures, slowest
 
 
 @contextmanager
@@ -239,7 +322,8 @@ def check_ir(value) -> str | None:
     try:
         with time_limit(PER_INPUT_SECONDS):
             try:
-                model = cnnspec.validate(value if isinstance(value, str) else json.dumps(value))
+                text = value if isinstance(value, (str, bytes)) else json.dumps(value)
+                model = cnnspec.validate(text)
             except cnnspec.SpecErrors as errs:
                 if not all(e.code and e.pointer is not None for e in errs.errors):
                     return "validate error without a code or a JSON pointer"
@@ -282,20 +366,40 @@ def ir_campaign(count: int, seed: int = 0, save: bool = False) -> tuple[int, lis
             failures.append((document, problem))
             if save:
                 CORPUS.mkdir(exist_ok=True)
-                text = document if isinstance(document, str) else json.dumps(document)
-                (CORPUS / f"crash_ir_{seed}_{i}.json").write_text(text, encoding="utf-8")
+                text = document if isinstance(document, (str, bytes)) else json.dumps(document)
+                data = text if isinstance(text, bytes) else text.encode("utf-8", "surrogatepass")
+                (CORPUS / f"crash_ir_{seed}_{i}.json").write_bytes(data)
     return count, failures, slowest
 
 
-if __name__ == "__main__":
-    n = int(sys.argv[1]) if len(sys.argv) > 1 else 10_000
-    seed = int(sys.argv[2]) if len(sys.argv) > 2 else 0
-    t0 = time.perf_counter()
-    ran, failed, worst = campaign(n, seed, save=True)
-    ir_ran, ir_failed, ir_worst = ir_campaign(n, seed, save=True)
-    ran, failed, worst = ran + ir_ran, failed + ir_failed, max(worst, ir_worst)
+# `make fuzz N`: N inputs in all, shared out over the classes (their cost differs: an LSP input
+# is a round trip to a subprocess).
+SHARES = {"spec text": 0.4, "IR documents": 0.3, "fmt with comments": 0.2, "LSP protocol": 0.1}
+
+
+def main(n: int, seed: int) -> int:
+    import fuzzing_lsp
+    runs = {"spec text": lambda k: campaign(k, seed, save=True),
+            "IR documents": lambda k: ir_campaign(k, seed, save=True),
+            "fmt with comments": lambda k: fmt_campaign(k, seed, save=True),
+            "LSP protocol": lambda k: fuzzing_lsp.campaign(k, seed)}
+    total, failed, t0 = 0, [], time.perf_counter()
+    for name, share in SHARES.items():
+        start = time.perf_counter()
+        ran, failures, worst = runs[name](max(int(n * share), 1))
+        took = time.perf_counter() - start
+        total += ran
+        failed += failures
+        print(f"{name}: {ran} inputs in {took:.1f} s ({ran / took:.0f}/s), slowest "
+              f"{worst:.2f} s, {len(failures)} failures", flush=True)
     took = time.perf_counter() - t0
-    print(f"{ran} inputs in {took:.1f} s ({ran / took:.0f}/s), slowest {worst:.2f} s, "
-          f"{len(failed)} failures")
+    print(f"all: {total} inputs in {took:.1f} s, {len(failed)} failures")
     for text, problem in failed[:5]:
-        print("-" * 60, "\n", text[:300], "\n", problem)
+        print("-" * 60, "\n", str(text)[:300], "\n", problem)
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    sys.exit(main(int(sys.argv[1]) if len(sys.argv) > 1 else 10_000,
+                  int(sys.argv[2]) if len(sys.argv) > 2 else 0))

@@ -161,8 +161,9 @@ def test_long_lines_split_and_stay_split():
 
 def test_the_result_is_checked_against_the_source(monkeypatch):
     monkeypatch.setattr(fmt.Printer, "render", lambda self: "conv 2\n")
-    with pytest.raises(RuntimeError, match="meaning"):
+    with pytest.raises(SpecError, match="meaning") as info:
         fmt.format_text("conv 1\n")
+    assert info.value.code == "E108"
 
 
 def test_syntax_error_is_a_located_spec_error():

@@ -5,7 +5,6 @@ tests/fuzz_corpus/ and are checked here one by one."""
 
 from __future__ import annotations
 
-import json
 import random
 import time
 from pathlib import Path
@@ -57,7 +56,8 @@ HOSTILE_TEXTS = [
 
 
 def test_the_plan_covers_ten_thousand_inputs():
-    total = TEXT_CHUNKS * TEXT_PER_CHUNK + IR_CHUNKS * IR_PER_CHUNK + len(HOSTILE_TEXTS)
+    total = (TEXT_CHUNKS * TEXT_PER_CHUNK + IR_CHUNKS * IR_PER_CHUNK + len(HOSTILE_TEXTS)
+             + 300 + 600)          # fmt with comments, LSP protocol
     print(f"fuzz plan: {total:,} inputs")
     assert total >= 10_000
 
@@ -156,5 +156,44 @@ def _assert_located_or_model(text: str) -> None:
 
 def _show(failures) -> str:
     text, problem = failures[0]
-    shown = text if isinstance(text, str) else json.dumps(text)
+    shown = text if isinstance(text, str) else repr(text)
     return f"{len(failures)} failures; the first:\n{shown[:500]}\n{problem}"
+
+
+# --- the classes issue 14 found unguarded: comments in fmt, unreadable IR, the LSP protocol ------
+
+def test_formatter_keeps_comments_everywhere():
+    """Comments at line ends, on lines of their own and before `else`, in specs and mutants:
+    `fmt` keeps every one word for word (and is stable), or refuses with a located error."""
+    ran, failures, _ = fuzzing.fmt_campaign(300, seed=0)    # time_limit() guards each input
+    assert ran == 300 and not failures, _show(failures)
+
+
+def test_formatter_campaign_sees_else_comments():
+    rng = random.Random(0)
+    texts = [fuzzing.with_comments(t, rng) for t in fuzzing.specs() * 3]
+    assert any("# before else" in t for t in texts)
+
+
+@pytest.mark.parametrize("seed", range(20))
+def test_unreadable_ir_documents(seed):
+    rng = random.Random(seed)
+    document = rng.choice(fuzzing.ir_documents())
+    data = fuzzing._unreadable(rng, document)
+    assert fuzzing.check_ir(data) is None
+    with pytest.raises(SpecErrors) as info:
+        cnnspec.validate(data)
+    assert info.value.errors[0].code in ("E601", "E602")
+
+
+def test_language_server_protocol_mutants():
+    """Random JSON-RPC, unknown URIs, invalid positions, broken frames and huge documents to a
+    real `cnnspec lsp`: every probe answered within 10 s, no traceback in any message."""
+    pytest.importorskip("pygls")
+    import fuzzing_lsp
+    start = time.perf_counter()
+    ran, failures, slowest = fuzzing_lsp.campaign(600, seed=0)
+    print(f"LSP: {ran} inputs in {time.perf_counter() - start:.1f} s, slowest probe "
+          f"{slowest:.2f} s")
+    assert ran == 600 and not failures, _show(failures)
+    assert slowest < fuzzing_lsp.HANG_SECONDS

@@ -32,7 +32,8 @@ def test_corrupted_ir_is_refused_with_pointers():
     refused = 0
     for document in fuzzing.ir_inputs(200, seed=99):
         try:
-            cnnspec.validate(document if isinstance(document, str) else json.dumps(document))
+            cnnspec.validate(document if isinstance(document, (str, bytes))
+                             else json.dumps(document))
         except SpecErrors as errs:
             refused += 1
             assert all(e.code and e.pointer is not None for e in errs.errors)
@@ -42,5 +43,5 @@ def test_corrupted_ir_is_refused_with_pointers():
 
 def _show(failures) -> str:
     document, problem = failures[0]
-    shown = document if isinstance(document, str) else json.dumps(document)
+    shown = document if isinstance(document, (str, bytes)) else json.dumps(document)
     return f"{len(failures)} failures; the first:\n{shown[:500]}\n{problem}"

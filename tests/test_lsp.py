@@ -1,11 +1,15 @@
-"""The language server, spoken to over stdio as an editor would (Content-Length framing)."""
+"""The language server, spoken to over stdio as an editor would (Content-Length framing), and
+hostile clients (issue 14): unknown URIs, invalid parameters, broken framing, huge documents."""
 
 from __future__ import annotations
 
 import json
 import os
+import queue
 import subprocess
 import sys
+import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -14,6 +18,8 @@ import cnnspec
 from cnnspec.lsp import diagnostics, hover_markdown
 
 pytest.importorskip("pygls")
+
+TIMEOUT = 20.0      # seconds for any one answer; the answers take milliseconds
 
 ROOT = Path(__file__).resolve().parent.parent
 BAD = "input 32x32x3\nconv 16 3x3 same relu\nconvv 8 3x3\n"
@@ -29,52 +35,74 @@ gap; dense 10 softmax
 """
 
 class Client:
+    """An editor on the other end of stdio. A thread reads the framed answers into a queue, so
+    that every wait is bounded: a request never answered fails the test instead of hanging it."""
+
     def __init__(self):
         env = {**os.environ, "PYTHONPATH": str(ROOT)}
         self.proc = subprocess.Popen([sys.executable, "-m", "cnnspec", "lsp"], cwd=ROOT,
                                      env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                                      stderr=subprocess.DEVNULL)
         self.next_id = 0
+        self.inbox: queue.Queue = queue.Queue()
+        threading.Thread(target=self._read_all, daemon=True).start()
 
-    def send(self, method: str, params: dict, request: bool = False) -> int | None:
+    def send_raw(self, data: bytes) -> None:
+        self.proc.stdin.write(data)
+        self.proc.stdin.flush()
+
+    def send(self, method: str, params, request: bool = False) -> int | None:
         msg = {"jsonrpc": "2.0", "method": method, "params": params}
         if request:
             self.next_id += 1
             msg["id"] = self.next_id
         body = json.dumps(msg).encode()
-        self.proc.stdin.write(f"Content-Length: {len(body)}\r\n\r\n".encode() + body)
-        self.proc.stdin.flush()
+        self.send_raw(f"Content-Length: {len(body)}\r\n\r\n".encode() + body)
         return msg.get("id")
 
-    def read(self) -> dict:
-        length = None
+    def _read_all(self) -> None:
+        out = self.proc.stdout
         while True:
-            line = self.proc.stdout.readline()
-            assert line, "the server closed its output"
-            line = line.strip()
-            if not line:
-                break
-            key, _, value = line.decode().partition(":")
-            if key.lower() == "content-length":
-                length = int(value)
-        return json.loads(self.proc.stdout.read(length))
+            length = None
+            while True:
+                line = out.readline()
+                if not line:
+                    self.inbox.put(None)
+                    return
+                line = line.strip()
+                if not line:
+                    break
+                key, _, value = line.decode().partition(":")
+                if key.lower() == "content-length":
+                    length = int(value)
+            self.inbox.put(json.loads(out.read(length)))
 
-    def wait(self, pred, limit: int = 50) -> dict:
-        for _ in range(limit):
-            msg = self.read()
+    def read(self, timeout: float = TIMEOUT) -> dict:
+        try:
+            msg = self.inbox.get(timeout=timeout)
+        except queue.Empty:
+            raise AssertionError(f"no message from the server in {timeout} s") from None
+        assert msg is not None, "the server closed its output"
+        return msg
+
+    def wait(self, pred, timeout: float = TIMEOUT) -> dict:
+        deadline = time.monotonic() + timeout
+        while True:
+            msg = self.read(max(deadline - time.monotonic(), 0.01))
+            assert "traceback" not in json.dumps(msg).lower(), msg
             if pred(msg):
                 return msg
-        raise AssertionError("no such message")
 
     def close(self):
         try:
-            rid = self.send("shutdown", {}, request=True)
+            rid = self.send("shutdown", None, request=True)
             self.wait(lambda m: m.get("id") == rid)
-            self.send("exit", {})
+            self.send("exit", None)
             self.proc.wait(timeout=10)
         finally:
             if self.proc.poll() is None:
                 self.proc.kill()
+
 
 @pytest.fixture(scope="module")
 def client():
@@ -164,3 +192,110 @@ def test_hover_on_names_of_block_instances_and_references():
     assert "block b" in hover_markdown(model, 3, 2, text)           # `layer1 = b 4`
     assert "`layer1`" in hover_markdown(model, 5, 6, text)          # `add layer1`
     assert "`y`" in hover_markdown(model, 4, 1, text)
+
+
+# --- hostile clients (issue 14): every request answered, in bounded time, without a traceback ---
+
+def _answer(client, method: str, params) -> dict:
+    rid = client.send(method, params, request=True)
+    return client.wait(lambda m: m.get("id") == rid)
+
+
+def _hover_at(client, uri: str, line=0, character=0) -> dict:
+    return _answer(client, "textDocument/hover", {"textDocument": {"uri": uri},
+                                                  "position": {"line": line,
+                                                               "character": character}})
+
+
+@pytest.mark.parametrize("uri", ["file:///tmp/never_opened.cnn", "file:///dev/zero",
+                                 "file:///tmp/a%00b.cnn", "file:///tmp/a\x00b.cnn",
+                                 "untitled:x", "", "file:///" + "x" * 5000])
+def test_hover_on_a_document_never_opened_is_answered_with_nothing(client, uri):
+    answer = _hover_at(client, uri)
+    assert "error" not in answer and answer["result"] is None
+
+
+def test_a_document_with_a_nul_in_its_uri(client):
+    uri = "file:///tmp/nul\x00name.cnn"
+    assert _open(client, uri, GOOD)["diagnostics"] == []
+    assert "dense1" in _hover_at(client, uri, 8, 8)["result"]["contents"]["value"]
+
+
+def test_a_literal_of_5000_digits_is_a_diagnostic(client):
+    uri = "file:///tmp/digits.cnn"
+    [diag] = _open(client, uri, "input " + "9" * 5000 + "x3x3\n")["diagnostics"]
+    assert diag["code"] == "E214"
+    assert _hover_at(client, uri)["result"] is None
+
+
+@pytest.mark.parametrize("position", [{"line": -1, "character": 0},
+                                      {"line": 0, "character": -5},
+                                      {"line": 2**40, "character": 0}, {"line": "x"}, None])
+def test_invalid_positions_get_an_answer(client, position):
+    uri = "file:///tmp/positions.cnn"
+    _open(client, uri, GOOD)
+    answer = _answer(client, "textDocument/hover", {"textDocument": {"uri": uri},
+                                                    "position": position})
+    assert answer.get("result") is None or "error" in answer
+    if "error" in answer:
+        assert answer["error"]["code"] == -32602
+    assert "dense1" in _hover_at(client, uri, 8, 8)["result"]["contents"]["value"]
+
+
+def test_malformed_requests_get_an_answer(client):
+    for params in ("text", 5, [1, 2], {"textDocument": None}):
+        answer = _answer(client, "textDocument/hover", params)
+        assert answer["error"]["code"] == -32602
+    answer = _answer(client, "cnnspec/noSuchMethod", {})
+    assert answer["error"]["code"] == -32601
+
+
+@pytest.mark.parametrize("broken", [
+    b"Content-Length: abc\r\n\r\n{\"jsonrpc\": \"2.0\"}",
+    b"Content-Length: 5000\r\n\r\n{\"jsonrpc\": \"2.0\", \"method\": \"x\"}",
+    b"Content-Length: 3\r\n\r\n{\"jsonrpc\": \"2.0\", \"method\": \"initialized\"}",
+    b"Content-Length: 99999999999999999999\r\n\r\n{}",
+    b"garbage without a header\r\n\r\n",
+    b"Content-Length: 10\r\n\r\n\xff\xfe\x00\x01not json!",
+])
+def test_a_broken_frame_costs_one_message_not_the_session(broken):
+    c = Client()
+    try:
+        rid = c.send("initialize", {"processId": None, "rootUri": None, "capabilities": {}},
+                     request=True)
+        c.wait(lambda m: m.get("id") == rid)
+        c.send("initialized", {})
+        c.send_raw(broken)
+        uri = "file:///tmp/after_broken.cnn"
+        _open(c, uri, GOOD)
+        assert "dense1" in _hover_at(c, uri, 8, 8)["result"]["contents"]["value"]
+    finally:
+        c.close()
+
+
+def test_a_huge_document_does_not_stall_the_others():
+    c = Client()
+    try:
+        rid = c.send("initialize", {"processId": None, "rootUri": None, "capabilities": {}},
+                     request=True)
+        c.wait(lambda m: m.get("id") == rid)
+        c.send("initialized", {})
+        small = "file:///tmp/small.cnn"
+        assert _open(c, small, GOOD)["diagnostics"] == []
+        # Under the size limit but seconds to check: the check runs beside the protocol.
+        c.send("textDocument/didOpen", {"textDocument": {
+            "uri": "file:///tmp/slow.cnn", "languageId": "cnnspec", "version": 1,
+            "text": "input 8x8x3\n" + "relu\n" * 9_000}})
+        start = time.monotonic()
+        assert "dense1" in _hover_at(c, small, 8, 8)["result"]["contents"]["value"]
+        assert time.monotonic() - start < 1.5
+        # 100,000 lines: refused with one diagnostic, at once.
+        big = "file:///tmp/huge.cnn"
+        start = time.monotonic()
+        [diag] = _open(c, big, "input 8x8x3\n" + "relu\n" * 100_000)["diagnostics"]
+        assert "too large to check as you type" in diag["message"]
+        assert time.monotonic() - start < 5
+        assert _hover_at(c, big, 1, 1)["result"] is None
+        assert "dense1" in _hover_at(c, small, 8, 8)["result"]["contents"]["value"]
+    finally:
+        c.close()

@@ -20,7 +20,8 @@ def configure(p):
 def run(args) -> int:
     from ..validate import validate
     try:
-        text = sys.stdin.read() if args.file == "-" else Path(args.file).read_text()
+        # bytes: validate() says which byte is not UTF-8, as a located E601
+        text = sys.stdin.buffer.read() if args.file == "-" else Path(args.file).read_bytes()
     except OSError as exc:
         print(f"cnnspec validate: cannot read {args.file}: {exc.strerror}", file=sys.stderr)
         return EXIT_USAGE

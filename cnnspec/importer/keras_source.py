@@ -8,6 +8,8 @@ naming the layer and its class.
 
 from __future__ import annotations
 
+import zipfile
+
 from ..errors import SpecError
 from .graph import Dims, Graph, Op, scalar, size, unsupported, window
 
@@ -17,20 +19,36 @@ ACTIVATIONS = {"relu": "relu", "relu6": "relu6", "sigmoid": "sigmoid", "tanh": "
                "leaky_relu": "leaky_relu", "linear": None}
 
 
+# What a malformed saved model raises from inside Keras (a file is untrusted input): a bad zip, a
+# config that is not JSON or names a class Keras does not know, a missing key (issue 14).
+_UNREADABLE = (OSError, ValueError, TypeError, KeyError, AttributeError, IndexError,
+               zipfile.BadZipFile)
+
+
 def load(source: str, input_shape=None):
     """keras.applications.<Name>(weights=None) or a saved .keras model."""
+    import inspect
+
     import keras
     if source.endswith((".keras", ".h5")):
         try:
-            return keras.saving.load_model(source, compile=False)
-        except (OSError, ValueError) as exc:
-            raise SpecError("E410", f"cannot read the Keras model '{source}': {exc}") from None
-    builder = getattr(keras.applications, source, None)
-    if builder is None or not callable(builder):
+            # safe_mode: a Lambda layer's code is refused, never deserialised and run
+            return keras.saving.load_model(source, compile=False, safe_mode=True)
+        except _UNREADABLE as exc:
+            why = str(exc).splitlines()[0][:300] if str(exc) else type(exc).__name__
+            raise SpecError("E410", f"cannot read the Keras model '{source}': {why}",
+                            hint="save it with model.save('NAME.keras') from Keras 3") from None
+    # Only the public model builders: `keras:__class__` or a submodule name is no model.
+    builder = None if source.startswith("_") else getattr(keras.applications, source, None)
+    if builder is None or not inspect.isfunction(builder):
         raise SpecError("E410", f"keras.applications has no model '{source}'",
                         hint="names are as in Python: ResNet50, MobileNetV2, DenseNet121")
     kwargs = {"input_shape": tuple(input_shape)} if input_shape else {}
-    return builder(weights=None, **kwargs)
+    try:
+        return builder(weights=None, **kwargs)
+    except (ValueError, TypeError) as exc:
+        raise SpecError("E410", f"keras.applications.{source} refused the input: "
+                        f"{str(exc).splitlines()[0][:300]}") from None
 
 
 def counts(kmodel) -> tuple[int, int]:
