@@ -21,6 +21,8 @@ Text from a spec (file and model names) is untrusted: it reaches generated sourc
 from __future__ import annotations
 
 import functools
+import keyword
+import re
 from dataclasses import dataclass
 
 WIDTH = 100
@@ -186,6 +188,21 @@ def statement(head: str, doc, depth: int, comment: str | None = None) -> list[st
     if len(code) == 1 and len(code[0]) + 4 + len(comment) <= WIDTH:
         return [f"{code[0]}  # {comment}"]
     return [f"{INDENT * depth}# {comment}", *code]
+
+
+# --- Names from the spec ----------------------------------------------------------------------
+
+def identifier(text: str, taken: set[str] | frozenset = frozenset()) -> str:
+    """A safe Python identifier for `text`: invalid characters become '_', keywords, dunders,
+    and names in `taken` get a trailing '_' (never interpolated as anything but a name)."""
+    name = re.sub(r"\W", "_", text, flags=re.ASCII) or "_"
+    if name[0].isdigit():
+        name = f"n{name}"
+    if name.startswith("_"):
+        name = f"n{name}"
+    while keyword.iskeyword(name) or keyword.issoftkeyword(name) or name in taken:
+        name += "_"
+    return name
 
 
 # --- Text from the spec ----------------------------------------------------------------------

@@ -3,13 +3,13 @@ the modules' attribute paths, dead nodes and final softmaxes. Needs no framework
 
 from __future__ import annotations
 
-import keyword
 import re
 from dataclasses import dataclass, field, replace
 
 from ...ir import Model
 from ...logits import final_activation, without_final_activation
 from .. import torch_emit as te
+from ..pysource import identifier
 from .emitters import torch_op
 
 # nn.Module's own attributes, and those the generated class adds: a layer called so gets "_".
@@ -93,19 +93,6 @@ def _overwrite_where_safe(steps: list[Step], consumers: dict[str, int], model: M
         if src is not None and src.op.fresh and consumers[src.node] == 1 \
                 and src.node not in model.outputs:
             step.op = replace(step.op, forward=step.op.inplace)
-
-
-def identifier(text: str, taken: set[str] | frozenset = frozenset()) -> str:
-    """A safe Python identifier for `text`: invalid characters become '_', keywords, dunders,
-    and names in `taken` get a trailing '_' (never interpolated as anything but a name)."""
-    name = re.sub(r"\W", "_", text, flags=re.ASCII) or "_"
-    if name[0].isdigit():
-        name = f"n{name}"
-    if name.startswith("_"):
-        name = f"n{name}"
-    while keyword.iskeyword(name) or keyword.issoftkeyword(name) or name in taken:
-        name += "_"
-    return name
 
 
 def _name_modules(steps: list[Step]) -> list[tuple[str, ...]]:

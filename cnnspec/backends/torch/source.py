@@ -15,7 +15,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from ...ir import Model
-from .. import pysource
+from .. import blocks, pysource
 from .. import torch_emit as te
 from .plan import _CODE_NAMES, Plan, Step, class_name, identifier, layout, plan
 from .runtime import _release_points
@@ -38,43 +38,24 @@ def template_dir() -> Path:
 # --- Block instances ------------------------------------------------------------------------
 
 @dataclass
-class _Instance:
-    path: str                       # the group's path (`layer1.bottleneck1`)
-    block: str                      # the block definition's name
-    attr: tuple[str, ...]           # where its module lives
-    steps: list[Step]
-    input: str
-    output: str
-    groups: list[list[str]]         # the groups inside it
-    key: str = ""                   # its structure, constants left out
-    constants: list = field(default_factory=list)
-    names: list = field(default_factory=list)     # (argument, attribute) per constant
+class _Instance(blocks.Instance):
+    """A block instance as one module: where it lives, its steps, the groups inside it."""
+
+    attr: tuple[str, ...] = ()
+    steps: list[Step] = field(default_factory=list)
+    groups: list[list[str]] = field(default_factory=list)
 
 
-@dataclass
-class _Class:
-    name: str
-    block: str
-    instances: list[_Instance]
-    params: list[str]
-    slots: list[int | None]         # per constant: its parameter, None where all agree
-
-
-def _instance(group, p: Plan, model: Model, order: dict[str, int]) -> _Instance | None:
-    """The group as one module call, or None where it cannot be one: it must be a run of
-    live steps with one input from outside and one value read outside (its last step), all
-    its modules under the one attribute the group's path names."""
-    members = set(group.members)
+def _instance(group, p: Plan, model: Model) -> _Instance | None:
+    """The group as one module call (blocks.find), described, or None where it cannot be one:
+    its steps must be live, and all its modules under the one attribute the group's path
+    names."""
+    found = blocks.find(group, [(s.node, s.inputs) for s in p.steps], p.outputs)
+    if found is None:
+        return None
+    members = set(found.nodes)
     steps = [s for s in p.steps if s.node in members]
-    if not steps or any(not s.live or s.softmax for s in steps):
-        return None
-    ks = sorted(order[s.node] for s in steps)
-    if ks != list(range(ks[0], ks[0] + len(ks))):
-        return None
-    outside = {i for s in steps for i in s.inputs if i not in members}
-    read_out = {i for s in p.steps if s.node not in members for i in s.inputs if i in members}
-    read_out |= members & set(p.outputs)
-    if len(outside) != 1 or read_out != {steps[-1].node}:
+    if any(not s.live or s.softmax for s in steps):
         return None
     depth = len(group.path.split("."))
     attrs = {s.attr[:depth] for s in steps if s.attr is not None}
@@ -84,8 +65,11 @@ def _instance(group, p: Plan, model: Model, order: dict[str, int]) -> _Instance 
     if any(s.attr is not None and s.attr[:depth] == attr for s in p.steps if s not in steps):
         return None
     inner = [g.members for g in model.groups
-             if g.path.startswith(group.path + ".") and set(g.members) <= members]
-    return _Instance(group.path, group.block, attr, steps, outside.pop(), steps[-1].node, inner)
+             if g.path.startswith(group.path + ".") and set(g.members) <= set(group.members)]
+    inst = _Instance(found.path, found.block, found.nodes, found.input, found.output,
+                     attr=attr, steps=steps, groups=inner)
+    _describe(inst)
+    return inst
 
 
 def _is_constant(value) -> bool:
@@ -132,63 +116,17 @@ def _describe(inst: _Instance) -> None:
     inst.names = [n for _, n in found]
 
 
-def _choose(model: Model, p: Plan) -> tuple[list[_Class], dict[str, _Instance]]:
-    """Block definitions that become classes, outermost first: a definition whose instances
-    share their structure often enough (each class used twice or more) gets one class per
-    structure; the others are written out, their inner blocks considered in turn."""
-    order = {s.node: k for k, s in enumerate(p.steps)}
-    blocks = [g for g in model.groups if g.kind == "block" and g.block]
-    taken: dict[str, _Instance] = {}       # node -> its instance
-    classes: list[_Class] = []
+def _choose(model: Model, p: Plan) -> tuple[list[blocks.Family], dict[str, _Instance]]:
+    """Block definitions that become classes (blocks.choose): one class per structure,
+    named after the definition (`Bottleneck`, `Bottleneck2`...)."""
     names = set(_CODE_NAMES) | {p.class_name, "Tensor"}
-    first = {g.block: k for k, g in reversed(list(enumerate(blocks)))}
-    # a definition before those it contains (they have fewer members)
-    definitions = sorted(first, key=lambda b: (-max(len(g.members) for g in blocks
-                                                    if g.block == b), first[b]))
-    for definition in definitions:
-        found = []
-        for g in blocks:
-            if g.block == definition and not any(m in taken for m in g.members):
-                inst = _instance(g, p, model, order)
-                if inst is not None:
-                    _describe(inst)
-                    found.append(inst)
-        variants: dict[str, list[_Instance]] = {}
-        for inst in found:
-            variants.setdefault(inst.key, []).append(inst)
-        if not found or len(found) < 2 * len(variants):
-            continue
-        for k, group in enumerate(variants.values()):
-            base = class_name(definition) + (str(k + 1) if k else "")
-            name = identifier(base, names)
-            names.add(name)
-            classes.append(_parameters(name, definition, group))
-            for inst in group:
-                taken.update({s.node: inst for s in inst.steps})
-    return classes, taken
 
+    def name(definition: str, k: int) -> str:
+        chosen = identifier(class_name(definition) + (str(k + 1) if k else ""), names)
+        names.add(chosen)
+        return chosen
 
-def _parameters(name: str, block: str, instances: list[_Instance]) -> _Class:
-    """Constructor arguments: one per distinct column of constants that differ between the
-    instances, named after the first argument it fills."""
-    params: list[str] = []
-    slots: list[int | None] = []
-    columns: dict[tuple, int] = {}
-    taken = set(_CODE_NAMES)
-    first = instances[0]
-    for k in range(len(first.constants)):
-        column = tuple(repr(inst.constants[k]) for inst in instances)
-        if len(set(column)) == 1:
-            slots.append(None)
-            continue
-        if column not in columns:
-            columns[column] = len(params)
-            arg, where = first.names[k]
-            if arg in params:      # a second argument of that name: say whose it is
-                arg = f"{where}_{arg}"
-            params.append(identifier(arg, taken | set(params)))
-        slots.append(columns[column])
-    return _Class(name, block, instances, params, slots)
+    return blocks.choose(model, lambda g: _instance(g, p, model), name, _CODE_NAMES)
 
 
 # --- Forward code ---------------------------------------------------------------------------
@@ -303,7 +241,7 @@ def _init(p: Plan, depth: int, args=None) -> tuple[list[str], set[str]]:
     return lines, used
 
 
-def _block_class(cls: _Class, model: Model) -> tuple[dict, set[str]]:
+def _block_class(cls: blocks.Family, model: Model) -> tuple[dict, set[str]]:
     """The template's view of one block class."""
     inst = cls.instances[0]
     depth = len(inst.attr)
@@ -348,7 +286,7 @@ def _block_class(cls: _Class, model: Model) -> tuple[dict, set[str]]:
             "output": names[inst.output]}, used | used_f
 
 
-def _fill(expr, offset: int, cls: _Class, inst: _Instance):
+def _fill(expr, offset: int, cls: blocks.Family, inst: _Instance):
     """A call with holes, each filled with the class's argument or the shared constant."""
     if isinstance(expr, te.Var) and expr.name.startswith("#"):
         k = offset + int(expr.name[1:])
@@ -377,11 +315,7 @@ def generate(model: Model) -> str:
     constructor = {}
     for cls in classes:
         for inst in cls.instances:
-            values = [None] * len(cls.params)
-            for k, slot in enumerate(cls.slots):
-                if slot is not None:
-                    values[slot] = inst.constants[k]
-            constructor[inst.path] = te.Call(cls.name, tuple(values))
+            constructor[inst.path] = te.Call(cls.name, tuple(cls.arguments(inst)))
     steps, seen = [], set()
     for s in p.steps:
         inst = taken.get(s.node)
