@@ -230,6 +230,61 @@ def test_generated_source_builds_the_same_model(built, tmp_path):
         np.testing.assert_array_equal(np.asarray(ya), np.asarray(yb))
 
 
+_BLOCKS = """
+input 32x32x3
+block bottleneck(planes, stride=1) {
+  residual relu shortcut=auto {
+    conv planes 1x1 nobias; bn; relu
+    conv planes 3x3 stride=stride padding=1 nobias; bn; relu
+    conv planes*4 1x1 nobias; bn
+  }
+}
+block stage(planes, blocks, stride=1) {
+  bottleneck planes stride=stride
+  repeat blocks - 1 { bottleneck planes }
+}
+conv 16 3x3 padding=1 nobias; bn; relu
+layer1 = stage 8 2
+layer2 = stage 16 3 stride=2
+gap
+dense 10
+"""
+
+
+def test_block_functions_build_the_runtime_model(tmp_path):
+    """A block definition becomes one function called per instance (here: with and without a
+    projection shortcut); layer names, configs and the .weights.h5 layout are the runtime
+    model's, so its saved weights load and give the same outputs."""
+    import ast
+
+    from cnnspec.backends.keras import build, generate
+    model = cnnspec.compile_text(_BLOCKS)
+    source = generate(model)
+    assert source == generate(model)
+    functions = {n.name: [a.arg for a in n.args.args] for n in ast.parse(source).body
+                 if isinstance(n, ast.FunctionDef)}
+    assert functions == {"bottleneck": ["x", "filters", "strides", "conv3_filters", "name"],
+                         "bottleneck2": ["x", "filters", "conv3_filters", "name"],
+                         "build_model": []}
+    calls = [(n.func.id, n.keywords[0].value.value) for n in ast.walk(ast.parse(source))
+             if isinstance(n, ast.Call) and getattr(n.func, "id", "").startswith("bottleneck")]
+    assert sorted(calls) == [("bottleneck", "layer1_bottleneck1"),
+                             ("bottleneck", "layer2_bottleneck1"),
+                             ("bottleneck2", "layer1_bottleneck2"),
+                             ("bottleneck2", "layer2_bottleneck2"),
+                             ("bottleneck2", "layer2_bottleneck3")]
+    _, mod = _load_source(source, tmp_path, "gen_blocks")
+    gen, kmodel = mod.build_model(), build(model)
+    assert [la.name for la in gen.layers] == [la.name for la in kmodel.layers]
+    for a, b in zip(gen.layers, kmodel.layers):
+        assert a.get_config() == b.get_config(), a.name
+    kmodel.save_weights(tmp_path / "runtime.weights.h5")
+    gen.load_weights(tmp_path / "runtime.weights.h5")
+    x = np.random.default_rng(4).normal(size=(2, *model.input_shape)).astype("float32")
+    np.testing.assert_array_equal(np.asarray(gen(x, training=False)),
+                                  np.asarray(kmodel(x, training=False)))
+
+
 def test_cli_build_keras_is_byte_identical_and_passes_ruff(tmp_path):
     import subprocess
     import sys

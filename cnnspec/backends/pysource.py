@@ -23,6 +23,7 @@ from __future__ import annotations
 import functools
 import keyword
 import re
+import textwrap
 from dataclasses import dataclass
 
 WIDTH = 100
@@ -222,6 +223,15 @@ def text(value: str) -> str:
     docstring, start a line of code, or hold an escape that does not parse (`\\N{x}`). Read
     back as the docstring's value, the escapes give the original text."""
     return "".join(_escape(c, '"').replace('\\"', "\\x22") for c in value)
+
+
+def docstring(value: str, depth: int) -> str:
+    """`value` as the text of a one-paragraph docstring at `depth` indents: escaped as `text`,
+    wrapped within the line width (the first line after its three quotes)."""
+    pad = INDENT * depth
+    first = pad + " " * 3
+    return textwrap.fill(text(value), WIDTH - 3, initial_indent=first, subsequent_indent=pad,
+                         break_long_words=False, break_on_hyphens=False)[len(first):]
 
 
 def _escape(c: str, quote: str) -> str:

@@ -10,7 +10,6 @@ are released where the runtime module releases them (`_release_points`), with `d
 
 from __future__ import annotations
 
-import textwrap
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -278,9 +277,7 @@ def _block_class(cls: blocks.Family, model: Model) -> tuple[dict, set[str]]:
                                " -> None:")
     where = inst.path + (f" and {len(cls.instances) - 1} more" if len(cls.instances) > 1
                          else "")
-    doc = textwrap.fill(pysource.text(f"The spec's block {cls.block}, as used at {where}."),
-                        pysource.WIDTH - 3, initial_indent=' ' * 7, subsequent_indent="    ",
-                        break_long_words=False, break_on_hyphens=False)[7:]
+    doc = pysource.docstring(f"The spec's block {cls.block}, as used at {where}.", 1)
     return {"name": cls.name, "doc": doc, "signature": signature,
             "init": init, "input_var": names[inst.input], "body": body,
             "output": names[inst.output]}, used | used_f
