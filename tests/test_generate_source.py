@@ -116,6 +116,19 @@ def test_repeated_blocks_become_classes():
     assert len(source.splitlines()) < 200
 
 
+def test_repeated_blocks_become_keras_functions():
+    """ResNet-50 in Keras: one function per bottleneck variant (Keras layers need no input
+    width, so the two shortcut kinds are the only variants), called once per instance."""
+    source = keras_source.render(cnnspec.compile_file(ROOT / "specs" / "resnet50.cnn"))
+    tree = ast.parse(source)
+    functions = [n.name for n in tree.body if isinstance(n, ast.FunctionDef)]
+    assert functions == ["bottleneck", "bottleneck2", "build_model"]
+    calls = [n.func.id for n in ast.walk(tree) if isinstance(n, ast.Call)
+             and getattr(n.func, "id", "").startswith("bottleneck")]
+    assert sorted(calls) == ["bottleneck"] * 4 + ["bottleneck2"] * 12
+    assert len(source.splitlines()) < 250
+
+
 def test_block_classes_compute_what_the_runtime_module_does(tmp_path):
     """The golden spec (a block used four times, a residual, branches): same state_dict keys,
     bit-identical outputs."""

@@ -78,7 +78,7 @@ def test_torchvision_counts_and_size(torch_case):
     assert len(text.splitlines()) < MAX_LINES
     for expected in READABLE[name]:
         assert expected in text
-    assert format_text(text) == text
+    assert format_text(text) == text      # `cnnspec fmt --check` clean
 
 
 def test_torchvision_outputs_agree(torch_case):
@@ -102,6 +102,7 @@ def test_keras_counts_and_size(keras_case):
     assert len(text.splitlines()) < MAX_LINES
     for expected in READABLE[name]:
         assert expected in text
+    assert format_text(text) == text      # `cnnspec fmt --check` clean
 
 
 def test_keras_outputs_agree(keras_case):
@@ -181,6 +182,7 @@ def test_cli_imports_a_saved_keras_file(tmp_path, capsys):
     path, spec = tmp_path / "small.keras", tmp_path / "small.cnn"
     src.save(path)
     assert main(["import", str(path), "-o", str(spec)]) == 0
+    assert main(["fmt", "--check", str(spec)]) == 0
     model = cnnspec.compile_file(spec)
     assert model.params == src.count_params()
     kmodel = build(model)
@@ -214,6 +216,7 @@ def test_a_graph_that_is_not_series_parallel_is_written_with_named_tensors():
     net = Net().eval()
     text = write(torch_source.read(net, "net", (8, 8, 3)))
     assert "c1 = conv 4 3x3 padding=1" in text and "concat from=(c1, c2, " in text
+    assert format_text(text) == text
     model = cnnspec.compile_text(text)
     ours = build(model).eval()
     load_torchvision_state_dict(ours, model, net.state_dict())
@@ -238,6 +241,7 @@ def test_tensor_names_dodge_every_word_of_the_grammar():
 
     text = write(torch_source.read(Net().eval(), "net", (8, 8, 3)))
     assert "transfer_ = conv" in text and "shortcut_ = conv" in text, text
+    assert format_text(text) == text
     cnnspec.compile_text(text)
 
 
