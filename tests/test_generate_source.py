@@ -129,6 +129,18 @@ def test_repeated_blocks_become_keras_functions():
     assert len(source.splitlines()) < 250
 
 
+def test_a_block_function_never_shadows_a_builtin_the_file_calls():
+    """A block called `tuple` beside PaddedPool2D (whose __init__ calls tuple())."""
+    import builtins
+    source = keras_source.render(cnnspec.compile_text(
+        "input 16x16x3\nblock tuple(f) { conv f 3x3 same; relu }\ntuple 4\ntuple 8\n"
+        "maxpool 2 padding=1\ntuple 8\n"))
+    tree = ast.parse(source)
+    defined = {n.name for n in tree.body if isinstance(n, (ast.FunctionDef, ast.ClassDef))}
+    assert "PaddedPool2D" in defined and "tuple_" in defined
+    assert not defined & set(dir(builtins))
+
+
 def test_block_classes_compute_what_the_runtime_module_does(tmp_path):
     """The golden spec (a block used four times, a residual, branches): same state_dict keys,
     bit-identical outputs."""

@@ -14,6 +14,7 @@ differ between instances; its layers are named `f"{name}_conv1"`, so the layer n
 from __future__ import annotations
 
 import ast
+import builtins
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -26,6 +27,8 @@ from .pysource import identifier
 # Module-level names of the generated file, and the arguments every block function takes.
 _RESERVED = frozenset({"x", "name", "keras", "layers", "ops", "build_model",
                        *keras_recipe.CUSTOM})
+# A block function must not shadow a builtin the pasted layer classes call (`float`, `tuple`).
+_FUNCTIONS_AVOID = _RESERVED | frozenset(dir(builtins))
 
 
 def literal(value):
@@ -108,7 +111,7 @@ def _choose(model: Model, net: _Network) -> tuple[list[blocks.Family],
                                                   dict[str, blocks.Instance]]:
     """Block definitions that become functions (blocks.choose), named after the definition
     (`bottleneck`, `bottleneck2`...), never as build_model's variables."""
-    names = set(_RESERVED) | {_var(k) for k in net.names.values()}
+    names = set(_FUNCTIONS_AVOID) | {_var(k) for k in net.names.values()}
 
     def name(definition: str, k: int) -> str:
         chosen = identifier(definition + (str(k + 1) if k else ""), names)
