@@ -170,8 +170,9 @@ def check_gan(generator: Model, discriminator: Model) -> None:
             "E523", discriminator, discriminator.outputs[-1], f"a DCGAN discriminator gives "
             f"one score per image; this one gives {_shapes(discriminator.output_shapes)}",
             "end it with one unit: `dense 1 sigmoid` or `conv 1 4x4 sigmoid; flatten`"))
-    elif final_activation(discriminator, discriminator.outputs[-1]) not in ("sigmoid", None):
-        act = final_activation(discriminator, discriminator.outputs[-1])
+    elif final_activation(discriminator.node(discriminator.outputs[-1]).layer) not in (
+            "sigmoid", None):
+        act = final_activation(discriminator.node(discriminator.outputs[-1]).layer)
         errors.append(_pair_error(
             "E523", discriminator, discriminator.outputs[-1], f"a DCGAN discriminator's "
             f"score is a probability (sigmoid) or a logit (no activation), not {act}",
