@@ -12,7 +12,8 @@ from __future__ import annotations
 import keyword
 from collections import Counter
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+
+from pydantic import ValidationError
 
 from . import settings
 from .errors import Span, SpecError, SpecErrors, did_you_mean
@@ -22,9 +23,6 @@ from .lalr import Tree
 from .layers import KEYWORDS, Layer, ShapeError, fmt_shape
 from .layers.base import ACTIVATION_ALIASES, ACTIVATIONS
 from .values import Word, describe, evaluate, is_tree, span_of
-
-if TYPE_CHECKING:
-    from pydantic import ValidationError
 
 MAX_NODES = 20_000        # ~2 s of elaboration; the largest published CNNs have ~1,000
 MAX_REPEAT = 100_000
@@ -353,7 +351,7 @@ class Elaborator:
         values = {k: (v.text if isinstance(v, Word) else v) for k, v in values.items()}
         try:
             return cls(**values), refs
-        except ValueError as exc:       # pydantic's ValidationError: it says what is wrong
+        except ValidationError as exc:
             raise self._validation_error(exc, word, args, cls, where) from None
 
     def _validation_error(self, exc: ValidationError, word: str, args: Args, cls,

@@ -19,10 +19,11 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from pydantic import BaseModel, ValidationError
+
 from .errors import SpecError, did_you_mean
 from .ir import CompileSpec, EarlyStopping, Freeze, Optimizer, Schedule, TransferSpec
 from .ir import Span as IRSpan
-from .record import Record
 from .values import Word, describe, evaluate, is_tree, span_of
 
 if TYPE_CHECKING:
@@ -68,10 +69,10 @@ def _plain(value):
     return value
 
 
-def _model(cls: type[Record], values: dict, span, what: str, spans: dict):
+def _model(cls: type[BaseModel], values: dict, span, what: str, spans: dict):
     try:
         return cls(**values)
-    except ValueError as exc:       # pydantic's ValidationError: it says what is wrong
+    except ValidationError as exc:
         err = exc.errors()[0]
         key = str(err["loc"][0]) if err["loc"] else what
         if err["type"] == "extra_forbidden":

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import json
 
+from pydantic import ValidationError
+
 from .compiler import collector_paused
 from .errors import SpecError, SpecErrors
 from .ir import Model
@@ -22,7 +24,6 @@ def validate(data) -> Model:
             data = json.loads(data)
         except ValueError as exc:
             raise SpecErrors([SpecError("E601", f"not JSON: {exc}", pointer="")]) from None
-    from pydantic import ValidationError
     try:
         with collector_paused():
             model = Model.model_validate(data)
