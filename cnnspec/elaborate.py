@@ -19,9 +19,9 @@ from . import settings
 from .errors import Span, SpecError, SpecErrors, did_you_mean
 from .ir import Group, Model, Node
 from .ir import Span as IRSpan
-from .lalr import Tree
 from .layers import KEYWORDS, Layer, ShapeError, fmt_shape
 from .layers.base import ACTIVATION_ALIASES, ACTIVATIONS
+from .parse import Tree
 from .values import Word, describe, evaluate, is_tree, span_of
 
 MAX_NODES = 20_000        # ~2 s of elaboration; the largest published CNNs have ~1,000

@@ -27,8 +27,7 @@ import bisect
 from dataclasses import dataclass
 
 from .errors import Span, SpecError
-from .lalr import Token, Tree
-from .parse import MAX_SOURCE_BYTES, parse_text
+from .parse import MAX_SOURCE_BYTES, Token, Tree, parse_text
 from .values import span_of
 
 INDENT = "  "
@@ -43,9 +42,9 @@ def parse_with_comments(text: str) -> tuple[Tree, list[Token]]:
     """The syntax tree and the comment tokens in source order; a SpecError on bad syntax."""
     if len(text.encode("utf-8", "surrogatepass")) > MAX_SOURCE_BYTES:
         raise SpecError("E104", "the spec is too large to format", Span(1, 1))
-    ignored: list[Token] = []
-    tree = parse_text(text, ignored)
-    return tree, [t for t in ignored if t.type == "COMMENT"]
+    comments: list[Token] = []
+    tree = parse_text(text, comments)
+    return tree, comments
 
 
 # --- expressions -------------------------------------------------------------------------------

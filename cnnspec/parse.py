@@ -1,28 +1,32 @@
 """Text -> syntax tree, with syntax errors turned into located SpecErrors.
 
-The grammar is grammar/cnnspec.lark; lark builds its LALR tables (`write_tables`, stored as
-JSON beside the grammar) and cnnspec.lalr runs them, so that a start does not import lark."""
+The grammar is grammar/cnnspec.lark. lark's standalone generator turns it into
+cnnspec/generated_parser.py (`make parser` after a grammar edit; tests/test_parser.py fails
+while it is stale): lark's own LALR runtime with the tables in Python literals. Loading it
+costs a third of what `Lark(grammar, cache=True)` costs at every start, and it reads no
+pickle (lark's cache is one, in the shared temporary folder)."""
 
 from __future__ import annotations
 
 import functools
-import hashlib
-import json
 import re
+import threading
 from pathlib import Path
 
 from . import resources
 from .errors import Span, SpecError
-from .lalr import (
-    FORMAT,
-    Parser,
+from .generated_parser import (
+    Lark,
     Token,
     Tree,
     UnexpectedCharacters,
+    UnexpectedEOF,
     UnexpectedInput,
     UnexpectedToken,
-    build_tables,
 )
+from .generated_parser import Lark_StandAlone as _load_parser
+
+__all__ = ["Token", "Tree", "grammar_path", "parse_text"]
 
 MAX_SOURCE_BYTES = 8 * 1024 * 1024
 MAX_NESTING = 100      # braces and parentheses; deeper nesting would exhaust Python's stack
@@ -44,43 +48,32 @@ def grammar_path() -> Path:
     return resources.path("grammar") / "cnnspec.lark"
 
 
-def tables_path() -> Path:
-    """The LALR tables built from the grammar, stored as JSON beside it (see `write_tables`)."""
-    return grammar_path().with_suffix(".tables.json")
+@functools.lru_cache(maxsize=1)
+def parser() -> Lark:
+    """The LALR parser, loaded once per process."""
+    return _load_parser()
 
 
-_OPTIONS = {'parser': "lalr", 'lexer': "contextual", 'propagate_positions': True,
-                'maybe_placeholders': False}
+class _Comments:
+    """The COMMENT tokens one parse saw (lark drops ignored terminals from the tree)."""
+
+    def __init__(self):
+        self.tokens: dict[int, Token] = {}
+        self.lock = threading.Lock()     # one collector: one parse with comments at a time
+
+    def __call__(self, tok: Token) -> Token:
+        self.tokens[tok.start_pos] = tok     # keyed: the contextual lexer may lex a token twice
+        return tok
 
 
-def _fingerprint(grammar: str) -> str:
-    return hashlib.sha256(f"{FORMAT}\n{_OPTIONS}\n{grammar}".encode()).hexdigest()
+_COMMENTS = _Comments()
 
 
 @functools.lru_cache(maxsize=1)
-def parser() -> Parser:
-    """The LALR parser. lark takes ~0.1 s to build its tables, half a `cnnspec summary`, so
-    they are built once and stored as JSON data (never a pickle: loading one runs code); a
-    stale or missing file (a grammar edit) falls back to building them with lark."""
-    grammar = grammar_path().read_text(encoding="utf-8")
-    try:
-        stored = json.loads(tables_path().read_text(encoding="utf-8"))
-        if stored.get("fingerprint") == _fingerprint(grammar):
-            return Parser(stored["tables"])
-    except (OSError, ValueError, KeyError, TypeError):
-        pass
-    return Parser(build_tables(grammar, _OPTIONS))
-
-
-def write_tables() -> Path:
-    """Build the tables from the grammar with lark and store them; run after editing the
-    grammar: `python -c "from cnnspec.parse import write_tables; write_tables()"`."""
-    grammar = grammar_path().read_text(encoding="utf-8")
-    tables = build_tables(grammar, _OPTIONS)
-    out = tables_path()
-    out.write_text(json.dumps({"fingerprint": _fingerprint(grammar), "tables": tables},
-                              separators=(",", ":"), sort_keys=True) + "\n", encoding="utf-8")
-    return out
+def _commenting_parser() -> Lark:
+    """A second parser that keeps the comments, for the formatter; compiling does not pay
+    for the callback."""
+    return _load_parser(lexer_callbacks={"COMMENT": _COMMENTS})
 
 
 def _describe_expected(expected) -> str:
@@ -99,9 +92,9 @@ def _token_text(token: Token) -> str:
     return repr(str(token))
 
 
-def parse_text(text: str, ignored: list | None = None) -> Tree:
-    """The syntax tree of `text`; the ignored tokens (comments, blanks) are appended to
-    `ignored` if given."""
+def parse_text(text: str, comments: list | None = None) -> Tree:
+    """The syntax tree of `text`; its comment tokens, in source order, are appended to
+    `comments` if given."""
     if len(text.encode("utf-8", "surrogatepass")) > MAX_SOURCE_BYTES:
         raise SpecError("E104", f"the spec is larger than {MAX_SOURCE_BYTES // 2**20} MiB",
                         Span(1, 1), hint="a spec is a few hundred lines; generate blocks instead")
@@ -113,7 +106,16 @@ def parse_text(text: str, ignored: list | None = None) -> Tree:
         text = " " + text[1:]
     _check_nesting(text)
     try:
-        return parser().parse(text, ignored)
+        if comments is None:
+            return parser().parse(text)
+        with _COMMENTS.lock:
+            _COMMENTS.tokens = {}
+            try:
+                tree = _commenting_parser().parse(text)
+                comments.extend(sorted(_COMMENTS.tokens.values(), key=lambda t: t.start_pos))
+            finally:
+                _COMMENTS.tokens = {}
+            return tree
     except UnexpectedInput as exc:
         raise _syntax_error(exc, text) from None
     except RecursionError:
@@ -155,7 +157,8 @@ def _unclosed_brace(text: str) -> tuple[int, int] | None:
 
 def _syntax_error(exc: UnexpectedInput, text: str) -> SpecError:
     lines = text.split("\n")
-    if isinstance(exc, UnexpectedToken) and exc.token.type == "$END":
+    if isinstance(exc, UnexpectedEOF) or (isinstance(exc, UnexpectedToken)
+                                           and exc.token.type == "$END"):
         # An unexpected end of file has no position: point just after the last character
         # that is not blank, where the missing text belongs.
         stripped = text.rstrip()
