@@ -30,6 +30,14 @@ __all__ = ["Token", "Tree", "grammar_path", "parse_text"]
 
 MAX_SOURCE_BYTES = 8 * 1024 * 1024
 MAX_NESTING = 100      # braces and parentheses; deeper nesting would exhaust Python's stack
+# Operators in one expression. Evaluating `1 + 1 + ... + 1` recurses once per term and runs out
+# of stack before 1,000 terms, so no longer chain can be valid; lark spends ~12 us a token,
+# so a 7.8 MB one-line chain is refused before parsing rather than after a hundred seconds.
+MAX_OPERATORS = 1_000
+_RUN = re.compile(r"[\w.()+*/%\- \t\f]{" + str(MAX_OPERATORS) + ",}")  # operands, operators, blanks
+_OPERATOR = re.compile(r"//|[-+*/%]")
+_OPERAND_BEFORE = re.compile(r"[\w.()]*[ \t\f]*(?://|[-+*/%])")
+_QUOTED = re.compile(r'"(?:[^"\\\n]|\\.)*"|#[^\n]*')
 _BRACKETS = re.compile(r'"(?:[^"\\\n]|\\.)*"|#[^\n]*|[{}()]')
 
 # What each terminal is called in an error message.
@@ -104,6 +112,7 @@ def parse_text(text: str, comments: list | None = None) -> Tree:
     if text.startswith("\ufeff"):
         # A byte-order mark that Windows editors write: a blank, so that columns stay put.
         text = " " + text[1:]
+    _check_chains(text)
     _check_nesting(text)
     try:
         if comments is None:
@@ -142,6 +151,27 @@ def _check_nesting(text: str) -> None:
                                 hint="flatten the nesting: define a block and use repeat")
         elif ch in "})":
             depth = max(depth - 1, 0)
+
+
+def _check_chains(text: str) -> None:
+    """Refuse an operator chain of more than MAX_OPERATORS operators on one line. Linear: a
+    run of the characters an expression is made of, then a count of its operators, both in C
+    (a chain continued over lines with '\\' is left to the evaluator's own limit)."""
+    if sum(map(text.count, "+-*/%")) < MAX_OPERATORS:
+        return
+    if "#" in text or '"' in text:      # blank out comments and strings, keeping positions
+        text = _QUOTED.sub(lambda m: " " * len(m.group()), text)
+    for run in _RUN.finditer(text):
+        chars = run.group()
+        if sum(map(chars.count, "+-*/%")) - chars.count("//") >= MAX_OPERATORS:
+            # from the operand before the first operator (the run may start with a keyword)
+            first = _OPERAND_BEFORE.search(chars, 0, _OPERATOR.search(chars).start() + 1)
+            start = run.start() + first.start()
+            line, col = _position(text, start)
+            end = col + len(chars.rstrip()) - first.start()
+            raise SpecError("E106", f"an expression of more than {MAX_OPERATORS:,} operators "
+                            "is too long to evaluate", Span(line, col, line, end),
+                            hint="compute the value in fewer steps")
 
 
 def _unclosed_brace(text: str) -> tuple[int, int] | None:

@@ -126,3 +126,72 @@ def test_parsing_after_a_syntax_error_starts_clean():
     comments: list = []
     parse_text("input 8x8x1 # only\n", comments)
     assert [str(c) for c in comments] == ["# only"]
+
+
+# --- hostile sizes: refused early, shown short --------------------------------------------------
+
+def _chain(terms: int, sep: str = "+") -> str:
+    return "input 8x8x1\nconv " + sep.join(["1"] * terms) + " 3x3\n"
+
+
+def _head_and_source(rendered: str) -> tuple[str, str, str]:
+    """The first line of a rendered error, its source line and the caret line under it."""
+    lines = rendered.split("\n")
+    at = next(i for i, ln in enumerate(lines) if ln.startswith("   2 | "))
+    return lines[0], lines[at], lines[at + 1]
+
+
+def test_a_million_term_expression_is_refused_before_parsing():
+    import time
+
+    from cnnspec.compiler import compile_text
+    from cnnspec.errors import SpecErrors
+    text = _chain(3_900_000)                    # 7.8 MB on one line, under the 8 MiB limit
+    start = time.perf_counter()
+    with pytest.raises(SpecErrors) as caught:
+        compile_text(text, "big.cnn")
+    rendered = caught.value.render(text)
+    elapsed = time.perf_counter() - start
+    err = caught.value.errors[0]
+    assert (err.code, err.span.line, err.span.column) == ("E106", 2, 6)
+    assert "more than 1,000 operators" in err.message
+    assert elapsed < 10, f"{elapsed:.1f} s: parsing it takes about a hundred"
+    assert len(rendered) < 2_000, "the 7.8 MB line is printed whole"
+    _, source, caret = _head_and_source(rendered)
+    assert source.startswith("   2 | conv 1+1+1") and source.endswith("...")
+    assert caret.index("^") == source.index("1+1")
+
+
+@pytest.mark.parametrize("text", [
+    _chain(700),                                               # evaluates today: still does
+    _chain(700, " * "),
+    "input 8x8x1\nconv 16 3x3 # " + "+" * 5_000 + "\n",        # operators in a comment
+    'input 8x8x1\ntransfer { source "' + "+" * 5_000 + '" }\n',  # ... and in a string
+])
+def test_long_lines_that_are_not_chains_pass_the_check(text):
+    from cnnspec.parse import _check_chains
+    _check_chains(text)
+    parse_text(text)
+
+
+def test_a_located_error_on_a_long_line_shows_a_window_around_the_caret():
+    from cnnspec.compiler import compile_text
+    from cnnspec.errors import MAX_LINE_SHOWN, SpecErrors
+    line = "; ".join(["relu"] * 5_000 + ["conv 0 3x3"] + ["relu"] * 5_000)   # 60,000 characters
+    text = "input 8x8x1\n" + line + "\n"
+    with pytest.raises(SpecErrors) as caught:
+        compile_text(text, "long.cnn")
+    err = caught.value.errors[0]
+    rendered = err.render(text)
+    head, source, caret = _head_and_source(rendered)
+    assert head.startswith(f"long.cnn:2:{line.index('conv 0') + 6}: error[E205]")   # at the 0
+    assert source.startswith("   2 | ...") and source.endswith("...")
+    assert len(source) <= len("   2 | ") + MAX_LINE_SHOWN + 6
+    assert source[caret.index("^"):].startswith("0 3x3")     # the caret still points at it
+
+
+def test_a_line_that_fits_is_shown_whole():
+    from cnnspec.errors import MAX_LINE_SHOWN, Span, SpecError
+    text = "x" * (MAX_LINE_SHOWN - 1) + "y"
+    rendered = SpecError("E101", "m", Span(1, MAX_LINE_SHOWN)).render(text)
+    assert rendered.split("\n")[1] == "   1 | " + text
