@@ -58,12 +58,12 @@ def statements(count: int) -> str:
     return "input 32x32x3\n" + f"{STATEMENT}\n" * count
 
 
-def in_process(text: str, repeats: int, min_nodes: int = 1000) -> float:
+def in_process(text: str, repeats: int, min_nodes: int = 1000, clock=time.perf_counter) -> float:
     best = float("inf")
     for _ in range(repeats):
-        start = time.perf_counter()
+        start = clock()
         model = cnnspec.compile_text(text)
-        best = min(best, time.perf_counter() - start)
+        best = min(best, clock() - start)
     assert len(model.nodes) >= min_nodes
     return best
 
@@ -105,13 +105,16 @@ def main(argv: list[str]) -> int:
     for n in counts:
         text = statements(n)
         # the largest once: a million statements take about a minute here
-        inside = in_process(text, 1 if n == max(counts) else args.repeats, min_nodes=1)
+        # CPU time: the series runs for minutes, and on a shared machine the wall clock
+        # measures the neighbours as much as the parser
+        inside = in_process(text, 1 if n == max(counts) else args.repeats, min_nodes=1,
+                            clock=time.process_time)
         series.append({"statements": n, "bytes": len(text), "in_process_s": inside,
                        "us_per_statement": inside / n * 1e6})
         rows.append([f"{n:,}", f"{len(text) / 1e6:.1f}", f"{inside:.2f}",
                      f"{inside / n * 1e6:.1f}"])
     print(f"\nstatements `{STATEMENT}` (no layers), parsed and checked by compile_text:")
-    print(markdown(["statements", "MB", "compile_text s", "µs / statement"], rows))
+    print(markdown(["statements", "MB", "compile_text CPU s", "µs / statement"], rows))
     per = [r["us_per_statement"] for r in series]
     spread = max(per) / min(per)
     print(f"\ntime per statement, slowest / fastest of {', '.join(f'{n:,}' for n in counts)}: "
