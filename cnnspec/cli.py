@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import argparse
 import importlib
-import os
 import pkgutil
 import sys
 
@@ -63,10 +62,6 @@ def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     if argv is None:
         argv = sys.argv[1:]
-    # pydantic looks for plugins (observability hooks) in every installed package's metadata
-    # when it builds its first validator: a tenth of a `cnnspec summary`. The command's own
-    # validation needs none; `PYDANTIC_DISABLE_PLUGINS=` (empty) in the environment restores it.
-    os.environ.setdefault("PYDANTIC_DISABLE_PLUGINS", "__all__")
     parser = build_parser(argv)
     args = parser.parse_args(argv)
     if not getattr(args, "_run", None):
