@@ -101,24 +101,35 @@ def main(argv: list[str]) -> int:
     print(f"\ntime per layer at {sizes[-1]:,} / at {sizes[0]:,} layers: {growth:.2f} "
           "(1 = linear)")
 
+    # The machine's speed drifts over the minutes this takes (other jobs share it), so each
+    # count is timed between two runs of the smallest, and compared with their mean.
     series, rows = [], []
+    smallest = statements(counts[0])
+
+    def reference() -> float:
+        return in_process(smallest, args.repeats, min_nodes=1, clock=time.process_time) \
+            / counts[0] * 1e6
+
     for n in counts:
         text = statements(n)
-        # the largest once: a million statements take about a minute here
-        # CPU time: the series runs for minutes, and on a shared machine the wall clock
-        # measures the neighbours as much as the parser
+        before = reference()
+        # CPU time: on a shared machine the wall clock measures the neighbours as much as
+        # the parser. The largest once: a million statements take minutes here.
         inside = in_process(text, 1 if n == max(counts) else args.repeats, min_nodes=1,
                             clock=time.process_time)
+        ref = (before + reference()) / 2
+        per = inside / n * 1e6
         series.append({"statements": n, "bytes": len(text), "in_process_s": inside,
-                       "us_per_statement": inside / n * 1e6})
-        rows.append([f"{n:,}", f"{len(text) / 1e6:.1f}", f"{inside:.2f}",
-                     f"{inside / n * 1e6:.1f}"])
+                       "us_per_statement": per, "reference_us": ref, "relative": per / ref})
+        rows.append([f"{n:,}", f"{len(text) / 1e6:.1f}", f"{inside:.2f}", f"{per:.1f}",
+                     f"{ref:.1f}", f"{per / ref:.2f}"])
     print(f"\nstatements `{STATEMENT}` (no layers), parsed and checked by compile_text:")
-    print(markdown(["statements", "MB", "compile_text CPU s", "µs / statement"], rows))
-    per = [r["us_per_statement"] for r in series]
-    spread = max(per) / min(per)
-    print(f"\ntime per statement, slowest / fastest of {', '.join(f'{n:,}' for n in counts)}: "
-          f"{spread:.2f} (1 = linear)")
+    print(markdown(["statements", "MB", "compile_text CPU s", "µs / statement",
+                    f"µs / statement at {counts[0]:,} around it", "relative"], rows))
+    relative = [r["relative"] for r in series]
+    spread = max(relative) / min(relative)
+    print(f"\ntime per statement, slowest / fastest of {', '.join(f'{n:,}' for n in counts)}, "
+          f"each against the {counts[0]:,} runs around it: {spread:.2f} (1 = linear)")
     print(f"minimum of {args.repeats} runs each (the largest statement count: one run); load "
           f"average {load_before} -> {load_average()} on {machine()['cpus']} CPUs")
     write_json(Path(args.json) if args.json else None, {
