@@ -1,9 +1,16 @@
-"""How checking grows with the size of a spec: generated specs of 1k to 10k layers (conv, bn,
-relu lines, written out rather than repeated, so that the parser sees every line), timed
-in-process (`cnnspec.compile_text`) and as a process (`cnnspec check FILE`). The time per layer
-should stay flat (linear growth); a 5,000-layer spec should check in about a second.
+"""How checking grows with the size of a spec, in two series.
 
-    python bench/compile_scaling.py [--sizes 1000,2000,5000,10000] [--repeats 3] [--json OUT]
+Layers: generated specs of 1k to 10k layers (conv, bn, relu lines, written out rather than
+repeated, so that the parser sees every line), timed in-process (`cnnspec.compile_text`) and as
+a process (`cnnspec check FILE`). The time per layer should stay flat (linear growth).
+
+Statements: 10k, 100k and 1M statements, parsed and checked in-process. A network has at most
+20,000 layers (README), so these statements make none: each is `if 0 {}`, whose condition the
+checker evaluates and type-checks; 1M of them (8 MB) fit under the 8 MiB limit on a spec. The
+time per statement must stay within 1.3x across the three (the parser used to be quadratic).
+
+    python bench/compile_scaling.py [--sizes 1000,2000,5000,10000] [--repeats 3]
+                                    [--statements 10000,100000,1000000] [--json OUT]
 """
 
 from __future__ import annotations
@@ -31,6 +38,8 @@ import cnnspec
 
 # A superlinear compiler shows growth of 2 or more at 10x the layers; noise stays well under 1.5.
 LINEAR_SLACK = 1.5
+STATEMENT_SLACK = 1.3       # time per statement, slowest / fastest of the statement series
+STATEMENT = "if 0 {}"       # checked (the condition is evaluated), makes no layer: 8 bytes a line
 
 
 def generate(layers: int) -> str:
@@ -44,13 +53,18 @@ def generate(layers: int) -> str:
     return "\n".join(lines) + "\n"
 
 
-def in_process(text: str, repeats: int) -> float:
+def statements(count: int) -> str:
+    """A spec of `count` statements after its input line, none of which makes a layer."""
+    return "input 32x32x3\n" + f"{STATEMENT}\n" * count
+
+
+def in_process(text: str, repeats: int, min_nodes: int = 1000, clock=time.perf_counter) -> float:
     best = float("inf")
     for _ in range(repeats):
-        start = time.perf_counter()
+        start = clock()
         model = cnnspec.compile_text(text)
-        best = min(best, time.perf_counter() - start)
-    assert len(model.nodes) >= 1000
+        best = min(best, clock() - start)
+    assert len(model.nodes) >= min_nodes
     return best
 
 
@@ -58,9 +72,12 @@ def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sizes", default="1000,2000,5000,10000")
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--statements", default="10000,100000,1000000",
+                        help="sizes of the statement series (the largest runs once)")
     parser.add_argument("--json", metavar="OUT")
     args = parser.parse_args(argv)
     sizes = [int(s) for s in args.sizes.split(",")]
+    counts = [int(s) for s in args.statements.split(",")]
     load_before = load_average()
     cnnspec.compile_text(generate(1000))          # imports, parser tables, schemas: once
     rows, results = [], []
@@ -83,14 +100,48 @@ def main(argv: list[str]) -> int:
     growth = results[-1]["us_per_layer"] / results[0]["us_per_layer"]
     print(f"\ntime per layer at {sizes[-1]:,} / at {sizes[0]:,} layers: {growth:.2f} "
           "(1 = linear)")
-    print(f"minimum of {args.repeats} runs each; load average {load_before} -> "
-          f"{load_average()} on {machine()['cpus']} CPUs")
+
+    # The machine's speed drifts over the minutes this takes (other jobs share it), so each
+    # count is timed between two runs of the smallest, and compared with their mean.
+    series, rows = [], []
+    smallest = statements(counts[0])
+
+    def reference() -> float:
+        return in_process(smallest, args.repeats, min_nodes=1, clock=time.process_time) \
+            / counts[0] * 1e6
+
+    for n in counts:
+        text = statements(n)
+        before = reference()
+        # CPU time: on a shared machine the wall clock measures the neighbours as much as
+        # the parser. The largest once: a million statements take minutes here.
+        inside = in_process(text, 1 if n == max(counts) else args.repeats, min_nodes=1,
+                            clock=time.process_time)
+        ref = (before + reference()) / 2
+        per = inside / n * 1e6
+        series.append({"statements": n, "bytes": len(text), "in_process_s": inside,
+                       "us_per_statement": per, "reference_us": ref, "relative": per / ref})
+        rows.append([f"{n:,}", f"{len(text) / 1e6:.1f}", f"{inside:.2f}", f"{per:.1f}",
+                     f"{ref:.1f}", f"{per / ref:.2f}"])
+    print(f"\nstatements `{STATEMENT}` (no layers), parsed and checked by compile_text:")
+    print(markdown(["statements", "MB", "compile_text CPU s", "µs / statement",
+                    f"µs / statement at {counts[0]:,} around it", "relative"], rows))
+    relative = [r["relative"] for r in series]
+    spread = max(relative) / min(relative)
+    print(f"\ntime per statement, slowest / fastest of {', '.join(f'{n:,}' for n in counts)}, "
+          f"each against the {counts[0]:,} runs around it: {spread:.2f} (1 = linear)")
+    print(f"minimum of {args.repeats} runs each (the largest statement count: one run); load "
+          f"average {load_before} -> {load_average()} on {machine()['cpus']} CPUs")
     write_json(Path(args.json) if args.json else None, {
         "machine": machine(), "load_average_before": load_before, "results": results,
-        "per_layer_growth": growth,
-        "report_rows": [target_row(f"compile time per layer, {sizes[-1]:,} / {sizes[0]:,} "
-                                   "layers (in-process)", growth, "about 1 (linear), <= 1.5",
-                                   growth <= LINEAR_SLACK)]})
+        "per_layer_growth": growth, "statements": series, "per_statement_spread": spread,
+        "report_rows": [
+            target_row(f"compile time per layer, {sizes[-1]:,} / {sizes[0]:,} "
+                       "layers (in-process)", growth, "about 1 (linear), <= 1.5",
+                       growth <= LINEAR_SLACK),
+            target_row(f"parse+check time per statement, slowest / fastest of "
+                       f"{' / '.join(f'{n:,}' for n in counts)} statements (in-process)",
+                       spread, f"<= {STATEMENT_SLACK}", spread <= STATEMENT_SLACK)]})
     return 0
 
 

@@ -30,7 +30,8 @@ EXPECTED = ["summary_speed.py", "compile_scaling.py", "torch_models.py", "keras_
             "train_loop.py"]
 QUICK = {
     "summary_speed.py": ["--repeats", "1", "--no-keras"],
-    "compile_scaling.py": ["--sizes", "1000,2000", "--repeats", "1"],
+    "compile_scaling.py": ["--sizes", "1000,2000", "--repeats", "1",
+                           "--statements", "1000,10000"],
     "torch_models.py": ["--models", "resnet18", "--size", "64", "--batch", "1", "--reps", "1"],
     "keras_models.py": ["--repeats", "1", "--batch", "1"],
     "train_loop.py": ["--epochs", "2"],

@@ -1,7 +1,7 @@
 """Whole-process time of `cnnspec summary specs/resnet50.cnn` against torchinfo summarising
 torchvision's ResNet-50, and against Keras' `summary()` of keras.applications.ResNet50, each
 run as a fresh process (startup and imports included, as a user sees it, with bytecode as an
-installed package has it). Targets: cnnspec within 0.1 s, at least 20x faster than each.
+installed package has it). Targets: cnnspec within 0.2 s, at least 15x faster than each.
 
     python bench/summary_speed.py [--repeats 5] [--no-keras] [--json OUT]
 """
@@ -32,8 +32,8 @@ TORCHINFO = [sys.executable, "-c", ("import torchvision, torchinfo; "
 KERAS = [sys.executable, "-c", ("import keras; "
                                 "keras.applications.ResNet50(weights=None).summary()")]
 BARE = [sys.executable, "-c", "pass"]
-TARGET_RATIO = 20
-TARGET_SECONDS = 0.1
+TARGET_RATIO = 15
+TARGET_SECONDS = 0.2
 
 
 def main(argv: list[str]) -> int:

@@ -32,7 +32,7 @@ def collector_paused():
     collector runs over an ever larger heap and checking grows faster than the spec (10,000
     layers: 190 instead of 140 us a layer). Nothing here makes cycles that must go early;
     the collector resumes afterwards, and the layer limit bounds what accumulates.
-    Validating an IR document builds as many records, so `validate` pauses it too."""
+    Validating an IR document builds as many models, so `validate` pauses it too."""
     was_enabled = gc.isenabled()
     gc.disable()
     try:

@@ -12,19 +12,18 @@ from __future__ import annotations
 import keyword
 from collections import Counter
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+
+from pydantic import ValidationError
 
 from . import settings
 from .errors import Span, SpecError, SpecErrors, did_you_mean
 from .ir import Group, Model, Node
 from .ir import Span as IRSpan
-from .lalr import Tree
 from .layers import KEYWORDS, Layer, ShapeError, fmt_shape
 from .layers.base import ACTIVATION_ALIASES, ACTIVATIONS
+from .parse import Tree
+from .pydantic_errors import layer_error
 from .values import Word, describe, evaluate, is_tree, span_of
-
-if TYPE_CHECKING:
-    from pydantic import ValidationError
 
 MAX_NODES = 20_000        # ~2 s of elaboration; the largest published CNNs have ~1,000
 MAX_REPEAT = 100_000
@@ -211,23 +210,22 @@ class Elaborator:
         if item.data == "compile":
             if self.compile_spec is not None:
                 raise SpecError("E218", "a second compile section", span_of(item))
-            self.compile_spec = settings.compile_section(item, self)
+            self.compile_spec = settings.compile_section(item)
         else:
             if self._transfer_tree is not None:
                 raise SpecError("E218", "a second transfer section", span_of(item))
             self._transfer_tree = item
 
     def _transfer(self, item: Tree, top: Scope, current: str | None) -> str | None:
-        spec, head_at, head_body = settings.transfer_section(item, self)
+        spec, head_at, head_body = settings.transfer_section(item)
         if head_body is not None:
+            from .transfer.head import cut_at, default_cut
             names = {n.name for n in self.nodes}
             # at= takes a named tensor or any layer's dotted name (as the summary shows it)
             at = (head_at if head_at in names and head_at not in top.tensors else
-                  self._tensor(head_at, top, span_of(item)) if head_at else self._default_cut())
-            keep = self.nodes[: [n.name for n in self.nodes].index(at) + 1]
-            dropped = {n.name for n in self.nodes[len(keep):]}
-            self.nodes = keep
-            self.groups = [g for g in self.groups if not set(g.members) <= dropped]
+                  self._tensor(head_at, top, span_of(item)) if head_at
+                  else default_cut(self.nodes))
+            self.nodes, self.groups = cut_at(self.nodes, self.groups, at)
             self.outputs = []
             scope = top.child("head.")
             first = len(self.nodes)
@@ -236,11 +234,6 @@ class Elaborator:
                                            "head": [n.name for n in self.nodes[first:]]})
         self.transfer_spec = spec
         return current
-
-    def _default_cut(self) -> str:
-        """The classifier is what follows the last feature map: the head replaces it."""
-        last = max((i for i, n in enumerate(self.nodes) if len(n.shape) == 3), default=0)
-        return self.nodes[last].name
 
     # --- statements ------------------------------------------------------------------------------
     def _body(self, body: Tree, scope: Scope, current: str | None) -> str | None:
@@ -355,32 +348,8 @@ class Elaborator:
         values = {k: (v.text if isinstance(v, Word) else v) for k, v in values.items()}
         try:
             return cls(**values), refs
-        except ValueError as exc:       # pydantic's ValidationError: it says what is wrong
-            raise self._validation_error(exc, word, args, cls, where) from None
-
-    def _validation_error(self, exc: ValidationError, word: str, args: Args, cls,
-                          where: Span | None) -> SpecError:
-        first = exc.errors()[0]
-        key = str(first["loc"][0]) if first["loc"] else None
-        span = args.kw[key][1] if key in args.kw else None
-        if span is None and key in cls.positional:
-            idx = cls.positional.index(key)
-            nums = [s for v, s in args.pos if not isinstance(v, Word)]
-            span = nums[idx] if idx < len(nums) else None
-        if span is None and args.pos:
-            span = args.pos[0][1]
-        span = span or where
-        if first["type"] == "missing":
-            return SpecError("E209", f"'{word}' needs its {key}", span, expected=key,
-                             hint=cls.kind_doc or None)
-        expected = explain_validation(first)
-        if key is None:         # a check across arguments (a model validator)
-            given = ", ".join(f"{k}={describe(v)}" for k, (v, _) in args.kw.items())
-            return SpecError("E205", f"'{word}': {expected}", span, received=given or None,
-                             hint=cls.kind_doc or None)
-        value = args.kw[key][0] if key in args.kw else first.get("input")
-        return SpecError("E205", f"'{word}' {key} must be {expected}", span, expected=expected,
-                         received=f"{key}={describe(value)}", hint=cls.kind_doc or None)
+        except ValidationError as exc:
+            raise layer_error(exc, word, args.pos, args.kw, cls, where) from None
 
     def _auto_name(self, layer: Layer, word: str, scope: Scope) -> str:
         kind = layer.kind
@@ -659,36 +628,6 @@ class Elaborator:
         self._group(inner.prefix.rstrip(".") if name else self._label("parallel", scope),
                     "parallel", first, span=span)
         return out
-
-
-_PYDANTIC_WORDS = {
-    "int_type": "a whole number", "int_parsing": "a whole number",
-    "int_from_float": "a whole number", "float_type": "a number", "float_parsing": "a number",
-    "bool_type": "true or false", "bool_parsing": "true or false",
-    "tuple_type": "a size like 3x3, or a whole number", "string_type": "a word",
-    "finite_number": "a finite number",
-}
-
-
-def explain_validation(err: dict) -> str:
-    """A pydantic error as the end of 'X must be ...' (Keras' style: say what is expected)."""
-    kind, ctx = err["type"], err.get("ctx") or {}
-    if kind == "greater_than_equal":
-        return f"at least {ctx['ge']}"
-    if kind == "greater_than":
-        return f"greater than {ctx['gt']}"
-    if kind == "less_than":
-        return f"less than {ctx['lt']}"
-    if kind == "less_than_equal":
-        return f"at most {ctx['le']}"
-    if kind == "literal_error":
-        return f"one of {ctx['expected']}"
-    if kind in ("too_long", "too_short"):
-        return (f"at most {ctx['max_length']} values" if kind == "too_long"
-                else f"at least {ctx['min_length']} values")
-    if kind in _PYDANTIC_WORDS:
-        return _PYDANTIC_WORDS[kind]
-    return err["msg"].replace("Value error, ", "")
 
 
 def check_name(tok, what: str) -> str:

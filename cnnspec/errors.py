@@ -16,6 +16,7 @@ import difflib
 from dataclasses import dataclass, field
 
 MAX_SHOWN = 20
+MAX_LINE_SHOWN = 400    # characters of a source line in an error; longer lines are cut
 
 
 @dataclass(frozen=True)
@@ -82,21 +83,49 @@ class SpecError(Exception):
             if self.received is not None:
                 lines.append(f"  received: {self.received}")
         if source is not None and self.span and self.span.line >= 1:
-            src_lines = [ln.rstrip("\r") for ln in source.split("\n")]  # the parser counts lines at "\n" only
-            if self.span.line <= len(src_lines):
-                text = src_lines[self.span.line - 1].expandtabs(1)
+            text = _source_line(source, self.span.line)
+            if text is not None:
                 gutter = f"{self.span.line:>4} | "
                 start = max(self.span.column - 1, 0)
                 if self.span.end_line == self.span.line and self.span.end_column:
                     width = max(self.span.end_column - self.span.column, 1)
                 else:
                     width = max(len(text.rstrip()) - start, 1)
-                lines.append(gutter + text)
+                text, start, width = _cut(text, start, width)
+                lines.append(gutter + text.expandtabs(1))
                 lines.append(" " * (len(gutter) - 2) + "| " + " " * start + "^" * width)
         lines.extend(self.notes)
         if self.hint:
             lines.append(f"hint: {self.hint}")
         return "\n".join(lines)
+
+
+def _source_line(source: str, number: int) -> str | None:
+    """Line `number` (1-based) of the source, found without splitting all of it (a generated
+    spec may have a million lines); lines end at "\\n" only, as the parser counts them."""
+    start = 0
+    for _ in range(number - 1):
+        start = source.find("\n", start) + 1
+        if start == 0:
+            return None
+    end = source.find("\n", start)
+    return source[start:] if end < 0 else source[start:end].rstrip("\r")
+
+
+def _cut(text: str, start: int, width: int) -> tuple[str, int, int]:
+    """A window of at most MAX_LINE_SHOWN characters of a long line around the caret, '...'
+    marking what is cut; the caret's new start and width."""
+    if len(text) <= MAX_LINE_SHOWN:
+        return text, start, width
+    width = min(width, MAX_LINE_SHOWN // 2)
+    left = max(0, min(start - MAX_LINE_SHOWN // 4, len(text) - MAX_LINE_SHOWN))
+    right = left + MAX_LINE_SHOWN
+    shown = text[left:right]
+    if left:
+        shown, start = "..." + shown, start - left + 3
+    if right < len(text):
+        shown += "..."
+    return shown, start, width
 
 
 class SpecErrors(Exception):

@@ -31,8 +31,7 @@ import re
 from dataclasses import dataclass
 
 from .errors import Span, SpecError
-from .lalr import Token, Tree
-from .parse import MAX_SOURCE_BYTES, parse_text
+from .parse import MAX_SOURCE_BYTES, Token, Tree, parse_text
 from .values import span_of
 
 INDENT = "  "

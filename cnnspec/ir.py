@@ -1,18 +1,17 @@
 """The intermediate representation: a validated graph with every shape and count resolved.
 
-This is the contract with backends and with tools that embed cnnspec. The classes are records
-(cnnspec.record): declared like pydantic models and validated by pydantic models generated from
-them (`Model.pydantic_model()`), which also give the JSON Schema. It round-trips through
+This is the contract with backends and with tools that embed cnnspec. It round-trips through
 JSON (`Model.model_validate_json(m.model_dump_json()) == m`) and has a JSON Schema. Totals are
 derived from the nodes, never stored separately, so an IR cannot disagree with itself.
 """
 
 from __future__ import annotations
 
-from typing import Annotated, Any, ClassVar, Literal, Union
+from typing import Annotated, Any, Literal, Union
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from .layers import REGISTRY
-from .record import Field, Record, model_validator
 
 IR_VERSION = 1
 
@@ -20,17 +19,18 @@ IR_VERSION = 1
 LayerSpec = Annotated[Union[tuple(REGISTRY.values())], Field(discriminator="kind")]  # type: ignore  # noqa: UP007
 
 
-class Span(Record):
-    model_config: ClassVar[dict] = {"extra": "forbid", "frozen": True}
+class Span(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True, defer_build=True)
     line: int
     column: int
     end_line: int | None = None
     end_column: int | None = None
 
 
-class Node(Record):
+class Node(BaseModel):
     """One layer instance: its arguments, inputs, output shape and counts."""
 
+    model_config = ConfigDict(extra="forbid", defer_build=True)
     name: str = Field(description="dotted path, unique: blocks and branches become prefixes")
     layer: LayerSpec
     inputs: list[str] = Field(default_factory=list, description="names of the nodes it reads")
@@ -51,9 +51,10 @@ class Node(Record):
         return self.trainable + self.non_trainable
 
 
-class Group(Record):
+class Group(BaseModel):
     """A named region of the graph: a block instance, a residual, a branch or a shortcut."""
 
+    model_config = ConfigDict(extra="forbid", defer_build=True)
     path: str
     kind: Literal["block", "residual", "parallel", "branch", "shortcut"]
     block: str | None = Field(None, description="the block definition, for kind 'block'")
@@ -61,7 +62,8 @@ class Group(Record):
     span: Span | None = None
 
 
-class Optimizer(Record):
+class Optimizer(BaseModel):
+    model_config = ConfigDict(extra="forbid", defer_build=True)
     name: Literal["sgd", "adam", "adamw", "rmsprop"] = "adam"
     lr: float = Field(1e-3, gt=0)
     momentum: float = Field(0.0, ge=0, lt=1)
@@ -73,7 +75,8 @@ class Optimizer(Record):
     eps: float | None = Field(None, gt=0)
 
 
-class Schedule(Record):
+class Schedule(BaseModel):
+    model_config = ConfigDict(extra="forbid", defer_build=True)
     name: Literal["constant", "step", "exponential", "cosine", "plateau"] = "constant"
     step_size: int | None = Field(None, ge=1, description="step: epochs between decays")
     gamma: float | None = Field(None, gt=0, description="step/exponential/plateau decay factor")
@@ -82,16 +85,18 @@ class Schedule(Record):
     warmup: int = Field(0, ge=0, description="epochs of linear warm-up before the schedule")
 
 
-class EarlyStopping(Record):
+class EarlyStopping(BaseModel):
+    model_config = ConfigDict(extra="forbid", defer_build=True)
     monitor: str = "val_loss"
     patience: int = Field(5, ge=0)
     min_delta: float = Field(0.0, ge=0)
     restore_best: bool = True
 
 
-class CompileSpec(Record):
+class CompileSpec(BaseModel):
     """The `compile` section: how to train the network."""
 
+    model_config = ConfigDict(extra="forbid", defer_build=True)
     loss: list[str] = Field(default_factory=list, description="one loss per output, or one")
     loss_weights: list[float] = Field(default_factory=list)
     optimizer: Optimizer = Field(default_factory=Optimizer)
@@ -107,7 +112,8 @@ class CompileSpec(Record):
     span: Span | None = None
 
 
-class Freeze(Record):
+class Freeze(BaseModel):
+    model_config = ConfigDict(extra="forbid", defer_build=True)
     mode: Literal["none", "all", "first", "until", "pattern"] = "none"
     count: int | None = Field(None, ge=0, description="'first': how many layers")
     layer: str | None = Field(None, description="'until': the last frozen layer, inclusive")
@@ -117,9 +123,10 @@ class Freeze(Record):
     backbone_lr: float | None = Field(None, gt=0, description="lr for the pretrained part")
 
 
-class TransferSpec(Record):
+class TransferSpec(BaseModel):
     """The `transfer` section: where weights come from, what is frozen, the new head."""
 
+    model_config = ConfigDict(extra="forbid", defer_build=True)
     source: str
     strict: bool = True
     freeze: Freeze = Field(default_factory=Freeze)
@@ -130,9 +137,10 @@ class TransferSpec(Record):
     freeze_span: Span | None = Field(None, description="where the freeze strategy is set")
 
 
-class Model(Record):
+class Model(BaseModel):
     """A whole network: nodes in topological order, the first being the input."""
 
+    model_config = ConfigDict(extra="forbid", defer_build=True)
     version: Literal[1] = IR_VERSION
     name: str = "model"
     nodes: list[Node]

@@ -1,31 +1,43 @@
 """Text -> syntax tree, with syntax errors turned into located SpecErrors.
 
-The grammar is grammar/cnnspec.lark; lark builds its LALR tables (`write_tables`, stored as
-JSON beside the grammar) and cnnspec.lalr runs them, so that a start does not import lark."""
+The grammar is grammar/cnnspec.lark. lark's standalone generator turns it into
+cnnspec/generated_parser.py (`make parser` after a grammar edit; tests/test_parser.py fails
+while it is stale): lark's own LALR runtime with the tables in Python literals. Importing and
+loading it took 37 ms against 60 ms for `Lark(grammar, cache=True)` (which also imports lark
+and reads a pickle from the shared temporary folder; this reads none)."""
 
 from __future__ import annotations
 
 import functools
-import hashlib
-import json
 import re
+import threading
 from pathlib import Path
 
 from . import resources
 from .errors import Span, SpecError
-from .lalr import (
-    FORMAT,
-    Parser,
+from .generated_parser import (
+    Lark,
     Token,
     Tree,
     UnexpectedCharacters,
+    UnexpectedEOF,
     UnexpectedInput,
     UnexpectedToken,
-    build_tables,
 )
+from .generated_parser import Lark_StandAlone as _load_parser
+
+__all__ = ["Token", "Tree", "grammar_path", "parse_text"]
 
 MAX_SOURCE_BYTES = 8 * 1024 * 1024
 MAX_NESTING = 100      # braces and parentheses; deeper nesting would exhaust Python's stack
+# Operators in one expression. Evaluating `1 + 1 + ... + 1` recurses once per term and runs out
+# of stack before 1,000 terms, so no longer chain can be valid; lark spends ~12 us a token,
+# so a 7.8 MB one-line chain is refused before parsing rather than after a hundred seconds.
+MAX_OPERATORS = 1_000
+_RUN = re.compile(r"[\w.()+*/%\- \t\f]{" + str(MAX_OPERATORS) + ",}")  # operands, operators, blanks
+_OPERATOR = re.compile(r"//|[-+*/%]")
+_OPERAND_BEFORE = re.compile(r"[\w.()]*[ \t\f]*(?://|[-+*/%])")
+_QUOTED = re.compile(r'"(?:[^"\\\n]|\\.)*"|#[^\n]*')
 _BRACKETS = re.compile(r'"(?:[^"\\\n]|\\.)*"|#[^\n]*|[{}()]')
 
 # What each terminal is called in an error message.
@@ -44,43 +56,32 @@ def grammar_path() -> Path:
     return resources.path("grammar") / "cnnspec.lark"
 
 
-def tables_path() -> Path:
-    """The LALR tables built from the grammar, stored as JSON beside it (see `write_tables`)."""
-    return grammar_path().with_suffix(".tables.json")
+@functools.lru_cache(maxsize=1)
+def parser() -> Lark:
+    """The LALR parser, loaded once per process."""
+    return _load_parser()
 
 
-_OPTIONS = {'parser': "lalr", 'lexer': "contextual", 'propagate_positions': True,
-                'maybe_placeholders': False}
+class _Comments:
+    """The COMMENT tokens one parse saw (lark drops ignored terminals from the tree)."""
+
+    def __init__(self):
+        self.tokens: dict[int, Token] = {}
+        self.lock = threading.Lock()     # one collector: one parse with comments at a time
+
+    def __call__(self, tok: Token) -> Token:
+        self.tokens[tok.start_pos] = tok     # keyed: the contextual lexer may lex a token twice
+        return tok
 
 
-def _fingerprint(grammar: str) -> str:
-    return hashlib.sha256(f"{FORMAT}\n{_OPTIONS}\n{grammar}".encode()).hexdigest()
+_COMMENTS = _Comments()
 
 
 @functools.lru_cache(maxsize=1)
-def parser() -> Parser:
-    """The LALR parser. lark takes ~0.1 s to build its tables, half a `cnnspec summary`, so
-    they are built once and stored as JSON data (never a pickle: loading one runs code); a
-    stale or missing file (a grammar edit) falls back to building them with lark."""
-    grammar = grammar_path().read_text(encoding="utf-8")
-    try:
-        stored = json.loads(tables_path().read_text(encoding="utf-8"))
-        if stored.get("fingerprint") == _fingerprint(grammar):
-            return Parser(stored["tables"])
-    except (OSError, ValueError, KeyError, TypeError):
-        pass
-    return Parser(build_tables(grammar, _OPTIONS))
-
-
-def write_tables() -> Path:
-    """Build the tables from the grammar with lark and store them; run after editing the
-    grammar: `python -c "from cnnspec.parse import write_tables; write_tables()"`."""
-    grammar = grammar_path().read_text(encoding="utf-8")
-    tables = build_tables(grammar, _OPTIONS)
-    out = tables_path()
-    out.write_text(json.dumps({"fingerprint": _fingerprint(grammar), "tables": tables},
-                              separators=(",", ":"), sort_keys=True) + "\n", encoding="utf-8")
-    return out
+def _commenting_parser() -> Lark:
+    """A second parser that keeps the comments, for the formatter; compiling does not pay
+    for the callback."""
+    return _load_parser(lexer_callbacks={"COMMENT": _COMMENTS})
 
 
 def _describe_expected(expected) -> str:
@@ -99,9 +100,9 @@ def _token_text(token: Token) -> str:
     return repr(str(token))
 
 
-def parse_text(text: str, ignored: list | None = None) -> Tree:
-    """The syntax tree of `text`; the ignored tokens (comments, blanks) are appended to
-    `ignored` if given."""
+def parse_text(text: str, comments: list | None = None) -> Tree:
+    """The syntax tree of `text`; its comment tokens, in source order, are appended to
+    `comments` if given."""
     if len(text.encode("utf-8", "surrogatepass")) > MAX_SOURCE_BYTES:
         raise SpecError("E104", f"the spec is larger than {MAX_SOURCE_BYTES // 2**20} MiB",
                         Span(1, 1), hint="a spec is a few hundred lines; generate blocks instead")
@@ -111,9 +112,19 @@ def parse_text(text: str, ignored: list | None = None) -> Tree:
     if text.startswith("\ufeff"):
         # A byte-order mark that Windows editors write: a blank, so that columns stay put.
         text = " " + text[1:]
+    _check_chains(text)
     _check_nesting(text)
     try:
-        return parser().parse(text, ignored)
+        if comments is None:
+            return parser().parse(text)
+        with _COMMENTS.lock:
+            _COMMENTS.tokens = {}
+            try:
+                tree = _commenting_parser().parse(text)
+                comments.extend(sorted(_COMMENTS.tokens.values(), key=lambda t: t.start_pos))
+            finally:
+                _COMMENTS.tokens = {}
+            return tree
     except UnexpectedInput as exc:
         raise _syntax_error(exc, text) from None
     except RecursionError:
@@ -142,6 +153,27 @@ def _check_nesting(text: str) -> None:
             depth = max(depth - 1, 0)
 
 
+def _check_chains(text: str) -> None:
+    """Refuse an operator chain of more than MAX_OPERATORS operators on one line. Linear: a
+    run of the characters an expression is made of, then a count of its operators, both in C
+    (a chain continued over lines with '\\' is left to the evaluator's own limit)."""
+    if sum(map(text.count, "+-*/%")) < MAX_OPERATORS:
+        return
+    if "#" in text or '"' in text:      # blank out comments and strings, keeping positions
+        text = _QUOTED.sub(lambda m: " " * len(m.group()), text)
+    for run in _RUN.finditer(text):
+        chars = run.group()
+        if sum(map(chars.count, "+-*/%")) - chars.count("//") >= MAX_OPERATORS:
+            # from the operand before the first operator (the run may start with a keyword)
+            first = _OPERAND_BEFORE.search(chars, 0, _OPERATOR.search(chars).start() + 1)
+            start = run.start() + first.start()
+            line, col = _position(text, start)
+            end = col + len(chars.rstrip()) - first.start()
+            # the evaluator's own words: the same error, found before parsing
+            raise SpecError("E106", "the expression is too long to evaluate",
+                            Span(line, col, line, end), hint="compute the value in fewer steps")
+
+
 def _unclosed_brace(text: str) -> tuple[int, int] | None:
     """Where the last '{' that is never closed opens (comments and strings skipped)."""
     opened: list[int] = []
@@ -155,7 +187,8 @@ def _unclosed_brace(text: str) -> tuple[int, int] | None:
 
 def _syntax_error(exc: UnexpectedInput, text: str) -> SpecError:
     lines = text.split("\n")
-    if isinstance(exc, UnexpectedToken) and exc.token.type == "$END":
+    if isinstance(exc, UnexpectedEOF) or (isinstance(exc, UnexpectedToken)
+                                           and exc.token.type == "$END"):
         # An unexpected end of file has no position: point just after the last character
         # that is not blank, where the missing text belongs.
         stripped = text.rstrip()

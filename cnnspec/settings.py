@@ -17,16 +17,13 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from pydantic import BaseModel, ValidationError
 
 from .errors import SpecError, did_you_mean
 from .ir import CompileSpec, EarlyStopping, Freeze, Optimizer, Schedule, TransferSpec
 from .ir import Span as IRSpan
-from .record import Record
+from .pydantic_errors import setting_error
 from .values import Word, describe, evaluate, is_tree, span_of
-
-if TYPE_CHECKING:
-    from .elaborate import Elaborator
 
 LOSSES = {
     "categorical_crossentropy": "classification, one-hot labels",
@@ -68,18 +65,11 @@ def _plain(value):
     return value
 
 
-def _model(cls: type[Record], values: dict, span, what: str, spans: dict):
+def _model(cls: type[BaseModel], values: dict, span, what: str, spans: dict):
     try:
         return cls(**values)
-    except ValueError as exc:       # pydantic's ValidationError: it says what is wrong
-        err = exc.errors()[0]
-        key = str(err["loc"][0]) if err["loc"] else what
-        if err["type"] == "extra_forbidden":
-            return _raise("E502", f"{what} has no setting '{key}'", spans.get(key, span),
-                          expected=", ".join(k for k in cls.model_fields if k != "span"),
-                          hint=did_you_mean(key, cls.model_fields))
-        return _raise("E502", f"{what} {key}: {err['msg']}", spans.get(key, span),
-                      received=f"{key}={err.get('input')!r}")
+    except ValidationError as exc:
+        raise setting_error(exc, cls, span, what, spans) from None
 
 
 def _raise(code, message, span, **kw):
@@ -102,7 +92,7 @@ def _name(value, table: dict, aliases: dict, what: str, span) -> str:
     return value
 
 
-def compile_section(item, elab: Elaborator) -> CompileSpec:
+def compile_section(item) -> CompileSpec:
     values: dict = {}
     spans: dict = {}
     scalar = {"epochs": "epochs", "batch_size": "batch_size", "batch": "batch_size",
@@ -159,7 +149,7 @@ def compile_section(item, elab: Elaborator) -> CompileSpec:
     return _model(CompileSpec, values, span_of(item), "compile", spans)
 
 
-def transfer_section(item, elab: Elaborator):
+def transfer_section(item):
     values: dict = {}
     head_at, head_body = None, None
     for word, pos, kw, sub, span in _statements(item.children[0]):

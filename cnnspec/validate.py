@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import json
 
+from pydantic import ValidationError
+
 from .compiler import collector_paused
 from .errors import SpecError, SpecErrors
 from .ir import Model
@@ -19,7 +21,6 @@ def validate(data) -> Model:
     """Return the validated Model, or raise SpecErrors listing what is wrong."""
     if isinstance(data, (str, bytes)):
         data = read_json(data)
-    from pydantic import ValidationError
     try:
         with collector_paused():
             model = Model.model_validate(data)

@@ -8,7 +8,7 @@ import operator
 from dataclasses import dataclass
 
 from .errors import Span, SpecError, did_you_mean
-from .lalr import Token, Tree
+from .parse import Token, Tree
 
 MAX_INT = 10**12
 

@@ -1,5 +1,4 @@
-"""The layer registry: each layer kind is declared once, as a record (cnnspec.record: declared
-like a pydantic model, checked by pydantic where its own checkers are not sure) with its rules.
+"""The layer registry: each layer kind is declared once, as a pydantic model with its rules.
 
 A layer class lists its arguments as typed fields and carries four pure rules:
     output_shape(shapes) -> shape            the tensor it makes, or a ShapeError
@@ -18,7 +17,7 @@ from __future__ import annotations
 import math
 from typing import Annotated, Any, ClassVar, Literal
 
-from ..record import BeforeValidator, Field, Record
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
 
 Shape = tuple[int, ...]
 
@@ -65,10 +64,10 @@ OptActivation = Annotated[ActivationName | None, BeforeValidator(_activation)]
 Padding = Literal["same", "valid"] | NonNegPair
 
 
-class Layer(Record):
+class Layer(BaseModel):
     """Base of every layer kind. Subclasses set `kind` as a Literal and the ClassVars below."""
 
-    model_config: ClassVar[dict] = {"extra": "forbid", "frozen": True}
+    model_config = ConfigDict(extra="forbid", frozen=True, defer_build=True)
 
     keywords: ClassVar[dict[str, dict]] = {}   # spec keyword -> preset fields
     positional: ClassVar[tuple[str, ...]] = ()  # fields filled by bare numbers, in order

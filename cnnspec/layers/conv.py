@@ -8,7 +8,8 @@ from __future__ import annotations
 
 from typing import Literal
 
-from ..record import model_validator
+from pydantic import model_validator
+
 from .base import (
     Layer,
     NonNegPair,

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from typing import Annotated, Literal
 
-from ..record import BeforeValidator, Field
+from pydantic import BeforeValidator, Field
+
 from .base import (
     ACTIVATION_ALIASES,
     ACTIVATIONS,

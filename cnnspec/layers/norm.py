@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from typing import Literal
 
-from ..record import Field
+from pydantic import Field
+
 from .base import Layer, fmt_int, need_image, register
 
 
