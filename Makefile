@@ -6,7 +6,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test bench fuzz lint gpu-check generate editors docs parser clean
+.PHONY: demo test bench fuzz lint gpu-check generate editors docs clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -36,11 +36,6 @@ generate: $(STAMP)
 
 fuzz: $(STAMP)
 	$(BIN)/python tests/fuzzing.py 100000
-
-# The parser, generated from the grammar by lark's standalone generator: run after editing
-# grammar/cnnspec.lark (tests/test_parser.py runs this recipe and fails while the file is stale).
-parser: $(STAMP)
-	$(BIN)/python -m lark.tools.standalone -l contextual --propagate_positions grammar/cnnspec.lark -o cnnspec/generated_parser.py
 
 lint: $(STAMP)
 	$(BIN)/ruff check cnnspec tests bench examples

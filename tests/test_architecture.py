@@ -151,20 +151,9 @@ def all_cycles(graph: dict[str, set[str]], limit: int = 20) -> list[list[str]]:
     return found
 
 
-# Edges of a cycle that another change removes (issue 13 item 3: `settings` imports `elaborate`
-# for a type only). Delete the line when it lands: the second test below fails until then.
-BEING_REMOVED = {("cnnspec.settings", "cnnspec.elaborate")}
-
-
 def test_no_import_cycles():
-    graph = {m: inner - {b for a, b in BEING_REMOVED if a == m} for m, (inner, _) in GRAPH.items()}
-    cycles = all_cycles(graph)
+    cycles = all_cycles({m: inner for m, (inner, _) in GRAPH.items()})
     assert not cycles, "import cycles:\n" + "\n".join(" -> ".join(c) for c in cycles)
-
-
-def test_edges_being_removed_still_exist():
-    gone = [f"{a} -> {b}" for a, b in BEING_REMOVED if b not in GRAPH[a][0]]
-    assert not gone, f"remove {gone} from BEING_REMOVED: the edge is gone"
 
 
 def _in_core(module: str) -> bool:

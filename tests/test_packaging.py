@@ -1,5 +1,5 @@
 """Packaging, for real: build a wheel of this checkout (not editable), check that the grammar,
-its generated parser, the templates and every package are inside, install it into a throwaway
+the templates and every package are inside, install it into a throwaway
 venv, and run its `cnnspec check` on a spec outside the repository from a folder outside the
 repository. Slower than the other tests (~1 min: a build, a venv, an install)."""
 
@@ -62,10 +62,9 @@ def installed(wheel, tmp_path_factory) -> Path:
     return venv
 
 
-def test_wheel_holds_grammar_parser_templates_and_every_package(wheel):
+def test_wheel_holds_grammar_templates_and_every_package(wheel):
     names = set(zipfile.ZipFile(wheel).namelist())
     assert "cnnspec/grammar/cnnspec.lark" in names
-    assert "cnnspec/generated_parser.py" in names
     templates = sorted((ROOT / "templates").glob("*.j2"))
     for template in templates:
         assert f"cnnspec/templates/{template.name}" in names
@@ -91,9 +90,9 @@ def test_installed_wheel_checks_a_spec_outside_the_repository(installed, tmp_pat
 def test_installed_package_reads_its_own_files(installed, tmp_path):
     # templates/ holds no template until a backend brings one; then it must be found too.
     templates = "str(r.path('templates'))" if list((ROOT / "templates").glob("*.j2")) else "''"
-    probe = ("import cnnspec, cnnspec.parse as p, cnnspec.generated_parser as g, "
+    probe = ("import cnnspec, cnnspec.parse as p, "
              "cnnspec.resources as r, json; "
-             "print(json.dumps([cnnspec.__file__, str(p.grammar_path()), g.__file__, "
+             "print(json.dumps([cnnspec.__file__, str(p.grammar_path()), p.__file__, "
              f"{templates}]))")
     done = _run([str(installed / "bin" / "python"), "-c", probe], cwd=tmp_path)
     module, grammar, parser, templates = json.loads(done.stdout)

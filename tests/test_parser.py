@@ -1,95 +1,46 @@
-"""The parser is lark's: cnnspec/generated_parser.py is what lark's standalone generator makes
-from grammar/cnnspec.lark (`make parser`), and it parses as lark itself does."""
+"""The parser is lark's own LALR parser over grammar/cnnspec.lark, with its tables cached in a
+private folder, and it parses as a plain `Lark(...)` does."""
 
 from __future__ import annotations
 
-import importlib.util
-import re
-import shlex
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 from lark import Lark, Token
 
-from cnnspec import generated_parser
+from cnnspec import parse
 from cnnspec.parse import grammar_path, parse_text
 
 ROOT = Path(__file__).resolve().parent.parent
 SPECS = sorted([*ROOT.glob("specs/*.cnn"), *ROOT.glob("examples/**/*.cnn")])
 
 
-def _make_recipe(target: str) -> list[str]:
-    """The command of a one-line Makefile recipe, with the venv's python made this one."""
-    text = (ROOT / "Makefile").read_text(encoding="utf-8")
-    match = re.search(rf"^{target}:.*\n\t(.+)$", text, re.MULTILINE)
-    assert match, f"the Makefile has no one-line '{target}' target"
-    argv = shlex.split(match.group(1))
-    assert argv[0] == "$(BIN)/python"
-    return [sys.executable, *argv[1:]]
+def test_the_parser_cache_is_private_and_rebuilt_when_spoiled(tmp_path, monkeypatch):
+    # lark reads its cache with pickle: never from the shared temporary folder, and a spoiled
+    # file is rebuilt rather than trusted.
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    grammar = grammar_path().read_text(encoding="utf-8")
+    path = Path(parse._cache_file(grammar))
+    assert path.parent == tmp_path / "cnnspec"
+    assert path.parent.stat().st_mode & 0o077 == 0
+    parse._load_parser()
+    assert path.stat().st_size > 0
+    path.write_bytes(b"not a cache\n")
+    tree = parse._load_parser().parse("input 8x8x1\nrelu\n")
+    assert tree.data == "start"
 
 
-def _load(path: Path):
-    spec = importlib.util.spec_from_file_location("fresh_parser", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-def _canonical(data: dict) -> dict:
-    """The parse tables with states numbered in the order a walk from the start state meets
-    them (by symbol name): lark numbers them in set order, which differs from run to run."""
-    table = data["parser"]["parser"]
-    names, states = table["tokens"], table["states"]
-    order = {table["start_states"]["start"]: 0}
-    todo = [table["start_states"]["start"]]
-    while todo:
-        for sym, (action, arg) in sorted(states[todo.pop(0)].items(),
-                                          key=lambda item: names[item[0]]):
-            if action == 0 and arg not in order:      # a shift (or goto): another state
-                order[arg] = len(order)
-                todo.append(arg)
-    canonical = [{names[sym]: (action, order[arg] if action == 0 else arg)
-                  for sym, (action, arg) in states[state].items()}
-                 for state in sorted(order, key=order.get)]
-    rest = {k: v for k, v in data["parser"].items() if k != "parser"}
-    return {"states": canonical, "end": order[table["end_states"]["start"]],
-            "unreached": len(states) - len(order), "parser": rest,
-            **{k: v for k, v in data.items() if k != "parser"}}
-
-
-def test_generated_parser_is_current(tmp_path):
-    # The tables must be those the grammar gives now; the runtime copied beside them may come
-    # from another lark release without being stale.
-    argv = _make_recipe("parser")
-    out = argv.index("-o") + 1
-    assert argv[out] == "cnnspec/generated_parser.py"
-    argv[out] = str(tmp_path / "parser.py")
-    subprocess.run(argv, cwd=ROOT, check=True, capture_output=True, timeout=120)
-    fresh = _load(tmp_path / "parser.py")
-    stale = "cnnspec/generated_parser.py is stale: run `make parser`"
-    assert fresh.MEMO == generated_parser.MEMO, stale
-    assert _canonical(fresh.DATA) == _canonical(generated_parser.DATA), stale
-
-
-def test_a_grammar_edit_makes_it_stale(tmp_path):
-    # The comparison above can fail: one more keyword gives other tables.
-    grammar = tmp_path / "edited.lark"
-    grammar.write_text(grammar_path().read_text(encoding="utf-8").replace(
-        'model: "model" NAME', 'model: "model" NAME | "network" NAME'), encoding="utf-8")
-    argv = _make_recipe("parser")
-    argv[argv.index("grammar/cnnspec.lark")] = str(grammar)
-    argv[argv.index("-o") + 1] = str(tmp_path / "parser.py")
-    subprocess.run(argv, cwd=ROOT, check=True, capture_output=True, timeout=120)
-    edited = _load(tmp_path / "parser.py")
-    assert (edited.MEMO, _canonical(edited.DATA)) != \
-        (generated_parser.MEMO, _canonical(generated_parser.DATA))
+def test_an_unwritable_cache_folder_builds_in_memory(tmp_path, monkeypatch):
+    blocked = tmp_path / "file"
+    blocked.write_text("")
+    monkeypatch.setenv("XDG_CACHE_HOME", str(blocked))    # a file where the folder would be
+    assert parse._cache_file("grammar") is False
+    assert parse._load_parser().parse("input 8x8x1\n").data == "start"
 
 
 def _shape(node) -> tuple:
     """A tree as plain data with every position, comparable across the two Tree classes."""
-    if isinstance(node, (Token, generated_parser.Token)):
+    if isinstance(node, Token):
         return ("token", node.type, str(node), node.line, node.column, node.end_line,
                 node.end_column)
     meta = node.meta
@@ -108,7 +59,6 @@ def lark_itself() -> Lark:
 def test_trees_and_positions_are_lark_s(path, lark_itself):
     text = path.read_text(encoding="utf-8")
     ours = parse_text(text)
-    assert isinstance(ours, generated_parser.Tree)
     assert _shape(ours) == _shape(lark_itself.parse(text))
 
 
