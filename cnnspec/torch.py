@@ -8,11 +8,19 @@ from .backends.torch import (
     WeightsError,
     build,
     export_onnx,
-    generate,
     load_torchvision_state_dict,
     load_weights,
     read_weights,
+    source_code,
 )
 
-__all__ = ["LoadReport", "WeightsError", "build", "export_onnx", "generate",
-           "load_torchvision_state_dict", "load_weights", "read_weights"]
+__all__ = [
+    "LoadReport",
+    "WeightsError",
+    "build",
+    "export_onnx",
+    "load_torchvision_state_dict",
+    "load_weights",
+    "read_weights",
+    "source_code",
+]

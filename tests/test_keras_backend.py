@@ -212,10 +212,10 @@ def _load_source(source: str, tmp_path, stem: str):
 
 
 def test_generated_source_builds_the_same_model(built, tmp_path):
-    from cnnspec.backends.keras import generate
+    from cnnspec.backends.keras import source_code
     model, kmodel = built
-    source = generate(model)
-    assert source == generate(model)   # deterministic
+    source = source_code(model)
+    assert source == source_code(model)   # deterministic
     imports = [line for line in source.splitlines() if line.startswith(("import", "from"))]
     assert imports in (["import keras", "from keras import layers"],
                        ["import keras", "from keras import layers, ops"])
@@ -257,10 +257,10 @@ def test_block_functions_build_the_runtime_model(tmp_path):
     model's, so its saved weights load and give the same outputs."""
     import ast
 
-    from cnnspec.backends.keras import build, generate
+    from cnnspec.backends.keras import build, source_code
     model = cnnspec.compile_text(_BLOCKS)
-    source = generate(model)
-    assert source == generate(model)
+    source = source_code(model)
+    assert source == source_code(model)
     functions = {n.name: [a.arg for a in n.args.args] for n in ast.parse(source).body
                  if isinstance(n, ast.FunctionDef)}
     assert functions == {"bottleneck": ["x", "filters", "strides", "conv3_filters", "name"],
@@ -366,10 +366,10 @@ def test_every_zoo_spec_generates_clean_keras_source(tmp_path):
     import sys
     from pathlib import Path
 
-    from cnnspec.backends.keras import generate
+    from cnnspec.backends.keras import source_code
     specs = sorted((Path(__file__).resolve().parents[1] / "specs").glob("*.cnn"))
     for path in specs:
-        source = generate(cnnspec.compile_file(path))
+        source = source_code(cnnspec.compile_file(path))
         compile(source, path.name, "exec")
         (tmp_path / f"{path.stem}.py").write_text(source)
     ruff = Path(sys.executable).with_name("ruff")

@@ -107,7 +107,7 @@ def test_shapes_and_counts_match_the_ir(kind, body):
 def test_generated_source_equals_runtime_module(kind, body, tmp_path):
     model = compile_case(body)
     net = tb.build(model).eval()
-    gen = load_generated(tb.generate(model), tmp_path).build_model().eval()
+    gen = load_generated(tb.source_code(model), tmp_path).build_model().eval()
     assert list(gen.state_dict()) == list(net.state_dict())
     gen.load_state_dict(net.state_dict())
     x = torch.randn(2, *nchw(model.input_shape))
@@ -179,7 +179,7 @@ def test_state_dict_keys_follow_the_spec_names_and_dodge_module_attributes(tmp_p
     keys = list(net.state_dict())
     assert "forward_.weight" in keys and "half_.weight" in keys
     assert "layer1.conv1.weight" in keys and "layer1.bn1.running_var" in keys
-    gen = load_generated(tb.generate(model), tmp_path).build_model()
+    gen = load_generated(tb.source_code(model), tmp_path).build_model()
     assert list(gen.state_dict()) == keys
     x = torch.randn(1, 3, 8, 8)
     gen.load_state_dict(net.state_dict())
@@ -204,7 +204,7 @@ def test_names_from_a_json_ir_cannot_inject_code(tmp_path):
     node = model.nodes[1].model_copy(update={"name": evil})
     model = model.model_copy(update={"nodes": [model.nodes[0], node], "outputs": [evil],
                                      "name": 'm"""; import os; """'})
-    source = tb.generate(model)
+    source = tb.source_code(model)
     compile(source, "generated.py", "exec")
     assert "import os" not in source.split('"""')[2]   # nothing outside the docstring
     mod = load_generated(source, tmp_path)
@@ -224,7 +224,7 @@ def test_logits_skip_only_the_final_softmax(tmp_path):
     logits = net(x)
     torch.testing.assert_close(torch.softmax(logits, 1), probs)
     assert not torch.allclose(logits.sum(1), torch.ones(3))
-    gen = load_generated(tb.generate(model), tmp_path).build_model(logits=True).eval()
+    gen = load_generated(tb.source_code(model), tmp_path).build_model(logits=True).eval()
     gen.load_state_dict(net.state_dict())
     torch.testing.assert_close(gen(x), logits)
     assert tb.build(model, logits=True).logits
@@ -243,7 +243,7 @@ def test_several_outputs_come_as_a_tuple(tmp_path):
     a, b = net(torch.randn(2, 3, 8, 8))
     assert a.shape == (2, 4, 8, 8) and b.shape == (2, 4)
     assert net.output_names == ("a", "b")
-    source = tb.generate(model)
+    source = tb.source_code(model)
     assert "return a, x" in source or "return a, b" in source
 
 
@@ -255,8 +255,8 @@ ZOO = sorted(p.stem for p in (ROOT / "specs").glob("*.cnn"))
 @pytest.mark.parametrize("name", ZOO)
 def test_generated_source_is_stable_clean_and_equal(name, tmp_path):
     model = cnnspec.compile_file(ROOT / "specs" / f"{name}.cnn")
-    source = tb.generate(model)
-    assert tb.generate(cnnspec.compile_file(ROOT / "specs" / f"{name}.cnn")) == source
+    source = tb.source_code(model)
+    assert tb.source_code(cnnspec.compile_file(ROOT / "specs" / f"{name}.cnn")) == source
     assert "cnnspec" not in "".join(line for line in source.splitlines()
                                     if line.startswith(("import", "from")))
     path = tmp_path / f"{name}.py"
@@ -277,7 +277,7 @@ def test_generated_source_is_stable_clean_and_equal(name, tmp_path):
 
 
 def test_generated_source_reads_like_hand_written_code():
-    source = tb.generate(cnnspec.compile_file(ROOT / "specs" / "resnet18.cnn"))
+    source = tb.source_code(cnnspec.compile_file(ROOT / "specs" / "resnet18.cnn"))
     assert "class Resnet18(nn.Module):" in source and "def build_model(" in source
     # a block definition used several times is a class, its instances built with the
     # constants that differ, as torchvision's `_make_layer` builds its stages
@@ -292,7 +292,7 @@ def test_cli_build_writes_the_file(tmp_path):
     from cnnspec.cli import main
     assert main(["build", str(ROOT / "specs" / "resnet18.cnn"), "--backend", "torch",
                  "-o", str(out)]) == 0
-    assert out.read_text() == tb.generate(cnnspec.compile_file(ROOT / "specs" /
+    assert out.read_text() == tb.source_code(cnnspec.compile_file(ROOT / "specs" /
                                                                 "resnet18.cnn"))
 
 
@@ -393,7 +393,7 @@ def test_export_refuses_weights_that_do_not_fit(tmp_path, capsys):
 
 def test_activations_overwrite_only_fresh_tensors_read_once():
     model = compile_case("input 4x4x3\na = conv 3 1x1\nrelu\nadd a\nrelu\nsigmoid\nrelu")
-    lines = [line.split("  #")[0].strip() for line in tb.generate(model).splitlines()]
+    lines = [line.split("  #")[0].strip() for line in tb.source_code(model).splitlines()]
     assert "x = F.relu(a)" in lines                       # a is read again by add
     assert "x = F.relu(x, inplace=True)" in lines          # the add's fresh sum
     assert lines.count("x = F.relu(x)") == 1               # sigmoid's backward needs its output
@@ -410,7 +410,7 @@ def test_activations_overwrite_only_fresh_tensors_read_once():
 def test_generating_source_imports_no_framework():
     code = ("import sys, cnnspec, cnnspec.torch\n"
             "from cnnspec.backends import torch as tb\n"
-            "tb.generate(cnnspec.compile_text('input 8x8x3\\nconv 4 3x3 same relu\\n'))\n"
+            "tb.source_code(cnnspec.compile_text('input 8x8x3\\nconv 4 3x3 same relu\\n'))\n"
             "assert 'torch' not in sys.modules and 'tensorflow' not in sys.modules\n")
     subprocess.run([sys.executable, "-c", code], check=True, cwd=ROOT)
 
@@ -418,7 +418,7 @@ def test_generating_source_imports_no_framework():
 def test_add_overwrites_its_first_input_only_when_safe():
     model = compile_case("input 4x4x3\nconv 3 1x1\nb = bn\nconv 3 1x1\nadd b\n"
                          "g = gap keepdims\nadd from=(g, b)")
-    body = tb.generate(model).split("def forward")[1]
+    body = tb.source_code(model).split("def forward")[1]
     assert ".add_(b)" in body                 # fresh conv output, read once: `out += identity`
     assert "x = x + b" in body                # a 1x1 gate cannot hold the broadcast sum
     net = tb.build(model).eval()
@@ -445,7 +445,7 @@ def test_generated_source_matches_the_golden_file():
     """Review changes to the generated code as diffs of tests/torch_golden/features_torch.py."""
     import os
     golden = ROOT / "tests" / "torch_golden" / "features_torch.py"
-    source = tb.generate(cnnspec.compile_file(ROOT / "tests" / "torch_golden" / "features.cnn"))
+    source = tb.source_code(cnnspec.compile_file(ROOT / "tests" / "torch_golden" / "features.cnn"))
     if os.environ.get("CNNSPEC_UPDATE_GOLDEN"):
         golden.write_text(source)
     assert source == golden.read_text()
@@ -486,7 +486,7 @@ def test_resnet50_allocates_and_frees_as_torchvision_does(form, tmp_path):
         ours = tb.build(model, logits=True).eval()
     else:
         path = tmp_path / "resnet50_64.py"
-        path.write_text(tb.generate(model))
+        path.write_text(tb.source_code(model))
         spec = importlib.util.spec_from_file_location("resnet50_64", path)
         module = importlib.util.module_from_spec(spec)
         spec.loader.exec_module(module)

@@ -1,7 +1,7 @@
 """Backends: the IR turned into framework models or source code.
 
 Importing this package imports no framework; each backend module imports its own when used.
-Every backend is looked up by name (`cnnspec.backends.<name>`) and offers `generate(model) -> str`.
+Every backend is looked up by name (`cnnspec.backends.<name>`) and offers `source_code(model) -> str`.
 Each backend keeps one table from layer kind to emitter (torch/emitters.py, keras_emitters.py);
 the layer classes know nothing of the frameworks.
 """

@@ -16,7 +16,7 @@ from ..ir import Model
 from . import error_span, keras_recipe
 from .keras_plan import keras_name, keras_names, recipes
 
-__all__ = ["build", "generate", "keras_name", "keras_names", "recipes"]
+__all__ = ["build", "keras_name", "keras_names", "recipes", "source_code"]
 
 
 def _layer_class(cls_name: str):
@@ -87,7 +87,7 @@ def _free_name(stem: str, taken: set[str]) -> str:
     return name
 
 
-def generate(model: Model) -> str:
+def source_code(model: Model) -> str:
     """Standalone Keras 3 source for the model (see cnnspec.backends.keras_source)."""
     from .keras_source import render
     return render(model)

@@ -12,7 +12,7 @@ DESCRIPTION = ("Write the network as a standalone Python file for a framework: r
                "that imports the framework only, never cnnspec. The same spec gives the same "
                "bytes.")
 
-# backend name -> module offering generate(model) -> str
+# backend name -> module offering source_code(model) -> str
 BACKENDS = {"torch": "cnnspec.backends.torch", "keras": "cnnspec.backends.keras"}
 
 
@@ -39,11 +39,11 @@ def run(args) -> int:
     if model is None:
         return EXIT_SPEC
     mod = backend(args.backend)
-    if mod is None or not hasattr(mod, "generate"):
+    if mod is None or not hasattr(mod, "source_code"):
         print(f"cnnspec build: the {args.backend} backend is not available in this "
               "installation", file=sys.stderr)
         return EXIT_USAGE
-    source = mod.generate(model)
+    source = mod.source_code(model)
     if args.output:
         write_atomic(args.output, source)
     else:

@@ -4,7 +4,7 @@
     from cnnspec.backends import torch as tb
     model = cnnspec.compile_file("specs/resnet18.cnn")
     net = tb.build(model)                  # nn.Module; input NCHW float, output NCHW / NC
-    source = tb.generate(model)            # the same network as a readable .py file
+    source = tb.source_code(model)            # the same network as a readable .py file
     tb.load_torchvision_state_dict(net, model, torchvision_model.state_dict())
 
 Tensors are NCHW (torch's layout); the spec's shapes are HWC. Every semantic choice that differs
@@ -17,14 +17,14 @@ A network ending in softmax keeps it (inference); `build(model, logits=True)` or
 `net.logits = True` skips those final softmaxes so that training uses cross-entropy on logits
 (`net.softmax_outputs` lists the outputs concerned).
 
-Only build/instantiate/load import torch; planning and `generate` need no framework.
+Only build/instantiate/load import torch; planning and `source_code` need no framework.
 """
 
 from .emitters import EMITTERS, torch_op
 from .export import export_onnx, input_example
 from .plan import Plan, Step, class_name, identifier, layout, plan
 from .runtime import build, compile_expr, instantiate
-from .source import generate, template_dir
+from .source import source_code, template_dir
 from .weights import (
     LoadReport,
     WeightsError,
@@ -33,7 +33,25 @@ from .weights import (
     read_weights,
 )
 
-__all__ = ["EMITTERS", "LoadReport", "Plan", "Step", "WeightsError", "build", "class_name",
-           "compile_expr", "export_onnx", "generate", "identifier", "input_example",
-           "instantiate", "layout", "load_torchvision_state_dict", "load_weights", "plan",
-           "read_weights", "template_dir", "torch_op"]
+__all__ = [
+    "EMITTERS",
+    "LoadReport",
+    "Plan",
+    "Step",
+    "WeightsError",
+    "build",
+    "class_name",
+    "compile_expr",
+    "export_onnx",
+    "identifier",
+    "input_example",
+    "instantiate",
+    "layout",
+    "load_torchvision_state_dict",
+    "load_weights",
+    "plan",
+    "read_weights",
+    "source_code",
+    "template_dir",
+    "torch_op",
+]

@@ -297,7 +297,7 @@ def _fill(expr, offset: int, cls: blocks.Family, inst: _Instance):
     return expr
 
 
-def generate(model: Model) -> str:
+def source_code(model: Model) -> str:
     """Readable PyTorch source for the network: a class per repeated block definition, the
     network's nn.Module class, a build_model() function; it imports torch only. The same spec
     gives the same bytes."""

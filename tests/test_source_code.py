@@ -18,7 +18,7 @@ from cnnspec.backends import torch as tb
 ROOT = Path(__file__).resolve().parent.parent
 RUFF = Path(sys.executable).with_name("ruff")
 SPECS = sorted([*(ROOT / "specs").glob("*.cnn"), *(ROOT / "examples").glob("*.cnn")])
-BACKENDS = {"torch": tb.generate, "keras": keras_source.render}
+BACKENDS = {"torch": tb.source_code, "keras": keras_source.render}
 
 # File names that became model names: quotes, triple quotes, backslashes (`\N{x}` is a
 # SyntaxError in a plain string), newlines, Unicode, Jinja's own delimiters.
@@ -107,7 +107,7 @@ def test_every_spec_generates_ruff_clean_source(backend, tmp_path):
 
 def test_repeated_blocks_become_classes():
     """ResNet-50: one class per bottleneck variant instead of 355 unrolled lines."""
-    source = tb.generate(cnnspec.compile_file(ROOT / "specs" / "resnet50.cnn"))
+    source = tb.source_code(cnnspec.compile_file(ROOT / "specs" / "resnet50.cnn"))
     tree = ast.parse(source)
     classes = [n.name for n in tree.body if isinstance(n, ast.ClassDef)]
     assert classes[-1] == "Resnet50" and all(c.startswith("Bottleneck") for c in classes[:-1])
@@ -147,7 +147,7 @@ def test_block_classes_compute_what_the_runtime_module_does(tmp_path):
     torch = pytest.importorskip("torch")
     model = cnnspec.compile_file(ROOT / "tests" / "torch_golden" / "features.cnn")
     path = tmp_path / "features_gen.py"
-    path.write_text(tb.generate(model))
+    path.write_text(tb.source_code(model))
     spec = importlib.util.spec_from_file_location("features_gen", path)
     mod = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(mod)
