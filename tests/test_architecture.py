@@ -237,6 +237,7 @@ NEW_KIND_FILES = (
     "cnnspec/layers/",
     "cnnspec/backends/torch/emitters.py",
     "cnnspec/backends/keras_emitters.py",
+    "cnnspec/reference.py",
     "README.md",
     "editors/cnnspec.tmLanguage.json",
     "tests/test_layers.py",
