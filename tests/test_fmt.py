@@ -40,6 +40,16 @@ def test_same_ir_and_idempotent(path):
     assert fmt.format_text(once) == once
 
 
+SHIPPED = sorted([*ROOT.glob("specs/*.cnn"), *ROOT.glob("examples/**/*.cnn")])
+
+
+@pytest.mark.parametrize("path", SHIPPED, ids=lambda p: p.relative_to(ROOT).as_posix())
+def test_every_shipped_spec_is_in_the_canonical_layout(path):
+    # What we ship is what `cnnspec fmt` writes, so a user's first `fmt` changes nothing.
+    source = path.read_text(encoding="utf-8")
+    assert fmt.format_text(source) == source, f"run: cnnspec fmt {path.relative_to(ROOT)}"
+
+
 def _scramble(source: str, seed: int) -> str:
     """The same spec with other spacing: indents dropped, spaces doubled or added next to
     punctuation, trailing blanks. Lines with strings or comments keep their text after '#'."""
