@@ -30,16 +30,24 @@ class Op:
     std: tuple[float, ...] | None = None
 
 
-def parse_ops(ops, x: np.ndarray | None = None) -> list[Op]:
+def parse_ops(ops, x: np.ndarray | None = None, stats=None) -> list[Op]:
     """Parse op strings (Op objects pass through). A bare "normalize" takes its
-    per-channel mean and std from `x` when given: pass the training images so
-    training and validation batches are normalised alike."""
+    per-channel mean and std from `x` when given, or from `stats` = (mean, std) (what
+    Samples.channel_stats measures without holding the images): pass the training
+    images' so training and validation batches are normalised alike."""
     if isinstance(ops, (str, Op)):
         ops = [ops]
     parsed = [op if isinstance(op, Op) else _parse_one(op) for op in ops]
-    if x is not None:
-        parsed = [_fit(op, x) for op in parsed]
+    if x is not None and stats is None and needs_stats(parsed):
+        stats = _channel_stats(x)
+    if stats is not None:
+        parsed = [_fit(op, stats) for op in parsed]
     return parsed
+
+
+def needs_stats(ops: list[Op]) -> bool:
+    """Whether a bare `normalize` among `ops` waits for the training images' statistics."""
+    return any(op.name == "normalize" and op.mean is None for op in ops)
 
 
 def _parse_one(text: str) -> Op:
@@ -65,10 +73,10 @@ def _numbers(text: str, op: str) -> tuple[float, ...]:
         ) from None
 
 
-def _fit(op: Op, x: np.ndarray) -> Op:
+def _fit(op: Op, stats) -> Op:
     if op.name != "normalize" or op.mean is not None:
         return op
-    mean, std = _channel_stats(x)
+    mean, std = (np.asarray(v, dtype=np.float64) for v in stats)
     return Op("normalize", mean=tuple(mean.tolist()), std=tuple(std.tolist()))
 
 

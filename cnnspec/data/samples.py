@@ -13,7 +13,7 @@ Readers are plain picklable objects so that worker processes receive them:
 from __future__ import annotations
 
 import dataclasses
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -77,6 +77,7 @@ class Samples:
     rows: np.ndarray | None = None
     binary: bool = False
     input_shape: tuple[int, int, int] = (0, 0, 0)
+    _stats: dict = field(default_factory=dict, init=False, repr=False)  # channel_stats memo
 
     def __post_init__(self) -> None:
         self.y = np.asarray(self.y, dtype=np.int64)

@@ -1,0 +1,76 @@
+"""The torch loader of Samples: torch.utils.data.DataLoader with a DistributedSampler."""
+
+from __future__ import annotations
+
+import torch
+import torch.utils.data as tud
+
+from cnnspec.data import DataError
+from cnnspec.data.loading import collate, default_workers, prepare
+from cnnspec.data.samples import Samples
+
+
+def torch_loader(samples: Samples, batch_size: int, *, train: bool, seed: int = 0, ops=None,
+                 workers: int | None = None, rank: int = 0, world: int = 1,
+                 pin_memory: bool = False, drop_last: bool = False):
+    """A DataLoader of numpy batch dicts over `samples`. Call `set_epoch(loader, epoch)`
+    before each pass. Under `world` processes each rank gets `batch_size // world` rows
+    of every global batch from torch's DistributedSampler, which strides one permutation
+    (seeded by seed + epoch) over the ranks: the ranks' batches together are the one-process
+    batch of the same global size."""
+    workers = default_workers(samples) if workers is None else int(workers)
+    if world > 1 and batch_size % world:
+        raise DataError(f"batch_size {batch_size} does not split over {world} processes",
+                        hint="use a batch size that is a multiple of the process count")
+    sampler = tud.DistributedSampler(range(len(samples)), num_replicas=world, rank=rank,
+                                     shuffle=train, seed=seed, drop_last=False)
+    batches = _EpochBatches(sampler, max(1, batch_size // world), drop_last)
+    return tud.DataLoader(_TorchSamples(samples, ops, seed, train), batch_sampler=batches,
+                          num_workers=workers, persistent_workers=workers > 0,
+                          pin_memory=pin_memory,
+                          collate_fn=_collate_tensors if pin_memory else collate)
+
+
+def set_epoch(loader, epoch: int) -> None:
+    loader.batch_sampler.set_epoch(epoch)
+
+
+def _collate_tensors(items: list[dict]):
+    # pin_memory pins tensors only, so on CUDA the batch travels as tensors
+    return {key: torch.from_numpy(value) for key, value in collate(items).items()}
+
+
+class _TorchSamples(tud.Dataset):
+    """The map-style torch Dataset: keys are (epoch, row), so workers that persist across
+    epochs still draw each epoch's augmentation."""
+
+    def __init__(self, samples: Samples, ops, seed: int, train: bool):
+        self.samples, self.ops, self.seed, self.train = samples, ops, seed, train
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    def __getitem__(self, key) -> dict:
+        epoch, i = key
+        return prepare(self.samples, i, self.ops, self.seed, epoch, self.train)
+
+
+class _EpochBatches(tud.Sampler):
+    """torch's BatchSampler over a DistributedSampler, each index tagged with the epoch."""
+
+    def __init__(self, sampler, batch_size: int, drop_last: bool):
+        self.sampler, self.epoch = sampler, 0
+        self.batches = tud.BatchSampler(sampler, batch_size, drop_last)
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+        self.sampler.set_epoch(epoch)
+
+    def __iter__(self):
+        for batch in self.batches:
+            yield [(self.epoch, i) for i in batch]
+
+    def __len__(self) -> int:
+        return len(self.batches)
+
+
