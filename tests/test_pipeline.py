@@ -182,3 +182,24 @@ def test_bad_flags_are_usage_errors(tmp_path, capsys):
                         (["--nnodes", "2", "--rdzv-endpoint", "node0"], "HOST:PORT")):
         assert main(["train", str(spec), "--data", "digits", *flags]) == 2
         assert said in capsys.readouterr().err
+
+
+def test_result_names_the_kept_checkpoint_and_the_last_epoch(tmp_path, capsys):
+    """lr 0.3 makes epoch 3 the best and epoch 4 worse: result.json's metrics are best.*'s,
+    which `cnnspec evaluate` reproduces, and the last epoch's are reported beside them."""
+    from cnnspec.cli import main
+    spec = tmp_path / "tiny.cnn"
+    spec.write_text(TINY.replace("lr=0.05", "lr=0.3").replace("epochs 2", "epochs 4"))
+    out = tmp_path / "run"
+    assert main(["train", str(spec), "--data", "digits", "--out", str(out),
+                 "--progress", "off"]) == 0
+    said = capsys.readouterr().out
+    assert "kept checkpoint (best.*, epoch 3)" in said and "last epoch (4)" in said
+    result = json.loads((out / "result.json").read_text())
+    assert (result["kept"], result["best_epoch"], result["last_epoch"]) == ("best", 3, 4)
+    assert result["metrics"]["loss"] < result["last_epoch_metrics"]["loss"]
+    assert main(["evaluate", str(spec), "--weights", str(out / "best.safetensors"),
+                 "--data", "digits", "--format", "json"]) == 0
+    evaluated = json.loads(capsys.readouterr().out)["metrics"]
+    for key, value in result["metrics"].items():
+        assert evaluated[key] == pytest.approx(value, rel=1e-6, abs=1e-7), key

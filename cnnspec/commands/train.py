@@ -317,9 +317,12 @@ def _train(model, args, options, out) -> int:
             gc.collect()
             comm.dist.destroy_process_group()
     if comm.rank == 0:
-        shown = "  ".join(f"{k} {v:.4f}" for k, v in result["metrics"].items())
+        line = lambda metrics: "  ".join(f"{k} {v:.4f}" for k, v in metrics.items())
         log(f"held-out ({result['held_out']}, {result['n_val'] or result['n_train']} "
-            f"images): {shown}")
-        log(f"best epoch {result['best_epoch']}; wrote {out}/result.json, history.csv, "
-            f"curves.png")
+            f"images):")
+        if result["kept"] == "best":
+            log(f"  kept checkpoint (best.*, epoch {result['best_epoch']}): "
+                f"{line(result['metrics'])}")
+        log(f"  last epoch ({result['last_epoch']}): {line(result['last_epoch_metrics'])}")
+        log(f"wrote {out}/result.json, history.csv, curves.png")
     return EXIT_OK

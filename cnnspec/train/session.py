@@ -105,17 +105,24 @@ def train(model: Model, source: str, backend: str = "torch", out: str | Path | N
             _finish(trainer, opts, plan, None, interrupted=True)
         stop.epochs_done = len(trainer.history)
         raise
-    restored = trainer.restore_best()
     held_out = va if len(va) else tr
-    metrics = _evaluate(be, plan, held_out, opts.batch_size, comm,
-                        eval_ops(fitted_ops(opts.augment, tr)), workers)
+    ops = eval_ops(fitted_ops(opts.augment, tr))
+    measure = lambda: {k: float(v) for k, v in _evaluate(be, plan, held_out, opts.batch_size,
+                                                         comm, ops, workers).items()}
+    last = measure()       # the weights of the last epoch run
+    kept = _kept_metrics(trainer, be, comm, measure, last)
+    restored = trainer.restore_best()
     result = {"normalize": norm, "task": plan.task, "backend": backend, "data": str(source),
               "best_epoch": trainer.best_epoch + 1, "epochs_run": len(trainer.history),
               "monitor": trainer.monitor, "stopped_early": trainer.stopped_early,
               "restored_best": restored, "held_out": "validation" if len(va) else "train",
               "n_train": len(tr), "n_val": len(va), "seed": seed, "processes": comm.world,
               "seconds": round(time.perf_counter() - t0, 2),
-              "metrics": {k: float(v) for k, v in metrics.items()}}
+              # the kept checkpoint's (best.*: what `cnnspec evaluate` of it gives), or the
+              # last epoch's where nothing was kept (no out folder)
+              "metrics": kept if kept is not None else last,
+              "kept": "best" if kept is not None else "last",
+              "last_epoch": len(trainer.history), "last_epoch_metrics": last}
     # where it ran: the torch device, or how many devices Keras mirrored over
     if getattr(be, "device", None) is not None:
         result["device"] = str(be.device)
@@ -126,6 +133,23 @@ def train(model: Model, source: str, backend: str = "torch", out: str | Path | N
     if trainer.writer:
         _finish(trainer, opts, plan, result)
     return result
+
+
+def _kept_metrics(trainer: Trainer, be, comm: Comm, measure, last: dict) -> dict | None:
+    """The held-out metrics of the checkpoint the run keeps as best.*: the last epoch's when
+    that is the best one, else measured after loading it. None without checkpoints (no out
+    folder), or where a process cannot read them (another machine's disk)."""
+    out, best = trainer.opts.out, trainer.files["best"]
+    if not out or not best:
+        return None
+    if trainer.best_epoch == len(trainer.history) - 1:
+        return last
+    paths = [str(Path(out) / f) for f in best]
+    readable = comm.sum({"n": float(all(Path(p).is_file() for p in paths))})["n"]
+    if readable < comm.world:
+        return None
+    be.load(paths, optimizer=False)
+    return measure()
 
 
 def _finish(trainer: Trainer, opts: Options, plan: Plan, result: dict | None,
