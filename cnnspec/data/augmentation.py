@@ -13,10 +13,15 @@ import numpy as np
 from cnnspec.data import DataError
 
 OPS_HINT = (
-    "use flip, vflip, crop N (pad N pixels, crop back at random), "
+    "use flip, vflip, crop N (pad N pixels, crop back at random), resized_crop MIN_SCALE, "
+    "rotate DEGREES, affine DEGREES SHIFT, jitter STRENGTH, "
     "normalize, or normalize MEAN STD (numbers or comma lists, one per channel)"
 )
-RANDOM_OPS = ("flip", "vflip", "crop")
+# Done with torchvision.transforms.v2, which moves masks and boxes with the pixels:
+# (word, number of arguments, bounds for each argument)
+TORCHVISION_OPS = {"resized_crop": (0.01, 1.0), "rotate": (0.0, 180.0),
+                   "affine": ((0.0, 180.0), (0.0, 0.5)), "jitter": (0.0, 1.0)}
+RANDOM_OPS = ("flip", "vflip", "crop", *TORCHVISION_OPS)
 
 
 @dataclass(frozen=True)
@@ -28,6 +33,7 @@ class Op:
     pad: int = 0
     mean: tuple[float, ...] | None = None
     std: tuple[float, ...] | None = None
+    args: tuple[float, ...] = ()     # the torchvision ops' numbers
 
 
 def parse_ops(ops, x: np.ndarray | None = None, stats=None) -> list[Op]:
@@ -57,11 +63,32 @@ def _parse_one(text: str) -> Op:
         return Op(name)
     if name == "crop" and len(args) == 1 and args[0].isdigit():
         return Op(name, pad=int(args[0]))
+    if name in TORCHVISION_OPS:
+        return Op(name, args=_bounded(name, args, text))
     if name in ("normalize", "normalise") and len(args) in (0, 2):
         if not args:
             return Op("normalize")
         return Op("normalize", mean=_numbers(args[0], text), std=_numbers(args[1], text))
     raise DataError(f"cannot understand augmentation {text!r}", hint=OPS_HINT)
+
+
+def _bounded(name: str, args: list[str], text: str) -> tuple[float, ...]:
+    bounds = TORCHVISION_OPS[name]
+    bounds = bounds if isinstance(bounds[0], tuple) else (bounds,)
+    if len(args) != len(bounds):
+        raise DataError(f"augmentation {text!r} takes {len(bounds)} number(s)", hint=OPS_HINT)
+    values = []
+    for arg, (lo, hi) in zip(args, bounds):
+        try:
+            value = float(arg)
+        except ValueError:
+            raise DataError(f"augmentation {text!r}: {arg!r} is not a number",
+                            hint=OPS_HINT) from None
+        if not lo <= value <= hi:
+            raise DataError(f"augmentation {text!r}: {arg} is outside [{lo:g}, {hi:g}]",
+                            hint=OPS_HINT)
+        values.append(value)
+    return tuple(values)
 
 
 def _numbers(text: str, op: str) -> tuple[float, ...]:
@@ -167,4 +194,66 @@ def _normalize(op: Op, batch: dict, rng) -> None:
     batch["x"] = ((x - mean) / std).astype(np.float32)
 
 
-_APPLY = {"flip": _flip, "vflip": _flip, "crop": _crop, "normalize": _normalize}
+def _torchvision(op: Op, batch: dict, rng) -> None:
+    """One torchvision.transforms.v2 op per image, its masks (tv_tensors.Mask, nearest) and
+    box (tv_tensors.BoundingBoxes, the box around the moved corners, clamped) moving with
+    it; a box moved out of the picture marks its image present = 0. torch's random stream
+    is forked and seeded from `rng`, so the draw is the (seed, epoch, row)'s and the
+    training process's own stream is left alone."""
+    import torch
+    from torchvision import tv_tensors
+    from torchvision.transforms import v2
+    transform = _transform(op, v2, batch["x"].shape[-1])
+    height, width = batch["x"].shape[1:3]
+    for i in range(len(batch["x"])):
+        item = {"image": tv_tensors.Image(torch.from_numpy(
+            np.ascontiguousarray(batch["x"][i])).permute(2, 0, 1))}
+        if batch.get("masks") is not None:
+            item["mask"] = tv_tensors.Mask(torch.from_numpy(np.ascontiguousarray(
+                batch["masks"][i])))
+        had_box = batch.get("boxes") is not None and batch["boxes"][i, 2] > batch["boxes"][i, 0]
+        if had_box:
+            scale = np.array([width, height, width, height], np.float32)
+            item["boxes"] = tv_tensors.BoundingBoxes(
+                torch.from_numpy(batch["boxes"][i:i + 1] * scale), format="XYXY",
+                canvas_size=(height, width))
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(int(rng.integers(2**62)))
+            out = transform(item)
+        batch["x"][i] = out["image"].permute(1, 2, 0).clamp(0, 1).numpy()
+        if "mask" in out:
+            batch["masks"][i] = out["mask"].numpy()
+        if had_box:
+            box = v2.functional.clamp_bounding_boxes(out["boxes"]).numpy()[0] / scale
+            seen = box[2] > box[0] and box[3] > box[1]
+            batch["boxes"][i] = box if seen else 0.0
+            if not seen and batch.get("present") is not None:
+                batch["present"][i] = 0.0
+
+
+def _transform(op: Op, v2, channels: int):
+    if op.name == "resized_crop":    # the image's own size: the network's input
+        return _SameSize(v2, op.args[0])
+    if op.name == "rotate":
+        return v2.RandomRotation(op.args[0])
+    if op.name == "affine":
+        return v2.RandomAffine(op.args[0], translate=(op.args[1], op.args[1]))
+    s = op.args[0]      # jitter: brightness, contrast (and saturation, hue for colour)
+    return (v2.ColorJitter(s, s, s, min(s, 0.5) / 2) if channels == 3
+            else v2.ColorJitter(s, s))
+
+
+class _SameSize:
+    """v2.RandomResizedCrop back to the image's own size (built on first use)."""
+
+    def __init__(self, v2, min_scale: float):
+        self.v2, self.min_scale = v2, min_scale
+
+    def __call__(self, item):
+        size = tuple(item["image"].shape[-2:])
+        return self.v2.RandomResizedCrop(size, scale=(self.min_scale, 1.0),
+                                         antialias=True)(item)
+
+
+_APPLY = {"flip": _flip, "vflip": _flip, "crop": _crop, "normalize": _normalize,
+          **{name: _torchvision for name in TORCHVISION_OPS}}

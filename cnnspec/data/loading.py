@@ -29,18 +29,14 @@ def default_workers(samples: Samples) -> int:
     return max(0, min(4, (os.cpu_count() or 1) - 1))
 
 
-def prepare(samples: Samples, i: int, ops, seed: int, epoch: int, train: bool) -> dict:
-    """Sample i decoded and augmented (`ops`: parsed augmentation ops, or None)."""
-    item = samples.sample(i)
+def prepare(samples: Samples, rows, ops, seed: int, epoch: int, train: bool) -> dict:
+    """Rows decoded into one batch and augmented (`ops`: parsed augmentation ops, or None).
+    The draws are keyed by (seed, epoch, the rows): the same whichever worker makes it."""
+    batch = samples.batch(rows)
     if not ops:
-        return item
-    rng = np.random.default_rng([seed, epoch, int(i)])
-    batch = augment_batch({k: np.asarray(v)[None] for k, v in item.items()}, ops, rng, train)
-    return {k: v[0] for k, v in batch.items()}
-
-
-def collate(items: list[dict]) -> dict[str, np.ndarray]:
-    return {key: np.stack([item[key] for item in items]) for key in items[0]}
+        return batch
+    rng = np.random.default_rng([seed, epoch, *(int(i) for i in rows)])
+    return augment_batch(batch, ops, rng, train)
 
 
 def batch_order(n: int, shuffle: bool, seed: int, epoch: int) -> np.ndarray:
@@ -55,8 +51,7 @@ def plain_batches(samples: Samples, batch_size: int, *, train: bool, seed: int =
     """One epoch of numpy batch dicts decoded in this process, in batch_order."""
     order = batch_order(len(samples), train, seed, epoch)
     for start in range(0, len(order), batch_size):
-        rows = order[start:start + batch_size]
-        yield collate([prepare(samples, int(i), ops, seed, epoch, train) for i in rows])
+        yield prepare(samples, order[start:start + batch_size], ops, seed, epoch, train)
 
 
 # --- keras ---------------------------------------------------------------------------------
@@ -77,8 +72,8 @@ def keras_batches(samples: Samples, batch_size: int, *, train: bool, seed: int =
             return math.ceil(len(order) / batch_size)
 
         def __getitem__(self, b: int) -> dict:
-            rows = order[b * batch_size:(b + 1) * batch_size]
-            return collate([prepare(samples, int(i), ops, seed, epoch, train) for i in rows])
+            return prepare(samples, order[b * batch_size:(b + 1) * batch_size], ops, seed,
+                           epoch, train)
 
     if workers == 0:
         yield from plain_batches(samples, batch_size, train=train, seed=seed, epoch=epoch,

@@ -123,6 +123,25 @@ class Samples:
                                      "classes.txt or `classes`")
         return out
 
+    def batch(self, indices) -> dict[str, np.ndarray]:
+        """Rows `indices` as one batch dict (sample() stacked); data in memory is gathered
+        in one indexing operation rather than row by row."""
+        indices = np.asarray(indices, dtype=np.int64)
+        if not self.cached:
+            items = [self.sample(int(i)) for i in indices]
+            return {key: np.stack([item[key] for item in items]) for key in items[0]}
+        rows = self.rows[indices]
+        x = self.reader.x[rows]
+        out = {"x": x.astype(np.float32) / 255.0 if x.dtype == np.uint8
+               else x.astype(np.float32),
+               "y": self.y[indices], "present": self.present[indices], "index": indices}
+        if self.boxes is not None:
+            out["boxes"] = self.boxes[indices]
+        if self.has_masks:
+            masks = np.asarray(self.reader.masks[rows], dtype=np.int64)
+            out["masks"] = (masks > 0).astype(np.int64) if self.binary else masks
+        return out
+
     def _name(self, row: int) -> str:
         if isinstance(self.reader, FileImages) and self.reader.masks is not None:
             return f"mask {self.reader.masks[row]}"

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 import torch.utils.data as tud
 
 from cnnspec.data import DataError
-from cnnspec.data.loading import collate, default_workers, prepare
+from cnnspec.data.loading import default_workers, prepare
 from cnnspec.data.samples import Samples
 
 
@@ -28,16 +29,20 @@ def torch_loader(samples: Samples, batch_size: int, *, train: bool, seed: int = 
     return tud.DataLoader(_TorchSamples(samples, ops, seed, train), batch_sampler=batches,
                           num_workers=workers, persistent_workers=workers > 0,
                           pin_memory=pin_memory,
-                          collate_fn=_collate_tensors if pin_memory else collate)
+                          collate_fn=_as_tensors if pin_memory else _as_is)
 
 
 def set_epoch(loader, epoch: int) -> None:
     loader.batch_sampler.set_epoch(epoch)
 
 
-def _collate_tensors(items: list[dict]):
+def _as_is(batch: dict) -> dict:
+    return batch      # _TorchSamples.__getitems__ made the whole batch
+
+
+def _as_tensors(batch: dict) -> dict:
     # pin_memory pins tensors only, so on CUDA the batch travels as tensors
-    return {key: torch.from_numpy(value) for key, value in collate(items).items()}
+    return {key: torch.from_numpy(np.ascontiguousarray(value)) for key, value in batch.items()}
 
 
 class _TorchSamples(tud.Dataset):
@@ -51,8 +56,13 @@ class _TorchSamples(tud.Dataset):
         return len(self.samples)
 
     def __getitem__(self, key) -> dict:
-        epoch, i = key
-        return prepare(self.samples, i, self.ops, self.seed, epoch, self.train)
+        return {k: v[0] for k, v in self.__getitems__([key]).items()}
+
+    def __getitems__(self, keys: list) -> dict:
+        """A whole batch (torch's fetcher calls this with the batch's keys)."""
+        epoch = keys[0][0]
+        rows = np.array([i for _, i in keys], dtype=np.int64)
+        return prepare(self.samples, rows, self.ops, self.seed, epoch, self.train)
 
 
 class _EpochBatches(tud.Sampler):
