@@ -203,3 +203,19 @@ def test_result_names_the_kept_checkpoint_and_the_last_epoch(tmp_path, capsys):
     evaluated = json.loads(capsys.readouterr().out)["metrics"]
     for key, value in result["metrics"].items():
         assert evaluated[key] == pytest.approx(value, rel=1e-6, abs=1e-7), key
+
+
+def test_keras_loader_with_workers_gives_the_same_batches(tmp_path):
+    pytest.importorskip("tensorflow")
+    from cnnspec.data import parse_ops
+    from cnnspec.data.loading import keras_batches
+    write_shapes(tmp_path, "segmentation", n=10, size=16, seed=4)
+    samples = index(str(tmp_path), (16, 16, 3), "segment")
+    ops = parse_ops(["flip", "rotate 20"])
+    runs = [list(keras_batches(samples, 4, train=True, seed=2, epoch=1, ops=ops, workers=w))
+            for w in (0, 2)]
+    assert [len(b["x"]) for b in runs[1]] == [4, 4, 2]
+    for a, b in zip(*runs):
+        assert a.keys() == b.keys()
+        for key in a:
+            assert np.array_equal(a[key], b[key]), key

@@ -1,7 +1,7 @@
 """Batches from Samples, decoded and augmented in worker processes by the frameworks' own
 loaders: torch.utils.data.DataLoader (torch_loader.py, with a DistributedSampler, so each
-rank of a torchrun group reads its own shard) and keras.utils.PyDataset (here; workers
-through Keras' own enqueuer). Both yield the numpy batch dicts the training backends take.
+rank of a torchrun group reads its own shard) and tf.data for Keras (here). Both yield the
+numpy batch dicts the training backends take.
 
 Randomness is keyed by (seed, epoch, row), never by worker or rank: a sample is augmented
 alike whatever the number of workers or processes, and a resumed run repeats its epochs.
@@ -57,33 +57,31 @@ def plain_batches(samples: Samples, batch_size: int, *, train: bool, seed: int =
 # --- keras ---------------------------------------------------------------------------------
 def keras_batches(samples: Samples, batch_size: int, *, train: bool, seed: int = 0,
                   epoch: int = 0, ops=None, workers: int | None = None):
-    """One epoch of numpy batch dicts from a keras.utils.PyDataset decoded by `workers`
-    processes (Keras' enqueuer; none: in this process)."""
-    import keras
-
+    """One epoch of numpy batch dicts for Keras: tf.data runs `prepare` for `workers`
+    batches at a time on its threads (Pillow releases the GIL while it decodes and
+    resizes) and prefetches; with no workers, batches are made in this thread.
+    (keras.utils.PyDataset's process workers were measured 2x slower than no workers at
+    all here: every batch is pickled through a pipe; bench/data_pipeline.py.)"""
     workers = default_workers(samples) if workers is None else int(workers)
-    order = batch_order(len(samples), train, seed, epoch)
-
-    class Batches(keras.utils.PyDataset):
-        def __init__(self):
-            super().__init__(workers=max(workers, 1), use_multiprocessing=workers > 0)
-
-        def __len__(self) -> int:
-            return math.ceil(len(order) / batch_size)
-
-        def __getitem__(self, b: int) -> dict:
-            return prepare(samples, order[b * batch_size:(b + 1) * batch_size], ops, seed,
-                           epoch, train)
-
     if workers == 0:
         yield from plain_batches(samples, batch_size, train=train, seed=seed, epoch=epoch,
                                  ops=ops)
         return
-    dataset = Batches()
-    from keras.src.trainers.data_adapters.py_dataset_adapter import PyDatasetAdapter
-    adapter = PyDatasetAdapter(dataset, shuffle=False)
-    adapter.on_epoch_begin()
-    try:
-        yield from adapter.get_numpy_iterator()
-    finally:
-        adapter.on_epoch_end()
+    import tensorflow as tf
+    order = batch_order(len(samples), train, seed, epoch)
+    probe = prepare(samples, order[:1], ops, seed, epoch, train)
+    keys = list(probe)
+    dtypes = [tf.as_dtype(probe[k].dtype) for k in keys]
+
+    def make(b) -> list[np.ndarray]:
+        rows = order[int(b) * batch_size:(int(b) + 1) * batch_size]
+        batch = prepare(samples, rows, ops, seed, epoch, train)
+        return [batch[k] for k in keys]
+
+    count = math.ceil(len(order) / batch_size)
+    stream = (tf.data.Dataset.range(count)
+              .map(lambda b: tf.numpy_function(make, [b], dtypes), num_parallel_calls=workers,
+                   deterministic=True)
+              .prefetch(2))
+    for values in stream.as_numpy_iterator():
+        yield dict(zip(keys, values))
