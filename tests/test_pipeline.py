@@ -219,3 +219,20 @@ def test_keras_loader_with_workers_gives_the_same_batches(tmp_path):
         assert a.keys() == b.keys()
         for key in a:
             assert np.array_equal(a[key], b[key]), key
+
+
+@pytest.mark.parametrize("backend", ["torch", "keras"])
+def test_a_broken_image_met_in_a_worker_is_named_without_a_traceback(tmp_path, backend):
+    write_shapes(tmp_path / "data", "folder", n=12, size=8, seed=0)
+    broken = sorted((tmp_path / "data" / "square").iterdir())[0]
+    broken.write_bytes(broken.read_bytes()[:40])            # a truncated file
+    spec = tmp_path / "tiny.cnn"
+    spec.write_text(TINY.replace("8x8x1", "8x8x3").replace("dense 10", "dense 3")
+                    .replace("epochs 2", "epochs 1").replace("batch_size 32", "batch_size 4"))
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    done = subprocess.run([sys.executable, "-m", "cnnspec", "train", str(spec), "--data",
+                           str(tmp_path / "data"), "--workers", "2", "--backend", backend,
+                           "--out", str(tmp_path / "run"), "--progress", "off"],
+                          env=env, capture_output=True, text=True, timeout=300, check=False)
+    assert done.returncode == 1, done.stderr[-2000:]
+    assert str(broken) in done.stderr and "Traceback" not in done.stderr, done.stderr[-2000:]

@@ -15,6 +15,7 @@ import os
 
 import numpy as np
 
+from cnnspec.data import DataError
 from cnnspec.data.augmentation import augment_batch
 from cnnspec.data.samples import Samples
 
@@ -73,9 +74,15 @@ def keras_batches(samples: Samples, batch_size: int, *, train: bool, seed: int =
     keys = list(probe)
     dtypes = [tf.as_dtype(probe[k].dtype) for k in keys]
 
+    failed: list[DataError] = []   # tf would re-raise one as text with its traceback
+
     def make(b) -> list[np.ndarray]:
         rows = order[int(b) * batch_size:(int(b) + 1) * batch_size]
-        batch = prepare(samples, rows, ops, seed, epoch, train)
+        try:
+            batch = prepare(samples, rows, ops, seed, epoch, train)
+        except DataError as exc:
+            failed.append(exc)
+            batch = probe
         return [batch[k] for k in keys]
 
     count = math.ceil(len(order) / batch_size)
@@ -84,4 +91,6 @@ def keras_batches(samples: Samples, batch_size: int, *, train: bool, seed: int =
                    deterministic=True)
               .prefetch(2))
     for values in stream.as_numpy_iterator():
+        if failed:
+            raise failed[0]
         yield dict(zip(keys, values))

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 import torch
 import torch.utils.data as tud
@@ -26,7 +28,7 @@ def torch_loader(samples: Samples, batch_size: int, *, train: bool, seed: int = 
     sampler = tud.DistributedSampler(range(len(samples)), num_replicas=world, rank=rank,
                                      shuffle=train, seed=seed, drop_last=False)
     batches = _EpochBatches(sampler, max(1, batch_size // world), drop_last)
-    return tud.DataLoader(_TorchSamples(samples, ops, seed, train), batch_sampler=batches,
+    return _Loader(_TorchSamples(samples, ops, seed, train), batch_sampler=batches,
                           num_workers=workers, persistent_workers=workers > 0,
                           pin_memory=pin_memory,
                           collate_fn=_as_tensors if pin_memory else _as_is)
@@ -36,12 +38,31 @@ def set_epoch(loader, epoch: int) -> None:
     loader.batch_sampler.set_epoch(epoch)
 
 
+@dataclass(frozen=True)
+class _Failed:
+    """A DataError met in a worker, sent back as the batch: torch would re-raise it as text
+    holding the worker's traceback, and the user is owed the message and its hint."""
+
+    message: str
+    hint: str | None
+
+
+class _Loader(tud.DataLoader):
+    def __iter__(self):
+        for batch in super().__iter__():
+            if isinstance(batch, _Failed):
+                raise DataError(batch.message, batch.hint)
+            yield batch
+
+
 def _as_is(batch: dict) -> dict:
     return batch      # _TorchSamples.__getitems__ made the whole batch
 
 
 def _as_tensors(batch: dict) -> dict:
     # pin_memory pins tensors only, so on CUDA the batch travels as tensors
+    if isinstance(batch, _Failed):
+        return batch
     return {key: torch.from_numpy(np.ascontiguousarray(value)) for key, value in batch.items()}
 
 
@@ -62,7 +83,10 @@ class _TorchSamples(tud.Dataset):
         """A whole batch (torch's fetcher calls this with the batch's keys)."""
         epoch = keys[0][0]
         rows = np.array([i for _, i in keys], dtype=np.int64)
-        return prepare(self.samples, rows, self.ops, self.seed, epoch, self.train)
+        try:
+            return prepare(self.samples, rows, self.ops, self.seed, epoch, self.train)
+        except DataError as exc:
+            return _Failed(exc.message, exc.hint)
 
 
 class _EpochBatches(tud.Sampler):
