@@ -224,7 +224,7 @@ def test_keras_loader_with_workers_gives_the_same_batches(tmp_path):
 @pytest.mark.parametrize("backend", ["torch", "keras"])
 def test_a_broken_image_met_in_a_worker_is_named_without_a_traceback(tmp_path, backend):
     write_shapes(tmp_path / "data", "folder", n=12, size=8, seed=0)
-    broken = sorted((tmp_path / "data" / "square").iterdir())[0]
+    broken = min((tmp_path / "data" / "square").iterdir())
     broken.write_bytes(broken.read_bytes()[:40])            # a truncated file
     spec = tmp_path / "tiny.cnn"
     spec.write_text(TINY.replace("8x8x1", "8x8x3").replace("dense 10", "dense 3")

@@ -6,6 +6,7 @@ classification, detection and segmentation.
 
 from __future__ import annotations
 
+import threading
 from dataclasses import dataclass
 
 import numpy as np
@@ -217,8 +218,9 @@ def _torchvision(op: Op, batch: dict, rng) -> None:
             item["boxes"] = tv_tensors.BoundingBoxes(
                 torch.from_numpy(batch["boxes"][i:i + 1] * scale), format="XYXY",
                 canvas_size=(height, width))
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(int(rng.integers(2**62)))
+        seed = int(rng.integers(2**62))
+        with _TORCH_RNG, torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
             out = transform(item)
         batch["x"][i] = out["image"].permute(1, 2, 0).clamp(0, 1).numpy()
         if "mask" in out:
@@ -229,6 +231,11 @@ def _torchvision(op: Op, batch: dict, rng) -> None:
             batch["boxes"][i] = box if seen else 0.0
             if not seen and batch.get("present") is not None:
                 batch["present"][i] = 0.0
+
+
+# torch's default generator is one per process, and tf.data runs batches on threads: one
+# image's seeded draw at a time
+_TORCH_RNG = threading.Lock()
 
 
 def _transform(op: Op, v2, channels: int):
