@@ -236,3 +236,27 @@ def test_a_broken_image_met_in_a_worker_is_named_without_a_traceback(tmp_path, b
                           env=env, capture_output=True, text=True, timeout=300, check=False)
     assert done.returncode == 1, done.stderr[-2000:]
     assert str(broken) in done.stderr and "Traceback" not in done.stderr, done.stderr[-2000:]
+
+
+class _DyingImages:
+    """A reader whose third image kills the worker process that decodes it."""
+
+    def __len__(self):
+        return 8
+
+    def image(self, row):
+        if row == 2:
+            os._exit(3)
+        return np.zeros((2, 2, 1), np.float32)
+
+
+def test_a_worker_that_dies_is_a_data_error_saying_how_to_go_on():
+    from cnnspec.data import DataError
+    from cnnspec.data.samples import Samples
+    from cnnspec.data.torch_loader import set_epoch, torch_loader
+    data = Samples(_DyingImages(), y=np.zeros(8), classes=["a"], input_shape=(2, 2, 1))
+    loader = torch_loader(data, 1, train=False, workers=1)
+    set_epoch(loader, 0)
+    with pytest.raises(DataError, match="worker died") as info:
+        list(loader)
+    assert "--resume" in info.value.hint

@@ -49,10 +49,19 @@ class _Failed:
 
 class _Loader(tud.DataLoader):
     def __iter__(self):
-        for batch in super().__iter__():
-            if isinstance(batch, _Failed):
-                raise DataError(batch.message, batch.hint)
-            yield batch
+        try:
+            for batch in super().__iter__():
+                if isinstance(batch, _Failed):
+                    raise DataError(batch.message, batch.hint)
+                yield batch
+        except RuntimeError as exc:
+            if "DataLoader worker" not in str(exc):
+                raise
+            # killed (out of memory, kill -9) or crashed in a library: the finished epochs
+            # are saved, so the run can go on from them
+            raise DataError(f"a decoding worker died: {str(exc).splitlines()[0]}",
+                            hint="continue with --resume; if memory ran out, use fewer "
+                                 "--workers or --cache none") from None
 
 
 def _as_is(batch: dict) -> dict:
