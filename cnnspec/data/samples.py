@@ -2,8 +2,9 @@
 
 Every source is indexed up front: its targets (labels, present flags, boxes) are read, but
 no image is decoded until a batch asks for it, so memory does not grow with the dataset.
-`sample(row)` is what a DataLoader worker (torch) or a PyDataset worker (Keras) calls;
-`materialize()` decodes everything into a Dataset, for small sets and for `load`.
+`batch(rows)` (sample() for each row) is what a DataLoader worker (torch) or a tf.data
+thread (Keras) calls; `materialize()` decodes everything into a Dataset, for small sets
+and for `load`.
 
 Readers are plain picklable objects so that worker processes receive them:
     FileImages   image (and mask) files, decoded with Pillow and resized per sample

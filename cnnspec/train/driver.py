@@ -142,8 +142,8 @@ def run_epoch(backend, plan: Plan, data, opts: Options, epoch: int, train: bool,
 
 def feed(backend, data, opts: Options, epoch: int, train: bool, comm: Comm, ops=None):
     """The batches of one pass over `data` (Samples, or an in-memory Dataset), decoded and
-    augmented by the backend's loader (backend.batches: torch's DataLoader, Keras'
-    PyDataset) or, for a backend without one, in this process."""
+    augmented by the backend's loader (backend.batches: torch's DataLoader, tf.data for
+    Keras) or, for a backend without one, in this process."""
     from ..data.dataset import Dataset
     from ..data.loading import plain_batches
     from ..data.samples import from_dataset

@@ -146,7 +146,7 @@ class KerasBackend:
 
     def batches(self, samples, batch_size: int, *, train: bool, seed: int, epoch: int,
                 ops=None, workers: int | None = None):
-        """One epoch's global batches from a keras.utils.PyDataset (cnnspec.data.loading);
+        """One epoch's global batches, made on tf.data's threads (cnnspec.data.loading);
         the strategy splits each over the replicas (_shards)."""
         from ..data.loading import keras_batches
         return keras_batches(samples, batch_size, train=train, seed=seed, epoch=epoch,

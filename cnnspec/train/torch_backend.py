@@ -278,7 +278,7 @@ class TorchMeter(Meter):
         values, as numpy's; a tie at the 5th place may admit another of the tied classes,
         as numpy's argpartition may). `prob`: probabilities, or for K > 1 the logits,
         whose order is theirs."""
-        y = torch.as_tensor(batch["y"]).to(prob.device)
+        y = torch.from_numpy(batch["y"]).to(prob.device)
         if prob.shape[-1] == 1:   # one sigmoid unit: yes/no
             hits = ((prob[:, 0] > 0.5).long() == y).sum()
             self._count("correct", hits)
