@@ -16,7 +16,8 @@ from cnnspec.data.samples import Samples
 def torch_loader(samples: Samples, batch_size: int, *, train: bool, seed: int = 0, ops=None,
                  workers: int | None = None, rank: int = 0, world: int = 1,
                  pin_memory: bool = False, drop_last: bool = False):
-    """A DataLoader of numpy batch dicts over `samples`. Call `set_epoch(loader, epoch)`
+    """A DataLoader of batch dicts over `samples` (numpy; CPU tensors when workers make
+    them or memory is pinned). Call `set_epoch(loader, epoch)`
     before each pass. Under `world` processes each rank gets `batch_size // world` rows
     of every global batch from torch's DistributedSampler, which strides one permutation
     (seeded by seed + epoch) over the ranks: the ranks' batches together are the one-process
@@ -31,7 +32,7 @@ def torch_loader(samples: Samples, batch_size: int, *, train: bool, seed: int = 
     return _Loader(_TorchSamples(samples, ops, seed, train), batch_sampler=batches,
                           num_workers=workers, persistent_workers=workers > 0,
                           pin_memory=pin_memory,
-                          collate_fn=_as_tensors if pin_memory else _as_is)
+                          collate_fn=_as_tensors if pin_memory or workers > 0 else _as_is)
 
 
 def set_epoch(loader, epoch: int) -> None:
@@ -69,7 +70,8 @@ def _as_is(batch: dict) -> dict:
 
 
 def _as_tensors(batch: dict) -> dict:
-    # pin_memory pins tensors only, so on CUDA the batch travels as tensors
+    # From a worker, tensors travel through shared memory where numpy arrays would be
+    # pickled through a pipe; and pin_memory pins tensors only.
     if isinstance(batch, _Failed):
         return batch
     return {key: torch.from_numpy(np.ascontiguousarray(value)) for key, value in batch.items()}
