@@ -76,3 +76,24 @@ def test_a_spec_declares_them_and_trains(tmp_path):
     result = train(model, "shapes", out=tmp_path / "run", log=lambda *a: None, progress=False,
                    data_options_={"n": 96})
     assert result["epochs_run"] == 1 and result["normalize"] is not None
+
+
+@pytest.mark.parametrize("threads", [[], ["--threads", "1"]])
+def test_keras_training_with_torchvision_ops_does_not_crash(tmp_path, threads):
+    """torchvision imported after TensorFlow segfaults: the Keras path imports it first
+    (--threads imports TensorFlow early, so it is checked too)."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+    root = Path(__file__).resolve().parents[1]
+    spec = tmp_path / "t.cnn"
+    spec.write_text("model t\ninput 8x8x3\nconv 4 3x3 same relu\nflatten\ndense 3 softmax\n"
+                    "compile { optimizer sgd lr=0.05; epochs 1; batch_size 16; seed 1; "
+                    "augment rotate 10 }\n")
+    done = subprocess.run([sys.executable, "-m", "cnnspec", "train", str(spec), "--data",
+                           "shapes", "--data-option", "n=48", "--backend", "keras",
+                           "--out", str(tmp_path / "run"), "--progress", "off", *threads],
+                          env={**os.environ, "PYTHONPATH": str(root)}, capture_output=True,
+                          text=True, timeout=300, check=False)
+    assert done.returncode == 0, done.stderr[-2000:]

@@ -182,6 +182,10 @@ def run(args) -> int:
     if not check_device(args, "train"):
         return 2
     if args.threads:
+        if args.backend == "keras" and model.compile is not None:
+            from ..data.augmentation import import_torchvision_first
+            from ..train.driver import augment_ops
+            import_torchvision_first(augment_ops(model.compile.augment))   # before TF
         set_threads(args.threads, args.backend)
     try:
         train = _train_pair if args.decoder or args.discriminator else _train

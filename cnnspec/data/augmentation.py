@@ -52,6 +52,13 @@ def parse_ops(ops, x: np.ndarray | None = None, stats=None) -> list[Op]:
     return parsed
 
 
+def import_torchvision_first(ops) -> None:
+    """Import torchvision now when `ops` will use it: in one process it must come before
+    TensorFlow (the other order segfaults), and the Keras backend imports TensorFlow first."""
+    if any(op.name in TORCHVISION_OPS for op in parse_ops(ops or [])):
+        import torchvision  # noqa: F401
+
+
 def needs_stats(ops: list[Op]) -> bool:
     """Whether a bare `normalize` among `ops` waits for the training images' statistics."""
     return any(op.name == "normalize" and op.mean is None for op in ops)

@@ -14,7 +14,16 @@ from pathlib import Path
 import numpy as np
 
 from ..ir import Model
-from .driver import Comm, Interrupted, Options, Trainer, eval_ops, fitted_ops, normalization
+from .driver import (
+    Comm,
+    Interrupted,
+    Options,
+    Trainer,
+    augment_ops,
+    eval_ops,
+    fitted_ops,
+    normalization,
+)
 from .driver import evaluate as _evaluate
 from .plan import Plan, make_plan
 
@@ -84,6 +93,8 @@ def train(model: Model, source: str, backend: str = "torch", out: str | Path | N
                    seed=seed, out=Path(out) if out else None, resume=resume,
                    augment=list(spec.augment), progress=progress, workers=workers)
     opts.log = log
+    from ..data.augmentation import import_torchvision_first
+    import_torchvision_first(augment_ops(opts.augment))     # before the Keras backend's TF
     be = make_backend(backend, model, plan, seed, comm, device)
     transfer = getattr(be, "transfer", None)
     transfer = transfer.summary() if transfer is not None else None
