@@ -409,7 +409,7 @@ def test_normalize_fits_channel_statistics():
 
 
 def test_bad_augmentations_are_data_errors():
-    for text in ["rotate 90", "crop", "crop four", "normalize 0.5"]:
+    for text in ["spin 90", "rotate 400", "crop", "crop four", "normalize 0.5"]:
         with pytest.raises(DataError):
             parse_ops([text])
     with pytest.raises(DataError, match="channel"):

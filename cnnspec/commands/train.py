@@ -36,6 +36,20 @@ def configure(p):
     p.add_argument("--nproc", type=int, default=1, metavar="N",
                    help="torch: N data-parallel processes (torchrun, DDP; NCCL on GPUs, "
                         "gloo on CPUs)")
+    p.add_argument("--nnodes", type=int, default=1, metavar="N",
+                   help="torch: machines taking part (each runs this command with its own "
+                        "--node-rank; torchrun's static rendezvous)")
+    p.add_argument("--node-rank", type=int, default=0, metavar="R",
+                   help="this machine's place among --nnodes, 0 to N-1 (0 hosts the "
+                        "rendezvous)")
+    p.add_argument("--rdzv-endpoint", metavar="HOST:PORT",
+                   help="where the machines meet: node 0's address and a free port")
+    p.add_argument("--workers", type=int, metavar="N",
+                   help="processes decoding images per training process (default: none "
+                        "for data in memory, else up to 4)")
+    p.add_argument("--cache", choices=("none", "ram"), default="none",
+                   help="none: decode images every epoch; ram: decode once and keep them "
+                        "(uint8) in memory")
     add_device(p)
     p.add_argument("--threads", type=int, metavar="N",
                    help="CPU threads for torch (default: torch's choice); 1 is often "
@@ -102,6 +116,18 @@ def usage_error(args) -> str | None:
         return "--epochs must be at least 1"
     if args.resume and args.overwrite:
         return "--resume continues the run in --out, --overwrite replaces it: give one"
+    if args.workers is not None and args.workers < 0:
+        return f"--workers must be 0 or more; received {args.workers}"
+    if args.nnodes < 1 or not 0 <= args.node_rank < args.nnodes:
+        return (f"--node-rank must be between 0 and --nnodes - 1 ({args.nnodes - 1}); "
+                f"received --nnodes {args.nnodes} --node-rank {args.node_rank}")
+    if args.nnodes > 1:
+        from ..train.distributed import check_endpoint
+        if args.rdzv_endpoint is None:
+            return "--nnodes > 1 needs --rdzv-endpoint HOST:PORT (node 0's address)"
+        problem = check_endpoint(args.rdzv_endpoint)
+        if problem:
+            return problem
     if args.threads is not None and not 1 <= args.threads <= max_threads():
         return (f"--threads must be between 1 and {max_threads()} (4 per CPU core here); "
                 f"received {args.threads}")
@@ -132,16 +158,19 @@ def run(args) -> int:
         return EXIT_SPEC
     out = args.out or os.path.join("runs", run_folder.folder_name(model.name))
     worker = "LOCAL_RANK" in os.environ   # under torchrun: the launcher checked and locked
-    if args.nproc > 1 and not worker:
+    if (args.nproc > 1 or args.nnodes > 1) and not worker:
         if args.backend != "torch":
-            print("cnnspec train: error: --nproc needs --backend torch", file=sys.stderr)
+            print("cnnspec train: error: --nproc and --nnodes need --backend torch",
+                  file=sys.stderr)
             return 2
         if not check_device(args, "train", args.nproc):   # before starting N processes
             return 2
         from ..train.distributed import launch, worker_argv
         try:
             run_folder.check_place(out, args.data)
-            return _locked(out, args, lambda: launch(args.nproc, worker_argv(args, out)))
+            return _locked(out, args, lambda: launch(args.nproc, worker_argv(args, out),
+                                                     args.nnodes, args.node_rank,
+                                                     args.rdzv_endpoint))
         except run_folder.RunFolderError as exc:
             print(f"cnnspec train: error: {shown(exc)}", file=sys.stderr)
             return EXIT_SPEC
@@ -153,6 +182,10 @@ def run(args) -> int:
     if not check_device(args, "train"):
         return 2
     if args.threads:
+        if args.backend == "keras" and model.compile is not None:
+            from ..data.augmentation import import_torchvision_first
+            from ..train.driver import augment_ops
+            import_torchvision_first(augment_ops(model.compile.augment))   # before TF
         set_threads(args.threads, args.backend)
     try:
         train = _train_pair if args.decoder or args.discriminator else _train
@@ -272,7 +305,8 @@ def _train(model, args, options, out) -> int:
     progress = {"auto": None, "on": True, "off": False}[args.progress]
     try:
         result = train(model, args.data, args.backend, out, args.epochs, args.resume,
-                       args.seed, args.batch_size, options, progress, log, comm, device)
+                       args.seed, args.batch_size, options, progress, log, comm, device,
+                       workers=args.workers, cache=args.cache)
         comm.barrier()   # rank 0 writes the files; the others wait before tearing gloo down
     except Interrupted as stop:
         log(f"interrupted in epoch {stop.epoch + 1}; {getattr(stop, 'epochs_done', 0)} "
@@ -287,9 +321,12 @@ def _train(model, args, options, out) -> int:
             gc.collect()
             comm.dist.destroy_process_group()
     if comm.rank == 0:
-        shown = "  ".join(f"{k} {v:.4f}" for k, v in result["metrics"].items())
+        line = lambda metrics: "  ".join(f"{k} {v:.4f}" for k, v in metrics.items())
         log(f"held-out ({result['held_out']}, {result['n_val'] or result['n_train']} "
-            f"images): {shown}")
-        log(f"best epoch {result['best_epoch']}; wrote {out}/result.json, history.csv, "
-            f"curves.png")
+            f"images):")
+        if result["kept"] == "best":
+            log(f"  kept checkpoint (best.*, epoch {result['best_epoch']}): "
+                f"{line(result['metrics'])}")
+        log(f"  last epoch ({result['last_epoch']}): {line(result['last_epoch_metrics'])}")
+        log(f"wrote {out}/result.json, history.csv, curves.png")
     return EXIT_OK

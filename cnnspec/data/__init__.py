@@ -1,7 +1,8 @@
 """Offline data sources for cnnspec: framework-neutral numpy datasets.
 
-Everything here returns plain numpy arrays (images NHWC float32 in [0, 1]) so the
-PyTorch and Keras backends can share one data path. Nothing downloads: the sources
+Sources are indexed up front and decoded per sample (`index` -> Samples, see
+samples.py); `load` decodes everything into plain numpy arrays (images NHWC float32
+in [0, 1]) for small sets. The framework loaders live in loading.py. Nothing downloads: the sources
 are bundled (sklearn digits), generated (shapes) or read from local files.
 
 The public names are loaded lazily (PEP 562) so that ``import cnnspec.data`` and
@@ -36,6 +37,8 @@ class DataError(Exception):
 _EXPORTS = {
     "Dataset": "cnnspec.data.dataset",
     "load": "cnnspec.data.sources",
+    "index": "cnnspec.data.sources",
+    "Samples": "cnnspec.data.samples",
     "write_shapes": "cnnspec.data.writers",
     "generate_shapes": "cnnspec.data.shapes",
     "augment": "cnnspec.data.augmentation",
@@ -54,10 +57,12 @@ __all__ = [
     "DataError",
     "Dataset",
     "Op",
+    "Samples",
     "augment",
     "augment_batch",
     "batches",
     "generate_shapes",
+    "index",
     "load",
     "parse_ops",
     "resize",

@@ -13,14 +13,15 @@ from xml.etree import ElementTree
 import numpy as np
 
 from cnnspec.data import DataError
-from cnnspec.data.dataset import Dataset, box_problem
+from cnnspec.data.dataset import box_problem
 from cnnspec.data.folders import read_class_names
-from cnnspec.data.imaging import IMAGE_SUFFIXES, fit_images, read_image
+from cnnspec.data.imaging import IMAGE_SUFFIXES, image_size
+from cnnspec.data.samples import FileImages, Samples
 
 COCO_FILE = "annotations.json"
 
 
-def read_coco(path: Path, size: tuple[int, int], channels: int) -> Dataset:
+def read_coco(path: Path, size: tuple[int, int], channels: int) -> Samples:
     """A COCO detection JSON; image files are looked up beside it or in images/."""
     doc = _read_json(path)
     try:
@@ -164,25 +165,27 @@ def _voc_image(root: Path, xml: Path, filename: str | None) -> Path:
     )
 
 
-def _objects_dataset(records: list[dict], classes: list[str], size, channels) -> Dataset:
+def _objects_dataset(records: list[dict], classes: list[str], size, channels) -> Samples:
+    """The records as Samples: boxes are checked against each image's size, read from its
+    header (or its declaration), and the pixels are decoded per batch."""
     if not records:
         raise DataError("the annotations list no images")
-    x, boxes = zip(*(_read_record(record, size, channels) for record in records))
+    boxes = [_record_box(record) for record in records]
     labels = [0 if r["label"] is None else r["label"] for r in records]
     present = [r["label"] is not None for r in records]
-    return Dataset(
-        x=np.stack(x),
+    return Samples(
+        FileImages(tuple(r["path"] for r in records), tuple(size), channels),
         y=np.array(labels),
         classes=classes,
         task="detect",
         boxes=np.stack(boxes),
         present=np.array(present),
+        input_shape=(*size, channels),
     )
 
 
-def _read_record(record: dict, size, channels):
-    pixels = read_image(record["path"])
-    height, width = pixels.shape[:2]
+def _record_box(record: dict) -> np.ndarray:
+    width, height = image_size(record["path"])
     declared = record["declared"]
     if declared[0] is not None and declared[1] is not None and declared != (width, height):
         raise DataError(
@@ -192,6 +195,9 @@ def _read_record(record: dict, size, channels):
         )
     box = np.zeros(4, dtype=np.float32)
     if record["box"] is not None:
+        if width == 0 or height == 0:
+            raise DataError(f"image {record['path']} is {width}x{height} pixels",
+                            hint="remove the empty image")
         x0, y0, x1, y1 = record["box"]
         # a pixel past the edge is rounding (COCO has such boxes) and is clipped; more is
         # an annotation made for another image, NaN or a negative size is a broken one
@@ -201,4 +207,4 @@ def _read_record(record: dict, size, channels):
                             f"[{x0:g}, {y0:g}, {x1:g}, {y1:g}] (pixels, x0 y0 x1 y1) {problem}",
                             hint="fix or remove that annotation")
         box = np.clip(np.array([x0 / width, y0 / height, x1 / width, y1 / height]), 0.0, 1.0)
-    return fit_images(pixels, size, channels), box.astype(np.float32)
+    return box.astype(np.float32)

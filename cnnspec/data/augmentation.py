@@ -6,6 +6,7 @@ classification, detection and segmentation.
 
 from __future__ import annotations
 
+import threading
 from dataclasses import dataclass
 
 import numpy as np
@@ -13,10 +14,15 @@ import numpy as np
 from cnnspec.data import DataError
 
 OPS_HINT = (
-    "use flip, vflip, crop N (pad N pixels, crop back at random), "
+    "use flip, vflip, crop N (pad N pixels, crop back at random), resized_crop MIN_SCALE, "
+    "rotate DEGREES, affine DEGREES SHIFT, jitter STRENGTH, "
     "normalize, or normalize MEAN STD (numbers or comma lists, one per channel)"
 )
-RANDOM_OPS = ("flip", "vflip", "crop")
+# Done with torchvision.transforms.v2, which moves masks and boxes with the pixels:
+# (word, number of arguments, bounds for each argument)
+TORCHVISION_OPS = {"resized_crop": (0.01, 1.0), "rotate": (0.0, 180.0),
+                   "affine": ((0.0, 180.0), (0.0, 0.5)), "jitter": (0.0, 1.0)}
+RANDOM_OPS = ("flip", "vflip", "crop", *TORCHVISION_OPS)
 
 
 @dataclass(frozen=True)
@@ -28,18 +34,34 @@ class Op:
     pad: int = 0
     mean: tuple[float, ...] | None = None
     std: tuple[float, ...] | None = None
+    args: tuple[float, ...] = ()     # the torchvision ops' numbers
 
 
-def parse_ops(ops, x: np.ndarray | None = None) -> list[Op]:
+def parse_ops(ops, x: np.ndarray | None = None, stats=None) -> list[Op]:
     """Parse op strings (Op objects pass through). A bare "normalize" takes its
-    per-channel mean and std from `x` when given: pass the training images so
-    training and validation batches are normalised alike."""
+    per-channel mean and std from `x` when given, or from `stats` = (mean, std) (what
+    Samples.channel_stats measures without holding the images): pass the training
+    images' so training and validation batches are normalised alike."""
     if isinstance(ops, (str, Op)):
         ops = [ops]
     parsed = [op if isinstance(op, Op) else _parse_one(op) for op in ops]
-    if x is not None:
-        parsed = [_fit(op, x) for op in parsed]
+    if x is not None and stats is None and needs_stats(parsed):
+        stats = _channel_stats(x)
+    if stats is not None:
+        parsed = [_fit(op, stats) for op in parsed]
     return parsed
+
+
+def import_torchvision_first(ops) -> None:
+    """Import torchvision now when `ops` will use it: in one process it must come before
+    TensorFlow (the other order segfaults), and the Keras backend imports TensorFlow first."""
+    if any(op.name in TORCHVISION_OPS for op in parse_ops(ops or [])):
+        import torchvision  # noqa: F401
+
+
+def needs_stats(ops: list[Op]) -> bool:
+    """Whether a bare `normalize` among `ops` waits for the training images' statistics."""
+    return any(op.name == "normalize" and op.mean is None for op in ops)
 
 
 def _parse_one(text: str) -> Op:
@@ -49,11 +71,32 @@ def _parse_one(text: str) -> Op:
         return Op(name)
     if name == "crop" and len(args) == 1 and args[0].isdigit():
         return Op(name, pad=int(args[0]))
+    if name in TORCHVISION_OPS:
+        return Op(name, args=_bounded(name, args, text))
     if name in ("normalize", "normalise") and len(args) in (0, 2):
         if not args:
             return Op("normalize")
         return Op("normalize", mean=_numbers(args[0], text), std=_numbers(args[1], text))
     raise DataError(f"cannot understand augmentation {text!r}", hint=OPS_HINT)
+
+
+def _bounded(name: str, args: list[str], text: str) -> tuple[float, ...]:
+    bounds = TORCHVISION_OPS[name]
+    bounds = bounds if isinstance(bounds[0], tuple) else (bounds,)
+    if len(args) != len(bounds):
+        raise DataError(f"augmentation {text!r} takes {len(bounds)} number(s)", hint=OPS_HINT)
+    values = []
+    for arg, (lo, hi) in zip(args, bounds):
+        try:
+            value = float(arg)
+        except ValueError:
+            raise DataError(f"augmentation {text!r}: {arg!r} is not a number",
+                            hint=OPS_HINT) from None
+        if not lo <= value <= hi:
+            raise DataError(f"augmentation {text!r}: {arg} is outside [{lo:g}, {hi:g}]",
+                            hint=OPS_HINT)
+        values.append(value)
+    return tuple(values)
 
 
 def _numbers(text: str, op: str) -> tuple[float, ...]:
@@ -65,10 +108,10 @@ def _numbers(text: str, op: str) -> tuple[float, ...]:
         ) from None
 
 
-def _fit(op: Op, x: np.ndarray) -> Op:
+def _fit(op: Op, stats) -> Op:
     if op.name != "normalize" or op.mean is not None:
         return op
-    mean, std = _channel_stats(x)
+    mean, std = (np.asarray(v, dtype=np.float64) for v in stats)
     return Op("normalize", mean=tuple(mean.tolist()), std=tuple(std.tolist()))
 
 
@@ -159,4 +202,72 @@ def _normalize(op: Op, batch: dict, rng) -> None:
     batch["x"] = ((x - mean) / std).astype(np.float32)
 
 
-_APPLY = {"flip": _flip, "vflip": _flip, "crop": _crop, "normalize": _normalize}
+def _torchvision(op: Op, batch: dict, rng) -> None:
+    """One torchvision.transforms.v2 op per image, its masks (tv_tensors.Mask, nearest) and
+    box (tv_tensors.BoundingBoxes, the box around the moved corners, clamped) moving with
+    it; a box moved out of the picture marks its image present = 0. torch's random stream
+    is forked and seeded from `rng`, so the draw is the (seed, epoch, row)'s and the
+    training process's own stream is left alone."""
+    import torch
+    from torchvision import tv_tensors
+    from torchvision.transforms import v2
+    transform = _transform(op, v2, batch["x"].shape[-1])
+    height, width = batch["x"].shape[1:3]
+    for i in range(len(batch["x"])):
+        item = {"image": tv_tensors.Image(torch.from_numpy(
+            np.ascontiguousarray(batch["x"][i])).permute(2, 0, 1))}
+        if batch.get("masks") is not None:
+            item["mask"] = tv_tensors.Mask(torch.from_numpy(np.ascontiguousarray(
+                batch["masks"][i])))
+        had_box = batch.get("boxes") is not None and batch["boxes"][i, 2] > batch["boxes"][i, 0]
+        if had_box:
+            scale = np.array([width, height, width, height], np.float32)
+            item["boxes"] = tv_tensors.BoundingBoxes(
+                torch.from_numpy(batch["boxes"][i:i + 1] * scale), format="XYXY",
+                canvas_size=(height, width))
+        seed = int(rng.integers(2**62))
+        with _TORCH_RNG, torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            out = transform(item)
+        batch["x"][i] = out["image"].permute(1, 2, 0).clamp(0, 1).numpy()
+        if "mask" in out:
+            batch["masks"][i] = out["mask"].numpy()
+        if had_box:
+            box = v2.functional.clamp_bounding_boxes(out["boxes"]).numpy()[0] / scale
+            seen = box[2] > box[0] and box[3] > box[1]
+            batch["boxes"][i] = box if seen else 0.0
+            if not seen and batch.get("present") is not None:
+                batch["present"][i] = 0.0
+
+
+# torch's default generator is one per process, and tf.data runs batches on threads: one
+# image's seeded draw at a time
+_TORCH_RNG = threading.Lock()
+
+
+def _transform(op: Op, v2, channels: int):
+    if op.name == "resized_crop":    # the image's own size: the network's input
+        return _SameSize(v2, op.args[0])
+    if op.name == "rotate":
+        return v2.RandomRotation(op.args[0])
+    if op.name == "affine":
+        return v2.RandomAffine(op.args[0], translate=(op.args[1], op.args[1]))
+    s = op.args[0]      # jitter: brightness, contrast (and saturation, hue for colour)
+    return (v2.ColorJitter(s, s, s, min(s, 0.5) / 2) if channels == 3
+            else v2.ColorJitter(s, s))
+
+
+class _SameSize:
+    """v2.RandomResizedCrop back to the image's own size (built on first use)."""
+
+    def __init__(self, v2, min_scale: float):
+        self.v2, self.min_scale = v2, min_scale
+
+    def __call__(self, item):
+        size = tuple(item["image"].shape[-2:])
+        return self.v2.RandomResizedCrop(size, scale=(self.min_scale, 1.0),
+                                         antialias=True)(item)
+
+
+_APPLY = {"flip": _flip, "vflip": _flip, "crop": _crop, "normalize": _normalize,
+          **{name: _torchvision for name in TORCHVISION_OPS}}

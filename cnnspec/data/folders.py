@@ -8,23 +8,17 @@ from pathlib import Path
 import numpy as np
 
 from cnnspec.data import DataError
-from cnnspec.data.dataset import Dataset
-from cnnspec.data.imaging import (
-    IMAGE_SUFFIXES,
-    fit_images,
-    is_image,
-    read_image,
-    read_mask,
-    resize_masks,
-)
+from cnnspec.data.imaging import IMAGE_SUFFIXES, image_size, is_image, read_mask
+from cnnspec.data.samples import FileImages, Samples
 from cnnspec.data.shapes import boxes_from_masks
 
 CLASSES_FILE = "classes.txt"
 
 
-def read_image_folder(root: Path, size: tuple[int, int], channels: int) -> Dataset:
+def read_image_folder(root: Path, size: tuple[int, int], channels: int) -> Samples:
     """root/<class>/**/<image>: classes are the sub-folder names, sorted as
-    torchvision's ImageFolder sorts them, so class indices agree with it."""
+    torchvision's ImageFolder sorts them, so class indices agree with it. Only the
+    file names are read here; the images are decoded per batch."""
     classes = sorted(entry.name for entry in os.scandir(root) if entry.is_dir())
     if not classes:
         raise DataError(
@@ -36,8 +30,8 @@ def read_image_folder(root: Path, size: tuple[int, int], channels: int) -> Datas
         found = _images_under(root / name)
         files += found
         labels += [index] * len(found)
-    x = np.stack([read_image(path, size, channels) for path in files])
-    return Dataset(x=x, y=np.array(labels), classes=classes, task="classify")
+    return Samples(FileImages(tuple(files), tuple(size), channels), y=np.array(labels),
+                   classes=classes, task="classify", input_shape=(*size, channels))
 
 
 def _images_under(folder: Path) -> list[Path]:
@@ -80,11 +74,15 @@ def _walk(folder: Path):
 
 def read_segmentation_pairs(
     root: Path, size: tuple[int, int], channels: int, classes: list[str] | None = None
-) -> Dataset:
+) -> Samples:
     """root/images/<stem>.* with root/masks/<stem>.png holding class indices per pixel.
 
     Class names come from the `classes` option, else root/classes.txt (one per
     line, background first), else "background", "class1", ...
+
+    The masks are read once here, one at a time and not kept, for what must be known
+    before training (each image's label, present flag and box, the class count); the
+    images themselves are only measured (their headers) and decoded per batch.
     """
     images = sorted(path for path in (root / "images").iterdir() if is_image(path))
     if not images:
@@ -93,19 +91,41 @@ def read_segmentation_pairs(
         )
     masks_by_stem = {path.stem: path for path in (root / "masks").iterdir() if path.is_file()}
     pairs = [(image, _mask_for(image, masks_by_stem, root / "masks")) for image in images]
-    x, masks, boxes = zip(*(_read_pair(image, mask, size, channels) for image, mask in pairs))
-    masks = np.stack(masks)
-    names = classes or read_class_names(root) or _default_names(int(masks.max()) + 1)
-    _check_labels(masks, names, [mask for _, mask in pairs])
-    return Dataset(
-        x=np.stack(x),
-        y=np.array([_dominant_label(m) for m in masks]),
+    facts = [_mask_facts(image, mask) for image, mask in pairs]
+    top = max(f[0] for f in facts)
+    names = classes or read_class_names(root) or _default_names(top + 1)
+    for (_, mask), (most, *_) in zip(pairs, facts):
+        if most >= len(names):
+            raise DataError(
+                f"mask {mask} holds class {most} but {len(names)} classes are named",
+                hint=f"list every class name, background first, in {CLASSES_FILE} or `classes`",
+            )
+    return Samples(
+        FileImages(tuple(images), tuple(size), channels, tuple(mask for _, mask in pairs)),
+        y=np.array([f[1] for f in facts]),
         classes=names,
         task="segment",
-        boxes=np.concatenate(boxes),
-        masks=masks,
-        present=(masks.reshape(len(masks), -1) > 0).any(axis=1),
+        boxes=np.concatenate([f[2] for f in facts]),
+        present=np.array([f[3] for f in facts]),
+        has_masks=True,
+        input_shape=(*size, channels),
     )
+
+
+def _mask_facts(image: Path, mask: Path):
+    """(largest class, dominant label, box, present) of one mask, checked against its
+    image's size (read from the header, not decoded)."""
+    labels = read_mask(mask)
+    width, height = image_size(image)
+    if labels.shape != (height, width):
+        raise DataError(
+            f"mask {mask} is {labels.shape[1]}x{labels.shape[0]} but image {image} is "
+            f"{width}x{height}",
+            hint="a mask must have exactly the size of its image",
+        )
+    # Boxes come from the full-resolution mask, before resizing loses detail.
+    boxes = boxes_from_masks(labels[None])
+    return int(labels.max()), _dominant_label(labels), boxes, bool((labels > 0).any())
 
 
 def _mask_for(image: Path, masks_by_stem: dict[str, Path], masks_dir: Path) -> Path:
@@ -117,33 +137,10 @@ def _mask_for(image: Path, masks_by_stem: dict[str, Path], masks_dir: Path) -> P
     return masks_by_stem[image.stem]
 
 
-def _read_pair(image: Path, mask: Path, size, channels):
-    pixels = read_image(image)
-    labels = read_mask(mask)
-    if labels.shape != pixels.shape[:2]:
-        raise DataError(
-            f"mask {mask} is {labels.shape[1]}x{labels.shape[0]} but image {image} is "
-            f"{pixels.shape[1]}x{pixels.shape[0]}",
-            hint="a mask must have exactly the size of its image",
-        )
-    # Boxes come from the full-resolution mask, before resizing loses detail.
-    boxes = boxes_from_masks(labels[None])
-    return fit_images(pixels, size, channels), resize_masks(labels, size), boxes
-
-
 def _dominant_label(mask: np.ndarray) -> int:
     counts = np.bincount(mask.ravel())
     counts[0] = 0  # background never names the image unless nothing else is there
     return int(counts.argmax()) if counts.any() else 0
-
-
-def _check_labels(masks: np.ndarray, names: list[str], paths: list[Path]) -> None:
-    for mask, path in zip(masks, paths):
-        if mask.max() >= len(names):
-            raise DataError(
-                f"mask {path} holds class {int(mask.max())} but {len(names)} classes are named",
-                hint=f"list every class name, background first, in {CLASSES_FILE} or `classes`",
-            )
 
 
 def _default_names(count: int) -> list[str]:

@@ -98,6 +98,36 @@ def read_image(path: Path, size: tuple[int, int] | None = None, channels: int | 
     return resize(pixels, size) if size is not None else pixels
 
 
+def decode_image(path, size: tuple[int, int], channels: int) -> np.ndarray:
+    """Read one image file as (H, W, C) uint8 at `size` with `channels`: what a worker
+    decodes per sample. 8-bit images are converted and resized by Pillow in uint8 (as
+    torchvision's ImageFolder + Resize do); 16-bit and float images go through the float
+    path and are rounded to 8 bits. Errors name the file."""
+    from PIL import Image
+
+    try:
+        with Image.open(path) as img:
+            img.load()
+            if img.size[0] == 0 or img.size[1] == 0:
+                raise DataError(f"image {path} is {img.size[0]}x{img.size[1]} pixels",
+                                hint="remove the empty image")
+            if img.mode in _SIXTEEN_BIT or img.mode == "F":
+                pixels = fit_images(_pixels(img), size, channels)
+                return np.round(pixels * 255.0).astype(np.uint8)
+            img = img.convert("L" if channels == 1 else "RGB")
+            if img.size != (size[1], size[0]):
+                img = img.resize((size[1], size[0]), Image.Resampling.BILINEAR)
+            pixels = np.asarray(img, dtype=np.uint8)
+    except DataError:
+        raise
+    except Exception as exc:  # Pillow raises OSError, ValueError, SyntaxError... on bad files
+        raise DataError(
+            f"cannot read image {path}: {exc}",
+            hint="the file is corrupt or not an image; re-export it as PNG/JPEG or remove it",
+        ) from exc
+    return pixels[..., None] if pixels.ndim == 2 else pixels
+
+
 def _pixels(img) -> np.ndarray:
     if img.mode in _SIXTEEN_BIT:
         grey = np.asarray(img, dtype=np.float32) / 65535.0

@@ -15,6 +15,7 @@ from cnnspec.data.arrays import read_digits, read_npz
 from cnnspec.data.dataset import Dataset, refuse_oversize
 from cnnspec.data.folders import read_image_folder, read_segmentation_pairs
 from cnnspec.data.imaging import to_channels
+from cnnspec.data.samples import CACHES, Samples, from_dataset
 from cnnspec.data.shapes import generate_shapes
 
 TASK_ALIASES = {"classification": "classify", "detection": "detect", "segmentation": "segment"}
@@ -29,7 +30,14 @@ class _Reader:
 
 
 def load(source: str | os.PathLike, input_shape, task: str, seed: int = 0, **options) -> Dataset:
-    """Load `source` for a network taking `input_shape` = (H, W, C) images.
+    """`index` then decode every image: the whole of `source` in memory, as a Dataset.
+    Training streams instead (index); this is for small sets and inspection."""
+    return index(source, input_shape, task, seed, **options).materialize()
+
+
+def index(source: str | os.PathLike, input_shape, task: str, seed: int = 0,
+          cache: str = "none", **options) -> Samples:
+    """Index `source` for a network taking `input_shape` = (H, W, C) images.
 
     source:  "digits", "shapes", or a path to an image folder, a segmentation folder
              (images/ + masks/), a COCO .json or folder with annotations.json, a VOC
@@ -39,9 +47,15 @@ def load(source: str | os.PathLike, input_shape, task: str, seed: int = 0, **opt
     options: shapes: n (2000), empty_fraction (0.0); segmentation sources: binary
              (masks become 0/1); segmentation folders and VOC: classes (names).
 
-    Images come back resized (bilinear) to H x W with C channels; masks are resized
-    with nearest neighbour; boxes are normalised so resizing leaves them unchanged.
+    cache:   "none" (decode per batch) or "ram" (decode once, keep uint8); the bundled
+             sets and .npz files are in memory whatever it says.
+
+    Images are decoded per sample, resized (bilinear) to H x W with C channels; masks are
+    resized with nearest neighbour; boxes are normalised so resizing leaves them unchanged.
+    Nothing but annotations, masks of segmentation folders and image headers is read here.
     """
+    if cache not in CACHES:
+        raise DataError(f"unknown cache {cache!r}", hint=f"use one of: {', '.join(CACHES)}")
     size, channels = _check_input_shape(input_shape)
     task = _check_task(task)
     binary = _as_flag(options.pop("binary", False))
@@ -51,7 +65,10 @@ def load(source: str | os.PathLike, input_shape, task: str, seed: int = 0, **opt
     dataset = reader.read(location, size, channels, seed, **options)
     if len(dataset) == 0:
         raise DataError(f"{source} holds no images", hint=_sources_hint())
-    return _shape_for_task(dataset, task, binary, reader.with_background, str(source))
+    if isinstance(dataset, Dataset):
+        dataset = from_dataset(dataset)
+    samples = _shape_for_task(dataset, task, binary, reader.with_background, str(source))
+    return samples.cache() if cache == "ram" else samples
 
 
 def _check_input_shape(input_shape) -> tuple[tuple[int, int], int]:
@@ -139,14 +156,14 @@ def _check_options(name: str, options: dict, accepted: tuple[str, ...]) -> None:
 
 def _shape_for_task(dataset: Dataset, task: str, binary: bool, with_background: bool, source: str):
     if binary:
-        if task != "segment" or dataset.masks is None:
+        if task != "segment" or not dataset.has_masks:
             raise DataError(
                 "option binary only applies to segmentation data",
                 hint="drop binary, or load with task segment",
             )
         dataset = _binarise(dataset)
     if task == "segment":
-        if dataset.masks is None:
+        if not dataset.has_masks:
             raise DataError(
                 f"{source} has no masks, so it cannot train segmentation",
                 hint="use 'shapes', a folder with images/ and masks/, or an .npz with masks",
@@ -164,23 +181,23 @@ def _shape_for_task(dataset: Dataset, task: str, binary: bool, with_background: 
     return _objects_only(replace(dataset, task=task), source)
 
 
-def _binarise(dataset: Dataset) -> Dataset:
+def _binarise(dataset: Samples) -> Samples:
     return replace(
         dataset,
-        masks=(dataset.masks > 0).astype(np.int64),
+        binary=True,    # masks become 0/1 as each is decoded
         y=(dataset.present > 0).astype(np.int64),
         classes=["background", "foreground"],
     )
 
 
-def _drop_background(dataset: Dataset) -> Dataset:
+def _drop_background(dataset: Samples) -> Samples:
     # Detection and classification predict object classes only; "nothing here" is
     # the present flag, not a class. Masks would index the old list, so they go.
     y = np.where(dataset.present > 0, dataset.y - 1, 0)
-    return replace(dataset, y=np.maximum(y, 0), classes=dataset.classes[1:], masks=None)
+    return replace(dataset, y=np.maximum(y, 0), classes=dataset.classes[1:], has_masks=False)
 
 
-def _objects_only(dataset: Dataset, source: str) -> Dataset:
+def _objects_only(dataset: Samples, source: str) -> Samples:
     # An image with no object has no class to learn, so classification skips it.
     keep = np.flatnonzero(dataset.present > 0)
     if len(keep) == 0:

@@ -5,9 +5,11 @@ A backend (cnnspec.train.torch_backend / keras_backend) provides:
     weights_suffix                 '.safetensors' | '.weights.h5'
     set_lr(lr), start_epoch(epoch) (seeds its random streams from (seed, epoch))
     train_step(batch) / eval_step(batch) -> ({loss name: mean over the batch}, outputs)
-        batch: numpy dict from cnnspec.data.batches; outputs: the heads' activated outputs,
+        batch: numpy dict from cnnspec.data.loading; outputs: the heads' activated outputs,
         NHWC, in plan.heads order, as numpy (or what the backend's own meter takes); a
         loss may be a number or a scalar tensor (added up where it is, read once an epoch)
+    batches(samples, batch_size, train=, seed=, epoch=, ops=, workers=) (optional) -> the
+        epoch's batches from the framework's own loader, this process's shard only
     meter(plan) (optional) -> a metrics.Meter for its outputs (default: the numpy Meter)
     save(prefix) -> [files written under prefix], load(files, optimizer: bool)
 A Comm sums numbers over processes (one process: nothing to do).
@@ -21,6 +23,8 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+
+import numpy as np
 
 from . import checkpoint as ckpt
 from .metrics import Meter
@@ -50,6 +54,7 @@ class Options:
     augment: list[str] = field(default_factory=list)
     progress: bool | None = None     # None: a bar when stderr is a terminal
     log: Callable = print            # one line per epoch
+    workers: int | None = None       # decoding processes (None: cnnspec.data.loading's default)
 
 
 def augment_ops(words: list[str]) -> list[str]:
@@ -65,9 +70,18 @@ def augment_ops(words: list[str]) -> list[str]:
 
 
 def fitted_ops(words: list[str], train) -> list | None:
-    """The augmentation ops, a bare `normalize` fitted to the training images."""
+    """The augmentation ops, a bare `normalize` fitted to the training images (all of
+    them in memory, else a seeded subset streamed: Samples.channel_stats)."""
     from ..data import parse_ops
-    return parse_ops(augment_ops(words), train.x) if words else None
+    from ..data.augmentation import needs_stats
+    if not words:
+        return None
+    ops = parse_ops(augment_ops(words))
+    if not needs_stats(ops):
+        return ops
+    if hasattr(train, "channel_stats"):
+        return parse_ops(ops, stats=train.channel_stats())
+    return parse_ops(ops, train.x)
 
 
 def eval_ops(ops) -> list | None:
@@ -94,27 +108,22 @@ class Interrupted(Exception):
 
 def run_epoch(backend, plan: Plan, data, opts: Options, epoch: int, train: bool,
               comm: Comm, ops=None, bar_label: str = "") -> dict[str, float]:
-    """One pass over `data`; returns {loss names..., metric names...} over the whole set."""
-    from ..data import batches
+    """One pass over `data`; returns {loss names..., metric names...} over the whole set.
+    Under several processes each one reads its own shard (feed)."""
     meter = backend.meter(plan) if hasattr(backend, "meter") else Meter(plan)
     sums: dict[str, float] = {}
     count = 0
-    stream = batches(data, opts.batch_size, shuffle=train, seed=opts.seed, epoch=epoch,
-                     ops=ops, train=train)
-    total = math.ceil(len(data) / opts.batch_size)
+    stream = feed(backend, data, opts, epoch, train, comm, ops)
+    total = len(stream) if hasattr(stream, "__len__") else math.ceil(len(data) / opts.batch_size)
     bar = _bar(total, bar_label, opts, comm) if train else None
     step = backend.train_step if train else backend.eval_step
     for batch in stream:
-        if comm.world > 1:   # each process takes every world-th row of the global batch
-            batch = {k: v[comm.rank::comm.world] for k, v in batch.items()}
-            if len(batch["x"]) == 0:
-                continue
         losses, outputs = step(batch)
         n = len(batch["x"])
         for k, v in losses.items():
             sums[k] = sums.get(k, 0.0) + v * n
         count += n
-        meter.update(outputs, batch)
+        meter.update(outputs, _numpy(batch))
         if bar is not None:   # the bar reads the sums every batch; without it, once
             bar.update(1)
             bar.set_postfix({k: f"{float(v) / count:.4f}" for k, v in sums.items()
@@ -129,6 +138,27 @@ def run_epoch(backend, plan: Plan, data, opts: Options, epoch: int, train: bool,
     result = {k: totals[k] / count for k in sums}
     result.update(meter.result())
     return result
+
+
+def feed(backend, data, opts: Options, epoch: int, train: bool, comm: Comm, ops=None):
+    """The batches of one pass over `data` (Samples, or an in-memory Dataset), decoded and
+    augmented by the backend's loader (backend.batches: torch's DataLoader, tf.data for
+    Keras) or, for a backend without one, in this process."""
+    from ..data.dataset import Dataset
+    from ..data.loading import plain_batches
+    from ..data.samples import from_dataset
+    samples = from_dataset(data) if isinstance(data, Dataset) else data
+    kwargs = {"train": train, "seed": opts.seed, "epoch": epoch, "ops": ops}
+    if hasattr(backend, "batches"):
+        return backend.batches(samples, opts.batch_size, workers=opts.workers, **kwargs)
+    if comm.world > 1:
+        raise ValueError("several processes need a backend with its own loader")
+    return plain_batches(samples, opts.batch_size, **kwargs)
+
+
+def _numpy(batch: dict) -> dict:
+    # a loader that pins memory for CUDA hands over CPU tensors; the metrics read numpy
+    return {k: v if isinstance(v, np.ndarray) else v.numpy() for k, v in batch.items()}
 
 
 def _short(metrics: dict) -> dict:
@@ -319,6 +349,6 @@ def _line(row: dict, epochs: int) -> str:
 
 
 def evaluate(backend, plan: Plan, data, batch_size: int, comm: Comm | None = None,
-             ops=None) -> dict[str, float]:
-    opts = Options(epochs=1, batch_size=batch_size, progress=False)
+             ops=None, workers: int | None = None) -> dict[str, float]:
+    opts = Options(epochs=1, batch_size=batch_size, progress=False, workers=workers)
     return run_epoch(backend, plan, data, opts, 0, False, comm or Comm(), ops)

@@ -145,6 +145,14 @@ class KerasBackend:
         import keras
         keras.utils.set_random_seed(self.seed * 1_000_003 + epoch)
 
+    def batches(self, samples, batch_size: int, *, train: bool, seed: int, epoch: int,
+                ops=None, workers: int | None = None):
+        """One epoch's global batches, made on tf.data's threads (cnnspec.data.loading);
+        the strategy splits each over the replicas (_shards)."""
+        from ..data.loading import keras_batches
+        return keras_batches(samples, batch_size, train=train, seed=seed, epoch=epoch,
+                             ops=ops, workers=workers)
+
     def train_step(self, batch: dict):
         return self._run(self._train, batch)
 

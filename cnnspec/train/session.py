@@ -14,7 +14,16 @@ from pathlib import Path
 import numpy as np
 
 from ..ir import Model
-from .driver import Comm, Interrupted, Options, Trainer, eval_ops, fitted_ops, normalization
+from .driver import (
+    Comm,
+    Interrupted,
+    Options,
+    Trainer,
+    augment_ops,
+    eval_ops,
+    fitted_ops,
+    normalization,
+)
 from .driver import evaluate as _evaluate
 from .plan import Plan, make_plan
 
@@ -50,31 +59,42 @@ def data_options(plan: Plan, options: dict | None = None) -> dict:
 
 
 def load_data(model: Model, source: str, seed: int = 0, options: dict | None = None):
-    """(plan checked against the data, dataset)."""
-    from ..data import load
+    """(plan checked against the data, the whole dataset in memory)."""
+    plan, samples = index_data(model, source, seed, options)
+    return plan, samples.materialize()
+
+
+def index_data(model: Model, source: str, seed: int = 0, options: dict | None = None,
+               cache: str = "none"):
+    """(plan checked against the data, Samples: indexed, decoded per batch)."""
+    from ..data import index
     plan = make_plan(model)
-    dataset = load(source, model.input_shape, plan.data_task, seed, **data_options(plan,
-                                                                                   options))
-    classes = len(dataset.classes) if plan.task in ("classify", "segment") else None
-    return make_plan(model, classes), dataset
+    samples = index(source, model.input_shape, plan.data_task, seed, cache=cache,
+                    **data_options(plan, options))
+    classes = len(samples.classes) if plan.task in ("classify", "segment") else None
+    return make_plan(model, classes), samples
 
 
 def train(model: Model, source: str, backend: str = "torch", out: str | Path | None = None,
           epochs: int | None = None, resume: bool = False, seed: int | None = None,
           batch_size: int | None = None, data_options_: dict | None = None,
           progress: bool | None = None, log=print, comm: Comm | None = None,
-          device=None) -> dict:
+          device=None, workers: int | None = None, cache: str = "none") -> dict:
     """Fit the model on `source`; returns the result dict (also written to out/result.json).
-    Raises driver.Interrupted on Ctrl-C after saving the last finished epoch."""
+    Raises driver.Interrupted on Ctrl-C after saving the last finished epoch.
+    workers: decoding processes (None: cnnspec.data.loading.default_workers); cache:
+    "none" (decode every epoch) or "ram" (decode once, keep uint8)."""
     comm = comm or Comm()
-    plan, dataset = load_data(model, source, 0, data_options_)
+    plan, dataset = index_data(model, source, 0, data_options_, cache)
     spec = plan.compile
     seed = spec.seed if seed is None else seed
     tr, va = dataset.split(spec.validation_split, seed)
     opts = Options(epochs=epochs or spec.epochs, batch_size=batch_size or spec.batch_size,
                    seed=seed, out=Path(out) if out else None, resume=resume,
-                   augment=list(spec.augment), progress=progress)
+                   augment=list(spec.augment), progress=progress, workers=workers)
     opts.log = log
+    from ..data.augmentation import import_torchvision_first
+    import_torchvision_first(augment_ops(opts.augment))     # before the Keras backend's TF
     be = make_backend(backend, model, plan, seed, comm, device)
     transfer = getattr(be, "transfer", None)
     transfer = transfer.summary() if transfer is not None else None
@@ -96,17 +116,24 @@ def train(model: Model, source: str, backend: str = "torch", out: str | Path | N
             _finish(trainer, opts, plan, None, interrupted=True)
         stop.epochs_done = len(trainer.history)
         raise
-    restored = trainer.restore_best()
     held_out = va if len(va) else tr
-    metrics = _evaluate(be, plan, held_out, opts.batch_size, comm,
-                        eval_ops(fitted_ops(opts.augment, tr)))
+    ops = eval_ops(fitted_ops(opts.augment, tr))
+    measure = lambda: {k: float(v) for k, v in _evaluate(be, plan, held_out, opts.batch_size,
+                                                         comm, ops, workers).items()}
+    last = measure()       # the weights of the last epoch run
+    kept = _kept_metrics(trainer, be, comm, measure, last)
+    restored = trainer.restore_best()
     result = {"normalize": norm, "task": plan.task, "backend": backend, "data": str(source),
               "best_epoch": trainer.best_epoch + 1, "epochs_run": len(trainer.history),
               "monitor": trainer.monitor, "stopped_early": trainer.stopped_early,
               "restored_best": restored, "held_out": "validation" if len(va) else "train",
               "n_train": len(tr), "n_val": len(va), "seed": seed, "processes": comm.world,
               "seconds": round(time.perf_counter() - t0, 2),
-              "metrics": {k: float(v) for k, v in metrics.items()}}
+              # the kept checkpoint's (best.*: what `cnnspec evaluate` of it gives), or the
+              # last epoch's where nothing was kept (no out folder)
+              "metrics": kept if kept is not None else last,
+              "kept": "best" if kept is not None else "last",
+              "last_epoch": len(trainer.history), "last_epoch_metrics": last}
     # where it ran: the torch device, or how many devices Keras mirrored over
     if getattr(be, "device", None) is not None:
         result["device"] = str(be.device)
@@ -117,6 +144,23 @@ def train(model: Model, source: str, backend: str = "torch", out: str | Path | N
     if trainer.writer:
         _finish(trainer, opts, plan, result)
     return result
+
+
+def _kept_metrics(trainer: Trainer, be, comm: Comm, measure, last: dict) -> dict | None:
+    """The held-out metrics of the checkpoint the run keeps as best.*: the last epoch's when
+    that is the best one, else measured after loading it. None without checkpoints (no out
+    folder), or where a process cannot read them (another machine's disk)."""
+    out, best = trainer.opts.out, trainer.files["best"]
+    if not out or not best:
+        return None
+    if trainer.best_epoch == len(trainer.history) - 1:
+        return last
+    paths = [str(Path(out) / f) for f in best]
+    readable = comm.sum({"n": float(all(Path(p).is_file() for p in paths))})["n"]
+    if readable < comm.world:
+        return None
+    be.load(paths, optimizer=False)
+    return measure()
 
 
 def _finish(trainer: Trainer, opts: Options, plan: Plan, result: dict | None,
@@ -131,9 +175,10 @@ def _finish(trainer: Trainer, opts: Options, plan: Plan, result: dict | None,
 
 def evaluate(model: Model, weights: str, source: str, backend: str | None = None,
              batch_size: int | None = None, split: str = "val",
-             data_options_: dict | None = None, device=None) -> dict:
+             data_options_: dict | None = None, device=None,
+             workers: int | None = None) -> dict:
     """Metrics of saved weights on the held-out split of `source` ('val', or 'all')."""
-    plan, dataset = load_data(model, source, 0, data_options_)
+    plan, dataset = index_data(model, source, 0, data_options_)
     spec = plan.compile
     train_part = dataset
     seed = _run_info(weights).get("seed", spec.seed)   # the split training made
@@ -145,7 +190,8 @@ def evaluate(model: Model, weights: str, source: str, backend: str | None = None
     be = make_backend(backend or backend_for_weights(weights), model, plan, spec.seed,
                       device=device)
     be.load([weights], optimizer=False)
-    metrics = _evaluate(be, plan, dataset, batch_size or spec.batch_size, ops=ops)
+    metrics = _evaluate(be, plan, dataset, batch_size or spec.batch_size, ops=ops,
+                        workers=workers)
     return {"task": plan.task, "n": len(dataset), "metrics": metrics}
 
 

@@ -100,6 +100,7 @@ class TorchBackend:
         self.scaler = torch.amp.GradScaler(self.device.type) if self.amp and scaled else None
         # on a GPU, per-batch losses stay tensors (no sync); on CPU a float costs nothing
         self._sync_losses = self.device.type == "cpu"
+        self._loaders: dict = {}
 
     def _wrap(self):
         """The network as the processes train it: DDP over the group when there are several
@@ -157,6 +158,21 @@ class TorchBackend:
         outs = self._activated(self._forward(self.net, self.tensors({"x": x})["x"]))
         return [o.cpu().numpy() for o in outs]
 
+    def batches(self, samples, batch_size: int, *, train: bool, seed: int, epoch: int,
+                ops=None, workers: int | None = None):
+        """This rank's batches of one epoch: a DataLoader (cnnspec.data.torch_loader) kept
+        per data set, so that its worker processes persist from epoch to epoch."""
+        from ..data.torch_loader import set_epoch, torch_loader
+        key = (id(samples), train, batch_size, repr(ops), workers)
+        if key not in self._loaders:   # the samples stay referenced, so the id stays theirs
+            self._loaders[key] = samples, torch_loader(
+                samples, batch_size, train=train, seed=seed, ops=ops, workers=workers,
+                rank=self.comm.rank, world=self.comm.world,
+                pin_memory=self.device.type == "cuda")
+        loader = self._loaders[key][1]
+        set_epoch(loader, epoch)
+        return loader
+
     def meter(self, plan: Plan) -> Meter:
         """The driver's running metrics for this backend's outputs (tensors on the device)."""
         return TorchMeter(plan)
@@ -164,11 +180,14 @@ class TorchBackend:
     # --- forward, losses -------------------------------------------------------------------
     def tensors(self, batch: dict) -> dict[str, torch.Tensor]:
         """The numpy batch as tensors on the device, images NCHW (the network's layout).
-        On CPU from_numpy shares the arrays' memory: nothing is copied."""
+        On CPU from_numpy shares the arrays' memory: nothing is copied; a batch the loader
+        pinned (CUDA) arrives as tensors and is copied without blocking."""
         out = {}
         for key, value in batch.items():
             if key != "index":
-                out[key] = torch.from_numpy(np.ascontiguousarray(value)).to(self.device)
+                tensor = (value if isinstance(value, torch.Tensor)
+                          else torch.from_numpy(np.ascontiguousarray(value)))
+                out[key] = tensor.to(self.device, non_blocking=tensor.is_pinned())
         # contiguous: the same NCHW memory layout (and conv kernels) whatever C is
         out["x"] = out["x"].permute(0, 3, 1, 2).contiguous()
         return out

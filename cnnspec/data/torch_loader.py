@@ -1,0 +1,121 @@
+"""The torch loader of Samples: torch.utils.data.DataLoader with a DistributedSampler."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.utils.data as tud
+
+from cnnspec.data import DataError
+from cnnspec.data.loading import default_workers, prepare
+from cnnspec.data.samples import Samples
+
+
+def torch_loader(samples: Samples, batch_size: int, *, train: bool, seed: int = 0, ops=None,
+                 workers: int | None = None, rank: int = 0, world: int = 1,
+                 pin_memory: bool = False, drop_last: bool = False):
+    """A DataLoader of batch dicts over `samples` (numpy; CPU tensors when workers make
+    them or memory is pinned). Call `set_epoch(loader, epoch)`
+    before each pass. Under `world` processes each rank gets `batch_size // world` rows
+    of every global batch from torch's DistributedSampler, which strides one permutation
+    (seeded by seed + epoch) over the ranks: the ranks' batches together are the one-process
+    batch of the same global size."""
+    workers = default_workers(samples) if workers is None else int(workers)
+    if world > 1 and batch_size % world:
+        raise DataError(f"batch_size {batch_size} does not split over {world} processes",
+                        hint="use a batch size that is a multiple of the process count")
+    sampler = tud.DistributedSampler(range(len(samples)), num_replicas=world, rank=rank,
+                                     shuffle=train, seed=seed, drop_last=False)
+    batches = _EpochBatches(sampler, max(1, batch_size // world), drop_last)
+    return _Loader(_TorchSamples(samples, ops, seed, train), batch_sampler=batches,
+                          num_workers=workers, persistent_workers=workers > 0,
+                          pin_memory=pin_memory,
+                          collate_fn=_as_tensors if pin_memory or workers > 0 else _as_is)
+
+
+def set_epoch(loader, epoch: int) -> None:
+    loader.batch_sampler.set_epoch(epoch)
+
+
+@dataclass(frozen=True)
+class _Failed:
+    """A DataError met in a worker, sent back as the batch: torch would re-raise it as text
+    holding the worker's traceback, and the user is owed the message and its hint."""
+
+    message: str
+    hint: str | None
+
+
+class _Loader(tud.DataLoader):
+    def __iter__(self):
+        try:
+            for batch in super().__iter__():
+                if isinstance(batch, _Failed):
+                    raise DataError(batch.message, batch.hint)
+                yield batch
+        except RuntimeError as exc:
+            if "DataLoader worker" not in str(exc):
+                raise
+            # killed (out of memory, kill -9) or crashed in a library: the finished epochs
+            # are saved, so the run can go on from them
+            raise DataError(f"a decoding worker died: {str(exc).splitlines()[0]}",
+                            hint="continue with --resume; if memory ran out, use fewer "
+                                 "--workers or --cache none") from None
+
+
+def _as_is(batch: dict) -> dict:
+    return batch      # _TorchSamples.__getitems__ made the whole batch
+
+
+def _as_tensors(batch: dict) -> dict:
+    # From a worker, tensors travel through shared memory where numpy arrays would be
+    # pickled through a pipe; and pin_memory pins tensors only.
+    if isinstance(batch, _Failed):
+        return batch
+    return {key: torch.from_numpy(np.ascontiguousarray(value)) for key, value in batch.items()}
+
+
+class _TorchSamples(tud.Dataset):
+    """The map-style torch Dataset: keys are (epoch, row), so workers that persist across
+    epochs still draw each epoch's augmentation."""
+
+    def __init__(self, samples: Samples, ops, seed: int, train: bool):
+        self.samples, self.ops, self.seed, self.train = samples, ops, seed, train
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    def __getitem__(self, key) -> dict:
+        return {k: v[0] for k, v in self.__getitems__([key]).items()}
+
+    def __getitems__(self, keys: list) -> dict:
+        """A whole batch (torch's fetcher calls this with the batch's keys)."""
+        epoch = keys[0][0]
+        rows = np.array([i for _, i in keys], dtype=np.int64)
+        try:
+            return prepare(self.samples, rows, self.ops, self.seed, epoch, self.train)
+        except DataError as exc:
+            return _Failed(exc.message, exc.hint)
+
+
+class _EpochBatches(tud.Sampler):
+    """torch's BatchSampler over a DistributedSampler, each index tagged with the epoch."""
+
+    def __init__(self, sampler, batch_size: int, drop_last: bool):
+        self.sampler, self.epoch = sampler, 0
+        self.batches = tud.BatchSampler(sampler, batch_size, drop_last)
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+        self.sampler.set_epoch(epoch)
+
+    def __iter__(self):
+        for batch in self.batches:
+            yield [(self.epoch, i) for i in batch]
+
+    def __len__(self) -> int:
+        return len(self.batches)
+
+
