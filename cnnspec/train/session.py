@@ -64,18 +64,24 @@ def load_data(model: Model, source: str, seed: int = 0, options: dict | None = N
     return plan, samples.materialize()
 
 
-def index_data(model: Model, source: str, seed: int = 0, options: dict | None = None,
+def index_data(model: Model, source, seed: int = 0, options: dict | None = None,
                cache: str = "none"):
-    """(plan checked against the data, Samples: indexed, decoded per batch)."""
-    from ..data import index
+    """(plan checked against the data, Samples: indexed, decoded per batch). `source` is a
+    source name or path, or data from Python (cnnspec.data.foreign)."""
+    from ..data import foreign, index
     plan = make_plan(model)
-    samples = index(source, model.input_shape, plan.data_task, seed, cache=cache,
-                    **data_options(plan, options))
+    if foreign.is_foreign(source):
+        samples = foreign.samples(source, model.input_shape, plan.data_task)
+        if cache == "ram":
+            samples = samples.cache()
+    else:
+        samples = index(source, model.input_shape, plan.data_task, seed, cache=cache,
+                        **data_options(plan, options))
     classes = len(samples.classes) if plan.task in ("classify", "segment") else None
     return make_plan(model, classes), samples
 
 
-def train(model: Model, source: str, backend: str = "torch", out: str | Path | None = None,
+def train(model: Model, source, backend: str = "torch", out: str | Path | None = None,
           epochs: int | None = None, resume: bool = False, seed: int | None = None,
           batch_size: int | None = None, data_options_: dict | None = None,
           progress: bool | None = None, log=print, comm: Comm | None = None,
@@ -101,7 +107,9 @@ def train(model: Model, source: str, backend: str = "torch", out: str | Path | N
     if transfer:
         log(transfer["loaded"])
     norm = normalization(fitted_ops(opts.augment, tr))
-    info = {"backend": backend, "data": str(source), "seed": seed, "spec": model.source,
+    from ..data.foreign import describe, is_foreign
+    name = describe(source) if is_foreign(source) else str(source)
+    info = {"backend": backend, "data": name, "seed": seed, "spec": model.source,
             "world": comm.world, "normalize": norm}
     trainer = Trainer(be, plan, opts, comm, info)
     if resume and trainer.resume():
@@ -123,7 +131,7 @@ def train(model: Model, source: str, backend: str = "torch", out: str | Path | N
     last = measure()       # the weights of the last epoch run
     kept = _kept_metrics(trainer, be, comm, measure, last)
     restored = trainer.restore_best()
-    result = {"normalize": norm, "task": plan.task, "backend": backend, "data": str(source),
+    result = {"normalize": norm, "task": plan.task, "backend": backend, "data": name,
               "best_epoch": trainer.best_epoch + 1, "epochs_run": len(trainer.history),
               "monitor": trainer.monitor, "stopped_early": trainer.stopped_early,
               "restored_best": restored, "held_out": "validation" if len(va) else "train",
