@@ -145,6 +145,18 @@ def _dwconv(layer, conf):
     return [("dwconv", args + _act(layer, _activation_name(layer, conf["activation"])))]
 
 
+def _sepconv(layer, conf):
+    """Keras' SeparableConv2D: depthwise then pointwise, one bias (the pointwise one), which is
+    what `sepconv` computes."""
+    args = [("pos", conf["filters"]), ("pos", size(conf["kernel_size"]))]
+    if conf.get("depth_multiplier", 1) != 1:
+        args.append(("kw", "multiplier", conf["depth_multiplier"]))
+    args += _window(conf)
+    if not conf["use_bias"]:
+        args.append(("flag", "nobias"))
+    return [("sepconv", args + _act(layer, _activation_name(layer, conf["activation"])))]
+
+
 def _bn(layer, conf):
     axis = conf["axis"]
     axis = axis[0] if isinstance(axis, (list, tuple)) and len(axis) == 1 else axis
@@ -258,7 +270,7 @@ def _nothing(layer, conf):
 
 
 RULES = {
-    "Conv2D": _conv, "DepthwiseConv2D": _dwconv, "BatchNormalization": _bn,
+    "Conv2D": _conv, "DepthwiseConv2D": _dwconv, "SeparableConv2D": _sepconv, "BatchNormalization": _bn,
     "Activation": _activation, "ReLU": _relu, "ZeroPadding2D": _zeropad,
     "MaxPooling2D": _pool("maxpool"), "AveragePooling2D": _pool("avgpool"),
     "GlobalAveragePooling2D": _global("gap"), "GlobalMaxPooling2D": _global("gmp"),
