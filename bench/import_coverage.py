@@ -21,7 +21,7 @@ import time
 from pathlib import Path
 
 import torch
-import torchvision  # noqa: F401  (before TensorFlow: the other order segfaults here)
+import torchvision  # before TensorFlow: the other order segfaults here)
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))                    # this checkout's cnnspec, not an installed one
@@ -135,7 +135,7 @@ def write_section(path: Path, rows: list[dict], note: str) -> None:
     text = path.read_text() if path.exists() else ""
     if BEGIN in text:
         text = re.sub(re.escape(BEGIN) + ".*?" + re.escape(END), lambda _: "\n".join(body),
-                      text, flags=re.S)
+                      text, flags=re.DOTALL)
     else:
         text = text.rstrip("\n") + "\n\n" + "\n".join(body) + "\n"
     tmp = path.with_name(f".{path.name}.tmp")
