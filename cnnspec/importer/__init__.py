@@ -66,10 +66,10 @@ def write(graph: Graph) -> str:
             texts.append("\n".join(head + _wrap(f"Written flat: {err.message}.") + flat(graph)))
             break
         writer = Writer(graph)
-        items = writer.find_blocks(items, runs=runs)
+        items = writer.stages(writer.find_blocks(items, runs=runs))
         body = writer.sequence(items)
-        texts.append("\n".join(head + (writer.definitions() + [""] if writer.blocks else [])
-                               + body) + "\n")
+        defs = writer.definitions(items)
+        texts.append("\n".join(head + (defs + [""] if defs else []) + body) + "\n")
     text = format_text(min(texts, key=lambda t: t.count("\n")).rstrip("\n") + "\n")
     try:
         model = compile_text(text)

@@ -31,6 +31,7 @@ class Parallel:
     op: str
     branches: list[list] = field(default_factory=list)
     merge: Op | None = None
+    act: str | None = None
 
 
 Item = Op | Residual | Parallel
@@ -125,7 +126,12 @@ class _Decomposer:
         branches = [paths[i] for i in merge.inputs]
         if merge.word == "add" and len(branches) == 2:
             body, short = sorted(branches, key=lambda b: -_size(b))
-            item: Item = Residual(body, short, merge=merge)
+            if short and self._rank(short) < self._rank(body):
+                # the source registers the shortcut's weights first (RegNet's `proj`): the
+                # branches keep its order, so that weights loaded by order land right
+                item: Item = Parallel("add", [short, body], merge=merge)
+            else:
+                item = Residual(body, short, merge=merge)
             after = self.users[merge.name]
             if len(after) == 1 and self.ops[after[0]].word in FOLDABLE and \
                     not self.ops[after[0]].args and merge.name not in self.graph.outputs:
@@ -133,6 +139,15 @@ class _Decomposer:
                 return item, after[0]
             return item, merge.name
         return Parallel(merge.word, branches, merge=merge), merge.name
+
+    def _rank(self, items: list[Item]) -> int:
+        """Where the source registers the first module of `items` (torch's named_modules
+        order, which its state_dict follows); the graph's order where it does not say."""
+        from .writer import ops_of
+        registered = {p: i for i, p in enumerate(self.graph.module_types)}
+        ranks = [registered[op.path] for it in items for op in ops_of(it)
+                 if op.path in registered]
+        return min(ranks) if ranks else self.order[ops_of(items[0])[0].name]
 
     def _tangled(self, op: Op) -> SpecError:
         return SpecError("E413", f"cannot import '{op.name}' ({op.source_type}): its inputs do "
