@@ -236,6 +236,7 @@ class Writer:
         top-level modules labelled with their names (see the module docstring)."""
         if not self.graph.module_types:
             return items
+        from ..layers import KEYWORDS
         from ..textmate import grammar_keywords
         # a layer's keyword names a tensor well (`fc = dense 1000`); the grammar's words and
         # the blocks' names do not
@@ -255,7 +256,8 @@ class Writer:
                 not keyword.iskeyword(root) and not root.startswith("__") and \
                 root not in reserved
             if usable and len(run) > 1:
-                out.append(Stage(root, run))
+                # a block may not take a layer kind's name (E216): those stay unnamed
+                out += [Stage(root, run)] if root not in KEYWORDS else run
             elif usable and not re.fullmatch(r"[a-z]+[0-9]+", root):
                 self.labels[id(run[0])] = root     # conv1, bn1: what the spec calls them too
                 out += run
