@@ -127,9 +127,9 @@ def test_regnet_takes_torchvisions_own_weights_by_order():
     torchvision's state_dict loads by order ('336 tensors matched, 24 mismatched' before)."""
     graph, module = read_source("torchvision:regnet_y_400mf", (64, 64, 3))
     text = write(graph)
-    assert "parallel add relu {" in text
     model = _torch_equal(module, text, 64)
     assert (model.trainable, model.non_trainable) == graph.counts
+    assert "parallel add relu {" in text        # the shortcut branch first
 
 
 def test_imported_resnet_keeps_torchvisions_names():
@@ -137,10 +137,6 @@ def test_imported_resnet_keeps_torchvisions_names():
     from cnnspec.transfer.freeze import frozen_names
     graph, module = read_source("torchvision:resnet18", (64, 64, 3))
     text = write(graph)
-    for line in ("layer1 = layer1", "layer3 = layer3", "fc = dense 1000",
-                 "maxpool = maxpool 3 stride=2 padding=1"):
-        assert line in text
-    _torch_equal(module, text, 64)
     spec = text + "transfer {\n  source torchvision:resnet18\n  freeze until layer3\n}\n"
     model = cnnspec.compile_text(spec)
     frozen = frozen_names(model)
@@ -148,6 +144,10 @@ def test_imported_resnet_keeps_torchvisions_names():
     assert frozen[-1] == model.nodes[last - 2].name      # layer3's last batch norm
     assert not any(n.startswith("layer4.") for n in frozen)
     assert any(n.startswith("layer3.") for n in frozen)
+    for line in ("layer1 = layer1", "layer3 = layer3", "fc = dense 1000",
+                 "maxpool = maxpool 3 stride=2 padding=1"):
+        assert line in text
+    _torch_equal(module, text, 64)
 
 
 def test_stochastic_depth_is_left_out_with_a_note():
@@ -164,3 +164,39 @@ def test_stochastic_depth_is_left_out_with_a_note():
 def test_coverage_rows(source):
     row = import_coverage.check(source)
     assert row["error"] == "" and row["counts"] is True and row["outputs"] is True, row
+
+
+def _keras_equal(app, size):
+    from cnnspec.backends.keras import build
+    from cnnspec.convert import load_keras_applications_weights
+    text = write(keras_source.read(app, "keras:tiny"))
+    model = cnnspec.compile_text(text)
+    assert (model.trainable, model.non_trainable) == keras_source.counts(app)
+    kmodel = build(model)
+    load_keras_applications_weights(kmodel, model, app)
+    x = np.random.default_rng(0).normal(size=(2, size, size, 3)).astype("float32")
+    np.testing.assert_allclose(np.asarray(kmodel(x)), np.asarray(app(x)), rtol=1e-4, atol=1e-4)
+    return text
+
+
+def test_keras_ops_on_a_number_are_rescales():
+    """keras:MobileNetV3 crashed (KeyError 'add'): its hard sigmoid `relu6(x + 3) * (1/6)` is
+    made of keras.ops calls, which are operations but no layers."""
+    inp = keras.Input((8, 8, 3))
+    x = keras.layers.Conv2D(4, 3, name="conv")(inp)
+    gate = keras.layers.ReLU(6.0)(x + 3.0) * (1.0 / 6.0)
+    x = keras.layers.Multiply()([x, gate])
+    app = keras.Model(inp, keras.layers.GlobalAveragePooling2D()(x))
+    text = _keras_equal(app, 8)
+    assert "rescale offset=3.0; relu6; rescale scale=0.16666666666666666" in text
+
+
+def test_keras_custom_scale_layer_is_a_rescaled_branch():
+    """keras:InceptionResNetV2's CustomScaleLayer: x + scale * branch."""
+    from keras.src.applications.inception_resnet_v2 import CustomScaleLayer
+    inp = keras.Input((8, 8, 3))
+    x = keras.layers.Conv2D(4, 1, name="stem")(inp)
+    branch = keras.layers.Conv2D(4, 3, padding="same", name="branch")(x)
+    x = CustomScaleLayer(0.17)([x, branch])
+    app = keras.Model(inp, keras.layers.GlobalAveragePooling2D()(x))
+    assert "rescale scale=0.17" in _keras_equal(app, 8)
