@@ -196,7 +196,12 @@ def test_keras_custom_scale_layer_is_a_rescaled_branch():
     from keras.src.applications.inception_resnet_v2 import CustomScaleLayer
     inp = keras.Input((8, 8, 3))
     x = keras.layers.Conv2D(4, 1, name="stem")(inp)
-    branch = keras.layers.Conv2D(4, 3, padding="same", name="branch")(x)
-    x = CustomScaleLayer(0.17)([x, branch])
+    # x fans out to two branches and to the sum: the body is itself a fan-out of x
+    mixed = keras.layers.Concatenate()([keras.layers.Conv2D(2, 1, name="b0")(x),
+                                        keras.layers.Conv2D(2, 3, padding="same")(x)])
+    up = keras.layers.Conv2D(4, 1, name="up")(mixed)
+    x = keras.layers.Activation("relu")(CustomScaleLayer(0.17)([x, up]))
     app = keras.Model(inp, keras.layers.GlobalAveragePooling2D()(x))
-    assert "rescale scale=0.17" in _keras_equal(app, 8)
+    text = _keras_equal(app, 8)
+    assert "residual relu {" in text and "rescale scale=0.17" in text
+    assert "Written flat" not in text
