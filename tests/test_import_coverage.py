@@ -205,3 +205,12 @@ def test_keras_custom_scale_layer_is_a_rescaled_branch():
     text = _keras_equal(app, 8)
     assert "residual relu {" in text and "rescale scale=0.17" in text
     assert "Written flat" not in text
+
+
+def test_keras_convnext_names_every_missing_construct():
+    with pytest.raises(SpecError) as info:
+        read_source("keras:ConvNeXtTiny", (64, 64, 3))
+    err = info.value
+    assert err.code == "E417" and "per-channel mean and variance" in err.message
+    assert "the model also uses: " in err.message
+    assert "layer norm" in err.message and "layer scale" in err.message

@@ -60,6 +60,19 @@ def counts(kmodel) -> tuple[int, int]:
 
 
 def read(kmodel, source: str) -> Graph:
+    try:
+        return _read(kmodel, source)
+    except SpecError as err:
+        if err.code == "E417":     # say every construct missing, not only the first one met
+            others = sorted({CONSTRUCTS[type(la).__name__] for la in kmodel.layers
+                             if type(la).__name__ in CONSTRUCTS} - {err.message})
+            others = [c for c in others if c not in err.message]
+            if others:
+                err.message += f" (the model also uses: {', '.join(others)})"
+        raise
+
+
+def _read(kmodel, source: str) -> Graph:
     shape = tuple(kmodel.inputs[0].shape[1:]) if len(kmodel.inputs) == 1 else None
     if shape is None or any(d is None for d in shape):
         raise SpecError("E415", f"{source}: the spec needs one input of a fixed size, got "
