@@ -127,10 +127,24 @@ def table(rows: list[dict]) -> list[str]:
     return lines
 
 
+def misses(rows: list[dict]) -> str:
+    """'4 need layer norm over channels (convnext_tiny, ...)': the misses by what is missing."""
+    by: dict[str, list[str]] = {}
+    for r in rows:
+        if r["error"]:
+            found = re.search(r"\): (.*?) is a construct", r["error"])
+            why = found.group(1) if found else r["error"]
+            by.setdefault(re.sub(r" \(.*", "", why), []).append(r["model"].partition(":")[2])
+    return "; ".join(f"{len(ms)} need {why} ({', '.join(ms)})" for why, ms in by.items())
+
+
 def write_section(path: Path, rows: list[dict], note: str) -> None:
     exact = sum(1 for r in rows if r["counts"] is True and r["outputs"] is True)
+    missed = misses(rows)
     body = [BEGIN, "## Import coverage (`bench/import_coverage.py`)", "",
             f"{exact} of {len(rows)} imported exactly (counts and outputs equal). {note}", "",
+            *([f"Misses, by the construct the language lacks so far (E417): {missed}.", ""]
+              if missed else []),
             *table(rows), END]
     text = path.read_text() if path.exists() else ""
     if BEGIN in text:
