@@ -150,11 +150,11 @@ def _graph_signatures(kmodel) -> list[tuple[object, int]]:
     the order of branches or the weightless layers (activations, padding) between them."""
     sig: dict[int, int] = {}
     out = []
-    for layer in kmodel.layers:
+    for layer in kmodel.operations:      # `x + 3.0` is an operation, not a layer
         inputs = []
         for node in layer._inbound_nodes[:1]:
             inputs = [sig[id(t._keras_history.operation)] for t in node.input_tensors]
-        own = tuple(tuple(w.shape) for w in layer.weights)
+        own = tuple(tuple(w.shape) for w in getattr(layer, "weights", ()))
         if not own and len(inputs) == 1:
             sig[id(layer)] = inputs[0]
         else:

@@ -10,9 +10,10 @@ from ._common import EXIT_OK, EXIT_SPEC, EXIT_USAGE, output_is_input, report, wr
 NAME, HELP, ORDER = "import", "write a spec from a torchvision or Keras model", 45
 DESCRIPTION = ("Write a spec from an existing model: torchvision:NAME (built with weights=None "
                "and traced with torch.fx), keras:NAME (keras.applications) or a saved .keras "
-               "file. Repeated structures become blocks; the spec counts exactly what the "
+               "file. Repeated structures become blocks, torchvision's top-level module names "
+               "are kept (layer1 = layer1, fc = dense 1000); the spec counts exactly what the "
                "source counts. What the language cannot say is refused with an E41x error "
-               "naming the layer.")
+               "naming the layer (E417: a construct it does not have yet, named).")
 
 
 def configure(p):

@@ -12,6 +12,7 @@ What the language cannot say is refused with a SpecError E41x naming the layer a
     E413 a graph that is not series-parallel / several outputs
     E414 a torch model torch.fx cannot trace    E415 no fixed input size
     E416 the written spec does not count what the source counts (an importer bug)
+    E417 a construct the language does not have yet (layer norm, channel shuffle...), named
 """
 
 from __future__ import annotations
@@ -65,10 +66,10 @@ def write(graph: Graph) -> str:
             texts.append("\n".join(head + _wrap(f"Written flat: {err.message}.") + flat(graph)))
             break
         writer = Writer(graph)
-        items = writer.find_blocks(items, runs=runs)
+        items = writer.stages(writer.find_blocks(items, runs=runs))
         body = writer.sequence(items)
-        texts.append("\n".join(head + (writer.definitions() + [""] if writer.blocks else [])
-                               + body) + "\n")
+        defs = writer.definitions(items)
+        texts.append("\n".join(head + (defs + [""] if defs else []) + body) + "\n")
     text = format_text(min(texts, key=lambda t: t.count("\n")).rstrip("\n") + "\n")
     try:
         model = compile_text(text)

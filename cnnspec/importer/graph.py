@@ -142,3 +142,11 @@ def unsupported(name: str, source_type: str, why: str = "", hint: str | None = N
     msg = f"cannot import {what}: {why}" if why else f"cannot import {what}: no cnnspec layer " \
         "does what it does"
     return SpecError(code, msg, hint=hint)
+
+
+def missing(name: str, source_type: str, construct: str, hint: str | None = None) -> SpecError:
+    """The error for a known construct of the source that the language does not have yet
+    (layer norm, channel shuffle, ...): it names the construct, not the tracing step."""
+    return SpecError("E417", f"cannot import '{name}' ({source_type}): {construct} is a "
+                     "construct cnnspec does not have yet",
+                     hint=hint or "the language has no layer for it; write that part by hand")

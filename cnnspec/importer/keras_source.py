@@ -11,11 +11,12 @@ from __future__ import annotations
 import zipfile
 
 from ..errors import SpecError
-from .graph import Dims, Graph, Op, scalar, size, unsupported, window
+from .graph import Dims, Graph, Op, missing, scalar, size, unsupported, window
 
 ACTIVATIONS = {"relu": "relu", "relu6": "relu6", "sigmoid": "sigmoid", "tanh": "tanh",
                "softmax": "softmax", "swish": "silu", "silu": "silu", "elu": "elu",
-               "gelu": "gelu", "hard_swish": "hard_swish", "hard_sigmoid": "hard_sigmoid",
+               "gelu": "gelu", "hard_swish": "hard_swish", "hard_silu": "hard_swish",
+               "hard_sigmoid": "hard_sigmoid",
                "leaky_relu": "leaky_relu", "linear": None}
 
 
@@ -59,6 +60,19 @@ def counts(kmodel) -> tuple[int, int]:
 
 
 def read(kmodel, source: str) -> Graph:
+    try:
+        return _read(kmodel, source)
+    except SpecError as err:
+        if err.code == "E417":     # say every construct missing, not only the first one met
+            others = sorted({CONSTRUCTS[type(la).__name__] for la in kmodel.layers
+                             if type(la).__name__ in CONSTRUCTS} - {err.message})
+            others = [c for c in others if c not in err.message]
+            if others:
+                err.message += f" (the model also uses: {', '.join(others)})"
+        raise
+
+
+def _read(kmodel, source: str) -> Graph:
     shape = tuple(kmodel.inputs[0].shape[1:]) if len(kmodel.inputs) == 1 else None
     if shape is None or any(d is None for d in shape):
         raise SpecError("E415", f"{source}: the spec needs one input of a fixed size, got "
@@ -66,7 +80,9 @@ def read(kmodel, source: str) -> Graph:
                         hint="build the model with input_shape=(H, W, C)")
     graph = Graph(source=source, input_shape=shape, counts=counts(kmodel))
     alias: dict[str, str] = {}
-    for layer in kmodel.layers:
+    import keras
+    # operations, not layers: `x + 3.0` in a functional model is an op that is no layer
+    for layer in kmodel.operations:
         kind = type(layer).__name__
         if kind == "InputLayer":
             graph.input_name = layer.name
@@ -75,12 +91,23 @@ def read(kmodel, source: str) -> Graph:
         if len(layer._inbound_nodes) > 1:
             raise unsupported(layer.name, kind, "the layer is called more than once (shared "
                               "weights)", code="E413")
+        if not isinstance(layer, keras.layers.Layer):
+            graph.add(_operation(layer, kind, inputs))
+            continue
         conf = layer.get_config()
         if conf.get("data_format", "channels_last") != "channels_last":
             raise unsupported(layer.name, kind, "data_format='channels_first'")
+        if kind == "CustomScaleLayer" and len(inputs) == 2:
+            # InceptionResNetV2: x + scale * branch, a rescaled branch and an add
+            scaled = f"{layer.name}.scale"
+            graph.add(Op(scaled, kind, "rescale", [("kw", "scale", float(conf["scale"]))],
+                         [inputs[1]]))
+            graph.add(Op(layer.name, kind, "add", [], [inputs[0], scaled]))
+            continue
         rule = RULES.get(kind)
         if rule is None:
-            raise unsupported(layer.name, kind)
+            raise (missing(layer.name, kind, CONSTRUCTS[kind]) if kind in CONSTRUCTS else
+                   unsupported(layer.name, kind))
         ops = rule(layer, conf)
         if not ops:                        # the identity: later layers read its input
             alias[layer.name] = inputs[0]
@@ -93,6 +120,26 @@ def read(kmodel, source: str) -> Graph:
     graph.outputs = [alias.get(t._keras_history.operation.name, t._keras_history.operation.name)
                      for t in kmodel.outputs]
     return graph
+
+
+def _operation(op, kind: str, inputs: list[str]) -> Op:
+    """A keras.ops call in a functional model: the sum or product of two tensors, or a
+    tensor and a number (MobileNetV3's hard sigmoid, `relu6(x + 3) * (1 / 6)`: rescale)."""
+    args = op._inbound_nodes[0].arguments
+    values = list(args.args) + list(args.kwargs.values())
+    numbers = [v for v in values if isinstance(v, (int, float)) and not isinstance(v, bool)]
+    if kind in ("Add", "Multiply") and len(inputs) == 2 and not numbers:
+        return Op(op.name, kind, kind.lower(), [], inputs)
+    if kind in ("Add", "Multiply", "Subtract") and len(inputs) == 1 and len(numbers) == 1:
+        c = float(numbers[0])
+        if kind == "Subtract" and not isinstance(values[0], (int, float)):
+            c = -c                                           # x - c
+        elif kind == "Subtract":
+            raise unsupported(op.name, kind, "a number minus a tensor")
+        key = "scale" if kind == "Multiply" else "offset"
+        return Op(op.name, kind, "rescale", [("kw", key, c)], inputs)
+    raise unsupported(op.name, f"keras.ops.{kind}", "only the sum or product of two tensors, "
+                      "or of a tensor and a number, is read")
 
 
 def _inbound(layer) -> list[str]:
@@ -143,6 +190,18 @@ def _dwconv(layer, conf):
     if not conf["use_bias"]:
         args.append(("flag", "nobias"))
     return [("dwconv", args + _act(layer, _activation_name(layer, conf["activation"])))]
+
+
+def _sepconv(layer, conf):
+    """Keras' SeparableConv2D: depthwise then pointwise, one bias (the pointwise one), which is
+    what `sepconv` computes."""
+    args = [("pos", conf["filters"]), ("pos", size(conf["kernel_size"]))]
+    if conf.get("depth_multiplier", 1) != 1:
+        args.append(("kw", "multiplier", conf["depth_multiplier"]))
+    args += _window(conf)
+    if not conf["use_bias"]:
+        args.append(("flag", "nobias"))
+    return [("sepconv", args + _act(layer, _activation_name(layer, conf["activation"])))]
 
 
 def _bn(layer, conf):
@@ -232,15 +291,21 @@ def _reshape(layer, conf):
 def _rescaling(layer, conf):
     scale, offset = conf["scale"], conf["offset"]
     if not all(isinstance(v, (int, float)) for v in (scale, offset)):
-        raise unsupported(layer.name, "Rescaling", "a per-channel scale or offset (the spec's "
-                          "rescale takes one number each)")
+        raise missing(layer.name, "Rescaling", "a per-channel rescale (one scale and offset "
+                      "per channel)", hint="the spec's rescale takes one number each")
     return [("rescale", [("kw", "scale", float(scale)), ("kw", "offset", float(offset))])]
 
 
 def _normalization(layer, conf):
-    raise unsupported(layer.name, "Normalization", "per-channel mean and variance are state "
-                      "the spec has no layer for", hint="normalise the data before the model, "
-                      "or use 'rescale' for one scale and offset")
+    raise missing(layer.name, "Normalization", "a normalisation layer with per-channel mean "
+                  "and variance", hint="normalise the data before the model, or use "
+                  "'rescale' for one scale and offset")
+
+
+# Keras layers that are constructs the language does not have yet (issue 16)
+CONSTRUCTS = {"LayerNormalization": "layer norm", "GroupNormalization": "group norm",
+              "LayerScale": "layer scale", "StochasticDepth": "stochastic depth",
+              "UnitNormalization": "unit normalisation", "Cropping2D": "cropping"}
 
 
 def _softmax(layer, conf):
@@ -258,7 +323,7 @@ def _nothing(layer, conf):
 
 
 RULES = {
-    "Conv2D": _conv, "DepthwiseConv2D": _dwconv, "BatchNormalization": _bn,
+    "Conv2D": _conv, "DepthwiseConv2D": _dwconv, "SeparableConv2D": _sepconv, "BatchNormalization": _bn,
     "Activation": _activation, "ReLU": _relu, "ZeroPadding2D": _zeropad,
     "MaxPooling2D": _pool("maxpool"), "AveragePooling2D": _pool("avgpool"),
     "GlobalAveragePooling2D": _global("gap"), "GlobalMaxPooling2D": _global("gmp"),

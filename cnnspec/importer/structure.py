@@ -31,6 +31,7 @@ class Parallel:
     op: str
     branches: list[list] = field(default_factory=list)
     merge: Op | None = None
+    act: str | None = None
 
 
 Item = Op | Residual | Parallel
@@ -72,11 +73,12 @@ class _Decomposer:
             self.users[op.name] = []
             for i in op.inputs:
                 self.users[i].append(op.name)
+        self.pdom: dict[str, frozenset] = {}
         self.ipdom = self._post_dominators()
 
     def _post_dominators(self) -> dict[str, str | None]:
         sink = "<end>"
-        pdom: dict[str, frozenset] = {}
+        pdom: dict[str, frozenset] = self.pdom
         ipdom: dict[str, str | None] = {}
         for name in reversed([self.graph.input_name] + [op.name for op in self.graph.ops]):
             succ = self.users[name] or [sink]
@@ -100,14 +102,32 @@ class _Decomposer:
                 items.append(op)
                 cur = op.name
                 continue
-            merge = self.ipdom[cur]
+            merge = self._merge_of(users)
             if merge is None or (stop is not None and merge != stop and
                                  self.order[merge] > self.order[stop]):
                 raise self._tangled(self.ops[users[0]])
             item, cur = self._fan_out(cur, users, self.ops[merge])
             items.append(item)
 
+    def _merge_of(self, users: list[str]) -> str | None:
+        """The first op that every path from `users` reaches (their common post-dominator)."""
+        common = frozenset.intersection(*(self.pdom[u] for u in users)) - {"<end>"}
+        return min(common, key=self.order.__getitem__) if common else None
+
     def _fan_out(self, cur: str, users: list[str], merge: Op) -> tuple[Item, str]:
+        if merge.word == "add" and len(merge.inputs) == 2 and cur in merge.inputs and \
+                len(users) > 2:
+            # x + f(x) where f itself fans x out (InceptionResNet: x + s * conv(concat(...))):
+            # the body is the sequence from x through the other users alone
+            saved = self.users[cur]
+            self.users[cur] = [u for u in users if u != merge.name]
+            try:
+                body, end = self.sequence(cur, merge.name)
+            finally:
+                self.users[cur] = saved
+            if sorted([cur, end]) != sorted(merge.inputs):
+                raise self._tangled(merge)
+            return self._residual([body, []], merge)
         paths: dict[str, list[Item]] = {}
         for user in users:
             if user == merge.name:
@@ -124,15 +144,32 @@ class _Decomposer:
             raise self._tangled(merge)
         branches = [paths[i] for i in merge.inputs]
         if merge.word == "add" and len(branches) == 2:
-            body, short = sorted(branches, key=lambda b: -_size(b))
-            item: Item = Residual(body, short, merge=merge)
-            after = self.users[merge.name]
-            if len(after) == 1 and self.ops[after[0]].word in FOLDABLE and \
-                    not self.ops[after[0]].args and merge.name not in self.graph.outputs:
-                item.act = self.ops[after[0]].word
-                return item, after[0]
-            return item, merge.name
+            return self._residual(branches, merge)
         return Parallel(merge.word, branches, merge=merge), merge.name
+
+    def _residual(self, branches: list[list[Item]], merge: Op) -> tuple[Item, str]:
+        body, short = sorted(branches, key=lambda b: -_size(b))
+        if short and self._rank(short) < self._rank(body):
+            # the source registers the shortcut's weights first (RegNet's `proj`): the
+            # branches keep its order, so that weights loaded by order land right
+            item: Item = Parallel("add", [short, body], merge=merge)
+        else:
+            item = Residual(body, short, merge=merge)
+        after = self.users[merge.name]
+        if len(after) == 1 and self.ops[after[0]].word in FOLDABLE and \
+                not self.ops[after[0]].args and merge.name not in self.graph.outputs:
+            item.act = self.ops[after[0]].word
+            return item, after[0]
+        return item, merge.name
+
+    def _rank(self, items: list[Item]) -> int:
+        """Where the source registers the first module of `items` (torch's named_modules
+        order, which its state_dict follows); the graph's order where it does not say."""
+        from .writer import ops_of
+        registered = {p: i for i, p in enumerate(self.graph.module_types)}
+        ranks = [registered[op.path] for it in items for op in ops_of(it)
+                 if op.path in registered]
+        return min(ranks) if ranks else self.order[ops_of(items[0])[0].name]
 
     def _tangled(self, op: Op) -> SpecError:
         return SpecError("E413", f"cannot import '{op.name}' ({op.source_type}): its inputs do "

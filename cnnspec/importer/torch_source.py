@@ -4,7 +4,9 @@ Each traced call becomes one op with the spec's semantics: torch's symmetric `pa
 stays `padding=P`; BatchNorm2d's momentum m becomes the spec's (Keras') 1 - m; an adaptive
 average pool to 1x1 is `gap` (its flatten then has nothing left to do); an adaptive pool whose
 output equals its input (VGG's 7x7 at 224x224) is dropped with a note, since it is the
-identity only at that input size. Anything else is refused with an E41x error naming the module.
+identity only at that input size; stochastic depth, the identity at inference, is left out
+with a note. A construct the language does not have yet (layer norm, channel split and shuffle,
+layer scale) is refused with E417 naming it; anything else with an E41x error naming the module.
 """
 
 from __future__ import annotations
@@ -12,7 +14,7 @@ from __future__ import annotations
 import operator
 
 from ..errors import SpecError
-from .graph import Graph, Op, scalar, size, unsupported, window
+from .graph import Graph, Op, missing, scalar, size, unsupported, window
 
 ACTIVATIONS = {"ReLU": "relu", "ReLU6": "relu6", "SiLU": "silu", "Sigmoid": "sigmoid",
                "Tanh": "tanh", "Hardswish": "hard_swish", "Hardsigmoid": "hard_sigmoid",
@@ -27,7 +29,19 @@ def load_torchvision(name: str):
     except ValueError:
         raise SpecError("E410", f"torchvision has no model '{name}'",
                         hint="see torchvision.models.list_models()") from None
-    return builder(weights=None).eval()
+    import inspect
+    import warnings
+    kwargs = {}
+    if "aux_logits" in inspect.signature(builder).parameters or name in AUXILIARY:
+        # GoogLeNet's and Inception v3's auxiliary classifiers serve training only (eval's
+        # forward never calls them); torchvision drops them from its pretrained models too
+        kwargs["aux_logits"] = False
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)    # their init_weights notice
+        return builder(weights=None, **kwargs).eval()
+
+
+AUXILIARY = {"googlenet", "inception_v3"}
 
 
 def counts(module) -> tuple[int, int]:
@@ -106,9 +120,29 @@ class _Reader:
             start = node.kwargs.get("start_dim", args[0] if len(node.args) > 1 else 0)
             end = node.kwargs.get("end_dim", args[1] if len(node.args) > 2 else -1)
             self.flatten(node, node.name, "Tensor.flatten", start, end)
+        elif node.op == "call_method" and node.target == "mean" and self._spatial_mean(node):
+            keep = node.kwargs.get("keepdim", node.args[2] if len(node.args) > 2 else False)
+            self.emit(node, "Tensor.mean", "gap", [("flag", "keepdims")] if keep else [])
         else:
-            raise unsupported(node.name, f"{node.op} {node.target}", "only calls of modules "
-                              "and functions are read", code="E414")
+            raise self.construct(node)
+
+    def construct(self, node) -> SpecError:
+        """E417 naming the construct a node belongs to, where it is one the language lacks;
+        else E414 naming the node."""
+        name = node.target if node.op == "call_method" else getattr(node.target, "__name__",
+                                                                    str(node.target))
+        kind = f"Tensor.{name}" if node.op == "call_method" else name
+        found = _construct(node, self.traced)
+        if found:
+            return missing(node.name, kind, found)
+        return unsupported(node.name, f"{node.op} {node.target}", "only calls of modules and "
+                           "functions are read", code="E414")
+
+    def _spatial_mean(self, node) -> bool:
+        dims = node.kwargs.get("dim", node.args[1] if len(node.args) > 1 else None)
+        dims = tuple(dims) if isinstance(dims, (tuple, list)) else (dims,)
+        return len(_shape(node.args[0])) == 4 and sorted(d % 4 for d in dims
+                                                         if isinstance(d, int)) == [2, 3]
 
     # --- modules ---------------------------------------------------------------------------
     def module(self, node, path: str, kind: str, mod) -> None:
@@ -176,20 +210,33 @@ class _Reader:
     def _pool(self, node, path, kind, mod, word):
         if kind == "MaxPool2d" and scalar(mod.dilation) != 1:
             raise unsupported(path, kind, f"dilation={mod.dilation}")
-        pad = scalar(mod.padding)
-        if kind == "AvgPool2d" and pad != 0 and mod.count_include_pad:
-            raise unsupported(path, kind, "count_include_pad=True with padding (the spec's "
-                              "average never counts padded zeros)",
-                              hint="count_include_pad=False is what the spec computes")
-        stride = scalar(mod.stride if mod.stride else mod.kernel_size)
-        args = [("pos", window(mod.kernel_size))]
-        if stride != scalar(mod.kernel_size):
+        counted = kind == "AvgPool2d" and mod.count_include_pad
+        self.pool(node, path, kind, word, mod.kernel_size, mod.stride, mod.padding,
+                  mod.ceil_mode, counted)
+
+    def pool(self, node, path, kind, word, kernel, stride, padding, ceil, counted=False):
+        """A pooling; an average that counts its padding (torch's default count_include_pad)
+        is `zeropad P; avgpool K` (the zeros are then inputs, counted), which is exact."""
+        pad = scalar(padding)
+        stride = scalar(stride if stride else kernel)
+        args = [("pos", window(kernel))]
+        if stride != scalar(kernel):
             args.append(("kw", "stride", stride))
+        inputs = [self.src(node.args[0])]
+        if pad != 0 and counted:
+            if ceil:
+                raise unsupported(path, kind, "count_include_pad=True with ceil_mode=True "
+                                  "(the window past the padding counts no zeros)")
+            pads = pad if isinstance(pad, int) else (pad[0], pad[0], pad[1], pad[1])
+            name = f"{node.name}_pad"
+            self.graph.add(Op(name, kind, "zeropad", [("pos", pads)], inputs,
+                              path=node.target if node.op == "call_module" else None))
+            inputs, pad = [name], 0
         if pad != 0:
             args.append(("kw", "padding", pad))
-        if mod.ceil_mode:
+        if ceil:
             args.append(("kw", "ceil", True))
-        self.emit(node, kind, word, args)
+        self.emit(node, kind, word, args, inputs)
 
     def _m_MaxPool2d(self, node, path, mod):
         self._pool(node, path, "MaxPool2d", mod, "maxpool")
@@ -254,8 +301,30 @@ class _Reader:
             self.emit(node, name, "relu6" if fn is F.relu6 else "relu")
         elif fn in (F.dropout,):
             self.emit(node, name, "dropout", [("pos", float(node.kwargs.get("p", 0.5)))])
+        elif fn in (F.avg_pool2d, F.max_pool2d):
+            self.function_pool(node, name)
+        elif name == "stochastic_depth":
+            # torchvision.ops.stochastic_depth: drops whole residual branches while training,
+            # the identity at inference; the spec has no layer for it yet
+            self.graph.notes.append(f"'{node.name}' (stochastic_depth) is the identity at "
+                                    "inference and is left out.")
+            self.alias[node.name] = self.src(node.args[0])
         else:
-            raise unsupported(node.name, name)
+            raise self.construct(node)
+
+    def function_pool(self, node, name):
+        import torch.nn.functional as F
+        avg = node.target is F.avg_pool2d
+        names = (["kernel_size", "stride", "padding", "ceil_mode", "count_include_pad"] if avg
+                 else ["kernel_size", "stride", "padding", "dilation", "ceil_mode"])
+        given = dict(zip(names, node.args[1:]), **node.kwargs)
+        if not avg and scalar(given.get("dilation", 1)) != 1:
+            raise unsupported(node.name, name, f"dilation={given['dilation']}")
+        if avg and given.get("divisor_override"):
+            raise unsupported(node.name, name, "divisor_override (a fixed divisor)")
+        self.pool(node, node.name, name, "avgpool" if avg else "maxpool", given["kernel_size"],
+                  given.get("stride"), given.get("padding", 0), given.get("ceil_mode", False),
+                  avg and given.get("count_include_pad", True))
 
     def flatten(self, node, path, kind, start, end):
         if start != 1 or end != -1:
@@ -298,6 +367,40 @@ class _Reader:
         return bool(node.users) and all(
             (u.op == "call_function" and u.target is torch.flatten) or
             (u.op == "call_method" and u.target == "flatten") for u in node.users)
+
+
+# torch modules and calls that are constructs the language does not have yet (issue 16)
+MODULES = {"LayerNorm": "layer norm", "LayerNorm2d": "layer norm over channels",
+           "GroupNorm": "group norm", "LocalResponseNorm": "torch's local response norm",
+           "StochasticDepth": "stochastic depth", "ChannelShuffle": "channel shuffle",
+           "Upsample": "torch's upsampling"}
+CALLS = {"layer_norm": "layer norm", "group_norm": "group norm",
+         "chunk": "channel split (Tensor.chunk)", "split": "channel split (Tensor.split)",
+         "getitem": "channel split (a tensor indexed)"}
+SHUFFLE = {"size", "view", "reshape", "transpose", "contiguous", "floordiv"}
+
+
+def _construct(node, traced) -> str | None:
+    """The construct an unreadable node belongs to: ConvNeXt's channels-last layer norm
+    (permute, layer_norm, permute) and layer scale (a parameter times the branch), ShuffleNet's
+    channel split (chunk) and shuffle (view, transpose, view)."""
+    name = node.target if node.op == "call_method" else getattr(node.target, "__name__", "")
+    calls = {n.target if n.op == "call_method" else getattr(n.target, "__name__", "")
+             for n in traced.graph.nodes if n.op in ("call_method", "call_function")}
+    modules = {type(traced.get_submodule(n.target)).__name__ for n in traced.graph.nodes
+               if n.op == "call_module"}
+    if node.op == "get_attr":
+        if any(u.op == "call_function" and getattr(u.target, "__name__", "") == "mul"
+               for u in node.users):
+            return f"layer scale (the learned per-channel scale '{node.target}')"
+        return f"a parameter used outside a layer ('{node.target}')"
+    if name == "permute":
+        if "layer_norm" in calls or "LayerNorm" in modules:
+            return "layer norm over channels (channels-last: permute, layer_norm, permute)"
+        return "a permutation of axes"
+    if name in SHUFFLE and {"view", "transpose"} <= calls:
+        return "channel shuffle (view, transpose, view)"
+    return CALLS.get(name)
 
 
 def _window(stride, pad, dilation) -> list[tuple]:

@@ -8,10 +8,17 @@ parameter, or a fixed multiple of it (`f*4`), or of the block input's channels
 or a multiple, since `in_channels//2` reads worse than a parameter), is written as that expression; the rest are parameters, a stride defaulting
 to 1. The expression reproduces every occurrence exactly, so the blocks change no number.
 Consecutive equal lines (`bottleneck 64` three times) become `repeat N { ... }`.
+
+The source's own names are kept where they are names of the language: a torch model's
+top-level container that holds several statements (ResNet's `layer1`, VGG's `features`)
+becomes a block of that name called once (`layer1 = layer1`), and a top-level module that is
+one statement is named after it (`fc = dense 1000`), so that transfer settings written against
+the source's names (`freeze until layer3`) find them.
 """
 
 from __future__ import annotations
 
+import keyword
 import re
 from collections import Counter
 from dataclasses import dataclass, field
@@ -33,7 +40,8 @@ def signature(item) -> tuple:
     if isinstance(item, Residual):
         return ("residual", item.act, tuple(map(signature, item.body)),
                 tuple(map(signature, item.shortcut)))
-    return ("parallel", item.op, tuple(tuple(map(signature, b)) for b in item.branches))
+    return ("parallel", item.op, item.act,
+            tuple(tuple(map(signature, b)) for b in item.branches))
 
 
 def ops_of(item) -> list[Op]:
@@ -50,6 +58,14 @@ class Run:
     """Consecutive ops that form a block body (used bare and inside residuals)."""
 
     ops: list[Op]
+
+
+@dataclass
+class Stage:
+    """Top-level items that one container of the source holds (ResNet's layer1)."""
+
+    name: str
+    items: list
 
 
 @dataclass
@@ -120,6 +136,7 @@ class Writer:
         self.channels = _channels(graph)
         self.blocks: list[Block] = []
         self.block_of: dict[int, Block] = {}
+        self.labels: dict[int, str] = {}        # id(item) -> the source's name for it
 
     # --- finding blocks ----------------------------------------------------------------------
     def find_blocks(self, items: list[Item], runs: bool = True) -> list[Item]:
@@ -214,14 +231,58 @@ class Writer:
             common.pop()
         return None
 
+    def stages(self, items: list[Item]) -> list:
+        """Top-level runs of items held by one container of the source as `Stage`s, and single
+        top-level modules labelled with their names (see the module docstring)."""
+        if not self.graph.module_types:
+            return items
+        from ..layers import KEYWORDS
+        from ..textmate import grammar_keywords
+        # a layer's keyword names a tensor well (`fc = dense 1000`); the grammar's words and
+        # the blocks' names do not
+        reserved = {*grammar_keywords(), "else", "input", "output", "model",
+                    *(b.name for b in self.blocks)}
+        runs: list[tuple[str | None, list]] = []
+        for it in items:
+            root = self._root(it)
+            if runs and root is not None and runs[-1][0] == root:
+                runs[-1][1].append(it)
+            else:
+                runs.append((root, [it]))
+        seen = Counter(root for root, _ in runs)
+        out: list = []
+        for root, run in runs:
+            usable = root is not None and seen[root] == 1 and root.isidentifier() and \
+                not keyword.iskeyword(root) and not root.startswith("__") and \
+                root not in reserved
+            if usable and len(run) > 1:
+                # a block may not take a layer kind's name (E216): those stay unnamed
+                out += [Stage(root, run)] if root not in KEYWORDS else run
+            elif usable and not re.fullmatch(r"[a-z]+[0-9]+", root):
+                self.labels[id(run[0])] = root     # conv1, bn1: what the spec calls them too
+                out += run
+            else:
+                out += run
+        return out
+
+    def _root(self, item) -> str | None:
+        """The top-level module that holds all of an item's modules, if one does."""
+        roots = {op.path.split(".")[0] for op in ops_of(item) if op.path}
+        return roots.pop() if len(roots) == 1 else None
+
     # --- writing -----------------------------------------------------------------------------
-    def definitions(self) -> list[str]:
+    def definitions(self, stages: list | None = None) -> list[str]:
         lines = []
         for b in self.blocks:
             params = ", ".join(n if d is None else f"{n}={d}" for n, d in b.params)
             lines.append(f"block {b.name}({params}) {{")
             lines += _indent(self.sequence(b.items, iter(b.texts), inline=True))
             lines.append("}")
+        for st in stages or []:        # after the blocks they call
+            if isinstance(st, Stage):
+                lines.append(f"block {st.name}() {{")
+                lines += _indent(self.sequence(st.items))
+                lines.append("}")
         return lines
 
     def sequence(self, items: list[Item], texts=None, inline=False) -> list[str]:
@@ -230,8 +291,16 @@ class Writer:
         line: list[str] = []
         has_primary = False
         for it in items:
+            label = self.labels.get(id(it)) if texts is None else None
+            if isinstance(it, Stage):
+                if line:
+                    lines.append("; ".join(line))
+                    line, has_primary = [], False
+                lines.append(f"{it.name} = {it.name}")
+                continue
             if isinstance(it, Op):
                 text = it.render([next(texts) for _ in it.slots()] if texts else None)
+                text = f"{label} = {text}" if label else text
                 starts = _starts_line(it, line)
                 if line and (starts and has_primary or
                              len("; ".join(line + [text])) > MAX_WIDTH):
@@ -245,9 +314,12 @@ class Writer:
                 line, has_primary = [], False
             block = self.block_of.get(id(it)) if texts is None else None
             if isinstance(it, Run) and block is None:
-                lines += self.sequence(it.ops, texts, inline=True)
+                written = self.sequence(it.ops, texts, inline=True)
             else:
-                lines += [block.call(it)] if block else self.structure(it, texts)
+                written = [block.call(it)] if block else self.structure(it, texts)
+            if label and written:
+                written[0] = f"{label} = {written[0]}"
+            lines += written
         if line:
             lines.append("; ".join(line))
         return lines if inline else _repeats(lines)
@@ -264,7 +336,7 @@ class Writer:
                 lines += ["} shortcut {",
                           *_indent(self.sequence(item.shortcut, texts, inline=True))]
             return lines + ["}"]
-        lines = [f"parallel {item.op} {{"]
+        lines = [f"parallel {item.op}{f' {item.act}' if item.act else ''} {{"]
         for branch in item.branches:
             body = self.sequence(branch, texts, inline=True)
             if not body:
