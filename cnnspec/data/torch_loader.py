@@ -50,19 +50,34 @@ class _Failed:
 
 class _Loader(tud.DataLoader):
     def __iter__(self):
+        batches = super().__iter__()
         try:
-            for batch in super().__iter__():
+            for batch in batches:
                 if isinstance(batch, _Failed):
+                    _stop(batches)
                     raise DataError(batch.message, batch.hint)
                 yield batch
-        except RuntimeError as exc:
-            if "DataLoader worker" not in str(exc):
+        except (RuntimeError, ConnectionError, EOFError) as exc:
+            if isinstance(exc, RuntimeError) and "DataLoader worker" not in str(exc):
                 raise
+            _stop(batches)
             # killed (out of memory, kill -9) or crashed in a library: the finished epochs
-            # are saved, so the run can go on from them
-            raise DataError(f"a decoding worker died: {str(exc).splitlines()[0]}",
+            # are saved, so the run can go on from them. A worker that dies while a batch's
+            # shared memory is being handed over shows as a reset connection instead of
+            # torch's RuntimeError, depending on when it died.
+            first = (str(exc).splitlines() or [type(exc).__name__])[0]
+            raise DataError(f"a decoding worker died: {first}",
                             hint="continue with --resume; if memory ran out, use fewer "
                                  "--workers or --cache none") from None
+
+
+def _stop(batches) -> None:
+    """End the iterator's workers now: torch watches them with a SIGCHLD handler until they
+    are shut down, and a dead one left registered raises later, anywhere in the process.
+    (`_shutdown_workers` is what the iterator's own __del__ calls, at an unknown time.)"""
+    shutdown = getattr(batches, "_shutdown_workers", None)
+    if shutdown is not None:
+        shutdown()
 
 
 def _as_is(batch: dict) -> dict:
