@@ -296,6 +296,18 @@ class Elaborator:
             if body is not None:
                 raise SpecError("E221", f"block '{word}' takes no body here", span_of(body))
             return self._call(self.blocks[word], args, stmt, scope, current, name)
+        if word not in KEYWORDS and isinstance(scope.env.get(word), Word):
+            # a block parameter carrying an activation, used as a line: `block b(act=relu)
+            # { conv 8 3x3; act }`; `none` (or linear) makes the line nothing
+            fn = scope.env[word].text
+            if fn in ("none", "linear") and not rest and body is None:
+                return current
+            if fn not in ACTIVATIONS and fn not in ACTIVATION_ALIASES:
+                raise SpecError("E202", f"'{word}' is '{fn}' here, which is not an activation",
+                                span_of(word_tok), received=fn,
+                                expected=", ".join((*ACTIVATIONS, "none")),
+                                hint=did_you_mean(fn, ACTIVATIONS))
+            word = fn
         if word not in KEYWORDS:
             hint = did_you_mean(word, list(KEYWORDS) + list(self.blocks))
             raise SpecError("E202", f"unknown layer '{word}'", span_of(word_tok),
@@ -319,7 +331,8 @@ class Elaborator:
                 text = value.text
                 if text in cls.flags:
                     values.update(cls.flags[text])
-                elif has_act and (text in ACTIVATIONS or text in ACTIVATION_ALIASES):
+                elif has_act and (text in ACTIVATIONS or text in ACTIVATION_ALIASES
+                                  or text == "none"):
                     values["activation"] = text
                 elif cls.takes_refs:
                     refs.append(self._tensor(text, scope, span))

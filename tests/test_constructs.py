@@ -295,3 +295,36 @@ def test_rescale_per_channel_is_keras_rescaling_with_a_list():
     _, got = _torch_out(model, x)
     _same(got, expected, 1e-5)
     _same(np.asarray(_keras_model(model)(x)), expected, 1e-5)
+
+
+# --- activations as values of block parameters -----------------------------------------------
+
+ACT_BLOCK = """input 8x8x3
+block unit(act=relu) {
+  conv 4 3x3 same act
+  act
+}
+"""
+
+
+@pytest.mark.parametrize("value,inline,line", [
+    ("", "relu", "relu"), ("act=silu", "silu", "silu"), ("act=swish", "silu", "silu"),
+    ("act=leaky_relu", "leaky_relu", "leaky_relu"), ("act=none", None, None),
+])
+def test_an_activation_is_a_value_a_block_parameter_carries(value, inline, line):
+    model = cnnspec.compile_text(ACT_BLOCK + f"unit {value}\n")
+    kinds = [n.kind for n in model.nodes[1:]]
+    assert model.nodes[1].layer.activation == inline
+    assert kinds == (["conv", "activation"] if line else ["conv"])
+    if line:
+        assert model.nodes[2].layer.fn == line
+        _, got = _torch_out(model, _nhwc((1, 8, 8, 3)))
+        assert got.shape == (1, 8, 8, 4)
+
+
+def test_a_parameter_that_is_not_an_activation_is_refused_where_it_is_used():
+    with pytest.raises(cnnspec.SpecErrors) as info:
+        cnnspec.compile_text(ACT_BLOCK.replace("  conv 4 3x3 same act\n", "") + "unit act=relux\n")
+    err = info.value.errors[0]
+    assert (err.code, err.span.line) == ("E202", 3)
+    assert "not an activation" in err.message and "relu" in (err.hint or "")
