@@ -91,6 +91,7 @@ class Elaborator:
         self.compile_spec = None
         self.transfer_spec = None
         self._transfer_tree = None
+        self.defaults: dict[str, dict] = {}   # layer kind -> arguments (the defaults section)
         self.work = 0               # nodes made plus repeat iterations run
 
     # --- entry ---------------------------------------------------------------------------------
@@ -103,13 +104,15 @@ class Elaborator:
         for item in items:          # blocks first: they may be used before they are defined
             if is_tree(item, "block_def"):
                 self._guard(self._define_block, item)
+            elif is_tree(item, "defaults"):   # and defaults hold for every line, before or after
+                self._guard(self._defaults, item)
         for item in items:
             kind = item.data
             if kind == "model":
                 self.model_name = self._guard(check_name, item.children[0], "model")
             elif kind == "input":
                 current = self._guard(self._input, item) or current
-            elif kind == "block_def":
+            elif kind in ("block_def", "defaults"):
                 continue
             elif kind == "output":
                 self._guard(self._output, item, top)
@@ -215,6 +218,46 @@ class Elaborator:
             if self._transfer_tree is not None:
                 raise SpecError("E218", "a second transfer section", span_of(item))
             self._transfer_tree = item
+
+    def _defaults(self, item: Tree) -> None:
+        """`defaults { bn eps=1e-3 momentum=0.99; conv nobias }`: arguments every layer of a
+        kind starts from (any keyword of the kind), before the line's own. Named arguments
+        and flags only: a bare number would mean a different field for each keyword."""
+        for stmt in item.children[0].children:
+            if not is_tree(stmt, "layer") or is_tree(stmt.children[-1], "body"):
+                raise SpecError("E226", "the defaults section holds layer lines only",
+                                span_of(stmt), hint="e.g. defaults { bn eps=1e-3; conv nobias }")
+            word_tok, *rest = stmt.children
+            word = str(word_tok)
+            if word not in KEYWORDS:
+                raise SpecError("E202", f"unknown layer '{word}'", span_of(word_tok),
+                                received=word, hint=did_you_mean(word, list(KEYWORDS)))
+            cls, _ = KEYWORDS[word]
+            args = self._args(rest, Scope())
+            values: dict = {}
+            for value, span in args.pos:
+                text = value.text if isinstance(value, Word) else None
+                if text in cls.flags:
+                    values.update(cls.flags[text])
+                elif "activation" in cls.model_fields and text is not None and (
+                        text in ACTIVATIONS or text in ACTIVATION_ALIASES or text == "none"):
+                    values["activation"] = text
+                else:
+                    raise SpecError("E203", f"a default of '{word}' is named (arg=value) or a "
+                                    f"flag, not '{describe(value)}'", span,
+                                    expected=", ".join(cls.flags) or "name=value",
+                                    hint=cls.kind_doc)
+            fields = set(cls.model_fields) - {"kind"}
+            for key, (value, span) in args.kw.items():
+                if key not in fields:
+                    raise SpecError("E204", f"'{word}' has no argument '{key}'", span,
+                                    expected=", ".join(sorted(fields)),
+                                    hint=did_you_mean(key, fields))
+                values[key] = value.text if isinstance(value, Word) else value
+            kind = cls.model_fields["kind"].default
+            for key in values.keys() & self.defaults.get(kind, {}).keys():
+                raise SpecError("E219", f"a second default for {kind} '{key}'", span_of(stmt))
+            self.defaults.setdefault(kind, {}).update(values)
 
     def _transfer(self, item: Tree, top: Scope, current: str | None) -> str | None:
         spec, head_at, head_body = settings.transfer_section(item)
@@ -323,7 +366,9 @@ class Elaborator:
 
     def _build_layer(self, cls: type[Layer], preset: dict, word: str, args: Args,
                      scope: Scope, where: Span | None = None) -> tuple[Layer, list[str]]:
-        values, refs = dict(preset), []
+        # the kind's defaults, then the keyword's preset (maxpool is max whatever the
+        # defaults say), then the line's own arguments
+        values, refs = {**self.defaults.get(cls.model_fields["kind"].default, {}), **preset}, []
         slots = [f for f in cls.positional if f not in args.kw]
         has_act = "activation" in cls.model_fields
         for value, span in args.pos:

@@ -202,7 +202,7 @@ def _segments(stmt, prefix: str = "") -> list[tuple[str, Tree]] | None:
                                                  if len(p.children) > 1 else "")
                            for p in ch[1:-1])
         return [(f"{prefix}block {ch[0]}({params})", ch[-1])]
-    if kind in ("compile", "transfer"):
+    if kind in ("compile", "transfer", "defaults"):
         return [(f"{prefix}{kind}", ch[0])]
     if kind == "layer":
         return [(f"{prefix}{ch[0]}{_args(ch[1:-1])}", ch[-1])]
