@@ -292,7 +292,7 @@ class Elaborator:
                 raise SpecError("E202", f"unknown layer '{word}'", span_of(word_tok),
                                 received=word, hint=did_you_mean(word, list(KEYWORDS)))
             cls, _ = KEYWORDS[word]
-            args = self._args(rest, Scope())
+            args = self._args(rest, Scope(env=dict(self.globals)))   # a scale's values too
             values: dict = {}
             for value, span in args.pos:
                 text = value.text if isinstance(value, Word) else None
