@@ -116,8 +116,8 @@ def _expr(tree, tight: bool) -> str:
         if _int_tuple(tree):      # evaluates exactly like a size: (3, 3) == 3x3
             return "x".join(str(c.children[0]) for c in ch)
         return "(" + ", ".join(_sub(c, 0, tight) for c in ch) + ")"
-    if kind == "call":          # the FUNC token holds the name and its bracket
-        return str(ch[0]) + ", ".join(_sub(c, 0, tight) for c in ch[1:] if c is not None) + ")"
+    if kind == "call":          # round_filters(32): the bracket right after the name
+        return str(ch[0]) + "(" + ", ".join(_sub(c, 0, tight) for c in ch[1:] if c is not None) + ")"
     if kind == "neg":
         return "-" + _sub(ch[0], 7, tight)
     if kind == "not_":

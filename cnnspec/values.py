@@ -133,7 +133,7 @@ def make_divisible(value: float, divisor: int = 8) -> int:
 
 
 def _call(tree, env: dict):
-    name = str(tree.children[0])[:-1]
+    name = str(tree.children[0])
     args = [_number(_evaluate(c, env), c, env) for c in tree.children[1:] if c is not None]
     arity = {"round_filters": (1, 1), "round_repeats": (1, 1), "make_divisible": (1, 2),
              "ceil": (1, 1), "floor": (1, 1), "int": (1, 1), "min": (2, 8), "max": (2, 8)}
