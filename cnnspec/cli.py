@@ -57,6 +57,9 @@ def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
         p = sub.add_parser(mod.NAME, help=mod.HELP, description=getattr(mod, "DESCRIPTION",
                                                                           mod.HELP))
         mod.configure(p)
+        p.add_argument("--scale", metavar="NAME", default=None,
+                       help="compile at this named scale of the spec's scales section "
+                            "(default: its first)")
         p.set_defaults(_run=mod.run)
     return parser
 
@@ -71,6 +74,8 @@ def main(argv: list[str] | None = None) -> int:
     if not getattr(args, "_run", None):
         parser.print_help()
         return EXIT_USAGE
+    from .commands import _common
+    _common.selected_scale = getattr(args, "scale", None)
     try:
         return args._run(args)
     except KeyboardInterrupt:

@@ -12,15 +12,16 @@ from .ir import Model
 from .parse import parse_text
 
 
-def compile_text(text: str, path: str | None = None) -> Model:
-    """Compile spec text to IR; raises SpecErrors (each error located, with `path` set)."""
+def compile_text(text: str, path: str | None = None, scale: str | None = None) -> Model:
+    """Compile spec text to IR; raises SpecErrors (each error located, with `path` set).
+    `scale` names one of the spec's scales (its first if None)."""
     with collector_paused():
         try:
             tree = parse_text(text)
         except SpecError as err:
             raise SpecErrors([err.located(path)]) from None
         try:
-            return elaborate(tree, path)
+            return elaborate(tree, path, scale)
         except RecursionError:
             raise SpecErrors([SpecError("E106", "the spec is nested too deeply", Span(1, 1),
                                         path=path)]) from None
@@ -42,7 +43,7 @@ def collector_paused():
             gc.enable()
 
 
-def compile_file(path: str | Path) -> Model:
+def compile_file(path: str | Path, scale: str | None = None) -> Model:
     path = Path(path)
     try:
         data = path.read_bytes()
@@ -56,7 +57,7 @@ def compile_file(path: str | Path) -> Model:
         raise SpecErrors([SpecError("E107", "the spec is not UTF-8 text",
                                     path=str(path), hint="save the file as UTF-8",
                                     span=_span(line))]) from None
-    model = compile_text(text, str(path))
+    model = compile_text(text, str(path), scale)
     if model.name == "model":
         model.name = _text(path.stem)
     return model

@@ -23,7 +23,7 @@ from .layers import KEYWORDS, Layer, ShapeError, fmt_shape
 from .layers.base import ACTIVATION_ALIASES, ACTIVATIONS
 from .parse import Tree
 from .pydantic_errors import layer_error
-from .values import Word, describe, evaluate, is_tree, span_of
+from .values import DEPTH, WIDTH, Word, describe, evaluate, is_tree, span_of
 
 MAX_NODES = 20_000        # ~2 s of elaboration; the largest published CNNs have ~1,000
 MAX_REPEAT = 100_000
@@ -77,9 +77,12 @@ class Args:
 
 
 class Elaborator:
-    def __init__(self, tree: Tree, path: str | None = None):
+    def __init__(self, tree: Tree, path: str | None = None, scale: str | None = None):
         self.tree = tree
         self.path = path
+        self.scale = scale
+        self.globals: dict = {}     # the selected scale's multipliers and values
+        self.scale_input: tuple | None = None
         self.errors: list[SpecError] = []
         self.nodes: list[Node] = []
         self.shapes: dict[str, tuple | None] = {}
@@ -91,25 +94,32 @@ class Elaborator:
         self.compile_spec = None
         self.transfer_spec = None
         self._transfer_tree = None
+        self.defaults: dict[str, dict] = {}   # layer kind -> arguments (the defaults section)
         self.work = 0               # nodes made plus repeat iterations run
 
     # --- entry ---------------------------------------------------------------------------------
     def run(self) -> Model:
-        top = Scope()
         current: str | None = None
         items = self.tree.children
         for err in check_once(items):
             self._error(err)
+        scales = [item for item in items if is_tree(item, "scales")]
+        self._guard(self._select_scale, scales)
+        if self.errors:
+            return self._fail()
+        top = Scope(env=dict(self.globals))
         for item in items:          # blocks first: they may be used before they are defined
             if is_tree(item, "block_def"):
                 self._guard(self._define_block, item)
+            elif is_tree(item, "defaults"):   # and defaults hold for every line, before or after
+                self._guard(self._defaults, item)
         for item in items:
             kind = item.data
             if kind == "model":
                 self.model_name = self._guard(check_name, item.children[0], "model")
             elif kind == "input":
                 current = self._guard(self._input, item) or current
-            elif kind == "block_def":
+            elif kind in ("block_def", "defaults", "scales"):
                 continue
             elif kind == "output":
                 self._guard(self._output, item, top)
@@ -135,6 +145,7 @@ class Elaborator:
         # the schema of every layer kind, a third of a `cnnspec summary` (tests check that
         # `Model.model_validate_json(m.to_json()) == m`).
         model = Model.model_construct(name=self.model_name or "model", nodes=self.nodes,
+                                      scale=self.scale,
                                       outputs=self.outputs, groups=self.groups,
                                       compile=self.compile_spec, transfer=self.transfer_spec,
                                       source=self.path)
@@ -190,6 +201,8 @@ class Elaborator:
         if len(item.children) > 1:
             raise SpecError("E204", "input takes no other arguments", span_of(item.children[1]))
         shape = value if isinstance(value, tuple) else (value,)
+        if self.scale_input is not None:    # the selected scale's resolution
+            shape = self.scale_input
         if len(shape) != 3 and len(shape) != 1:
             raise SpecError("E212", f"input {fmt_shape(shape)}: expected height x width x "
                             "channels, or a vector length", span_of(item),
@@ -215,6 +228,95 @@ class Elaborator:
             if self._transfer_tree is not None:
                 raise SpecError("E218", "a second transfer section", span_of(item))
             self._transfer_tree = item
+
+    def _select_scale(self, sections: list[Tree]) -> None:
+        """`scales { b0 width=1.0 depth=1.0; b1 width=1.0 depth=1.1 input=240x240x3 ... }`:
+        one line per named scale. The selected one (the first unless `--scale NAME`) sets the
+        width and depth multipliers of round_filters() / round_repeats(), may replace the
+        input size, and binds its other values (dropout=0.2) as names every block sees."""
+        if len(sections) > 1:
+            raise SpecError("E218", "a second scales section", span_of(sections[1]))
+        if not sections:
+            if self.scale is not None:
+                raise SpecError("E228", f"the spec has no scales, so no scale '{self.scale}'",
+                                Span(1, 1), hint="add a section: scales { small width=0.5; "
+                                "large width=1.0 depth=1.2 }")
+            return
+        lines: dict[str, Tree] = {}
+        for stmt in sections[0].children[0].children:
+            if not is_tree(stmt, "layer") or is_tree(stmt.children[-1], "body"):
+                raise SpecError("E226", "the scales section holds one line per scale",
+                                span_of(stmt), hint="e.g. b1 width=1.0 depth=1.1 input=240x240x3")
+            name = str(stmt.children[0])
+            if name in lines:
+                raise SpecError("E207", f"the scale '{name}' is defined twice", span_of(stmt))
+            lines[name] = stmt
+        if not lines:
+            raise SpecError("E226", "the scales section is empty", span_of(sections[0]))
+        if self.scale is None:
+            self.scale = next(iter(lines))
+        if self.scale not in lines:
+            raise SpecError("E228", f"unknown scale '{self.scale}'", span_of(sections[0]),
+                            received=self.scale, expected=", ".join(lines),
+                            hint=did_you_mean(self.scale, lines))
+        args = self._args(lines[self.scale].children[1:], Scope())
+        if args.pos:
+            raise SpecError("E203", "a scale's values are named: width=W depth=D input=HxWxC",
+                            args.pos[0][1])
+        for key, (value, span) in args.kw.items():
+            if key in ("width", "depth"):
+                if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0:
+                    raise SpecError("E228", f"{key} is a positive multiplier, received "
+                                    f"{describe(value)}", span)
+                self.globals[WIDTH if key == "width" else DEPTH] = float(value)
+            elif key == "input":
+                if not (isinstance(value, tuple) and len(value) in (1, 3)
+                        and all(isinstance(v, int) and v > 0 for v in value)):
+                    raise SpecError("E212", f"a scale's input is HxWxC, received "
+                                    f"{describe(value)}", span)
+                self.scale_input = value
+            else:
+                self.globals[key] = value
+
+    def _defaults(self, item: Tree) -> None:
+        """`defaults { bn eps=1e-3 momentum=0.99; conv nobias }`: arguments every layer of a
+        kind starts from (any keyword of the kind), before the line's own. Named arguments
+        and flags only: a bare number would mean a different field for each keyword."""
+        for stmt in item.children[0].children:
+            if not is_tree(stmt, "layer") or is_tree(stmt.children[-1], "body"):
+                raise SpecError("E226", "the defaults section holds layer lines only",
+                                span_of(stmt), hint="e.g. defaults { bn eps=1e-3; conv nobias }")
+            word_tok, *rest = stmt.children
+            word = str(word_tok)
+            if word not in KEYWORDS:
+                raise SpecError("E202", f"unknown layer '{word}'", span_of(word_tok),
+                                received=word, hint=did_you_mean(word, list(KEYWORDS)))
+            cls, _ = KEYWORDS[word]
+            args = self._args(rest, Scope(env=dict(self.globals)))   # a scale's values too
+            values: dict = {}
+            for value, span in args.pos:
+                text = value.text if isinstance(value, Word) else None
+                if text in cls.flags:
+                    values.update(cls.flags[text])
+                elif "activation" in cls.model_fields and text is not None and (
+                        text in ACTIVATIONS or text in ACTIVATION_ALIASES or text == "none"):
+                    values["activation"] = text
+                else:
+                    raise SpecError("E203", f"a default of '{word}' is named (arg=value) or a "
+                                    f"flag, not '{describe(value)}'", span,
+                                    expected=", ".join(cls.flags) or "name=value",
+                                    hint=cls.kind_doc)
+            fields = set(cls.model_fields) - {"kind"}
+            for key, (value, span) in args.kw.items():
+                if key not in fields:
+                    raise SpecError("E204", f"'{word}' has no argument '{key}'", span,
+                                    expected=", ".join(sorted(fields)),
+                                    hint=did_you_mean(key, fields))
+                values[key] = value.text if isinstance(value, Word) else value
+            kind = cls.model_fields["kind"].default
+            for key in values.keys() & self.defaults.get(kind, {}).keys():
+                raise SpecError("E219", f"a second default for {kind} '{key}'", span_of(stmt))
+            self.defaults.setdefault(kind, {}).update(values)
 
     def _transfer(self, item: Tree, top: Scope, current: str | None) -> str | None:
         spec, head_at, head_body = settings.transfer_section(item)
@@ -296,6 +398,18 @@ class Elaborator:
             if body is not None:
                 raise SpecError("E221", f"block '{word}' takes no body here", span_of(body))
             return self._call(self.blocks[word], args, stmt, scope, current, name)
+        if word not in KEYWORDS and isinstance(scope.env.get(word), Word):
+            # a block parameter carrying an activation, used as a line: `block b(act=relu)
+            # { conv 8 3x3; act }`; `none` (or linear) makes the line nothing
+            fn = scope.env[word].text
+            if fn in ("none", "linear") and not rest and body is None:
+                return current
+            if fn not in ACTIVATIONS and fn not in ACTIVATION_ALIASES:
+                raise SpecError("E202", f"'{word}' is '{fn}' here, which is not an activation",
+                                span_of(word_tok), received=fn,
+                                expected=", ".join((*ACTIVATIONS, "none")),
+                                hint=did_you_mean(fn, ACTIVATIONS))
+            word = fn
         if word not in KEYWORDS:
             hint = did_you_mean(word, list(KEYWORDS) + list(self.blocks))
             raise SpecError("E202", f"unknown layer '{word}'", span_of(word_tok),
@@ -311,7 +425,9 @@ class Elaborator:
 
     def _build_layer(self, cls: type[Layer], preset: dict, word: str, args: Args,
                      scope: Scope, where: Span | None = None) -> tuple[Layer, list[str]]:
-        values, refs = dict(preset), []
+        # the kind's defaults, then the keyword's preset (maxpool is max whatever the
+        # defaults say), then the line's own arguments
+        values, refs = {**self.defaults.get(cls.model_fields["kind"].default, {}), **preset}, []
         slots = [f for f in cls.positional if f not in args.kw]
         has_act = "activation" in cls.model_fields
         for value, span in args.pos:
@@ -319,7 +435,8 @@ class Elaborator:
                 text = value.text
                 if text in cls.flags:
                     values.update(cls.flags[text])
-                elif has_act and (text in ACTIVATIONS or text in ACTIVATION_ALIASES):
+                elif has_act and (text in ACTIVATIONS or text in ACTIVATION_ALIASES
+                                  or text == "none"):
                     values["activation"] = text
                 elif cls.takes_refs:
                     refs.append(self._tensor(text, scope, span))
@@ -447,7 +564,7 @@ class Elaborator:
 
     def _bind(self, block: BlockDef, args: Args, span) -> dict:
         names = [p for p, _ in block.params]
-        env: dict = {}
+        env: dict = dict(self.globals)
         if len(args.pos) > len(names):
             raise SpecError("E210", f"block '{block.name}' takes {len(names)} argument(s), "
                             f"received {len(args.pos)}", args.pos[len(names)][1],
@@ -718,6 +835,8 @@ def _ir_span(span: Span | None) -> IRSpan | None:
     return IRSpan.model_construct(**span.to_dict()) if span else None
 
 
-def elaborate(tree: Tree, path: str | None = None) -> Model:
-    return Elaborator(tree, path).run()
+def elaborate(tree: Tree, path: str | None = None, scale: str | None = None) -> Model:
+    """The IR of a syntax tree; `scale` picks one of the spec's named scales (the first if
+    None)."""
+    return Elaborator(tree, path, scale).run()
 

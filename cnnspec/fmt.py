@@ -116,6 +116,8 @@ def _expr(tree, tight: bool) -> str:
         if _int_tuple(tree):      # evaluates exactly like a size: (3, 3) == 3x3
             return "x".join(str(c.children[0]) for c in ch)
         return "(" + ", ".join(_sub(c, 0, tight) for c in ch) + ")"
+    if kind == "call":          # round_filters(32): the bracket right after the name
+        return str(ch[0]) + "(" + ", ".join(_sub(c, 0, tight) for c in ch[1:] if c is not None) + ")"
     if kind == "neg":
         return "-" + _sub(ch[0], 7, tight)
     if kind == "not_":
@@ -202,7 +204,7 @@ def _segments(stmt, prefix: str = "") -> list[tuple[str, Tree]] | None:
                                                  if len(p.children) > 1 else "")
                            for p in ch[1:-1])
         return [(f"{prefix}block {ch[0]}({params})", ch[-1])]
-    if kind in ("compile", "transfer"):
+    if kind in ("compile", "transfer", "defaults", "scales"):
         return [(f"{prefix}{kind}", ch[0])]
     if kind == "layer":
         return [(f"{prefix}{ch[0]}{_args(ch[1:-1])}", ch[-1])]

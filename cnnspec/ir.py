@@ -149,6 +149,8 @@ class Model(BaseModel):
     compile: CompileSpec | None = None
     transfer: TransferSpec | None = None
     source: str | None = Field(None, description="the spec file this came from")
+    scale: str | None = Field(None, description="the named scale it was compiled at (the "
+                              "spec's scales section), if any")
 
     @model_validator(mode="before")
     @classmethod

@@ -41,7 +41,7 @@ _BRACKETS = re.compile(r'"(?:[^"\\\n]|\\.)*"|#[^\n]*|[{}()]')
 
 # What each terminal is called in an error message.
 _TERMINAL_WORDS = {
-    "NAME": "a name", "INT": "a whole number", "FLOAT": "a number", "DIMS": "a size like 3x3",
+    "NAME": "a name", "FUNC": "a function like round_filters", "INT": "a whole number", "FLOAT": "a number", "DIMS": "a size like 3x3",
     "STRING": "a quoted string", "REF": "a source like torchvision:resnet18",
     "_NL": "a new line", "_SEMI": "';'", "LBRACE": "'{'", "RBRACE": "'}'", "LPAR": "'('",
     "RPAR": "')'", "COMMA": "','", "EQUAL": "'='", "COMP_OP": "a comparison",

@@ -34,6 +34,15 @@ EXAMPLES: dict[str, tuple[str, str]] = {
     "lrn": ("27x27x96", "lrn size=5 alpha=1e-4 beta=0.75 k=2"),
     "pool": ("32x32x64", "maxpool 3 stride=2 same"),
     "global_pool": ("7x7x512", "gap"),
+    "adaptive_pool": ("13x13x256", "adaptive_avgpool 6x6"),
+    "layernorm": ("56x56x96", "layernorm eps=1e-6"),
+    "groupnorm": ("28x28x64", "groupnorm 32"),
+    "layerscale": ("56x56x96", "layerscale 1e-6"),
+    "normalize": ("224x224x3", ("normalize mean=(0.485, 0.456, 0.406) "
+                                "variance=(0.052, 0.050, 0.051)")),
+    "stochastic_depth": ("56x56x96", "stochastic_depth 0.1"),
+    "channel_shuffle": ("28x28x116", "shuffle 2"),
+    "split": ("28x28x116", "left = split 2 0"),
 }
 
 

@@ -4,6 +4,7 @@ entry, and sizes are bounded so that `2**...`-style blow-ups cannot happen."""
 
 from __future__ import annotations
 
+import math
 import operator
 from dataclasses import dataclass
 
@@ -84,6 +85,8 @@ def _evaluate(tree, env: dict) -> object:
         return Word(name)
     if kind == "tuple":
         return tuple(_evaluate(c, env) for c in tree.children)
+    if kind == "call":
+        return _call(tree, env)
     if kind == "neg":
         operand = tree.children[-1]
         return -_number(_evaluate(operand, env), operand, env)
@@ -111,6 +114,47 @@ def _evaluate(tree, env: dict) -> object:
     if kind == "not_":
         return not _truth(_evaluate(tree.children[0], env), tree.children[0])
     raise SpecError("E201", f"unexpected expression '{kind}'", span_of(tree))
+
+
+# Model scaling (EfficientNet, Tan & Le 2019; keras.applications' round_filters and
+# round_repeats, torchvision's _make_divisible): the selected scale's width and depth
+# multipliers sit in every environment under these keys, which no spec name can shadow.
+WIDTH, DEPTH = "#width", "#depth"
+
+
+def make_divisible(value: float, divisor: int = 8) -> int:
+    """The nearest multiple of `divisor`, at least `divisor`, never 10% below `value`.
+
+    >>> make_divisible(32 * 1.1), make_divisible(1280 * 1.4), make_divisible(16 * 0.5)
+    (40, 1792, 8)
+    """
+    new = max(divisor, int(value + divisor / 2) // divisor * divisor)
+    return int(new + divisor if new < 0.9 * value else new)
+
+
+def _call(tree, env: dict):
+    name = str(tree.children[0])
+    args = [_number(_evaluate(c, env), c, env) for c in tree.children[1:] if c is not None]
+    arity = {"round_filters": (1, 1), "round_repeats": (1, 1), "make_divisible": (1, 2),
+             "ceil": (1, 1), "floor": (1, 1), "int": (1, 1), "min": (2, 8), "max": (2, 8)}
+    if name not in arity:
+        raise SpecError("E227", f"unknown function '{name}'", span_of(tree),
+                        hint=did_you_mean(name, arity) or f"functions: {', '.join(arity)}")
+    low, high = arity[name]
+    if not low <= len(args) <= high:
+        raise SpecError("E227", f"{name}() takes {low if low == high else f'{low} to {high}'} "
+                        f"argument(s), received {len(args)}", span_of(tree))
+    if name == "round_filters":
+        return _bounded(make_divisible(args[0] * env.get(WIDTH, 1.0)), tree)
+    if name == "round_repeats":
+        return _bounded(math.ceil(args[0] * env.get(DEPTH, 1.0)), tree)
+    if name == "make_divisible":
+        if len(args) == 2 and (args[1] < 1 or args[1] != int(args[1])):
+            raise SpecError("E227", "make_divisible's divisor is a whole number >= 1",
+                            span_of(tree))
+        return _bounded(make_divisible(*args[:1], *(int(a) for a in args[1:])), tree)
+    fn = {"ceil": math.ceil, "floor": math.floor, "int": int, "min": min, "max": max}[name]
+    return _bounded(fn(*args), tree)
 
 
 def _literal(digits: str, tree) -> int:

@@ -62,6 +62,26 @@ reshape 4x4x3
 flatten
 dense 10 nobias softmax
 """,
+"modern": """
+model modern
+input 11x13x8
+normalize mean=(0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8) variance=2
+rescale scale=(1, 2, 3, 4, 5, 6, 7, 8) offset=0.5
+layernorm eps=1e-6
+groupnorm 4
+layerscale 0.5
+stochastic_depth 0.2
+avgpool 3 stride=1 padding=1 count_pad=true
+mixed = shuffle 2
+left = split 2 0
+right = split 2 1 from=mixed
+conv 4 1x1 from=right
+concat left
+adaptive_avgpool 5x3
+adaptive_maxpool 2x2
+gap
+layernorm nocenter
+""",
 "acts": """
 model acts
 input 8

@@ -198,6 +198,50 @@ def lrn(draw, shape, checked=True):
     return f"lrn {size}{extra}", shape
 
 
+def layernorm(draw, shape, checked=True):
+    extra = draw(st.sampled_from(["", " eps=1e-6", " noscale", " nocenter"]))
+    return f"layernorm{extra}", shape
+
+
+def groupnorm(draw, shape, checked=True):
+    c = shape[-1]
+    g = draw(st.sampled_from([d for d in range(1, c + 1) if c % d == 0]))
+    return f"groupnorm {g}" + draw(st.sampled_from(["", " eps=1e-6"])), shape
+
+
+def layerscale(draw, shape, checked=True):
+    return "layerscale " + draw(st.sampled_from(["0.5", "1e-6", "2"])), shape
+
+
+def normalize(draw, shape, checked=True):
+    return draw(st.sampled_from(["normalize", "normalize mean=0.5 variance=4"])), shape
+
+
+def stochastic_depth(draw, shape, checked=True):
+    return "stochastic_depth " + draw(st.sampled_from(["0.1", "0.5", "0"])), shape
+
+
+def channel_shuffle(draw, shape, checked=True):
+    c = shape[-1]
+    groups = [d for d in range(2, c + 1) if c % d == 0]
+    if not groups:
+        return None
+    return f"shuffle {draw(st.sampled_from(groups))}", shape
+
+
+def split(draw, shape, checked=True):
+    c = shape[-1]
+    parts = draw(st.sampled_from([d for d in range(1, c + 1) if c % d == 0]))
+    index = draw(st.integers(0, parts - 1))
+    return f"split {parts} {index}", (*shape[:-1], c // parts)
+
+
+def adaptive_pool(draw, shape, checked=True):
+    op = draw(st.sampled_from(["avg", "max"]))
+    h, w = (draw(st.integers(1, min(d + 2, MAX_SIDE))) for d in shape[:2])
+    return f"adaptive_{op}pool {h}x{w}", (h, w, shape[-1])
+
+
 def activation(draw, shape, checked=True):
     word = draw(st.sampled_from(ACTIVATIONS))
     if word in ("leaky_relu", "elu") and draw(st.booleans()):
@@ -278,11 +322,15 @@ def reshape_flat(draw, shape, checked=True):
 
 
 MAP_LAYERS = [conv, conv, dwconv, sepconv, deconv, pool, pool, global_pool, bn, lrn,
-              activation, dropout, zeropad, upsample, rescale, identity, flatten, reshape]
-VEC_LAYERS = [dense, dense, dense, activation, dropout, bn, rescale, identity, reshape_flat]
+              activation, dropout, zeropad, upsample, rescale, identity, flatten, reshape,
+              layernorm, groupnorm, layerscale, normalize, stochastic_depth, channel_shuffle,
+              split, adaptive_pool]
+VEC_LAYERS = [dense, dense, dense, activation, dropout, bn, rescale, identity, reshape_flat,
+              layernorm, normalize, stochastic_depth]
 # Layers that keep a feature map's shape, with the channels they need: bodies of residuals,
 # repeats and add/multiply branches.
-KEEP_MAP = [bn, lrn, activation, dropout, rescale, identity]
+KEEP_MAP = [bn, lrn, activation, dropout, rescale, identity, layernorm, groupnorm, layerscale,
+            stochastic_depth]
 
 
 def layer(draw, state: State):
@@ -522,6 +570,9 @@ FEATURES = {
     "dropout": r"dropout", "flatten": r"flatten", "dense": r"dense", "reshape": r"reshape",
     "zeropad": r"zeropad", "upsample": r"upsample", "upsample bilinear": r"bilinear",
     "rescale": r"rescale", "identity": r"identity", "add": r"^\s*add ",
+    "layernorm": r"layernorm", "groupnorm": r"groupnorm", "layerscale": r"layerscale",
+    "normalize": r"normalize", "stochastic_depth": r"stochastic_depth",
+    "shuffle": r"shuffle \d", "split": r"split \d", "adaptive pool": r"adaptive_\w+pool",
     "concat": r"^\s*concat ", "multiply": r"^\s*multiply ",
     "residual identity": r"residual( \w+)? \{", "residual auto": r"shortcut=auto",
     "residual shortcut": r"\} shortcut \{", "parallel concat": r"parallel concat",

@@ -171,6 +171,28 @@ ROWS = [
     Row("batchnorm", (10,), (10,), 20, 20, 0, lambda c, hw: nn.BatchNorm1d(c)),
     Row("lrn", (13, 13, 96), (13, 13, 96), 0, 0, 0, lambda c, hw: nn.LocalResponseNorm(5)),
     Row("lrn 3 alpha=2e-5", (13, 13, 96), (13, 13, 96), 0, 0, 0, None),
+    # --- layer norm, group norm (2C trainable), layer scale (C), Normalization (2C + 1) ----------
+    Row("layernorm", (8, 8, 64), (8, 8, 64), 128, 0, 0, None),
+    Row("layernorm eps=1e-6", (10,), (10,), 20, 0, 0, lambda c, hw: nn.LayerNorm(c)),
+    Row("layer_norm noscale", (4, 4, 8), (4, 4, 8), 8, 0, 0, None),
+    Row("groupnorm 8", (8, 8, 64), (8, 8, 64), 128, 0, 0, lambda c, hw: nn.GroupNorm(8, c)),
+    Row("gn 1", (3, 3, 6), (3, 3, 6), 12, 0, 0, lambda c, hw: nn.GroupNorm(1, c)),
+    Row("layerscale", (7, 7, 96), (7, 7, 96), 96, 0, 0, None),
+    Row("normalize", (32, 32, 3), (32, 32, 3), 0, 7, 0, None),
+    Row("normalization mean=(1, 2) variance=3", (4, 4, 2), (4, 4, 2), 0, 5, 0, None),
+    # --- adaptive pooling to a size; count_pad; stochastic depth; shuffle and split -----------
+    Row("adaptive_avgpool 7", (13, 11, 8), (7, 7, 8), 0, 0, 0,
+        lambda c, hw: nn.AdaptiveAvgPool2d(7)),
+    Row("adaptive_maxpool 3x2", (8, 9, 4), (3, 2, 4), 0, 0, 0,
+        lambda c, hw: nn.AdaptiveMaxPool2d((3, 2))),
+    Row("avgpool 3 stride=1 padding=1 count_pad=true", (8, 8, 4), (8, 8, 4), 0, 0, 0,
+        lambda c, hw: nn.AvgPool2d(3, 1, padding=1)),
+    Row("stochastic_depth 0.2", (8, 8, 4), (8, 8, 4), 0, 0, 0, None),
+    Row("droppath 0.1", (16,), (16,), 0, 0, 0, None),
+    Row("shuffle 2", (8, 8, 4), (8, 8, 4), 0, 0, 0, lambda c, hw: nn.ChannelShuffle(2)),
+    Row("channel_shuffle 3", (5, 5, 6), (5, 5, 6), 0, 0, 0, None),
+    Row("split 2 1", (8, 8, 6), (8, 8, 3), 0, 0, 0, None),
+    Row("chunk 3 0", (8, 8, 6), (8, 8, 2), 0, 0, 0, None),
     # --- dense: in*out + out; MACs in*out ---------------------------------------------------------
     Row("dense 10", (512,), (10,), 5130, 0, 5120, lambda c, hw: nn.Linear(c, 10)),
     Row("dense 4096 relu", (25088,), (4096,), 102764544, 0, 25088 * 4096, None),
@@ -299,6 +321,12 @@ ALIASES = {
     "upconv": ("upconv 4 2x2 stride=2", "deconv 4 2x2 stride=2"),
     "pool": ("pool 2 avg", "avgpool 2"),
     "batch_norm": ("batch_norm", "bn"),
+    "ln": ("ln eps=1e-6", "layernorm eps=1e-6"),
+    "group_norm": ("group_norm 2", "groupnorm 2"),
+    "layer_scale": ("layer_scale 0.1", "layerscale 0.1"),
+    "drop_path": ("drop_path 0.2", "stochastic_depth 0.2"),
+    "adaptive_avg_pool": ("adaptive_avg_pool 3", "adaptive_avgpool 3x3"),
+    "adaptive_max_pool": ("adaptive_max_pool 2x3", "adaptive_maxpool (2, 3)"),
 }
 
 

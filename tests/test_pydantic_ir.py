@@ -32,6 +32,9 @@ zeropad 1
 upsample 2
 residual { conv 8 3x3 same }
 parallel concat { branch { conv 4 1x1 }; branch { conv 4 1x1 } }
+normalize mean=(1, 2, 3, 4, 5, 6, 7, 8)
+layernorm; groupnorm 2; layerscale; stochastic_depth 0.1; shuffle 2; split 2 1
+adaptive_avgpool 4
 dropout 0.1
 gap
 dense 16

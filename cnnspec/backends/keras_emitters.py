@@ -88,8 +88,16 @@ def _identity(layer, name, shapes):
     return [("Identity", {"name": name})]
 
 
+def _per_channel(value):
+    # a tuple, as the generated source writes it (Rescaling keeps what it is given)
+    return tuple(value) if isinstance(value, tuple) and len(value) > 1 else \
+        value[0] if isinstance(value, tuple) else value
+
+
 def _rescale(layer, name, shapes):
-    return [("Rescaling", {"scale": layer.scale, "offset": layer.offset, "name": name})]
+    # Rescaling broadcasts a list over the last axis: one value per channel
+    return [("Rescaling", {"scale": _per_channel(layer.scale),
+                           "offset": _per_channel(layer.offset), "name": name})]
 
 
 def _zeropad(layer, name, shapes):
@@ -129,13 +137,15 @@ def _pool(layer, name, shapes):
     # bottom/right pad grows so that the last ceil_mode window fits): a padded average must
     # not count the padding, which Keras' AveragePooling2D(padding='same') honours on
     # TensorFlow but not under KERAS_BACKEND=torch.
+    # count_pad (torch's count_include_pad) counts the padding as pixels: all of 'same''s,
+    # the P pixels each side of integer padding, never the extra ceil_mode pixels.
     cls = {"max": "MaxPooling2D", "avg": "AveragePooling2D"}[layer.op]
     args = {"pool_size": tuple(layer.size), "strides": tuple(layer.strides)}
     shape = shapes[0]
     if layer.padding == "same":
         (top, bottom), (left, right) = (same_pads(shape[i], layer.size[i], layer.strides[i])
                                         for i in (0, 1))
-        pads = (top, bottom, left, right)
+        pads = counted = (top, bottom, left, right)
         if layer.op == "max" or not any(pads):
             return [(cls, {**args, "padding": "same", "name": name})]
     else:
@@ -144,9 +154,57 @@ def _pool(layer, name, shapes):
         ends = [max((out[i] - 1) * layer.strides[i] + layer.size[i] - shape[i] - pad[i],
                     pad[i]) for i in (0, 1)]
         pads = (pad[0], ends[0], pad[1], ends[1])
+        counted = (pad[0], pad[0], pad[1], pad[1])
         if not any(pads):
             return [(cls, {**args, "padding": "valid", "name": name})]
-    return [("PaddedPool2D", {"op": layer.op, **args, "pads": pads, "name": name})]
+    extra = {"counted": counted} if layer.count_pad and any(counted) else {}
+    return [("PaddedPool2D", {"op": layer.op, **args, "pads": pads, **extra, "name": name})]
+
+
+def _adaptive_pool(layer, name, shapes):
+    # Keras' adaptive pooling bins as torch's: floor(i*H/h) to ceil((i+1)*H/h)
+    cls = {"avg": "AdaptiveAveragePooling2D", "max": "AdaptiveMaxPooling2D"}[layer.op]
+    return [(cls, {"output_size": tuple(layer.size), "name": name})]
+
+
+def _layernorm(layer, name, shapes):
+    return [("LayerNormalization", {"axis": -1, "epsilon": layer.eps, "center": layer.center,
+                                    "scale": layer.scale, "name": name})]
+
+
+def _groupnorm(layer, name, shapes):
+    return [("GroupNormalization", {"groups": layer.groups, "axis": -1,
+                                    "epsilon": layer.eps, "name": name})]
+
+
+def _layerscale(layer, name, shapes):
+    return [("LayerScale", {"init": layer.init, "name": name})]
+
+
+def _normalize(layer, name, shapes):
+    mean, variance = layer.values(shapes[0][-1])
+    return [("StoredNormalization", {"axis": -1, "init_mean": mean, "init_variance": variance,
+                                     "name": name})]
+
+
+def _stochastic_depth(layer, name, shapes):
+    # dropout of whole samples: one mask value per sample, as keras.applications' EfficientNet
+    return [("Dropout", {"rate": layer.rate, "noise_shape": (None,) + (1,) * len(shapes[0]),
+                         "name": name})]
+
+
+def _channel_shuffle(layer, name, shapes):
+    # (H, W, G, C/G) -> swap the last two -> (H, W, C): channel g*(C/G) + i lands at i*G + g
+    h, w, c = shapes[0]
+    g = layer.groups
+    return [("Reshape", {"target_shape": (h, w, g, c // g), "name": f"{name}_groups"}),
+            ("Permute", {"dims": (1, 2, 4, 3), "name": f"{name}_swap"}),
+            ("Reshape", {"target_shape": (h, w, c), "name": name})]
+
+
+def _split(layer, name, shapes):
+    start, stop = layer.channels(shapes[0][-1])
+    return [("ChannelSlice", {"start": start, "stop": stop, "name": name})]
 
 
 def _global_pool(layer, name, shapes):
@@ -175,4 +233,12 @@ EMITTERS: dict[str, Emitter] = {
     "lrn": _lrn,
     "pool": _pool,
     "global_pool": _global_pool,
+    "adaptive_pool": _adaptive_pool,
+    "layernorm": _layernorm,
+    "groupnorm": _groupnorm,
+    "layerscale": _layerscale,
+    "normalize": _normalize,
+    "stochastic_depth": _stochastic_depth,
+    "channel_shuffle": _channel_shuffle,
+    "split": _split,
 }

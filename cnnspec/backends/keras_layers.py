@@ -45,10 +45,15 @@ class PaddedPool2D(keras.layers.Layer):
     (padding never wins), average pooling divides each window's sum by the number of real
     pixels in it (count_include_pad=False; the extra ceil_mode pixels are never counted)."""
 
-    def __init__(self, op="max", pool_size=(2, 2), strides=(2, 2), pads=(0, 0, 0, 0), **kwargs):
+    def __init__(
+        self, op="max", pool_size=(2, 2), strides=(2, 2), pads=(0, 0, 0, 0), counted=None, **kwargs
+    ):
         super().__init__(**kwargs)
         self.op, self.pool_size, self.strides = op, tuple(pool_size), tuple(strides)
         self.pads = tuple(pads)
+        # the part of the padding an average counts as pixels (torch's count_include_pad);
+        # None: none of it
+        self.counted = None if counted is None else tuple(counted)
 
     def _pad(self, x, value):
         top, bottom, left, right = self.pads
@@ -60,7 +65,14 @@ class PaddedPool2D(keras.layers.Layer):
                 self._pad(x, float("-inf")), self.pool_size, self.strides, padding="valid"
             )
         sums = ops.average_pool(self._pad(x, 0.0), self.pool_size, self.strides, padding="valid")
-        ones = self._pad(ops.ones_like(x[:1, ..., :1]), 0.0)  # one sample, one channel
+        ones = ops.ones_like(x[:1, ..., :1])  # one sample, one channel
+        if self.counted is not None:
+            top, bottom, left, right = self.counted
+            ones = ops.pad(ones, [[0, 0], [top, bottom], [left, right], [0, 0]], constant_values=1)
+            top, bottom, left, right = (p - c for p, c in zip(self.pads, self.counted, strict=True))
+            ones = ops.pad(ones, [[0, 0], [top, bottom], [left, right], [0, 0]])
+        else:
+            ones = self._pad(ones, 0.0)
         counts = ops.average_pool(ones, self.pool_size, self.strides, padding="valid")
         return sums / counts
 
@@ -79,6 +91,82 @@ class PaddedPool2D(keras.layers.Layer):
             "pool_size": self.pool_size,
             "strides": self.strides,
             "pads": self.pads,
+            "counted": self.counted,
+        }
+
+
+@keras.saving.register_keras_serializable(package="cnnspec")
+class LayerScale(keras.layers.Layer):
+    """Each channel times its own trainable gamma (CaiT, ConvNeXt), which starts at `init`;
+    the weight is named gamma, as keras.applications' ConvNeXt names it."""
+
+    def __init__(self, init=1e-6, **kwargs):
+        super().__init__(**kwargs)
+        self.init = init
+
+    def build(self, input_shape):
+        self.gamma = self.add_weight(
+            name="gamma",
+            shape=(input_shape[-1],),
+            initializer=keras.initializers.Constant(self.init),
+            trainable=True,
+        )
+
+    def call(self, x):
+        return x * self.gamma
+
+    def get_config(self):
+        return {**super().get_config(), "init": self.init}
+
+
+@keras.saving.register_keras_serializable(package="cnnspec")
+class ChannelSlice(keras.layers.Layer):
+    """Channels [start, stop) of the last axis (torch's x[:, start:stop], one part of a
+    channel split)."""
+
+    def __init__(self, start=0, stop=1, **kwargs):
+        super().__init__(**kwargs)
+        self.start, self.stop = start, stop
+
+    def call(self, x):
+        return x[..., self.start : self.stop]
+
+    def compute_output_shape(self, input_shape):
+        return (*input_shape[:-1], self.stop - self.start)
+
+    def get_config(self):
+        return {**super().get_config(), "start": self.start, "stop": self.stop}
+
+
+@keras.saving.register_keras_serializable(package="cnnspec")
+class StoredNormalization(keras.layers.Normalization):
+    """Keras' Normalization (its mean, variance and count variables, non-trainable) with
+    given starting values, its statistics read at each call: Keras copies them into
+    constants when it builds (finalize_state), so weights loaded later would not reach the
+    output."""
+
+    def __init__(self, init_mean=None, init_variance=None, **kwargs):
+        super().__init__(**kwargs)
+        # lists, as a config round trip gives them back
+        self.init_mean = None if init_mean is None else [float(v) for v in init_mean]
+        self.init_variance = None if init_variance is None else [float(v) for v in init_variance]
+
+    def build(self, input_shape):
+        super().build(input_shape)
+        if self.init_mean is not None:
+            self.adapt_mean.assign(self.init_mean)
+            self.adapt_variance.assign(self.init_variance)
+            self.finalize_state()
+
+    def call(self, inputs):
+        self.finalize_state()  # the variables as they are now (weights loaded since build)
+        return super().call(inputs)
+
+    def get_config(self):
+        return {
+            **super().get_config(),
+            "init_mean": self.init_mean,
+            "init_variance": self.init_variance,
         }
 
 

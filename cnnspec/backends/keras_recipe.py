@@ -19,7 +19,7 @@ NAMED_ACTIVATIONS = ("relu", "relu6", "elu", "sigmoid", "tanh", "softmax", "silu
                      "hard_swish", "hard_sigmoid")
 
 # Classes defined in cnnspec.backends.keras_layers rather than keras.layers.
-CUSTOM = ("LocalResponseNorm", "PaddedPool2D")
+CUSTOM = ("LocalResponseNorm", "PaddedPool2D", "LayerScale", "ChannelSlice", "StoredNormalization")
 
 
 def activation(name: str, fn: str, alpha: float | None = None) -> Recipe:

@@ -100,6 +100,14 @@ class Var(Expr):
     name: str
 
 
+@dataclass(frozen=True)
+class Attr(Expr):
+    """An attribute of the layer's own module (a parameter or buffer its `setup` made), read
+    rather than called: layer scale's `x * self.gamma`."""
+
+    name: str
+
+
 X = In(0)
 
 
@@ -219,6 +227,8 @@ def layout(expr, inputs: list[str], module: str | None = None):
             return e.name
         if isinstance(e, Self):
             return pysource.call(module, *(r(a) for a in e.args))
+        if isinstance(e, Attr):
+            return f"{module}.{e.name}"
         if isinstance(e, Call):
             return pysource.call(e.fn, *_args(e.args, e.kwargs))
         if isinstance(e, Method):

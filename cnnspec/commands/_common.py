@@ -10,12 +10,15 @@ from ..errors import SpecErrors
 
 EXIT_OK, EXIT_SPEC, EXIT_USAGE = 0, 1, 2
 
+# `--scale NAME` of the command line (cli.py sets it): the named scale every spec is compiled at
+selected_scale: str | None = None
+
 
 def load(path: str, fmt: str = "text"):
     """Compile a spec file; on errors print them and return None."""
     from ..compiler import compile_file
     try:
-        return compile_file(path)
+        return compile_file(path, selected_scale)
     except SpecErrors as errs:
         report(errs, path, fmt)
         return None

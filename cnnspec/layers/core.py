@@ -176,11 +176,21 @@ class Rescale(Layer):
     """x * scale + offset (Keras Rescaling), e.g. `rescale scale=1/255`."""
 
     kind: Literal["rescale"] = "rescale"
-    scale: float = 1.0
-    offset: float = 0.0
+    scale: float | tuple[float, ...] = 1.0
+    offset: float | tuple[float, ...] = 0.0
     keywords = {"rescale": {}}
     positional = ("scale", "offset")
-    kind_doc = "rescale SCALE [OFFSET] (x * scale + offset, e.g. rescale 1/255)"
+    kind_doc = ("rescale SCALE [OFFSET] (x * scale + offset, e.g. rescale 1/255; per channel: "
+                "scale=(a, b, c))")
+
+    def output_shape(self, shapes):
+        c = shapes[0][-1]
+        for name in ("scale", "offset"):
+            value = getattr(self, name)
+            if isinstance(value, tuple) and len(value) not in (1, c):
+                raise ShapeError(f"rescale has {len(value)} {name} values for {c} channels",
+                                 hint=f"give one {name} or one per channel", code="E314")
+        return shapes[0]
 
 
 def _pads(value):
@@ -225,3 +235,81 @@ class Upsample(Layer):
     def output_shape(self, shapes):
         h, w, c = need_image(shapes, "upsample")
         return (h * self.factor[0], w * self.factor[1], c)
+
+
+@register
+class StochasticDepth(Layer):
+    """Stochastic depth (Huang et al., 2016), as torchvision's StochasticDepth(p, "row") and
+    Keras' Dropout(p, noise_shape=(None, 1, 1, 1)): in training each sample's whole tensor is
+    dropped with probability `rate` and the kept ones scaled by 1 / (1 - rate); the identity at
+    inference. No parameters."""
+
+    kind: Literal["stochastic_depth"] = "stochastic_depth"
+    rate: float = Field(0.0, ge=0, lt=1)
+
+    keywords = {"stochastic_depth": {}, "droppath": {}, "drop_path": {}}
+    positional = ("rate",)
+    kind_doc = "stochastic_depth P (drops whole samples with probability P in training)"
+
+    def explain(self, shapes, out):
+        return [(f"training: each sample kept with probability {1 - self.rate:g} and scaled by "
+                 f"1/{1 - self.rate:g}; inference: the identity"), "params: 0"]
+
+
+def _need_groups(shapes, what: str, parts: int) -> tuple[int, ...]:
+    shape = shapes[0]
+    if shape[-1] % parts:
+        raise ShapeError(f"{what}: {shape[-1]} channels do not split into {parts} equal parts",
+                         hint="choose a number that divides the channels", code="E313")
+    return shape
+
+
+@register
+class ChannelShuffle(Layer):
+    """Channel shuffle (ShuffleNet): the C channels seen as G groups of C/G are transposed, so
+    channel g*(C/G) + i moves to i*G + g; torch's nn.ChannelShuffle(G)."""
+
+    kind: Literal["channel_shuffle"] = "channel_shuffle"
+    groups: int = Field(2, ge=1)
+
+    keywords = {"channel_shuffle": {}, "shuffle": {}}
+    positional = ("groups",)
+    kind_doc = "shuffle [G=2] (channel shuffle in G groups)"
+
+    def output_shape(self, shapes):
+        need_image(shapes, "shuffle")
+        return _need_groups(shapes, f"shuffle {self.groups}", self.groups)
+
+    def explain(self, shapes, out):
+        c = out[-1]
+        return [f"{self.groups} groups of {c // self.groups} channels, interleaved", "params: 0"]
+
+
+@register
+class ChannelSplit(Layer):
+    """One of `parts` equal slices of the channels (torch's x.chunk(parts, dim=1)[index]):
+    `left = split 2 0` and `right = split 2 1 from=x` name the two halves of ShuffleNetV2."""
+
+    kind: Literal["split"] = "split"
+    parts: int = Field(ge=1)
+    index: int = Field(ge=0)
+
+    keywords = {"split": {}, "chunk": {}}
+    positional = ("parts", "index")
+    kind_doc = "split PARTS INDEX (the INDEX-th of PARTS equal channel slices, from 0)"
+
+    def output_shape(self, shapes):
+        shape = _need_groups(shapes, f"split {self.parts}", self.parts)
+        if self.index >= self.parts:
+            raise ShapeError(f"split {self.parts} has parts 0 to {self.parts - 1}, not "
+                             f"{self.index}", code="E313")
+        return (*shape[:-1], shape[-1] // self.parts)
+
+    def channels(self, c: int) -> tuple[int, int]:
+        """The slice [start, stop) of the channels."""
+        step = c // self.parts
+        return self.index * step, (self.index + 1) * step
+
+    def explain(self, shapes, out):
+        start, stop = self.channels(shapes[0][-1])
+        return [f"channels {start} to {stop - 1} of {shapes[0][-1]}", "params: 0"]

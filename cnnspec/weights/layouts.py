@@ -11,7 +11,9 @@ Keras' get_weights() lists them). The layouts differ by a fixed permutation per 
     depthwise  (C*m, 1, kh, kw)               (kh, kw, C, m)             dwconv, sepconv
                (output channel c*m + j in both frameworks)
     matrix     (out, in)                      (in, out)                  dense
-    vector     (C,)                           (C,)                       biases, batch norm
+    vector     (C,)                           (C,)                       biases, norms, statistics
+    column     (C, 1, 1)                      (C,)                       layer scale (torchvision's
+                                                                         ConvNeXt shape)
 
 `features` names the torch axis that indexes the layer's input features: where that input
 is a flattened feature map, a source that flattened C, H, W (torch) must have that axis
@@ -59,13 +61,24 @@ LAYOUTS: dict[str, Callable[..., list[Tensor]]] = {
                            Tensor("1.weight", "pointwise_kernel", "kernel"), *_bias(la, "1.bias")],
     "dense": lambda la: [Tensor("weight", "kernel", "matrix", 1), *_bias(la)],
     "bn": _bn,
+    "layernorm": lambda la: [*([Tensor("weight", "gamma", "vector")] if la.scale else []),
+                             *([Tensor("bias", "beta", "vector")] if la.center else [])],
+    "groupnorm": lambda la: [Tensor("weight", "gamma", "vector"),
+                             Tensor("bias", "beta", "vector")],
+    "layerscale": lambda la: [Tensor("gamma", "gamma", "column")],
+    # Keras Normalization's sample count is a scalar; torch keeps it as a 0-d buffer
+    "normalize": lambda la: [Tensor("mean", "mean", "vector"),
+                             Tensor("variance", "variance", "vector"),
+                             Tensor("count", "count", "vector")],
 }
 
 # Keras 3 names the groups of a .weights.h5 after the layer class in snake case (conv2d,
 # conv2d_1, ...): class -> cnnspec kind.
 KERAS_KINDS = {"conv2d": "conv", "dense": "dense", "batch_normalization": "bn",
                "depthwise_conv2d": "dwconv", "conv2d_transpose": "deconv",
-               "separable_conv2d": "sepconv"}
+               "separable_conv2d": "sepconv", "layer_normalization": "layernorm",
+               "group_normalization": "groupnorm", "layer_scale": "layerscale",
+               "normalization": "normalize", "stored_normalization": "normalize"}
 
 
 class LayoutError(ValueError):
@@ -81,6 +94,11 @@ def tensors(node) -> list[Tensor]:
     return LAYOUTS[node.kind](node.layer)
 
 
+def _contiguous(value: np.ndarray) -> np.ndarray:
+    # np.ascontiguousarray makes a 0-d array 1-d; a Normalization's sample count is 0-d
+    return np.array(value, order="C") if value.ndim == 0 else np.ascontiguousarray(value)
+
+
 def to_keras(t: Tensor, value: np.ndarray) -> np.ndarray:
     """A torch-layout array in Keras' layout."""
     value = np.asarray(value)
@@ -91,7 +109,9 @@ def to_keras(t: Tensor, value: np.ndarray) -> np.ndarray:
         value = value.reshape(cm // t.multiplier, t.multiplier, kh, kw).transpose(2, 3, 0, 1)
     elif t.form == "matrix":
         value = value.T
-    return np.ascontiguousarray(value)
+    elif t.form == "column":
+        value = value.reshape(-1)
+    return _contiguous(value)
 
 
 def to_torch(t: Tensor, value: np.ndarray) -> np.ndarray:
@@ -104,7 +124,9 @@ def to_torch(t: Tensor, value: np.ndarray) -> np.ndarray:
         value = value.transpose(2, 3, 0, 1).reshape(c * m, 1, kh, kw)
     elif t.form == "matrix":
         value = value.T
-    return np.ascontiguousarray(value)
+    elif t.form == "column":
+        value = value.reshape(-1, 1, 1)
+    return _contiguous(value)
 
 
 def torch_shape(t: Tensor, keras_shape: tuple[int, ...]) -> tuple[int, ...]:
@@ -114,6 +136,8 @@ def torch_shape(t: Tensor, keras_shape: tuple[int, ...]) -> tuple[int, ...]:
         return (s[3], s[2], s[0], s[1])
     if t.form == "depthwise":
         return (s[2] * s[3], 1, s[0], s[1])
+    if t.form == "column":
+        return (*s, 1, 1)
     return s[::-1] if t.form == "matrix" else s
 
 

@@ -142,9 +142,21 @@ def _activation(layer, shapes):
     return te.TorchOp(forward=te.activation(layer.fn, te.X, layer.alpha), inplace=inplace)
 
 
+def _per_channel(value, shape):
+    """A number, or a tuple of one per channel as a tensor on the input's device, shaped to
+    broadcast over NCHW (or NC)."""
+    if not isinstance(value, tuple):
+        return float(value)
+    if len(value) == 1:
+        return float(value[0])
+    t = te.method(te.X, "new_tensor", [float(v) for v in value])
+    return t if len(shape) == 1 else te.method(t, "view", -1, 1, 1)
+
+
 def _rescale(layer, shapes):
-    x = te.X if layer.scale == 1 else te.BinOp("*", (te.X, float(layer.scale)))
-    x = x if layer.offset == 0 else te.BinOp("+", (x, float(layer.offset)))
+    scale, offset = (_per_channel(v, shapes[0]) for v in (layer.scale, layer.offset))
+    x = te.X if scale == 1 else te.BinOp("*", (te.X, scale))
+    x = x if offset == 0 else te.BinOp("+", (x, offset))
     return te.TorchOp(forward=x)
 
 
@@ -200,21 +212,110 @@ def _lrn(layer, shapes):
 
 
 def _pool(layer, shapes):
-    """'same' as TensorFlow: max pads with -inf, average never counts the padding. Uneven
-    'same' average pooling divides the zero-padded sum by the pooled mask of real pixels."""
+    """'same' as TensorFlow: max pads with -inf, average never counts the padding unless
+    count_pad (torch's count_include_pad). Uneven 'same' average pooling divides the
+    zero-padded sum by the pooled mask of real pixels (by the window, with count_pad)."""
     k, s = te.one(layer.size), te.one(layer.strides)
     padding, pads = te.window_padding(layer.padding, shapes[0], layer.size, layer.strides)
+    if layer.op == "avg" and pads is not None and layer.count_pad:
+        return te.TorchOp(forward=te.call("F.avg_pool2d", te.pad(te.X, pads), k, s))
     if layer.op == "avg" and pads is not None:
         mask = te.call("torch.ones_like", te.Index(te.X, (slice(None), slice(None, 1))))
         pooled = [te.call("F.avg_pool2d", te.pad(x, pads), k, s) for x in (te.X, mask)]
         return te.TorchOp(forward=te.BinOp("/", tuple(pooled)))
     cls = "nn.MaxPool2d" if layer.op == "max" else "nn.AvgPool2d"
-    extra = {"count_include_pad": False} if layer.op == "avg" and padding != 0 else {}
+    extra = {"count_include_pad": False} \
+        if layer.op == "avg" and padding != 0 and not layer.count_pad else {}
     module = te.call(cls, k, **te.kwargs_unless_default(
         stride=(s, k), padding=(padding, 0),
         ceil_mode=(layer.ceil and layer.padding != "same", False)), **extra)
     return te.TorchOp(module=module, forward=te.Self((te.pad(te.X, pads, value=float("-inf")),)),
                       fresh=True)
+
+
+def _adaptive_pool(layer, shapes):
+    cls = {"avg": "nn.AdaptiveAvgPool2d", "max": "nn.AdaptiveMaxPool2d"}[layer.op]
+    return te.TorchOp(module=te.call(cls, te.one(layer.size)), forward=te.Self((te.X,)),
+                      fresh=True)
+
+
+def _channels_last(shape, x, fn):
+    """fn applied to x with the channels last: NCHW -> NHWC -> NCHW (a vector as it is)."""
+    if len(shape) == 1:
+        return fn(x)
+    return te.method(fn(te.method(x, "permute", 0, 2, 3, 1)), "permute", 0, 3, 1, 2)
+
+
+def _layernorm(layer, shapes):
+    """torch LayerNorm normalises the last axes: over the channels of each pixel it runs on
+    NHWC (torchvision's ConvNeXt LayerNorm2d does the same permutes)."""
+    c = shapes[0][-1]
+    if layer.scale != layer.center:
+        module = te.call("nn.LayerNorm", c, **te.kwargs_unless_default(eps=(layer.eps, 1e-5)),
+                         elementwise_affine=layer.scale, bias=False)
+        setup = () if layer.scale else (("bias", te.call("nn.Parameter", te.call("torch.zeros",
+                                                                                  c))),)
+    else:
+        module = te.call("nn.LayerNorm", c, **te.kwargs_unless_default(
+            eps=(layer.eps, 1e-5), elementwise_affine=(layer.scale, True)))
+        setup = ()
+    return te.TorchOp(module=module, setup=setup, fresh=True,
+                      forward=_channels_last(shapes[0], te.X, lambda x: te.Self((x,))))
+
+
+def _groupnorm(layer, shapes):
+    module = te.call("nn.GroupNorm", layer.groups, shapes[0][-1],
+                     **te.kwargs_unless_default(eps=(layer.eps, 1e-5)))
+    return te.TorchOp(module=module, forward=te.Self((te.X,)), fresh=True)
+
+
+def _broadcast(shape, t):
+    """A (C,) tensor shaped to broadcast over NCHW (or NC as it is)."""
+    return t if len(shape) == 1 else te.method(t, "view", -1, 1, 1)
+
+
+def _layerscale(layer, shapes):
+    """gamma of shape (C, 1, 1) on feature maps, as torchvision's ConvNeXt holds it."""
+    gamma = te.call("nn.Parameter", te.call("torch.full", (shapes[0][-1], 1, 1),
+                                            float(layer.init)))
+    return te.TorchOp(module=te.call("nn.Module"), setup=(("gamma", gamma),),
+                      forward=te.BinOp("*", (te.X, te.Attr("gamma"))), fresh=True)
+
+
+def _normalize(layer, shapes):
+    """Keras Normalization: (x - mean) / max(sqrt(variance), 1e-7), its mean, variance and
+    sample count kept as buffers (they are state, not trained)."""
+    c = shapes[0][-1]
+    mean, variance = layer.values(c)
+    setup = (("mean", te.call("nn.Buffer", te.call("torch.tensor", mean))),
+             ("variance", te.call("nn.Buffer", te.call("torch.tensor", variance))),
+             ("count", te.call("nn.Buffer", te.call("torch.tensor", 0))))
+    std = te.method(te.method(te.Attr("variance"), "sqrt"), "clamp", min=1e-7)
+    forward = te.BinOp("/", (te.BinOp("-", (te.X, _broadcast(shapes[0], te.Attr("mean")))),
+                             _broadcast(shapes[0], std)))
+    return te.TorchOp(module=te.call("nn.Module"), setup=setup, forward=forward, fresh=True)
+
+
+def _stochastic_depth(layer, shapes):
+    """torchvision's StochasticDepth(p, "row"): a per-sample mask from Dropout on ones, which
+    keeps with probability 1 - p and scales by 1 / (1 - p) in training, and is all ones (the
+    product an identity) in eval."""
+    if layer.rate == 0:
+        return te.TorchOp(forward=te.X)
+    ones = te.method(te.X, "new_ones", (te.method(te.X, "size", 0),
+                                        *(1,) * len(shapes[0])))
+    return te.TorchOp(module=te.call("nn.Dropout", layer.rate),
+                      forward=te.BinOp("*", (te.X, te.Self((ones,)))), fresh=True)
+
+
+def _channel_shuffle(layer, shapes):
+    return te.TorchOp(module=te.call("nn.ChannelShuffle", layer.groups),
+                      forward=te.Self((te.X,)), fresh=True)
+
+
+def _split(layer, shapes):
+    start, stop = layer.channels(shapes[0][-1])
+    return te.TorchOp(forward=te.Index(te.X, (slice(None), slice(start, stop))))
 
 
 def _global_pool(layer, shapes):
@@ -244,4 +345,12 @@ EMITTERS: dict[str, Emitter] = {
     "lrn": _lrn,
     "pool": _pool,
     "global_pool": _global_pool,
+    "adaptive_pool": _adaptive_pool,
+    "layernorm": _layernorm,
+    "groupnorm": _groupnorm,
+    "layerscale": _layerscale,
+    "normalize": _normalize,
+    "stochastic_depth": _stochastic_depth,
+    "channel_shuffle": _channel_shuffle,
+    "split": _split,
 }

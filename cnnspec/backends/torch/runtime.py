@@ -45,11 +45,15 @@ def compile_expr(expr, ns: dict):
     if isinstance(expr, tuple):
         parts = [compile_expr(e, ns) for e in expr]
         return lambda m, xs: tuple(p(m, xs) for p in parts)
+    if isinstance(expr, te.Attr):
+        name = expr.name
+        return lambda m, xs: getattr(m, name)
     if isinstance(expr, te.Index):
         obj, items = compile_expr(expr.obj, ns), expr.items
         return lambda m, xs: obj(m, xs)[items]
     if isinstance(expr, te.BinOp):
-        fn = {"+": operator.add, "*": operator.mul, "/": operator.truediv}[expr.op]
+        fn = {"+": operator.add, "-": operator.sub, "*": operator.mul,
+              "/": operator.truediv}[expr.op]
         parts = [compile_expr(e, ns) for e in expr.operands]
         return lambda m, xs: functools.reduce(fn, [p(m, xs) for p in parts])
     args = [compile_expr(a, ns) for a in getattr(expr, "args", ())]

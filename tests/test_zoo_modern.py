@@ -1,0 +1,78 @@
+"""The scaled zoo spec against torchvision: specs/efficientnet.cnn at each of its scales b0..b7
+has torchvision's efficientnet_bN state-dict layout (order and shapes), parameter and buffer
+counts and batch-norm settings; at b0 and b5 (the two batch-norm settings) the network loaded
+with torchvision's (randomised) weights gives torchvision's outputs at a small input; at b0
+the shapes and MACs of every weighted layer agree at the full 224x224."""
+
+from __future__ import annotations
+
+import functools
+import re
+from pathlib import Path
+
+import pytest
+from random_weights import randomise_torch
+from test_zoo import torch_counts, torch_layout, torch_state, torch_trace, weighted
+
+import cnnspec
+
+torch = pytest.importorskip("torch")
+tvm = pytest.importorskip("torchvision.models")
+
+SPEC = Path(__file__).resolve().parent.parent / "specs" / "efficientnet.cnn"
+SCALES = [f"b{i}" for i in range(8)]
+
+
+@functools.cache
+def _spec(scale: str, size: int | None = None) -> cnnspec.Model:
+    text = SPEC.read_text()
+    if size is not None:      # every scale's line at a small resolution (counts do not change)
+        text = re.sub(r"input=\d+x\d+x3", f"input={size}x{size}x3", text)
+    return cnnspec.compile_text(text, str(SPEC), scale)
+
+
+@functools.cache
+def _torchvision(scale: str):
+    return getattr(tvm, f"efficientnet_{scale}")().eval()
+
+
+@pytest.mark.parametrize("scale", SCALES)
+def test_each_scale_has_torchvisions_layout_counts_and_batch_norm(scale):
+    model, module = _spec(scale), _torchvision(scale)
+    assert model.scale == scale
+    assert torch_layout(model) == torch_state(module)
+    assert (model.trainable, model.non_trainable) == torch_counts(module)
+    bns = [m for m in module.modules() if isinstance(m, torch.nn.BatchNorm2d)]
+    nodes = weighted(model, ("bn",))
+    assert [n.layer.eps for n in nodes] == pytest.approx([m.eps for m in bns])
+    assert [1 - n.layer.momentum for n in nodes] == pytest.approx([m.momentum for m in bns])
+    # the classifier's dropout and the stochastic depth of the last block, as torchvision's
+    drops = [m for m in module.modules() if isinstance(m, torch.nn.Dropout)]
+    assert model.node("dropout1").layer.rate == pytest.approx(drops[-1].p)
+    # (torchvision gives every block one; only the blocks with a shortcut use it)
+    sd = [m.stochastic_depth.p for m in module.modules()
+          if type(m).__name__ == "MBConv" and m.use_res_connect]
+    ours = [n.layer.rate for n in model.nodes if n.kind == "stochastic_depth"]
+    assert ours == pytest.approx(sd)
+
+
+def test_b0_shapes_and_macs_at_full_size():
+    model = _spec("b0")
+    assert model.input_shape == (224, 224, 3)
+    got = torch_trace(_torchvision("b0"), 224, 224)
+    assert [n.shape for n in weighted(model)] == [shape for shape, _ in got]
+    assert model.macs == sum(macs for _, macs in got) == 385_814_752
+
+
+@pytest.mark.parametrize("scale", ["b0", "b5"])
+def test_outputs_equal_torchvisions_with_its_weights(scale):
+    from cnnspec.backends.torch import build, load_torchvision_state_dict
+    module = randomise_torch(_torchvision(scale), seed=5)
+    model = _spec(scale, size=64)
+    net = build(model).eval()
+    load_torchvision_state_dict(net, model, module.state_dict())
+    x = torch.randn(2, 3, 64, 64, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        want, got = module(x), net(x)
+    assert want.std() > 1e-3
+    torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-4 * float(want.abs().max()))
