@@ -1,4 +1,4 @@
-"""cnnspec.fit: training from Python on arrays, torch datasets and loaders, tf.data, as the
+"""cnnspec.train.fit: training from Python on arrays, torch datasets and loaders, tf.data, as the
 README shows; bad data is a DataError that says what is accepted."""
 
 from __future__ import annotations
@@ -11,8 +11,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-import cnnspec
 from cnnspec.data import DataError, foreign
+from cnnspec.train import fit
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -47,12 +47,12 @@ def test_the_readme_example_runs():
 
 def test_arrays_nhwc_and_nchw_train_alike(digits, tmp_path):
     x, y = digits
-    a = cnnspec.fit(SMALL, data=(x[..., None], y), log=None)
-    b = cnnspec.fit(SMALL, data=(x[:, None], y), log=None)     # NCHW, as torch keeps images
+    a = fit(SMALL, data=(x[..., None], y), log=None)
+    b = fit(SMALL, data=(x[:, None], y), log=None)     # NCHW, as torch keeps images
     assert a["metrics"] == b["metrics"] and a["data"] == "arrays x(1797, 8, 8, 1)"
     assert a["metrics"]["accuracy"] > 0.6
     out = tmp_path / "run"
-    cnnspec.fit(SMALL, data=((x * 255).astype(np.uint8), y), out=out, log=None)
+    fit(SMALL, data=((x * 255).astype(np.uint8), y), out=out, log=None)
     assert (out / "result.json").exists() and (out / "best.safetensors").exists()
 
 
@@ -77,11 +77,11 @@ def test_a_torch_dataset_is_read_per_sample_and_trains(digits):
     data = _Counted(x, y)
     samples = foreign.samples(data, (8, 8, 1), "classify")
     assert data.reads == 0 and len(samples) == 1797        # indexed, nothing decoded yet
-    result = cnnspec.fit(SMALL, data=data, log=None, workers=0)    # read here, not in workers
+    result = fit(SMALL, data=data, log=None, workers=0)    # read here, not in workers
     assert result["metrics"]["accuracy"] > 0.6 and data.reads >= 1797
     import torch
     loader = DataLoader(TensorDataset(torch.tensor(x[:, None]), torch.tensor(y)), batch_size=32)
-    via_loader = cnnspec.fit(SMALL, data=loader, log=None)   # labels read in one pass
+    via_loader = fit(SMALL, data=loader, log=None)   # labels read in one pass
     assert via_loader["n_train"] + via_loader["n_val"] == 1797
 
 
@@ -89,7 +89,7 @@ def test_a_tf_data_dataset_trains(digits):
     import tensorflow as tf
     x, y = digits
     data = tf.data.Dataset.from_tensor_slices((x[..., None], y)).batch(100)
-    result = cnnspec.fit(SMALL, data=data, log=None)
+    result = fit(SMALL, data=data, log=None)
     assert result["n_train"] + result["n_val"] == 1797 and result["metrics"]["accuracy"] > 0.6
 
 
@@ -102,5 +102,5 @@ def test_a_tf_data_dataset_trains(digits):
 ])
 def test_bad_data_is_a_data_error(data, words):
     with pytest.raises(DataError) as err:
-        cnnspec.fit(SMALL, data=data, log=None)
+        fit(SMALL, data=data, log=None)
     assert words in str(err.value) + str(getattr(err.value, "hint", ""))

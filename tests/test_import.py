@@ -21,7 +21,7 @@ keras = pytest.importorskip("keras")
 import cnnspec
 from cnnspec.errors import SpecError
 from cnnspec.fmt import format_text
-from cnnspec.importer import keras_source, torch_source, write
+from cnnspec.importer import from_keras, from_torch, write
 
 MAX_LINES = 150
 # densenet121 too: its concatenation of all earlier features is chained to say it with parallel
@@ -57,7 +57,7 @@ def torch_case(request):
     module = torchvision.models.get_model(name, weights=None).eval()
     randomise_torch(module, len(name))
     size = TORCH[name]
-    text = write(torch_source.read(module, f"torchvision:{name}", (size, size, 3)))
+    text = write(from_torch.read(module, f"torchvision:{name}", (size, size, 3)))
     return name, module, text, cnnspec.compile_text(text)
 
 
@@ -66,7 +66,7 @@ def keras_case(request):
     name = request.param
     app = getattr(keras.applications, name)(weights=None, input_shape=(96, 96, 3))
     randomise_keras_batch_norm(app, np.random.default_rng(len(name)))
-    text = write(keras_source.read(app, f"keras:{name}"))
+    text = write(from_keras.read(app, f"keras:{name}"))
     return name, app, text, cnnspec.compile_text(text)
 
 
@@ -97,7 +97,7 @@ def test_torchvision_outputs_agree(torch_case):
 
 def test_keras_counts_and_size(keras_case):
     name, app, text, model = keras_case
-    assert (model.trainable, model.non_trainable) == keras_source.counts(app)
+    assert (model.trainable, model.non_trainable) == from_keras.counts(app)
     assert model.params == app.count_params()
     assert len(text.splitlines()) < MAX_LINES
     for expected in READABLE[name]:
@@ -130,7 +130,7 @@ def test_keras_outputs_agree(keras_case):
 def test_vgg_adaptive_pool_that_is_no_window_is_refused():
     module = torchvision.models.vgg11(weights=None).eval()
     with pytest.raises(SpecError) as err:
-        torch_source.read(module, "torchvision:vgg11", (40, 40, 3))
+        from_torch.read(module, "torchvision:vgg11", (40, 40, 3))
     assert err.value.code == "E411"
     assert "'avgpool' (AdaptiveAvgPool2d)" in err.value.message
 
@@ -138,7 +138,7 @@ def test_vgg_adaptive_pool_that_is_no_window_is_refused():
 def test_unused_weights_are_refused():
     module = torchvision.models.googlenet(weights=None, aux_logits=True, init_weights=False)
     with pytest.raises(SpecError) as err:
-        torch_source.read(module.eval(), "torchvision:googlenet", (64, 64, 3))
+        from_torch.read(module.eval(), "torchvision:googlenet", (64, 64, 3))
     assert err.value.code == "E412" and "'aux1.conv.conv' (Conv2d)" in err.value.message
 
 
@@ -148,7 +148,7 @@ def test_keras_normalization_is_refused_by_name(tmp_path):
                                    name="norm")(inp)
     x = keras.layers.Conv2D(4, 3)(x)
     with pytest.raises(SpecError) as err:
-        keras_source.read(keras.Model(inp, x), "file")
+        from_keras.read(keras.Model(inp, x), "file")
     # a construct the language lacks for now (issue 16): E417, naming it
     assert err.value.code == "E417" and "'norm' (Normalization)" in err.value.message
     assert "per-channel mean and variance" in err.value.message
@@ -158,7 +158,7 @@ def test_keras_per_pixel_dense_is_refused_by_name():
     inp = keras.Input((4, 4, 3))
     out = keras.layers.Dense(2, name="pixels")(inp)
     with pytest.raises(SpecError) as err:
-        keras_source.read(keras.Model(inp, out), "file")
+        from_keras.read(keras.Model(inp, out), "file")
     assert err.value.code == "E411" and "'pixels' (Dense)" in err.value.message
 
 
@@ -216,7 +216,7 @@ def test_a_graph_that_is_not_series_parallel_is_written_with_named_tensors():
             return self.fc(torch.flatten(torch.nn.functional.adaptive_avg_pool2d(z, 1), 1))
 
     net = Net().eval()
-    text = write(torch_source.read(net, "net", (8, 8, 3)))
+    text = write(from_torch.read(net, "net", (8, 8, 3)))
     assert "c1 = conv 4 3x3 padding=1" in text and "concat from=(c1, c2, " in text
     assert format_text(text) == text
     model = cnnspec.compile_text(text)
@@ -241,7 +241,7 @@ def test_tensor_names_dodge_every_word_of_the_grammar():
             b = self.conv(a)
             return torch.cat([a, b, self.shortcut(b)], 1)
 
-    text = write(torch_source.read(Net().eval(), "net", (8, 8, 3)))
+    text = write(from_torch.read(Net().eval(), "net", (8, 8, 3)))
     assert "transfer_ = conv" in text and "shortcut_ = conv" in text, text
     assert format_text(text) == text
     cnnspec.compile_text(text)

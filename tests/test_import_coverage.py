@@ -21,7 +21,7 @@ keras = pytest.importorskip("keras")
 
 import cnnspec
 from cnnspec.errors import SpecError
-from cnnspec.importer import keras_source, read_source, torch_source, write
+from cnnspec.importer import from_keras, from_torch, read_source, write
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "bench"))
 import import_coverage
@@ -63,7 +63,7 @@ def test_keras_separable_conv_is_sepconv():
                                      activation="relu", name="sep1")(inp)
     x = keras.layers.SeparableConv2D(4, 3, use_bias=False, name="sep2")(x)
     app = keras.Model(inp, keras.layers.GlobalAveragePooling2D()(x))
-    text = write(keras_source.read(app, "keras:tiny"))
+    text = write(from_keras.read(app, "keras:tiny"))
     assert "sepconv 8 3x3 multiplier=2 stride=2 same relu" in text
     model = cnnspec.compile_text(text)
     kmodel = build(model)
@@ -89,7 +89,7 @@ class _CountedPools(torch.nn.Module):
 def test_avg_pool_counting_padding_is_zeropad_then_avgpool():
     """torchvision:inception_v3 refused avg_pool2d without saying why."""
     module = _CountedPools().eval()
-    text = write(torch_source.read(module, "torch:pools", (20, 20, 3)))
+    text = write(from_torch.read(module, "torch:pools", (20, 20, 3)))
     assert "zeropad 1; avgpool 3 stride=1" in text and "maxpool 3 stride=2" in text
     assert "zeropad 1; avgpool 3 stride=2" in text and text.rstrip().endswith("gap")
     _torch_equal(module, text, 20)
@@ -169,9 +169,9 @@ def test_coverage_rows(source):
 def _keras_equal(app, size):
     from cnnspec.backends.keras import build
     from cnnspec.convert import load_keras_applications_weights
-    text = write(keras_source.read(app, "keras:tiny"))
+    text = write(from_keras.read(app, "keras:tiny"))
     model = cnnspec.compile_text(text)
-    assert (model.trainable, model.non_trainable) == keras_source.counts(app)
+    assert (model.trainable, model.non_trainable) == from_keras.counts(app)
     kmodel = build(model)
     load_keras_applications_weights(kmodel, model, app)
     x = np.random.default_rng(0).normal(size=(2, size, size, 3)).astype("float32")

@@ -3,7 +3,7 @@ a saved .keras file).
 
     text = import_spec("torchvision:resnet50", input_shape=(64, 64, 3))
 
-The source is read into a Graph (torch_source / keras_source), decomposed into residuals and
+The source is read into a Graph (from_torch / from_keras), decomposed into residuals and
 parallels (structure), written with blocks and repeats (writer), then put in the canonical
 layout by cnnspec.fmt. The result is compiled before it is returned, and its parameter counts
 must equal the source's, so a spec that says something else than the model is never written.
@@ -21,7 +21,7 @@ import re
 from pathlib import Path
 
 from ..errors import SpecError, SpecErrors
-from .graph import Graph
+from .ops import Graph
 
 DEFAULT_INPUT = (224, 224, 3)
 
@@ -30,13 +30,13 @@ def read_source(source: str, input_shape=None):
     """(Graph, the framework model) for a source reference."""
     kind, _, name = source.partition(":")
     if kind == "torchvision" and name:
-        from . import torch_source
-        module = torch_source.load_torchvision(name)
-        return torch_source.read(module, source, tuple(input_shape or DEFAULT_INPUT)), module
+        from . import from_torch
+        module = from_torch.load_torchvision(name)
+        return from_torch.read(module, source, tuple(input_shape or DEFAULT_INPUT)), module
     if kind == "keras" and name or source.endswith((".keras", ".h5")):
-        from . import keras_source
-        kmodel = keras_source.load(name if kind == "keras" else source, input_shape)
-        return keras_source.read(kmodel, source), kmodel
+        from . import from_keras
+        kmodel = from_keras.load(name if kind == "keras" else source, input_shape)
+        return from_keras.read(kmodel, source), kmodel
     raise SpecError("E410", f"unknown model source '{source}'",
                     hint="torchvision:NAME (e.g. torchvision:resnet50), keras:NAME "
                          "(e.g. keras:ResNet50) or a saved model file PATH.keras")

@@ -13,10 +13,21 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from ..errors import SpecError
-from .graph import MERGES, Graph, Op
+from .ops import MERGES, Graph, Op
 
 FOLDABLE = {"relu", "relu6", "silu", "sigmoid", "tanh", "gelu", "hard_swish", "elu"}
 
+
+
+def ops_of(item) -> list[Op]:
+    """The ops an item holds, in order: an op, a run of ops (anything with `.ops`), or the
+    body and shortcut of a residual / the branches of a parallel, recursively."""
+    if isinstance(item, Op):
+        return [item]
+    if hasattr(item, "ops"):
+        return list(item.ops)
+    seqs = [item.body, item.shortcut] if isinstance(item, Residual) else item.branches
+    return [op for seq in seqs for it in seq for op in ops_of(it)]
 
 @dataclass
 class Residual:
@@ -165,7 +176,6 @@ class _Decomposer:
     def _rank(self, items: list[Item]) -> int:
         """Where the source registers the first module of `items` (torch's named_modules
         order, which its state_dict follows); the graph's order where it does not say."""
-        from .writer import ops_of
         registered = {p: i for i, p in enumerate(self.graph.module_types)}
         ranks = [registered[op.path] for it in items for op in ops_of(it)
                  if op.path in registered]

@@ -23,8 +23,8 @@ import re
 from collections import Counter
 from dataclasses import dataclass, field
 
-from .graph import LEADING, MERGES, PRIMARY, Graph, Op, literal
-from .structure import Item, Residual
+from .ops import LEADING, MERGES, PRIMARY, Graph, Op, literal
+from .structure import Item, Residual, ops_of
 
 MAX_WIDTH = 96
 MIN_RUN, MAX_RUN = 3, 40     # ops in a repeated run worth a block
@@ -42,15 +42,6 @@ def signature(item) -> tuple:
                 tuple(map(signature, item.shortcut)))
     return ("parallel", item.op, item.act,
             tuple(tuple(map(signature, b)) for b in item.branches))
-
-
-def ops_of(item) -> list[Op]:
-    if isinstance(item, Op):
-        return [item]
-    if isinstance(item, Run):
-        return list(item.ops)
-    seqs = [item.body, item.shortcut] if isinstance(item, Residual) else item.branches
-    return [op for seq in seqs for it in seq for op in ops_of(it)]
 
 
 @dataclass
@@ -440,7 +431,7 @@ def _kind_name(item: Item) -> str:
 
 def _roles(op: Op) -> list[str]:
     from ..layers import KEYWORDS
-    from .graph import _slot
+    from .ops import _slot
     positional = KEYWORDS[op.word][0].positional if op.word in KEYWORDS else ()
     out, pos = [], 0
     for arg in op.args:

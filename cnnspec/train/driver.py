@@ -28,7 +28,7 @@ import numpy as np
 
 from . import checkpoint as ckpt
 from .metrics import Meter
-from .plan import Plan
+from .plan import TrainingPlan
 from .schedule import LRSchedule, mode_of
 
 
@@ -106,7 +106,7 @@ class Interrupted(Exception):
         self.epoch = epoch
 
 
-def run_epoch(backend, plan: Plan, data, opts: Options, epoch: int, train: bool,
+def run_epoch(backend, plan: TrainingPlan, data, opts: Options, epoch: int, train: bool,
               comm: Comm, ops=None, bar_label: str = "") -> dict[str, float]:
     """One pass over `data`; returns {loss names..., metric names...} over the whole set.
     Under several processes each one reads its own shard (feed)."""
@@ -176,7 +176,7 @@ def _bar(total: int, label: str, opts: Options, comm: Comm):
 class Trainer:
     """Fit `backend` on `train`, validating on `val` each epoch."""
 
-    def __init__(self, backend, plan: Plan, opts: Options, comm: Comm | None = None,
+    def __init__(self, backend, plan: TrainingPlan, opts: Options, comm: Comm | None = None,
                  info: dict | None = None):
         self.backend, self.plan, self.opts = backend, plan, opts
         self.comm = comm or Comm()
@@ -348,7 +348,7 @@ def _line(row: dict, epochs: int) -> str:
     return "  ".join(parts)
 
 
-def evaluate(backend, plan: Plan, data, batch_size: int, comm: Comm | None = None,
+def evaluate(backend, plan: TrainingPlan, data, batch_size: int, comm: Comm | None = None,
              ops=None, workers: int | None = None) -> dict[str, float]:
     opts = Options(epochs=1, batch_size=batch_size, progress=False, workers=workers)
     return run_epoch(backend, plan, data, opts, 0, False, comm or Comm(), ops)

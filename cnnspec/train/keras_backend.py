@@ -24,7 +24,7 @@ import os
 import numpy as np
 
 from ..ir import Model
-from .plan import CE_LOSSES, Head, Plan, logits_model, weighted_losses
+from .plan import CE_LOSSES, Head, TrainingPlan, logits_model, weighted_losses
 
 EPS = 1e-6
 
@@ -55,7 +55,7 @@ class KerasBackend:
     name = "keras"
     weights_suffix = ".weights.h5"
 
-    def __init__(self, model: Model, plan: Plan, seed: int = 0, replicas: int | None = None,
+    def __init__(self, model: Model, plan: TrainingPlan, seed: int = 0, replicas: int | None = None,
                  policy: str | None = None):
         """`replicas`: mirror over that many devices (None: CNNSPEC_KERAS_REPLICAS, else every
         GPU); `policy`: the mixed policy when the spec asks for mixed precision (None: by

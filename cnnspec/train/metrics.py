@@ -16,7 +16,7 @@ from __future__ import annotations
 import numpy as np
 
 from .plan import METRIC_ALIASES as ALIASES
-from .plan import Plan
+from .plan import TrainingPlan
 
 
 def box_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -31,7 +31,7 @@ def box_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
 class Meter:
     """Running sums for the plan's metrics over one epoch (or one evaluation)."""
 
-    def __init__(self, plan: Plan):
+    def __init__(self, plan: TrainingPlan):
         self.plan = plan
         self.names = [ALIASES.get(m, m) for m in plan.metrics]
         self.sums: dict[str, np.ndarray | float] = {}

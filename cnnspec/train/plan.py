@@ -75,7 +75,7 @@ class Head:
 
 
 @dataclass
-class Plan:
+class TrainingPlan:
     task: str
     heads: list[Head]
     metrics: list[str]
@@ -95,7 +95,7 @@ class Plan:
         return next((h for h in self.heads if h.role == role), None)
 
 
-def make_plan(model: Model, num_classes: int | None = None) -> Plan:
+def make_plan(model: Model, num_classes: int | None = None) -> TrainingPlan:
     """The training plan of a compiled model, or SpecErrors with codes E510-E519.
 
     `num_classes`, when the data is known, is checked against the class head's units."""
@@ -107,7 +107,7 @@ def make_plan(model: Model, num_classes: int | None = None) -> Plan:
     return plan
 
 
-def weighted_losses(plan: Plan, outs, batch, table: dict) -> dict:
+def weighted_losses(plan: TrainingPlan, outs, batch, table: dict) -> dict:
     """The training loss: each head's losses (from the backend's `table`, by head role),
     weighted and summed; the parts are reported too when there are several. Framework
     neutral: the values are whatever tensors the backend's loss functions return."""
@@ -125,7 +125,7 @@ def weighted_losses(plan: Plan, outs, batch, table: dict) -> dict:
     return result
 
 
-def logits_model(model: Model, plan: Plan) -> Model:
+def logits_model(model: Model, plan: TrainingPlan) -> Model:
     """A copy of the model whose heads trained on logits end without their activation."""
     return strip_final_activations(model, [h.output for h in plan.heads if h.logits])
 
@@ -161,7 +161,7 @@ class _Checker:
                                      **kw))
 
     # --- the plan -------------------------------------------------------------------------
-    def plan(self, num_classes: int | None) -> Plan:
+    def plan(self, num_classes: int | None) -> TrainingPlan:
         task = self.infer_task()
         losses = list(self.spec.loss) or list(DEFAULT_LOSS.get(task, []))
         heads = self.heads(task, losses)
@@ -177,7 +177,7 @@ class _Checker:
         for h in heads:
             h.logits = (h.activation in ("softmax", "sigmoid")
                         and any(loss in CE_LOSSES for loss in h.losses))
-        return Plan(task, heads, metrics, self.spec, weights)
+        return TrainingPlan(task, heads, metrics, self.spec, weights)
 
     def infer_task(self) -> str:
         model, losses = self.model, set(self.spec.loss)

@@ -25,7 +25,7 @@ from .driver import (
     normalization,
 )
 from .driver import evaluate as _evaluate
-from .plan import Plan, make_plan
+from .plan import TrainingPlan, make_plan
 
 BACKENDS = ("torch", "keras")
 
@@ -34,7 +34,7 @@ def backend_for_weights(path: str) -> str:
     return "keras" if str(path).endswith(".h5") else "torch"
 
 
-def make_backend(name: str, model: Model, plan: Plan, seed: int, comm: Comm | None = None,
+def make_backend(name: str, model: Model, plan: TrainingPlan, seed: int, comm: Comm | None = None,
                  device=None):
     """`device`: a torch.device or a --device string (torch only; None: auto)."""
     if name == "torch":
@@ -49,7 +49,7 @@ def make_backend(name: str, model: Model, plan: Plan, seed: int, comm: Comm | No
     raise ValueError(f"unknown backend {name!r}")
 
 
-def data_options(plan: Plan, options: dict | None = None) -> dict:
+def data_options(plan: TrainingPlan, options: dict | None = None) -> dict:
     """Loader options the plan implies: a 1- or 2-unit mask head trains on binary masks."""
     options = dict(options or {})
     mask = plan.head("mask")
@@ -171,7 +171,7 @@ def _kept_metrics(trainer: Trainer, be, comm: Comm, measure, last: dict) -> dict
     return measure()
 
 
-def _finish(trainer: Trainer, opts: Options, plan: Plan, result: dict | None,
+def _finish(trainer: Trainer, opts: Options, plan: TrainingPlan, result: dict | None,
             interrupted: bool = False) -> None:
     from .report import plot_curves, write_history, write_result
     out = opts.out
@@ -323,3 +323,28 @@ def _save_mask(mask: np.ndarray, path: Path) -> str:
 
 def dumps(value) -> str:
     return json.dumps(value, indent=2, default=float)
+
+
+def fit(spec, data, backend: str = "torch", out=None, epochs: int | None = None, **options):
+    """Train a spec (a path, spec text, or a compiled Model) on `data` and return the result
+    that `cnnspec train` writes to result.json (held-out metrics of the kept checkpoint and of
+    the last epoch, best epoch, ...).
+
+    data: a source name ("digits", "shapes") or path, as `cnnspec train --data` takes;
+          (x, y) numpy arrays; a torch Dataset or DataLoader; or a tf.data.Dataset
+          (cnnspec.data.foreign says how each is read).
+    out:  the run folder (checkpoints, history.csv, curves.png), or None to write nothing.
+    options: seed, batch_size, resume, progress, workers, cache, device, log (a print-like
+          function; None for silence). Raises SpecErrors or cnnspec.data.DataError."""
+    from ..compiler import compile_file, compile_text
+    if isinstance(spec, Model):
+        model = spec
+    elif isinstance(spec, (str, Path)) and "\n" not in str(spec) and Path(spec).is_file():
+        model = compile_file(spec)
+    else:
+        model = compile_text(str(spec))
+    if options.get("log", print) is None:
+        options["log"] = lambda *args, **kwargs: None
+    if "progress" not in options:
+        options["progress"] = False
+    return train(model, data, backend=backend, out=out, epochs=epochs, **options)

@@ -23,7 +23,7 @@ from ..ir import Model
 from .devices import amp_policy, process_group_backend
 from .driver import Comm
 from .metrics import Meter
-from .plan import CE_LOSSES, Head, Plan, logits_model, weighted_losses
+from .plan import CE_LOSSES, Head, TrainingPlan, logits_model, weighted_losses
 
 EPS = 1e-6
 
@@ -77,7 +77,7 @@ class TorchBackend:
     name = "torch"
     weights_suffix = ".safetensors"
 
-    def __init__(self, model: Model, plan: Plan, seed: int = 0, comm: Comm | None = None,
+    def __init__(self, model: Model, plan: TrainingPlan, seed: int = 0, comm: Comm | None = None,
                  device="cpu"):
         from ..backends.torch import build
         self.plan, self.seed = plan, seed
@@ -173,7 +173,7 @@ class TorchBackend:
         set_epoch(loader, epoch)
         return loader
 
-    def meter(self, plan: Plan) -> Meter:
+    def meter(self, plan: TrainingPlan) -> Meter:
         """The driver's running metrics for this backend's outputs (tensors on the device)."""
         return TorchMeter(plan)
 

@@ -14,7 +14,7 @@ from __future__ import annotations
 import operator
 
 from ..errors import SpecError
-from .graph import Graph, Op, missing, scalar, size, unsupported, window
+from .ops import Graph, Op, missing, scalar, size, unsupported, window
 
 ACTIVATIONS = {"ReLU": "relu", "ReLU6": "relu6", "SiLU": "silu", "Sigmoid": "sigmoid",
                "Tanh": "tanh", "Hardswish": "hard_swish", "Hardsigmoid": "hard_sigmoid",

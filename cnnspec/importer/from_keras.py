@@ -11,7 +11,7 @@ from __future__ import annotations
 import zipfile
 
 from ..errors import SpecError
-from .graph import Dims, Graph, Op, missing, scalar, size, unsupported, window
+from .ops import Dims, Graph, Op, missing, scalar, size, unsupported, window
 
 ACTIVATIONS = {"relu": "relu", "relu6": "relu6", "sigmoid": "sigmoid", "tanh": "tanh",
                "softmax": "softmax", "swish": "silu", "silu": "silu", "elu": "elu",
