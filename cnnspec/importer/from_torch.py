@@ -14,7 +14,7 @@ from __future__ import annotations
 import operator
 
 from ..errors import SpecError
-from .ops import Graph, Op, missing, scalar, size, unsupported, window
+from .ops import Graph, Op, Square, missing, scalar, size, unsupported, window
 
 ACTIVATIONS = {"ReLU": "relu", "ReLU6": "relu6", "SiLU": "silu", "Sigmoid": "sigmoid",
                "Tanh": "tanh", "Hardswish": "hard_swish", "Hardsigmoid": "hard_sigmoid",
@@ -78,6 +78,8 @@ def _check_all_used(module, traced) -> None:
     """Modules with weights that the (eval) forward never calls, such as GoogLeNet's
     auxiliary classifiers, would make the spec count less than the model: refuse them."""
     called = {n.target for n in traced.graph.nodes if n.op == "call_module"}
+    # a module whose forward the tracer inlined (LayerNorm2d) reads its parameters by get_attr
+    called |= {n.target.rpartition(".")[0] for n in traced.graph.nodes if n.op == "get_attr"}
     for path, mod in module.named_modules():
         own = list(mod.parameters(recurse=False))
         if own and path not in called and not any(c.startswith(path + ".") for c in called):
@@ -94,6 +96,10 @@ class _Reader:
     def __init__(self, traced, graph: Graph):
         self.traced, self.graph = traced, graph
         self.alias: dict[str, str] = {}     # fx node -> the op that stands for its value
+        # nodes whose value is channels-last (N, H, W, C): ConvNeXt permutes around its layer
+        # norms and linears; the spec is channels-last throughout, so the permutes vanish
+        self.last: set[str] = set()
+        self.params: dict[str, str] = {}    # get_attr node -> the parameter's path
 
     def src(self, node) -> str:
         return self.alias.get(node.name, node.name)
@@ -120,6 +126,10 @@ class _Reader:
             start = node.kwargs.get("start_dim", args[0] if len(node.args) > 1 else 0)
             end = node.kwargs.get("end_dim", args[1] if len(node.args) > 2 else -1)
             self.flatten(node, node.name, "Tensor.flatten", start, end)
+        elif node.op == "get_attr":
+            self.params[node.name] = node.target    # read by the call that uses it
+        elif node.op == "call_method" and node.target == "permute":
+            self.permute(node, node.args[1:])
         elif node.op == "call_method" and node.target == "mean" and self._spatial_mean(node):
             keep = node.kwargs.get("keepdim", node.args[2] if len(node.args) > 2 else False)
             self.emit(node, "Tensor.mean", "gap", [("flag", "keepdims")] if keep else [])
@@ -164,6 +174,8 @@ class _Reader:
             raise unsupported(path, kind, "the tanh approximation of gelu is not a cnnspec "
                               "activation")
         self.emit(node, kind, ACTIVATIONS[kind], args)
+        if node.args[0].name in self.last:      # elementwise: the layout stays
+            self.last.add(node.name)
 
     def _m_Conv2d(self, node, path, mod):
         if mod.padding_mode != "zeros":
@@ -250,7 +262,19 @@ class _Reader:
     def _m_AdaptiveMaxPool2d(self, node, path, mod):
         self.adaptive(node, path, "AdaptiveMaxPool2d", "max")
 
+    def _m_LayerNorm(self, node, path, mod):
+        self.layer_norm(node, path, "LayerNorm", tuple(mod.normalized_shape), mod.eps,
+                        mod.elementwise_affine, mod.bias is not None)
+
+    def _m_StochasticDepth(self, node, path, mod):
+        self.stochastic_depth(node, path, "StochasticDepth", mod.p, mod.mode)
+
     def _m_Linear(self, node, path, mod):
+        if node.args[0].name in self.last:     # per pixel on channels-last: a 1x1 conv
+            self.emit(node, "Linear", "conv", [("pos", mod.out_features), ("pos", Square(1))]
+                      + ([] if mod.bias is not None else [("flag", "nobias")]))
+            self.last.add(node.name)
+            return
         args = [("pos", mod.out_features)] + ([] if mod.bias is not None else
                                                [("flag", "nobias")])
         self.emit(node, "Linear", "dense", args)
@@ -276,6 +300,8 @@ class _Reader:
         import torch.nn.functional as F
         fn = node.target
         name = getattr(fn, "__name__", str(fn))
+        if fn in (operator.mul, torch.mul) and self._layer_scale(node):
+            return
         if fn in (operator.add, operator.iadd, torch.add, operator.mul, torch.mul):
             word = "add" if fn in (operator.add, operator.iadd, torch.add) else "multiply"
             if len(node.args) != 2 or not all(hasattr(a, "op") for a in node.args) or \
@@ -304,13 +330,64 @@ class _Reader:
         elif fn in (F.avg_pool2d, F.max_pool2d):
             self.function_pool(node, name)
         elif name == "stochastic_depth":
-            # torchvision.ops.stochastic_depth: drops whole residual branches while training,
-            # the identity at inference; the spec has no layer for it yet
-            self.graph.notes.append(f"'{node.name}' (stochastic_depth) is the identity at "
-                                    "inference and is left out.")
-            self.alias[node.name] = self.src(node.args[0])
+            given = dict(zip(["input", "p", "mode", "training"], node.args), **node.kwargs)
+            self.stochastic_depth(node, node.name, name, given["p"], given.get("mode", "row"))
+        elif fn is torch.permute:
+            self.permute(node, node.args[1] if len(node.args) == 2 else node.args[1:])
+        elif fn is F.layer_norm:
+            given = dict(zip(["input", "normalized_shape", "weight", "bias", "eps"], node.args),
+                         **node.kwargs)
+            weight, bias = given.get("weight"), given.get("bias")
+            path = self.params.get(getattr(weight, "name", ""), "").rpartition(".")[0]
+            self.layer_norm(node, path or node.name, name, tuple(given["normalized_shape"]),
+                            given.get("eps", 1e-5), weight is not None, bias is not None,
+                            path or None)
         else:
             raise self.construct(node)
+
+    def permute(self, node, dims) -> None:
+        """NCHW -> NHWC and back are the identity in the spec's channels-last tensors."""
+        dims, src, last = tuple(dims), self.src(node.args[0]), node.args[0].name in self.last
+        if dims == (0, 2, 3, 1) and not last:
+            self.last.add(node.name)
+        elif not (dims == (0, 3, 1, 2) and last):
+            raise missing(node.name, "permute", f"a permutation of axes {dims}")
+        self.alias[node.name] = src
+
+    def layer_norm(self, node, path, kind, shape, eps, scale, center, module=None) -> None:
+        src = self.src(node.args[0])
+        if node.args[0].name not in self.last or shape != _shape(node.args[0])[-1:]:
+            raise missing(path, kind, f"layer norm over {shape} of a {_shape(node.args[0])} "
+                          "tensor (the spec's layernorm is over the channels of each pixel)")
+        if scale != center:
+            raise unsupported(path, kind, "a scale without a bias, or the other way round")
+        args = [] if eps == 1e-5 else [("kw", "eps", float(eps))]
+        args += [] if scale else [("flag", "noscale"), ("flag", "nocenter")]
+        self.graph.add(Op(node.name, kind, "layernorm", args, [src],
+                          path=module if module is not None else
+                          (node.target if node.op == "call_module" else None)))
+        self.last.add(node.name)
+
+    def stochastic_depth(self, node, path, kind, p, mode) -> None:
+        # torchvision's StochasticDepth: whole samples ("row") dropped in training
+        if mode != "row":
+            raise unsupported(path, kind, f"mode='{mode}' (the spec drops whole samples, "
+                              "mode='row')")
+        self.emit(node, kind, "stochastic_depth", [("pos", float(p))])
+
+    def _layer_scale(self, node) -> bool:
+        """A learned (C, 1, 1) parameter times a tensor: ConvNeXt's layer scale."""
+        params = [a for a in node.args if getattr(a, "name", None) in self.params]
+        others = [a for a in node.args if a not in params]
+        if len(params) != 1 or len(others) != 1 or node.kwargs:
+            return False
+        c = _shape(node)[1]
+        if tuple(params[0].meta["tensor_meta"].shape) != (c, 1, 1):
+            return False
+        path = self.params[params[0].name].rpartition(".")[0] or None
+        self.graph.add(Op(node.name, "layer_scale", "layerscale", [],
+                          [self.src(others[0])], path=path))
+        return True
 
     def function_pool(self, node, name):
         import torch.nn.functional as F
