@@ -289,17 +289,28 @@ def _reshape(layer, conf):
 
 
 def _rescaling(layer, conf):
-    scale, offset = conf["scale"], conf["offset"]
-    if not all(isinstance(v, (int, float)) for v in (scale, offset)):
-        raise missing(layer.name, "Rescaling", "a per-channel rescale (one scale and offset "
-                      "per channel)", hint="the spec's rescale takes one number each")
-    return [("rescale", [("kw", "scale", float(scale)), ("kw", "offset", float(offset))])]
+    def value(v):     # one number, or one per channel (EfficientNet's 1/std)
+        return float(v) if isinstance(v, (int, float)) else tuple(float(x) for x in v)
+    return [("rescale", [("kw", "scale", value(conf["scale"])),
+                         ("kw", "offset", value(conf["offset"]))])]
 
 
 def _normalization(layer, conf):
-    raise missing(layer.name, "Normalization", "a normalisation layer with per-channel mean "
-                  "and variance", hint="normalise the data before the model, or use "
-                  "'rescale' for one scale and offset")
+    """Keras Normalization over the channels; its mean and variance are weights (adapt() or
+    the file sets them), loaded like any other, so the spec states them only when the
+    config does."""
+    if conf.get("axis", -1) not in (-1, 3, (-1,), [-1], (3,), [3]):
+        raise unsupported(layer.name, "Normalization", f"axis={conf['axis']} (the spec's "
+                          "normalize is per channel)")
+    if conf.get("invert"):
+        raise unsupported(layer.name, "Normalization", "invert=True (denormalising)")
+    args = []
+    for key in ("mean", "variance"):
+        v = conf.get(key)
+        if v is not None:
+            args.append(("kw", key, tuple(float(x) for x in (v if isinstance(v, (list, tuple))
+                                                             else [v]))))
+    return [("normalize", args)]
 
 
 # Keras layers that are constructs the language does not have yet (issue 16)
@@ -315,6 +326,9 @@ def _softmax(layer, conf):
 
 
 def _dropout(layer, conf):
+    if tuple(conf.get("noise_shape") or ())[1:] == (1, 1, 1):
+        # one draw per sample: Keras' stochastic depth (EfficientNet's drop-connect)
+        return [("stochastic_depth", [("pos", float(conf["rate"]))])]
     return [("dropout", [("pos", float(conf["rate"]))])]
 
 
