@@ -102,7 +102,6 @@ def test_inception_v3_imports_exactly():
 
 @pytest.mark.parametrize("name, op, construct", [
     ("shufflenet_v2_x0_5", "Tensor.size", "channel shuffle"),
-    ("convnext_tiny", "Tensor.permute", "layer norm over channels"),
 ])
 def test_a_missing_construct_is_named(name, op, construct):
     """shufflenet and convnext failed with "cannot import 'size'" and "'permute'"."""
@@ -150,17 +149,30 @@ def test_imported_resnet_keeps_torchvisions_names():
     _torch_equal(module, text, 64)
 
 
-def test_stochastic_depth_is_left_out_with_a_note():
+def test_stochastic_depth_is_written():
+    """It was left out with a note; the language now has `stochastic_depth P`."""
     graph, module = read_source("torchvision:efficientnet_b0", (64, 64, 3))
     text = write(graph)
-    assert "(stochastic_depth) is the identity at" in text
+    assert "stochastic_depth 0.025" in text and "left out" not in text
     _torch_equal(module, text, 64)
+
+
+def test_convnext_reads_into_the_new_constructs():
+    """convnext failed at 'permute'; it now reads as layernorm, layerscale, stochastic_depth
+    with the source's counts (loading its weights by order is not yet covered)."""
+    graph, _ = read_source("torchvision:convnext_tiny", (64, 64, 3))
+    text = write(graph)
+    model = cnnspec.compile_text(text)
+    assert (model.trainable, model.non_trainable) == graph.counts
+    for word in ("layernorm eps=1e-6", "layerscale", "stochastic_depth 0.0058823529411764705"):
+        assert word in text
 
 
 # --- a representative subset of the coverage bench ------------------------------------------
 
 @pytest.mark.parametrize("source", ["torchvision:googlenet", "torchvision:mnasnet0_5",
-                                    "keras:MobileNet", "keras:Xception"])
+                                    "keras:MobileNet", "keras:Xception",
+                                    "keras:EfficientNetB0"])
 def test_coverage_rows(source):
     row = import_coverage.check(source)
     assert row["error"] == "" and row["counts"] is True and row["outputs"] is True, row
@@ -211,6 +223,6 @@ def test_keras_convnext_names_every_missing_construct():
     with pytest.raises(SpecError) as info:
         read_source("keras:ConvNeXtTiny", (64, 64, 3))
     err = info.value
-    assert err.code == "E417" and "per-channel mean and variance" in err.message
+    assert err.code == "E417" and "layer norm" in err.message     # Normalization reads now
     assert "the model also uses: " in err.message
-    assert "layer norm" in err.message and "layer scale" in err.message
+    assert "layer scale" in err.message and "per-channel mean" not in err.message
