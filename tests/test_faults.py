@@ -38,13 +38,19 @@ def test_write_atomic_keeps_the_old_file_when_the_disk_is_full(tmp_path, full_di
     assert _leftovers(tmp_path, {"model.py"}) == []
 
 
+def _state(epoch: int) -> dict:
+    """A resumable state as the trainer writes it (read_state checks every key)."""
+    return {"epoch": epoch, "history": list(range(1, epoch + 1)), "best_epoch": epoch - 1,
+            "bad_epochs": 0, "schedule": {}, "files": {"last": [], "best": []}}
+
+
 def test_checkpoint_write_keeps_the_previous_state_when_the_disk_is_full(tmp_path, monkeypatch):
-    checkpoint.write_state(tmp_path, {"epoch": 3, "history": [1, 2, 3]})
+    checkpoint.write_state(tmp_path, _state(3))
     before = (tmp_path / checkpoint.STATE).read_bytes()
     monkeypatch.setattr(os, "fsync", lambda fd: (_ for _ in ()).throw(
         OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))))
     with pytest.raises(OSError):
-        checkpoint.write_state(tmp_path, {"epoch": 4, "history": [1, 2, 3, 4]})
+        checkpoint.write_state(tmp_path, _state(4))
     assert (tmp_path / checkpoint.STATE).read_bytes() == before
     assert checkpoint.read_state(tmp_path)["epoch"] == 3
     assert _leftovers(tmp_path, {checkpoint.STATE}) == []
