@@ -114,6 +114,7 @@ def _same(state):
 # spec file, torchvision builder, the state_dict as the spec lays it out, small input side
 MODERN = {
     "convnext_tiny": ("convnext_tiny", _convnext_state, 64),
+    "regnety_400mf": ("regnet_y_400mf", _same, 64),
 }
 
 
