@@ -115,6 +115,7 @@ def _same(state):
 MODERN = {
     "convnext_tiny": ("convnext_tiny", _convnext_state, 64),
     "regnety_400mf": ("regnet_y_400mf", _same, 64),
+    "shufflenet_v2": ("shufflenet_v2_x1_0", _same, 64),
 }
 
 
