@@ -117,6 +117,9 @@ MODERN = {
     "regnety_400mf": ("regnet_y_400mf", _same, 64),
     "shufflenet_v2": ("shufflenet_v2_x1_0", _same, 64),
 }
+# torchvision's weights enum per spec: its metadata documents parameters and GFLOPs (MACs)
+WEIGHTS = {"convnext_tiny": "ConvNeXt_Tiny_Weights", "regnety_400mf": "RegNet_Y_400MF_Weights",
+           "shufflenet_v2": "ShuffleNet_V2_X1_0_Weights"}
 
 
 def _randomise(module, seed: int):
@@ -161,6 +164,28 @@ def test_modern_spec_has_torchvisions_layout_and_counts(name):
     sd = [m.p for m in module.modules() if type(m).__name__ == "StochasticDepth"]
     assert [n.layer.rate for n in model.nodes if n.kind == "stochastic_depth"] == \
         pytest.approx(sd)
+
+
+@pytest.mark.parametrize("name", MODERN)
+def test_modern_spec_cites_its_paper_and_documented_counts(name):
+    text = (SPECS / f"{name}.cnn").read_text()
+    header = text[: text.index("\nmodel ")]
+    assert header.startswith("# ") and re.search(r"\((19|20)\d\d\)", header)
+    assert "Layout: torchvision.models." in header
+    model = _modern(name)
+    assert model.name == name
+    meta = getattr(tvm, WEIGHTS[name]).DEFAULT.meta      # metadata only: nothing downloaded
+    assert model.trainable == meta["num_params"]
+    assert round(model.macs / 1e9, 3) == meta["_ops"]
+
+
+@pytest.mark.parametrize("name", ["regnety_400mf", "shufflenet_v2"])
+def test_modern_spec_shapes_and_macs_at_full_size(name):
+    # (ConvNeXt's Linear layers run on whole maps, which torch_trace counts as one pixel)
+    model = _modern(name)
+    got = torch_trace(getattr(tvm, MODERN[name][0])().eval(), 224, 224)
+    assert [n.shape for n in weighted(model)] == [shape for shape, _ in got]
+    assert model.macs == sum(macs for _, macs in got)
 
 
 @pytest.mark.parametrize("name", MODERN)
