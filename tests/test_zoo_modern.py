@@ -2,7 +2,11 @@
 has torchvision's efficientnet_bN state-dict layout (order and shapes), parameter and buffer
 counts and batch-norm settings; at b0 and b5 (the two batch-norm settings) the network loaded
 with torchvision's (randomised) weights gives torchvision's outputs at a small input; at b0
-the shapes and MACs of every weighted layer agree at the full 224x224."""
+the shapes and MACs of every weighted layer agree at the full 224x224.
+
+The hand-written specs of torchvision's newer CNNs (ConvNeXt-T, RegNetY-400MF, ShuffleNetV2
+x1.0): state-dict order and shapes, parameter and buffer counts equal to torchvision's, and
+outputs equal to torchvision's with its (randomised) weights at a small input."""
 
 from __future__ import annotations
 
@@ -76,3 +80,124 @@ def test_outputs_equal_torchvisions_with_its_weights(scale):
         want, got = module(x), net(x)
     assert want.std() > 1e-3
     torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-4 * float(want.abs().max()))
+
+
+# ---- hand-written specs of torchvision's newer CNNs ----------------------------------------
+
+SPECS = SPEC.parent
+
+
+def _convnext_state(state):
+    """torchvision's ConvNeXt state_dict as the spec holds it: a block's layer_scale moved
+    from before its layers (where CNBlock registers it) to after them (where it is applied),
+    named `gamma`; the block's Linear weights (out, in) as the 1x1 convs' (out, in, 1, 1)."""
+    out, held = {}, {}
+    for key, value in state.items():
+        owner, _, role = key.rpartition(".")
+        if role == "layer_scale":
+            held[owner] = value
+            continue
+        if ".block." in key and value.dim() == 2:
+            value = value[:, :, None, None]
+        out[key] = value
+        block = owner.partition(".block.")[0]
+        if key.endswith(".block.5.bias") and block in held:
+            out[f"{block}.gamma"] = held.pop(block)
+    assert not held
+    return out
+
+
+def _same(state):
+    return state
+
+
+# spec file, torchvision builder, the state_dict as the spec lays it out, small input side
+MODERN = {
+    "convnext_tiny": ("convnext_tiny", _convnext_state, 64),
+    "regnety_400mf": ("regnet_y_400mf", _same, 64),
+    "shufflenet_v2": ("shufflenet_v2_x1_0", _same, 64),
+}
+# torchvision's weights enum per spec: its metadata documents parameters and GFLOPs (MACs)
+WEIGHTS = {"convnext_tiny": "ConvNeXt_Tiny_Weights", "regnety_400mf": "RegNet_Y_400MF_Weights",
+           "shufflenet_v2": "ShuffleNet_V2_X1_0_Weights"}
+
+
+def _randomise(module, seed: int):
+    """randomise_torch, and ConvNeXt's layer scales (C, 1, 1) off their 1e-6 start, which
+    would make every block's body invisible next to its shortcut."""
+    module = randomise_torch(module, seed)
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for name, p in module.named_parameters():
+            if name.endswith("layer_scale"):
+                p.copy_(torch.rand(p.shape, generator=g) * 0.5 + 0.25)
+    return module
+
+
+@functools.cache
+def _modern(name: str, size: int | None = None) -> cnnspec.Model:
+    path = SPECS / f"{name}.cnn"
+    text = path.read_text()
+    if size is not None:
+        text = re.sub(r"^input \d+x\d+x3", f"input {size}x{size}x3", text,
+                      flags=re.MULTILINE)
+    return cnnspec.compile_text(text, str(path))
+
+
+@pytest.mark.parametrize("name", MODERN)
+def test_modern_spec_has_torchvisions_layout_and_counts(name):
+    from cnnspec.backends.torch import build
+    builder, adapt, _ = MODERN[name]
+    model, module = _modern(name), getattr(tvm, builder)().eval()
+    assert model.input_shape == (224, 224, 3)
+    assert (model.trainable, model.non_trainable) == torch_counts(module)
+    ours = [(k.rsplit(".", 1)[1], tuple(v.shape)) for k, v in build(model).state_dict().items()
+            if not k.endswith("num_batches_tracked")]
+    theirs = [(k.rsplit(".", 1)[1], tuple(v.shape)) for k, v in
+              adapt(module.state_dict()).items() if not k.endswith("num_batches_tracked")]
+    assert ours == theirs
+    # norm settings and stochastic depth rates, which no weight shape shows
+    for kind, cls in (("bn", torch.nn.BatchNorm2d), ("layernorm", torch.nn.LayerNorm)):
+        mods = [m for m in module.modules() if isinstance(m, cls)]
+        assert [n.layer.eps for n in model.nodes if n.kind == kind] == \
+            pytest.approx([m.eps for m in mods])
+    sd = [m.p for m in module.modules() if type(m).__name__ == "StochasticDepth"]
+    assert [n.layer.rate for n in model.nodes if n.kind == "stochastic_depth"] == \
+        pytest.approx(sd)
+
+
+@pytest.mark.parametrize("name", MODERN)
+def test_modern_spec_cites_its_paper_and_documented_counts(name):
+    text = (SPECS / f"{name}.cnn").read_text()
+    header = text[: text.index("\nmodel ")]
+    assert header.startswith("# ") and re.search(r"\((19|20)\d\d\)", header)
+    assert "Layout: torchvision.models." in header
+    model = _modern(name)
+    assert model.name == name
+    meta = getattr(tvm, WEIGHTS[name]).DEFAULT.meta      # metadata only: nothing downloaded
+    assert model.trainable == meta["num_params"]
+    assert round(model.macs / 1e9, 3) == meta["_ops"]
+
+
+@pytest.mark.parametrize("name", ["regnety_400mf", "shufflenet_v2"])
+def test_modern_spec_shapes_and_macs_at_full_size(name):
+    # (ConvNeXt's Linear layers run on whole maps, which torch_trace counts as one pixel)
+    model = _modern(name)
+    got = torch_trace(getattr(tvm, MODERN[name][0])().eval(), 224, 224)
+    assert [n.shape for n in weighted(model)] == [shape for shape, _ in got]
+    assert model.macs == sum(macs for _, macs in got)
+
+
+@pytest.mark.parametrize("name", MODERN)
+def test_modern_spec_outputs_equal_torchvisions_with_its_weights(name):
+    from cnnspec.backends.torch import build, load_torchvision_state_dict
+    builder, adapt, size = MODERN[name]
+    module = _randomise(getattr(tvm, builder)(), seed=7)
+    model = _modern(name, size)
+    net = build(model).eval()
+    load_torchvision_state_dict(net, model, adapt(module.state_dict()))
+    x = torch.randn(2, 3, size, size, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        want, got = module(x), net(x)
+    assert want.std() > 1e-3
+    torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5 * float(want.abs().max()))
