@@ -37,8 +37,10 @@ generate: $(STAMP)
 fuzz: $(STAMP)
 	$(BIN)/python tests/fuzzing.py 100000
 
+# Run by CI before the tests: the whole tree passes ruff's lint and is in ruff's format.
 lint: $(STAMP)
 	$(BIN)/ruff check cnnspec tests bench examples
+	$(BIN)/ruff format --check cnnspec tests bench examples
 
 # Generated artefacts are rebuilt here, never by hand; a test fails while one is stale.
 editors: $(STAMP)

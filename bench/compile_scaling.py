@@ -38,8 +38,8 @@ import cnnspec
 
 # A superlinear compiler shows growth of 2 or more at 10x the layers; noise stays well under 1.5.
 LINEAR_SLACK = 1.5
-STATEMENT_SLACK = 1.3       # time per statement, slowest / fastest of the statement series
-STATEMENT = "if 0 {}"       # checked (the condition is evaluated), makes no layer: 8 bytes a line
+STATEMENT_SLACK = 1.3  # time per statement, slowest / fastest of the statement series
+STATEMENT = "if 0 {}"  # checked (the condition is evaluated), makes no layer: 8 bytes a line
 
 
 def generate(layers: int) -> str:
@@ -72,14 +72,17 @@ def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sizes", default="1000,2000,5000,10000")
     parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--statements", default="10000,100000,1000000",
-                        help="sizes of the statement series (the largest runs once)")
+    parser.add_argument(
+        "--statements",
+        default="10000,100000,1000000",
+        help="sizes of the statement series (the largest runs once)",
+    )
     parser.add_argument("--json", metavar="OUT")
     args = parser.parse_args(argv)
     sizes = [int(s) for s in args.sizes.split(",")]
     counts = [int(s) for s in args.statements.split(",")]
     load_before = load_average()
-    cnnspec.compile_text(generate(1000))          # imports, parser tables, schemas: once
+    cnnspec.compile_text(generate(1000))  # imports, parser tables, schemas: once
     rows, results = [], []
     with tempfile.TemporaryDirectory() as tmp:
         for n in sizes:
@@ -87,19 +90,30 @@ def main(argv: list[str]) -> int:
             path = Path(tmp) / f"layers_{n}.cnn"
             path.write_text(text, encoding="utf-8")
             inside = in_process(text, args.repeats)
-            costs = process_costs([sys.executable, "-m", "cnnspec", "check", str(path)],
-                                  args.repeats, env=checkout_env())
+            costs = process_costs(
+                [sys.executable, "-m", "cnnspec", "check", str(path)],
+                args.repeats,
+                env=checkout_env(),
+            )
             whole, cpu = min(w for w, _ in costs), min(c for _, c in costs)
-            results.append({"layers": n, "lines": text.count("\n"), "in_process_s": inside,
-                            "process_s": whole, "process_cpu_s": cpu,
-                            "us_per_layer": inside / n * 1e6})
-            rows.append([f"{n:,}", f"{inside:.3f}", f"{inside / n * 1e6:.0f}",
-                         f"{whole:.3f}", f"{cpu:.3f}"])
-    print(markdown(["layers", "compile_text s", "µs / layer", "cnnspec check s", "its CPU s"],
-                   rows))
+            results.append(
+                {
+                    "layers": n,
+                    "lines": text.count("\n"),
+                    "in_process_s": inside,
+                    "process_s": whole,
+                    "process_cpu_s": cpu,
+                    "us_per_layer": inside / n * 1e6,
+                }
+            )
+            rows.append(
+                [f"{n:,}", f"{inside:.3f}", f"{inside / n * 1e6:.0f}", f"{whole:.3f}", f"{cpu:.3f}"]
+            )
+    print(
+        markdown(["layers", "compile_text s", "µs / layer", "cnnspec check s", "its CPU s"], rows)
+    )
     growth = results[-1]["us_per_layer"] / results[0]["us_per_layer"]
-    print(f"\ntime per layer at {sizes[-1]:,} / at {sizes[0]:,} layers: {growth:.2f} "
-          "(1 = linear)")
+    print(f"\ntime per layer at {sizes[-1]:,} / at {sizes[0]:,} layers: {growth:.2f} (1 = linear)")
 
     # The machine's speed drifts over the minutes this takes (other jobs share it), so each
     # count is timed between two runs of the smallest, and compared with their mean.
@@ -107,41 +121,92 @@ def main(argv: list[str]) -> int:
     smallest = statements(counts[0])
 
     def reference() -> float:
-        return in_process(smallest, args.repeats, min_nodes=1, clock=time.process_time) \
-            / counts[0] * 1e6
+        return (
+            in_process(smallest, args.repeats, min_nodes=1, clock=time.process_time)
+            / counts[0]
+            * 1e6
+        )
 
     for n in counts:
         text = statements(n)
         before = reference()
         # CPU time: on a shared machine the wall clock measures the neighbours as much as
         # the parser. The largest once: a million statements take minutes here.
-        inside = in_process(text, 1 if n == max(counts) else args.repeats, min_nodes=1,
-                            clock=time.process_time)
+        inside = in_process(
+            text, 1 if n == max(counts) else args.repeats, min_nodes=1, clock=time.process_time
+        )
         ref = (before + reference()) / 2
         per = inside / n * 1e6
-        series.append({"statements": n, "bytes": len(text), "in_process_s": inside,
-                       "us_per_statement": per, "reference_us": ref, "relative": per / ref})
-        rows.append([f"{n:,}", f"{len(text) / 1e6:.1f}", f"{inside:.2f}", f"{per:.1f}",
-                     f"{ref:.1f}", f"{per / ref:.2f}"])
+        series.append(
+            {
+                "statements": n,
+                "bytes": len(text),
+                "in_process_s": inside,
+                "us_per_statement": per,
+                "reference_us": ref,
+                "relative": per / ref,
+            }
+        )
+        rows.append(
+            [
+                f"{n:,}",
+                f"{len(text) / 1e6:.1f}",
+                f"{inside:.2f}",
+                f"{per:.1f}",
+                f"{ref:.1f}",
+                f"{per / ref:.2f}",
+            ]
+        )
     print(f"\nstatements `{STATEMENT}` (no layers), parsed and checked by compile_text:")
-    print(markdown(["statements", "MB", "compile_text CPU s", "µs / statement",
-                    f"µs / statement at {counts[0]:,} around it", "relative"], rows))
+    print(
+        markdown(
+            [
+                "statements",
+                "MB",
+                "compile_text CPU s",
+                "µs / statement",
+                f"µs / statement at {counts[0]:,} around it",
+                "relative",
+            ],
+            rows,
+        )
+    )
     relative = [r["relative"] for r in series]
     spread = max(relative) / min(relative)
-    print(f"\ntime per statement, slowest / fastest of {', '.join(f'{n:,}' for n in counts)}, "
-          f"each against the {counts[0]:,} runs around it: {spread:.2f} (1 = linear)")
-    print(f"minimum of {args.repeats} runs each (the largest statement count: one run); load "
-          f"average {load_before} -> {load_average()} on {machine()['cpus']} CPUs")
-    write_json(Path(args.json) if args.json else None, {
-        "machine": machine(), "load_average_before": load_before, "results": results,
-        "per_layer_growth": growth, "statements": series, "per_statement_spread": spread,
-        "report_rows": [
-            target_row(f"compile time per layer, {sizes[-1]:,} / {sizes[0]:,} "
-                       "layers (in-process)", growth, "about 1 (linear), <= 1.5",
-                       growth <= LINEAR_SLACK),
-            target_row(f"parse+check time per statement, slowest / fastest of "
-                       f"{' / '.join(f'{n:,}' for n in counts)} statements (in-process)",
-                       spread, f"<= {STATEMENT_SLACK}", spread <= STATEMENT_SLACK)]})
+    print(
+        f"\ntime per statement, slowest / fastest of {', '.join(f'{n:,}' for n in counts)}, "
+        f"each against the {counts[0]:,} runs around it: {spread:.2f} (1 = linear)"
+    )
+    print(
+        f"minimum of {args.repeats} runs each (the largest statement count: one run); load "
+        f"average {load_before} -> {load_average()} on {machine()['cpus']} CPUs"
+    )
+    write_json(
+        Path(args.json) if args.json else None,
+        {
+            "machine": machine(),
+            "load_average_before": load_before,
+            "results": results,
+            "per_layer_growth": growth,
+            "statements": series,
+            "per_statement_spread": spread,
+            "report_rows": [
+                target_row(
+                    f"compile time per layer, {sizes[-1]:,} / {sizes[0]:,} layers (in-process)",
+                    growth,
+                    "about 1 (linear), <= 1.5",
+                    growth <= LINEAR_SLACK,
+                ),
+                target_row(
+                    f"parse+check time per statement, slowest / fastest of "
+                    f"{' / '.join(f'{n:,}' for n in counts)} statements (in-process)",
+                    spread,
+                    f"<= {STATEMENT_SLACK}",
+                    spread <= STATEMENT_SLACK,
+                ),
+            ],
+        },
+    )
     return 0
 
 

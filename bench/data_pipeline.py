@@ -48,6 +48,7 @@ compile {{ optimizer sgd lr=0.01; epochs 1; batch_size {BATCH}; validation_split
 def write_folder(n: int, root: Path) -> Path:
     """root/c<k>/<i>.jpg, n images of SIZE x SIZE in CLASSES classes; skipped when done."""
     from PIL import Image
+
     done = root / f".complete-{n}"
     if done.exists():
         return root
@@ -96,11 +97,31 @@ def peak_train_memory(folder: Path, workers: int, work: Path) -> tuple[int, int,
     spec = work / "probe.cnn"
     spec.write_text(SPEC)
     out = work / f"run-{folder.name}"
-    cmd = [sys.executable, "-m", "cnnspec", "train", str(spec), "--data", str(folder),
-           "--out", str(out), "--overwrite", "--progress", "off", "--workers", str(workers)]
+    cmd = [
+        sys.executable,
+        "-m",
+        "cnnspec",
+        "train",
+        str(spec),
+        "--data",
+        str(folder),
+        "--out",
+        str(out),
+        "--overwrite",
+        "--progress",
+        "off",
+        "--workers",
+        str(workers),
+    ]
     t0 = time.perf_counter()
-    proc = subprocess.Popen(cmd, cwd=ROOT, env=checkout_env(), stdout=subprocess.DEVNULL,
-                            stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        cmd,
+        cwd=ROOT,
+        env=checkout_env(),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     peak_rss = peak_pss = 0
     while proc.poll() is None:
         rss, pss = tree_memory(proc.pid)
@@ -131,16 +152,28 @@ def torch_rates(folder: Path, workers: int, limit: int) -> tuple[float, float]:
 
     from cnnspec.data import index, parse_ops
     from cnnspec.data.torch_loader import set_epoch, torch_loader
+
     samples = index(str(folder), (SIZE, SIZE, 3), "classify")
-    ours = torch_loader(samples, BATCH, train=True, seed=0, ops=parse_ops(["flip"]),
-                        workers=workers)
+    ours = torch_loader(
+        samples, BATCH, train=True, seed=0, ops=parse_ops(["flip"]), workers=workers
+    )
     set_epoch(ours, 0)
     # the same work: Pillow decode, RGB, resize to SIZE (a no-op at SIZE), flip, float [0, 1]
-    transform = v2.Compose([v2.Resize((SIZE, SIZE)), v2.RandomHorizontalFlip(), v2.ToImage(),
-                            v2.ToDtype(torch.float32, scale=True)])
+    transform = v2.Compose(
+        [
+            v2.Resize((SIZE, SIZE)),
+            v2.RandomHorizontalFlip(),
+            v2.ToImage(),
+            v2.ToDtype(torch.float32, scale=True),
+        ]
+    )
     reference = torch.utils.data.DataLoader(
-        torchvision.datasets.ImageFolder(str(folder), transform=transform), batch_size=BATCH,
-        shuffle=True, num_workers=workers, persistent_workers=workers > 0)
+        torchvision.datasets.ImageFolder(str(folder), transform=transform),
+        batch_size=BATCH,
+        shuffle=True,
+        num_workers=workers,
+        persistent_workers=workers > 0,
+    )
     return _rate(ours, limit), _rate(reference, limit)
 
 
@@ -149,19 +182,26 @@ def keras_rates(folder: Path, workers: int, limit: int) -> tuple[float, float]:
 
     from cnnspec.data import index, parse_ops
     from cnnspec.data.loading import keras_batches
+
     samples = index(str(folder), (SIZE, SIZE, 3), "classify")
-    ours = keras_batches(samples, BATCH, train=True, seed=0, ops=parse_ops(["flip"]),
-                         workers=workers)
+    ours = keras_batches(
+        samples, BATCH, train=True, seed=0, ops=parse_ops(["flip"]), workers=workers
+    )
     paths = [str(p) for p in samples.reader.paths]
 
     def decode(path, label):
         image = tf.io.decode_jpeg(tf.io.read_file(path), channels=3)
-        image = tf.image.resize(image, (SIZE, SIZE))   # float32, as ours
+        image = tf.image.resize(image, (SIZE, SIZE))  # float32, as ours
         return tf.image.random_flip_left_right(image) / 255.0, label
 
-    reference = (tf.data.Dataset.from_tensor_slices((paths, samples.y))
-                 .shuffle(len(paths)).map(decode, num_parallel_calls=max(workers, 1))
-                 .batch(BATCH).prefetch(2).as_numpy_iterator())
+    reference = (
+        tf.data.Dataset.from_tensor_slices((paths, samples.y))
+        .shuffle(len(paths))
+        .map(decode, num_parallel_calls=max(workers, 1))
+        .batch(BATCH)
+        .prefetch(2)
+        .as_numpy_iterator()
+    )
     return _rate(ours, limit), _rate(reference, limit)
 
 
@@ -187,30 +227,52 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as work:
         memory = {n: peak_train_memory(folders[n], args.workers, Path(work)) for n in sizes}
     for n, (rss, pss, seconds) in memory.items():
-        print(f"train 1 epoch on {n} images: peak RSS {rss / 2**20:.0f} MiB, "
-              f"PSS {pss / 2**20:.0f} MiB (process tree), {seconds:.0f} s")
+        print(
+            f"train 1 epoch on {n} images: peak RSS {rss / 2**20:.0f} MiB, "
+            f"PSS {pss / 2**20:.0f} MiB (process tree), {seconds:.0f} s"
+        )
     small, large = memory[sizes[0]][1], memory[sizes[-1]][1]
     ratio = large / small
     print(f"peak PSS ratio {sizes[-1]}/{sizes[0]} = {ratio:.3f}")
-    rows.append(target_row(f"peak PSS of the tree, train 1 epoch, {sizes[-1]} / {sizes[0]} "
-                           "images", ratio, "<= 1.1, < 3 GiB",
-                           ratio <= 1.1 and large < 3 * 2**30))
+    rows.append(
+        target_row(
+            f"peak PSS of the tree, train 1 epoch, {sizes[-1]} / {sizes[0]} images",
+            ratio,
+            "<= 1.1, < 3 GiB",
+            ratio <= 1.1 and large < 3 * 2**30,
+        )
+    )
     data["peak_rss"] = {str(n): m[0] for n, m in memory.items()}
     data["peak_pss"] = {str(n): m[1] for n, m in memory.items()}
     folder = folders[sizes[0]]
     ours, ref = alternate(lambda: torch_rates(folder, args.workers, args.batches), args.rounds)
-    print(f"torch: cnnspec {ours:.0f} images/s, ImageFolder + DataLoader {ref:.0f} images/s, "
-          f"ratio {ours / ref:.3f}")
-    rows.append(target_row("torch input pipeline: cnnspec / ImageFolder + DataLoader (images/s)",
-                           ours / ref, ">= 0.95", ours / ref >= 0.95))
+    print(
+        f"torch: cnnspec {ours:.0f} images/s, ImageFolder + DataLoader {ref:.0f} images/s, "
+        f"ratio {ours / ref:.3f}"
+    )
+    rows.append(
+        target_row(
+            "torch input pipeline: cnnspec / ImageFolder + DataLoader (images/s)",
+            ours / ref,
+            ">= 0.95",
+            ours / ref >= 0.95,
+        )
+    )
     data["torch"] = {"cnnspec": ours, "reference": ref}
     if not args.no_keras:
-        ours, ref = alternate(lambda: keras_rates(folder, args.workers, args.batches),
-                              args.rounds)
-        print(f"keras: cnnspec {ours:.0f} images/s, tf.data {ref:.0f} images/s, "
-              f"ratio {ours / ref:.3f}")
-        rows.append(target_row("Keras input pipeline: cnnspec / hand-written tf.data "
-                               "(images/s)", ours / ref, ">= 0.90", ours / ref >= 0.90))
+        ours, ref = alternate(lambda: keras_rates(folder, args.workers, args.batches), args.rounds)
+        print(
+            f"keras: cnnspec {ours:.0f} images/s, tf.data {ref:.0f} images/s, "
+            f"ratio {ours / ref:.3f}"
+        )
+        rows.append(
+            target_row(
+                "Keras input pipeline: cnnspec / hand-written tf.data (images/s)",
+                ours / ref,
+                ">= 0.90",
+                ours / ref >= 0.90,
+            )
+        )
         data["keras"] = {"cnnspec": ours, "reference": ref}
     data["report_rows"] = rows
     write_json(args.json, data)

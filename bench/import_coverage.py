@@ -24,16 +24,24 @@ import torch
 import torchvision  # before TensorFlow: the other order segfaults here)
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))                    # this checkout's cnnspec, not an installed one
-sys.path.insert(0, str(ROOT / "tests"))          # the parity tests' weight randomiser
+sys.path.insert(0, str(ROOT))  # this checkout's cnnspec, not an installed one
+sys.path.insert(0, str(ROOT / "tests"))  # the parity tests' weight randomiser
 cnnspec = importlib.import_module("cnnspec")
 random_weights = importlib.import_module("random_weights")
 
 TRANSFORMERS = ("maxvit", "swin", "vit_")
 SMALL = 64
 # sizes other than SMALL: the model's minimum, or where an adaptive pool is a fixed window
-SIZES = {"inception_v3": 75, "alexnet": 224, "vgg": 224, "InceptionV3": 75,
-         "InceptionResNetV2": 75, "Xception": 71, "NASNetLarge": 331, "NASNetMobile": 224}
+SIZES = {
+    "inception_v3": 75,
+    "alexnet": 224,
+    "vgg": 224,
+    "InceptionV3": 75,
+    "InceptionResNetV2": 75,
+    "Xception": 71,
+    "NASNetLarge": 331,
+    "NASNetMobile": 224,
+}
 BEGIN, END = "<!-- import-coverage:begin -->", "<!-- import-coverage:end -->"
 
 
@@ -46,20 +54,26 @@ def keras_models() -> list[str]:
     import inspect
 
     import keras
-    return [f"keras:{n}" for n, f in inspect.getmembers(keras.applications, inspect.isfunction)
-            if n[:1].isupper()]
+
+    return [
+        f"keras:{n}"
+        for n, f in inspect.getmembers(keras.applications, inspect.isfunction)
+        if n[:1].isupper()
+    ]
 
 
 def size_of(source: str) -> int:
     name = source.partition(":")[2]
-    return next((s for k, s in SIZES.items() if name == k or (k.islower() and
-                                                              name.startswith(k))), SMALL)
+    return next(
+        (s for k, s in SIZES.items() if name == k or (k.islower() and name.startswith(k))), SMALL
+    )
 
 
 def check(source: str) -> dict:
     """One row: lines, counts equal, outputs equal, error."""
     from cnnspec.errors import SpecError
     from cnnspec.importer import read_source, write
+
     size = size_of(source)
     row = {"model": source, "size": size, "lines": "", "counts": "", "outputs": "", "error": ""}
     start = time.perf_counter()
@@ -76,8 +90,9 @@ def check(source: str) -> dict:
     row["lines"] = len(text.splitlines())
     row["counts"] = (model.trainable, model.non_trainable) == tuple(graph.counts)
     try:
-        row["outputs"] = (_torch_equal if source.startswith("torchvision:") else
-                          _keras_equal)(model, framework_model, size)
+        row["outputs"] = (_torch_equal if source.startswith("torchvision:") else _keras_equal)(
+            model, framework_model, size
+        )
     except Exception as exc:  # noqa: BLE001
         row["outputs"] = False
         row["error"] = f"outputs: {type(exc).__name__}: {str(exc).splitlines()[0][:160]}"
@@ -91,6 +106,7 @@ def _done(row: dict, start: float) -> dict:
 
 def _torch_equal(model, module, size: int) -> bool:
     from cnnspec.backends.torch import build, load_torchvision_state_dict
+
     random_weights.randomise_torch(module, 7)
     net = build(model, logits=True).eval()
     report = load_torchvision_state_dict(net, model, module.state_dict())
@@ -107,6 +123,7 @@ def _keras_equal(model, app, size: int) -> bool:
 
     from cnnspec.backends.keras import build
     from cnnspec.convert import load_keras_applications_weights
+
     random_weights.randomise_keras_batch_norm(app, np.random.default_rng(7))
     kmodel = build(model)
     load_keras_applications_weights(kmodel, model, app)
@@ -118,12 +135,17 @@ def _keras_equal(model, app, size: int) -> bool:
 def table(rows: list[dict]) -> list[str]:
     def mark(v):
         return "yes" if v is True else "no" if v is False else ""
-    lines = ["| model | input | spec lines | counts equal | outputs equal | s | error |",
-             "|---|---|---|---|---|---|---|"]
+
+    lines = [
+        "| model | input | spec lines | counts equal | outputs equal | s | error |",
+        "|---|---|---|---|---|---|---|",
+    ]
     for r in rows:
         error = r["error"].replace("|", "\\|")
-        lines.append(f"| {r['model']} | {r['size']} | {r['lines']} | {mark(r['counts'])} | "
-                     f"{mark(r['outputs'])} | {r['seconds']} | {error} |")
+        lines.append(
+            f"| {r['model']} | {r['size']} | {r['lines']} | {mark(r['counts'])} | "
+            f"{mark(r['outputs'])} | {r['seconds']} | {error} |"
+        )
     return lines
 
 
@@ -141,20 +163,33 @@ def misses(rows: list[dict]) -> str:
 def write_section(path: Path, rows: list[dict], note: str) -> None:
     exact = sum(1 for r in rows if r["counts"] is True and r["outputs"] is True)
     missed = misses(rows)
-    body = [BEGIN, "## Import coverage (`bench/import_coverage.py`)", "",
-            f"{exact} of {len(rows)} imported exactly (counts and outputs equal). {note}", "",
-            *([f"Misses, by the construct the language lacks so far (E417): {missed}.", ""]
-              if missed else []),
-            *table(rows), END]
+    body = [
+        BEGIN,
+        "## Import coverage (`bench/import_coverage.py`)",
+        "",
+        f"{exact} of {len(rows)} imported exactly (counts and outputs equal). {note}",
+        "",
+        *(
+            [f"Misses, by the construct the language lacks so far (E417): {missed}.", ""]
+            if missed
+            else []
+        ),
+        *table(rows),
+        END,
+    ]
     text = path.read_text() if path.exists() else ""
     if BEGIN in text:
-        text = re.sub(re.escape(BEGIN) + ".*?" + re.escape(END), lambda _: "\n".join(body),
-                      text, flags=re.DOTALL)
+        text = re.sub(
+            re.escape(BEGIN) + ".*?" + re.escape(END),
+            lambda _: "\n".join(body),
+            text,
+            flags=re.DOTALL,
+        )
     else:
         text = text.rstrip("\n") + "\n\n" + "\n".join(body) + "\n"
     tmp = path.with_name(f".{path.name}.tmp")
     tmp.write_text(text)
-    tmp.replace(path)                    # atomically: a stopped run leaves the old file
+    tmp.replace(path)  # atomically: a stopped run leaves the old file
 
 
 def main(argv=None) -> int:
@@ -177,6 +212,7 @@ def main(argv=None) -> int:
         print(table([row])[-1], flush=True)
         if source.startswith("keras:"):
             import keras
+
             keras.backend.clear_session()
     if args.write:
         write_section(Path(args.write), rows, args.note)

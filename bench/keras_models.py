@@ -28,6 +28,7 @@ def _models():
     import cnnspec
     from cnnspec.backends.keras import build
     from cnnspec.convert import load_keras_applications_weights
+
     ir = cnnspec.compile_file(ROOT / "specs" / "resnet50_keras.cnn")
     ours, ref = build(ir), keras.applications.ResNet50(weights=None)
     load_keras_applications_weights(ours, ir, ref)
@@ -52,11 +53,13 @@ def main(argv=None) -> int:
     rng = np.random.default_rng(0)
     x = rng.normal(size=(args.batch, 224, 224, 3)).astype("float32")
     y = np.eye(1000, dtype="float32")[rng.integers(0, 1000, args.batch)]
-    jobs = {"forward": lambda m: m.predict_on_batch(x),
-            "train step": lambda m: m.train_on_batch(x, y)}
+    jobs = {
+        "forward": lambda m: m.predict_on_batch(x),
+        "train step": lambda m: m.train_on_batch(x, y),
+    }
     times = {(job, name): [] for job in jobs for name in models}
     for job, fn in jobs.items():
-        for m in models.values():      # warm-up: tracing and first-call allocation
+        for m in models.values():  # warm-up: tracing and first-call allocation
             fn(m)
         for _ in range(args.repeats):
             for name, m in models.items():
@@ -66,15 +69,25 @@ def main(argv=None) -> int:
     for job in jobs:
         ours = statistics.median(times[job, "cnnspec"])
         ref = statistics.median(times[job, "keras.applications"])
-        print(f"  {job:10s}  cnnspec {ours:.3f} s   keras.applications {ref:.3f} s   "
-              f"ratio {ours / ref:.3f}")
-        report.append({"target": f"keras ResNet50 {job}: cnnspec / keras.applications "
-                                 f"(batch {args.batch}, median of {args.repeats})",
-                       "measured": f"{ours / ref:.3f}", "goal": f"<= {TARGET_RATIO}",
-                       "met": ours / ref <= TARGET_RATIO, "cnnspec_s": ours, "keras_s": ref})
+        print(
+            f"  {job:10s}  cnnspec {ours:.3f} s   keras.applications {ref:.3f} s   "
+            f"ratio {ours / ref:.3f}"
+        )
+        report.append(
+            {
+                "target": f"keras ResNet50 {job}: cnnspec / keras.applications "
+                f"(batch {args.batch}, median of {args.repeats})",
+                "measured": f"{ours / ref:.3f}",
+                "goal": f"<= {TARGET_RATIO}",
+                "met": ours / ref <= TARGET_RATIO,
+                "cnnspec_s": ours,
+                "keras_s": ref,
+            }
+        )
     if args.json:
-        Path(args.json).write_text(json.dumps({"report_rows": report}, indent=2) + "\n",
-                                   encoding="utf-8")
+        Path(args.json).write_text(
+            json.dumps({"report_rows": report}, indent=2) + "\n", encoding="utf-8"
+        )
     return 0
 
 

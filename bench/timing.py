@@ -28,16 +28,16 @@ def checkout_env() -> dict:
     return env
 
 
-def process_costs(argv: list[str], repeats: int, cwd: Path = ROOT, env: dict | None = None,
-                  warmup: int = 1) -> list[tuple[float, float]]:
+def process_costs(
+    argv: list[str], repeats: int, cwd: Path = ROOT, env: dict | None = None, warmup: int = 1
+) -> list[tuple[float, float]]:
     """(wall seconds, CPU seconds) of each run. CPU time (user + system of the child) depends
     less on what else the machine runs, so it is the better number on a busy machine."""
     costs = []
     for i in range(warmup + repeats):
         before = resource.getrusage(resource.RUSAGE_CHILDREN)
         start = time.perf_counter()
-        done = subprocess.run(argv, cwd=cwd, env=env, capture_output=True, text=True,
-                              check=False)
+        done = subprocess.run(argv, cwd=cwd, env=env, capture_output=True, text=True, check=False)
         took = time.perf_counter() - start
         after = resource.getrusage(resource.RUSAGE_CHILDREN)
         if done.returncode != 0:
@@ -50,8 +50,13 @@ def process_costs(argv: list[str], repeats: int, cwd: Path = ROOT, env: dict | N
 
 def stats(costs: list[tuple[float, float]]) -> dict:
     walls, cpus = [w for w, _ in costs], [c for _, c in costs]
-    return {"median_s": statistics.median(walls), "min_s": min(walls),
-            "cpu_median_s": statistics.median(cpus), "cpu_min_s": min(cpus), "runs": walls}
+    return {
+        "median_s": statistics.median(walls),
+        "min_s": min(walls),
+        "cpu_median_s": statistics.median(cpus),
+        "cpu_min_s": min(cpus),
+        "runs": walls,
+    }
 
 
 def load_average() -> float | None:
@@ -73,8 +78,12 @@ def cpu_model() -> str:
 
 
 def machine() -> dict:
-    return {"cpu": cpu_model(), "cpus": os.cpu_count(), "load_average_1min": load_average(),
-            "python": sys.version.split()[0]}
+    return {
+        "cpu": cpu_model(),
+        "cpus": os.cpu_count(),
+        "load_average_1min": load_average(),
+        "python": sys.version.split()[0],
+    }
 
 
 def target_row(target: str, measured: float, goal: str, met: bool, unit: str = "") -> dict:

@@ -20,15 +20,15 @@ __version__ = "0.1.0"
 
 
 __all__ = [
-           "IR_VERSION",
-           "Model",
-           "Node",
-           "Span",
-           "SpecError",
-           "SpecErrors",
-           "__version__",
-           "compile_file",
-           "compile_text",
-           "json_schema",
-           "validate",
+    "IR_VERSION",
+    "Model",
+    "Node",
+    "Span",
+    "SpecError",
+    "SpecErrors",
+    "__version__",
+    "compile_file",
+    "compile_text",
+    "json_schema",
+    "validate",
 ]

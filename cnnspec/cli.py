@@ -20,7 +20,7 @@ EXIT_OK, EXIT_SPEC, EXIT_USAGE = 0, 1, 2
 
 
 class _Parser(argparse.ArgumentParser):
-    def error(self, message):   # argparse exits 2 on usage errors: keep that, say it plainly
+    def error(self, message):  # argparse exits 2 on usage errors: keep that, say it plainly
         self.print_usage(sys.stderr)
         print(f"{self.prog}: error: {message}", file=sys.stderr)
         raise SystemExit(EXIT_USAGE)
@@ -34,8 +34,9 @@ def _module_name(command: str) -> str:
 def _command_modules(only: str | None = None):
     """Every command module in help order, or just the one that runs: importing all sixteen
     and building their parsers is a tenth of a `cnnspec summary`."""
-    names = sorted(m.name for m in pkgutil.iter_modules(_commands_pkg.__path__)
-                   if not m.name.startswith("_"))
+    names = sorted(
+        m.name for m in pkgutil.iter_modules(_commands_pkg.__path__) if not m.name.startswith("_")
+    )
     if only is not None and _module_name(only) in names:
         mod = importlib.import_module(f"{_commands_pkg.__name__}.{_module_name(only)}")
         if mod.NAME == only:
@@ -48,18 +49,26 @@ def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
     """The argument parser; given the command line, only its command's sub-parser is built
     (all of them for `--help`, no command or an unknown one, so that usage lists them)."""
     from . import __version__
-    parser = _Parser(prog="cnnspec", description="Compile .cnn network specs: check them, "
-                     "summarise them, build them in PyTorch or Keras.")
+
+    parser = _Parser(
+        prog="cnnspec",
+        description="Compile .cnn network specs: check them, "
+        "summarise them, build them in PyTorch or Keras.",
+    )
     parser.add_argument("--version", action="version", version=f"cnnspec {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     only = argv[0] if argv else None
     for mod in _command_modules(only):
-        p = sub.add_parser(mod.NAME, help=mod.HELP, description=getattr(mod, "DESCRIPTION",
-                                                                          mod.HELP))
+        p = sub.add_parser(
+            mod.NAME, help=mod.HELP, description=getattr(mod, "DESCRIPTION", mod.HELP)
+        )
         mod.configure(p)
-        p.add_argument("--scale", metavar="NAME", default=None,
-                       help="compile at this named scale of the spec's scales section "
-                            "(default: its first)")
+        p.add_argument(
+            "--scale",
+            metavar="NAME",
+            default=None,
+            help="compile at this named scale of the spec's scales section (default: its first)",
+        )
         p.set_defaults(_run=mod.run)
     return parser
 
@@ -75,6 +84,7 @@ def main(argv: list[str] | None = None) -> int:
         parser.print_help()
         return EXIT_USAGE
     from .commands import _common
+
     _common.selected_scale = getattr(args, "scale", None)
     try:
         return args._run(args)
@@ -87,6 +97,7 @@ def main(argv: list[str] | None = None) -> int:
         # Found after compiling, by a backend (E4xx: a name Keras cannot hold, a size a
         # framework cannot take): located in the spec like any other spec error.
         from .commands._common import report
+
         errs = exc if isinstance(exc, SpecErrors) else SpecErrors([exc])
         report(errs, errs.errors[0].path if errs.errors else None)
         return EXIT_SPEC
@@ -94,6 +105,7 @@ def main(argv: list[str] | None = None) -> int:
         # A full disk, a read-only folder, a vanished file: say which and stop. Outputs are
         # written to a temporary file and renamed, so what was there before is untouched.
         from .errors import printable
+
         where = f": {printable(str(exc.filename))}" if exc.filename else ""
         print(f"cnnspec {args.command}: error: {exc.strerror or exc}{where}", file=sys.stderr)
         return EXIT_SPEC

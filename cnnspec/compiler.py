@@ -23,8 +23,9 @@ def compile_text(text: str, path: str | None = None, scale: str | None = None) -
         try:
             return elaborate(tree, path, scale)
         except RecursionError:
-            raise SpecErrors([SpecError("E106", "the spec is nested too deeply", Span(1, 1),
-                                        path=path)]) from None
+            raise SpecErrors(
+                [SpecError("E106", "the spec is nested too deeply", Span(1, 1), path=path)]
+            ) from None
 
 
 @contextmanager
@@ -48,15 +49,24 @@ def compile_file(path: str | Path, scale: str | None = None) -> Model:
     try:
         data = path.read_bytes()
     except OSError as exc:
-        raise SpecErrors([SpecError("E001", f"cannot read the spec: {exc.strerror}",
-                                    path=str(path))]) from None
+        raise SpecErrors(
+            [SpecError("E001", f"cannot read the spec: {exc.strerror}", path=str(path))]
+        ) from None
     try:
         text = data.decode("utf-8")
     except UnicodeDecodeError as exc:
-        line = data[:exc.start].count(b"\n") + 1
-        raise SpecErrors([SpecError("E107", "the spec is not UTF-8 text",
-                                    path=str(path), hint="save the file as UTF-8",
-                                    span=_span(line))]) from None
+        line = data[: exc.start].count(b"\n") + 1
+        raise SpecErrors(
+            [
+                SpecError(
+                    "E107",
+                    "the spec is not UTF-8 text",
+                    path=str(path),
+                    hint="save the file as UTF-8",
+                    span=_span(line),
+                )
+            ]
+        ) from None
     model = compile_text(text, str(path), scale)
     if model.name == "model":
         model.name = _text(path.stem)

@@ -35,6 +35,7 @@ def _layout(node):
 def torch_paths(model: Model) -> dict[str, str]:
     """Node name -> the torch module's attribute path (state_dict key prefix)."""
     from .backends.torch import plan
+
     return {s.node: ".".join(s.attr) for s in plan(model).steps if s.attr is not None}
 
 
@@ -47,6 +48,7 @@ def _numpy(value) -> np.ndarray:
 def torch_to_keras(model: Model, state_dict) -> dict[str, list[np.ndarray]]:
     """Keras layer name -> its weights (get_weights() order), from a torch state_dict."""
     from .backends.keras import keras_names
+
     paths, names = torch_paths(model), keras_names(model)
     out, used = {}, set()
     for node in model.nodes:
@@ -68,6 +70,7 @@ def torch_to_keras(model: Model, state_dict) -> dict[str, list[np.ndarray]]:
 def keras_to_torch(model: Model, weights: dict[str, list]) -> dict[str, np.ndarray]:
     """A torch state_dict (numpy arrays) from Keras layer name -> get_weights() lists."""
     from .backends.keras import keras_names
+
     paths, names = torch_paths(model), keras_names(model)
     out = {}
     for node in model.nodes:
@@ -76,9 +79,11 @@ def keras_to_torch(model: Model, weights: dict[str, list]) -> dict[str, np.ndarr
             continue
         arrays = weights.get(names[node.name])
         if arrays is None or len(arrays) != len(entries):
-            raise ConversionError(f"{node.name}: expected {len(entries)} Keras weights in "
-                                  f"layer {names[node.name]!r}, got "
-                                  f"{'none' if arrays is None else len(arrays)}")
+            raise ConversionError(
+                f"{node.name}: expected {len(entries)} Keras weights in "
+                f"layer {names[node.name]!r}, got "
+                f"{'none' if arrays is None else len(arrays)}"
+            )
         for t, value in zip(entries, arrays):
             out[f"{paths[node.name]}.{t.torch}"] = to_torch(t, _numpy(value))
         if node.kind == "bn":
@@ -89,9 +94,13 @@ def keras_to_torch(model: Model, weights: dict[str, list]) -> dict[str, np.ndarr
 def keras_weights(kmodel, model: Model) -> dict[str, list[np.ndarray]]:
     """Keras layer name -> get_weights(), for the nodes that have weights."""
     from .backends.keras import keras_names
+
     names = keras_names(model)
-    return {names[n.name]: kmodel.get_layer(names[n.name]).get_weights()
-            for n in model.nodes if n.params}
+    return {
+        names[n.name]: kmodel.get_layer(names[n.name]).get_weights()
+        for n in model.nodes
+        if n.params
+    }
 
 
 def set_keras_weights(kmodel, weights: dict[str, list]) -> None:
@@ -100,8 +109,10 @@ def set_keras_weights(kmodel, weights: dict[str, list]) -> None:
         layer = kmodel.get_layer(name)
         for var, value in zip(layer.weights, arrays, strict=True):
             if tuple(var.shape) != tuple(np.shape(value)):
-                raise ConversionError(f"{name}: {var.path} is {tuple(var.shape)}, the weights "
-                                      f"give {tuple(np.shape(value))}")
+                raise ConversionError(
+                    f"{name}: {var.path} is {tuple(var.shape)}, the weights "
+                    f"give {tuple(np.shape(value))}"
+                )
         layer.set_weights(list(arrays))
 
 
@@ -116,17 +127,20 @@ def load_keras_weights(net, model, path: str) -> None:
     """Keras weights into `net`: refused with a ValueError naming the file when it is not a
     .weights.h5 file, is missing or unreadable, or was written for another spec."""
     if not str(path).endswith(".weights.h5"):
-        raise ValueError(f"{path}: Keras weights are .weights.h5 files (as 'cnnspec train "
-                         "--backend keras' writes them)")
+        raise ValueError(
+            f"{path}: Keras weights are .weights.h5 files (as 'cnnspec train "
+            "--backend keras' writes them)"
+        )
     if not os.path.isfile(path):
         raise ValueError(f"{path}: no such file")
-    fingerprint.check(path, model)          # ForeignWeights: a ValueError naming both
+    fingerprint.check(path, model)  # ForeignWeights: a ValueError naming both
     try:
         net.load_weights(path)
     except Exception as exc:  # noqa: BLE001 - a corrupt or mismatched file: say so, no traceback
         first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-        raise ValueError(f"{path}: cannot load these weights into '{model.name}' "
-                         f"({first[:300]})") from None
+        raise ValueError(
+            f"{path}: cannot load these weights into '{model.name}' ({first[:300]})"
+        ) from None
 
 
 def load_torch_into_keras(kmodel, model: Model, state_dict) -> None:
@@ -135,13 +149,18 @@ def load_torch_into_keras(kmodel, model: Model, state_dict) -> None:
 
 def load_keras_into_torch(module, model: Model, kmodel_or_weights) -> None:
     import torch
-    weights = (kmodel_or_weights if isinstance(kmodel_or_weights, dict)
-               else keras_weights(kmodel_or_weights, model))
+
+    weights = (
+        kmodel_or_weights
+        if isinstance(kmodel_or_weights, dict)
+        else keras_weights(kmodel_or_weights, model)
+    )
     state = {k: torch.from_numpy(v) for k, v in keras_to_torch(model, weights).items()}
     module.load_state_dict(state, strict=True)
 
 
 # --- keras.applications weights ------------------------------------------------------------
+
 
 def _graph_signatures(kmodel) -> list[tuple[object, int]]:
     """(layer, signature) for the layers with weights, in the model's order. A signature hashes
@@ -150,7 +169,7 @@ def _graph_signatures(kmodel) -> list[tuple[object, int]]:
     the order of branches or the weightless layers (activations, padding) between them."""
     sig: dict[int, int] = {}
     out = []
-    for layer in kmodel.operations:      # `x + 3.0` is an operation, not a layer
+    for layer in kmodel.operations:  # `x + 3.0` is an operation, not a layer
         inputs = []
         for node in layer._inbound_nodes[:1]:
             inputs = [sig[id(t._keras_history.operation)] for t in node.input_tensors]
@@ -171,6 +190,7 @@ def load_keras_applications_weights(kmodel, model: Model, source) -> int:
     both models must be used. Returns the number of layers copied. For a weights-only .h5 of
     keras.applications, build the application with `weights=path` and pass the model."""
     import keras
+
     if isinstance(source, str) or hasattr(source, "__fspath__"):
         source = keras.saving.load_model(source, compile=False)
     pool: dict[int, list] = {}
@@ -180,13 +200,16 @@ def load_keras_applications_weights(kmodel, model: Model, source) -> int:
     for layer, s in _graph_signatures(kmodel):
         if not pool.get(s):
             shapes = [tuple(w.shape) for w in layer.weights]
-            raise ConversionError(f"layer {layer.name!r} has no counterpart in "
-                                  f"{source.name!r} (weight shapes {shapes})")
+            raise ConversionError(
+                f"layer {layer.name!r} has no counterpart in "
+                f"{source.name!r} (weight shapes {shapes})"
+            )
         pairs.append((layer, pool[s].pop(0)))
     left = [la.name for group in pool.values() for la in group]
     if left:
-        raise ConversionError(f"{source.name!r} layers with no counterpart in {model.name!r}: "
-                              f"{', '.join(left[:5])}")
+        raise ConversionError(
+            f"{source.name!r} layers with no counterpart in {model.name!r}: {', '.join(left[:5])}"
+        )
     for ours, theirs in pairs:
         ours.set_weights(theirs.get_weights())
     return len(pairs)

@@ -20,12 +20,12 @@ from .layers import fmt_int, fmt_shape
 
 @dataclass
 class LayerDiff:
-    status: str                          # "added", "removed", "changed", "same"
-    a: str | None = None                 # the name in A
-    b: str | None = None                 # the name in B
+    status: str  # "added", "removed", "changed", "same"
+    a: str | None = None  # the name in A
+    b: str | None = None  # the name in B
     kind_a: str | None = None
     kind_b: str | None = None
-    changes: list[dict] = field(default_factory=list)   # {"what", "a", "b"}
+    changes: list[dict] = field(default_factory=list)  # {"what", "a", "b"}
     shape_a: list[int] | None = None
     shape_b: list[int] | None = None
     params_a: int = 0
@@ -45,22 +45,31 @@ class ModelDiff:
     a: str
     b: str
     layers: list[LayerDiff]
-    totals: dict[str, dict]              # name -> {"a", "b", "delta"}
-    settings: list[dict]                 # {"what", "a", "b"}
+    totals: dict[str, dict]  # name -> {"a", "b", "delta"}
+    settings: list[dict]  # {"what", "a", "b"}
 
     @property
     def different(self) -> bool:
-        return bool(self.settings) or any(r.status != "same" for r in self.layers) or any(
-            t["a"] != t["b"] for t in self.totals.values())
+        return (
+            bool(self.settings)
+            or any(r.status != "same" for r in self.layers)
+            or any(t["a"] != t["b"] for t in self.totals.values())
+        )
 
     def to_dict(self) -> dict:
-        return {"a": self.a, "b": self.b, "different": self.different,
-                "layers": [asdict(r) for r in self.layers if r.status != "same"],
-                "unchanged": sum(r.status == "same" for r in self.layers),
-                "totals": self.totals, "settings": self.settings}
+        return {
+            "a": self.a,
+            "b": self.b,
+            "different": self.different,
+            "layers": [asdict(r) for r in self.layers if r.status != "same"],
+            "unchanged": sum(r.status == "same" for r in self.layers),
+            "totals": self.totals,
+            "settings": self.settings,
+        }
 
 
 # --- matching ----------------------------------------------------------------------------------
+
 
 def match(a: Model, b: Model) -> list[tuple[int | None, int | None]]:
     """Pairs of node indices (None for a side that has no counterpart), in B's order."""
@@ -73,7 +82,7 @@ def match(a: Model, b: Model) -> list[tuple[int | None, int | None]]:
     kinds_b = [b.nodes[j].kind for j in left_b]
     sm = difflib.SequenceMatcher(a=kinds_a, b=kinds_b, autojunk=False)
     for tag, i1, i2, j1, j2 in sm.get_opcodes():
-        if tag == "equal":       # only layers of one kind pair up: dropout -> bn is -1 +1
+        if tag == "equal":  # only layers of one kind pair up: dropout -> bn is -1 +1
             for di in range(i2 - i1):
                 pairs[left_a[i1 + di]] = left_b[j1 + di]
     return _order(pairs, len(a.nodes), len(b.nodes))
@@ -97,6 +106,7 @@ def _order(pairs: dict[int, int], n_a: int, n_b: int) -> list[tuple[int | None, 
 
 
 # --- comparing ---------------------------------------------------------------------------------
+
 
 def _show(value) -> str:
     if value is None:
@@ -132,8 +142,7 @@ def _compare(na: Node, nb: Node, renamed: dict[str, str]) -> list[dict]:
             changes.append({"what": key, "a": _show(va), "b": _show(vb)})
     ins_a = [renamed.get(i, i) for i in na.inputs]
     if ins_a != nb.inputs:
-        changes.append({"what": "inputs", "a": ", ".join(na.inputs),
-                        "b": ", ".join(nb.inputs)})
+        changes.append({"what": "inputs", "a": ", ".join(na.inputs), "b": ", ".join(nb.inputs)})
     if na.shape != nb.shape:
         changes.append({"what": "shape", "a": fmt_shape(na.shape), "b": fmt_shape(nb.shape)})
     for what in ("trainable", "non_trainable", "macs"):
@@ -144,11 +153,19 @@ def _compare(na: Node, nb: Node, renamed: dict[str, str]) -> list[dict]:
 
 
 def _row(na: Node | None, nb: Node | None, renamed: dict[str, str]) -> LayerDiff:
-    row = LayerDiff(status="same", a=na and na.name, b=nb and nb.name,
-                    kind_a=na and na.kind, kind_b=nb and nb.kind,
-                    shape_a=list(na.shape) if na else None, shape_b=list(nb.shape) if nb else None,
-                    params_a=na.params if na else 0, params_b=nb.params if nb else 0,
-                    macs_a=na.macs if na else 0, macs_b=nb.macs if nb else 0)
+    row = LayerDiff(
+        status="same",
+        a=na and na.name,
+        b=nb and nb.name,
+        kind_a=na and na.kind,
+        kind_b=nb and nb.kind,
+        shape_a=list(na.shape) if na else None,
+        shape_b=list(nb.shape) if nb else None,
+        params_a=na.params if na else 0,
+        params_b=nb.params if nb else 0,
+        macs_a=na.macs if na else 0,
+        macs_b=nb.macs if nb else 0,
+    )
     if na is None:
         row.status = "added"
     elif nb is None:
@@ -177,8 +194,9 @@ def _settings(a: Model, b: Model) -> list[dict]:
         da = _flat(section, getattr(a, section).model_dump(), {}) if getattr(a, section) else {}
         db = _flat(section, getattr(b, section).model_dump(), {}) if getattr(b, section) else {}
         if bool(da) != bool(db):
-            changes.append({"what": section, "a": "yes" if da else "none",
-                            "b": "yes" if db else "none"})
+            changes.append(
+                {"what": section, "a": "yes" if da else "none", "b": "yes" if db else "none"}
+            )
         for key in sorted(set(da) | set(db)):
             if da and db and da.get(key) != db.get(key):
                 changes.append({"what": key, "a": _show(da.get(key)), "b": _show(db.get(key))})
@@ -195,17 +213,23 @@ def _totals(a: Model, b: Model) -> dict[str, dict]:
     }
     out = {k: {"a": va, "b": vb, "delta": vb - va} for k, (va, vb) in values.items()}
     out["input"] = {"a": fmt_shape(a.input_shape), "b": fmt_shape(b.input_shape), "delta": None}
-    out["outputs"] = {"a": ", ".join(fmt_shape(s) for s in a.output_shapes),
-                      "b": ", ".join(fmt_shape(s) for s in b.output_shapes), "delta": None}
+    out["outputs"] = {
+        "a": ", ".join(fmt_shape(s) for s in a.output_shapes),
+        "b": ", ".join(fmt_shape(s) for s in b.output_shapes),
+        "delta": None,
+    }
     return out
 
 
 def diff(a: Model, b: Model, name_a: str = "A", name_b: str = "B") -> ModelDiff:
     pairs = match(a, b)
-    renamed = {a.nodes[i].name: b.nodes[j].name for i, j in pairs
-               if i is not None and j is not None}
-    rows = [_row(a.nodes[i] if i is not None else None, b.nodes[j] if j is not None else None,
-                 renamed) for i, j in pairs]
+    renamed = {
+        a.nodes[i].name: b.nodes[j].name for i, j in pairs if i is not None and j is not None
+    }
+    rows = [
+        _row(a.nodes[i] if i is not None else None, b.nodes[j] if j is not None else None, renamed)
+        for i, j in pairs
+    ]
     return ModelDiff(name_a, name_b, rows, _totals(a, b), _settings(a, b))
 
 
@@ -229,13 +253,23 @@ def _delta(t: dict) -> str:
 
 def _what(row: LayerDiff) -> str:
     if row.status == "added":
-        return f"{row.kind_b} {fmt_shape(row.shape_b)}, {fmt_int(row.params_b)} params, " \
-               f"{fmt_int(row.macs_b)} MACs"
+        return (
+            f"{row.kind_b} {fmt_shape(row.shape_b)}, {fmt_int(row.params_b)} params, "
+            f"{fmt_int(row.macs_b)} MACs"
+        )
     if row.status == "removed":
-        return f"{row.kind_a} {fmt_shape(row.shape_a)}, {fmt_int(row.params_a)} params, " \
-               f"{fmt_int(row.macs_a)} MACs"
-    return "; ".join(f"{c['what']} {_num(c['a'])} -> {_num(c['b'])}" for c in row.changes
-                     if c["what"] != "name") or "renamed"
+        return (
+            f"{row.kind_a} {fmt_shape(row.shape_a)}, {fmt_int(row.params_a)} params, "
+            f"{fmt_int(row.macs_a)} MACs"
+        )
+    return (
+        "; ".join(
+            f"{c['what']} {_num(c['a'])} -> {_num(c['b'])}"
+            for c in row.changes
+            if c["what"] != "name"
+        )
+        or "renamed"
+    )
 
 
 def render_text(d: ModelDiff) -> str:
@@ -245,8 +279,9 @@ def render_text(d: ModelDiff) -> str:
     for r in shown:
         lines.append(f"{_MARK[r.status]} {r.name:<{width}}  {_what(r)}")
     same = len(d.layers) - len(shown)
-    lines.append(f"  ({same} layer{'s' if same != 1 else ''} unchanged)" if shown
-                 else "  no layer changed")
+    lines.append(
+        f"  ({same} layer{'s' if same != 1 else ''} unchanged)" if shown else "  no layer changed"
+    )
     for s in d.settings:
         lines.append(f"~ {s['what']}: {s['a']} -> {s['b']}")
     lines.append("totals:")
@@ -270,8 +305,9 @@ def render_markdown(d: ModelDiff) -> str:
     lines.append(f"{len(d.layers) - len(shown)} layers unchanged.")
     if d.settings:
         lines += ["", "| setting | before | after |", "|---|---|---|"]
-        lines += [f"| `{_cell(s['what'])}` | {_cell(s['a'])} | {_cell(s['b'])} |"
-                  for s in d.settings]
+        lines += [
+            f"| `{_cell(s['what'])}` | {_cell(s['a'])} | {_cell(s['b'])} |" for s in d.settings
+        ]
     lines += ["", "| total | before | after | delta |", "|---|---:|---:|---:|"]
     for key, t in d.totals.items():
         delta = "" if t["delta"] is None else f"{t['delta']:+,}"

@@ -25,7 +25,7 @@ from .parse import Tree
 from .pydantic_errors import layer_error
 from .values import DEPTH, WIDTH, Word, describe, evaluate, is_tree, span_of
 
-MAX_NODES = 20_000        # ~2 s of elaboration; the largest published CNNs have ~1,000
+MAX_NODES = 20_000  # ~2 s of elaboration; the largest published CNNs have ~1,000
 MAX_REPEAT = 100_000
 MAX_WORK = 4 * MAX_NODES  # layers plus repeat iterations; bounds the time of an expansion
 MAX_DEPTH = 64
@@ -43,22 +43,34 @@ class BlockDef:
 class Scope:
     prefix: str = ""
     env: dict = field(default_factory=dict)
-    tensors: dict = field(default_factory=dict)       # local tensor name -> node name
+    tensors: dict = field(default_factory=dict)  # local tensor name -> node name
     counters: Counter = field(default_factory=Counter)
-    chain: tuple = ()                                  # block names being expanded
-    notes: tuple = ()                                  # "in block 'x' used at line N"
-    suffix: str = ""                                   # from repeats
-    parent: Scope | None = None                      # where tensor names are looked up next
+    chain: tuple = ()  # block names being expanded
+    notes: tuple = ()  # "in block 'x' used at line N"
+    suffix: str = ""  # from repeats
+    parent: Scope | None = None  # where tensor names are looked up next
 
     def child(self, prefix: str, env: dict | None = None, chain=(), notes=()) -> Scope:
-        return Scope(prefix=prefix, env=self.env if env is None else env, chain=chain or
-                     self.chain, notes=notes or self.notes, parent=self)
+        return Scope(
+            prefix=prefix,
+            env=self.env if env is None else env,
+            chain=chain or self.chain,
+            notes=notes or self.notes,
+            parent=self,
+        )
 
     def sibling(self, env: dict | None = None, suffix: str | None = None) -> Scope:
         """The same namespace with other bindings (repeat iterations, if bodies)."""
-        return Scope(self.prefix, self.env if env is None else env, self.tensors, self.counters,
-                     self.chain, self.notes, self.suffix if suffix is None else suffix,
-                     self.parent)
+        return Scope(
+            self.prefix,
+            self.env if env is None else env,
+            self.tensors,
+            self.counters,
+            self.chain,
+            self.notes,
+            self.suffix if suffix is None else suffix,
+            self.parent,
+        )
 
     def lookup(self, name: str) -> str | None:
         """A tensor name, from this scope outwards: a block can read a skip passed to it."""
@@ -72,8 +84,8 @@ class Scope:
 
 @dataclass
 class Args:
-    pos: list = field(default_factory=list)           # (value, span)
-    kw: dict = field(default_factory=dict)            # name -> (value, span)
+    pos: list = field(default_factory=list)  # (value, span)
+    kw: dict = field(default_factory=dict)  # name -> (value, span)
 
 
 class Elaborator:
@@ -81,7 +93,7 @@ class Elaborator:
         self.tree = tree
         self.path = path
         self.scale = scale
-        self.globals: dict = {}     # the selected scale's multipliers and values
+        self.globals: dict = {}  # the selected scale's multipliers and values
         self.scale_input: tuple | None = None
         self.errors: list[SpecError] = []
         self.nodes: list[Node] = []
@@ -94,8 +106,8 @@ class Elaborator:
         self.compile_spec = None
         self.transfer_spec = None
         self._transfer_tree = None
-        self.defaults: dict[str, dict] = {}   # layer kind -> arguments (the defaults section)
-        self.work = 0               # nodes made plus repeat iterations run
+        self.defaults: dict[str, dict] = {}  # layer kind -> arguments (the defaults section)
+        self.work = 0  # nodes made plus repeat iterations run
 
     # --- entry ---------------------------------------------------------------------------------
     def run(self) -> Model:
@@ -108,10 +120,10 @@ class Elaborator:
         if self.errors:
             return self._fail()
         top = Scope(env=dict(self.globals))
-        for item in items:          # blocks first: they may be used before they are defined
+        for item in items:  # blocks first: they may be used before they are defined
             if is_tree(item, "block_def"):
                 self._guard(self._define_block, item)
-            elif is_tree(item, "defaults"):   # and defaults hold for every line, before or after
+            elif is_tree(item, "defaults"):  # and defaults hold for every line, before or after
                 self._guard(self._defaults, item)
         for item in items:
             kind = item.data
@@ -127,14 +139,25 @@ class Elaborator:
                 self._guard(self._section, item)
             else:
                 if not self.input_seen:
-                    self._error(SpecError("E211", "a layer comes before the input",
-                                          span_of(item), hint="start the network with "
-                                          "'input HxWxC', e.g. 'input 224x224x3'"))
+                    self._error(
+                        SpecError(
+                            "E211",
+                            "a layer comes before the input",
+                            span_of(item),
+                            hint="start the network with 'input HxWxC', e.g. 'input 224x224x3'",
+                        )
+                    )
                     return self._fail()
                 current = self._stmt(item, top, current)
         if not self.input_seen and not self.errors:
-            self._error(SpecError("E211", "the spec declares no input", Span(1, 1),
-                                  hint="add a line 'input HxWxC', e.g. 'input 224x224x3'"))
+            self._error(
+                SpecError(
+                    "E211",
+                    "the spec declares no input",
+                    Span(1, 1),
+                    hint="add a line 'input HxWxC', e.g. 'input 224x224x3'",
+                )
+            )
         if self._transfer_tree is not None and not self.errors:
             current = self._guard(self._transfer, self._transfer_tree, top, current) or current
         if not self.outputs and current is not None:
@@ -144,13 +167,19 @@ class Elaborator:
         # Built from checked parts, so constructed without validation: validating would build
         # the schema of every layer kind, a third of a `cnnspec summary` (tests check that
         # `Model.model_validate_json(m.to_json()) == m`).
-        model = Model.model_construct(name=self.model_name or "model", nodes=self.nodes,
-                                      scale=self.scale,
-                                      outputs=self.outputs, groups=self.groups,
-                                      compile=self.compile_spec, transfer=self.transfer_spec,
-                                      source=self.path)
+        model = Model.model_construct(
+            name=self.model_name or "model",
+            nodes=self.nodes,
+            scale=self.scale,
+            outputs=self.outputs,
+            groups=self.groups,
+            compile=self.compile_spec,
+            transfer=self.transfer_spec,
+            source=self.path,
+        )
         if model.transfer is not None:
             from .transfer.freeze import apply_freeze
+
             self._guard(apply_freeze, model)
             if self.errors:
                 return self._fail()
@@ -178,11 +207,19 @@ class Elaborator:
         name_tok, *rest = item.children
         name = check_name(name_tok, "block")
         if name in KEYWORDS:
-            raise SpecError("E216", f"block '{name}' has the name of a layer kind",
-                            span_of(name_tok), hint="choose another name for the block")
+            raise SpecError(
+                "E216",
+                f"block '{name}' has the name of a layer kind",
+                span_of(name_tok),
+                hint="choose another name for the block",
+            )
         if name in self.blocks:
-            raise SpecError("E217", f"block '{name}' is defined twice", span_of(name_tok),
-                            hint=f"the first definition is at line {self.blocks[name].span.line}")
+            raise SpecError(
+                "E217",
+                f"block '{name}' is defined twice",
+                span_of(name_tok),
+                hint=f"the first definition is at line {self.blocks[name].span.line}",
+            )
         params, seen = [], set()
         for p in rest[:-1]:
             pname = check_name(p.children[0], "parameter")
@@ -194,25 +231,32 @@ class Elaborator:
 
     def _input(self, item: Tree) -> str:
         if self.input_seen:
-            raise SpecError("E218", "a second input", span_of(item),
-                            hint="cnnspec networks have one input tensor")
+            raise SpecError(
+                "E218",
+                "a second input",
+                span_of(item),
+                hint="cnnspec networks have one input tensor",
+            )
         tok = item.children[0]
         value = input_dims(tok)
         if len(item.children) > 1:
             raise SpecError("E204", "input takes no other arguments", span_of(item.children[1]))
         shape = value if isinstance(value, tuple) else (value,)
-        if self.scale_input is not None:    # the selected scale's resolution
+        if self.scale_input is not None:  # the selected scale's resolution
             shape = self.scale_input
         if len(shape) != 3 and len(shape) != 1:
-            raise SpecError("E212", f"input {fmt_shape(shape)}: expected height x width x "
-                            "channels, or a vector length", span_of(item),
-                            received=fmt_shape(shape),
-                            hint=f"write {fmt_shape(shape)}x1 for one channel"
-                            if len(shape) == 2 else None)
+            raise SpecError(
+                "E212",
+                f"input {fmt_shape(shape)}: expected height x width x channels, or a vector length",
+                span_of(item),
+                received=fmt_shape(shape),
+                hint=f"write {fmt_shape(shape)}x1 for one channel" if len(shape) == 2 else None,
+            )
         if any(d <= 0 for d in shape):
             raise SpecError("E212", "input sizes must be positive", span_of(item))
         self.input_seen = True
         from .layers.core import Input
+
         return self._add_node("input", Input(shape=shape), [], span_of(item), Scope())
 
     def _output(self, item: Tree, top: Scope) -> None:
@@ -238,15 +282,22 @@ class Elaborator:
             raise SpecError("E218", "a second scales section", span_of(sections[1]))
         if not sections:
             if self.scale is not None:
-                raise SpecError("E228", f"the spec has no scales, so no scale '{self.scale}'",
-                                Span(1, 1), hint="add a section: scales { small width=0.5; "
-                                "large width=1.0 depth=1.2 }")
+                raise SpecError(
+                    "E228",
+                    f"the spec has no scales, so no scale '{self.scale}'",
+                    Span(1, 1),
+                    hint="add a section: scales { small width=0.5; large width=1.0 depth=1.2 }",
+                )
             return
         lines: dict[str, Tree] = {}
         for stmt in sections[0].children[0].children:
             if not is_tree(stmt, "layer") or is_tree(stmt.children[-1], "body"):
-                raise SpecError("E226", "the scales section holds one line per scale",
-                                span_of(stmt), hint="e.g. b1 width=1.0 depth=1.1 input=240x240x3")
+                raise SpecError(
+                    "E226",
+                    "the scales section holds one line per scale",
+                    span_of(stmt),
+                    hint="e.g. b1 width=1.0 depth=1.1 input=240x240x3",
+                )
             name = str(stmt.children[0])
             if name in lines:
                 raise SpecError("E207", f"the scale '{name}' is defined twice", span_of(stmt))
@@ -256,24 +307,35 @@ class Elaborator:
         if self.scale is None:
             self.scale = next(iter(lines))
         if self.scale not in lines:
-            raise SpecError("E228", f"unknown scale '{self.scale}'", span_of(sections[0]),
-                            received=self.scale, expected=", ".join(lines),
-                            hint=did_you_mean(self.scale, lines))
+            raise SpecError(
+                "E228",
+                f"unknown scale '{self.scale}'",
+                span_of(sections[0]),
+                received=self.scale,
+                expected=", ".join(lines),
+                hint=did_you_mean(self.scale, lines),
+            )
         args = self._args(lines[self.scale].children[1:], Scope())
         if args.pos:
-            raise SpecError("E203", "a scale's values are named: width=W depth=D input=HxWxC",
-                            args.pos[0][1])
+            raise SpecError(
+                "E203", "a scale's values are named: width=W depth=D input=HxWxC", args.pos[0][1]
+            )
         for key, (value, span) in args.kw.items():
             if key in ("width", "depth"):
                 if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0:
-                    raise SpecError("E228", f"{key} is a positive multiplier, received "
-                                    f"{describe(value)}", span)
+                    raise SpecError(
+                        "E228", f"{key} is a positive multiplier, received {describe(value)}", span
+                    )
                 self.globals[WIDTH if key == "width" else DEPTH] = float(value)
             elif key == "input":
-                if not (isinstance(value, tuple) and len(value) in (1, 3)
-                        and all(isinstance(v, int) and v > 0 for v in value)):
-                    raise SpecError("E212", f"a scale's input is HxWxC, received "
-                                    f"{describe(value)}", span)
+                if not (
+                    isinstance(value, tuple)
+                    and len(value) in (1, 3)
+                    and all(isinstance(v, int) and v > 0 for v in value)
+                ):
+                    raise SpecError(
+                        "E212", f"a scale's input is HxWxC, received {describe(value)}", span
+                    )
                 self.scale_input = value
             else:
                 self.globals[key] = value
@@ -284,34 +346,54 @@ class Elaborator:
         and flags only: a bare number would mean a different field for each keyword."""
         for stmt in item.children[0].children:
             if not is_tree(stmt, "layer") or is_tree(stmt.children[-1], "body"):
-                raise SpecError("E226", "the defaults section holds layer lines only",
-                                span_of(stmt), hint="e.g. defaults { bn eps=1e-3; conv nobias }")
+                raise SpecError(
+                    "E226",
+                    "the defaults section holds layer lines only",
+                    span_of(stmt),
+                    hint="e.g. defaults { bn eps=1e-3; conv nobias }",
+                )
             word_tok, *rest = stmt.children
             word = str(word_tok)
             if word not in KEYWORDS:
-                raise SpecError("E202", f"unknown layer '{word}'", span_of(word_tok),
-                                received=word, hint=did_you_mean(word, list(KEYWORDS)))
+                raise SpecError(
+                    "E202",
+                    f"unknown layer '{word}'",
+                    span_of(word_tok),
+                    received=word,
+                    hint=did_you_mean(word, list(KEYWORDS)),
+                )
             cls, _ = KEYWORDS[word]
-            args = self._args(rest, Scope(env=dict(self.globals)))   # a scale's values too
+            args = self._args(rest, Scope(env=dict(self.globals)))  # a scale's values too
             values: dict = {}
             for value, span in args.pos:
                 text = value.text if isinstance(value, Word) else None
                 if text in cls.flags:
                     values.update(cls.flags[text])
-                elif "activation" in cls.model_fields and text is not None and (
-                        text in ACTIVATIONS or text in ACTIVATION_ALIASES or text == "none"):
+                elif (
+                    "activation" in cls.model_fields
+                    and text is not None
+                    and (text in ACTIVATIONS or text in ACTIVATION_ALIASES or text == "none")
+                ):
                     values["activation"] = text
                 else:
-                    raise SpecError("E203", f"a default of '{word}' is named (arg=value) or a "
-                                    f"flag, not '{describe(value)}'", span,
-                                    expected=", ".join(cls.flags) or "name=value",
-                                    hint=cls.kind_doc)
+                    raise SpecError(
+                        "E203",
+                        f"a default of '{word}' is named (arg=value) or a "
+                        f"flag, not '{describe(value)}'",
+                        span,
+                        expected=", ".join(cls.flags) or "name=value",
+                        hint=cls.kind_doc,
+                    )
             fields = set(cls.model_fields) - {"kind"}
             for key, (value, span) in args.kw.items():
                 if key not in fields:
-                    raise SpecError("E204", f"'{word}' has no argument '{key}'", span,
-                                    expected=", ".join(sorted(fields)),
-                                    hint=did_you_mean(key, fields))
+                    raise SpecError(
+                        "E204",
+                        f"'{word}' has no argument '{key}'",
+                        span,
+                        expected=", ".join(sorted(fields)),
+                        hint=did_you_mean(key, fields),
+                    )
                 values[key] = value.text if isinstance(value, Word) else value
             kind = cls.model_fields["kind"].default
             for key in values.keys() & self.defaults.get(kind, {}).keys():
@@ -322,18 +404,24 @@ class Elaborator:
         spec, head_at, head_body = settings.transfer_section(item)
         if head_body is not None:
             from .transfer.head import cut_at, default_cut
+
             names = {n.name for n in self.nodes}
             # at= takes a named tensor or any layer's dotted name (as the summary shows it)
-            at = (head_at if head_at in names and head_at not in top.tensors else
-                  self._tensor(head_at, top, span_of(item)) if head_at
-                  else default_cut(self.nodes))
+            at = (
+                head_at
+                if head_at in names and head_at not in top.tensors
+                else self._tensor(head_at, top, span_of(item))
+                if head_at
+                else default_cut(self.nodes)
+            )
             self.nodes, self.groups = cut_at(self.nodes, self.groups, at)
             self.outputs = []
             scope = top.child("head.")
             first = len(self.nodes)
             current = self._body(head_body, scope, at)
-            spec = spec.model_copy(update={"head_at": at,
-                                           "head": [n.name for n in self.nodes[first:]]})
+            spec = spec.model_copy(
+                update={"head_at": at, "head": [n.name for n in self.nodes[first:]]}
+            )
         self.transfer_spec = spec
         return current
 
@@ -348,8 +436,13 @@ class Elaborator:
             if stmt.data == "named":
                 tok, inner = stmt.children
                 return self._stmt(inner, scope, current, check_name(tok, "tensor"))
-            handler = {"layer": self._layer, "repeat": self._repeat, "residual": self._residual,
-                       "parallel": self._parallel, "if_stmt": self._if}[stmt.data]
+            handler = {
+                "layer": self._layer,
+                "repeat": self._repeat,
+                "residual": self._residual,
+                "parallel": self._parallel,
+                "if_stmt": self._if,
+            }[stmt.data]
             out = handler(stmt, scope, current, name)
             if name is not None and out is not None:
                 scope.tensors[name] = out
@@ -386,7 +479,8 @@ class Elaborator:
         if name == "input" and self.nodes:
             return self.nodes[0].name
         hint = did_you_mean(name, scope.tensors) or (
-            "name a tensor first: 'skip = conv 64 3x3 same', then use 'skip'")
+            "name a tensor first: 'skip = conv 64 3x3 same', then use 'skip'"
+        )
         raise SpecError("E220", f"unknown tensor '{name}'", span, hint=hint)
 
     def _layer(self, stmt: Tree, scope: Scope, current, name):
@@ -405,16 +499,25 @@ class Elaborator:
             if fn in ("none", "linear") and not rest and body is None:
                 return current
             if fn not in ACTIVATIONS and fn not in ACTIVATION_ALIASES:
-                raise SpecError("E202", f"'{word}' is '{fn}' here, which is not an activation",
-                                span_of(word_tok), received=fn,
-                                expected=", ".join((*ACTIVATIONS, "none")),
-                                hint=did_you_mean(fn, ACTIVATIONS))
+                raise SpecError(
+                    "E202",
+                    f"'{word}' is '{fn}' here, which is not an activation",
+                    span_of(word_tok),
+                    received=fn,
+                    expected=", ".join((*ACTIVATIONS, "none")),
+                    hint=did_you_mean(fn, ACTIVATIONS),
+                )
             word = fn
         if word not in KEYWORDS:
             hint = did_you_mean(word, list(KEYWORDS) + list(self.blocks))
-            raise SpecError("E202", f"unknown layer '{word}'", span_of(word_tok),
-                            received=word, hint=hint or "see 'cnnspec kinds' for the layer "
-                            "kinds, or define a block with this name")
+            raise SpecError(
+                "E202",
+                f"unknown layer '{word}'",
+                span_of(word_tok),
+                received=word,
+                hint=hint
+                or "see 'cnnspec kinds' for the layer kinds, or define a block with this name",
+            )
         if body is not None:
             raise SpecError("E221", f"'{word}' takes no body", span_of(body))
         cls, preset = KEYWORDS[word]
@@ -423,8 +526,15 @@ class Elaborator:
         inputs += refs
         return self._place(layer, word, inputs, span_of(stmt), scope, name)
 
-    def _build_layer(self, cls: type[Layer], preset: dict, word: str, args: Args,
-                     scope: Scope, where: Span | None = None) -> tuple[Layer, list[str]]:
+    def _build_layer(
+        self,
+        cls: type[Layer],
+        preset: dict,
+        word: str,
+        args: Args,
+        scope: Scope,
+        where: Span | None = None,
+    ) -> tuple[Layer, list[str]]:
         # the kind's defaults, then the keyword's preset (maxpool is max whatever the
         # defaults say), then the line's own arguments
         values, refs = {**self.defaults.get(cls.model_fields["kind"].default, {}), **preset}, []
@@ -435,32 +545,49 @@ class Elaborator:
                 text = value.text
                 if text in cls.flags:
                     values.update(cls.flags[text])
-                elif has_act and (text in ACTIVATIONS or text in ACTIVATION_ALIASES
-                                  or text == "none"):
+                elif has_act and (
+                    text in ACTIVATIONS or text in ACTIVATION_ALIASES or text == "none"
+                ):
                     values["activation"] = text
                 elif cls.takes_refs:
                     refs.append(self._tensor(text, scope, span))
                 else:
                     words = list(cls.flags) + (list(ACTIVATIONS) if has_act else [])
                     raise SpecError(
-                        "E203", f"'{word}' does not understand '{text}'", span,
-                        received=text, expected=", ".join(words) or "numbers only",
-                        hint=did_you_mean(text, words) or did_you_mean(text, scope.env) or
-                        (f"'{text}' is not a parameter of the enclosing block"
-                         if scope.chain else None))
+                        "E203",
+                        f"'{word}' does not understand '{text}'",
+                        span,
+                        received=text,
+                        expected=", ".join(words) or "numbers only",
+                        hint=did_you_mean(text, words)
+                        or did_you_mean(text, scope.env)
+                        or (
+                            f"'{text}' is not a parameter of the enclosing block"
+                            if scope.chain
+                            else None
+                        ),
+                    )
             elif slots:
                 values[slots.pop(0)] = value
             else:
-                raise SpecError("E203", f"'{word}' takes at most {len(cls.positional)} bare "
-                                f"number(s) ({', '.join(cls.positional) or 'none'})", span,
-                                received=describe(value),
-                                hint=f"name the argument: {cls.kind_doc or word}")
+                raise SpecError(
+                    "E203",
+                    f"'{word}' takes at most {len(cls.positional)} bare "
+                    f"number(s) ({', '.join(cls.positional) or 'none'})",
+                    span,
+                    received=describe(value),
+                    hint=f"name the argument: {cls.kind_doc or word}",
+                )
         fields = set(cls.model_fields) - {"kind"}
         for key, (value, span) in args.kw.items():
             if key not in fields:
-                raise SpecError("E204", f"'{word}' has no argument '{key}'", span,
-                                expected=", ".join(sorted(fields)) or "no arguments",
-                                hint=did_you_mean(key, fields))
+                raise SpecError(
+                    "E204",
+                    f"'{word}' has no argument '{key}'",
+                    span,
+                    expected=", ".join(sorted(fields)) or "no arguments",
+                    hint=did_you_mean(key, fields),
+                )
             values[key] = value.text if isinstance(value, Word) else value
         values = {k: (v.text if isinstance(v, Word) else v) for k, v in values.items()}
         try:
@@ -485,7 +612,7 @@ class Elaborator:
     def _fresh(self, base: str, scope: Scope) -> str:
         while True:
             scope.counters[base] += 1
-            sep = "_" if base[-1].isdigit() else ""     # relu6_1, not relu61
+            sep = "_" if base[-1].isdigit() else ""  # relu6_1, not relu61
             name = f"{scope.prefix}{base}{sep}{scope.counters[base]}"
             if name not in self.shapes:
                 return name
@@ -493,8 +620,12 @@ class Elaborator:
     def _explicit(self, name: str, scope: Scope, span) -> str:
         full = f"{scope.prefix}{name}{scope.suffix}"
         if full in self.shapes:
-            raise SpecError("E207", f"the name '{name}' is used twice", span,
-                            hint="give each layer its own name")
+            raise SpecError(
+                "E207",
+                f"the name '{name}' is used twice",
+                span,
+                hint="give each layer its own name",
+            )
         return full
 
     def _place(self, layer: Layer, word: str, inputs, span, scope: Scope, name) -> str:
@@ -504,18 +635,27 @@ class Elaborator:
     def _add_node(self, full: str, layer: Layer, inputs, span, scope: Scope) -> str | None:
         self.work += 1
         if len(self.nodes) >= MAX_NODES or self.work > MAX_WORK:
-            raise SpecError("E215", f"the network has more than {MAX_NODES:,} layers", span,
-                            hint="a repeat count or a recursion is larger than intended")
+            raise SpecError(
+                "E215",
+                f"the network has more than {MAX_NODES:,} layers",
+                span,
+                hint="a repeat count or a recursion is larger than intended",
+            )
         if not layer.min_inputs <= len(inputs) <= layer.max_inputs:
-            raise SpecError("E222", f"'{layer.kind}' takes {layer.min_inputs}"
-                            f"{'' if layer.max_inputs == layer.min_inputs else '+'} input(s), "
-                            f"received {len(inputs)}", span,
-                            hint="merges name the tensors to join: 'concat skip1'"
-                            if layer.kind == "merge" else None)
+            raise SpecError(
+                "E222",
+                f"'{layer.kind}' takes {layer.min_inputs}"
+                f"{'' if layer.max_inputs == layer.min_inputs else '+'} input(s), "
+                f"received {len(inputs)}",
+                span,
+                hint="merges name the tensors to join: 'concat skip1'"
+                if layer.kind == "merge"
+                else None,
+            )
         self.shapes[full] = None
         shapes = [self.shapes.get(i) for i in inputs]
         if any(s is None for s in shapes):
-            return None                 # an earlier error; do not pile more on it
+            return None  # an earlier error; do not pile more on it
         try:
             out = layer.output_shape(shapes)
             trainable, frozen = layer.count_params(shapes)
@@ -526,10 +666,18 @@ class Elaborator:
             where = "" if shown or not shapes else f" (input {listing})"
             raise SpecError(exc.code, exc.message + where, span, hint=exc.hint) from None
         self.shapes[full] = out
-        self.nodes.append(Node.model_construct(
-            name=full, layer=layer, inputs=list(inputs), shape=tuple(out), trainable=trainable,
-            non_trainable=frozen, macs=macs,
-            span=_ir_span(span)))
+        self.nodes.append(
+            Node.model_construct(
+                name=full,
+                layer=layer,
+                inputs=list(inputs),
+                shape=tuple(out),
+                trainable=trainable,
+                non_trainable=frozen,
+                macs=macs,
+                span=_ir_span(span),
+            )
+        )
         return full
 
     # --- blocks ------------------------------------------------------------------------------
@@ -537,8 +685,12 @@ class Elaborator:
         span = span_of(stmt)
         if block.name in scope.chain:
             chain = " -> ".join((*scope.chain, block.name))
-            raise SpecError("E223", f"block '{block.name}' uses itself ({chain})", span,
-                            hint="blocks cannot be recursive; use 'repeat'")
+            raise SpecError(
+                "E223",
+                f"block '{block.name}' uses itself ({chain})",
+                span,
+                hint="blocks cannot be recursive; use 'repeat'",
+            )
         if len(scope.chain) >= MAX_DEPTH:
             raise SpecError("E223", f"blocks are nested more than {MAX_DEPTH} deep", span)
         inputs = self._inputs(args, scope, current)
@@ -554,9 +706,12 @@ class Elaborator:
             env.update(in_features=shape[0], in_channels=shape[0])
         inst = self._explicit(name, scope, span) if name else self._fresh(block.name, scope)
         line = span.line if span else "?"
-        child = scope.child(inst + ".", env, chain=(*scope.chain, block.name),
-                            notes=(*scope.notes, (f"note: in block '{block.name}' used at line "
-                                   f"{line}")))
+        child = scope.child(
+            inst + ".",
+            env,
+            chain=(*scope.chain, block.name),
+            notes=(*scope.notes, (f"note: in block '{block.name}' used at line {line}")),
+        )
         first = len(self.nodes)
         out = self._body(block.body, child, inputs[0])
         self._group(inst, "block", first, block.name, span)
@@ -566,24 +721,35 @@ class Elaborator:
         names = [p for p, _ in block.params]
         env: dict = dict(self.globals)
         if len(args.pos) > len(names):
-            raise SpecError("E210", f"block '{block.name}' takes {len(names)} argument(s), "
-                            f"received {len(args.pos)}", args.pos[len(names)][1],
-                            hint=f"block {block.name}({', '.join(names)})")
+            raise SpecError(
+                "E210",
+                f"block '{block.name}' takes {len(names)} argument(s), received {len(args.pos)}",
+                args.pos[len(names)][1],
+                hint=f"block {block.name}({', '.join(names)})",
+            )
         for (value, _), pname in zip(args.pos, names):
             env[pname] = value
         for key, (value, kspan) in args.kw.items():
             if key not in names:
-                raise SpecError("E204", f"block '{block.name}' has no parameter '{key}'", kspan,
-                                expected=", ".join(names), hint=did_you_mean(key, names))
+                raise SpecError(
+                    "E204",
+                    f"block '{block.name}' has no parameter '{key}'",
+                    kspan,
+                    expected=", ".join(names),
+                    hint=did_you_mean(key, names),
+                )
             if key in env:
                 raise SpecError("E219", f"parameter '{key}' is given twice", kspan)
             env[key] = value
         for pname, default in block.params:
             if pname not in env:
                 if default is None:
-                    raise SpecError("E209", f"block '{block.name}' needs its parameter "
-                                    f"'{pname}'", span,
-                                    hint=f"block {block.name}({', '.join(names)})")
+                    raise SpecError(
+                        "E209",
+                        f"block '{block.name}' needs its parameter '{pname}'",
+                        span,
+                        hint=f"block {block.name}({', '.join(names)})",
+                    )
                 env[pname] = evaluate(default, env)
         return env
 
@@ -594,8 +760,11 @@ class Elaborator:
 
     def _group(self, path: str, kind: str, first: int, block=None, span=None) -> None:
         members = [n.name for n in self.nodes[first:]]
-        self.groups.append(Group.model_construct(path=path, kind=kind, block=block,
-                                                 members=members, span=_ir_span(span)))
+        self.groups.append(
+            Group.model_construct(
+                path=path, kind=kind, block=block, members=members, span=_ir_span(span)
+            )
+        )
 
     # --- control and structure ------------------------------------------------------------------
     def _repeat(self, stmt: Tree, scope: Scope, current, name):
@@ -603,8 +772,12 @@ class Elaborator:
         var = check_name(rest[0], "repeat variable") if len(rest) == 2 else None
         count = evaluate(count_tree, scope.env)
         if isinstance(count, bool) or not isinstance(count, int) or not 0 <= count <= MAX_REPEAT:
-            raise SpecError("E224", f"repeat needs a count from 0 to {MAX_REPEAT:,}",
-                            span_of(count_tree), received=describe(count))
+            raise SpecError(
+                "E224",
+                f"repeat needs a count from 0 to {MAX_REPEAT:,}",
+                span_of(count_tree),
+                received=describe(count),
+            )
         for i in range(count):
             env = {**scope.env, var: i} if var else scope.env
             inner = scope.sibling(env, suffix=f"{scope.suffix}_{i + 1}")
@@ -621,18 +794,23 @@ class Elaborator:
         """Refuse an enormous repeat after its first iteration, before expanding the rest:
         `repeat 100000 { repeat 100000 { relu } }` fails at once instead of after minutes."""
         if self.work + per_iteration * (count - 1) > MAX_WORK:
-            raise SpecError("E215", f"this repeat would expand to about {per_iteration * count:,} "
-                            f"layers and iterations, more than the limit of {MAX_WORK:,}", span,
-                            hint=f"a network has at most {MAX_NODES:,} layers; a repeat count "
-                            "is larger than intended")
+            raise SpecError(
+                "E215",
+                f"this repeat would expand to about {per_iteration * count:,} "
+                f"layers and iterations, more than the limit of {MAX_WORK:,}",
+                span,
+                hint=f"a network has at most {MAX_NODES:,} layers; a repeat count "
+                "is larger than intended",
+            )
 
     def _if(self, stmt: Tree, scope: Scope, current, name):
         cond, then, *other = stmt.children
         check_condition(cond, scope.env)
         value = evaluate(cond, scope.env)
         if not isinstance(value, (bool, int)):
-            raise SpecError("E205", f"'if' needs a condition, received {describe(value)}",
-                            span_of(cond))
+            raise SpecError(
+                "E205", f"'if' needs a condition, received {describe(value)}", span_of(cond)
+            )
         if value:
             return self._body(then, scope.sibling(), current)
         if other:
@@ -657,14 +835,19 @@ class Elaborator:
             elif text in ACTIVATIONS or text in ACTIVATION_ALIASES:
                 act = text
             else:
-                raise SpecError("E203", f"'{word}' does not understand {describe(value)}", span,
-                                expected=", ".join([*allowed, "an activation"]),
-                                hint=did_you_mean(str(text), [*allowed, *ACTIVATIONS]))
+                raise SpecError(
+                    "E203",
+                    f"'{word}' does not understand {describe(value)}",
+                    span,
+                    expected=", ".join([*allowed, "an activation"]),
+                    hint=did_you_mean(str(text), [*allowed, *ACTIVATIONS]),
+                )
         return chosen, act
 
     def _merge(self, op: str, inputs, act, span, scope: Scope, name) -> str | None:
         from .layers.core import Activation
         from .layers.merge import Merge
+
         merge_name = f"{scope.prefix}{op}" if name else self._fresh(op, scope)
         out = self._add_node(merge_name, Merge(op=op), inputs, span, scope)
         if act and out is not None:
@@ -680,8 +863,13 @@ class Elaborator:
         inputs = self._inputs(args, scope, current)
         mode = args.kw.pop("shortcut", (Word("identity"), None))
         for key, (_, kspan) in args.kw.items():
-            raise SpecError("E204", f"residual has no argument '{key}'", kspan,
-                            expected="from, shortcut", hint=did_you_mean(key, ["shortcut"]))
+            raise SpecError(
+                "E204",
+                f"residual has no argument '{key}'",
+                kspan,
+                expected="from, shortcut",
+                hint=did_you_mean(key, ["shortcut"]),
+            )
         _, act = self._post_words(args, {}, "residual")
         inner = self._structure_scope(scope, name, span)
         first = len(self.nodes)
@@ -697,11 +885,19 @@ class Elaborator:
             if len(self.nodes) > sc_first:
                 self._group(sc_path, "shortcut", sc_first, span=span_of(bodies[-1]))
         elif str(mode[0]) != "identity":
-            raise SpecError("E205", "shortcut is 'identity' or 'auto', or a body "
-                            "'shortcut { ... }'", mode[1], received=str(mode[0]))
+            raise SpecError(
+                "E205",
+                "shortcut is 'identity' or 'auto', or a body 'shortcut { ... }'",
+                mode[1],
+                received=str(mode[0]),
+            )
         out = self._merge("add", [body_out, short_out], act, span, inner, name)
-        self._group(inner.prefix.rstrip(".") if name else self._label("residual", scope),
-                    "residual", first, span=span)
+        self._group(
+            inner.prefix.rstrip(".") if name else self._label("residual", scope),
+            "residual",
+            first,
+            span=span,
+        )
         return out
 
     def _auto_shortcut(self, src, body_out, scope: Scope, span):
@@ -710,10 +906,15 @@ class Elaborator:
         if a is None or b is None or a == b:
             return src
         if len(a) != 3 or len(b) != 3 or a[0] % b[0] or a[1] % b[1]:
-            raise SpecError("E312", f"no 1x1 projection maps {fmt_shape(a)} to {fmt_shape(b)}",
-                            span, hint="write the shortcut out: 'shortcut { ... }'")
+            raise SpecError(
+                "E312",
+                f"no 1x1 projection maps {fmt_shape(a)} to {fmt_shape(b)}",
+                span,
+                hint="write the shortcut out: 'shortcut { ... }'",
+            )
         from .layers.conv import Conv
         from .layers.norm import BatchNorm
+
         conv = Conv(filters=b[2], kernel=1, stride=(a[0] // b[0], a[1] // b[1]), bias=False)
         out = self._add_node(self._auto_name(conv, "conv", scope), conv, [src], span, scope)
         bn = BatchNorm()
@@ -734,16 +935,21 @@ class Elaborator:
         outs = []
         for br in branches:
             bname = check_name(br.children[0], "branch") if len(br.children) == 2 else None
-            path = (self._explicit(bname, inner, span_of(br)) if bname
-                    else self._fresh("branch", inner))
+            path = (
+                self._explicit(bname, inner, span_of(br)) if bname else self._fresh("branch", inner)
+            )
             bfirst = len(self.nodes)
             outs.append(self._body(br.children[-1], inner.child(path + "."), inputs[0]))
             self._group(path, "branch", bfirst, span=span_of(br))
         if len(outs) < 2:
             raise SpecError("E222", "parallel needs at least two branches", span)
         out = self._merge(op, outs, act, span, inner, name)
-        self._group(inner.prefix.rstrip(".") if name else self._label("parallel", scope),
-                    "parallel", first, span=span)
+        self._group(
+            inner.prefix.rstrip(".") if name else self._label("parallel", scope),
+            "parallel",
+            first,
+            span=span,
+        )
         return out
 
 
@@ -753,14 +959,20 @@ def check_name(tok, what: str) -> str:
     name = str(tok)
     if keyword.iskeyword(name) or name.startswith("__"):
         why = "a Python keyword" if keyword.iskeyword(name) else "a name starting with '__'"
-        raise SpecError("E225", f"the {what} name '{name}' is {why}, which generated code "
-                        "cannot use", span_of(tok), received=name,
-                        hint=f"choose another name, e.g. '{name.strip('_')}_'"
-                        if name.strip("_") else "choose another name")
+        raise SpecError(
+            "E225",
+            f"the {what} name '{name}' is {why}, which generated code cannot use",
+            span_of(tok),
+            received=name,
+            hint=f"choose another name, e.g. '{name.strip('_')}_'"
+            if name.strip("_")
+            else "choose another name",
+        )
     return name
 
 
 # --- traps that would pass silently (issue 14): small, self-contained checks --------------------
+
 
 def check_once(items) -> list[SpecError]:
     """A `model` line or a transfer setting written twice: the last one would silently win."""
@@ -770,9 +982,14 @@ def check_once(items) -> list[SpecError]:
     def seen(key: str, what: str, node) -> None:
         if key in first:
             at = first[key]
-            errors.append(SpecError("E218", f"a second {what}", span_of(node),
-                                    hint=f"the first is at line {at.line}; keep one"
-                                    if at else "keep one"))
+            errors.append(
+                SpecError(
+                    "E218",
+                    f"a second {what}",
+                    span_of(node),
+                    hint=f"the first is at line {at.line}; keep one" if at else "keep one",
+                )
+            )
         else:
             first[key] = span_of(node)
 
@@ -803,16 +1020,23 @@ def check_condition(cond, env: dict) -> None:
             for side, other in ((left, right), (right, left)):
                 if _unbound(side, env) and not _holds_word(other, env):
                     name = str(side.children[0])
-                    raise SpecError("E206", f"unknown name '{name}' in the condition",
-                                    span_of(side), received=name,
-                                    hint=did_you_mean(name, env) or "a condition compares "
-                                    "the parameters of the enclosing block")
+                    raise SpecError(
+                        "E206",
+                        f"unknown name '{name}' in the condition",
+                        span_of(side),
+                        received=name,
+                        hint=did_you_mean(name, env)
+                        or "a condition compares the parameters of the enclosing block",
+                    )
         stack.extend(node.children)
 
 
 def _unbound(node, env: dict) -> bool:
-    return (is_tree(node, "name") and str(node.children[0]) not in env
-            and str(node.children[0]) not in ("true", "false"))
+    return (
+        is_tree(node, "name")
+        and str(node.children[0]) not in env
+        and str(node.children[0]) not in ("true", "false")
+    )
 
 
 def _holds_word(node, env: dict) -> bool:
@@ -823,11 +1047,16 @@ def input_dims(tok) -> tuple[int, ...]:
     """`input 224x224x3` as integers; Python refuses int() of over 4,300 digits, so the length
     is checked first (issue 14: a 5,000-digit input size was a ValueError traceback)."""
     from .values import MAX_INT
+
     parts = str(tok).split("x")
     for p in parts:
         if len(p.lstrip("0")) > len(str(MAX_INT)):
-            raise SpecError("E214", f"the number {p[:6]}... ({len(p)} digits) is too large",
-                            span_of(tok), hint=f"sizes are at most {MAX_INT:,}")
+            raise SpecError(
+                "E214",
+                f"the number {p[:6]}... ({len(p)} digits) is too large",
+                span_of(tok),
+                hint=f"sizes are at most {MAX_INT:,}",
+            )
     return tuple(int(p) for p in parts)
 
 
@@ -839,4 +1068,3 @@ def elaborate(tree: Tree, path: str | None = None, scale: str | None = None) -> 
     """The IR of a syntax tree; `scale` picks one of the spec's named scales (the first if
     None)."""
     return Elaborator(tree, path, scale).run()
-

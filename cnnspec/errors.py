@@ -16,7 +16,7 @@ import difflib
 from dataclasses import dataclass, field
 
 MAX_SHOWN = 20
-MAX_LINE_SHOWN = 400    # characters of a source line in an error; longer lines are cut
+MAX_LINE_SHOWN = 400  # characters of a source line in an error; longer lines are cut
 
 
 @dataclass(frozen=True)
@@ -29,8 +29,12 @@ class Span:
     end_column: int | None = None
 
     def to_dict(self) -> dict:
-        return {"line": self.line, "column": self.column,
-                "end_line": self.end_line, "end_column": self.end_column}
+        return {
+            "line": self.line,
+            "column": self.column,
+            "end_line": self.end_line,
+            "end_column": self.end_column,
+        }
 
 
 @dataclass
@@ -43,7 +47,7 @@ class SpecError(Exception):
     expected: str | None = None
     received: str | None = None
     notes: list[str] = field(default_factory=list)
-    pointer: str | None = None   # a JSON pointer, for errors in an IR given as JSON
+    pointer: str | None = None  # a JSON pointer, for errors in an IR given as JSON
 
     def __post_init__(self) -> None:
         super().__init__(self.message)
@@ -151,9 +155,10 @@ def printable(text: str) -> str:
     line and an escape sequence rewrites the terminal."""
     if text.isprintable():
         return text
-    return "".join(c if c.isprintable() else c.encode("unicode_escape",
-                                                         "backslashreplace").decode("ascii")
-                   for c in text)
+    return "".join(
+        c if c.isprintable() else c.encode("unicode_escape", "backslashreplace").decode("ascii")
+        for c in text
+    )
 
 
 def did_you_mean(word: str, choices) -> str | None:

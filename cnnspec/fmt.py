@@ -68,12 +68,23 @@ def comments_in(text: str) -> list[Token]:
         line_start = text.rfind("\n", 0, m.start()) + 1
         pos = m.start()
         column = m.start() - line_start + 1
-        out.append(Token("COMMENT", m.group(), m.start(), line, column, line,
-                         column + len(m.group()), m.end()))
+        out.append(
+            Token(
+                "COMMENT",
+                m.group(),
+                m.start(),
+                line,
+                column,
+                line,
+                column + len(m.group()),
+                m.end(),
+            )
+        )
     return out
 
 
 # --- expressions -------------------------------------------------------------------------------
+
 
 def _prec(tree) -> int:
     if isinstance(tree, Tree):
@@ -84,8 +95,11 @@ def _prec(tree) -> int:
 
 
 def _int_tuple(tree) -> bool:
-    return (tree.data == "tuple" and len(tree.children) >= 2
-            and all(isinstance(c, Tree) and c.data == "int" for c in tree.children))
+    return (
+        tree.data == "tuple"
+        and len(tree.children) >= 2
+        and all(isinstance(c, Tree) and c.data == "int" for c in tree.children)
+    )
 
 
 def expr(tree, floor: int = 0, tight: bool = True) -> str:
@@ -98,8 +112,12 @@ def expr(tree, floor: int = 0, tight: bool = True) -> str:
         return _sub(tree, floor, tight)
     except RecursionError:
         # `1 + 1 + ... + 1` nests as deep as it is long; the compiler refuses it too (E106).
-        raise SpecError("E106", "the expression is too long to format", span_of(tree),
-                        hint="compute the value in fewer steps") from None
+        raise SpecError(
+            "E106",
+            "the expression is too long to format",
+            span_of(tree),
+            hint="compute the value in fewer steps",
+        ) from None
 
 
 def _sub(tree, floor: int, tight: bool) -> str:
@@ -113,11 +131,13 @@ def _expr(tree, tight: bool) -> str:
     if kind in ("int", "float", "dims", "string", "ref", "name"):
         return str(ch[0])
     if kind == "tuple":
-        if _int_tuple(tree):      # evaluates exactly like a size: (3, 3) == 3x3
+        if _int_tuple(tree):  # evaluates exactly like a size: (3, 3) == 3x3
             return "x".join(str(c.children[0]) for c in ch)
         return "(" + ", ".join(_sub(c, 0, tight) for c in ch) + ")"
-    if kind == "call":          # round_filters(32): the bracket right after the name
-        return str(ch[0]) + "(" + ", ".join(_sub(c, 0, tight) for c in ch[1:] if c is not None) + ")"
+    if kind == "call":  # round_filters(32): the bracket right after the name
+        return (
+            str(ch[0]) + "(" + ", ".join(_sub(c, 0, tight) for c in ch[1:] if c is not None) + ")"
+        )
     if kind == "neg":
         return "-" + _sub(ch[0], 7, tight)
     if kind == "not_":
@@ -125,8 +145,7 @@ def _expr(tree, tight: bool) -> str:
     if kind in ("or_", "and_"):
         level = _PREC[kind]
         word = " or " if kind == "or_" else " and "
-        return word.join([_sub(ch[0], level, tight)]
-                         + [_sub(c, level + 1, tight) for c in ch[1:]])
+        return word.join([_sub(ch[0], level, tight)] + [_sub(c, level + 1, tight) for c in ch[1:]])
     if kind == "compare":
         return f"{_sub(ch[0], 5, tight)} {ch[1]} {_sub(ch[2], 5, tight)}"
     if kind == "binop":
@@ -155,15 +174,16 @@ def _args(items) -> str:
 
 # --- statements --------------------------------------------------------------------------------
 
+
 @dataclass
 class Line:
     depth: int
     text: str
-    start: int              # the first source line it comes from
-    end: int                # the last source line it comes from
-    opening: bool = False   # ends with '{': no blank line after it
-    closing: bool = False   # starts with '}': no blank line before it
-    comment: str = ""       # a comment after the code
+    start: int  # the first source line it comes from
+    end: int  # the last source line it comes from
+    opening: bool = False  # ends with '{': no blank line after it
+    closing: bool = False  # starts with '}': no blank line before it
+    comment: str = ""  # a comment after the code
 
 
 def _is_tree(node, *names) -> bool:
@@ -200,9 +220,10 @@ def _segments(stmt, prefix: str = "") -> list[tuple[str, Tree]] | None:
     if kind == "named":
         return _segments(ch[1], f"{prefix}{ch[0]} = ")
     if kind == "block_def":
-        params = ", ".join(str(p.children[0]) + (f"={expr(p.children[1], _SUM)}"
-                                                 if len(p.children) > 1 else "")
-                           for p in ch[1:-1])
+        params = ", ".join(
+            str(p.children[0]) + (f"={expr(p.children[1], _SUM)}" if len(p.children) > 1 else "")
+            for p in ch[1:-1]
+        )
         return [(f"{prefix}block {ch[0]}({params})", ch[-1])]
     if kind in ("compile", "transfer", "defaults", "scales"):
         return [(f"{prefix}{kind}", ch[0])]
@@ -259,8 +280,9 @@ class Printer:
     def stmts(self, items, depth: int) -> None:
         run: list = []
         for stmt in items:
-            if run and not (_simple(stmt) and self._one_line(stmt)
-                            and stmt.meta.line == run[-1].meta.end_line):
+            if run and not (
+                _simple(stmt) and self._one_line(stmt) and stmt.meta.line == run[-1].meta.end_line
+            ):
                 self._run(run, depth)
                 run = []
             if _simple(stmt) and self._one_line(stmt):
@@ -305,12 +327,21 @@ class Printer:
             if inline is not None:
                 text += " " + inline
                 continue
-            self.lines.append(Line(depth, text + " {", start, body.meta.line, opening=True,
-                                   closing=text.startswith("}")))
+            self.lines.append(
+                Line(
+                    depth,
+                    text + " {",
+                    start,
+                    body.meta.line,
+                    opening=True,
+                    closing=text.startswith("}"),
+                )
+            )
             self.stmts(body.children, depth + 1)
             text, start = "}", body.meta.end_line
-        self.lines.append(Line(depth, text, start, stmt.meta.end_line,
-                               closing=text.startswith("}")))
+        self.lines.append(
+            Line(depth, text, start, stmt.meta.end_line, closing=text.startswith("}"))
+        )
 
     def _inline(self, body, depth: int, text: str) -> str | None:
         """The body as `{ a; b }` when the source wrote it on one line and it fits (bodies
@@ -329,13 +360,19 @@ class Printer:
     def parallel(self, stmt, depth: int, prefix: str) -> None:
         args = [c for c in stmt.children if not _is_tree(c, "branch")]
         branches = [c for c in stmt.children if _is_tree(c, "branch")]
-        self.lines.append(Line(depth, f"{prefix}parallel{_args(args)} {{", stmt.meta.line,
-                               stmt.meta.line, opening=True))
+        self.lines.append(
+            Line(
+                depth,
+                f"{prefix}parallel{_args(args)} {{",
+                stmt.meta.line,
+                stmt.meta.line,
+                opening=True,
+            )
+        )
         for br in branches:
             name = f" {br.children[0]}" if len(br.children) == 2 else ""
             self.segments(br, depth + 1, [(f"branch{name}", br.children[-1])])
-        self.lines.append(Line(depth, "}", stmt.meta.end_line, stmt.meta.end_line,
-                               closing=True))
+        self.lines.append(Line(depth, "}", stmt.meta.end_line, stmt.meta.end_line, closing=True))
 
     # comments and blank lines
     def render(self) -> str:
@@ -343,10 +380,14 @@ class Printer:
         blank = [0]
         for text in self.source_lines:
             blank.append(blank[-1] + (not text.strip()))
-        gap = [i > 0 and not lines[i - 1].opening and not line.closing
-               and line.start > lines[i - 1].end + 1
-               and blank[line.start - 1] - blank[lines[i - 1].end] > 0
-               for i, line in enumerate(lines)]
+        gap = [
+            i > 0
+            and not lines[i - 1].opening
+            and not line.closing
+            and line.start > lines[i - 1].end + 1
+            and blank[line.start - 1] - blank[lines[i - 1].end] > 0
+            for i, line in enumerate(lines)
+        ]
         out: list[str] = []
         for line, column, blank_before in zip(lines, _comment_columns(lines, gap), gap):
             if blank_before:
@@ -362,7 +403,7 @@ class Printer:
         starts = [ln.start for ln in lines]
         for tok in self.comments:
             src = self.source_lines[tok.line - 1] if tok.line <= len(self.source_lines) else ""
-            before = src[:tok.column - 1]
+            before = src[: tok.column - 1]
             owner = None
             if before.strip():
                 # the last output line whose source lines hold the comment's line
@@ -418,6 +459,7 @@ def format_text(text: str) -> str:
 
 # --- the safety net: the result must mean what the source meant --------------------------------
 
+
 def _shape(node):
     """The syntax tree without positions, with integer tuples read as sizes."""
     if isinstance(node, Token):
@@ -439,18 +481,32 @@ def _check_same(tree: Tree, comments: list[Token], result: str) -> None:
     try:
         new_tree, new_comments = parse_with_comments(result)
     except SpecError as err:
-        raise SpecError("E108", "cnnspec fmt would write text that does not parse "
-                        f"({err.message}); the file is left as it was", Span(1, 1),
-                        hint="please report this with the spec") from None
+        raise SpecError(
+            "E108",
+            "cnnspec fmt would write text that does not parse "
+            f"({err.message}); the file is left as it was",
+            Span(1, 1),
+            hint="please report this with the spec",
+        ) from None
     if _shape(new_tree) != _shape(tree):
-        raise SpecError("E108", "cnnspec fmt would change the meaning of the spec; the file is "
-                        "left as it was", Span(1, 1), hint="please report this with the spec")
+        raise SpecError(
+            "E108",
+            "cnnspec fmt would change the meaning of the spec; the file is left as it was",
+            Span(1, 1),
+            hint="please report this with the spec",
+        )
     # Two comments that end up on one line read back as one: compare their words.
     kept = _words(new_comments)
     if _words(comments) != kept:
-        lost = next((c for c in comments if not set(str(c).split()) <= set(kept)),
-                    comments[0] if comments else None)
+        lost = next(
+            (c for c in comments if not set(str(c).split()) <= set(kept)),
+            comments[0] if comments else None,
+        )
         span = Span(lost.line, lost.column, lost.end_line, lost.end_column) if lost else Span(1, 1)
-        raise SpecError("E108", "cnnspec fmt would lose or move this comment; the file is left "
-                        "as it was", span, hint="please report this with the spec; moving the "
-                        "comment to a line of its own avoids it")
+        raise SpecError(
+            "E108",
+            "cnnspec fmt would lose or move this comment; the file is left as it was",
+            span,
+            hint="please report this with the spec; moving the "
+            "comment to a line of its own avoids it",
+        )

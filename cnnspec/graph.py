@@ -18,8 +18,13 @@ from .layers import fmt_int, fmt_shape
 FORMATS = ("svg", "png", "dot")
 _STRUCTURAL = {"residual", "parallel", "branch", "shortcut"}
 _SIZE_ARGS = {"kernel", "stride", "size", "factor", "dilation", "shape", "pool"}
-_FILL = {"block": "#f4f4f8", "residual": "#eef6ee", "parallel": "#f6f1e8", "branch": "#fbf8f1",
-         "shortcut": "#eaf1f8"}
+_FILL = {
+    "block": "#f4f4f8",
+    "residual": "#eef6ee",
+    "parallel": "#f6f1e8",
+    "branch": "#fbf8f1",
+    "shortcut": "#eaf1f8",
+}
 
 
 class GraphvizMissing(RuntimeError):
@@ -62,14 +67,15 @@ def _nesting(model: Model) -> tuple[dict[int, int | None], dict[str, int]]:
     sets = [frozenset(g.members) for g in groups]
     parent: dict[int, int | None] = {}
     for i, s in enumerate(sets):
-        around = [j for j in range(len(groups)) if j != i and s <= sets[j]
-                  and (s != sets[j] or j > i)]
+        around = [
+            j for j in range(len(groups)) if j != i and s <= sets[j] and (s != sets[j] or j > i)
+        ]
         parent[i] = min(around, key=lambda j: (len(sets[j]), j)) if around else None
     owner: dict[str, int] = {}
     for i, s in enumerate(sets):
         for name in s:
             j = owner.get(name)
-            if j is None or len(s) < len(sets[j]):   # equal sizes: the earlier (inner) wins
+            if j is None or len(s) < len(sets[j]):  # equal sizes: the earlier (inner) wins
                 owner[name] = i
     return parent, owner
 
@@ -102,27 +108,33 @@ def to_dot(model: Model, params: bool = False) -> str:
         nodes_in.setdefault(owner.get(node.name), []).append(node)
     outputs = set(model.outputs)
 
-    out = [f"digraph {quote(model.name)} {{",
-           "  graph [rankdir=TB, fontname=Helvetica, fontsize=11, nodesep=0.3, ranksep=0.35];",
-           ("  node [shape=box, style=\"rounded,filled\", fillcolor=white, fontname=Helvetica, "
-           "fontsize=10];"),
-           "  edge [arrowsize=0.6];"]
+    out = [
+        f"digraph {quote(model.name)} {{",
+        "  graph [rankdir=TB, fontname=Helvetica, fontsize=11, nodesep=0.3, ranksep=0.35];",
+        (
+            '  node [shape=box, style="rounded,filled", fillcolor=white, fontname=Helvetica, '
+            "fontsize=10];"
+        ),
+        "  edge [arrowsize=0.6];",
+    ]
 
     def emit(key: int | None, depth: int) -> None:
         pad = "  " * depth
         for node in nodes_in.get(key, []):
             extra = ""
             if node.kind == "input":
-                extra = ", shape=ellipse, fillcolor=\"#dde8f6\""
+                extra = ', shape=ellipse, fillcolor="#dde8f6"'
             elif node.name in outputs:
-                extra = ", peripheries=2, fillcolor=\"#f6e2dd\""
+                extra = ', peripheries=2, fillcolor="#f6e2dd"'
             out.append(f"{pad}{quote(node.name)} [label={quote(label(node, params))}{extra}];")
         for i in children.get(key, []):
             g: Group = groups[i]
             title = f"{g.kind} {g.path}" + (f" ({g.block})" if g.block else "")
             out.append(f"{pad}subgraph {quote(f'cluster_{i}')} {{")
-            out.append(f"{pad}  label={quote(title)}; labeljust=l; style=\"rounded,filled\"; "
-                       f"fillcolor={quote(_FILL.get(g.kind, '#f4f4f4'))}; color=\"#999999\";")
+            out.append(
+                f'{pad}  label={quote(title)}; labeljust=l; style="rounded,filled"; '
+                f'fillcolor={quote(_FILL.get(g.kind, "#f4f4f4"))}; color="#999999";'
+            )
             emit(i, depth + 1)
             out.append(f"{pad}}}")
 
@@ -130,7 +142,7 @@ def to_dot(model: Model, params: bool = False) -> str:
     skips = skip_edges(model)
     for node in model.nodes:
         for src in node.inputs:
-            style = " [style=dashed, color=\"#3366cc\"]" if (src, node.name) in skips else ""
+            style = ' [style=dashed, color="#3366cc"]' if (src, node.name) in skips else ""
             out.append(f"  {quote(src)} -> {quote(node.name)}{style};")
     out.append("}")
     return "\n".join(out) + "\n"
@@ -147,8 +159,13 @@ def render(dot_text: str, fmt: str, timeout: float = 120) -> bytes:
     exe = shutil.which("dot")
     if exe is None:
         raise GraphvizMissing("Graphviz 'dot' is not installed")
-    proc = subprocess.run([exe, f"-T{fmt}"], input=dot_text.encode(), capture_output=True,
-                          timeout=timeout, check=False)
+    proc = subprocess.run(
+        [exe, f"-T{fmt}"],
+        input=dot_text.encode(),
+        capture_output=True,
+        timeout=timeout,
+        check=False,
+    )
     if proc.returncode != 0:
         raise RuntimeError(f"dot failed: {proc.stderr.decode(errors='replace').strip()}")
     return proc.stdout

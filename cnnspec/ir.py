@@ -38,8 +38,11 @@ class Node(BaseModel):
     trainable: int = Field(0, ge=0, description="trainable parameters")
     non_trainable: int = Field(0, ge=0, description="non-trainable parameters (BN statistics)")
     macs: int = Field(0, ge=0, description="multiply-accumulates per sample (conv and dense)")
-    frozen: bool = Field(False, description="frozen by the transfer section: its trainable "
-                         "parameters are counted as non-trainable")
+    frozen: bool = Field(
+        False,
+        description="frozen by the transfer section: its trainable "
+        "parameters are counted as non-trainable",
+    )
     span: Span | None = None
 
     @property
@@ -149,8 +152,9 @@ class Model(BaseModel):
     compile: CompileSpec | None = None
     transfer: TransferSpec | None = None
     source: str | None = Field(None, description="the spec file this came from")
-    scale: str | None = Field(None, description="the named scale it was compiled at (the "
-                              "spec's scales section), if any")
+    scale: str | None = Field(
+        None, description="the named scale it was compiled at (the spec's scales section), if any"
+    )
 
     @model_validator(mode="before")
     @classmethod
@@ -210,14 +214,19 @@ class Model(BaseModel):
         return sum(n.macs for n in self.nodes)
 
     def totals(self) -> dict:
-        return {"total_params": self.params, "trainable_params": self.trainable,
-                "non_trainable_params": self.non_trainable, "macs": self.macs}
+        return {
+            "total_params": self.params,
+            "trainable_params": self.trainable,
+            "non_trainable_params": self.non_trainable,
+            "macs": self.macs,
+        }
 
     def to_json(self, indent: int | None = 2) -> str:
         """The IR as JSON, with the derived `totals` appended for readers (ignored on load).
         pydantic's serialiser writes the body: Python's json module indents in pure Python,
         ten times slower on a large network."""
         import json
+
         body = self.model_dump_json(indent=indent)
         if not indent:
             return body[:-1] + ',"totals":' + json.dumps(self.totals(), separators=(",", ":")) + "}"

@@ -40,8 +40,12 @@ def strip_final_activations(model: Model, names: Iterable[str]) -> Model:
     strip = set(names)
     if not strip:
         return model
-    nodes = [node.model_copy(update={"layer": without_final_activation(node.layer)})
-             if node.name in strip else node for node in model.nodes]
+    nodes = [
+        node.model_copy(update={"layer": without_final_activation(node.layer)})
+        if node.name in strip
+        else node
+        for node in model.nodes
+    ]
     copy = model.model_copy(update={"nodes": nodes})
-    copy.__dict__.pop("_node_index", None)   # the name index would still hold the old nodes
+    copy.__dict__.pop("_node_index", None)  # the name index would still hold the old nodes
     return copy

@@ -35,6 +35,7 @@ class Diagnostic:
 
 def compile_source(text: str, path: str | None = None) -> tuple[Model | None, SpecErrors | None]:
     from .compiler import compile_text
+
     try:
         return compile_text(text, path), None
     except SpecErrors as errs:
@@ -117,13 +118,20 @@ def _nodes_markdown(nodes) -> str:
     if len(nodes) == 1:
         n = nodes[0]
         frozen = f" ({fmt_int(n.non_trainable)} non-trainable)" if n.non_trainable else ""
-        return (f"**{n.kind}** `{n.name}` → **{fmt_shape(n.shape)}**\n\n"
-                f"params {fmt_int(n.params)}{frozen} · MACs {fmt_int(n.macs)}")
-    rows = [f"**{nodes[0].kind}**, {len(nodes)} uses", "",
-            "| layer | output | params | MACs |", "|---|---|---:|---:|"]
+        return (
+            f"**{n.kind}** `{n.name}` → **{fmt_shape(n.shape)}**\n\n"
+            f"params {fmt_int(n.params)}{frozen} · MACs {fmt_int(n.macs)}"
+        )
+    rows = [
+        f"**{nodes[0].kind}**, {len(nodes)} uses",
+        "",
+        "| layer | output | params | MACs |",
+        "|---|---|---:|---:|",
+    ]
     for n in nodes[:MAX_HOVER_ROWS]:
-        rows.append(f"| `{n.name}` | {fmt_shape(n.shape)} | {fmt_int(n.params)} | "
-                    f"{fmt_int(n.macs)} |")
+        rows.append(
+            f"| `{n.name}` | {fmt_shape(n.shape)} | {fmt_int(n.params)} | {fmt_int(n.macs)} |"
+        )
     if len(nodes) > MAX_HOVER_ROWS:
         rows.append(f"| … {len(nodes) - MAX_HOVER_ROWS} more | | | |")
     total_p, total_m = sum(n.params for n in nodes), sum(n.macs for n in nodes)
@@ -136,9 +144,11 @@ def _groups_markdown(model: Model, groups) -> str:
     for g in groups[:MAX_HOVER_ROWS]:
         members = [model.node(m) for m in g.members]
         what = f"block {g.block}" if g.kind == "block" else g.kind
-        rows.append(f"**{what}** `{g.path}` → **{fmt_shape(members[-1].shape)}**: "
-                    f"{len(members)} layers, params {fmt_int(sum(m.params for m in members))}"
-                    f" · MACs {fmt_int(sum(m.macs for m in members))}")
+        rows.append(
+            f"**{what}** `{g.path}` → **{fmt_shape(members[-1].shape)}**: "
+            f"{len(members)} layers, params {fmt_int(sum(m.params for m in members))}"
+            f" · MACs {fmt_int(sum(m.macs for m in members))}"
+        )
     if len(groups) > MAX_HOVER_ROWS:
         rows.append(f"… and {len(groups) - MAX_HOVER_ROWS} more")
     return "\n\n".join(rows)
@@ -156,7 +166,7 @@ def _groups_markdown(model: Model, groups) -> str:
 # ~2 s and a 200 kB expression ~5 s here. Larger documents get one diagnostic saying so.
 LIVE_MAX_LINES = 10_000
 LIVE_MAX_BYTES = 200_000
-HOVER_WAIT_SECONDS = 5.0       # a hover waits this long for a check in progress, then answers null
+HOVER_WAIT_SECONDS = 5.0  # a hover waits this long for a check in progress, then answers null
 MAX_MESSAGE_BYTES = 64 * 2**20
 
 
@@ -165,10 +175,17 @@ def too_large(text: str) -> Diagnostic | None:
     lines = text.count("\n") + 1
     if lines <= LIVE_MAX_LINES and len(text) <= LIVE_MAX_BYTES:
         return None
-    return Diagnostic(0, 0, 0, 1, "E104", f"the document is too large to check as you type "
-                      f"({lines:,} lines, {len(text):,} characters; the limit is "
-                      f"{LIVE_MAX_LINES:,} lines and {LIVE_MAX_BYTES:,} characters)"
-                      "\nhint: run 'cnnspec check' on the file")
+    return Diagnostic(
+        0,
+        0,
+        0,
+        1,
+        "E104",
+        f"the document is too large to check as you type "
+        f"({lines:,} lines, {len(text):,} characters; the limit is "
+        f"{LIVE_MAX_LINES:,} lines and {LIVE_MAX_BYTES:,} characters)"
+        "\nhint: run 'cnnspec check' on the file",
+    )
 
 
 def checked(text: str, path: str | None) -> tuple[Model | None, list[Diagnostic]]:
@@ -179,11 +196,20 @@ def checked(text: str, path: str | None) -> tuple[Model | None, list[Diagnostic]
         return None, [big]
     try:
         model, errs = compile_source(text, path)
-    except Exception as exc:     # one document must not take the server down
+    except Exception as exc:  # one document must not take the server down
         import logging
+
         logging.getLogger(__name__).exception("cnnspec could not check %s", path)
-        return None, [Diagnostic(0, 0, 0, 1, "E000", f"internal error: {type(exc).__name__}; "
-                                 "please report this with the spec")]
+        return None, [
+            Diagnostic(
+                0,
+                0,
+                0,
+                1,
+                "E000",
+                f"internal error: {type(exc).__name__}; please report this with the spec",
+            )
+        ]
     return model, diagnostics(errs, text)
 
 
@@ -212,7 +238,7 @@ class FramedInput:
         while True:
             head = self.HEADER.search(self.buf)
             if head is None:
-                self.buf = self.buf[-64:]            # a header may be arriving in pieces
+                self.buf = self.buf[-64:]  # a header may be arriving in pieces
                 if not self._fill():
                     return b""
                 continue
@@ -221,8 +247,8 @@ class FramedInput:
                 if end is None and len(self.buf) - head.start() < 65536 and self._fill():
                     continue
                 if end is None and len(self.buf) - head.start() < 65536:
-                    return b""                       # the stream ended inside a header
-                self.buf = self.buf[head.end():]     # no blank line after it: not a header
+                    return b""  # the stream ended inside a header
+                self.buf = self.buf[head.end() :]  # no blank line after it: not a header
                 continue
             length, start = int(head.group(1)), end.end()
             if length > MAX_MESSAGE_BYTES:
@@ -263,7 +289,7 @@ def build_server():
 
     from . import __version__
 
-    answered = object()     # a request already answered while it was being read
+    answered = object()  # a request already answered while it was being read
 
     class Protocol(LanguageServerProtocol):
         def structure_message(self, data):
@@ -271,8 +297,9 @@ def build_server():
                 return super().structure_message(data)
             except JsonRpcException as exc:
                 if isinstance(data, dict) and "id" in data and "method" in data:
-                    error = JsonRpcInvalidParams(message=f"invalid parameters for "
-                                                 f"{str(data['method'])[:80]}")
+                    error = JsonRpcInvalidParams(
+                        message=f"invalid parameters for {str(data['method'])[:80]}"
+                    )
                     self._send_response(data["id"], error=error.to_response_error())
                     return answered
                 raise exc from None
@@ -283,11 +310,15 @@ def build_server():
 
         def _send_response(self, msg_id, result=None, error=None):
             if error is not None and isinstance(error.data, dict):
-                error.data.pop("traceback", None)       # never a traceback to the editor
+                error.data.pop("traceback", None)  # never a traceback to the editor
             super()._send_response(msg_id, result, error)
 
-    server = LanguageServer("cnnspec", __version__, protocol_cls=Protocol,
-                            text_document_sync_kind=lsp.TextDocumentSyncKind.Full)
+    server = LanguageServer(
+        "cnnspec",
+        __version__,
+        protocol_cls=Protocol,
+        text_document_sync_kind=lsp.TextDocumentSyncKind.Full,
+    )
     workers = ThreadPoolExecutor(max_workers=2, thread_name_prefix="cnnspec-check")
     cache: dict[str, tuple[int | None, Model | None]] = {}
     running: dict[str, tuple[int | None, asyncio.Future]] = {}
@@ -297,7 +328,7 @@ def build_server():
         return ls.workspace.text_documents.get(unquote(uri))
 
     def to_client(doc, line: int, character: int):
-        if line >= len(doc.lines):     # a span past the last line (end of file)
+        if line >= len(doc.lines):  # a span past the last line (end of file)
             return lsp.Position(line=line, character=character)
         return doc.position_to_client_units(ServerTextPosition(line, character))
 
@@ -333,12 +364,25 @@ def build_server():
         fresh, _, found = await model_of(doc)
         if not fresh or opened(ls, uri) is not doc:
             return
-        ls.text_document_publish_diagnostics(lsp.PublishDiagnosticsParams(
-            uri=uri, version=doc.version, diagnostics=[lsp.Diagnostic(
-                range=lsp.Range(start=to_client(doc, d.line, d.character),
-                                end=to_client(doc, d.end_line, d.end_character)),
-                message=d.message, code=d.code, source="cnnspec",
-                severity=lsp.DiagnosticSeverity.Error) for d in found]))
+        ls.text_document_publish_diagnostics(
+            lsp.PublishDiagnosticsParams(
+                uri=uri,
+                version=doc.version,
+                diagnostics=[
+                    lsp.Diagnostic(
+                        range=lsp.Range(
+                            start=to_client(doc, d.line, d.character),
+                            end=to_client(doc, d.end_line, d.end_character),
+                        ),
+                        message=d.message,
+                        code=d.code,
+                        source="cnnspec",
+                        severity=lsp.DiagnosticSeverity.Error,
+                    )
+                    for d in found
+                ],
+            )
+        )
 
     @server.feature(lsp.TEXT_DOCUMENT_DID_OPEN)
     async def did_open(ls, params: lsp.DidOpenTextDocumentParams):
@@ -359,8 +403,7 @@ def build_server():
         old = running.pop(uri, None)
         if old is not None:
             old[1].cancel()
-        ls.text_document_publish_diagnostics(lsp.PublishDiagnosticsParams(
-            uri=uri, diagnostics=[]))
+        ls.text_document_publish_diagnostics(lsp.PublishDiagnosticsParams(uri=uri, diagnostics=[]))
 
     @server.feature(lsp.TEXT_DOCUMENT_HOVER)
     async def hover(ls, params: lsp.HoverParams):
@@ -388,4 +431,5 @@ def build_server():
 
 def serve() -> None:
     import sys
+
     build_server().start_io(FramedInput(sys.stdin.buffer), sys.stdout.buffer)

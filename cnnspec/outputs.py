@@ -41,8 +41,11 @@ class OutputError(OSError):
 
 class DiskFull(OutputError):
     def __init__(self, path: str | Path):
-        super().__init__(path, f"disk full ({os.strerror(errno.ENOSPC)}); the old file, "
-                         "if any, is left as it was", errno.ENOSPC)
+        super().__init__(
+            path,
+            f"disk full ({os.strerror(errno.ENOSPC)}); the old file, if any, is left as it was",
+            errno.ENOSPC,
+        )
 
 
 def write_file(path: str | Path, data: str | bytes) -> Path:
@@ -54,12 +57,12 @@ def write_file(path: str | Path, data: str | bytes) -> Path:
 def write_with(path: str | Path, write: Callable[[str], object]) -> Path:
     """Call write(name) to make the file, then put it in place of `path` by the rules
     above. The temporary name keeps `path`'s suffixes (Keras insists on '.weights.h5')."""
-    target = Path(os.path.realpath(path))   # follow links: write what they point to
+    target = Path(os.path.realpath(path))  # follow links: write what they point to
     old = _stat(target)
     if old is not None and stat.S_ISDIR(old.st_mode):
         raise OutputError(path, "is a folder, not a file", errno.EISDIR)
     if old is not None and not stat.S_ISREG(old.st_mode):
-        try:   # a device, pipe or socket: written in place, never renamed over
+        try:  # a device, pipe or socket: written in place, never renamed over
             write(str(target))
         except BaseException as exc:
             if _disk_full(exc, target.parent):
@@ -67,8 +70,9 @@ def write_with(path: str | Path, write: Callable[[str], object]) -> Path:
             raise
         return target
     if old is not None and not old.st_mode & 0o222:
-        raise OutputError(path, "is read-only: not replaced (make it writable, or write "
-                          "elsewhere)", errno.EACCES)
+        raise OutputError(
+            path, "is read-only: not replaced (make it writable, or write elsewhere)", errno.EACCES
+        )
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp, mode = _temporary(target)
     try:
@@ -116,8 +120,11 @@ def refuse_input(output: str | Path, *inputs: str | Path) -> None:
     would replace what was read (`cnnspec build net.cnn -o net.cnn`)."""
     for source in inputs:
         if source is not None and same_file(output, source):
-            raise OutputError(output, f"is the input file {source}: not overwritten (choose "
-                              "another output name)", errno.EEXIST)
+            raise OutputError(
+                output,
+                f"is the input file {source}: not overwritten (choose another output name)",
+                errno.EEXIST,
+            )
 
 
 def _temporary(target: Path) -> tuple[str, int]:
@@ -141,7 +148,7 @@ def _dump(name: str, raw: bytes) -> None:
     try:
         view = memoryview(raw)
         while view:
-            view = view[os.write(fd, view):]
+            view = view[os.write(fd, view) :]
     finally:
         os.close(fd)
 
@@ -157,18 +164,18 @@ def _disk_full(exc: BaseException, folder: Path) -> bool:
     """Whether a failed write ran out of space: ENOSPC/EDQUOT anywhere in the exception's
     chain, or (for writers that hide the errno) almost no free space left in `folder`."""
     seen, depth = exc, 0
-    while seen is not None and depth < 20:   # a chain can loop back on itself
+    while seen is not None and depth < 20:  # a chain can loop back on itself
         depth += 1
         if isinstance(seen, OSError) and seen.errno in (errno.ENOSPC, errno.EDQUOT):
             return True
         if "No space left" in str(seen) or "StorageFull" in str(seen):
             return True
         seen = seen.__cause__ or seen.__context__
-    if not isinstance(exc, Exception):   # Ctrl-C is not a full disk
+    if not isinstance(exc, Exception):  # Ctrl-C is not a full disk
         return False
     try:
         fs = os.statvfs(folder)
     except OSError:
         return False
-    free = fs.f_bfree if os.geteuid() == 0 else fs.f_bavail   # root may use reserved blocks
+    free = fs.f_bfree if os.geteuid() == 0 else fs.f_bavail  # root may use reserved blocks
     return free * fs.f_frsize < _LOW_SPACE

@@ -28,7 +28,7 @@ from .errors import Span, SpecError
 __all__ = ["Token", "Tree", "grammar_path", "parse_text"]
 
 MAX_SOURCE_BYTES = 8 * 1024 * 1024
-MAX_NESTING = 100      # braces and parentheses; deeper nesting would exhaust Python's stack
+MAX_NESTING = 100  # braces and parentheses; deeper nesting would exhaust Python's stack
 # Operators in one expression. Evaluating `1 + 1 + ... + 1` recurses once per term and runs out
 # of stack before 1,000 terms, so no longer chain can be valid; lark spends ~12 us a token,
 # so a 7.8 MB one-line chain is refused before parsing rather than after a hundred seconds.
@@ -41,11 +41,25 @@ _BRACKETS = re.compile(r'"(?:[^"\\\n]|\\.)*"|#[^\n]*|[{}()]')
 
 # What each terminal is called in an error message.
 _TERMINAL_WORDS = {
-    "NAME": "a name", "FUNC": "a function like round_filters", "INT": "a whole number", "FLOAT": "a number", "DIMS": "a size like 3x3",
-    "STRING": "a quoted string", "REF": "a source like torchvision:resnet18",
-    "_NL": "a new line", "_SEMI": "';'", "LBRACE": "'{'", "RBRACE": "'}'", "LPAR": "'('",
-    "RPAR": "')'", "COMMA": "','", "EQUAL": "'='", "COMP_OP": "a comparison",
-    "ADD_OP": "'+' or '-'", "MUL_OP": "'*' or '/'", "_NEG": "'-'",
+    "NAME": "a name",
+    "FUNC": "a function like round_filters",
+    "INT": "a whole number",
+    "FLOAT": "a number",
+    "DIMS": "a size like 3x3",
+    "STRING": "a quoted string",
+    "REF": "a source like torchvision:resnet18",
+    "_NL": "a new line",
+    "_SEMI": "';'",
+    "LBRACE": "'{'",
+    "RBRACE": "'}'",
+    "LPAR": "'('",
+    "RPAR": "')'",
+    "COMMA": "','",
+    "EQUAL": "'='",
+    "COMP_OP": "a comparison",
+    "ADD_OP": "'+' or '-'",
+    "MUL_OP": "'*' or '/'",
+    "_NEG": "'-'",
     "$END": "the end of the file",
 }
 
@@ -58,6 +72,7 @@ def grammar_path() -> Path:
 def _cache_file(grammar: str) -> str | bool:
     """Where lark keeps the built tables: a private folder of the user's, or nowhere."""
     import lark
+
     base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
     folder = Path(base) / "cnnspec"
     try:
@@ -72,8 +87,15 @@ def _cache_file(grammar: str) -> str | bool:
 
 def _load_parser(**options) -> Lark:
     grammar = grammar_path().read_text(encoding="utf-8")
-    return Lark(grammar, parser="lalr", lexer="contextual", propagate_positions=True,
-                maybe_placeholders=False, cache=_cache_file(grammar), **options)
+    return Lark(
+        grammar,
+        parser="lalr",
+        lexer="contextual",
+        propagate_positions=True,
+        maybe_placeholders=False,
+        cache=_cache_file(grammar),
+        **options,
+    )
 
 
 @functools.lru_cache(maxsize=1)
@@ -87,10 +109,10 @@ class _Comments:
 
     def __init__(self):
         self.tokens: dict[int, Token] = {}
-        self.lock = threading.Lock()     # one collector: one parse with comments at a time
+        self.lock = threading.Lock()  # one collector: one parse with comments at a time
 
     def __call__(self, tok: Token) -> Token:
-        self.tokens[tok.start_pos] = tok     # keyed: the contextual lexer may lex a token twice
+        self.tokens[tok.start_pos] = tok  # keyed: the contextual lexer may lex a token twice
         return tok
 
 
@@ -105,8 +127,13 @@ def _commenting_parser() -> Lark:
 
 
 def _describe_expected(expected) -> str:
-    words = sorted({_TERMINAL_WORDS.get(t, f"'{t.lower()}'" if t.isupper() else t)
-                    for t in expected if not t.startswith("__")})
+    words = sorted(
+        {
+            _TERMINAL_WORDS.get(t, f"'{t.lower()}'" if t.isupper() else t)
+            for t in expected
+            if not t.startswith("__")
+        }
+    )
     if len(words) > 8:
         words = words[:8] + ["..."]
     return ", ".join(words)
@@ -124,10 +151,14 @@ def parse_text(text: str, comments: list | None = None) -> Tree:
     """The syntax tree of `text`; its comment tokens, in source order, are appended to
     `comments` if given."""
     if len(text.encode("utf-8", "surrogatepass")) > MAX_SOURCE_BYTES:
-        raise SpecError("E104", f"the spec is larger than {MAX_SOURCE_BYTES // 2**20} MiB",
-                        Span(1, 1), hint="a spec is a few hundred lines; generate blocks instead")
+        raise SpecError(
+            "E104",
+            f"the spec is larger than {MAX_SOURCE_BYTES // 2**20} MiB",
+            Span(1, 1),
+            hint="a spec is a few hundred lines; generate blocks instead",
+        )
     if "\x00" in text:
-        line = text[:text.index("\x00")].count("\n") + 1
+        line = text[: text.index("\x00")].count("\n") + 1
         raise SpecError("E105", "the spec contains a NUL byte; is it a binary file?", Span(line, 1))
     if text.startswith("\ufeff"):
         # A byte-order mark that Windows editors write: a blank, so that columns stay put.
@@ -148,8 +179,12 @@ def parse_text(text: str, comments: list | None = None) -> Tree:
     except UnexpectedInput as exc:
         raise _syntax_error(exc, text) from None
     except RecursionError:
-        raise SpecError("E106", "the spec is nested too deeply to parse", Span(1, 1),
-                        hint="flatten the nesting of blocks and parentheses") from None
+        raise SpecError(
+            "E106",
+            "the spec is nested too deeply to parse",
+            Span(1, 1),
+            hint="flatten the nesting of blocks and parentheses",
+        ) from None
 
 
 def _position(text: str, offset: int) -> tuple[int, int]:
@@ -166,9 +201,12 @@ def _check_nesting(text: str) -> None:
             depth += 1
             if depth > MAX_NESTING:
                 line, col = _position(text, m.start())
-                raise SpecError("E106", f"brackets are nested more than {MAX_NESTING} deep",
-                                Span(line, col, line, col + 1),
-                                hint="flatten the nesting: define a block and use repeat")
+                raise SpecError(
+                    "E106",
+                    f"brackets are nested more than {MAX_NESTING} deep",
+                    Span(line, col, line, col + 1),
+                    hint="flatten the nesting: define a block and use repeat",
+                )
         elif ch in "})":
             depth = max(depth - 1, 0)
 
@@ -179,7 +217,7 @@ def _check_chains(text: str) -> None:
     (a chain continued over lines with '\\' is left to the evaluator's own limit)."""
     if sum(map(text.count, "+-*/%")) < MAX_OPERATORS:
         return
-    if "#" in text or '"' in text:      # blank out comments and strings, keeping positions
+    if "#" in text or '"' in text:  # blank out comments and strings, keeping positions
         text = _QUOTED.sub(lambda m: " " * len(m.group()), text)
     for run in _RUN.finditer(text):
         chars = run.group()
@@ -190,8 +228,12 @@ def _check_chains(text: str) -> None:
             line, col = _position(text, start)
             end = col + len(chars.rstrip()) - first.start()
             # the evaluator's own words: the same error, found before parsing
-            raise SpecError("E106", "the expression is too long to evaluate",
-                            Span(line, col, line, end), hint="compute the value in fewer steps")
+            raise SpecError(
+                "E106",
+                "the expression is too long to evaluate",
+                Span(line, col, line, end),
+                hint="compute the value in fewer steps",
+            )
 
 
 def _unclosed_brace(text: str) -> tuple[int, int] | None:
@@ -207,18 +249,28 @@ def _unclosed_brace(text: str) -> tuple[int, int] | None:
 
 def _syntax_error(exc: UnexpectedInput, text: str) -> SpecError:
     lines = text.split("\n")
-    if isinstance(exc, UnexpectedEOF) or (isinstance(exc, UnexpectedToken)
-                                           and exc.token.type == "$END"):
+    if isinstance(exc, UnexpectedEOF) or (
+        isinstance(exc, UnexpectedToken) and exc.token.type == "$END"
+    ):
         # An unexpected end of file has no position: point just after the last character
         # that is not blank, where the missing text belongs.
         stripped = text.rstrip()
         line, col = _position(stripped, len(stripped))
         expected = _describe_expected(exc.expected)
         brace = _unclosed_brace(text)
-        hint = (f"the '{{' at line {brace[0]}, column {brace[1]} is never closed: add a '}}'"
-                if brace else "a statement is unfinished")
-        return SpecError("E103", "the spec ends too early", Span(line, col, line, col + 1),
-                         expected=expected, received="the end of the file", hint=hint)
+        hint = (
+            f"the '{{' at line {brace[0]}, column {brace[1]} is never closed: add a '}}'"
+            if brace
+            else "a statement is unfinished"
+        )
+        return SpecError(
+            "E103",
+            "the spec ends too early",
+            Span(line, col, line, col + 1),
+            expected=expected,
+            received="the end of the file",
+            hint=hint,
+        )
     if isinstance(exc, UnexpectedCharacters):
         ch = text[exc.pos_in_stream] if exc.pos_in_stream < len(text) else ""
         hint = None
@@ -228,10 +280,14 @@ def _syntax_error(exc: UnexpectedInput, text: str) -> SpecError:
             hint = "blocks use braces: block name(args) { ... }"
         elif ch.isdigit() or ch == "x":
             hint = "sizes are written like 3x3 or 224x224x3, with no spaces"
-        return SpecError("E102", f"unexpected character {ch!r}",
-                         Span(exc.line, exc.column, exc.line, exc.column + 1),
-                         expected=_describe_expected(exc.allowed or []), received=repr(ch),
-                         hint=hint or "remove it, or put it in a comment with '#'")
+        return SpecError(
+            "E102",
+            f"unexpected character {ch!r}",
+            Span(exc.line, exc.column, exc.line, exc.column + 1),
+            expected=_describe_expected(exc.allowed or []),
+            received=repr(ch),
+            hint=hint or "remove it, or put it in a comment with '#'",
+        )
     assert isinstance(exc, UnexpectedToken)
     tok = exc.token
     width = max(len(str(tok)), 1) if tok.type != "_NL" else 1
@@ -245,9 +301,12 @@ def _syntax_error(exc: UnexpectedInput, text: str) -> SpecError:
         hint = "names are given as 'name = layer ...' at the start of a statement"
     elif tok.type == "_NL" and "'}'" in _describe_expected(exc.accepts or exc.expected):
         hint = "a '{' opened above is not closed"
-    message = ("the line ends too early" if tok.type == "_NL"
-               else f"unexpected {_token_text(tok)}")
-    return SpecError("E101", message,
-                     Span(line, col, line, col + width),
-                     expected=_describe_expected(exc.accepts or exc.expected),
-                     received=_token_text(tok), hint=hint)
+    message = "the line ends too early" if tok.type == "_NL" else f"unexpected {_token_text(tok)}"
+    return SpecError(
+        "E101",
+        message,
+        Span(line, col, line, col + width),
+        expected=_describe_expected(exc.accepts or exc.expected),
+        received=_token_text(tok),
+        hint=hint,
+    )

@@ -17,10 +17,15 @@ if TYPE_CHECKING:
     from pydantic import BaseModel, ValidationError
 
 _PYDANTIC_WORDS = {
-    "int_type": "a whole number", "int_parsing": "a whole number",
-    "int_from_float": "a whole number", "float_type": "a number", "float_parsing": "a number",
-    "bool_type": "true or false", "bool_parsing": "true or false",
-    "tuple_type": "a size like 3x3, or a whole number", "string_type": "a word",
+    "int_type": "a whole number",
+    "int_parsing": "a whole number",
+    "int_from_float": "a whole number",
+    "float_type": "a number",
+    "float_parsing": "a number",
+    "bool_type": "true or false",
+    "bool_parsing": "true or false",
+    "tuple_type": "a size like 3x3, or a whole number",
+    "string_type": "a word",
     "finite_number": "a finite number",
 }
 
@@ -39,15 +44,19 @@ def explain_validation(err: dict) -> str:
     if kind == "literal_error":
         return f"one of {ctx['expected']}"
     if kind in ("too_long", "too_short"):
-        return (f"at most {ctx['max_length']} values" if kind == "too_long"
-                else f"at least {ctx['min_length']} values")
+        return (
+            f"at most {ctx['max_length']} values"
+            if kind == "too_long"
+            else f"at least {ctx['min_length']} values"
+        )
     if kind in _PYDANTIC_WORDS:
         return _PYDANTIC_WORDS[kind]
     return err["msg"].replace("Value error, ", "")
 
 
-def layer_error(exc: ValidationError, word: str, pos: list, kw: dict, cls,
-                where: Span | None) -> SpecError:
+def layer_error(
+    exc: ValidationError, word: str, pos: list, kw: dict, cls, where: Span | None
+) -> SpecError:
     """The first error of a layer's arguments, at the argument that caused it: `pos` are the
     bare (value, span) arguments in order, `kw` maps a name to its (value, span)."""
     first = exc.errors()[0]
@@ -61,26 +70,43 @@ def layer_error(exc: ValidationError, word: str, pos: list, kw: dict, cls,
         span = pos[0][1]
     span = span or where
     if first["type"] == "missing":
-        return SpecError("E209", f"'{word}' needs its {key}", span, expected=key,
-                         hint=cls.kind_doc or None)
+        return SpecError(
+            "E209", f"'{word}' needs its {key}", span, expected=key, hint=cls.kind_doc or None
+        )
     expected = explain_validation(first)
-    if key is None:         # a check across arguments (a model validator)
+    if key is None:  # a check across arguments (a model validator)
         given = ", ".join(f"{k}={describe(v)}" for k, (v, _) in kw.items())
-        return SpecError("E205", f"'{word}': {expected}", span, received=given or None,
-                         hint=cls.kind_doc or None)
+        return SpecError(
+            "E205", f"'{word}': {expected}", span, received=given or None, hint=cls.kind_doc or None
+        )
     value = kw[key][0] if key in kw else first.get("input")
-    return SpecError("E205", f"'{word}' {key} must be {expected}", span, expected=expected,
-                     received=f"{key}={describe(value)}", hint=cls.kind_doc or None)
+    return SpecError(
+        "E205",
+        f"'{word}' {key} must be {expected}",
+        span,
+        expected=expected,
+        received=f"{key}={describe(value)}",
+        hint=cls.kind_doc or None,
+    )
 
 
-def setting_error(exc: ValidationError, cls: type[BaseModel], span, what: str,
-                  spans: dict) -> SpecError:
+def setting_error(
+    exc: ValidationError, cls: type[BaseModel], span, what: str, spans: dict
+) -> SpecError:
     """The first error of a compile or transfer setting; `spans` locates each given key."""
     err = exc.errors()[0]
     key = str(err["loc"][0]) if err["loc"] else what
     if err["type"] == "extra_forbidden":
-        return SpecError("E502", f"{what} has no setting '{key}'", spans.get(key, span),
-                         expected=", ".join(k for k in cls.model_fields if k != "span"),
-                         hint=did_you_mean(key, cls.model_fields))
-    return SpecError("E502", f"{what} {key}: {err['msg']}", spans.get(key, span),
-                     received=f"{key}={err.get('input')!r}")
+        return SpecError(
+            "E502",
+            f"{what} has no setting '{key}'",
+            spans.get(key, span),
+            expected=", ".join(k for k in cls.model_fields if k != "span"),
+            hint=did_you_mean(key, cls.model_fields),
+        )
+    return SpecError(
+        "E502",
+        f"{what} {key}: {err['msg']}",
+        spans.get(key, span),
+        received=f"{key}={err.get('input')!r}",
+    )

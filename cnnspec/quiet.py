@@ -45,7 +45,7 @@ def startup_noise(lines: list[str]) -> list[str]:
     return kept
 
 
-class _QuietLoader:   # the loader protocol (importlib.abc costs 7 ms of start-up to import)
+class _QuietLoader:  # the loader protocol (importlib.abc costs 7 ms of start-up to import)
     def __init__(self, loader):
         self._loader = loader
 
@@ -54,6 +54,7 @@ class _QuietLoader:   # the loader protocol (importlib.abc costs 7 ms of start-u
 
     def exec_module(self, module):
         import tempfile
+
         sys.stderr.flush()
         saved = os.dup(2)
         with tempfile.TemporaryFile(mode="w+b") as capture:
@@ -70,11 +71,11 @@ class _QuietLoader:   # the loader protocol (importlib.abc costs 7 ms of start-u
                     print(line, file=sys.stderr)
 
 
-class _QuietFinder:   # the meta path finder protocol
+class _QuietFinder:  # the meta path finder protocol
     def find_spec(self, name, path=None, target=None):
         if name != "tensorflow":
             return None
-        sys.meta_path.remove(self)          # once: the first import is the one that logs
+        sys.meta_path.remove(self)  # once: the first import is the one that logs
         spec = importlib.machinery.PathFinder.find_spec(name, path)
         if spec is not None and spec.loader is not None:
             spec.loader = _QuietLoader(spec.loader)
@@ -83,7 +84,7 @@ class _QuietFinder:   # the meta path finder protocol
 
 def hide_tensorflow_startup() -> None:
     """Install the filter for this process (idempotent; nothing happens if TF is imported)."""
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "1")   # later INFO lines, from TF itself
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "1")  # later INFO lines, from TF itself
     if "tensorflow" in sys.modules or any(isinstance(f, _QuietFinder) for f in sys.meta_path):
         return
     sys.meta_path.insert(0, _QuietFinder())

@@ -38,8 +38,10 @@ EXAMPLES: dict[str, tuple[str, str]] = {
     "layernorm": ("56x56x96", "layernorm eps=1e-6"),
     "groupnorm": ("28x28x64", "groupnorm 32"),
     "layerscale": ("56x56x96", "layerscale 1e-6"),
-    "normalize": ("224x224x3", ("normalize mean=(0.485, 0.456, 0.406) "
-                                "variance=(0.052, 0.050, 0.051)")),
+    "normalize": (
+        "224x224x3",
+        ("normalize mean=(0.485, 0.456, 0.406) variance=(0.052, 0.050, 0.051)"),
+    ),
     "stochastic_depth": ("56x56x96", "stochastic_depth 0.1"),
     "channel_shuffle": ("28x28x116", "shuffle 2"),
     "split": ("28x28x116", "left = split 2 0"),
@@ -50,8 +52,8 @@ EXAMPLES: dict[str, tuple[str, str]] = {
 class Argument:
     name: str
     type: str
-    default: str | None        # None: required
-    positional: int | None     # its place among the bare numbers, if it takes one
+    default: str | None  # None: required
+    positional: int | None  # its place among the bare numbers, if it takes one
 
 
 @dataclass
@@ -115,6 +117,7 @@ def _summary(cls: type[Layer]) -> str:
 def _example(kind: str) -> tuple[str | None, list[str]]:
     """The example's text and its arithmetic (the kind's explain rule on the example)."""
     from .compiler import compile_text
+
     if kind not in EXAMPLES:
         return None, []
     shape, lines = EXAMPLES[kind]
@@ -140,8 +143,10 @@ def reference(kind: str) -> KindReference:
         default = None if name in required else _value(prop.get("default"))
         place = cls.positional.index(name) + 1 if name in cls.positional else None
         args.append(Argument(name, _type(prop), default, place))
-    flags = {word: ", ".join(f"{k}={_value(v)}" for k, v in preset.items())
-             for word, preset in cls.flags.items()}
+    flags = {
+        word: ", ".join(f"{k}={_value(v)}" for k, v in preset.items())
+        for word, preset in cls.flags.items()
+    }
     keywords = [] if cls.internal else list(cls.keywords or {kind: {}})
     usage = cls.kind_doc or ("input HxWxC | input N" if kind == "input" else kind)
     example, lines = _example(kind)
@@ -194,8 +199,9 @@ def markdown_table() -> str:
     for kind in kinds():
         ref = reference(kind)
         words = ", ".join(f"`{w}`" for w in ref.keywords) or "`input`"
-        args = ", ".join(f"{a.name}" + ("" if a.default is None else f"={a.default}")
-                         for a in ref.arguments)
+        args = ", ".join(
+            f"{a.name}" + ("" if a.default is None else f"={a.default}") for a in ref.arguments
+        )
         flags = ", ".join(f"`{w}`" for w in ref.flags)
         rows.append(f"| {kind} | {words} | {_cell(args)} | {flags} |")
     return "\n".join(rows)
@@ -214,8 +220,9 @@ def readme_with_table(readme: str) -> str:
     return f"{head}{README_BEGIN}\n{markdown_table()}\n{README_END}{tail}"
 
 
-if __name__ == "__main__":   # make docs
+if __name__ == "__main__":  # make docs
     import sys
     from pathlib import Path
+
     path = Path(sys.argv[1] if len(sys.argv) > 1 else "README.md")
     path.write_text(readme_with_table(path.read_text()))

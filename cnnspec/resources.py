@@ -18,5 +18,6 @@ def path(name: str) -> Path:
     for candidate in (here / name, here.parent / name):
         if candidate.is_dir():
             return candidate
-    raise FileNotFoundError(f"the {name} folder was not found in {here} nor beside it; "
-                            "reinstall cnnspec")
+    raise FileNotFoundError(
+        f"the {name} folder was not found in {here} nor beside it; reinstall cnnspec"
+    )

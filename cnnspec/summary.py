@@ -7,7 +7,7 @@ import json
 from .ir import Model
 from .layers import fmt_int, fmt_shape
 
-BYTES_PER_VALUE = 4   # float32
+BYTES_PER_VALUE = 4  # float32
 
 
 def _human_bytes(n: int) -> str:
@@ -42,12 +42,22 @@ def parse_bytes(text: str) -> int:
     (4294967296, 1500000, 1024)
     """
     import re
+
     m = re.fullmatch(r"\s*([0-9]*\.?[0-9]+(?:[eE][0-9]+)?)\s*([KMGT]i?B?|[kK]B|B)?\s*", text)
     if not m:
         raise ValueError(f"not a size: {text!r} (write e.g. 4GiB, 500MB or 1e9)")
     number, unit = float(m.group(1)), (m.group(2) or "B").upper().rstrip("B") or "B"
-    powers = {"B": 1, "K": 1000, "M": 1000**2, "G": 1000**3, "T": 1000**4,
-              "KI": 1024, "MI": 1024**2, "GI": 1024**3, "TI": 1024**4}
+    powers = {
+        "B": 1,
+        "K": 1000,
+        "M": 1000**2,
+        "G": 1000**3,
+        "T": 1000**4,
+        "KI": 1024,
+        "MI": 1024**2,
+        "GI": 1024**3,
+        "TI": 1024**4,
+    }
     return int(number * powers[unit])
 
 
@@ -72,14 +82,25 @@ def to_dict(model: Model) -> dict:
         "activation_bytes": activation_values(model) * BYTES_PER_VALUE,
         "memory_bytes": memory_bytes(model),
         "mac_definition": "multiply-accumulates per sample of conv and dense weights; "
-                          "bias additions, pooling and normalisation not counted",
+        "bias additions, pooling and normalisation not counted",
         "layers": [
-            {"name": n.name, "kind": n.kind, "output_shape": list(n.shape), "params": n.params,
-             "trainable": n.trainable, "non_trainable": n.non_trainable, "macs": n.macs,
-             "frozen": n.frozen, "inputs": n.inputs,
-             "args": n.layer.model_dump(mode="json", exclude={"kind"}),
-             **({"explain": n.layer.explain([model.node(i).shape for i in n.inputs], n.shape)}
-                if n.inputs else {})}
+            {
+                "name": n.name,
+                "kind": n.kind,
+                "output_shape": list(n.shape),
+                "params": n.params,
+                "trainable": n.trainable,
+                "non_trainable": n.non_trainable,
+                "macs": n.macs,
+                "frozen": n.frozen,
+                "inputs": n.inputs,
+                "args": n.layer.model_dump(mode="json", exclude={"kind"}),
+                **(
+                    {"explain": n.layer.explain([model.node(i).shape for i in n.inputs], n.shape)}
+                    if n.inputs
+                    else {}
+                ),
+            }
             for n in model.nodes
         ],
     }
@@ -88,10 +109,16 @@ def to_dict(model: Model) -> dict:
 def _rows(model: Model, explain: bool):
     for n in model.nodes:
         shapes = [model.node(i).shape for i in n.inputs]
-        kind = n.kind if n.kind not in ("activation", "merge", "pool", "global_pool") else \
-            {"activation": getattr(n.layer, "fn", ""), "merge": getattr(n.layer, "op", ""),
-             "pool": f"{getattr(n.layer, 'op', '')}pool",
-             "global_pool": f"global_{getattr(n.layer, 'op', '')}pool"}[n.kind]
+        kind = (
+            n.kind
+            if n.kind not in ("activation", "merge", "pool", "global_pool")
+            else {
+                "activation": getattr(n.layer, "fn", ""),
+                "merge": getattr(n.layer, "op", ""),
+                "pool": f"{getattr(n.layer, 'op', '')}pool",
+                "global_pool": f"global_{getattr(n.layer, 'op', '')}pool",
+            }[n.kind]
+        )
         act = getattr(n.layer, "activation", None)
         if act:
             kind += f"+{act}"
@@ -105,8 +132,7 @@ def render_table(model: Model, explain: bool = False, markdown: bool = False) ->
     rows = list(_rows(model, explain))
     head = ("layer", "kind", "output", "params", "MACs")
     if markdown:
-        out = [f"## {model.name}", "", "| " + " | ".join(head) + " |",
-               "|---|---|---|---:|---:|"]
+        out = [f"## {model.name}", "", "| " + " | ".join(head) + " |", "|---|---|---|---:|---:|"]
         for name, kind, shape, params, macs, lines in rows:
             out.append(f"| {name} | {kind} | {shape} | {fmt_int(params)} | {fmt_int(macs)} |")
             for line in lines:
@@ -114,16 +140,20 @@ def render_table(model: Model, explain: bool = False, markdown: bool = False) ->
         out.append("")
         out.extend(f"- {line}" for line in _totals(model))
         return "\n".join(out)
-    widths = [max(len(head[0]), *(len(r[0]) for r in rows)),
-              max(len(head[1]), *(len(r[1]) for r in rows)),
-              max(len(head[2]), *(len(r[2]) for r in rows)),
-              max(len(head[3]), *(len(fmt_int(r[3])) for r in rows)),
-              max(len(head[4]), *(len(fmt_int(r[4])) for r in rows))]
+    widths = [
+        max(len(head[0]), *(len(r[0]) for r in rows)),
+        max(len(head[1]), *(len(r[1]) for r in rows)),
+        max(len(head[2]), *(len(r[2]) for r in rows)),
+        max(len(head[3]), *(len(fmt_int(r[3])) for r in rows)),
+        max(len(head[4]), *(len(fmt_int(r[4])) for r in rows)),
+    ]
     rule = "-" * (sum(widths) + 8)
 
     def line(cells):
-        return (f"{cells[0]:<{widths[0]}}  {cells[1]:<{widths[1]}}  {cells[2]:<{widths[2]}}  "
-                f"{cells[3]:>{widths[3]}}  {cells[4]:>{widths[4]}}").rstrip()
+        return (
+            f"{cells[0]:<{widths[0]}}  {cells[1]:<{widths[1]}}  {cells[2]:<{widths[2]}}  "
+            f"{cells[3]:>{widths[3]}}  {cells[4]:>{widths[4]}}"
+        ).rstrip()
 
     out = [f"{model.name}", rule, line(head), rule]
     for name, kind, shape, params, macs, lines in rows:
@@ -135,21 +165,29 @@ def render_table(model: Model, explain: bool = False, markdown: bool = False) ->
 
 
 def _totals(model: Model) -> list[str]:
-    outs = ", ".join(f"{name} {fmt_shape(s)}" if len(model.outputs) > 1 else fmt_shape(s)
-                     for name, s in zip(model.outputs, model.output_shapes))
+    outs = ", ".join(
+        f"{name} {fmt_shape(s)}" if len(model.outputs) > 1 else fmt_shape(s)
+        for name, s in zip(model.outputs, model.output_shapes)
+    )
     return [
         f"input: {fmt_shape(model.input_shape)}   output: {outs}",
         f"total params: {fmt_int(model.params)}",
         f"trainable params: {fmt_int(model.trainable)}",
         f"non-trainable params: {fmt_int(model.non_trainable)}",
         *_frozen_line(model),
-        (f"MACs: {fmt_int(model.macs)} per sample (conv and dense multiply-accumulates; "
-        "bias adds not counted)"),
+        (
+            f"MACs: {fmt_int(model.macs)} per sample (conv and dense multiply-accumulates; "
+            "bias adds not counted)"
+        ),
         f"parameter memory: {_human_bytes(model.params * BYTES_PER_VALUE)} (float32)",
-        (f"activation memory: {_human_bytes(activation_values(model) * BYTES_PER_VALUE)} "
-        "(batch 1, all layer outputs, float32)"),
-        (f"total memory: {_human_bytes(memory_bytes(model))} (parameters + batch-1 "
-        "activations, float32; what check --max-memory compares)"),
+        (
+            f"activation memory: {_human_bytes(activation_values(model) * BYTES_PER_VALUE)} "
+            "(batch 1, all layer outputs, float32)"
+        ),
+        (
+            f"total memory: {_human_bytes(memory_bytes(model))} (parameters + batch-1 "
+            "activations, float32; what check --max-memory compares)"
+        ),
     ]
 
 
@@ -157,8 +195,12 @@ def _frozen_line(model: Model) -> list[str]:
     frozen = sum(n.frozen for n in model.nodes)
     if not frozen:
         return []
-    return [(f"frozen layers: {frozen} (transfer: freeze {model.transfer.freeze.mode}; their "
-            "parameters count as non-trainable)")]
+    return [
+        (
+            f"frozen layers: {frozen} (transfer: freeze {model.transfer.freeze.mode}; their "
+            "parameters count as non-trainable)"
+        )
+    ]
 
 
 def render_json(model: Model) -> str:

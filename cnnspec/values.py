@@ -24,10 +24,22 @@ class Word:
         return self.text
 
 
-_ARITH = {"+": operator.add, "-": operator.sub, "*": operator.mul, "/": operator.truediv,
-          "//": operator.floordiv, "%": operator.mod}
-_COMPARE = {"==": operator.eq, "!=": operator.ne, "<": operator.lt, "<=": operator.le,
-            ">": operator.gt, ">=": operator.ge}
+_ARITH = {
+    "+": operator.add,
+    "-": operator.sub,
+    "*": operator.mul,
+    "/": operator.truediv,
+    "//": operator.floordiv,
+    "%": operator.mod,
+}
+_COMPARE = {
+    "==": operator.eq,
+    "!=": operator.ne,
+    "<": operator.lt,
+    "<=": operator.le,
+    ">": operator.gt,
+    ">=": operator.ge,
+}
 
 
 def span_of(node) -> Span | None:
@@ -43,8 +55,11 @@ def describe(value) -> str:
     if isinstance(value, Word):
         return f"the word '{value.text}'"
     if isinstance(value, tuple):
-        return "a size " + "x".join(str(v) for v in value) if all(
-            isinstance(v, int) for v in value) else f"a tuple {value}"
+        return (
+            "a size " + "x".join(str(v) for v in value)
+            if all(isinstance(v, int) for v in value)
+            else f"a tuple {value}"
+        )
     if isinstance(value, bool):
         return str(value).lower()
     return repr(value) if isinstance(value, str) else str(value)
@@ -57,8 +72,12 @@ def evaluate(tree, env: dict) -> object:
     except RecursionError:
         # `1 + 1 + ... + 1` with thousands of terms nests as deep as it is long; brackets are
         # bounded by the parser, operator chains are not.
-        raise SpecError("E106", "the expression is too long to evaluate", span_of(tree),
-                        hint="compute the value in fewer steps") from None
+        raise SpecError(
+            "E106",
+            "the expression is too long to evaluate",
+            span_of(tree),
+            hint="compute the value in fewer steps",
+        ) from None
 
 
 def _evaluate(tree, env: dict) -> object:
@@ -97,8 +116,13 @@ def _evaluate(tree, env: dict) -> object:
         if op in ("/", "//", "%") and b == 0:
             raise SpecError("E213", "division by zero", span_of(tree))
         result = _ARITH[str(op)](a, b)
-        if isinstance(result, float) and result.is_integer() and str(op) == "/" \
-                and isinstance(a, int) and isinstance(b, int):
+        if (
+            isinstance(result, float)
+            and result.is_integer()
+            and str(op) == "/"
+            and isinstance(a, int)
+            and isinstance(b, int)
+        ):
             result = int(result)
         return _bounded(result, tree)
     if kind == "compare":
@@ -135,23 +159,40 @@ def make_divisible(value: float, divisor: int = 8) -> int:
 def _call(tree, env: dict):
     name = str(tree.children[0])
     args = [_number(_evaluate(c, env), c, env) for c in tree.children[1:] if c is not None]
-    arity = {"round_filters": (1, 1), "round_repeats": (1, 1), "make_divisible": (1, 2),
-             "ceil": (1, 1), "floor": (1, 1), "int": (1, 1), "min": (2, 8), "max": (2, 8)}
+    arity = {
+        "round_filters": (1, 1),
+        "round_repeats": (1, 1),
+        "make_divisible": (1, 2),
+        "ceil": (1, 1),
+        "floor": (1, 1),
+        "int": (1, 1),
+        "min": (2, 8),
+        "max": (2, 8),
+    }
     if name not in arity:
-        raise SpecError("E227", f"unknown function '{name}'", span_of(tree),
-                        hint=did_you_mean(name, arity) or f"functions: {', '.join(arity)}")
+        raise SpecError(
+            "E227",
+            f"unknown function '{name}'",
+            span_of(tree),
+            hint=did_you_mean(name, arity) or f"functions: {', '.join(arity)}",
+        )
     low, high = arity[name]
     if not low <= len(args) <= high:
-        raise SpecError("E227", f"{name}() takes {low if low == high else f'{low} to {high}'} "
-                        f"argument(s), received {len(args)}", span_of(tree))
+        raise SpecError(
+            "E227",
+            f"{name}() takes {low if low == high else f'{low} to {high}'} "
+            f"argument(s), received {len(args)}",
+            span_of(tree),
+        )
     if name == "round_filters":
         return _bounded(make_divisible(args[0] * env.get(WIDTH, 1.0)), tree)
     if name == "round_repeats":
         return _bounded(math.ceil(args[0] * env.get(DEPTH, 1.0)), tree)
     if name == "make_divisible":
         if len(args) == 2 and (args[1] < 1 or args[1] != int(args[1])):
-            raise SpecError("E227", "make_divisible's divisor is a whole number >= 1",
-                            span_of(tree))
+            raise SpecError(
+                "E227", "make_divisible's divisor is a whole number >= 1", span_of(tree)
+            )
         return _bounded(make_divisible(*args[:1], *(int(a) for a in args[1:])), tree)
     fn = {"ceil": math.ceil, "floor": math.floor, "int": int, "min": min, "max": max}[name]
     return _bounded(fn(*args), tree)
@@ -165,21 +206,27 @@ def _literal(digits: str, tree) -> int:
 
 
 def _bounded(value, tree):
-    if isinstance(value, (int, float)) and not abs(value) <= MAX_INT:   # also inf
+    if isinstance(value, (int, float)) and not abs(value) <= MAX_INT:  # also inf
         _too_large(f"{float(value):.3g}" if abs(value) < 1e300 else "over 1e300", tree)
     return value
 
 
 def _too_large(shown: str, tree):
-    raise SpecError("E214", f"the number {shown} is too large", span_of(tree),
-                    hint=f"sizes and counts are at most {MAX_INT:,}")
+    raise SpecError(
+        "E214",
+        f"the number {shown} is too large",
+        span_of(tree),
+        hint=f"sizes and counts are at most {MAX_INT:,}",
+    )
 
 
 def _number(value, tree, env):
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         if isinstance(value, Word):
-            hint = did_you_mean(value.text, env) or "arithmetic works on numbers and the " \
-                "parameters of the enclosing block"
+            hint = (
+                did_you_mean(value.text, env)
+                or "arithmetic works on numbers and the parameters of the enclosing block"
+            )
             raise SpecError("E206", f"unknown name '{value.text}'", span_of(tree), hint=hint)
         raise SpecError("E205", f"expected a number, received {describe(value)}", span_of(tree))
     return value

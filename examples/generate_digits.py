@@ -30,12 +30,30 @@ ROOT = Path(__file__).resolve().parent.parent
 def commands(work: Path, args) -> dict[str, list[str]]:
     common = ["--data", "digits", "--threads", "1", "--seed", "0"]
     return {
-        "gan": ["train", "examples/dcgan_digits_generator.cnn", "--discriminator",
-                "examples/dcgan_digits_discriminator.cnn", *common,
-                "--epochs", str(args.gan_epochs), "--out", str(work / "gan")],
-        "vae": ["train", "specs/vae.cnn", "--decoder", "specs/vae_decoder.cnn", *common,
-                "--epochs", str(args.vae_epochs), "--batch-size", str(args.vae_batch_size),
-                "--out", str(work / "vae")],
+        "gan": [
+            "train",
+            "examples/dcgan_digits_generator.cnn",
+            "--discriminator",
+            "examples/dcgan_digits_discriminator.cnn",
+            *common,
+            "--epochs",
+            str(args.gan_epochs),
+            "--out",
+            str(work / "gan"),
+        ],
+        "vae": [
+            "train",
+            "specs/vae.cnn",
+            "--decoder",
+            "specs/vae_decoder.cnn",
+            *common,
+            "--epochs",
+            str(args.vae_epochs),
+            "--batch-size",
+            str(args.vae_batch_size),
+            "--out",
+            str(work / "vae"),
+        ],
     }
 
 
@@ -43,29 +61,46 @@ def train(argv: list[str]) -> float:
     env = {**os.environ, "PYTHONPATH": str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", "")}
     print("$ cnnspec " + " ".join(argv), flush=True)
     t0 = time.perf_counter()
-    subprocess.run([sys.executable, "-m", "cnnspec", *argv], cwd=ROOT, env=env, check=True,
-                   stdout=subprocess.DEVNULL)
+    subprocess.run(
+        [sys.executable, "-m", "cnnspec", *argv],
+        cwd=ROOT,
+        env=env,
+        check=True,
+        stdout=subprocess.DEVNULL,
+    )
     return time.perf_counter() - t0
 
 
 def row(name: str, result: dict, wall: float) -> dict:
     judge = result["judge"]
     m = result["metrics"]
-    return {"model": name, "epochs": result["epochs_run"], "seconds": result["seconds"],
-            "wall_seconds": round(wall, 1), "judge_accuracy": judge["accuracy"],
-            "trained": {k: m[f"sample_{k}"] for k in ("confidence", "classes", "score")},
-            "untrained": judge["untrained"], "real": judge["real"]}
+    return {
+        "model": name,
+        "epochs": result["epochs_run"],
+        "seconds": result["seconds"],
+        "wall_seconds": round(wall, 1),
+        "judge_accuracy": judge["accuracy"],
+        "trained": {k: m[f"sample_{k}"] for k in ("confidence", "classes", "score")},
+        "untrained": judge["untrained"],
+        "real": judge["real"],
+    }
 
 
 def table(rows: list[dict]) -> str:
-    lines = [("| model | epochs | s (train) | samples: confidence / classes / score | "
-              "untrained | real digits (held out) | judge accuracy |"),
-             "|---|---|---|---|---|---|---|"]
+    lines = [
+        (
+            "| model | epochs | s (train) | samples: confidence / classes / score | "
+            "untrained | real digits (held out) | judge accuracy |"
+        ),
+        "|---|---|---|---|---|---|---|",
+    ]
     fmt = lambda s: f"{s['confidence']:.3f} / {s['classes']} / {s['score']:.2f}"
     for r in rows:
-        lines.append(f"| {r['model']} | {r['epochs']} | {r['seconds']:.0f} | "
-                     f"{fmt(r['trained'])} | {fmt(r['untrained'])} | {fmt(r['real'])} | "
-                     f"{r['judge_accuracy']:.3f} |")
+        lines.append(
+            f"| {r['model']} | {r['epochs']} | {r['seconds']:.0f} | "
+            f"{fmt(r['trained'])} | {fmt(r['untrained'])} | {fmt(r['real'])} | "
+            f"{r['judge_accuracy']:.3f} |"
+        )
     return "\n".join(lines)
 
 

@@ -19,6 +19,7 @@ def one_torch_thread():
     small networks run fastest (and deterministically) on one. Modules opt in with
     `pytestmark = pytest.mark.usefixtures("one_torch_thread")`."""
     import torch
+
     before = torch.get_num_threads()
     torch.set_num_threads(1)
     yield

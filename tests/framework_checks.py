@@ -22,6 +22,7 @@ def check_torch_shapes_and_counts(model: cnnspec.Model) -> None:
     import torch
 
     from cnnspec.backends.torch import build
+
     net = build(every_node_out(model)).eval()
     with torch.no_grad():
         outs = net(torch.randn(2, *nchw(model.input_shape)))
@@ -30,8 +31,7 @@ def check_torch_shapes_and_counts(model: cnnspec.Model) -> None:
     for node, out in zip(model.nodes[1:], outs, strict=True):
         assert tuple(out.shape) == (2, *nchw(node.shape)), node.name
     trainable = sum(p.numel() for p in net.parameters())
-    stats = sum(b.numel() for n, b in net.named_buffers()
-                if not n.endswith("num_batches_tracked"))
+    stats = sum(b.numel() for n, b in net.named_buffers() if not n.endswith("num_batches_tracked"))
     assert (trainable, stats) == (model.trainable, model.non_trainable)
 
 
@@ -41,10 +41,10 @@ def check_keras_shapes_and_counts(model: cnnspec.Model, kmodel) -> None:
     import numpy as np
 
     from cnnspec.backends.keras import recipes
+
     assert kmodel.count_params() == model.params
     assert sum(int(np.prod(w.shape)) for w in kmodel.trainable_weights) == model.trainable
-    assert sum(int(np.prod(w.shape)) for w in kmodel.non_trainable_weights) == \
-        model.non_trainable
+    assert sum(int(np.prod(w.shape)) for w in kmodel.non_trainable_weights) == model.non_trainable
     for node, _, recipe in recipes(model):
         got = tuple(kmodel.get_layer(recipe[-1][1]["name"]).output.shape[1:])
         assert got == model.node(node).shape, node

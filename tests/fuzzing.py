@@ -27,23 +27,103 @@ CORPUS = Path(__file__).resolve().parent / "fuzz_corpus"
 TOKEN = re.compile(r"\s+|[A-Za-z_][A-Za-z0-9_]*|[0-9]+(?:x[0-9]+)*|.", re.DOTALL)
 # What the CI runs (tests/test_fuzz.py, tests/test_fuzz_ir.py): at least 10,000 inputs in all,
 # in chunks that pytest-xdist can share out.
-TEXT_CHUNKS, TEXT_PER_CHUNK = 4, 1_000        # a text mutant costs about twice an IR one
+TEXT_CHUNKS, TEXT_PER_CHUNK = 4, 1_000  # a text mutant costs about twice an IR one
 IR_CHUNKS, IR_PER_CHUNK = 6, 1_000
-CHUNK_SECONDS = 120         # a guard against a general slowdown (quiet: ~10 s), not a benchmark
-PER_INPUT_SECONDS = 5.0     # a hang guard; the slowest mutant takes ~1 s on a busy machine
+CHUNK_SECONDS = 120  # a guard against a general slowdown (quiet: ~10 s), not a benchmark
+PER_INPUT_SECONDS = 5.0  # a hang guard; the slowest mutant takes ~1 s on a busy machine
 
-WORDS = ["conv", "dense", "pool", "maxpool", "bn", "relu", "add", "concat", "multiply", "repeat",
-         "residual", "parallel", "branch", "block", "input", "output", "if", "else", "as",
-         "from", "shortcut", "compile", "transfer", "same", "valid", "stride", "padding",
-         "in_channels", "class", "__class__", "import", "os", "None", "lambda", "flatten",
-         "gap", "deconv", "dwconv", "sepconv", "reshape", "zeropad", "upsample", "model",
-         "source", "freeze", "head", "loss", "optimizer", "true", "false", "not", "and", "or",
-         "größe", "\u00e9t\u00e9", "名前", "x" * 300]
-NUMBERS = ["0", "-1", "1", "2", "3x3", "0x0", "1x1x1", "10" * 15, str(10**30), "1e308",
-           "1e-308", "99999999999", "3.5", "1/0", "2**8", "224x224x3", "100000", "-0", ".5",
-           "1" + "0" * 400]
-PUNCT = list("{}()=,;:#\"'\\-+*/%<>!@$&|~^`[]") + ["\r\n", "\t", "\r", "\x00", "\x0c",
-                                                  "\u2028", "\ufeff", "\udcff", "\n"]
+WORDS = [
+    "conv",
+    "dense",
+    "pool",
+    "maxpool",
+    "bn",
+    "relu",
+    "add",
+    "concat",
+    "multiply",
+    "repeat",
+    "residual",
+    "parallel",
+    "branch",
+    "block",
+    "input",
+    "output",
+    "if",
+    "else",
+    "as",
+    "from",
+    "shortcut",
+    "compile",
+    "transfer",
+    "same",
+    "valid",
+    "stride",
+    "padding",
+    "in_channels",
+    "class",
+    "__class__",
+    "import",
+    "os",
+    "None",
+    "lambda",
+    "flatten",
+    "gap",
+    "deconv",
+    "dwconv",
+    "sepconv",
+    "reshape",
+    "zeropad",
+    "upsample",
+    "model",
+    "source",
+    "freeze",
+    "head",
+    "loss",
+    "optimizer",
+    "true",
+    "false",
+    "not",
+    "and",
+    "or",
+    "größe",
+    "\u00e9t\u00e9",
+    "名前",
+    "x" * 300,
+]
+NUMBERS = [
+    "0",
+    "-1",
+    "1",
+    "2",
+    "3x3",
+    "0x0",
+    "1x1x1",
+    "10" * 15,
+    str(10**30),
+    "1e308",
+    "1e-308",
+    "99999999999",
+    "3.5",
+    "1/0",
+    "2**8",
+    "224x224x3",
+    "100000",
+    "-0",
+    ".5",
+    "1" + "0" * 400,
+]
+PUNCT = list("{}()=,;:#\"'\\-+*/%<>!@$&|~^`[]") + [
+    "\r\n",
+    "\t",
+    "\r",
+    "\x00",
+    "\x0c",
+    "\u2028",
+    "\ufeff",
+    "\udcff",
+    "\n",
+]
 
 
 def specs() -> list[str]:
@@ -67,9 +147,13 @@ def mutate(text: str, rng: random.Random) -> str:
             j = rng.randrange(len(tokens))
             tokens[i], tokens[j] = tokens[j], tokens[i]
         elif op == 3:
-            tokens.insert(i, "".join(chr(rng.choice([rng.randrange(32, 127),
-                                                      rng.randrange(0, 0x3000)]))
-                                     for _ in range(rng.randint(1, 4))))
+            tokens.insert(
+                i,
+                "".join(
+                    chr(rng.choice([rng.randrange(32, 127), rng.randrange(0, 0x3000)]))
+                    for _ in range(rng.randint(1, 4))
+                ),
+            )
         elif op == 4:
             tokens[i] = rng.choice(WORDS)
         elif op == 5:
@@ -81,7 +165,7 @@ def mutate(text: str, rng: random.Random) -> str:
         else:
             j = rng.randrange(len(tokens))
             lo, hi = sorted((i, j))
-            tokens[lo:lo] = tokens[lo:hi + 1][:40]     # duplicate a span
+            tokens[lo:lo] = tokens[lo : hi + 1][:40]  # duplicate a span
     return "".join(tokens)
 
 
@@ -126,8 +210,25 @@ def random_json(rng: random.Random, depth: int = 0):
         return {}
     if kind == 5:
         return [random_json(rng, depth + 1) for _ in range(rng.randrange(4))]
-    keys = ["version", "name", "nodes", "outputs", "groups", "layer", "kind", "inputs", "shape",
-            "trainable", "macs", "filters", "kernel", "span", "compile", "transfer", "totals"]
+    keys = [
+        "version",
+        "name",
+        "nodes",
+        "outputs",
+        "groups",
+        "layer",
+        "kind",
+        "inputs",
+        "shape",
+        "trainable",
+        "macs",
+        "filters",
+        "kernel",
+        "span",
+        "compile",
+        "transfer",
+        "totals",
+    ]
     return {rng.choice(keys): random_json(rng, depth + 1) for _ in range(rng.randrange(5))}
 
 
@@ -141,19 +242,21 @@ def mutate_ir(document: dict, rng: random.Random) -> object:
             node = rng.choice(nodes)
             if not isinstance(node, dict):
                 continue
-            if op == 0 and node:                       # a required key goes missing
+            if op == 0 and node:  # a required key goes missing
                 del node[rng.choice(list(node))]
             elif op == 1 and isinstance(node.get("shape"), list) and node["shape"]:
                 node["shape"][rng.randrange(len(node["shape"]))] = rng.choice(
-                    [-1, 0, 2**63, 10**30, 1.5, "7", None])
-            elif op == 2:                              # a dangling or self reference
+                    [-1, 0, 2**63, 10**30, 1.5, "7", None]
+                )
+            elif op == 2:  # a dangling or self reference
                 node["inputs"] = [rng.choice(["nowhere", node.get("name", "x"), "", "input"])]
             elif op == 3 and isinstance(node.get("layer"), dict):
                 layer = node["layer"]
                 key = rng.choice(list(layer) or ["kind"])
-                layer[key] = rng.choice([-3, 0, 10**30, "same", [], {}, None, True, "é" * 3,
-                                         [0, 0], [10**12, 1]])
-            else:                                      # nodes out of order or repeated
+                layer[key] = rng.choice(
+                    [-3, 0, 10**30, "same", [], {}, None, True, "é" * 3, [0, 0], [10**12, 1]]
+                )
+            else:  # nodes out of order or repeated
                 i, j = rng.randrange(len(nodes)), rng.randrange(len(nodes))
                 if rng.random() < 0.5:
                     nodes[i], nodes[j] = nodes[j], nodes[i]
@@ -178,6 +281,7 @@ def _replace_somewhere(document, rng: random.Random):
 
 def ir_documents() -> list[dict]:
     import cnnspec
+
     return [json.loads(cnnspec.compile_text(text).to_json()) for text in specs()]
 
 
@@ -205,7 +309,7 @@ def _unreadable(rng: random.Random, document: dict) -> bytes | str:
     if rng.random() < 0.5:
         raw = bytearray(json.dumps(document).encode())
         for _ in range(rng.randint(1, 3)):
-            raw[rng.randrange(len(raw))] = rng.choice([0xff, 0xfe, 0xc0, 0x80, 0xed])
+            raw[rng.randrange(len(raw))] = rng.choice([0xFF, 0xFE, 0xC0, 0x80, 0xED])
         return bytes(raw)
     depth = rng.choice([1_000, 10_000, 100_000])
     open_, close = rng.choice([("[", "]"), ('{"a":', "}")])
@@ -214,6 +318,7 @@ def _unreadable(rng: random.Random, document: dict) -> bytes | str:
 
 
 # --- the formatter: comments everywhere, kept word for word or refused ----------------------------
+
 
 def with_comments(text: str, rng: random.Random) -> str:
     """The text with comments added at line ends, on lines of their own and before `else`."""
@@ -225,13 +330,14 @@ def with_comments(text: str, rng: random.Random) -> str:
         if "else" in line and rng.random() < 0.5:
             line = line.replace("else", f"# before else {i}\nelse", 1)
         if roll > 0.6 and not line.rstrip().endswith("\\"):
-            line += rng.choice(["  ", " ", "\t"]) + f"# end {i} {{ }} ; \" x"
+            line += rng.choice(["  ", " ", "\t"]) + f'# end {i} {{ }} ; " x'
         out.append(line)
     return "\n".join(out) + rng.choice(["", "\n", "\n# last"])
 
 
 def _comment_words(text: str) -> list[str]:
     from cnnspec.fmt import comments_in
+
     return [w for c in comments_in(text) for w in str(c).split()]
 
 
@@ -240,6 +346,7 @@ def check_fmt(text: str) -> str | None:
     with a located error; otherwise what went wrong."""
     import cnnspec
     from cnnspec.fmt import format_text
+
     try:
         with time_limit(PER_INPUT_SECONDS):
             try:
@@ -254,7 +361,7 @@ def check_fmt(text: str) -> str | None:
             if format_text(once) != once:
                 return "formatting twice changed the text"
             return None
-    except Exception:                      # noqa: BLE001  (the point: nothing else escapes)
+    except Exception:  # noqa: BLE001  (the point: nothing else escapes)
         return traceback.format_exc(limit=6)
 
 
@@ -273,8 +380,9 @@ def fmt_campaign(count: int, seed: int = 0, save: bool = False) -> tuple[int, li
             failures.append((text, problem))
             if save:
                 CORPUS.mkdir(exist_ok=True)
-                (CORPUS / f"crash_fmt_{seed}_{i}.cnn").write_text(text, encoding="utf-8",
-                                                                 errors="surrogatepass")
+                (CORPUS / f"crash_fmt_{seed}_{i}.cnn").write_text(
+                    text, encoding="utf-8", errors="surrogatepass"
+                )
     return count, failures, slowest
 
 
@@ -300,6 +408,7 @@ def time_limit(seconds: float):
 def check_text(text: str) -> str | None:
     """None when the compiler answers properly; otherwise what went wrong."""
     import cnnspec
+
     try:
         with time_limit(PER_INPUT_SECONDS):
             try:
@@ -307,18 +416,19 @@ def check_text(text: str) -> str | None:
             except cnnspec.SpecErrors as errs:
                 if not errs.errors or not all(e.code and e.message for e in errs.errors):
                     return "SpecErrors without a code or a message"
-                errs.render(text)          # rendering must not fail on any span
+                errs.render(text)  # rendering must not fail on any span
                 return None
             if not isinstance(model, cnnspec.Model) or not model.nodes:
                 return "compile_text returned something that is not a Model"
             model.to_json()
             return None
-    except Exception:                      # noqa: BLE001  (the point: nothing else escapes)
+    except Exception:  # noqa: BLE001  (the point: nothing else escapes)
         return traceback.format_exc(limit=6)
 
 
 def check_ir(value) -> str | None:
     import cnnspec
+
     try:
         with time_limit(PER_INPUT_SECONDS):
             try:
@@ -332,7 +442,7 @@ def check_ir(value) -> str | None:
             if not isinstance(model, cnnspec.Model):
                 return "validate returned something that is not a Model"
             return None
-    except Exception:                      # noqa: BLE001
+    except Exception:  # noqa: BLE001
         return traceback.format_exc(limit=6)
 
 
@@ -350,8 +460,9 @@ def campaign(count: int, seed: int = 0, save: bool = False) -> tuple[int, list, 
             failures.append((text, problem))
             if save:
                 CORPUS.mkdir(exist_ok=True)
-                (CORPUS / f"crash_{seed}_{i}.cnn").write_text(text, encoding="utf-8",
-                                                             errors="surrogatepass")
+                (CORPUS / f"crash_{seed}_{i}.cnn").write_text(
+                    text, encoding="utf-8", errors="surrogatepass"
+                )
     return count, failures, slowest
 
 
@@ -379,10 +490,13 @@ SHARES = {"spec text": 0.4, "IR documents": 0.3, "fmt with comments": 0.2, "LSP 
 
 def main(n: int, seed: int) -> int:
     import fuzzing_lsp
-    runs = {"spec text": lambda k: campaign(k, seed, save=True),
-            "IR documents": lambda k: ir_campaign(k, seed, save=True),
-            "fmt with comments": lambda k: fmt_campaign(k, seed, save=True),
-            "LSP protocol": lambda k: fuzzing_lsp.campaign(k, seed)}
+
+    runs = {
+        "spec text": lambda k: campaign(k, seed, save=True),
+        "IR documents": lambda k: ir_campaign(k, seed, save=True),
+        "fmt with comments": lambda k: fmt_campaign(k, seed, save=True),
+        "LSP protocol": lambda k: fuzzing_lsp.campaign(k, seed),
+    }
     total, failed, t0 = 0, [], time.perf_counter()
     for name, share in SHARES.items():
         start = time.perf_counter()
@@ -390,8 +504,11 @@ def main(n: int, seed: int) -> int:
         took = time.perf_counter() - start
         total += ran
         failed += failures
-        print(f"{name}: {ran} inputs in {took:.1f} s ({ran / took:.0f}/s), slowest "
-              f"{worst:.2f} s, {len(failures)} failures", flush=True)
+        print(
+            f"{name}: {ran} inputs in {took:.1f} s ({ran / took:.0f}/s), slowest "
+            f"{worst:.2f} s, {len(failures)} failures",
+            flush=True,
+        )
     took = time.perf_counter() - t0
     print(f"all: {total} inputs in {took:.1f} s, {len(failed)} failures")
     for text, problem in failed[:5]:
@@ -401,5 +518,9 @@ def main(n: int, seed: int) -> int:
 
 if __name__ == "__main__":
     sys.path.insert(0, str(Path(__file__).resolve().parent))
-    sys.exit(main(int(sys.argv[1]) if len(sys.argv) > 1 else 10_000,
-                  int(sys.argv[2]) if len(sys.argv) > 2 else 0))
+    sys.exit(
+        main(
+            int(sys.argv[1]) if len(sys.argv) > 1 else 10_000,
+            int(sys.argv[2]) if len(sys.argv) > 2 else 0,
+        )
+    )

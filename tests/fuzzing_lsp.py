@@ -24,14 +24,41 @@ PROBE_EVERY = 25
 PROBE_URI = "file:///fuzz/probe.cnn"
 PROBE_TEXT = "input 8x8x3\nconv 4 3x3 same relu\nflatten\ndense 10 softmax\n"
 
-METHODS = ["textDocument/hover", "textDocument/didOpen", "textDocument/didChange",
-           "textDocument/didClose", "textDocument/didSave", "textDocument/completion",
-           "textDocument/definition", "workspace/symbol", "$/cancelRequest", "$/setTrace",
-           "initialized", "cnnspec/unknown", "", "\x00", "x" * 300]
-URIS = ["file:///fuzz/a.cnn", "file:///fuzz/b.cnn", PROBE_URI, "file:///dev/zero",
-        "file:///dev/stdin", "file:///proc/self/mem", "file:///fuzz/nul\x00.cnn",
-        "file:///fuzz/%00.cnn", "untitled:1", "", "file:///" + "x" * 3000, "http://x/y.cnn",
-        "file:///fuzz/%zz.cnn", "file:///fuzz/\ud800.cnn", 5, None]
+METHODS = [
+    "textDocument/hover",
+    "textDocument/didOpen",
+    "textDocument/didChange",
+    "textDocument/didClose",
+    "textDocument/didSave",
+    "textDocument/completion",
+    "textDocument/definition",
+    "workspace/symbol",
+    "$/cancelRequest",
+    "$/setTrace",
+    "initialized",
+    "cnnspec/unknown",
+    "",
+    "\x00",
+    "x" * 300,
+]
+URIS = [
+    "file:///fuzz/a.cnn",
+    "file:///fuzz/b.cnn",
+    PROBE_URI,
+    "file:///dev/zero",
+    "file:///dev/stdin",
+    "file:///proc/self/mem",
+    "file:///fuzz/nul\x00.cnn",
+    "file:///fuzz/%00.cnn",
+    "untitled:1",
+    "",
+    "file:///" + "x" * 3000,
+    "http://x/y.cnn",
+    "file:///fuzz/%zz.cnn",
+    "file:///fuzz/\ud800.cnn",
+    5,
+    None,
+]
 
 
 class Server:
@@ -39,14 +66,18 @@ class Server:
 
     def __init__(self):
         env = {**os.environ, "PYTHONPATH": str(ROOT)}
-        self.proc = subprocess.Popen([sys.executable, "-m", "cnnspec", "lsp"], cwd=ROOT, env=env,
-                                     stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                                     stderr=subprocess.DEVNULL)
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "cnnspec", "lsp"],
+            cwd=ROOT,
+            env=env,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.DEVNULL,
+        )
         self.inbox: queue.Queue = queue.Queue()
-        self.bad: list[str] = []          # messages that carried a traceback
+        self.bad: list[str] = []  # messages that carried a traceback
         threading.Thread(target=self._read_all, daemon=True).start()
-        self.request("initialize", {"processId": None, "rootUri": None, "capabilities": {}},
-                      "init")
+        self.request("initialize", {"processId": None, "rootUri": None, "capabilities": {}}, "init")
         self.wait_for("init")
         self.notify("initialized", {})
         self.open(PROBE_URI, PROBE_TEXT)
@@ -88,8 +119,17 @@ class Server:
         self.send({"jsonrpc": "2.0", "method": method, "params": params})
 
     def open(self, uri: str, text: str, version: int = 1) -> None:
-        self.notify("textDocument/didOpen", {"textDocument": {
-            "uri": uri, "languageId": "cnnspec", "version": version, "text": text}})
+        self.notify(
+            "textDocument/didOpen",
+            {
+                "textDocument": {
+                    "uri": uri,
+                    "languageId": "cnnspec",
+                    "version": version,
+                    "text": text,
+                }
+            },
+        )
 
     def wait_for(self, rid, seconds: float = HANG_SECONDS) -> dict | None:
         """The answer to request `rid`, or None if none came within `seconds`."""
@@ -122,10 +162,18 @@ class Server:
 
 
 def _position(rng: random.Random):
-    return rng.choice([{"line": rng.randrange(0, 6), "character": rng.randrange(0, 30)},
-                       {"line": -1, "character": 0}, {"line": 0, "character": -7},
-                       {"line": 2**31, "character": 2**31}, {"line": 1.5, "character": 0},
-                       {"line": "1"}, {}, None])
+    return rng.choice(
+        [
+            {"line": rng.randrange(0, 6), "character": rng.randrange(0, 30)},
+            {"line": -1, "character": 0},
+            {"line": 0, "character": -7},
+            {"line": 2**31, "character": 2**31},
+            {"line": 1.5, "character": 0},
+            {"line": "1"},
+            {},
+            None,
+        ]
+    )
 
 
 def _document(rng: random.Random, sources: list[str], mutate) -> str:
@@ -141,26 +189,50 @@ def message(rng: random.Random, sources: list[str], mutate, random_json) -> byte
     """One hostile input: a JSON-RPC message as a dict, or raw bytes for broken framing."""
     roll = rng.random()
     if roll < 0.06:
-        body = rng.choice([b"{", b"[1, 2]", b"5", b"null", b'"x"', b"\xff\xfe\x00",
-                           b'{"jsonrpc": "2.0", "id": 1}', b'{"jsonrpc": "1.0"}'])
+        body = rng.choice(
+            [
+                b"{",
+                b"[1, 2]",
+                b"5",
+                b"null",
+                b'"x"',
+                b"\xff\xfe\x00",
+                b'{"jsonrpc": "2.0", "id": 1}',
+                b'{"jsonrpc": "1.0"}',
+            ]
+        )
         length = rng.choice([len(body), 0, len(body) + 40, max(len(body) - 1, 0)])
-        header = rng.choice([b"Content-Length: %d\r\n\r\n" % length, b"Content-Length: abc\r\n\r\n",
-                             b"Content-Length: -5\r\n\r\n", b"content-length:%d\r\n\r\n" % length,
-                             b"Content-Length: 99999999999999\r\n\r\n", b"\r\n\r\n",
-                             b"garbage\r\n"])
+        header = rng.choice(
+            [
+                b"Content-Length: %d\r\n\r\n" % length,
+                b"Content-Length: abc\r\n\r\n",
+                b"Content-Length: -5\r\n\r\n",
+                b"content-length:%d\r\n\r\n" % length,
+                b"Content-Length: 99999999999999\r\n\r\n",
+                b"\r\n\r\n",
+                b"garbage\r\n",
+            ]
+        )
         return header + body
     method = rng.choice(METHODS)
     uri = rng.choice(URIS)
     if method in ("textDocument/didOpen", "textDocument/didChange") and rng.random() < 0.8:
-        uri = rng.choice(URIS[:2])              # mostly documents that then exist
+        uri = rng.choice(URIS[:2])  # mostly documents that then exist
     text = _document(rng, sources, mutate) if "did" in method else None
     params = {
         "textDocument/hover": {"textDocument": {"uri": uri}, "position": _position(rng)},
-        "textDocument/didOpen": {"textDocument": {"uri": uri, "languageId": "cnnspec",
-                                                  "version": rng.randrange(-2, 100),
-                                                  "text": text}},
-        "textDocument/didChange": {"textDocument": {"uri": uri, "version": rng.randrange(100)},
-                                   "contentChanges": [{"text": text}]},
+        "textDocument/didOpen": {
+            "textDocument": {
+                "uri": uri,
+                "languageId": "cnnspec",
+                "version": rng.randrange(-2, 100),
+                "text": text,
+            }
+        },
+        "textDocument/didChange": {
+            "textDocument": {"uri": uri, "version": rng.randrange(100)},
+            "contentChanges": [{"text": text}],
+        },
     }.get(method, {"textDocument": {"uri": uri}})
     if rng.random() < 0.1:
         params = random_json(rng)
@@ -173,6 +245,7 @@ def message(rng: random.Random, sources: list[str], mutate, random_json) -> byte
 def campaign(count: int, seed: int = 0) -> tuple[int, list, float]:
     """`count` inputs to one server (restarted if it dies); (inputs, failures, slowest probe)."""
     from fuzzing import mutate, random_json, specs
+
     rng = random.Random(seed)
     sources = specs()
     failures, slowest = [], 0.0
@@ -184,7 +257,7 @@ def campaign(count: int, seed: int = 0) -> tuple[int, list, float]:
             try:
                 server.send_raw(msg) if isinstance(msg, bytes) else server.send(msg)
             except OSError:
-                pass                      # the probe below says whether the server is alive
+                pass  # the probe below says whether the server is alive
             if (i + 1) % PROBE_EVERY and i != count - 1:
                 continue
             # A probe: the server must still answer, promptly, about a document it knows.
@@ -192,17 +265,24 @@ def campaign(count: int, seed: int = 0) -> tuple[int, list, float]:
             start = time.perf_counter()
             rid = f"probe-{i}"
             try:
-                server.request("textDocument/hover", {"textDocument": {"uri": PROBE_URI},
-                                                      "position": {"line": 3, "character": 1}},
-                               rid)
+                server.request(
+                    "textDocument/hover",
+                    {"textDocument": {"uri": PROBE_URI}, "position": {"line": 3, "character": 1}},
+                    rid,
+                )
                 answer = server.wait_for(rid)
             except OSError:
                 answer = None
             slowest = max(slowest, time.perf_counter() - start)
             if answer is None or server.bad:
-                why = server.bad[0] if server.bad else (
-                    f"no answer to a probe within {HANG_SECONDS} s (server "
-                    f"{'alive' if server.proc.poll() is None else 'dead'})")
+                why = (
+                    server.bad[0]
+                    if server.bad
+                    else (
+                        f"no answer to a probe within {HANG_SECONDS} s (server "
+                        f"{'alive' if server.proc.poll() is None else 'dead'})"
+                    )
+                )
                 failures.append((recent, why))
                 server.close()
                 server, recent = Server(), []

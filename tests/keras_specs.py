@@ -5,7 +5,7 @@ building them in a framework takes well under a second each.
 """
 
 LAYER_SPECS = {
-"convs": """
+    "convs": """
 model convs
 input 17x17x4
 conv 8 3x3 same relu
@@ -20,7 +20,7 @@ deconv 4 3x3 stride=2 padding=1 output_padding=1 elu
 deconv 4 2x2 stride=2 same tanh
 deconv 3 3x3 stride=2 sigmoid
 """,
-"same": """
+    "same": """
 model same
 input 16x15x3
 conv 6 3x3 stride=2 same
@@ -32,7 +32,7 @@ maxpool 3 stride=2 same
 avgpool 3 stride=2 same
 conv 5 5x5 stride=3 same
 """,
-"pools": """
+    "pools": """
 model pools
 input 31x29x3
 maxpool 3 stride=2 padding=1
@@ -44,7 +44,7 @@ maxpool 2 same
 gap keepdims
 gmp
 """,
-"core": """
+    "core": """
 model core
 input 12x12x3
 rescale 0.5 0.1
@@ -62,7 +62,7 @@ reshape 4x4x3
 flatten
 dense 10 nobias softmax
 """,
-"modern": """
+    "modern": """
 model modern
 input 11x13x8
 normalize mean=(0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8) variance=2
@@ -82,7 +82,7 @@ adaptive_maxpool 2x2
 gap
 layernorm nocenter
 """,
-"acts": """
+    "acts": """
 model acts
 input 8
 dense 8
@@ -90,7 +90,7 @@ relu; relu6; leaky_relu 0.2; leaky_relu; elu; elu 0.5; sigmoid; tanh; silu; gelu
 hard_swish; hard_sigmoid; softmax
 bn nocenter
 """,
-"graph": """
+    "graph": """
 model graph
 input 16x16x3
 stem = conv 8 3x3 same

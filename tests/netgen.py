@@ -20,16 +20,31 @@ from dataclasses import dataclass, field
 
 from hypothesis import strategies as st
 
-ACTIVATIONS = ("relu", "relu6", "leaky_relu", "elu", "sigmoid", "tanh", "softmax", "silu",
-               "gelu", "hard_swish", "hard_sigmoid", "swish", "hswish", "hsigmoid", "lrelu")
-MAX_SIDE = 40          # keep feature maps small: each example must run in well under a second
+ACTIVATIONS = (
+    "relu",
+    "relu6",
+    "leaky_relu",
+    "elu",
+    "sigmoid",
+    "tanh",
+    "softmax",
+    "silu",
+    "gelu",
+    "hard_swish",
+    "hard_sigmoid",
+    "swish",
+    "hswish",
+    "hsigmoid",
+    "lrelu",
+)
+MAX_SIDE = 40  # keep feature maps small: each example must run in well under a second
 MAX_CH = 8
 
 
 @dataclass
 class State:
     shape: tuple
-    blocks: dict = field(default_factory=dict)    # template index -> definition text
+    blocks: dict = field(default_factory=dict)  # template index -> definition text
     count: int = 0
 
     def name(self, stem: str = "t") -> str:
@@ -38,6 +53,7 @@ class State:
 
 
 # --- Output sizes, as the frameworks define them ------------------------------------------
+
 
 def window(size: int, k: int, s: int, pad, d: int = 1, ceil: bool = False) -> int:
     """Conv / pool output size: 'same' is ceil(W/S) (TensorFlow); otherwise
@@ -94,7 +110,7 @@ def _padding(draw, kmin: int, allow_same: bool = True) -> tuple[object, str]:
         return "same", " same"
     if form == "valid":
         return "valid", draw(st.sampled_from(["", " valid"]))
-    p = draw(st.sampled_from([*range(1, kmin // 2 + 2), 0]))   # 0 last: drawn least
+    p = draw(st.sampled_from([*range(1, kmin // 2 + 2), 0]))  # 0 last: drawn least
     return p, f" padding={p}"
 
 
@@ -106,8 +122,7 @@ def _window(draw, shape) -> tuple[tuple[int, int], str]:
     s = draw(st.sampled_from([1, 1, 2]))
     d = 1 if s > 1 else draw(st.sampled_from([2, 1, 1]))
     pad, ptext = _padding(draw, min(kh, kw))
-    text = ktext + (f" stride={s}" if s > 1 else "") + ptext + (f" dilation={d}" if d > 1
-                                                                  else "")
+    text = ktext + (f" stride={s}" if s > 1 else "") + ptext + (f" dilation={d}" if d > 1 else "")
     return (window(h, kh, s, pad, d), window(w, kw, s, pad, d)), text
 
 
@@ -186,9 +201,15 @@ def global_pool(draw, shape, checked=True):
 
 
 def bn(draw, shape, checked=True):
-    extra = draw(st.lists(st.sampled_from(["eps=1e-3", "momentum=0.99", "noscale", "nocenter",
-                                           "center=false", "eps=0.01"]),
-                          max_size=2, unique_by=lambda a: a.split("=")[0][:2]))
+    extra = draw(
+        st.lists(
+            st.sampled_from(
+                ["eps=1e-3", "momentum=0.99", "noscale", "nocenter", "center=false", "eps=0.01"]
+            ),
+            max_size=2,
+            unique_by=lambda a: a.split("=")[0][:2],
+        )
+    )
     return " ".join(["bn", *extra]), shape
 
 
@@ -279,8 +300,11 @@ def upsample(draw, shape, checked=True):
 
 
 def rescale(draw, shape, checked=True):
-    return draw(st.sampled_from(["rescale 0.5 0.1", "rescale 2", "rescale 0.0039 -1",
-                                 "rescale scale=3 offset=0.5"])), shape
+    return draw(
+        st.sampled_from(
+            ["rescale 0.5 0.1", "rescale 2", "rescale 0.0039 -1", "rescale scale=3 offset=0.5"]
+        )
+    ), shape
 
 
 def identity(draw, shape, checked=True):
@@ -294,12 +318,16 @@ def flatten(draw, shape, checked=True):
 def reshape(draw, shape, checked=True):
     h, w, c = shape
     n = h * w * c
-    options = [(f"reshape {n}", (n,)), (f"reshape {w}x{h}x{c}", (w, h, c)),
-               (f"reshape (1, {h * w}, -1)", (1, h * w, c))]
+    options = [
+        (f"reshape {n}", (n,)),
+        (f"reshape {w}x{h}x{c}", (w, h, c)),
+        (f"reshape (1, {h * w}, -1)", (1, h * w, c)),
+    ]
     return draw(st.sampled_from(options))
 
 
 # --- Single layers on a vector ----------------------------------------------------------------
+
 
 def dense(draw, shape, checked=True):
     u = draw(st.integers(1, 12))
@@ -313,24 +341,71 @@ def reshape_flat(draw, shape, checked=True):
     if (n // c) > MAX_SIDE * MAX_SIDE:
         return None
     rest = n // c
-    hs = [d for d in range(1, rest + 1) if rest % d == 0 and d <= MAX_SIDE
-          and rest // d <= MAX_SIDE]
+    hs = [
+        d for d in range(1, rest + 1) if rest % d == 0 and d <= MAX_SIDE and rest // d <= MAX_SIDE
+    ]
     if not hs:
         return None
     h = draw(st.sampled_from(hs))
     return f"reshape {h}x{rest // h}x{c}", (h, rest // h, c)
 
 
-MAP_LAYERS = [conv, conv, dwconv, sepconv, deconv, pool, pool, global_pool, bn, lrn,
-              activation, dropout, zeropad, upsample, rescale, identity, flatten, reshape,
-              layernorm, groupnorm, layerscale, normalize, stochastic_depth, channel_shuffle,
-              split, adaptive_pool]
-VEC_LAYERS = [dense, dense, dense, activation, dropout, bn, rescale, identity, reshape_flat,
-              layernorm, normalize, stochastic_depth]
+MAP_LAYERS = [
+    conv,
+    conv,
+    dwconv,
+    sepconv,
+    deconv,
+    pool,
+    pool,
+    global_pool,
+    bn,
+    lrn,
+    activation,
+    dropout,
+    zeropad,
+    upsample,
+    rescale,
+    identity,
+    flatten,
+    reshape,
+    layernorm,
+    groupnorm,
+    layerscale,
+    normalize,
+    stochastic_depth,
+    channel_shuffle,
+    split,
+    adaptive_pool,
+]
+VEC_LAYERS = [
+    dense,
+    dense,
+    dense,
+    activation,
+    dropout,
+    bn,
+    rescale,
+    identity,
+    reshape_flat,
+    layernorm,
+    normalize,
+    stochastic_depth,
+]
 # Layers that keep a feature map's shape, with the channels they need: bodies of residuals,
 # repeats and add/multiply branches.
-KEEP_MAP = [bn, lrn, activation, dropout, rescale, identity, layernorm, groupnorm, layerscale,
-            stochastic_depth]
+KEEP_MAP = [
+    bn,
+    lrn,
+    activation,
+    dropout,
+    rescale,
+    identity,
+    layernorm,
+    groupnorm,
+    layerscale,
+    stochastic_depth,
+]
 
 
 def layer(draw, state: State):
@@ -351,24 +426,33 @@ def keep(draw, shape, depth: int) -> list[str]:
     for _ in range(draw(st.integers(0 if depth else 1, 3))):
         pick = draw(st.integers(0, 5))
         if len(shape) == 1:
-            lines.append(f"dense {shape[0]}" if pick < 3 else
-                         draw(st.sampled_from([bn, activation, dropout, rescale]))(
-                             draw, shape)[0])
+            lines.append(
+                f"dense {shape[0]}"
+                if pick < 3
+                else draw(st.sampled_from([bn, activation, dropout, rescale]))(draw, shape)[0]
+            )
             continue
         c = shape[2]
         if pick == 0:
             _, _, ktext = _kernel(draw)
             g = draw(st.sampled_from([g for g in range(1, c + 1) if c % g == 0]))
-            lines.append(f"conv {c} {ktext} same" + (f" groups={g}" if g > 1 else "")
-                         + _act(draw))
+            lines.append(f"conv {c} {ktext} same" + (f" groups={g}" if g > 1 else "") + _act(draw))
         elif pick == 1:
             lines.append(f"dwconv 3x3 same{_act(draw)}")
         elif pick == 2:
             lines.append(f"sepconv {c} 3x3 same dilation=2{_act(draw)}")
         elif pick == 3:
-            lines.append(draw(st.sampled_from(["maxpool 3 stride=1 same",
-                                               "avgpool 2 stride=1 same",
-                                               "maxpool 3 stride=1 padding=1"])))
+            lines.append(
+                draw(
+                    st.sampled_from(
+                        [
+                            "maxpool 3 stride=1 same",
+                            "avgpool 2 stride=1 same",
+                            "maxpool 3 stride=1 padding=1",
+                        ]
+                    )
+                )
+            )
         else:
             lines.append(draw(st.sampled_from(KEEP_MAP))(draw, shape)[0])
     return lines
@@ -376,11 +460,13 @@ def keep(draw, shape, depth: int) -> list[str]:
 
 # --- Structures -------------------------------------------------------------------------------
 
+
 def residual(draw, state: State, depth: int):
     shape = state.shape
     act = draw(st.sampled_from(["", " relu", " gelu"]))
-    form = draw(st.sampled_from(["identity", "auto", "shortcut"] if len(shape) == 3
-                                else ["identity"]))
+    form = draw(
+        st.sampled_from(["identity", "auto", "shortcut"] if len(shape) == 3 else ["identity"])
+    )
     if form == "identity":
         body = keep(draw, shape, depth)
         return [f"residual{act} {{", *_indent(body), "}"], shape
@@ -389,11 +475,17 @@ def residual(draw, state: State, depth: int):
     s = draw(st.sampled_from([1, 2]))
     out = (-(-h // s), -(-w // s), f)
     body = [f"conv {f} 3x3 stride={s} same nobias", "bn", *keep(draw, out, depth)]
-    if form == "auto" and h % s == 0 and w % s == 0:   # the compiler infers the stride
+    if form == "auto" and h % s == 0 and w % s == 0:  # the compiler infers the stride
         return [f"residual{act} shortcut=auto {{", *_indent(body), "}"], out
-    short = draw(st.sampled_from([[f"conv {f} 1x1 stride={s}", "bn"],
-                                  [f"conv {f} 1x1 stride={s} nobias"],
-                                  [f"avgpool {s} stride={s} same", f"conv {f} 1x1"]]))
+    short = draw(
+        st.sampled_from(
+            [
+                [f"conv {f} 1x1 stride={s}", "bn"],
+                [f"conv {f} 1x1 stride={s} nobias"],
+                [f"avgpool {s} stride={s} same", f"conv {f} 1x1"],
+            ]
+        )
+    )
     return ([f"residual{act} {{", *_indent(body), "} shortcut {", *_indent(short), "}"], out)
 
 
@@ -406,9 +498,13 @@ def parallel(draw, state: State, depth: int):
     branches, channels = [], []
     for _ in range(draw(st.integers(2, 3))):
         f = c if op != "concat" else draw(st.integers(1, MAX_CH))
-        first = draw(st.sampled_from([f"conv {f} {k}x{k} stride={s} same" for k in (1, 3)]
-                                     + [f"maxpool 3 stride={s} same"] * (f == c)
-                                     + ["EMPTY"] * (s == 1 and f == c)))
+        first = draw(
+            st.sampled_from(
+                [f"conv {f} {k}x{k} stride={s} same" for k in (1, 3)]
+                + [f"maxpool 3 stride={s} same"] * (f == c)
+                + ["EMPTY"] * (s == 1 and f == c)
+            )
+        )
         if first == "EMPTY":
             body, f = [], c
         else:
@@ -425,8 +521,11 @@ def parallel(draw, state: State, depth: int):
 def _block_conv(draw, shape):
     h, w, _ = shape
     f, s = draw(st.integers(1, MAX_CH)), draw(st.sampled_from([1, 2]))
-    call = draw(st.sampled_from([f"NAME {f}" + (f" s={s}" if s > 1 else ""),
-                                 f"NAME {f} {s}", f"NAME f={f} s={s}"]))
+    call = draw(
+        st.sampled_from(
+            [f"NAME {f}" + (f" s={s}" if s > 1 else ""), f"NAME {f} {s}", f"NAME f={f} s={s}"]
+        )
+    )
     return call, (-(-h // s), -(-w // s), f)
 
 
@@ -445,8 +544,13 @@ def _block_repeat(draw, shape):
 
 BLOCKS = [
     ("block NAME(f, s=1) {\n  conv f 3x3 stride=s same nobias; bn; relu\n}", _block_conv),
-    (("block NAME(m=2) {\n  residual relu { conv in_channels 3x3 same; bn }\n"
-      "  if m > 1 { conv in_channels*m 1x1 } else { identity }\n}"), _block_widen),
+    (
+        (
+            "block NAME(m=2) {\n  residual relu { conv in_channels 3x3 same; bn }\n"
+            "  if m > 1 { conv in_channels*m 1x1 } else { identity }\n}"
+        ),
+        _block_widen,
+    ),
     ("block NAME(f, n=1) {\n  repeat n as i { conv f + i 1x1 same }\n}", _block_repeat),
 ]
 
@@ -489,8 +593,11 @@ def merge(draw, state: State, depth: int):
         return lines + other + [f"conv {f} 1x1 from={skip}"], (*shape[:2], f)
     if form == "concat" and len(shape) == 3:
         f = draw(st.integers(1, MAX_CH))
-        return lines + [f"conv {f} 3x3 same", *keep(draw, (*shape[:2], f), depth),
-                        f"concat {skip}"], (*shape[:2], f + shape[2])
+        return lines + [
+            f"conv {f} 3x3 same",
+            *keep(draw, (*shape[:2], f), depth),
+            f"concat {skip}",
+        ], (*shape[:2], f + shape[2])
     if form == "concat":
         u = draw(st.integers(1, 8))
         return lines + [f"dense {u}", f"concat {skip}"], (u + shape[0],)
@@ -517,10 +624,22 @@ def _indent(lines: list[str]) -> list[str]:
 
 
 # Statements that do not fit (most shapes): the compiler must refuse them with SpecErrors.
-MISFITS = ["conv 4 99x99", "reshape 7x7x7", "conv 3 3x3 from=nowhere", "maxpool 3 padding=5",
-           "conv 6 3x3 groups=4", "dense 4\nconv 2 3x3", "add input", "zeropad (1, 2, 3)",
-           "upsample 0", "dropout 1.5", "deconv 2 3x3 stride=2 output_padding=3",
-           "concat nowhere", "repeat -1 { relu }", "bn eps=0"]
+MISFITS = [
+    "conv 4 99x99",
+    "reshape 7x7x7",
+    "conv 3 3x3 from=nowhere",
+    "maxpool 3 padding=5",
+    "conv 6 3x3 groups=4",
+    "dense 4\nconv 2 3x3",
+    "add input",
+    "zeropad (1, 2, 3)",
+    "upsample 0",
+    "dropout 1.5",
+    "deconv 2 3x3 stride=2 output_padding=3",
+    "concat nowhere",
+    "repeat -1 { relu }",
+    "bn eps=0",
+]
 
 
 @st.composite
@@ -536,11 +655,11 @@ def networks(draw) -> str:
     for _ in range(draw(st.integers(2, 10))):
         lines = statement(draw, state, 0)
         if len(lines) == 1 and draw(st.integers(0, 5)) == 0:
-            name = state.name("out")        # a named tensor kept as an extra output
+            name = state.name("out")  # a named tensor kept as an extra output
             lines = [f"{name} = {lines[0]}"]
             outputs.append(name)
         body += lines
-    if draw(st.integers(0, 14)) == 7:      # not an end: Hypothesis favours the bounds
+    if draw(st.integers(0, 14)) == 7:  # not an end: Hypothesis favours the bounds
         body.append(draw(st.sampled_from(MISFITS)))
     if draw(st.booleans()):
         tail = ["gap", f"dense {draw(st.integers(1, 10))}"] if len(state.shape) == 3 else []
@@ -555,29 +674,64 @@ def networks(draw) -> str:
 # What the generated texts should cover between them (a pattern per feature, on the text):
 # tests/test_property_parity.py checks that every one turns up among its examples.
 FEATURES = {
-    "conv stride": r"^\s*conv .*stride=2", "conv dilation": r"^\s*conv .*dilation=2",
-    "conv groups": r"^\s*conv .*groups=", "conv int padding": r"^\s*conv .*padding=\d",
-    "conv same": r"^\s*conv .* same", "conv nobias": r"^\s*conv .*(nobias|bias=false)",
-    "dwconv": r"dwconv ", "dwconv multiplier": r"dwconv .*multiplier=2",
-    "sepconv": r"sepconv ", "sepconv multiplier": r"sepconv .*multiplier=2",
-    "deconv same": r"deconv .* same", "deconv int padding": r"deconv .*padding=",
-    "deconv output_padding": r"output_padding", "maxpool same": r"maxpool .*same",
-    "avgpool same": r"avgpool .*same", "maxpool int padding": r"maxpool .*padding=[1-9]",
-    "avgpool int padding": r"avgpool .*padding=[1-9]", "avgpool ceil": r"avgpool .*ceil",
-    "maxpool ceil": r"maxpool .*ceil", "gap": r"(^|= )gap", "gmp": r"gmp",
-    "keepdims": r"keepdims", "bn eps": r"bn .*eps", "bn no scale": r"bn .*(noscale|scale=f)",
-    "bn no center": r"nocenter", "bn momentum": r"momentum", "lrn": r"lrn \d",
-    "dropout": r"dropout", "flatten": r"flatten", "dense": r"dense", "reshape": r"reshape",
-    "zeropad": r"zeropad", "upsample": r"upsample", "upsample bilinear": r"bilinear",
-    "rescale": r"rescale", "identity": r"identity", "add": r"^\s*add ",
-    "layernorm": r"layernorm", "groupnorm": r"groupnorm", "layerscale": r"layerscale",
-    "normalize": r"normalize", "stochastic_depth": r"stochastic_depth",
-    "shuffle": r"shuffle \d", "split": r"split \d", "adaptive pool": r"adaptive_\w+pool",
-    "concat": r"^\s*concat ", "multiply": r"^\s*multiply ",
-    "residual identity": r"residual( \w+)? \{", "residual auto": r"shortcut=auto",
-    "residual shortcut": r"\} shortcut \{", "parallel concat": r"parallel concat",
-    "parallel add": r"parallel add", "parallel multiply": r"parallel multiply",
-    "block": r"^block", "repeat": r"repeat \d \{", "repeat as": r"repeat \d as i",
-    "from=": r"from=", "several outputs": r"^output .*,", "vector input": r"^input \d+$",
+    "conv stride": r"^\s*conv .*stride=2",
+    "conv dilation": r"^\s*conv .*dilation=2",
+    "conv groups": r"^\s*conv .*groups=",
+    "conv int padding": r"^\s*conv .*padding=\d",
+    "conv same": r"^\s*conv .* same",
+    "conv nobias": r"^\s*conv .*(nobias|bias=false)",
+    "dwconv": r"dwconv ",
+    "dwconv multiplier": r"dwconv .*multiplier=2",
+    "sepconv": r"sepconv ",
+    "sepconv multiplier": r"sepconv .*multiplier=2",
+    "deconv same": r"deconv .* same",
+    "deconv int padding": r"deconv .*padding=",
+    "deconv output_padding": r"output_padding",
+    "maxpool same": r"maxpool .*same",
+    "avgpool same": r"avgpool .*same",
+    "maxpool int padding": r"maxpool .*padding=[1-9]",
+    "avgpool int padding": r"avgpool .*padding=[1-9]",
+    "avgpool ceil": r"avgpool .*ceil",
+    "maxpool ceil": r"maxpool .*ceil",
+    "gap": r"(^|= )gap",
+    "gmp": r"gmp",
+    "keepdims": r"keepdims",
+    "bn eps": r"bn .*eps",
+    "bn no scale": r"bn .*(noscale|scale=f)",
+    "bn no center": r"nocenter",
+    "bn momentum": r"momentum",
+    "lrn": r"lrn \d",
+    "dropout": r"dropout",
+    "flatten": r"flatten",
+    "dense": r"dense",
+    "reshape": r"reshape",
+    "zeropad": r"zeropad",
+    "upsample": r"upsample",
+    "upsample bilinear": r"bilinear",
+    "rescale": r"rescale",
+    "identity": r"identity",
+    "add": r"^\s*add ",
+    "layernorm": r"layernorm",
+    "groupnorm": r"groupnorm",
+    "layerscale": r"layerscale",
+    "normalize": r"normalize",
+    "stochastic_depth": r"stochastic_depth",
+    "shuffle": r"shuffle \d",
+    "split": r"split \d",
+    "adaptive pool": r"adaptive_\w+pool",
+    "concat": r"^\s*concat ",
+    "multiply": r"^\s*multiply ",
+    "residual identity": r"residual( \w+)? \{",
+    "residual auto": r"shortcut=auto",
+    "residual shortcut": r"\} shortcut \{",
+    "parallel concat": r"parallel concat",
+    "parallel add": r"parallel add",
+    "parallel multiply": r"parallel multiply",
+    "block": r"^block",
+    "repeat": r"repeat \d \{",
+    "repeat as": r"repeat \d as i",
+    "from=": r"from=",
+    "several outputs": r"^output .*,",
+    "vector input": r"^input \d+$",
     **{f"activation {a}": rf"(^|\s){a}(\s|$)" for a in ACTIVATIONS},
 }

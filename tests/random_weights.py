@@ -10,6 +10,7 @@ def randomise_torch(module, seed: int):
     """Random running statistics in every batch norm, and every 1-D parameter (biases, gammas,
     betas) moved off its initial value; the module, in eval mode."""
     import torch
+
     g = torch.Generator().manual_seed(seed)
     with torch.no_grad():
         for mod in module.modules():
@@ -26,11 +27,15 @@ def randomise_torch(module, seed: int):
 def randomise_keras_batch_norm(kmodel, rng) -> None:
     """Random gamma, beta and moving statistics in every Keras BatchNormalization."""
     import keras
+
     for layer in kmodel.layers:
         if isinstance(layer, keras.layers.BatchNormalization):
             c = layer.moving_mean.shape[0]
-            values = {"gamma": rng.uniform(0.5, 1.5, c), "beta": rng.normal(0, 0.2, c),
-                      "moving_mean": rng.normal(0, 0.2, c),
-                      "moving_variance": rng.uniform(0.5, 2.0, c)}
+            values = {
+                "gamma": rng.uniform(0.5, 1.5, c),
+                "beta": rng.normal(0, 0.2, c),
+                "moving_mean": rng.normal(0, 0.2, c),
+                "moving_variance": rng.uniform(0.5, 2.0, c),
+            }
             for var in layer.weights:
                 var.assign(values[var.name].astype("float32"))

@@ -30,24 +30,24 @@ ROOT = PACKAGE.parent
 # A new framework-free module belongs here; `test_core_list_is_complete` says so when one
 # is missing.
 CORE = (
-    "cnnspec",              # the package's front door (compile_file, validate, ...)
-    "cnnspec.compiler",     # text -> IR
-    "cnnspec.parse",        # text -> syntax tree
-    "cnnspec.elaborate",    # syntax tree -> IR: blocks, repeats, names
-    "cnnspec.settings",     # the spec's compile / transfer sections
-    "cnnspec.values",       # literals and expressions of the language
-    "cnnspec.ir",           # the IR: nodes, shapes, totals, JSON
-    "cnnspec.layers",       # the layer registry: arguments and shape / parameter / MAC rules
-    "cnnspec.logits",       # a final activation left out of a model trained on logits
-    "cnnspec.errors",       # located errors and their rendering
-    "cnnspec.validate",     # an IR document from elsewhere, checked
-    "cnnspec.summary",      # the table of `cnnspec summary`
-    "cnnspec.fmt",          # the canonical printer
-    "cnnspec.diff",         # two specs compared
-    "cnnspec.graph",        # the graph drawn (DOT / Mermaid)
-    "cnnspec.lsp",          # the language server
-    "cnnspec.textmate",     # the editor grammar
-    "cnnspec.resources",    # where the grammar and templates are
+    "cnnspec",  # the package's front door (compile_file, validate, ...)
+    "cnnspec.compiler",  # text -> IR
+    "cnnspec.parse",  # text -> syntax tree
+    "cnnspec.elaborate",  # syntax tree -> IR: blocks, repeats, names
+    "cnnspec.settings",  # the spec's compile / transfer sections
+    "cnnspec.values",  # literals and expressions of the language
+    "cnnspec.ir",  # the IR: nodes, shapes, totals, JSON
+    "cnnspec.layers",  # the layer registry: arguments and shape / parameter / MAC rules
+    "cnnspec.logits",  # a final activation left out of a model trained on logits
+    "cnnspec.errors",  # located errors and their rendering
+    "cnnspec.validate",  # an IR document from elsewhere, checked
+    "cnnspec.summary",  # the table of `cnnspec summary`
+    "cnnspec.fmt",  # the canonical printer
+    "cnnspec.diff",  # two specs compared
+    "cnnspec.graph",  # the graph drawn (DOT / Mermaid)
+    "cnnspec.lsp",  # the language server
+    "cnnspec.textmate",  # the editor grammar
+    "cnnspec.resources",  # where the grammar and templates are
 )
 FRAMEWORKS = ("torch", "torchvision", "tensorflow", "keras", "onnx", "onnxruntime")
 NOT_IN_CORE = ("cnnspec.backends", "cnnspec.train", "cnnspec.torch")
@@ -81,12 +81,13 @@ def imports_of(module: str) -> tuple[set[str], set[str]]:
         elif isinstance(node, ast.ImportFrom):
             if node.level:
                 base = package.split(".")
-                base = base[:len(base) - node.level + 1]
+                base = base[: len(base) - node.level + 1]
                 stem = ".".join(base + ([node.module] if node.module else []))
             else:
                 stem = node.module or ""
-            names = [f"{stem}.{a.name}" if f"{stem}.{a.name}" in MODULES else stem
-                     for a in node.names]
+            names = [
+                f"{stem}.{a.name}" if f"{stem}.{a.name}" in MODULES else stem for a in node.names
+            ]
         else:
             continue
         for name in names:
@@ -104,7 +105,7 @@ GRAPH = {m: imports_of(m) for m in MODULES}
 
 def find_cycle(graph: dict[str, set[str]]) -> list[str] | None:
     """One import cycle as [a, b, ..., a], or None (depth-first search, colouring)."""
-    state: dict[str, int] = {}      # 1: on the current path, 2: done
+    state: dict[str, int] = {}  # 1: on the current path, 2: done
     path: list[str] = []
 
     def visit(node: str) -> list[str] | None:
@@ -112,7 +113,7 @@ def find_cycle(graph: dict[str, set[str]]) -> list[str] | None:
         path.append(node)
         for nxt in sorted(graph.get(node, ())):
             if state.get(nxt) == 1:
-                return path[path.index(nxt):] + [nxt]
+                return path[path.index(nxt) :] + [nxt]
             if nxt not in state:
                 found = visit(nxt)
                 if found:
@@ -136,8 +137,8 @@ def test_cycle_finder_finds_a_cycle():
 
 def test_the_resolver_reads_relative_and_lazy_imports():
     inner, outer = imports_of("cnnspec.backends.torch.runtime")
-    assert "cnnspec.backends.torch.plan" in inner     # `from .plan import ...`
-    assert "torch" in outer                           # imported inside a function
+    assert "cnnspec.backends.torch.plan" in inner  # `from .plan import ...`
+    assert "torch" in outer  # imported inside a function
 
 
 def all_cycles(graph: dict[str, set[str]], limit: int = 20) -> list[list[str]]:
@@ -188,9 +189,11 @@ def test_core_list_is_complete():
 
 # --- Emitter tables: one per backend, keyed by layer kind -----------------------------------
 
+
 def _tables() -> dict[str, dict]:
     from cnnspec.backends import keras_emitters
     from cnnspec.backends.torch import emitters as torch_emitters
+
     return {"torch": torch_emitters.EMITTERS, "keras": keras_emitters.EMITTERS}
 
 
@@ -201,13 +204,18 @@ def test_every_registry_kind_has_an_emitter(backend):
     table = _tables()[backend]
     assert set(table) == set(REGISTRY), (
         f"{backend} emitters: missing {sorted(set(REGISTRY) - set(table))}, "
-        f"unknown {sorted(set(table) - set(REGISTRY))}")
+        f"unknown {sorted(set(table) - set(REGISTRY))}"
+    )
 
 
 def test_no_layer_class_carries_a_backend_method():
     for kind, cls in REGISTRY.items():
-        own = {name for klass in cls.__mro__ if klass.__module__.startswith("cnnspec.layers")
-               for name in vars(klass)}
+        own = {
+            name
+            for klass in cls.__mro__
+            if klass.__module__.startswith("cnnspec.layers")
+            for name in vars(klass)
+        }
         leftover = {n for n in own if re.match(r"(torch|keras)_|without_softmax", n)}
         assert not leftover, f"{kind} still has {sorted(leftover)}: move them to an emitter table"
 
@@ -220,6 +228,7 @@ def test_a_missing_emitter_is_a_located_error(backend, monkeypatch):
     """No framework needed: the plan asks the table before anything is built."""
     from cnnspec.backends import keras_plan
     from cnnspec.backends.torch import plan as torch_plan  # the function
+
     table = _tables()[backend]
     monkeypatch.delitem(table, "dense")
     model = cnnspec.compile_text(SPEC, "net.cnn")
@@ -267,7 +276,12 @@ def _text(path: str) -> str:
 @pytest.mark.parametrize("path", NEW_KIND_FILES)
 def test_every_kind_is_in_each_file_a_new_kind_needs(path):
     text = _text(path)
-    missing = [kind for kind, cls in REGISTRY.items()
-               if not any(re.search(rf"(?<![\w.]){re.escape(word)}(?![\w])", text)
-                          for word in {kind, *cls.keywords})]
+    missing = [
+        kind
+        for kind, cls in REGISTRY.items()
+        if not any(
+            re.search(rf"(?<![\w.]){re.escape(word)}(?![\w])", text)
+            for word in {kind, *cls.keywords}
+        )
+    ]
     assert not missing, f"{path} does not name layer kind(s) {missing}"

@@ -13,13 +13,28 @@ ROOT = Path(__file__).resolve().parents[1]
 
 def test_quick_report_format(tmp_path):
     out = tmp_path / "BENCHMARKS.md"
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join(
-        filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])))
-    done = subprocess.run([sys.executable, str(ROOT / "bench" / "run_all.py"), "--quick",
-                           "--only", "compile_scaling", "--report", str(out)],
-                          cwd=ROOT, env=env, capture_output=True, text=True, timeout=120,
-                          check=False)
-    assert done.returncode in (0, 1), done.stderr       # 1: a target missed, still a report
+    env = dict(
+        os.environ,
+        PYTHONPATH=os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])),
+    )
+    done = subprocess.run(
+        [
+            sys.executable,
+            str(ROOT / "bench" / "run_all.py"),
+            "--quick",
+            "--only",
+            "compile_scaling",
+            "--report",
+            str(out),
+        ],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert done.returncode in (0, 1), done.stderr  # 1: a target missed, still a report
     text = out.read_text(encoding="utf-8")
     assert text.startswith("# Benchmarks\n")
     assert "--quick" in text and "QUICK MODE" in text
@@ -40,13 +55,20 @@ def test_quick_report_format(tmp_path):
 def test_a_missing_script_is_listed_without_a_number(monkeypatch):
     monkeypatch.syspath_prepend(str(ROOT / "bench"))
     import run_all
+
     monkeypatch.setattr(run_all, "EXPECTED", [*run_all.EXPECTED, "not_here.py"])
     assert run_all.missing() == ["not_here.py"]
-    context = {"date": "today", "quick": False, "load_start": 1.0, "load_end": 2.0,
-               "machine": {"cpu": "Some CPU", "cpus": 2, "python": "3"}}
+    context = {
+        "date": "today",
+        "quick": False,
+        "load_start": 1.0,
+        "load_end": 2.0,
+        "machine": {"cpu": "Some CPU", "cpus": 2, "python": "3"},
+    }
     rows = [{"target": "t", "measured": "1.010", "goal": "<= 1.03", "met": True}]
-    text = run_all.report([{"name": "x.py", "returncode": 0, "stdout": "out", "rows": rows}],
-                          ["not_here.py"], context)
+    text = run_all.report(
+        [{"name": "x.py", "returncode": 0, "stdout": "out", "rows": rows}], ["not_here.py"], context
+    )
     assert "| t | 1.010 | <= 1.03 | yes | x.py |" in text
     assert "- `not_here.py`: not in bench/ on this checkout; no number measured." in text
     assert "not_here.py |" not in text and "QUICK" not in text

@@ -20,8 +20,16 @@ ENV = {**os.environ, "PYTHONPATH": str(ROOT) + os.pathsep + os.environ.get("PYTH
 
 def cli(*argv, stdin: str | None = None) -> subprocess.CompletedProcess:
     """The command as a user runs it: a separate process."""
-    return subprocess.run([sys.executable, "-m", "cnnspec", *argv], capture_output=True,
-                          text=True, env=ENV, cwd=ROOT, input=stdin, timeout=120, check=False)
+    return subprocess.run(
+        [sys.executable, "-m", "cnnspec", *argv],
+        capture_output=True,
+        text=True,
+        env=ENV,
+        cwd=ROOT,
+        input=stdin,
+        timeout=120,
+        check=False,
+    )
 
 
 def run(capsys, *argv) -> tuple[int, str, str]:
@@ -42,6 +50,7 @@ def bad(tmp_path) -> str:
 
 
 # --- exit codes ----------------------------------------------------------------------------
+
 
 def test_check_ok(capsys):
     code, out, _ = run(capsys, "check", VGG)
@@ -71,9 +80,18 @@ def test_check_json_errors(capsys, bad):
     assert data["errors"][0]["span"]["line"] == 2
 
 
-@pytest.mark.parametrize("argv", [[], ["bogus"], ["summary"], ["check"],
-                                  ["summary", VGG, "--format", "xml"], ["check", "--nope", VGG],
-                                  ["check", VGG, "--max-memory", "lots"]])
+@pytest.mark.parametrize(
+    "argv",
+    [
+        [],
+        ["bogus"],
+        ["summary"],
+        ["check"],
+        ["summary", VGG, "--format", "xml"],
+        ["check", "--nope", VGG],
+        ["check", VGG, "--max-memory", "lots"],
+    ],
+)
 def test_usage_errors_exit_2(capsys, argv):
     code, _, err = run(capsys, *argv)
     assert code == 2
@@ -82,6 +100,7 @@ def test_usage_errors_exit_2(capsys, argv):
 
 def test_an_unknown_command_lists_every_command(capsys):
     from cnnspec.cli import _command_modules
+
     code, _, err = run(capsys, "bogus")
     assert code == 2
     for mod in _command_modules():
@@ -91,6 +110,7 @@ def test_an_unknown_command_lists_every_command(capsys):
 def test_each_command_is_found_by_its_name_alone():
     # main() builds only the sub-parser of the command it runs, found by its module's name
     from cnnspec.cli import _command_modules
+
     for mod in _command_modules():
         assert [m.NAME for m in _command_modules(mod.NAME)] == [mod.NAME]
 
@@ -107,18 +127,29 @@ def test_version(capsys):
 
 # --- summary -----------------------------------------------------------------------------------
 
+
 def test_summary_json_keys(capsys):
     code, out, _ = run(capsys, "summary", VGG, "--format", "json")
     data = json.loads(out)
     assert code == 0
     assert data["input_shape"] == {"height": 224, "width": 224, "channels": 3}
     assert data["output_shape"] == {"features": 1000}
-    assert (data["total_params"], data["trainable_params"], data["non_trainable_params"],
-            data["macs"]) == (138357544, 138357544, 0, 15470264320)
+    assert (
+        data["total_params"],
+        data["trainable_params"],
+        data["non_trainable_params"],
+        data["macs"],
+    ) == (138357544, 138357544, 0, 15470264320)
     layer = data["layers"][1]
     assert {"name", "kind", "output_shape", "params", "macs"} <= set(layer)
-    assert layer == {**layer, "name": "stage1.conv1", "kind": "conv",
-                     "output_shape": [224, 224, 64], "params": 1792, "macs": 86704128}
+    assert layer == {
+        **layer,
+        "name": "stage1.conv1",
+        "kind": "conv",
+        "output_shape": [224, 224, 64],
+        "params": 1792,
+        "macs": 86704128,
+    }
     assert sum(x["params"] for x in data["layers"]) == data["total_params"]
     assert sum(x["macs"] for x in data["layers"]) == data["macs"]
 
@@ -145,8 +176,8 @@ def test_explain_shows_the_course_formulas(capsys):
     assert "(224 - 3 + 2*1) / 1 + 1 = 224" in out
     assert "3*3*3*64 + 64 = 1,792" in out
     assert "224*224*64*3*3*3 = 86,704,128" in out
-    assert "(224 - 2 + 2*0) / 2 + 1 = 112" in out          # the first pool
-    assert "25088*4096 + 4096 = 102,764,544" in out         # the first dense layer
+    assert "(224 - 2 + 2*0) / 2 + 1 = 112" in out  # the first pool
+    assert "25088*4096 + 4096 = 102,764,544" in out  # the first dense layer
 
 
 def test_markdown(capsys):
@@ -164,6 +195,7 @@ def test_summary_error_exit_1(capsys, bad):
 
 
 # --- ir, schema, validate ------------------------------------------------------------------------
+
 
 def test_ir_then_validate(capsys, tmp_path):
     code, out, _ = run(capsys, "ir", VGG)
@@ -209,6 +241,7 @@ def test_schema(capsys):
 
 # --- memory budget ----------------------------------------------------------------------------
 
+
 def test_max_memory(capsys):
     code, _, err = run(capsys, "check", VGG, "--max-memory", "500MiB")
     assert code == 1
@@ -221,11 +254,21 @@ def test_max_memory(capsys):
 
 # --- no tracebacks, as a process ----------------------------------------------------------------
 
-@pytest.mark.parametrize("content", [
-    b"", b"# only a comment\n", b"\xff\xfe\x00binary", b"input 8x8x3\x00", b"input 8x8x3\r\nrelu\r\n",
-    b"input 8x8x3\n" + b"(" * 5000, b"input 8x8x3\nrepeat 100000 { repeat 100000 { relu } }",
-    "input 8x8x3\nbl\u00f6ck = relu\n".encode(), b"input 8x8x3\n" + b"relu\n" * 3,
-])
+
+@pytest.mark.parametrize(
+    "content",
+    [
+        b"",
+        b"# only a comment\n",
+        b"\xff\xfe\x00binary",
+        b"input 8x8x3\x00",
+        b"input 8x8x3\r\nrelu\r\n",
+        b"input 8x8x3\n" + b"(" * 5000,
+        b"input 8x8x3\nrepeat 100000 { repeat 100000 { relu } }",
+        "input 8x8x3\nbl\u00f6ck = relu\n".encode(),
+        b"input 8x8x3\n" + b"relu\n" * 3,
+    ],
+)
 def test_no_traceback(tmp_path, content):
     path = tmp_path / "x.cnn"
     path.write_bytes(content)
@@ -242,22 +285,37 @@ def test_directory_and_missing_file_no_traceback(tmp_path):
 
 
 def test_import_does_not_load_frameworks():
-    code = ("import sys, cnnspec; cnnspec.compile_file(sys.argv[1]).to_json(); "
-            "import cnnspec.cli, cnnspec.summary; "
-            "bad = [m for m in ('torch', 'tensorflow', 'keras', 'jax') if m in sys.modules]; "
-            "print(bad); sys.exit(1 if bad else 0)")
-    result = subprocess.run([sys.executable, "-c", code, VGG], capture_output=True, text=True,
-                            env=ENV, cwd=ROOT, timeout=120, check=False)
+    code = (
+        "import sys, cnnspec; cnnspec.compile_file(sys.argv[1]).to_json(); "
+        "import cnnspec.cli, cnnspec.summary; "
+        "bad = [m for m in ('torch', 'tensorflow', 'keras', 'jax') if m in sys.modules]; "
+        "print(bad); sys.exit(1 if bad else 0)"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code, VGG],
+        capture_output=True,
+        text=True,
+        env=ENV,
+        cwd=ROOT,
+        timeout=120,
+        check=False,
+    )
     assert result.returncode == 0, result.stdout + result.stderr
 
 
 def test_check_refuses_a_compile_section_that_cannot_train(tmp_path):
     spec = tmp_path / "bad.cnn"
-    spec.write_text("input 32x32x1\nconv 6 5x5 relu; maxpool 2; flatten\ndense 10 softmax\n"
-                    "compile {\n  loss binary_crossentropy\n  metrics mean_iou\n}\n",
-                    encoding="utf-8")
-    done = subprocess.run([sys.executable, "-m", "cnnspec", "check", str(spec)],
-                          capture_output=True, text=True, check=False)
+    spec.write_text(
+        "input 32x32x1\nconv 6 5x5 relu; maxpool 2; flatten\ndense 10 softmax\n"
+        "compile {\n  loss binary_crossentropy\n  metrics mean_iou\n}\n",
+        encoding="utf-8",
+    )
+    done = subprocess.run(
+        [sys.executable, "-m", "cnnspec", "check", str(spec)],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
     assert done.returncode == 1
     assert f"{spec}:5:3: error[E510]" in done.stderr
     assert f"{spec}:6:3: error[E513]" in done.stderr

@@ -15,7 +15,7 @@ import pytest
 import cnnspec
 
 torch = pytest.importorskip("torch")
-torchvision = pytest.importorskip("torchvision")   # before TensorFlow (the other order crashes)
+torchvision = pytest.importorskip("torchvision")  # before TensorFlow (the other order crashes)
 keras = pytest.importorskip("keras")
 pytest.importorskip("cnnspec.backends.torch")
 
@@ -61,27 +61,32 @@ def _same(a, b, tol=1e-5):
 
 # --- layer norm and group norm ---------------------------------------------------------------
 
-@pytest.mark.parametrize("line", ["layernorm eps=1e-6", "layernorm", "layernorm noscale",
-                                  "layernorm nocenter"])
+
+@pytest.mark.parametrize(
+    "line", ["layernorm eps=1e-6", "layernorm", "layernorm noscale", "layernorm nocenter"]
+)
 def test_layernorm_is_torch_layernorm_on_nhwc_and_keras_layernormalization(line):
     model = _spec(line)
     layer = model.nodes[-1].layer
     ref = torch.nn.LayerNorm(8, eps=layer.eps)
     _randomise(ref).eval()
-    with torch.no_grad():      # what the spec leaves out is 1 (gamma) or 0 (beta)
-        ref.weight.fill_(1) if not layer.scale else ref.bias.zero_() if not layer.center \
-            else None
+    with torch.no_grad():  # what the spec leaves out is 1 (gamma) or 0 (beta)
+        ref.weight.fill_(1) if not layer.scale else ref.bias.zero_() if not layer.center else None
     net = torch_build(model).eval()
-    state = {k: v for k, v in ref.state_dict().items()
-             if (k == "weight" and layer.scale) or (k == "bias" and layer.center)}
+    state = {
+        k: v
+        for k, v in ref.state_dict().items()
+        if (k == "weight" and layer.scale) or (k == "bias" and layer.center)
+    }
     net.get_submodule(model.nodes[-1].name).load_state_dict(state)
     x = _nhwc()
     with torch.no_grad():
         expected = ref(torch.tensor(x)).numpy()
         got = net(torch.tensor(x).permute(0, 3, 1, 2)).permute(0, 2, 3, 1).numpy()
     _same(got, expected)
-    kref = keras.layers.LayerNormalization(axis=-1, epsilon=layer.eps, scale=layer.scale,
-                                           center=layer.center)
+    kref = keras.layers.LayerNormalization(
+        axis=-1, epsilon=layer.eps, scale=layer.scale, center=layer.center
+    )
     kref.build((None, 9, 7, 8))
     kref.set_weights([v.numpy() for v in state.values()])
     kmodel = _keras_model(model)
@@ -129,6 +134,7 @@ def test_groupnorm_refuses_channels_its_groups_do_not_divide():
 
 # --- pooling ---------------------------------------------------------------------------------
 
+
 @pytest.mark.parametrize("op", ["avg", "max"])
 @pytest.mark.parametrize("size", ["3x4", "2x2", "5x3", "9x7", "4x6"])
 def test_adaptive_pooling_is_torchs_for_divisible_and_other_sizes(op, size):
@@ -144,12 +150,18 @@ def test_adaptive_pooling_is_torchs_for_divisible_and_other_sizes(op, size):
     _same(np.asarray(_keras_model(model)(x)), expected, 1e-5)
 
 
-@pytest.mark.parametrize("args,torch_args", [
-    ("3 stride=1 padding=1", {"kernel_size": 3, "stride": 1, "padding": 1}),
-    ("3 stride=2 padding=1", {"kernel_size": 3, "stride": 2, "padding": 1}),
-    ("3 stride=2 padding=1 ceil=true", {"kernel_size": 3, "stride": 2, "padding": 1, "ceil_mode": True}),
-    ("2 stride=2 ceil=true", {"kernel_size": 2, "stride": 2, "ceil_mode": True}),
-])
+@pytest.mark.parametrize(
+    "args,torch_args",
+    [
+        ("3 stride=1 padding=1", {"kernel_size": 3, "stride": 1, "padding": 1}),
+        ("3 stride=2 padding=1", {"kernel_size": 3, "stride": 2, "padding": 1}),
+        (
+            "3 stride=2 padding=1 ceil=true",
+            {"kernel_size": 3, "stride": 2, "padding": 1, "ceil_mode": True},
+        ),
+        ("2 stride=2 ceil=true", {"kernel_size": 2, "stride": 2, "ceil_mode": True}),
+    ],
+)
 def test_avgpool_count_pad_is_torchs_count_include_pad(args, torch_args):
     model = _spec(f"avgpool {args} count_pad=true")
     x = _nhwc()
@@ -183,8 +195,10 @@ def test_count_pad_on_max_pooling_is_refused():
 
 # --- channel shuffle, split, layer scale, stochastic depth -----------------------------------
 
+
 def test_channel_shuffle_is_torchs_and_torchvisions():
     from torchvision.models.shufflenetv2 import channel_shuffle
+
     model = _spec("shuffle 2")
     x = _nhwc()
     _, got = _torch_out(model, x)
@@ -196,8 +210,10 @@ def test_channel_shuffle_is_torchs_and_torchvisions():
 
 
 def test_split_gives_torchs_chunks_by_name():
-    model = cnnspec.compile_text("input 9x7x8\nleft = split 2 0\nright = split 2 1 from=input\n"
-                                 "conv 4 1x1 from=right\nconcat left\n")
+    model = cnnspec.compile_text(
+        "input 9x7x8\nleft = split 2 0\nright = split 2 1 from=input\n"
+        "conv 4 1x1 from=right\nconcat left\n"
+    )
     assert [n.shape for n in model.nodes[1:3]] == [(9, 7, 4), (9, 7, 4)]
     x = _nhwc()
     net, got = _torch_out(model, x)
@@ -208,6 +224,7 @@ def test_split_gives_torchs_chunks_by_name():
     _same(got, expected)
     kmodel = _keras_model(model)
     from cnnspec.convert import load_torch_into_keras
+
     load_torch_into_keras(kmodel, model, net.state_dict())
     _same(np.asarray(kmodel(x)), expected, 1e-5)
 
@@ -216,7 +233,7 @@ def test_layer_scale_is_a_trainable_gamma_per_channel_in_both_frameworks():
     model = _spec("layerscale 0.5")
     assert (model.trainable, model.non_trainable) == (8, 0)
     net = torch_build(model)
-    assert net.state_dict()["layerscale1.gamma"].shape == (8, 1, 1)   # torchvision's ConvNeXt
+    assert net.state_dict()["layerscale1.gamma"].shape == (8, 1, 1)  # torchvision's ConvNeXt
     gamma = RNG.standard_normal(8).astype("float32")
     with torch.no_grad():
         net.layerscale1.gamma.copy_(torch.tensor(gamma).view(8, 1, 1))
@@ -228,12 +245,14 @@ def test_layer_scale_is_a_trainable_gamma_per_channel_in_both_frameworks():
     assert [w.shape for w in kmodel.trainable_weights] == [(8,)]
     np.testing.assert_allclose(kmodel.trainable_weights[0].numpy(), 0.5)
     from cnnspec.convert import load_torch_into_keras
+
     load_torch_into_keras(kmodel, model, net.state_dict())
     _same(np.asarray(kmodel(x)), x * gamma, 1e-6)
 
 
 def test_stochastic_depth_is_torchvisions_in_eval_and_drops_samples_in_training():
     from torchvision.ops import StochasticDepth
+
     model = _spec("stochastic_depth 0.5", "3x3x2")
     assert model.params == 0
     x = _nhwc((64, 3, 3, 2))
@@ -256,8 +275,9 @@ def test_stochastic_depth_is_torchvisions_in_eval_and_drops_samples_in_training(
 
 # --- per-channel normalisation and rescale ---------------------------------------------------
 
+
 def test_normalize_is_keras_normalization_with_its_seven_statistics():
-    mean, var = (0.485, 0.456, 0.406), (0.229 ** 2, 0.224 ** 2, 0.225 ** 2)
+    mean, var = (0.485, 0.456, 0.406), (0.229**2, 0.224**2, 0.225**2)
     model = _spec(f"normalize mean={mean} variance={var}", "6x5x3")
     assert (model.trainable, model.non_trainable) == (0, 7)
     x = _nhwc((2, 6, 5, 3))
@@ -268,12 +288,14 @@ def test_normalize_is_keras_normalization_with_its_seven_statistics():
     _same(np.asarray(kmodel(x)), expected, 1e-5)
     net, got = _torch_out(model, x)
     _same(got, expected, 1e-5)
-    assert sorted(net.state_dict()) == ["normalize1.count", "normalize1.mean",
-                                        "normalize1.variance"]
+    assert sorted(net.state_dict()) == [
+        "normalize1.count",
+        "normalize1.mean",
+        "normalize1.variance",
+    ]
     # statistics loaded after building reach the output in both frameworks
     new_mean = np.array([1.0, -2.0, 0.5], "float32")
-    kmodel.get_layer("normalize1").set_weights([new_mean, np.array(var, "float32"),
-                                               np.array(5)])
+    kmodel.get_layer("normalize1").set_weights([new_mean, np.array(var, "float32"), np.array(5)])
     _same(np.asarray(kmodel(x)), (x - new_mean) / np.sqrt(var), 1e-5)
     with torch.no_grad():
         net.normalize1.mean.copy_(torch.tensor(new_mean))
@@ -307,10 +329,16 @@ block unit(act=relu) {
 """
 
 
-@pytest.mark.parametrize("value,inline,line", [
-    ("", "relu", "relu"), ("act=silu", "silu", "silu"), ("act=swish", "silu", "silu"),
-    ("act=leaky_relu", "leaky_relu", "leaky_relu"), ("act=none", None, None),
-])
+@pytest.mark.parametrize(
+    "value,inline,line",
+    [
+        ("", "relu", "relu"),
+        ("act=silu", "silu", "silu"),
+        ("act=swish", "silu", "silu"),
+        ("act=leaky_relu", "leaky_relu", "leaky_relu"),
+        ("act=none", None, None),
+    ],
+)
 def test_an_activation_is_a_value_a_block_parameter_carries(value, inline, line):
     model = cnnspec.compile_text(ACT_BLOCK + f"unit {value}\n")
     kinds = [n.kind for n in model.nodes[1:]]

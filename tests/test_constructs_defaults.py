@@ -34,11 +34,16 @@ def _args(model: Model) -> dict[str, dict]:
 
 def test_defaults_apply_to_every_keyword_of_the_kind_and_a_line_overrides_them():
     args = _args(cnnspec.compile_text(SPEC))
-    assert args["conv1"] == {"filters": 8, "kernel": (3, 3), "padding": "same", "bias": False,
-                             "activation": "relu"}
-    assert args["bn1"] == {"eps": 1e-3, "momentum": 0.99}            # batchnorm is bn
-    assert args["conv2"] == {"filters": 8, "kernel": (3, 3)}   # bias, valid: the line
-    assert args["bn2"] == {"momentum": 0.99}                # eps=1e-5: the line
+    assert args["conv1"] == {
+        "filters": 8,
+        "kernel": (3, 3),
+        "padding": "same",
+        "bias": False,
+        "activation": "relu",
+    }
+    assert args["bn1"] == {"eps": 1e-3, "momentum": 0.99}  # batchnorm is bn
+    assert args["conv2"] == {"filters": 8, "kernel": (3, 3)}  # bias, valid: the line
+    assert args["bn2"] == {"momentum": 0.99}  # eps=1e-5: the line
     # maxpool's own preset (op=max) is kept, the pool default added
     assert args["maxpool1"] == {"ceil": True}
 
@@ -55,8 +60,9 @@ residual {
 maxpool 2 ceil=true
 """
     a, b = cnnspec.compile_text(SPEC), cnnspec.compile_text(written)
-    assert [(n.name, n.layer, n.shape, n.params) for n in a.nodes] == \
-        [(n.name, n.layer, n.shape, n.params) for n in b.nodes]
+    assert [(n.name, n.layer, n.shape, n.params) for n in a.nodes] == [
+        (n.name, n.layer, n.shape, n.params) for n in b.nodes
+    ]
 
 
 def test_the_ir_holds_the_effective_arguments_through_json():
@@ -74,13 +80,16 @@ def test_fmt_prints_the_defaults_section_back_and_is_stable():
     assert _args(cnnspec.compile_text(text)) == _args(cnnspec.compile_text(SPEC))
 
 
-@pytest.mark.parametrize("section,code,line,col,words", [
-    ("defaults { conv 3 }", "E203", 2, 17, "named"),
-    ("defaults {\n  bn epsilon=1e-3\n}", "E204", 3, 6, "epsilon"),
-    ("defaults { convv bias=false }", "E202", 2, 12, "convv"),
-    ("defaults { x = bn }", "E226", 2, 12, "layer lines"),
-    ("defaults { bn eps=1e-3; batchnorm eps=1e-4 }", "E219", 2, 25, "eps"),
-])
+@pytest.mark.parametrize(
+    "section,code,line,col,words",
+    [
+        ("defaults { conv 3 }", "E203", 2, 17, "named"),
+        ("defaults {\n  bn epsilon=1e-3\n}", "E204", 3, 6, "epsilon"),
+        ("defaults { convv bias=false }", "E202", 2, 12, "convv"),
+        ("defaults { x = bn }", "E226", 2, 12, "layer lines"),
+        ("defaults { bn eps=1e-3; batchnorm eps=1e-4 }", "E219", 2, 25, "eps"),
+    ],
+)
 def test_defaults_mistakes_are_located(section, code, line, col, words):
     with pytest.raises(cnnspec.SpecErrors) as info:
         cnnspec.compile_text(f"input 8x8x3\n{section}\nbn\n")

@@ -17,8 +17,16 @@ from cnnspec.ir import Model
 ROOT = Path(__file__).resolve().parent.parent
 
 # EfficientNet B0..B7: (width, depth) as torchvision and keras.applications define them
-EFFICIENTNET = {"b0": (1.0, 1.0), "b1": (1.0, 1.1), "b2": (1.1, 1.2), "b3": (1.2, 1.4),
-                "b4": (1.4, 1.8), "b5": (1.6, 2.2), "b6": (1.8, 2.6), "b7": (2.0, 3.1)}
+EFFICIENTNET = {
+    "b0": (1.0, 1.0),
+    "b1": (1.0, 1.1),
+    "b2": (1.1, 1.2),
+    "b3": (1.2, 1.4),
+    "b4": (1.4, 1.8),
+    "b5": (1.6, 2.2),
+    "b6": (1.8, 2.6),
+    "b7": (2.0, 3.1),
+}
 
 SPEC = """scales {
   small width=0.5 depth=0.5 input=32x32x3 rate=0.1
@@ -38,8 +46,9 @@ dense 10
 
 
 def _value(expr: str, width: float, depth: float):
-    model = cnnspec.compile_text(f"scales {{ s width={width} depth={depth} }}\ninput 4\n"
-                                 f"dense {expr}\n")
+    model = cnnspec.compile_text(
+        f"scales {{ s width={width} depth={depth} }}\ninput 4\ndense {expr}\n"
+    )
     return model.nodes[-1].layer.units
 
 
@@ -48,11 +57,13 @@ def test_rounding_is_torchvisions_efficientnet_rounding(scale):
     tv = pytest.importorskip("torchvision.models.efficientnet")
     width, depth = EFFICIENTNET[scale]
     for channels in (16, 24, 32, 40, 80, 112, 192, 320, 1280):
-        assert _value(f"round_filters({channels})", width, depth) == \
-            tv._MBConvConfig.adjust_channels(channels, width), (scale, channels)
+        assert _value(
+            f"round_filters({channels})", width, depth
+        ) == tv._MBConvConfig.adjust_channels(channels, width), (scale, channels)
     for layers in (1, 2, 3, 4):
-        assert _value(f"round_repeats({layers})", width, depth) == \
-            tv.MBConvConfig.adjust_depth(layers, depth), (scale, layers)
+        assert _value(f"round_repeats({layers})", width, depth) == tv.MBConvConfig.adjust_depth(
+            layers, depth
+        ), (scale, layers)
 
 
 def test_make_divisible_is_torchvisions():
@@ -80,14 +91,17 @@ def test_a_spec_without_scales_rounds_with_multipliers_of_one():
     assert model.scale is None and model.nodes[-1].shape[-1] == 32
 
 
-@pytest.mark.parametrize("text,scale,code,line", [
-    (SPEC, "huge", "E228", 1),
-    ("input 8x8x3\nrelu\n", "big", "E228", 1),
-    ("scales { a width=0 }\ninput 8x8x3\n", None, "E228", 1),
-    ("scales { a width=1; a depth=2 }\ninput 8x8x3\n", None, "E207", 1),
-    ("input 8x8x3\nconv round_filter(8) 3x3\n", None, "E227", 2),
-    ("input 8x8x3\nconv max(8) 3x3\n", None, "E227", 2),
-])
+@pytest.mark.parametrize(
+    "text,scale,code,line",
+    [
+        (SPEC, "huge", "E228", 1),
+        ("input 8x8x3\nrelu\n", "big", "E228", 1),
+        ("scales { a width=0 }\ninput 8x8x3\n", None, "E228", 1),
+        ("scales { a width=1; a depth=2 }\ninput 8x8x3\n", None, "E207", 1),
+        ("input 8x8x3\nconv round_filter(8) 3x3\n", None, "E227", 2),
+        ("input 8x8x3\nconv max(8) 3x3\n", None, "E227", 2),
+    ],
+)
 def test_scale_mistakes_are_located(text, scale, code, line):
     with pytest.raises(cnnspec.SpecErrors) as info:
         cnnspec.compile_text(text, scale=scale)
@@ -97,14 +111,21 @@ def test_scale_mistakes_are_located(text, scale, code, line):
 
 def test_fmt_keeps_scales_and_calls():
     from cnnspec.fmt import format_text
+
     text = format_text(SPEC)
     assert "round_filters(32)" in text and "big width=1.2 depth=1.4" in text
     assert format_text(text) == text
 
 
 def _cli(*args):
-    return subprocess.run([sys.executable, "-m", "cnnspec", *args], capture_output=True,
-                          text=True, cwd=ROOT, timeout=120, check=False)
+    return subprocess.run(
+        [sys.executable, "-m", "cnnspec", *args],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=120,
+        check=False,
+    )
 
 
 def test_the_command_line_selects_a_scale(tmp_path):

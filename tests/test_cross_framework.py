@@ -36,8 +36,9 @@ def _small(text: str) -> cnnspec.Model:
         return cnnspec.compile_text(text)
     for size in (64, 96, 128, 160, 192):
         try:
-            return cnnspec.compile_text(text.replace(m.group(0), f"input {size}x{size}x"
-                                                     f"{m.group(3)}", 1))
+            return cnnspec.compile_text(
+                text.replace(m.group(0), f"input {size}x{size}x{m.group(3)}", 1)
+            )
         except cnnspec.SpecErrors:
             continue
     return cnnspec.compile_text(text)
@@ -56,6 +57,7 @@ def _seed(name: str) -> int:
 
 def _torch_net(model, seed):
     from cnnspec.backends.torch import build
+
     torch.manual_seed(seed)
     net = build(model)
     g = torch.Generator().manual_seed(seed)
@@ -116,6 +118,7 @@ def _pair(name):
     """(IR, torch net, Keras model loaded from the torch weights) for one spec."""
     from cnnspec.backends.keras import build
     from cnnspec.convert import load_torch_into_keras
+
     model = _ir(name)
     net = _torch_net(model, _seed(name))
     kmodel = build(model)
@@ -143,6 +146,7 @@ def test_torch_weights_give_the_same_outputs_in_keras(name):
 def test_keras_weights_give_the_same_outputs_in_torch(name):
     from cnnspec.backends.torch import build
     from cnnspec.convert import load_keras_into_torch
+
     model, _, kmodel = _pair(name)
     back = build(model)
     load_keras_into_torch(back, model, kmodel)
@@ -162,41 +166,45 @@ def test_a_training_step_runs_in_keras(name):
     loss = loss[0] if isinstance(loss, (list, tuple)) else loss
     assert np.isfinite(loss)
     assert any(not np.array_equal(a, b) for a, b in zip(before, kmodel.get_weights()))
-    kmodel.set_weights(before)   # leave the cached model as the other tests expect it
+    kmodel.set_weights(before)  # leave the cached model as the other tests expect it
 
 
 # --- The conversion itself is what makes the outputs agree --------------------------------
+
 
 def _flip(w):
     return w[:, :, ::-1, ::-1]
 
 
-WRONG = {   # kind -> a plausible mistake in torch -> keras (weight, layer) -> keras kernel
-    "conv": lambda w, la: w.transpose(3, 2, 1, 0),               # kh and kw swapped
-    "deconv": lambda w, la: _flip(w).transpose(2, 3, 1, 0),       # a spatial flip
+WRONG = {  # kind -> a plausible mistake in torch -> keras (weight, layer) -> keras kernel
+    "conv": lambda w, la: w.transpose(3, 2, 1, 0),  # kh and kw swapped
+    "deconv": lambda w, la: _flip(w).transpose(2, 3, 1, 0),  # a spatial flip
     "dwconv": lambda w, la: w.reshape(la.multiplier, -1, *w.shape[2:]).transpose(2, 3, 1, 0),
     # ^ channel c*m + j read as j*C + c
-    "dense": lambda w, la: w.reshape(w.shape[::-1]),              # reshape for a transpose
+    "dense": lambda w, la: w.reshape(w.shape[::-1]),  # reshape for a transpose
 }
 
 
-WRONG_SPECS = {"conv": "input 7x6x3\nconv 5 3x3 same",
-               "deconv": "input 5x4x3\ndeconv 4 3x3 stride=2 padding=1",
-               "dwconv": "input 7x6x3\ndwconv 3x3 multiplier=2 same",
-               "dense": "input 3x2x4\nflatten\ndense 5"}
+WRONG_SPECS = {
+    "conv": "input 7x6x3\nconv 5 3x3 same",
+    "deconv": "input 5x4x3\ndeconv 4 3x3 stride=2 padding=1",
+    "dwconv": "input 7x6x3\ndwconv 3x3 multiplier=2 same",
+    "dense": "input 3x2x4\nflatten\ndense 5",
+}
 
 
 @pytest.mark.parametrize("kind", sorted(WRONG))
 def test_a_wrong_conversion_is_caught(kind, monkeypatch):
     from cnnspec import convert
     from cnnspec.backends.keras import build
+
     model = cnnspec.compile_text(WRONG_SPECS[kind])
     net = _torch_net(model, 11)
     x = _input(model, 12)
     right = convert.to_keras
     layer = next(n.layer for n in model.nodes if n.kind == kind)
 
-    def wrong(t, w):    # the kind's kernel (or dense matrix) turned the wrong way
+    def wrong(t, w):  # the kind's kernel (or dense matrix) turned the wrong way
         return WRONG[kind](w, layer) if t.torch == "weight" else right(t, w)
 
     kmodel = build(model)
@@ -210,6 +218,7 @@ def test_a_wrong_conversion_is_caught(kind, monkeypatch):
 
 # --- The convert command --------------------------------------------------------------------
 
+
 def test_cli_converts_both_ways(tmp_path):
     import subprocess
     import sys
@@ -217,6 +226,7 @@ def test_cli_converts_both_ways(tmp_path):
     from safetensors.numpy import load_file, save_file
 
     from cnnspec.backends.keras import build
+
     spec = tmp_path / "graph.cnn"
     spec.write_text(LAYER_SPECS["graph"])
     model, net, _ = _pair("graph")
@@ -224,31 +234,70 @@ def test_cli_converts_both_ways(tmp_path):
     root = Path(__file__).resolve().parents[1]
 
     def cli(*args):
-        r = subprocess.run([sys.executable, "-m", "cnnspec", "convert", str(spec), *args],
-                           cwd=root, capture_output=True, text=True, check=False)
+        r = subprocess.run(
+            [sys.executable, "-m", "cnnspec", "convert", str(spec), *args],
+            cwd=root,
+            capture_output=True,
+            text=True,
+            check=False,
+        )
         assert "Traceback" not in r.stderr
         return r.returncode, "cnnspec convert: error" in r.stderr
 
-    assert cli("--from", "torch", "--weights", str(tmp_path / "w.safetensors"),
-               "-o", str(tmp_path / "k.weights.h5")) == (0, False)
+    assert cli(
+        "--from",
+        "torch",
+        "--weights",
+        str(tmp_path / "w.safetensors"),
+        "-o",
+        str(tmp_path / "k.weights.h5"),
+    ) == (0, False)
     loaded = build(model)
     loaded.load_weights(tmp_path / "k.weights.h5")
     x = _input(model, 21)
     _assert_close(_keras_outputs(loaded, x), _torch_outputs(net, x), "cli torch->keras")
 
-    assert cli("--from", "keras", "--weights", str(tmp_path / "k.weights.h5"),
-               "-o", str(tmp_path / "back.safetensors")) == (0, False)
+    assert cli(
+        "--from",
+        "keras",
+        "--weights",
+        str(tmp_path / "k.weights.h5"),
+        "-o",
+        str(tmp_path / "back.safetensors"),
+    ) == (0, False)
     back = load_file(tmp_path / "back.safetensors")
     for key, value in net.state_dict().items():
         np.testing.assert_array_equal(back[key], value.numpy(), err_msg=key)
 
-    assert cli("--from", "torch", "--weights", str(tmp_path / "missing.pt"),
-               "-o", str(tmp_path / "x.weights.h5")) == (1, True)
+    assert cli(
+        "--from",
+        "torch",
+        "--weights",
+        str(tmp_path / "missing.pt"),
+        "-o",
+        str(tmp_path / "x.weights.h5"),
+    ) == (1, True)
     wrong = tmp_path / "wrong.cnn"
-    wrong.write_text(LAYER_SPECS["graph"].replace("conv 24 1x1 sigmoid",
-                                                  "conv 24 3x3 same sigmoid"))
-    r = subprocess.run([sys.executable, "-m", "cnnspec", "convert", str(wrong), "--from", "torch",
-                        "--weights", str(tmp_path / "w.safetensors"), "-o",
-                        str(tmp_path / "y.weights.h5")], cwd=root, capture_output=True,
-                       text=True, check=False)
+    wrong.write_text(
+        LAYER_SPECS["graph"].replace("conv 24 1x1 sigmoid", "conv 24 3x3 same sigmoid")
+    )
+    r = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "cnnspec",
+            "convert",
+            str(wrong),
+            "--from",
+            "torch",
+            "--weights",
+            str(tmp_path / "w.safetensors"),
+            "-o",
+            str(tmp_path / "y.weights.h5"),
+        ],
+        cwd=root,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
     assert r.returncode == 1 and "Traceback" not in r.stderr and "conv4" in r.stderr

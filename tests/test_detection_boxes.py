@@ -36,8 +36,9 @@ def test_iou_and_giou_match_torchvision():
     a, b = random_boxes(rng, 40), random_boxes(rng, 30)
     ta, tb = torch.from_numpy(a), torch.from_numpy(b)
     np.testing.assert_allclose(iou(a, b), ops.box_iou(ta, tb).numpy(), rtol=1e-12, atol=1e-15)
-    np.testing.assert_allclose(giou(a, b), ops.generalized_box_iou(ta, tb).numpy(), rtol=1e-12,
-                               atol=1e-15)
+    np.testing.assert_allclose(
+        giou(a, b), ops.generalized_box_iou(ta, tb).numpy(), rtol=1e-12, atol=1e-15
+    )
     assert (iou(a, b) > 0).any() and (giou(a, b) < 0).any()  # both regimes are exercised
 
 
@@ -50,8 +51,12 @@ def test_shapes_and_formats_are_checked():
 
 
 def test_problems_name_each_bad_box():
-    found = problems([[0, 0, 10, 10], [np.nan, 0, 1, 1], [5, 0, 2, 3], [-3, 0, 4, 4],
-                      [0, 0, 4, 40.5]], width=20, height=40, tolerance=1.0)
+    found = problems(
+        [[0, 0, 10, 10], [np.nan, 0, 1, 1], [5, 0, 2, 3], [-3, 0, 4, 4], [0, 0, 4, 40.5]],
+        width=20,
+        height=40,
+        tolerance=1.0,
+    )
     assert [index for index, _ in found] == [1, 2, 3]
     assert "non-finite" in found[0][1] and "negative" in found[1][1]
     assert "3 px left of the image" in found[2][1]  # 40.5 is within the 1 px tolerance

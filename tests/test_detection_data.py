@@ -39,8 +39,10 @@ def counts_in_files(root: Path) -> dict[str, list[int]]:
     return {
         "coco": [per_image[i["id"]] for i in doc["images"]],
         "yolo": [len((root / "labels" / f"{s}.txt").read_text().split("\n")) - 1 for s in stems],
-        "voc": [len(ElementTree.parse(root / "Annotations" / f"{s}.xml").findall("object"))
-                for s in stems],
+        "voc": [
+            len(ElementTree.parse(root / "Annotations" / f"{s}.xml").findall("object"))
+            for s in stems
+        ],
     }
 
 
@@ -86,10 +88,12 @@ def test_coco_crowd_is_kept_flagged_and_not_a_target(copy):
 
 
 def test_voc_difficult_is_kept_flagged(copy):
-    xml = next(p for p in sorted((copy / "Annotations").glob("*.xml"))
-               if "<object>" in p.read_text())
-    xml.write_text(xml.read_text().replace("<difficult>0</difficult>",
-                                           "<difficult>1</difficult>", 1))
+    xml = next(
+        p for p in sorted((copy / "Annotations").glob("*.xml")) if "<object>" in p.read_text()
+    )
+    xml.write_text(
+        xml.read_text().replace("<difficult>0</difficult>", "<difficult>1</difficult>", 1)
+    )
     image = next(i for i in index_voc(copy).images if i.path.stem == xml.stem)
     assert image.difficult.tolist()[0] and not image.targets[0] and image.truth().iscrowd[0]
 
@@ -106,20 +110,37 @@ def _first(doc, key="annotations"):
 
 # (what is wrong, how to make it so, what the error must say)
 COCO_ERRORS = [
-    ("unknown category", lambda d: _first(d).update(category_id=99),
-     ["annotations.json", "annotation 1", "category_id 99"]),
-    ("box outside", lambda d: _first(d).update(bbox=[90, 10, 30, 5]),
-     ["annotations.json", "annotation 1", "beyond the image width 96"]),
-    ("zero width", lambda d: _first(d).update(bbox=[10, 10, 0, 5]),
-     ["annotation 1", "width is 0"]),
-    ("negative height", lambda d: _first(d).update(bbox=[10, 10, 5, -3]),
-     ["annotation 1", "height is negative"]),
-    ("bbox not four numbers", lambda d: _first(d).update(bbox=[1, 2, 3]),
-     ["annotation 1", "not four numbers"]),
-    ("unknown image", lambda d: _first(d).update(image_id=12345),
-     ["annotation 1", "image_id 12345"]),
-    ("missing image file", lambda d: _first(d, "images").update(file_name="gone.png"),
-     ["annotations.json", "gone.png", "was not found"]),
+    (
+        "unknown category",
+        lambda d: _first(d).update(category_id=99),
+        ["annotations.json", "annotation 1", "category_id 99"],
+    ),
+    (
+        "box outside",
+        lambda d: _first(d).update(bbox=[90, 10, 30, 5]),
+        ["annotations.json", "annotation 1", "beyond the image width 96"],
+    ),
+    ("zero width", lambda d: _first(d).update(bbox=[10, 10, 0, 5]), ["annotation 1", "width is 0"]),
+    (
+        "negative height",
+        lambda d: _first(d).update(bbox=[10, 10, 5, -3]),
+        ["annotation 1", "height is negative"],
+    ),
+    (
+        "bbox not four numbers",
+        lambda d: _first(d).update(bbox=[1, 2, 3]),
+        ["annotation 1", "not four numbers"],
+    ),
+    (
+        "unknown image",
+        lambda d: _first(d).update(image_id=12345),
+        ["annotation 1", "image_id 12345"],
+    ),
+    (
+        "missing image file",
+        lambda d: _first(d, "images").update(file_name="gone.png"),
+        ["annotations.json", "gone.png", "was not found"],
+    ),
 ]
 
 
@@ -195,16 +216,19 @@ def test_yolo_needs_class_names(copy):
 
 
 def _first_voc(root: Path) -> Path:
-    return next(p for p in sorted((root / "Annotations").glob("*.xml"))
-                if "<object>" in p.read_text())
+    return next(
+        p for p in sorted((root / "Annotations").glob("*.xml")) if "<object>" in p.read_text()
+    )
 
 
 def _set(tag: str, text: str):
     """An edit of a VOC document: the first <tag> under the first <object> (or the
     document, for filename) gets `text`."""
+
     def change(root):
         holder = root if tag == "filename" else root.find("object")
         next(holder.iter(tag)).text = text
+
     return change
 
 
@@ -219,8 +243,9 @@ VOC_ERRORS = [
 
 @pytest.mark.parametrize("case, change, words", VOC_ERRORS, ids=[c[0] for c in VOC_ERRORS])
 def test_voc_bad_input_is_a_located_error(copy, case, change, words):
-    xml = next(p for p in sorted((copy / "Annotations").glob("*.xml"))
-               if "<object>" in p.read_text())
+    xml = next(
+        p for p in sorted((copy / "Annotations").glob("*.xml")) if "<object>" in p.read_text()
+    )
     tree = ElementTree.parse(xml)
     change(tree.getroot())
     tree.write(xml)

@@ -16,8 +16,15 @@ from cnnspec.detection.objects import make_detections, make_truth
 SQUARE = [0, 0, 10, 10]  # area 100: a "small" object in COCO's size ranges
 
 
-def one_image(detected_boxes, scores, classes=None, truth_boxes=(SQUARE,), truth_classes=(0,),
-              iscrowd=None, names=("a",)):
+def one_image(
+    detected_boxes,
+    scores,
+    classes=None,
+    truth_boxes=(SQUARE,),
+    truth_classes=(0,),
+    iscrowd=None,
+    names=("a",),
+):
     classes = [0] * len(scores) if classes is None else classes
     truths = [make_truth(truth_boxes, truth_classes, iscrowd)]
     return evaluate(truths, [make_detections(detected_boxes, scores, classes)], list(names))
@@ -54,8 +61,13 @@ def test_a_higher_scored_false_positive_lowers_ap():
 
 def test_a_detection_on_a_crowd_region_is_ignored():
     crowd = [[40, 40, 80, 80]]
-    result = one_image([SQUARE, [45, 45, 75, 75]], [0.8, 0.9], truth_boxes=[SQUARE, *crowd],
-                       truth_classes=[0, 0], iscrowd=[False, True])
+    result = one_image(
+        [SQUARE, [45, 45, 75, 75]],
+        [0.8, 0.9],
+        truth_boxes=[SQUARE, *crowd],
+        truth_classes=[0, 0],
+        iscrowd=[False, True],
+    )
     assert result["map"] == pytest.approx(1.0)
     assert result["counts"]["ignored"] == 1 and result["counts"]["objects"] == 1
 
@@ -63,9 +75,14 @@ def test_a_detection_on_a_crowd_region_is_ignored():
 def test_per_class_ap_and_its_mean():
     # Class a is found perfectly; class b's only detection is a false positive scored
     # above its hit (AP 0.5); class c has no ground truth and no AP.
-    result = one_image([SQUARE, [20, 20, 30, 30], [50, 50, 60, 60]], [0.9, 0.5, 0.7],
-                       classes=[0, 1, 1], truth_boxes=[SQUARE, [20, 20, 30, 30]],
-                       truth_classes=[0, 1], names=("a", "b", "c"))
+    result = one_image(
+        [SQUARE, [20, 20, 30, 30], [50, 50, 60, 60]],
+        [0.9, 0.5, 0.7],
+        classes=[0, 1, 1],
+        truth_boxes=[SQUARE, [20, 20, 30, 30]],
+        truth_classes=[0, 1],
+        names=("a", "b", "c"),
+    )
     assert result["per_class"]["a"]["ap"] == pytest.approx(1.0)
     assert result["per_class"]["b"]["ap"] == pytest.approx(0.5)
     assert result["per_class"]["c"] == {"ap": None, "ap_50": None}
@@ -112,8 +129,12 @@ def test_equals_pycocotools_run_on_files(tmp_path):
     # the COCO file's own image and category ids.
     doc = json.loads((root / "annotations.json").read_text())
     results = [
-        {"image_id": image["id"], "category_id": int(label) + 1, "score": float(score),
-         "bbox": [float(x0), float(y0), float(x1 - x0), float(y1 - y0)]}
+        {
+            "image_id": image["id"],
+            "category_id": int(label) + 1,
+            "score": float(score),
+            "bbox": [float(x0), float(y0), float(x1 - x0), float(y1 - y0)],
+        }
         for image, found in zip(doc["images"], detections)
         for (x0, y0, x1, y1), score, label in zip(found.boxes, found.scores, found.classes)
     ]

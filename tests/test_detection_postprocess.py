@@ -29,8 +29,7 @@ def test_decode_offsets_equals_torchvision_box_coder(weights):
     deltas = rng.normal(0, 1.5, (64, 4))
     deltas[0, 2] = 50.0  # beyond the clip: exp would overflow without it
     theirs = BoxCoder(weights).decode_single(torch.from_numpy(deltas), torch.from_numpy(anchors))
-    np.testing.assert_allclose(decode_offsets(anchors, deltas, weights), theirs.numpy(),
-                               rtol=1e-10)
+    np.testing.assert_allclose(decode_offsets(anchors, deltas, weights), theirs.numpy(), rtol=1e-10)
 
 
 def test_decode_distances_equals_torchvision_linear_coder():
@@ -39,23 +38,40 @@ def test_decode_distances_equals_torchvision_linear_coder():
     centres, sizes = rng.uniform(0, 200, (64, 2)), rng.choice([8.0, 16.0, 32.0], (64, 1))
     anchors = np.concatenate([centres - sizes / 2, centres + sizes / 2], axis=1)
     distances = rng.uniform(0, 5, (64, 4))
-    theirs = BoxLinearCoder(normalize_by_size=True).decode(torch.from_numpy(distances),
-                                                           torch.from_numpy(anchors))
-    np.testing.assert_allclose(decode_distances(centres, distances, sizes[:, 0]), theirs.numpy(),
-                               rtol=1e-10)
+    theirs = BoxLinearCoder(normalize_by_size=True).decode(
+        torch.from_numpy(distances), torch.from_numpy(anchors)
+    )
+    np.testing.assert_allclose(
+        decode_distances(centres, distances, sizes[:, 0]), theirs.numpy(), rtol=1e-10
+    )
 
 
-@pytest.mark.parametrize("seed, iou, score, most", [
-    (0, 0.5, 0.05, 100),
-    (1, 0.3, 0.2, 1000),   # more room than survivors: every kept box is compared
-    (2, 0.7, 0.01, 10),    # the cut at max_detections
-])
+@pytest.mark.parametrize(
+    "seed, iou, score, most",
+    [
+        (0, 0.5, 0.05, 100),
+        (1, 0.3, 0.2, 1000),  # more room than survivors: every kept box is compared
+        (2, 0.7, 0.01, 10),  # the cut at max_detections
+    ],
+)
 def test_torch_and_keras_keep_the_same_boxes(seed, iou, score, most):
     boxes, scores = random_batch(seed)
-    torch_kept = select(boxes, scores, framework="torch", iou_threshold=iou,
-                        score_threshold=score, max_detections=most)
-    keras_kept = select(boxes, scores, framework="keras", iou_threshold=iou,
-                        score_threshold=score, max_detections=most)
+    torch_kept = select(
+        boxes,
+        scores,
+        framework="torch",
+        iou_threshold=iou,
+        score_threshold=score,
+        max_detections=most,
+    )
+    keras_kept = select(
+        boxes,
+        scores,
+        framework="keras",
+        iou_threshold=iou,
+        score_threshold=score,
+        max_detections=most,
+    )
     for ours, theirs in zip(torch_kept, keras_kept):
         assert 0 < len(ours.boxes) <= most
         np.testing.assert_array_equal(ours.boxes, theirs.boxes)

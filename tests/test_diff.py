@@ -88,10 +88,16 @@ def test_inserted_layer_does_not_shift_the_rest():
     b = "input 8x8x1\nconv 4 3x3; bn; conv 4 3x3; conv 4 3x3\n"
     ma, mb = cnnspec.compile_text(a), cnnspec.compile_text(b)
     pairs = match(ma, mb)
-    assert [(ma.nodes[i].name if i is not None else None,
-             mb.nodes[j].name if j is not None else None) for i, j in pairs] == [
-        ("input", "input"), ("conv1", "conv1"), (None, "bn1"), ("conv2", "conv2"),
-        ("conv3", "conv3")]
+    assert [
+        (ma.nodes[i].name if i is not None else None, mb.nodes[j].name if j is not None else None)
+        for i, j in pairs
+    ] == [
+        ("input", "input"),
+        ("conv1", "conv1"),
+        (None, "bn1"),
+        ("conv2", "conv2"),
+        ("conv3", "conv3"),
+    ]
 
 
 def test_removed_rows_stay_in_place():

@@ -16,16 +16,17 @@ COMMITTED = ROOT / "editors" / "cnnspec.tmLanguage.json"
 
 
 def test_committed_grammar_is_up_to_date():
-    assert COMMITTED.read_text() == render(), (
-        "regenerate: make editors")
+    assert COMMITTED.read_text() == render(), "regenerate: make editors"
 
 
 def _scopes(line: str) -> dict[str, str]:
     """A minimal TextMate scanner: at each point the earliest match wins, ties go to the first
     pattern; returns text -> scope (the capture's scope for captured groups)."""
     repo = grammar()["repository"]
-    pats = [(repo[p["include"][1:]], re.compile(repo[p["include"][1:]]["match"]))
-            for p in grammar()["patterns"]]
+    pats = [
+        (repo[p["include"][1:]], re.compile(repo[p["include"][1:]]["match"]))
+        for p in grammar()["patterns"]
+    ]
     found, pos = {}, 0
     while pos < len(line):
         best = None

@@ -19,8 +19,10 @@ SPEC = "input 8x8x3\nconv 4 3x3 same relu\ngap\ndense 2\n"
 @pytest.fixture
 def full_disk(monkeypatch):
     """Every fsync fails as a full disk does, after the bytes went to the page cache."""
+
     def fsync(fd):
         raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
     monkeypatch.setattr(os, "fsync", fsync)
 
 
@@ -40,15 +42,24 @@ def test_write_atomic_keeps_the_old_file_when_the_disk_is_full(tmp_path, full_di
 
 def _state(epoch: int) -> dict:
     """A resumable state as the trainer writes it (read_state checks every key)."""
-    return {"epoch": epoch, "history": list(range(1, epoch + 1)), "best_epoch": epoch - 1,
-            "bad_epochs": 0, "schedule": {}, "files": {"last": [], "best": []}}
+    return {
+        "epoch": epoch,
+        "history": list(range(1, epoch + 1)),
+        "best_epoch": epoch - 1,
+        "bad_epochs": 0,
+        "schedule": {},
+        "files": {"last": [], "best": []},
+    }
 
 
 def test_checkpoint_write_keeps_the_previous_state_when_the_disk_is_full(tmp_path, monkeypatch):
     checkpoint.write_state(tmp_path, _state(3))
     before = (tmp_path / checkpoint.STATE).read_bytes()
-    monkeypatch.setattr(os, "fsync", lambda fd: (_ for _ in ()).throw(
-        OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))))
+    monkeypatch.setattr(
+        os,
+        "fsync",
+        lambda fd: (_ for _ in ()).throw(OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))),
+    )
     with pytest.raises(OSError):
         checkpoint.write_state(tmp_path, _state(4))
     assert (tmp_path / checkpoint.STATE).read_bytes() == before
@@ -74,15 +85,18 @@ def test_truncated_weights_file_is_a_clear_error(tmp_path, capsys):
 
     from cnnspec import compile_text
     from cnnspec.backends.torch import build
+
     spec = tmp_path / "net.cnn"
     spec.write_text(SPEC)
     weights = tmp_path / "w.safetensors"
-    save_file({k: v.contiguous() for k, v in build(compile_text(SPEC)).state_dict().items()},
-              str(weights))
+    save_file(
+        {k: v.contiguous() for k, v in build(compile_text(SPEC)).state_dict().items()}, str(weights)
+    )
     data = weights.read_bytes()
-    weights.write_bytes(data[: len(data) // 2])          # a copy that stopped half way
-    code = main(["export", str(spec), "--onnx", str(tmp_path / "m.onnx"),
-                 "--weights", str(weights)])
+    weights.write_bytes(data[: len(data) // 2])  # a copy that stopped half way
+    code = main(
+        ["export", str(spec), "--onnx", str(tmp_path / "m.onnx"), "--weights", str(weights)]
+    )
     err = capsys.readouterr().err
     assert code == 1 and "Traceback" not in err
     assert "w.safetensors" in err

@@ -23,12 +23,14 @@ GOLDEN = DATA / "every_construct.fmt.cnn"
 
 def _ir(text: str) -> dict:
     """The IR without source positions (layout moves them, nothing else may change)."""
+
     def strip(value):
         if isinstance(value, dict):
             return {k: strip(v) for k, v in value.items() if not k.endswith("span")}
         if isinstance(value, list):
             return [strip(v) for v in value]
         return value
+
     return strip(cnnspec.compile_text(text).model_dump(mode="json"))
 
 
@@ -60,8 +62,11 @@ def _scramble(source: str, seed: int) -> str:
         if '"' not in code:
             code = code.strip()
             code = re.sub(r" ", lambda m: " " * rng.randint(1, 3), code)
-            code = re.sub(r"([;,{}()]|(?<![=!<>])=(?!=))", lambda m: rng.choice(["", " "]) + m.group(1)
-                          + rng.choice(["", " "]), code)
+            code = re.sub(
+                r"([;,{}()]|(?<![=!<>])=(?!=))",
+                lambda m: rng.choice(["", " "]) + m.group(1) + rng.choice(["", " "]),
+                code,
+            )
         out.append(code + hash_ + comment + " " * rng.randint(0, 2))
     return "\n".join(out) + "\n"
 
@@ -85,7 +90,7 @@ def test_every_construct_golden():
 
 def test_every_construct_keeps_every_comment():
     source = (DATA / "every_construct.cnn").read_text()
-    comments = [line[line.index("#"):].strip() for line in source.splitlines() if "#" in line]
+    comments = [line[line.index("#") :].strip() for line in source.splitlines() if "#" in line]
     result = fmt.format_text(source)
     for comment in comments:
         assert comment in result
@@ -98,7 +103,7 @@ CASES = [
     ("conv 8 stride = 2", "conv 8 stride=2"),
     ("conv 8 (3, 3) stride=(2,2)", "conv 8 3x3 stride=2x2"),
     ("concat from=(a,b)", "concat from=(a, b)"),
-    ("conv 64 (-1)", "conv 64 (-1)"),                      # not 'conv 64 -1'
+    ("conv 64 (-1)", "conv 64 (-1)"),  # not 'conv 64 -1'
     ("conv -1", "conv (-1)"),
     ("conv (a + 1) * 2", "conv (a+1)*2"),
     ("conv a * (2 * 3)", "conv a*(2*3)"),
@@ -115,38 +120,53 @@ CASES = [
     ("block b() {\nrelu\n}", "block b() {\n  relu\n}"),
     ("repeat 2 as i {relu;bn}", "repeat 2 as i { relu; bn }"),
     ("r = residual relu shortcut=auto { conv 8 }", "r = residual relu shortcut=auto { conv 8 }"),
-    ("residual {\nconv 8\n} shortcut {conv 8 1x1}",
-     "residual {\n  conv 8\n} shortcut { conv 8 1x1 }"),
+    (
+        "residual {\nconv 8\n} shortcut {conv 8 1x1}",
+        "residual {\n  conv 8\n} shortcut { conv 8 1x1 }",
+    ),
     ("if a { x } else if b { y } else { z }", "if a { x } else if b { y } else { z }"),
     ("if a {\nx\n}else{ z }", "if a {\n  x\n} else { z }"),
-    ("parallel concat { branch a { conv 8 }; branch { } }",
-     "parallel concat {\n  branch a { conv 8 }\n  branch {}\n}"),
+    (
+        "parallel concat { branch a { conv 8 }; branch { } }",
+        "parallel concat {\n  branch a { conv 8 }\n  branch {}\n}",
+    ),
     ("block b() { repeat 2 { relu } }", "block b() { repeat 2 { relu } }"),
     ("if a { residual { relu } } else {\nbn\n}", "if a { residual { relu } } else {\n  bn\n}"),
-    ("block b() { parallel add { branch {}; branch {relu} } }",
-     "block b() {\n  parallel add {\n    branch {}\n    branch { relu }\n  }\n}"),
+    (
+        "block b() { parallel add { branch {}; branch {relu} } }",
+        "block b() {\n  parallel add {\n    branch {}\n    branch { relu }\n  }\n}",
+    ),
     ("repeat n + 1 { conv n + 1 }", "repeat n + 1 { conv n+1 }"),
     ("if a+1 > b*2 { x }", "if a + 1 > b * 2 { x }"),
     ("block b(p=2 * 3) { relu }", "block b(p=2*3) { relu }"),
     ("model m; input 8x8x1", "model m; input 8x8x1"),
-    ('transfer { source "w.pt"; freeze pattern "a.*" }',
-     'transfer { source "w.pt"; freeze pattern "a.*" }'),
+    (
+        'transfer { source "w.pt"; freeze pattern "a.*" }',
+        'transfer { source "w.pt"; freeze pattern "a.*" }',
+    ),
     ("output  a ,b", "output a, b"),
     ("conv 1.50 lr=1e-3", "conv 1.50 lr=1e-3"),
     ("", ""),
     # comments
     ("# only a comment", "# only a comment"),
     ("relu # after\n   # alone\nbn", "relu  # after\n# alone\nbn"),
-    ("block b() {\n  relu\n      # before the brace\n}", "block b() {\n  relu\n  # before the brace\n}"),
+    (
+        "block b() {\n  relu\n      # before the brace\n}",
+        "block b() {\n  relu\n  # before the brace\n}",
+    ),
     ("a; b  # on the joined line", "a; b  # on the joined line"),
     ("branch_free = relu\n\n\n# end", "branch_free = relu\n\n# end"),
     ("block b() {  # head\n\n  relu\n\n}  # tail", "block b() {  # head\n  relu\n}  # tail"),
-    ("parallel add {\n  branch {\n    # identity\n  }\n  branch { relu }\n}",
-     "parallel add {\n  branch {\n    # identity\n  }\n  branch { relu }\n}"),
+    (
+        "parallel add {\n  branch {\n    # identity\n  }\n  branch { relu }\n}",
+        "parallel add {\n  branch {\n    # identity\n  }\n  branch { relu }\n}",
+    ),
     ("branch_b = relu  # a\n# b", "branch_b = relu  # a\n# b"),
     # consecutive trailing comments align, two spaces after the longest code
-    ("conv 8    # a\nconv 16 3x3 # b\n\nrelu    # c",
-     "conv 8       # a\nconv 16 3x3  # b\n\nrelu  # c"),
+    (
+        "conv 8    # a\nconv 16 3x3 # b\n\nrelu    # c",
+        "conv 8       # a\nconv 16 3x3  # b\n\nrelu  # c",
+    ),
     ("block b() {  # x\n  relu  # y\n}", "block b() {  # x\n  relu       # y\n}"),
 ]
 
@@ -184,6 +204,7 @@ def test_syntax_error_is_a_located_spec_error():
 
 # --- the command -------------------------------------------------------------------------------
 
+
 def test_check_exit_codes_and_writing(tmp_path, capsys):
     good = tmp_path / "good.cnn"
     good.write_text("input 8x8x1\nconv 8 3x3\n")
@@ -193,7 +214,7 @@ def test_check_exit_codes_and_writing(tmp_path, capsys):
     assert main(["fmt", "--check", str(good), str(bad)]) == 1
     out = capsys.readouterr().out
     assert f"would reformat {bad}" in out and str(good) not in out
-    assert bad.read_text() == "input   8x8x1\nconv 8 3x3;relu\n"    # --check writes nothing
+    assert bad.read_text() == "input   8x8x1\nconv 8 3x3;relu\n"  # --check writes nothing
     assert main(["fmt", str(good), str(bad)]) == 0
     assert bad.read_text() == "input 8x8x1\nconv 8 3x3; relu\n"
     assert main(["fmt", "--check", str(bad)]) == 0

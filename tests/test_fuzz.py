@@ -30,8 +30,12 @@ HOSTILE_TEXTS = [
     ("residual 1000 deep", I + "residual { " * 1000 + "relu" + " }" * 1000),
     ("parallel 1000 deep", I + "parallel add { branch { " * 1000 + "relu" + " } }" * 1000),
     ("if 1000 deep", I + "if true { " * 1000 + "relu" + " }" * 1000),
-    ("block chain 1000 deep", I + "".join(f"block b{i}() {{ b{i + 1} }}\n" for i in range(1000))
-     + "block b1000() { relu }\nb0\n"),
+    (
+        "block chain 1000 deep",
+        I
+        + "".join(f"block b{i}() {{ b{i + 1} }}\n" for i in range(1000))
+        + "block b1000() { relu }\nb0\n",
+    ),
     ("block recursion", I + "block a() { b }\nblock b() { relu; a }\na\n"),
     ("repeat 10**12", I + "repeat 1000000000000 { relu }"),
     ("nested repeats", I + "repeat 1000 { repeat 1000 { repeat 1000 { relu } } }"),
@@ -56,8 +60,9 @@ HOSTILE_TEXTS = [
 
 
 def test_the_plan_covers_ten_thousand_inputs():
-    total = (TEXT_CHUNKS * TEXT_PER_CHUNK + IR_CHUNKS * IR_PER_CHUNK + len(HOSTILE_TEXTS)
-             + 300 + 600)          # fmt with comments, LSP protocol
+    total = (
+        TEXT_CHUNKS * TEXT_PER_CHUNK + IR_CHUNKS * IR_PER_CHUNK + len(HOSTILE_TEXTS) + 300 + 600
+    )  # fmt with comments, LSP protocol
     print(f"fuzz plan: {total:,} inputs")
     assert total >= 10_000
 
@@ -71,8 +76,10 @@ def test_spec_mutants(chunk):
     start = time.perf_counter()
     ran, failures, slowest = fuzzing.campaign(TEXT_PER_CHUNK, seed=chunk)
     took = time.perf_counter() - start
-    print(f"text chunk {chunk}: {ran} mutants in {took:.1f} s ({ran / took:.0f}/s), "
-          f"slowest {slowest:.2f} s")
+    print(
+        f"text chunk {chunk}: {ran} mutants in {took:.1f} s ({ran / took:.0f}/s), "
+        f"slowest {slowest:.2f} s"
+    )
     assert ran == TEXT_PER_CHUNK
     assert not failures, _show(failures)
     assert took < CHUNK_SECONDS
@@ -82,6 +89,7 @@ def test_formatter_on_mutants():
     """`cnnspec fmt` reads the same untrusted text with its own parser: a located error or a
     layout, never another exception (1000-deep nesting once exhausted its stack)."""
     from cnnspec.fmt import format_text
+
     rng = random.Random(1)
     sources = fuzzing.specs()
     texts = [fuzzing.mutate(rng.choice(sources), rng) for _ in range(300)]
@@ -136,7 +144,7 @@ def test_corpus_case(path: Path):
     try:
         text = data.decode("utf-8")
         assert fuzzing.check_text(text) is None
-    except UnicodeDecodeError:                       # the file's own test: E107 from the reader
+    except UnicodeDecodeError:  # the file's own test: E107 from the reader
         text = data.decode("utf-8", "replace")
     try:
         cnnspec.compile_file(path)
@@ -162,10 +170,11 @@ def _show(failures) -> str:
 
 # --- the classes issue 14 found unguarded: comments in fmt, unreadable IR, the LSP protocol ------
 
+
 def test_formatter_keeps_comments_everywhere():
     """Comments at line ends, on lines of their own and before `else`, in specs and mutants:
     `fmt` keeps every one word for word (and is stable), or refuses with a located error."""
-    ran, failures, _ = fuzzing.fmt_campaign(300, seed=0)    # time_limit() guards each input
+    ran, failures, _ = fuzzing.fmt_campaign(300, seed=0)  # time_limit() guards each input
     assert ran == 300 and not failures, _show(failures)
 
 
@@ -191,9 +200,11 @@ def test_language_server_protocol_mutants():
     real `cnnspec lsp`: every probe answered within 10 s, no traceback in any message."""
     pytest.importorskip("pygls")
     import fuzzing_lsp
+
     start = time.perf_counter()
     ran, failures, slowest = fuzzing_lsp.campaign(600, seed=0)
-    print(f"LSP: {ran} inputs in {time.perf_counter() - start:.1f} s, slowest probe "
-          f"{slowest:.2f} s")
+    print(
+        f"LSP: {ran} inputs in {time.perf_counter() - start:.1f} s, slowest probe {slowest:.2f} s"
+    )
     assert ran == 600 and not failures, _show(failures)
     assert slowest < fuzzing_lsp.HANG_SECONDS

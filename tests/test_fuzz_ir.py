@@ -21,8 +21,10 @@ def test_ir_mutants(chunk):
     start = time.perf_counter()
     ran, failures, slowest = fuzzing.ir_campaign(IR_PER_CHUNK, seed=chunk)
     took = time.perf_counter() - start
-    print(f"IR chunk {chunk}: {ran} documents in {took:.1f} s ({ran / took:.0f}/s), "
-          f"slowest {slowest:.2f} s")
+    print(
+        f"IR chunk {chunk}: {ran} documents in {took:.1f} s ({ran / took:.0f}/s), "
+        f"slowest {slowest:.2f} s"
+    )
     assert ran == IR_PER_CHUNK
     assert not failures, _show(failures)
     assert took < CHUNK_SECONDS
@@ -32,13 +34,13 @@ def test_corrupted_ir_is_refused_with_pointers():
     refused = 0
     for document in fuzzing.ir_inputs(200, seed=99):
         try:
-            cnnspec.validate(document if isinstance(document, (str, bytes))
-                             else json.dumps(document))
+            cnnspec.validate(
+                document if isinstance(document, (str, bytes)) else json.dumps(document)
+            )
         except SpecErrors as errs:
             refused += 1
             assert all(e.code and e.pointer is not None for e in errs.errors)
     assert refused >= 150
-
 
 
 def _show(failures) -> str:

@@ -29,6 +29,7 @@ def digits32():
 
 # --- the score itself -------------------------------------------------------------------
 
+
 def test_confident_balanced_predictions_score_the_number_of_classes():
     p = np.eye(10)[np.arange(1000) % 10]
     s = score_probabilities(p, 10)
@@ -36,10 +37,13 @@ def test_confident_balanced_predictions_score_the_number_of_classes():
     assert s["score"] == pytest.approx(10.0, rel=1e-6)
 
 
-@pytest.mark.parametrize("p, confidence, classes", [
-    (np.eye(10)[np.zeros(200, dtype=int)], 1.0, 1),      # mode collapse: one class, sure of it
-    (np.full((200, 10), 0.1), 0.1, 0),                   # nothing the judge can place
-])
+@pytest.mark.parametrize(
+    "p, confidence, classes",
+    [
+        (np.eye(10)[np.zeros(200, dtype=int)], 1.0, 1),  # mode collapse: one class, sure of it
+        (np.full((200, 10), 0.1), 0.1, 0),  # nothing the judge can place
+    ],
+)
 def test_one_class_or_no_confidence_scores_one(p, confidence, classes):
     s = score_probabilities(p, 10)
     assert s["confidence"] == pytest.approx(confidence)
@@ -54,6 +58,7 @@ def test_a_class_appears_with_one_percent_of_the_samples(rare, classes):
 
 
 # --- the judge --------------------------------------------------------------------------
+
 
 def test_judge_knows_real_digits_and_refuses_noise(digits32):
     judge = train_judge(digits32, seed=0)
@@ -83,6 +88,7 @@ def test_no_judge_for_unlabelled_data(digits32):
 
 # --- the networks learn -----------------------------------------------------------------
 
+
 def test_dcgan_learns_digits_the_judge_can_read(digits32, tmp_path):
     g = cnnspec.compile_file(EXAMPLES / "dcgan_digits_generator.cnn")
     d = cnnspec.compile_file(EXAMPLES / "dcgan_digits_discriminator.cnn")
@@ -100,9 +106,11 @@ def test_dcgan_learns_digits_the_judge_can_read(digits32, tmp_path):
     assert after["sample_classes"] >= 3
     assert rows[-1]["sample_score"] > rows[0]["sample_score"]
     from PIL import Image
+
     assert Image.open(tmp_path / "samples.png").size == (8 * 34, 8 * 34)
     # curves.png draws both players' losses (a GAN has no single total loss) and the scores
     from cnnspec.train.report import curve_panels
+
     panels = curve_panels(rows)
     assert panels[:2] == ["loss_d", "loss_g"] and "sample_score" in panels
     assert (tmp_path / "curves.png").stat().st_size > 0
@@ -125,8 +133,7 @@ def test_vae_samples_become_digits(tmp_path):
 def test_judging_can_be_turned_off(digits32, tmp_path):
     g = cnnspec.compile_file(EXAMPLES / "dcgan_digits_generator.cnn")
     d = cnnspec.compile_file(EXAMPLES / "dcgan_digits_discriminator.cnn")
-    result = train_gan(g, d, digits32, tmp_path, epochs=1, max_batches=1, judge=False,
-                       log=quiet)
+    result = train_gan(g, d, digits32, tmp_path, epochs=1, max_batches=1, judge=False, log=quiet)
     assert "judge" not in result and not any(k.startswith("sample_") for k in result["metrics"])
 
 
@@ -137,21 +144,35 @@ class _Killed(Exception):
 
 def _kill_after(epoch: int):
     """A log that stops the run right after `epoch` is saved, as a kill would."""
+
     def log(line: str) -> None:
         if line.startswith(f"epoch {epoch}/"):
             raise _Killed
+
     return log
 
 
 def _gan_run(digits32, out, epochs, resume=False, log=quiet):
     g = cnnspec.compile_file(EXAMPLES / "dcgan_digits_generator.cnn")
     d = cnnspec.compile_file(EXAMPLES / "dcgan_digits_discriminator.cnn")
-    return train_gan(g, d, digits32, out, epochs=epochs, batch_size=32, seed=3, max_batches=3,
-                     judge=False, resume=resume, log=log)
+    return train_gan(
+        g,
+        d,
+        digits32,
+        out,
+        epochs=epochs,
+        batch_size=32,
+        seed=3,
+        max_batches=3,
+        judge=False,
+        resume=resume,
+        log=log,
+    )
 
 
 def test_a_killed_gan_resumes_where_it_stopped(digits32, tmp_path):
     from safetensors.torch import load_file
+
     _gan_run(digits32, tmp_path / "straight", 3)
     with pytest.raises(_Killed):
         _gan_run(digits32, tmp_path / "killed", 3, log=_kill_after(2))
@@ -174,8 +195,19 @@ def test_a_killed_vae_resumes_where_it_stopped(tmp_path):
     dec = cnnspec.compile_file(ROOT / "specs" / "vae_decoder.cnn")
 
     def run(out, log=quiet, resume=False):
-        return train_vae(enc, dec, data, out, epochs=3, batch_size=32, seed=1, judge=False,
-                         resume=resume, log=log)
+        return train_vae(
+            enc,
+            dec,
+            data,
+            out,
+            epochs=3,
+            batch_size=32,
+            seed=1,
+            judge=False,
+            resume=resume,
+            log=log,
+        )
+
     run(tmp_path / "straight")
     with pytest.raises(_Killed):
         run(tmp_path / "killed", _kill_after(1))

@@ -21,8 +21,10 @@ SVG = "{http://www.w3.org/2000/svg}"
 DOT = shutil.which("dot")
 # Without Graphviz the rendering tests skip, unless CI says it must be there (then they fail).
 REQUIRED = bool(os.environ.get("CNNSPEC_REQUIRE_GRAPHVIZ"))
-needs_dot = pytest.mark.skipif(DOT is None and not REQUIRED,
-                               reason="Graphviz 'dot' is not installed (apt-get install graphviz)")
+needs_dot = pytest.mark.skipif(
+    DOT is None and not REQUIRED,
+    reason="Graphviz 'dot' is not installed (apt-get install graphviz)",
+)
 
 
 def _svg_classes(svg: bytes) -> dict[str, list]:
@@ -61,7 +63,7 @@ def test_skip_connections_are_the_identity_shortcut_and_references():
     assert skips == {("stem", "r.add"), ("stem", "concat2")}
     dot = graph.to_dot(model)
     assert '"stem" -> "r.add" [style=dashed' in dot
-    assert '"a.conv1" -> "concat1";' in dot   # a branch end is no skip
+    assert '"a.conv1" -> "concat1";' in dot  # a branch end is no skip
 
 
 def test_clusters_nest_like_the_groups():
@@ -72,14 +74,14 @@ def test_clusters_nest_like_the_groups():
     innermost = dot.index('label="block bottleneck1.conv_bn1 (conv_bn)"')
     assert outer < inner < innermost
     depth = dot[:innermost].count("{") - dot[:innermost].count("}")
-    assert depth == 4      # digraph, bottleneck1, residual1, conv_bn1
+    assert depth == 4  # digraph, bottleneck1, residual1, conv_bn1
 
 
 def test_labels_show_shape_and_params_on_request():
     model = cnnspec.compile_text("input 8x8x3\nconv 16 3x3 same relu\n")
     plain, full = graph.to_dot(model), graph.to_dot(model, params=True)
     assert "8x8x16" in plain and "params" not in plain
-    assert "params 448  MACs 27,648" in full      # 3*3*3*16 + 16; 8*8*16*27
+    assert "params 448  MACs 27,648" in full  # 3*3*3*16 + 16; 8*8*16*27
 
 
 def test_quote_escapes_for_dot():
@@ -96,6 +98,7 @@ def test_escaped_labels_survive_graphviz():
 
 
 # --- the command -------------------------------------------------------------------------------
+
 
 def test_command_writes_dot_without_graphviz(tmp_path):
     out = tmp_path / "net.dot"
@@ -134,7 +137,8 @@ def test_stdout_and_usage_errors(tmp_path, capsys):
 @needs_dot
 def test_dot_binary_agrees_with_the_text():
     model = cnnspec.compile_text(RESIDUAL)
-    proc = subprocess.run([DOT, "-Tplain"], input=graph.to_dot(model).encode(),
-                          capture_output=True, check=True)
+    proc = subprocess.run(
+        [DOT, "-Tplain"], input=graph.to_dot(model).encode(), capture_output=True, check=True
+    )
     nodes = [ln for ln in proc.stdout.decode().splitlines() if ln.startswith("node ")]
     assert len(nodes) == len(model.nodes)

@@ -17,7 +17,7 @@ import cnnspec
 from cnnspec import SpecErrors
 
 I = "input 8x8x3\n"
-HANG_GUARD_SECONDS = 5.0     # the refusals take milliseconds; this only catches a hang
+HANG_GUARD_SECONDS = 5.0  # the refusals take milliseconds; this only catches a hang
 
 # (source, code, line, column): names that would become Python identifiers in generated code.
 BAD_NAMES = [
@@ -72,6 +72,7 @@ def test_keyword_names_say_why_and_suggest_another():
 
 def test_every_python_keyword_is_refused_as_a_tensor_name():
     import keyword
+
     allowed = set()
     for word in keyword.kwlist:
         try:
@@ -82,18 +83,24 @@ def test_every_python_keyword_is_refused_as_a_tensor_name():
     assert not allowed
 
 
-PAYLOADS = ["__import__('os').system('touch {marker}')", "$(touch {marker})",
-            "`touch {marker}`", "{{{{ cycler.__init__.__globals__.os.system('touch {marker}') }}}}",
-            "'; import os; os.system('touch {marker}'); '"]
+PAYLOADS = [
+    "__import__('os').system('touch {marker}')",
+    "$(touch {marker})",
+    "`touch {marker}`",
+    "{{{{ cycler.__init__.__globals__.os.system('touch {marker}') }}}}",
+    "'; import os; os.system('touch {marker}'); '",
+]
 
 
 @pytest.mark.parametrize("payload", PAYLOADS)
 def test_strings_are_data_never_run(payload, tmp_path):
     marker = tmp_path / "ran"
     text = payload.format(marker=marker)
-    quoted = json.dumps(text)         # the spec's string escapes are a subset of JSON's
-    src = (I + f"transfer {{ source {quoted}; freeze pattern {quoted} }}\n"
-           f"compile {{ augment flip {quoted} }}\nrelu\n")
+    quoted = json.dumps(text)  # the spec's string escapes are a subset of JSON's
+    src = (
+        I + f"transfer {{ source {quoted}; freeze pattern {quoted} }}\n"
+        f"compile {{ augment flip {quoted} }}\nrelu\n"
+    )
     # A freeze pattern is matched against the layer names, as a glob and nothing more: this one
     # matches none, which is a located error that quotes the pattern back as text.
     with pytest.raises(SpecErrors) as caught:
@@ -123,8 +130,12 @@ EXPANSIONS = [
     (I + "block a() { relu; a }\na", "E223"),
     (I + "block a() { b }\nblock b() { c }\nblock c() { a }\na", "E223"),
     (I + "block a(n) { if n > 0 { a n-1 } else { relu } }\na 100000", "E223"),
-    (I + "".join(f"block b{i}() {{ b{i + 1} }}\n" for i in range(1000))
-     + "block b1000() { relu }\nb0", "E223"),
+    (
+        I
+        + "".join(f"block b{i}() {{ b{i + 1} }}\n" for i in range(1000))
+        + "block b1000() { relu }\nb0",
+        "E223",
+    ),
     (I + "repeat 1000000000000 { relu }", "E224"),
     (I + "repeat 100000 { relu }", "E215"),
     (I + "repeat 1000 { repeat 1000 { repeat 1000 { relu } } }", "E215"),
@@ -151,8 +162,10 @@ def test_the_refusal_names_the_expansion():
     assert "1,000,000" in info.value.errors[0].message or "layers" in info.value.errors[0].message
 
 
-@pytest.mark.parametrize("body", ["repeat 1 { " * 1000 + "relu" + " }" * 1000,
-                                  "conv " + " + ".join(["1"] * 5000) + " 3x3"])
+@pytest.mark.parametrize(
+    "body",
+    ["repeat 1 { " * 1000 + "relu" + " }" * 1000, "conv " + " + ".join(["1"] * 5000) + " 3x3"],
+)
 def test_formatter_refuses_what_would_exhaust_its_stack(body, tmp_path):
     spec = tmp_path / "deep.cnn"
     spec.write_text(I + body + "\n", encoding="utf-8")
@@ -166,8 +179,13 @@ VGG = str(Path(__file__).resolve().parent.parent / "specs" / "vgg16.cnn")
 
 
 def _cli(*args):
-    return subprocess.run([sys.executable, "-m", "cnnspec", *args], capture_output=True,
-                          text=True, timeout=60, check=False)
+    return subprocess.run(
+        [sys.executable, "-m", "cnnspec", *args],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
 
 
 def test_memory_budget_refusal_shows_the_size_and_summary_still_works():

@@ -29,6 +29,7 @@ def run(capsys, *argv) -> tuple[int, str, str]:
 
 # --- links, devices, read-only, modes ------------------------------------------------------
 
+
 def test_symlink_is_followed_not_replaced(tmp_path):
     real = tmp_path / "real.py"
     real.write_text("old")
@@ -104,6 +105,7 @@ def test_fmt_keeps_a_0664_spec_0664(tmp_path, capsys):
 
 # --- disk full -----------------------------------------------------------------------------
 
+
 def _enospc_after(monkeypatch, budget: int):
     """os.write that accepts `budget` bytes and then fails as a full disk does. (A patched
     write, not LD_PRELOAD: the writer's own loop calls os.write.)"""
@@ -113,9 +115,10 @@ def _enospc_after(monkeypatch, budget: int):
     def write(fd, data):
         if left[0] <= 0:
             raise OSError(errno.ENOSPC, "No space left on device")
-        n = real(fd, bytes(data[:left[0]]))
+        n = real(fd, bytes(data[: left[0]]))
         left[0] -= n
         return n
+
     monkeypatch.setattr(os, "write", write)
 
 
@@ -126,7 +129,7 @@ def test_disk_full_keeps_the_old_file(tmp_path, monkeypatch):
     with pytest.raises(DiskFull):
         write_file(target, "new contents, longer than the budget")
     assert target.read_text() == "old contents"
-    assert [p.name for p in tmp_path.iterdir()] == ["net.py"]     # no temporary left
+    assert [p.name for p in tmp_path.iterdir()] == ["net.py"]  # no temporary left
 
 
 def test_disk_full_is_a_clear_error_exit_1(tmp_path, monkeypatch, capsys):
@@ -155,6 +158,7 @@ def test_disk_full_from_a_writer_that_hides_errno(tmp_path):
                 Path(tmp).write_bytes(b"x" * (1 << 20))
             except OSError:
                 raise RuntimeError("PytorchStreamWriter failed writing file") from None
+
         with pytest.raises(DiskFull):
             write_with(target, writer)
         assert target.read_bytes() == b"old"
@@ -164,6 +168,7 @@ def test_disk_full_from_a_writer_that_hides_errno(tmp_path):
 
 
 # --- outputs that are inputs -------------------------------------------------------------
+
 
 def test_build_refuses_to_overwrite_its_spec(tmp_path, capsys):
     spec = tmp_path / "net.cnn"
@@ -191,6 +196,7 @@ def test_graph_refuses_to_overwrite_its_input(tmp_path, capsys):
 
 # --- file names in error lines and on ASCII consoles ---------------------------------------
 
+
 def test_file_name_with_newline_and_escape_is_escaped(tmp_path, capsys):
     name = tmp_path / "x\n\x1b[2Jforged.cnn:1:1: error[E000]: fake.cnn"
     name.write_text("input 8x8x3\nconv 8 3x3 strides=2\n")
@@ -202,23 +208,36 @@ def test_file_name_with_newline_and_escape_is_escaped(tmp_path, capsys):
 
 
 @pytest.mark.parametrize("command", ["check", "summary", "ir", "build"])
-@pytest.mark.parametrize("env", [{"PYTHONIOENCODING": "ascii"},
-                                 {"PYTHONUTF8": "0", "PYTHONCOERCECLOCALE": "0"}])
+@pytest.mark.parametrize(
+    "env", [{"PYTHONIOENCODING": "ascii"}, {"PYTHONUTF8": "0", "PYTHONCOERCECLOCALE": "0"}]
+)
 def test_non_ascii_file_name_under_an_ascii_console(tmp_path, command, env):
     import subprocess
     import sys
+
     spec = tmp_path / "réseau.cnn"
     spec.write_text("input 8x8x1\nconv 4 3x3\n")
-    full = {**os.environ, "LANG": "C", "LC_ALL": "C", **env,
-            "PYTHONPATH": str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", "")}
-    done = subprocess.run([sys.executable, "-m", "cnnspec", command, spec.name],
-                          capture_output=True, env=full, cwd=tmp_path, timeout=120,
-                          check=False)
+    full = {
+        **os.environ,
+        "LANG": "C",
+        "LC_ALL": "C",
+        **env,
+        "PYTHONPATH": str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""),
+    }
+    done = subprocess.run(
+        [sys.executable, "-m", "cnnspec", command, spec.name],
+        capture_output=True,
+        env=full,
+        cwd=tmp_path,
+        timeout=120,
+        check=False,
+    )
     assert b"Traceback" not in done.stderr, done.stderr.decode("ascii", "replace")[-800:]
     assert done.returncode == 0
 
 
 # --- convert -----------------------------------------------------------------------------
+
 
 def test_convert_to_keras_on_a_full_disk_keeps_the_old_file(tmp_path):
     """A real full filesystem (a tmpfs as small as the old output, mounted here as root):
@@ -230,6 +249,7 @@ def test_convert_to_keras_on_a_full_disk_keeps_the_old_file(tmp_path):
 
     from cnnspec.backends.torch import build
     from cnnspec.compiler import compile_file
+
     spec = tmp_path / "net.cnn"
     spec.write_text("input 16x16x1\nconv 64 3x3 same relu\nflatten\ndense 64\n")
     net = build(compile_file(spec))
@@ -242,7 +262,7 @@ def test_convert_to_keras_on_a_full_disk_keeps_the_old_file(tmp_path):
     old = mnt / "net.weights.h5"
     old.write_bytes(b"an earlier conversion" * 1000)
     try:
-        with open(mnt / "filler", "wb") as fh:   # fill what is left
+        with open(mnt / "filler", "wb") as fh:  # fill what is left
             while True:
                 fh.write(b"\0" * 4096)
                 fh.flush()
@@ -250,10 +270,26 @@ def test_convert_to_keras_on_a_full_disk_keeps_the_old_file(tmp_path):
         pass
     try:
         env = {**os.environ, "PYTHONPATH": str(ROOT)}
-        done = subprocess.run([sys.executable, "-m", "cnnspec", "convert", str(spec),
-                               "--from", "torch", "--weights", str(weights), "-o", str(old)],
-                              capture_output=True, text=True, env=env, timeout=300,
-                              check=False)
+        done = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "cnnspec",
+                "convert",
+                str(spec),
+                "--from",
+                "torch",
+                "--weights",
+                str(weights),
+                "-o",
+                str(old),
+            ],
+            capture_output=True,
+            text=True,
+            env=env,
+            timeout=300,
+            check=False,
+        )
         assert done.returncode == 1, done.stderr[-2000:]
         assert "disk full" in done.stderr and "Traceback" not in done.stderr
         assert old.read_bytes() == b"an earlier conversion" * 1000
@@ -264,15 +300,15 @@ def test_convert_to_keras_on_a_full_disk_keeps_the_old_file(tmp_path):
 def test_convert_refuses_to_overwrite_its_weights(tmp_path, capsys):
     weights = tmp_path / "w.safetensors"
     weights.write_bytes(b"mine")
-    code, _, err = run(capsys, "convert", LENET, "--from", "keras", "--weights",
-                       str(weights), "-o", str(weights))
+    code, _, err = run(
+        capsys, "convert", LENET, "--from", "keras", "--weights", str(weights), "-o", str(weights)
+    )
     assert code == 2 and "input file" in err and weights.read_bytes() == b"mine"
 
 
 def test_data_paths_are_escaped_in_train_errors(tmp_path, capsys):
     data = tmp_path / "d\n\x1b[2Jspec.cnn:1:1: error"
     data.mkdir()
-    code, _, err = run(capsys, "train", LENET, "--data", str(data), "--out",
-                       str(tmp_path / "r"))
+    code, _, err = run(capsys, "train", LENET, "--data", str(data), "--out", str(tmp_path / "r"))
     assert code == 1 and "\x1b" not in err and "\\x1b[2J" in err
-    assert len(err.strip().splitlines()) <= 2     # the message and its hint, nothing forged
+    assert len(err.strip().splitlines()) <= 2  # the message and its hint, nothing forged

@@ -15,7 +15,7 @@ import pytest
 from random_weights import randomise_keras_batch_norm, randomise_torch
 
 torch = pytest.importorskip("torch")
-torchvision = pytest.importorskip("torchvision")   # before TensorFlow (see conftest.py)
+torchvision = pytest.importorskip("torchvision")  # before TensorFlow (see conftest.py)
 keras = pytest.importorskip("keras")
 
 import cnnspec
@@ -27,11 +27,18 @@ MAX_LINES = 150
 # densenet121 too: its concatenation of all earlier features is chained to say it with parallel
 TORCH = {"resnet50": 64, "mobilenet_v2": 64, "vgg16": 224, "densenet121": 64}
 KERAS = ["ResNet50", "MobileNetV2", "DenseNet121"]
-READABLE = {   # what a reader of each imported spec should find
-    "resnet50": ["block bottleneck(f)", "block bottleneck_proj(f, stride=1)",
-                 "repeat 5 { bottleneck 256 }", "bottleneck_proj 512 stride=2"],
-    "mobilenet_v2": ["block inverted_residual(f, stride=1)", "conv in_channels*6 1x1",
-                     "repeat 3 { residual { inverted_residual 64 } }"],
+READABLE = {  # what a reader of each imported spec should find
+    "resnet50": [
+        "block bottleneck(f)",
+        "block bottleneck_proj(f, stride=1)",
+        "repeat 5 { bottleneck 256 }",
+        "bottleneck_proj 512 stride=2",
+    ],
+    "mobilenet_v2": [
+        "block inverted_residual(f, stride=1)",
+        "conv in_channels*6 1x1",
+        "repeat 3 { residual { inverted_residual 64 } }",
+    ],
     "vgg16": ["repeat 3 { conv 512 3x3 padding=1; relu }", "is the identity at this input"],
     "densenet121": ["block dense_layer()", "repeat 24 { dense_layer }"],
     "ResNet50": ["residual relu {", "} shortcut {", "repeat 5 { res_block 256 }"],
@@ -78,11 +85,12 @@ def test_torchvision_counts_and_size(torch_case):
     assert len(text.splitlines()) < MAX_LINES
     for expected in READABLE[name]:
         assert expected in text
-    assert format_text(text) == text      # `cnnspec fmt --check` clean
+    assert format_text(text) == text  # `cnnspec fmt --check` clean
 
 
 def test_torchvision_outputs_agree(torch_case):
     from cnnspec.backends.torch import build, load_torchvision_state_dict
+
     name, module, _text, model = torch_case
     net = build(model).eval()
     report = load_torchvision_state_dict(net, model, module.state_dict())
@@ -102,21 +110,23 @@ def test_keras_counts_and_size(keras_case):
     assert len(text.splitlines()) < MAX_LINES
     for expected in READABLE[name]:
         assert expected in text
-    assert format_text(text) == text      # `cnnspec fmt --check` clean
+    assert format_text(text) == text  # `cnnspec fmt --check` clean
 
 
 def test_keras_outputs_agree(keras_case):
     from cnnspec.backends.keras import build, keras_names
     from cnnspec.convert import load_keras_applications_weights
+
     _name, app, _text, model = keras_case
     kmodel = build(model)
-    assert load_keras_applications_weights(kmodel, model, app) == \
-        sum(1 for layer in app.layers if layer.weights)
-    feature = next(la for la in app.layers
-                   if isinstance(la, keras.layers.GlobalAveragePooling2D))
+    assert load_keras_applications_weights(kmodel, model, app) == sum(
+        1 for layer in app.layers if layer.weights
+    )
+    feature = next(la for la in app.layers if isinstance(la, keras.layers.GlobalAveragePooling2D))
     node = next(n for n in model.nodes if n.kind == "global_pool")
-    ours = keras.Model(kmodel.input, [kmodel.get_layer(keras_names(model)[node.name]).output,
-                                      kmodel.output])
+    ours = keras.Model(
+        kmodel.input, [kmodel.get_layer(keras_names(model)[node.name]).output, kmodel.output]
+    )
     theirs = keras.Model(app.input, [feature.output, app.output])
     x = np.random.default_rng(2).normal(size=(2, 96, 96, 3)).astype("float32")
     for a, b in zip(ours(x), theirs(x)):
@@ -126,6 +136,7 @@ def test_keras_outputs_agree(keras_case):
 
 
 # --- what cannot be said is refused, naming the layer ------------------------------------------
+
 
 def test_vgg_adaptive_pool_that_is_no_window_is_refused():
     module = torchvision.models.vgg11(weights=None).eval()
@@ -144,8 +155,7 @@ def test_unused_weights_are_refused():
 
 def test_keras_normalization_is_refused_by_name(tmp_path):
     inp = keras.Input((8, 8, 3))
-    x = keras.layers.Normalization(mean=[0.5, 0.4, 0.3], variance=[1.0, 2.0, 3.0],
-                                   name="norm")(inp)
+    x = keras.layers.Normalization(mean=[0.5, 0.4, 0.3], variance=[1.0, 2.0, 3.0], name="norm")(inp)
     x = keras.layers.Conv2D(4, 3)(x)
     with pytest.raises(SpecError) as err:
         from_keras.read(keras.Model(inp, x), "file")
@@ -167,6 +177,7 @@ def test_cli_imports_a_saved_keras_file(tmp_path, capsys):
     from cnnspec.backends.keras import build
     from cnnspec.cli import main
     from cnnspec.convert import load_keras_applications_weights
+
     inp = keras.Input((16, 16, 3))
     x = keras.layers.Rescaling(1 / 127.5, offset=-1)(inp)
     x = keras.layers.Conv2D(8, 3, padding="same", activation="relu")(x)
@@ -190,12 +201,12 @@ def test_cli_imports_a_saved_keras_file(tmp_path, capsys):
     kmodel = build(model)
     load_keras_applications_weights(kmodel, model, src)
     xin = np.random.default_rng(3).uniform(0, 255, size=(2, 16, 16, 3)).astype("float32")
-    np.testing.assert_allclose(np.asarray(kmodel(xin)), np.asarray(src(xin)), rtol=1e-4,
-                               atol=1e-5)
+    np.testing.assert_allclose(np.asarray(kmodel(xin)), np.asarray(src(xin)), rtol=1e-4, atol=1e-5)
 
 
 def test_cli_reports_an_unknown_source(capsys):
     from cnnspec.cli import main
+
     assert main(["import", "torchvision:resnet_nope", "-o", "x.cnn"]) == 1
     assert "E410" in capsys.readouterr().err
 
@@ -212,7 +223,7 @@ def test_a_graph_that_is_not_series_parallel_is_written_with_named_tensors():
         def forward(self, x):
             y1 = self.c1(x)
             y2 = self.c2(y1)
-            z = torch.cat([y1, y2, torch.relu(self.c3(y2))], 1)    # y2 feeds c3 and the cat
+            z = torch.cat([y1, y2, torch.relu(self.c3(y2))], 1)  # y2 feeds c3 and the cat
             return self.fc(torch.flatten(torch.nn.functional.adaptive_avg_pool2d(z, 1), 1))
 
     net = Net().eval()
@@ -229,6 +240,7 @@ def test_a_graph_that_is_not_series_parallel_is_written_with_named_tensors():
 
 def test_tensor_names_dodge_every_word_of_the_grammar():
     """Issue 16: modules called `transfer` or `shortcut` gave a spec that did not parse."""
+
     class Net(torch.nn.Module):
         def __init__(self):
             super().__init__()
@@ -249,8 +261,10 @@ def test_tensor_names_dodge_every_word_of_the_grammar():
 
 # --- the block finder ---------------------------------------------------------------------------
 
+
 def test_block_parameters_are_found_from_the_occurrences():
     from cnnspec.importer.writer import infer
+
     # slots: filters, stride, filters*4, a constant 1; block inputs of 64, 256, 512 channels
     occ = [[64, 1, 256, 1], [128, 2, 512, 1], [256, 2, 1024, 1]]
     texts, params, values = infer(occ, [64, 256, 512], ["filters", "stride", "filters", "k"])
@@ -261,11 +275,13 @@ def test_block_parameters_are_found_from_the_occurrences():
 
 def test_an_expansion_of_the_input_is_written_with_in_channels():
     from cnnspec.importer.writer import infer
+
     texts, params, _ = infer([[144, 32], [192, 64]], [24, 32], ["filters", "filters"])
     assert texts == ["in_channels*6", "f"] and params == [("f", None)]
 
 
 def test_calls_that_differ_get_an_argument():
     from cnnspec.importer.writer import infer
+
     texts, _params, values = infer([[64, 64], [128, 128]], [64, 128], ["filters", "filters"])
     assert texts == ["f", "f"] and values == [[64], [128]]

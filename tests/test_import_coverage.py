@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 
 torch = pytest.importorskip("torch")
-torchvision = pytest.importorskip("torchvision")   # before TensorFlow (see conftest.py)
+torchvision = pytest.importorskip("torchvision")  # before TensorFlow (see conftest.py)
 keras = pytest.importorskip("keras")
 
 import cnnspec
@@ -32,13 +32,14 @@ pytestmark = pytest.mark.usefixtures("one_torch_thread")
 @pytest.fixture(autouse=True, scope="module")
 def fresh_keras_names():
     yield
-    keras.backend.clear_session()     # later modules look Keras layers up by default names
+    keras.backend.clear_session()  # later modules look Keras layers up by default names
 
 
 def _torch_equal(module, text, size):
     from random_weights import randomise_torch
 
     from cnnspec.backends.torch import build, load_torchvision_state_dict
+
     randomise_torch(module, 3)
     model = cnnspec.compile_text(text)
     net = build(model, logits=True).eval()
@@ -54,13 +55,16 @@ def _torch_equal(module, text, size):
 
 # --- the bugs of issue 16 ------------------------------------------------------------------
 
+
 def test_keras_separable_conv_is_sepconv():
     """keras:Xception failed on SeparableConv2D although `sepconv` computes it."""
     from cnnspec.backends.keras import build
     from cnnspec.convert import load_keras_applications_weights
+
     inp = keras.Input((16, 16, 3))
-    x = keras.layers.SeparableConv2D(8, 3, strides=2, padding="same", depth_multiplier=2,
-                                     activation="relu", name="sep1")(inp)
+    x = keras.layers.SeparableConv2D(
+        8, 3, strides=2, padding="same", depth_multiplier=2, activation="relu", name="sep1"
+    )(inp)
     x = keras.layers.SeparableConv2D(4, 3, use_bias=False, name="sep2")(x)
     app = keras.Model(inp, keras.layers.GlobalAveragePooling2D()(x))
     text = write(from_keras.read(app, "keras:tiny"))
@@ -78,12 +82,12 @@ class _CountedPools(torch.nn.Module):
     def __init__(self):
         super().__init__()
         self.conv = torch.nn.Conv2d(3, 8, 3)
-        self.pool = torch.nn.AvgPool2d(3, stride=2, padding=1)     # counts padding too
+        self.pool = torch.nn.AvgPool2d(3, stride=2, padding=1)  # counts padding too
 
     def forward(self, x):
         x = torch.nn.functional.avg_pool2d(self.conv(x), kernel_size=3, stride=1, padding=1)
         x = torch.nn.functional.max_pool2d(x, kernel_size=3, stride=2)
-        return self.pool(x).mean((2, 3))     # ShuffleNet's global pool
+        return self.pool(x).mean((2, 3))  # ShuffleNet's global pool
 
 
 def test_avg_pool_counting_padding_is_zeropad_then_avgpool():
@@ -100,9 +104,12 @@ def test_inception_v3_imports_exactly():
     _torch_equal(module, write(graph), 75)
 
 
-@pytest.mark.parametrize("name, op, construct", [
-    ("shufflenet_v2_x0_5", "Tensor.size", "channel shuffle"),
-])
+@pytest.mark.parametrize(
+    "name, op, construct",
+    [
+        ("shufflenet_v2_x0_5", "Tensor.size", "channel shuffle"),
+    ],
+)
 def test_a_missing_construct_is_named(name, op, construct):
     """shufflenet and convnext failed with "cannot import 'size'" and "'permute'"."""
     with pytest.raises(SpecError) as info:
@@ -115,6 +122,7 @@ def test_a_missing_construct_is_named(name, op, construct):
 
 def test_the_cli_names_the_construct_and_the_model(capsys):
     from cnnspec.cli import main
+
     assert main(["import", "torchvision:shufflenet_v2_x0_5", "--input", "64x64x3"]) == 1
     err = capsys.readouterr().err
     assert "torchvision:shufflenet_v2_x0_5" in err and "error[E417]" in err
@@ -128,23 +136,28 @@ def test_regnet_takes_torchvisions_own_weights_by_order():
     text = write(graph)
     model = _torch_equal(module, text, 64)
     assert (model.trainable, model.non_trainable) == graph.counts
-    assert "parallel add relu {" in text        # the shortcut branch first
+    assert "parallel add relu {" in text  # the shortcut branch first
 
 
 def test_imported_resnet_keeps_torchvisions_names():
     """`freeze until layer3` on an imported ResNet failed with E506: the names were lost."""
     from cnnspec.transfer.freeze import frozen_names
+
     graph, module = read_source("torchvision:resnet18", (64, 64, 3))
     text = write(graph)
     spec = text + "transfer {\n  source torchvision:resnet18\n  freeze until layer3\n}\n"
     model = cnnspec.compile_text(spec)
     frozen = frozen_names(model)
     last = max(i for i, n in enumerate(model.nodes) if n.name.startswith("layer3."))
-    assert frozen[-1] == model.nodes[last - 2].name      # layer3's last batch norm
+    assert frozen[-1] == model.nodes[last - 2].name  # layer3's last batch norm
     assert not any(n.startswith("layer4.") for n in frozen)
     assert any(n.startswith("layer3.") for n in frozen)
-    for line in ("layer1 = layer1", "layer3 = layer3", "fc = dense 1000",
-                 "maxpool = maxpool 3 stride=2 padding=1"):
+    for line in (
+        "layer1 = layer1",
+        "layer3 = layer3",
+        "fc = dense 1000",
+        "maxpool = maxpool 3 stride=2 padding=1",
+    ):
         assert line in text
     _torch_equal(module, text, 64)
 
@@ -170,9 +183,17 @@ def test_convnext_reads_into_the_new_constructs():
 
 # --- a representative subset of the coverage bench ------------------------------------------
 
-@pytest.mark.parametrize("source", ["torchvision:googlenet", "torchvision:mnasnet0_5",
-                                    "keras:MobileNet", "keras:Xception",
-                                    "keras:EfficientNetB0"])
+
+@pytest.mark.parametrize(
+    "source",
+    [
+        "torchvision:googlenet",
+        "torchvision:mnasnet0_5",
+        "keras:MobileNet",
+        "keras:Xception",
+        "keras:EfficientNetB0",
+    ],
+)
 def test_coverage_rows(source):
     row = import_coverage.check(source)
     assert row["error"] == "" and row["counts"] is True and row["outputs"] is True, row
@@ -181,6 +202,7 @@ def test_coverage_rows(source):
 def _keras_equal(app, size):
     from cnnspec.backends.keras import build
     from cnnspec.convert import load_keras_applications_weights
+
     text = write(from_keras.read(app, "keras:tiny"))
     model = cnnspec.compile_text(text)
     assert (model.trainable, model.non_trainable) == from_keras.counts(app)
@@ -206,11 +228,13 @@ def test_keras_ops_on_a_number_are_rescales():
 def test_keras_custom_scale_layer_is_a_rescaled_branch():
     """keras:InceptionResNetV2's CustomScaleLayer: x + scale * branch."""
     from keras.src.applications.inception_resnet_v2 import CustomScaleLayer
+
     inp = keras.Input((8, 8, 3))
     x = keras.layers.Conv2D(4, 1, name="stem")(inp)
     # x fans out to two branches and to the sum: the body is itself a fan-out of x
-    mixed = keras.layers.Concatenate()([keras.layers.Conv2D(2, 1, name="b0")(x),
-                                        keras.layers.Conv2D(2, 3, padding="same")(x)])
+    mixed = keras.layers.Concatenate()(
+        [keras.layers.Conv2D(2, 1, name="b0")(x), keras.layers.Conv2D(2, 3, padding="same")(x)]
+    )
     up = keras.layers.Conv2D(4, 1, name="up")(mixed)
     x = keras.layers.Activation("relu")(CustomScaleLayer(0.17)([x, up]))
     app = keras.Model(inp, keras.layers.GlobalAveragePooling2D()(x))

@@ -35,9 +35,9 @@ def test_json_round_trip(path, models):
     text = model.to_json()
     back = Model.model_validate_json(text)
     assert back == model
-    assert back.to_json() == text                      # printing twice changes nothing
-    assert json.loads(text)["totals"] == model.totals()   # written for readers...
-    assert "totals" not in back.model_dump()               # ...and dropped on load
+    assert back.to_json() == text  # printing twice changes nothing
+    assert json.loads(text)["totals"] == model.totals()  # written for readers...
+    assert "totals" not in back.model_dump()  # ...and dropped on load
 
 
 @pytest.mark.parametrize("path", SPECS, ids=[p.stem for p in SPECS])
@@ -52,8 +52,11 @@ def test_schema_is_a_valid_json_schema(schema):
     assert schema["$schema"].startswith("https://json-schema.org/draft/2020-12")
     assert schema["type"] == "object"
     assert {"nodes", "outputs"} <= set(schema["required"])
-    kinds = {d["properties"]["kind"]["const"] for d in schema["$defs"].values()
-             if "kind" in d.get("properties", {}) and "const" in d["properties"]["kind"]}
+    kinds = {
+        d["properties"]["kind"]["const"]
+        for d in schema["$defs"].values()
+        if "kind" in d.get("properties", {}) and "const" in d["properties"]["kind"]
+    }
     assert kinds == set(cnnspec.layers.REGISTRY), "every layer kind is in the schema"
     jsonschema = pytest.importorskip("jsonschema")
     jsonschema.Draft202012Validator.check_schema(schema)
@@ -64,12 +67,12 @@ def test_every_spec_validates_against_the_schema(path, models, schema):
     document = json.loads(models[path.stem].to_json())
     try:
         import jsonschema
-    except ImportError:     # structural checks when jsonschema is absent
+    except ImportError:  # structural checks when jsonschema is absent
         assert set(schema["required"]) <= set(document)
         for node in document["nodes"]:
             assert set(schema["$defs"]["Node"]["required"]) <= set(node)
         return
-    del document["totals"]          # derived, not part of the model's schema (extra=forbid)
+    del document["totals"]  # derived, not part of the model's schema (extra=forbid)
     jsonschema.validate(document, schema, cls=jsonschema.Draft202012Validator)
 
 
@@ -82,6 +85,7 @@ def test_schema_rejects_what_validate_rejects(models, schema):
 
 
 # --- validate() on corrupted IR ---------------------------------------------------------------
+
 
 def _doc(models) -> dict:
     return json.loads(models["vgg16"].to_json())
@@ -102,6 +106,7 @@ def _set(path, value):
         for key in parents:
             target = target[key]
         target[last] = value
+
     return fn
 
 
@@ -111,27 +116,67 @@ def _first_conv(doc) -> int:
 
 CORRUPTIONS = [
     # (name, change, code, pointer)
-    ("wrong shape", lambda d: _set(["nodes", 1, "shape"], [224, 224, 65])(d), "E606",
-     "/nodes/1/shape"),
-    ("wrong params", lambda d: _set(["nodes", 1, "trainable"], 1793)(d), "E606",
-     "/nodes/1/trainable"),
+    (
+        "wrong shape",
+        lambda d: _set(["nodes", 1, "shape"], [224, 224, 65])(d),
+        "E606",
+        "/nodes/1/shape",
+    ),
+    (
+        "wrong params",
+        lambda d: _set(["nodes", 1, "trainable"], 1793)(d),
+        "E606",
+        "/nodes/1/trainable",
+    ),
     ("wrong macs", lambda d: _set(["nodes", 1, "macs"], 1)(d), "E606", "/nodes/1/macs"),
-    ("wrong bn stats", lambda d: _set(["nodes", 1, "non_trainable"], 2)(d), "E606",
-     "/nodes/1/non_trainable"),
-    ("negative count", lambda d: _set(["nodes", 1, "trainable"], -1)(d), "E602",
-     "/nodes/1/trainable"),
-    ("dangling input", lambda d: _set(["nodes", 2, "inputs"], ["nowhere"])(d), "E605",
-     "/nodes/2/inputs"),
-    ("input from later node", lambda d: _set(["nodes", 1, "inputs"], [d["nodes"][3]["name"]])(d),
-     "E605", "/nodes/1/inputs"),
-    ("duplicate name", lambda d: _set(["nodes", 2, "name"], d["nodes"][1]["name"])(d), "E604",
-     "/nodes/2/name"),
-    ("unknown kind", lambda d: _set(["nodes", 1, "layer", "kind"], "conv3d")(d), "E602",
-     "/nodes/1/layer"),
-    ("unknown layer argument", lambda d: _set(["nodes", 1, "layer", "strides"], 2)(d), "E602",
-     "/nodes/1/layer/conv/strides"),
-    ("bad argument value", lambda d: _set(["nodes", 1, "layer", "filters"], 0)(d), "E602",
-     "/nodes/1/layer/conv/filters"),
+    (
+        "wrong bn stats",
+        lambda d: _set(["nodes", 1, "non_trainable"], 2)(d),
+        "E606",
+        "/nodes/1/non_trainable",
+    ),
+    (
+        "negative count",
+        lambda d: _set(["nodes", 1, "trainable"], -1)(d),
+        "E602",
+        "/nodes/1/trainable",
+    ),
+    (
+        "dangling input",
+        lambda d: _set(["nodes", 2, "inputs"], ["nowhere"])(d),
+        "E605",
+        "/nodes/2/inputs",
+    ),
+    (
+        "input from later node",
+        lambda d: _set(["nodes", 1, "inputs"], [d["nodes"][3]["name"]])(d),
+        "E605",
+        "/nodes/1/inputs",
+    ),
+    (
+        "duplicate name",
+        lambda d: _set(["nodes", 2, "name"], d["nodes"][1]["name"])(d),
+        "E604",
+        "/nodes/2/name",
+    ),
+    (
+        "unknown kind",
+        lambda d: _set(["nodes", 1, "layer", "kind"], "conv3d")(d),
+        "E602",
+        "/nodes/1/layer",
+    ),
+    (
+        "unknown layer argument",
+        lambda d: _set(["nodes", 1, "layer", "strides"], 2)(d),
+        "E602",
+        "/nodes/1/layer/conv/strides",
+    ),
+    (
+        "bad argument value",
+        lambda d: _set(["nodes", 1, "layer", "filters"], 0)(d),
+        "E602",
+        "/nodes/1/layer/conv/filters",
+    ),
     ("missing field", lambda d: d["nodes"][1].pop("shape"), "E602", "/nodes/1/shape"),
     ("extra field", lambda d: _set(["nodes", 1, "colour"], "red")(d), "E602", "/nodes/1/colour"),
     ("dangling output", lambda d: _set(["outputs"], ["nowhere"])(d), "E605", "/outputs/0"),
@@ -141,8 +186,7 @@ CORRUPTIONS = [
 ]
 
 
-@pytest.mark.parametrize("name,change,code,pointer", CORRUPTIONS,
-                         ids=[c[0] for c in CORRUPTIONS])
+@pytest.mark.parametrize("name,change,code,pointer", CORRUPTIONS, ids=[c[0] for c in CORRUPTIONS])
 def test_validate_reports_corruption(models, name, change, code, pointer):
     errors = _corrupt(models, change)
     assert (errors[0]["code"], errors[0]["pointer"]) == (code, pointer), errors
@@ -153,9 +197,12 @@ def test_validate_reports_every_corruption(models):
     def change(doc):
         doc["nodes"][1]["shape"] = [1, 1, 1]
         doc["nodes"][2]["macs"] = 7
+
     errors = _corrupt(models, change)
     assert [(e["code"], e["pointer"]) for e in errors] == [
-        ("E606", "/nodes/1/shape"), ("E606", "/nodes/2/macs")]
+        ("E606", "/nodes/1/shape"),
+        ("E606", "/nodes/2/macs"),
+    ]
 
 
 def test_validate_merge_input_count():

@@ -26,17 +26,21 @@ def _mobilenet_v2_keras(text: str) -> str:
     keras.applications pads stride-2 convs bottom/right (ZeroPadding2D(correct_pad), which is
     TensorFlow's 'same' at even sizes), uses BN eps 1e-3 and ends in softmax."""
     bn = "bn eps=1e-3 momentum=0.999"
-    for old, new in [("padding=(k-1)//2 nobias; bn;", f"same nobias; {bn};"),
-                     ("dwconv 3x3 stride=stride padding=1 nobias; bn;",
-                      f"dwconv 3x3 stride=stride same nobias; {bn};"),
-                     ("conv c 1x1 nobias; bn ", f"conv c 1x1 nobias; {bn} "),
-                     ("dense 1000 ", "dense 1000 softmax ")]:
+    for old, new in [
+        ("padding=(k-1)//2 nobias; bn;", f"same nobias; {bn};"),
+        (
+            "dwconv 3x3 stride=stride padding=1 nobias; bn;",
+            f"dwconv 3x3 stride=stride same nobias; {bn};",
+        ),
+        ("conv c 1x1 nobias; bn ", f"conv c 1x1 nobias; {bn} "),
+        ("dense 1000 ", "dense 1000 softmax "),
+    ]:
         assert old in text, old
         text = text.replace(old, new)
     return text
 
 
-CASES = {   # spec -> (application, input size, name of the application's feature layer, edit)
+CASES = {  # spec -> (application, input size, name of the application's feature layer, edit)
     "vgg16": ("VGG16", 224, "fc2", None),
     "resnet50_keras": ("ResNet50", 96, "avg_pool", None),
     # MobileNetV2's pooling layer has no name of its own: Keras numbers it by how many were
@@ -55,6 +59,7 @@ def _feature_layer(ref, feature: str):
 def test_spec_computes_what_the_application_computes(spec):
     from cnnspec.backends.keras import build, keras_names
     from cnnspec.convert import load_keras_applications_weights
+
     app_name, size, feature, edit = CASES[spec]
     text = (SPECS / f"{spec}.cnn").read_text()
     text = edit(text) if edit else text
@@ -64,8 +69,9 @@ def test_spec_computes_what_the_application_computes(spec):
     randomise_keras_batch_norm(ref, rng)
     kmodel = build(model)
     assert kmodel.count_params() == ref.count_params() == model.params
-    assert load_keras_applications_weights(kmodel, model, ref) == \
-        sum(1 for layer in ref.layers if layer.weights)
+    assert load_keras_applications_weights(kmodel, model, ref) == sum(
+        1 for layer in ref.layers if layer.weights
+    )
 
     # the node whose output is the application's feature layer: the last one of that shape
     want_shape = tuple(_feature_layer(ref, feature).output.shape[1:])
@@ -82,6 +88,7 @@ def test_spec_computes_what_the_application_computes(spec):
 def test_application_weights_must_fit():
     from cnnspec.backends.keras import build
     from cnnspec.convert import ConversionError, load_keras_applications_weights
+
     model = cnnspec.compile_text("input 32x32x3\nconv 8 3x3 same relu\ngap\ndense 10")
     other = build(cnnspec.compile_text("input 32x32x3\nconv 8 5x5 same relu\ngap\ndense 10"))
     with pytest.raises(ConversionError, match="no counterpart"):
@@ -91,8 +98,11 @@ def test_application_weights_must_fit():
 def test_application_weights_load_from_a_saved_model(tmp_path):
     from cnnspec.backends.keras import build
     from cnnspec.convert import load_keras_applications_weights
-    text = ("input 16x16x3\nresidual relu { conv 8 3x3 same; bn } shortcut { conv 8 1x1; bn }\n"
-            "maxpool 3 stride=2 padding=1\ngap\ndense 4")
+
+    text = (
+        "input 16x16x3\nresidual relu { conv 8 3x3 same; bn } shortcut { conv 8 1x1; bn }\n"
+        "maxpool 3 stride=2 padding=1\ngap\ndense 4"
+    )
     model = cnnspec.compile_text(text)
     saved = build(model)
     randomise_keras_batch_norm(saved, np.random.default_rng(0))

@@ -27,10 +27,20 @@ LENET = (ROOT / "specs" / "lenet5.cnn").read_text()
 
 @pytest.fixture(scope="module")
 def mirrored() -> dict:
-    env = {**os.environ, keras_devices.REPLICAS_ENV: "2", "TF_CPP_MIN_LOG_LEVEL": "2",
-           "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}
-    proc = subprocess.run([sys.executable, str(ROOT / "tests" / "keras_mirrored_run.py")],
-                          env=env, capture_output=True, text=True, timeout=300, check=False)
+    env = {
+        **os.environ,
+        keras_devices.REPLICAS_ENV: "2",
+        "TF_CPP_MIN_LOG_LEVEL": "2",
+        "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]),
+    }
+    proc = subprocess.run(
+        [sys.executable, str(ROOT / "tests" / "keras_mirrored_run.py")],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     return json.loads(proc.stdout)
 
@@ -67,7 +77,7 @@ def test_mirrored_float16_with_loss_scaling_trains(mirrored):
     run = mirrored["runs"]["mirrored_float16"]
     assert run["replicas"] == [2] and run["optimizer"] == "LossScaleOptimizer"
     assert run["loss_scale"] >= 1.0
-    assert run["metrics"]["accuracy"] > 0.85     # 0.94 measured after one epoch
+    assert run["metrics"]["accuracy"] > 0.85  # 0.94 measured after one epoch
 
 
 # --- device choice -------------------------------------------------------------------------
@@ -87,6 +97,7 @@ def test_replicas_come_from_the_argument_or_the_environment(monkeypatch):
 
 def test_one_device_is_the_default_strategy_several_gpus_are_mirrored(monkeypatch):
     import tensorflow as tf
+
     monkeypatch.delenv(keras_devices.REPLICAS_ENV, raising=False)
     assert keras_devices.make_strategy(1) is tf.distribute.get_strategy()
     gpus = len(tf.config.list_physical_devices("GPU"))
@@ -100,7 +111,8 @@ def test_one_device_is_the_default_strategy_several_gpus_are_mirrored(monkeypatc
 
 def test_splitting_a_started_cpu_is_a_clear_error():
     import tensorflow as tf
-    assert float(tf.constant(1.0) + 1.0) == 2.0     # TensorFlow has started in this process
+
+    assert float(tf.constant(1.0) + 1.0) == 2.0  # TensorFlow has started in this process
     n = len(tf.config.list_logical_devices("CPU")) + 1
     with pytest.raises(RuntimeError, match=f"cannot split the CPU into {n} devices"):
         keras_devices.split_cpu(n)
@@ -108,6 +120,7 @@ def test_splitting_a_started_cpu_is_a_clear_error():
 
 def test_policy_by_device():
     import tensorflow as tf
+
     assert keras_devices.policy_name(False) is None
     assert keras_devices.policy_name(False, "mixed_float16") is None
     assert keras_devices.policy_name(True, "mixed_float16") == "mixed_float16"
@@ -121,12 +134,19 @@ def _fit(model, policy=None, epochs=2):
     from cnnspec.train.driver import Options, Trainer, eval_ops, evaluate, fitted_ops
     from cnnspec.train.keras_backend import KerasBackend
     from cnnspec.train.session import load_data
+
     plan, data = load_data(model, "digits")
     spec = plan.compile
     train, val = data.split(spec.validation_split, spec.seed)
     be = KerasBackend(model, plan, spec.seed, policy=policy)
-    opts = Options(epochs=epochs, batch_size=spec.batch_size, seed=spec.seed,
-                   augment=list(spec.augment), progress=False, log=lambda *a: None)
+    opts = Options(
+        epochs=epochs,
+        batch_size=spec.batch_size,
+        seed=spec.seed,
+        augment=list(spec.augment),
+        progress=False,
+        log=lambda *a: None,
+    )
     Trainer(be, plan, opts).fit(train, val)
     ops = eval_ops(fitted_ops(opts.augment, train))
     return be, plan, evaluate(be, plan, val, spec.batch_size, ops=ops), val
@@ -143,36 +163,40 @@ def mixed_run():
 
 def test_mixed_precision_lenet_trains_in_the_device_policy(mixed_run):
     import keras
+
     be, _, metrics, _ = mixed_run
     assert be.policy == keras_devices.policy_name(True)
     convs = [layer for layer in be.net.layers if isinstance(layer, keras.layers.Conv2D)]
     assert convs and all(c.dtype_policy.name == be.policy for c in convs)
     assert all(c.compute_dtype == be.policy.split("_")[1] for c in convs)
-    assert all(w.dtype == "float32" for w in be.net.weights)   # variables stay float32
-    assert metrics["accuracy"] > 0.9     # 0.95 measured after two epochs
+    assert all(w.dtype == "float32" for w in be.net.weights)  # variables stay float32
+    assert metrics["accuracy"] > 0.9  # 0.95 measured after two epochs
     assert np.isfinite(metrics["loss"])
 
 
 def test_mixed_precision_policy_does_not_leak(mixed_run):
     import keras
+
     assert keras.mixed_precision.global_policy().name == "float32"
     from cnnspec.backends.keras import build
+
     net = build(cnnspec.compile_text(LENET))
     assert all(layer.dtype_policy.name == "float32" for layer in net.layers)
 
 
 def test_mixed_precision_weights_round_trip(mixed_run, tmp_path):
     from cnnspec.train.keras_backend import KerasBackend
+
     be, plan, _, val = mixed_run
     files = be.save(str(tmp_path / "ep"))
     x = val.x[:32]
-    again = KerasBackend(_mixed_lenet(), plan, seed=7)         # other initial weights
+    again = KerasBackend(_mixed_lenet(), plan, seed=7)  # other initial weights
     assert not np.allclose(again.predict(x)[0], be.predict(x)[0], atol=1e-2)
     again.load(files)
     np.testing.assert_array_equal(again.predict(x)[0], be.predict(x)[0])
     for mine, theirs in zip(again.opt.variables, be.opt.variables, strict=True):
         np.testing.assert_array_equal(mine.numpy(), theirs.numpy())
-    full = KerasBackend(cnnspec.compile_text(LENET), plan)     # the same weights in float32
+    full = KerasBackend(cnnspec.compile_text(LENET), plan)  # the same weights in float32
     full.load(files, optimizer=False)
     assert full.predict(x)[0].dtype == np.float32
     np.testing.assert_allclose(full.predict(x)[0], be.predict(x)[0], atol=0.05)
@@ -183,8 +207,9 @@ def test_float16_with_loss_scaling_trains_on_cpu_too():
     """The GPU's policy, forced on this CPU: LossScaleOptimizer scales the loss and unscales
     the gradients, and a step with non-finite gradients is skipped."""
     import keras
+
     be, _, metrics, _ = _fit(_mixed_lenet(), policy="mixed_float16", epochs=1)
     assert isinstance(be.opt, keras.optimizers.LossScaleOptimizer)
-    assert metrics["accuracy"] > 0.85    # 0.94 measured after one epoch
+    assert metrics["accuracy"] > 0.85  # 0.94 measured after one epoch
     assert float(be.opt.dynamic_scale) >= 1.0
     assert keras.mixed_precision.global_policy().name == "float32"

@@ -42,11 +42,11 @@ class Row:
     line: str
     inp: tuple
     out: tuple
-    trainable: int | None = None      # None: ask torch only
+    trainable: int | None = None  # None: ask torch only
     non_trainable: int = 0
     macs: int | None = None
-    torch: Callable | None = None     # (in_channels, (H, W)) -> nn.Module
-    extra: tuple = ()                 # more input shapes, for merges (named m1, m2, ...)
+    torch: Callable | None = None  # (in_channels, (H, W)) -> nn.Module
+    extra: tuple = ()  # more input shapes, for merges (named m1, m2, ...)
 
     @property
     def id(self) -> str:
@@ -59,115 +59,417 @@ def conv(cin, k, cout, **kw):
 
 ROWS = [
     # --- conv: (W - F + 2P) / S + 1 --------------------------------------------------------------
-    Row("conv 64 3x3", (224, 224, 3), (222, 222, 64), 1792, 0, 222 * 222 * 64 * 27,
-        lambda c, hw: conv(c, 3, 64)),
-    Row("conv 64 3x3 same", (224, 224, 3), (224, 224, 64), 1792, 0, 224 * 224 * 64 * 27,
-        lambda c, hw: conv(c, 3, 64, padding="same")),
-    Row("conv 64 3x3 padding=1", (224, 224, 3), (224, 224, 64), 1792, 0, None,
-        lambda c, hw: conv(c, 3, 64, padding=1)),
-    Row("conv 8 3x3 padding=(2, 0)", (10, 10, 3), (12, 8, 8), None, 0, None,
-        lambda c, hw: conv(c, 3, 8, padding=(2, 0))),
-    Row("conv 64 7x7 stride=2 padding=3 nobias", (224, 224, 3), (112, 112, 64), 9408, 0,
-        112 * 112 * 64 * 147, lambda c, hw: conv(c, 7, 64, stride=2, padding=3, bias=False)),
-    Row("conv 16 3x3 stride=2", (9, 9, 4), (4, 4, 16), None, 0, None,
-        lambda c, hw: conv(c, 3, 16, stride=2)),
-    Row("conv 16 3x3 stride=2 same", (224, 224, 3), (112, 112, 16), None, 0, None,
-        lambda c, hw: same2d(conv(c, 3, 16, stride=2), hw, 3, 2)),
-    Row("conv 16 3x3 stride=2 same", (7, 7, 3), (4, 4, 16), None, 0, None,
-        lambda c, hw: same2d(conv(c, 3, 16, stride=2), hw, 3, 2)),
-    Row("conv 16 4x4 stride=2 same", (7, 9, 3), (4, 5, 16), None, 0, None,
-        lambda c, hw: same2d(conv(c, 4, 16, stride=2), hw, 4, 2)),
-    Row("conv 16 1x1 stride=2 same", (8, 8, 3), (4, 4, 16), None, 0, None,
-        lambda c, hw: same2d(conv(c, 1, 16, stride=2), hw, 1, 2)),
-    Row("conv 8 3x5", (10, 12, 2), (8, 8, 8), 3 * 5 * 2 * 8 + 8, 0, None,
-        lambda c, hw: conv(c, (3, 5), 8)),
-    Row("conv 8 3x3 stride=(1, 2)", (10, 10, 2), (8, 4, 8), None, 0, None,
-        lambda c, hw: conv(c, 3, 8, stride=(1, 2))),
-    Row("conv 8 3x3 dilation=2", (16, 16, 4), (12, 12, 8), None, 0, None,
-        lambda c, hw: conv(c, 3, 8, dilation=2)),
-    Row("conv 8 3x3 dilation=2 same", (16, 16, 4), (16, 16, 8), None, 0, None,
-        lambda c, hw: conv(c, 3, 8, dilation=2, padding="same")),
-    Row("conv 8 3x3 dilation=2 stride=2 same", (15, 15, 4), (8, 8, 8), None, 0, None,
-        lambda c, hw: same2d(conv(c, 3, 8, dilation=2, stride=2), hw, 3, 2, 2)),
-    Row("conv 32 3x3 groups=4", (8, 8, 16), (6, 6, 32), 3 * 3 * 4 * 32 + 32, 0,
-        6 * 6 * 32 * 9 * 4, lambda c, hw: conv(c, 3, 32, groups=4)),
-    Row("conv 8 1x1 relu", (5, 5, 3), (5, 5, 8), 32, 0, 5 * 5 * 8 * 3,
-        lambda c, hw: nn.Sequential(conv(c, 1, 8), nn.ReLU())),
-    Row("conv 8 3x3 bias=false", (5, 5, 3), (3, 3, 8), 216, 0, None,
-        lambda c, hw: conv(c, 3, 8, bias=False)),
+    Row(
+        "conv 64 3x3",
+        (224, 224, 3),
+        (222, 222, 64),
+        1792,
+        0,
+        222 * 222 * 64 * 27,
+        lambda c, hw: conv(c, 3, 64),
+    ),
+    Row(
+        "conv 64 3x3 same",
+        (224, 224, 3),
+        (224, 224, 64),
+        1792,
+        0,
+        224 * 224 * 64 * 27,
+        lambda c, hw: conv(c, 3, 64, padding="same"),
+    ),
+    Row(
+        "conv 64 3x3 padding=1",
+        (224, 224, 3),
+        (224, 224, 64),
+        1792,
+        0,
+        None,
+        lambda c, hw: conv(c, 3, 64, padding=1),
+    ),
+    Row(
+        "conv 8 3x3 padding=(2, 0)",
+        (10, 10, 3),
+        (12, 8, 8),
+        None,
+        0,
+        None,
+        lambda c, hw: conv(c, 3, 8, padding=(2, 0)),
+    ),
+    Row(
+        "conv 64 7x7 stride=2 padding=3 nobias",
+        (224, 224, 3),
+        (112, 112, 64),
+        9408,
+        0,
+        112 * 112 * 64 * 147,
+        lambda c, hw: conv(c, 7, 64, stride=2, padding=3, bias=False),
+    ),
+    Row(
+        "conv 16 3x3 stride=2",
+        (9, 9, 4),
+        (4, 4, 16),
+        None,
+        0,
+        None,
+        lambda c, hw: conv(c, 3, 16, stride=2),
+    ),
+    Row(
+        "conv 16 3x3 stride=2 same",
+        (224, 224, 3),
+        (112, 112, 16),
+        None,
+        0,
+        None,
+        lambda c, hw: same2d(conv(c, 3, 16, stride=2), hw, 3, 2),
+    ),
+    Row(
+        "conv 16 3x3 stride=2 same",
+        (7, 7, 3),
+        (4, 4, 16),
+        None,
+        0,
+        None,
+        lambda c, hw: same2d(conv(c, 3, 16, stride=2), hw, 3, 2),
+    ),
+    Row(
+        "conv 16 4x4 stride=2 same",
+        (7, 9, 3),
+        (4, 5, 16),
+        None,
+        0,
+        None,
+        lambda c, hw: same2d(conv(c, 4, 16, stride=2), hw, 4, 2),
+    ),
+    Row(
+        "conv 16 1x1 stride=2 same",
+        (8, 8, 3),
+        (4, 4, 16),
+        None,
+        0,
+        None,
+        lambda c, hw: same2d(conv(c, 1, 16, stride=2), hw, 1, 2),
+    ),
+    Row(
+        "conv 8 3x5",
+        (10, 12, 2),
+        (8, 8, 8),
+        3 * 5 * 2 * 8 + 8,
+        0,
+        None,
+        lambda c, hw: conv(c, (3, 5), 8),
+    ),
+    Row(
+        "conv 8 3x3 stride=(1, 2)",
+        (10, 10, 2),
+        (8, 4, 8),
+        None,
+        0,
+        None,
+        lambda c, hw: conv(c, 3, 8, stride=(1, 2)),
+    ),
+    Row(
+        "conv 8 3x3 dilation=2",
+        (16, 16, 4),
+        (12, 12, 8),
+        None,
+        0,
+        None,
+        lambda c, hw: conv(c, 3, 8, dilation=2),
+    ),
+    Row(
+        "conv 8 3x3 dilation=2 same",
+        (16, 16, 4),
+        (16, 16, 8),
+        None,
+        0,
+        None,
+        lambda c, hw: conv(c, 3, 8, dilation=2, padding="same"),
+    ),
+    Row(
+        "conv 8 3x3 dilation=2 stride=2 same",
+        (15, 15, 4),
+        (8, 8, 8),
+        None,
+        0,
+        None,
+        lambda c, hw: same2d(conv(c, 3, 8, dilation=2, stride=2), hw, 3, 2, 2),
+    ),
+    Row(
+        "conv 32 3x3 groups=4",
+        (8, 8, 16),
+        (6, 6, 32),
+        3 * 3 * 4 * 32 + 32,
+        0,
+        6 * 6 * 32 * 9 * 4,
+        lambda c, hw: conv(c, 3, 32, groups=4),
+    ),
+    Row(
+        "conv 8 1x1 relu",
+        (5, 5, 3),
+        (5, 5, 8),
+        32,
+        0,
+        5 * 5 * 8 * 3,
+        lambda c, hw: nn.Sequential(conv(c, 1, 8), nn.ReLU()),
+    ),
+    Row(
+        "conv 8 3x3 bias=false",
+        (5, 5, 3),
+        (3, 3, 8),
+        216,
+        0,
+        None,
+        lambda c, hw: conv(c, 3, 8, bias=False),
+    ),
     # --- depthwise, with a channel multiplier -----------------------------------------------------
-    Row("dwconv 3x3", (8, 8, 16), (6, 6, 16), 3 * 3 * 16 + 16, 0, 6 * 6 * 16 * 9,
-        lambda c, hw: conv(c, 3, c, groups=c)),
-    Row("dwconv 3x3 same stride=2 nobias", (9, 9, 8), (5, 5, 8), 72, 0, None,
-        lambda c, hw: same2d(conv(c, 3, c, groups=c, stride=2, bias=False), hw, 3, 2)),
-    Row("dwconv 3x3 multiplier=2", (8, 8, 16), (6, 6, 32), 3 * 3 * 32 + 32, 0, None,
-        lambda c, hw: conv(c, 3, 2 * c, groups=c)),
-    Row("depthwise 5x5 same multiplier=3 nobias", (7, 7, 4), (7, 7, 12), 300, 0, None,
-        lambda c, hw: conv(c, 5, 3 * c, groups=c, padding="same", bias=False)),
+    Row(
+        "dwconv 3x3",
+        (8, 8, 16),
+        (6, 6, 16),
+        3 * 3 * 16 + 16,
+        0,
+        6 * 6 * 16 * 9,
+        lambda c, hw: conv(c, 3, c, groups=c),
+    ),
+    Row(
+        "dwconv 3x3 same stride=2 nobias",
+        (9, 9, 8),
+        (5, 5, 8),
+        72,
+        0,
+        None,
+        lambda c, hw: same2d(conv(c, 3, c, groups=c, stride=2, bias=False), hw, 3, 2),
+    ),
+    Row(
+        "dwconv 3x3 multiplier=2",
+        (8, 8, 16),
+        (6, 6, 32),
+        3 * 3 * 32 + 32,
+        0,
+        None,
+        lambda c, hw: conv(c, 3, 2 * c, groups=c),
+    ),
+    Row(
+        "depthwise 5x5 same multiplier=3 nobias",
+        (7, 7, 4),
+        (7, 7, 12),
+        300,
+        0,
+        None,
+        lambda c, hw: conv(c, 5, 3 * c, groups=c, padding="same", bias=False),
+    ),
     # --- separable = depthwise (no bias) + pointwise with bias (Keras SeparableConv2D) -----------
-    Row("sepconv 32 3x3", (8, 8, 16), (6, 6, 32), 3 * 3 * 16 + 16 * 32 + 32, 0,
+    Row(
+        "sepconv 32 3x3",
+        (8, 8, 16),
+        (6, 6, 32),
+        3 * 3 * 16 + 16 * 32 + 32,
+        0,
         6 * 6 * 16 * (9 + 32),
-        lambda c, hw: nn.Sequential(conv(c, 3, c, groups=c, bias=False), conv(c, 1, 32))),
-    Row("sepconv 32 3x3 same multiplier=2", (8, 8, 16), (8, 8, 32), None, 0, None,
-        lambda c, hw: nn.Sequential(conv(c, 3, 2 * c, groups=c, bias=False, padding="same"),
-                                    conv(2 * c, 1, 32))),
-    Row("separable 8 3x3 stride=2 same nobias", (10, 10, 4), (5, 5, 8), None, 0, None,
-        lambda c, hw: same2d(nn.Sequential(conv(c, 3, c, groups=c, bias=False, stride=2),
-                                           conv(c, 1, 8, bias=False)), hw, 3, 2)),
+        lambda c, hw: nn.Sequential(conv(c, 3, c, groups=c, bias=False), conv(c, 1, 32)),
+    ),
+    Row(
+        "sepconv 32 3x3 same multiplier=2",
+        (8, 8, 16),
+        (8, 8, 32),
+        None,
+        0,
+        None,
+        lambda c, hw: nn.Sequential(
+            conv(c, 3, 2 * c, groups=c, bias=False, padding="same"), conv(2 * c, 1, 32)
+        ),
+    ),
+    Row(
+        "separable 8 3x3 stride=2 same nobias",
+        (10, 10, 4),
+        (5, 5, 8),
+        None,
+        0,
+        None,
+        lambda c, hw: same2d(
+            nn.Sequential(conv(c, 3, c, groups=c, bias=False, stride=2), conv(c, 1, 8, bias=False)),
+            hw,
+            3,
+            2,
+        ),
+    ),
     # --- transposed: (W - 1)*S - 2P + F + output_padding; 'same' gives W*S -----------------------
-    Row("deconv 16 2x2 stride=2", (8, 8, 32), (16, 16, 16), 2 * 2 * 32 * 16 + 16, 0,
-        8 * 8 * 32 * 4 * 16, lambda c, hw: nn.ConvTranspose2d(c, 16, 2, stride=2)),
-    Row("deconv 16 3x3", (8, 8, 4), (10, 10, 16), None, 0, None,
-        lambda c, hw: nn.ConvTranspose2d(c, 16, 3)),
-    Row("deconv 16 3x3 stride=2 padding=1", (8, 8, 4), (15, 15, 16), None, 0, None,
-        lambda c, hw: nn.ConvTranspose2d(c, 16, 3, stride=2, padding=1)),
-    Row("deconv 16 3x3 stride=2 padding=1 output_padding=1", (8, 8, 4), (16, 16, 16), None, 0,
-        None, lambda c, hw: nn.ConvTranspose2d(c, 16, 3, stride=2, padding=1,
-                                              output_padding=1)),
-    Row("deconv 16 3x3 stride=2 same", (7, 7, 4), (14, 14, 16), 3 * 3 * 4 * 16 + 16, 0,
+    Row(
+        "deconv 16 2x2 stride=2",
+        (8, 8, 32),
+        (16, 16, 16),
+        2 * 2 * 32 * 16 + 16,
+        0,
+        8 * 8 * 32 * 4 * 16,
+        lambda c, hw: nn.ConvTranspose2d(c, 16, 2, stride=2),
+    ),
+    Row(
+        "deconv 16 3x3",
+        (8, 8, 4),
+        (10, 10, 16),
+        None,
+        0,
+        None,
+        lambda c, hw: nn.ConvTranspose2d(c, 16, 3),
+    ),
+    Row(
+        "deconv 16 3x3 stride=2 padding=1",
+        (8, 8, 4),
+        (15, 15, 16),
+        None,
+        0,
+        None,
+        lambda c, hw: nn.ConvTranspose2d(c, 16, 3, stride=2, padding=1),
+    ),
+    Row(
+        "deconv 16 3x3 stride=2 padding=1 output_padding=1",
+        (8, 8, 4),
+        (16, 16, 16),
+        None,
+        0,
+        None,
+        lambda c, hw: nn.ConvTranspose2d(c, 16, 3, stride=2, padding=1, output_padding=1),
+    ),
+    Row(
+        "deconv 16 3x3 stride=2 same",
+        (7, 7, 4),
+        (14, 14, 16),
+        3 * 3 * 4 * 16 + 16,
+        0,
         7 * 7 * 4 * 9 * 16,
-        lambda c, hw: nn.ConvTranspose2d(c, 16, 3, stride=2, padding=1, output_padding=1)),
-    Row("deconv 8 4x4 stride=2 same nobias", (5, 5, 4), (10, 10, 8), 4 * 4 * 4 * 8, 0, None,
-        lambda c, hw: nn.ConvTranspose2d(c, 8, 4, stride=2, padding=1, bias=False)),
-    Row("convt 8 3x3 stride=3 output_padding=2", (4, 4, 2), (14, 14, 8), None, 0, None,
-        lambda c, hw: nn.ConvTranspose2d(c, 8, 3, stride=3, output_padding=2)),
+        lambda c, hw: nn.ConvTranspose2d(c, 16, 3, stride=2, padding=1, output_padding=1),
+    ),
+    Row(
+        "deconv 8 4x4 stride=2 same nobias",
+        (5, 5, 4),
+        (10, 10, 8),
+        4 * 4 * 4 * 8,
+        0,
+        None,
+        lambda c, hw: nn.ConvTranspose2d(c, 8, 4, stride=2, padding=1, bias=False),
+    ),
+    Row(
+        "convt 8 3x3 stride=3 output_padding=2",
+        (4, 4, 2),
+        (14, 14, 8),
+        None,
+        0,
+        None,
+        lambda c, hw: nn.ConvTranspose2d(c, 8, 3, stride=3, output_padding=2),
+    ),
     # --- pooling: floor((W - F + 2P) / S) + 1, ceil with ceil=true, ceil(W / S) with same -------
     Row("pool 2", (224, 224, 64), (112, 112, 64), 0, 0, 0, lambda c, hw: nn.MaxPool2d(2)),
     Row("maxpool 2", (7, 7, 8), (3, 3, 8), 0, 0, 0, lambda c, hw: nn.MaxPool2d(2)),
-    Row("maxpool 2 ceil=true", (7, 7, 8), (4, 4, 8), 0, 0, 0,
-        lambda c, hw: nn.MaxPool2d(2, ceil_mode=True)),
-    Row("maxpool 3 stride=2 ceil=true", (112, 112, 8), (56, 56, 8), 0, 0, 0,
-        lambda c, hw: nn.MaxPool2d(3, 2, ceil_mode=True)),
-    Row("maxpool 3 stride=2 padding=1", (112, 112, 64), (56, 56, 64), 0, 0, 0,
-        lambda c, hw: nn.MaxPool2d(3, 2, padding=1)),
-    Row("maxpool 3 stride=2", (55, 55, 8), (27, 27, 8), 0, 0, 0,
-        lambda c, hw: nn.MaxPool2d(3, 2)),
-    Row("maxpool 2 same", (7, 7, 8), (4, 4, 8), 0, 0, 0,
-        lambda c, hw: same2d(nn.MaxPool2d(2), hw, 2, 2)),
-    Row("maxpool 3 stride=2 same", (8, 8, 8), (4, 4, 8), 0, 0, 0,
-        lambda c, hw: same2d(nn.MaxPool2d(3, 2), hw, 3, 2)),
+    Row(
+        "maxpool 2 ceil=true",
+        (7, 7, 8),
+        (4, 4, 8),
+        0,
+        0,
+        0,
+        lambda c, hw: nn.MaxPool2d(2, ceil_mode=True),
+    ),
+    Row(
+        "maxpool 3 stride=2 ceil=true",
+        (112, 112, 8),
+        (56, 56, 8),
+        0,
+        0,
+        0,
+        lambda c, hw: nn.MaxPool2d(3, 2, ceil_mode=True),
+    ),
+    Row(
+        "maxpool 3 stride=2 padding=1",
+        (112, 112, 64),
+        (56, 56, 64),
+        0,
+        0,
+        0,
+        lambda c, hw: nn.MaxPool2d(3, 2, padding=1),
+    ),
+    Row("maxpool 3 stride=2", (55, 55, 8), (27, 27, 8), 0, 0, 0, lambda c, hw: nn.MaxPool2d(3, 2)),
+    Row(
+        "maxpool 2 same",
+        (7, 7, 8),
+        (4, 4, 8),
+        0,
+        0,
+        0,
+        lambda c, hw: same2d(nn.MaxPool2d(2), hw, 2, 2),
+    ),
+    Row(
+        "maxpool 3 stride=2 same",
+        (8, 8, 8),
+        (4, 4, 8),
+        0,
+        0,
+        0,
+        lambda c, hw: same2d(nn.MaxPool2d(3, 2), hw, 3, 2),
+    ),
     Row("avgpool 2", (8, 6, 4), (4, 3, 4), 0, 0, 0, lambda c, hw: nn.AvgPool2d(2)),
-    Row("avgpool 3 stride=1 same", (5, 5, 4), (5, 5, 4), 0, 0, 0,
-        lambda c, hw: nn.AvgPool2d(3, 1, padding=1, count_include_pad=False)),
-    Row("avgpool 3 stride=2 ceil=true", (6, 6, 4), (3, 3, 4), 0, 0, 0,
-        lambda c, hw: nn.AvgPool2d(3, 2, ceil_mode=True)),
+    Row(
+        "avgpool 3 stride=1 same",
+        (5, 5, 4),
+        (5, 5, 4),
+        0,
+        0,
+        0,
+        lambda c, hw: nn.AvgPool2d(3, 1, padding=1, count_include_pad=False),
+    ),
+    Row(
+        "avgpool 3 stride=2 ceil=true",
+        (6, 6, 4),
+        (3, 3, 4),
+        0,
+        0,
+        0,
+        lambda c, hw: nn.AvgPool2d(3, 2, ceil_mode=True),
+    ),
     Row("pool 2x3", (8, 9, 4), (4, 3, 4), 0, 0, 0, lambda c, hw: nn.MaxPool2d((2, 3))),
-    Row("gap", (7, 7, 512), (512,), 0, 0, 0,
-        lambda c, hw: nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten())),
+    Row(
+        "gap",
+        (7, 7, 512),
+        (512,),
+        0,
+        0,
+        0,
+        lambda c, hw: nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten()),
+    ),
     Row("gap keepdims", (7, 7, 512), (1, 1, 512), 0, 0, 0, lambda c, hw: nn.AdaptiveAvgPool2d(1)),
-    Row("gmp", (5, 3, 8), (8,), 0, 0, 0,
-        lambda c, hw: nn.Sequential(nn.AdaptiveMaxPool2d(1), nn.Flatten())),
+    Row(
+        "gmp",
+        (5, 3, 8),
+        (8,),
+        0,
+        0,
+        0,
+        lambda c, hw: nn.Sequential(nn.AdaptiveMaxPool2d(1), nn.Flatten()),
+    ),
     Row("gmp keepdims", (5, 3, 8), (1, 1, 8), 0, 0, 0, lambda c, hw: nn.AdaptiveMaxPool2d(1)),
     Row("global_avg_pool", (4, 4, 3), (3,), 0, 0, 0, None),
     Row("global_max_pool", (4, 4, 3), (3,), 0, 0, 0, None),
     # --- batch norm: 2C trainable (gamma, beta), 2C running statistics ---------------------------
     Row("bn", (8, 8, 64), (8, 8, 64), 128, 128, 0, lambda c, hw: nn.BatchNorm2d(c)),
-    Row("bn eps=1e-3 momentum=0.99", (8, 8, 16), (8, 8, 16), 32, 32, 0,
-        lambda c, hw: nn.BatchNorm2d(c, eps=1e-3, momentum=0.01)),
+    Row(
+        "bn eps=1e-3 momentum=0.99",
+        (8, 8, 16),
+        (8, 8, 16),
+        32,
+        32,
+        0,
+        lambda c, hw: nn.BatchNorm2d(c, eps=1e-3, momentum=0.01),
+    ),
     Row("bn scale=false", (8, 8, 64), (8, 8, 64), 64, 128, 0, None),
     Row("bn center=false", (8, 8, 64), (8, 8, 64), 64, 128, 0, None),
-    Row("bn noscale nocenter", (8, 8, 64), (8, 8, 64), 0, 128, 0,
-        lambda c, hw: nn.BatchNorm2d(c, affine=False)),
+    Row(
+        "bn noscale nocenter",
+        (8, 8, 64),
+        (8, 8, 64),
+        0,
+        128,
+        0,
+        lambda c, hw: nn.BatchNorm2d(c, affine=False),
+    ),
     Row("batchnorm", (10,), (10,), 20, 20, 0, lambda c, hw: nn.BatchNorm1d(c)),
     Row("lrn", (13, 13, 96), (13, 13, 96), 0, 0, 0, lambda c, hw: nn.LocalResponseNorm(5)),
     Row("lrn 3 alpha=2e-5", (13, 13, 96), (13, 13, 96), 0, 0, 0, None),
@@ -181,12 +483,27 @@ ROWS = [
     Row("normalize", (32, 32, 3), (32, 32, 3), 0, 7, 0, None),
     Row("normalization mean=(1, 2) variance=3", (4, 4, 2), (4, 4, 2), 0, 5, 0, None),
     # --- adaptive pooling to a size; count_pad; stochastic depth; shuffle and split -----------
-    Row("adaptive_avgpool 7", (13, 11, 8), (7, 7, 8), 0, 0, 0,
-        lambda c, hw: nn.AdaptiveAvgPool2d(7)),
-    Row("adaptive_maxpool 3x2", (8, 9, 4), (3, 2, 4), 0, 0, 0,
-        lambda c, hw: nn.AdaptiveMaxPool2d((3, 2))),
-    Row("avgpool 3 stride=1 padding=1 count_pad=true", (8, 8, 4), (8, 8, 4), 0, 0, 0,
-        lambda c, hw: nn.AvgPool2d(3, 1, padding=1)),
+    Row(
+        "adaptive_avgpool 7", (13, 11, 8), (7, 7, 8), 0, 0, 0, lambda c, hw: nn.AdaptiveAvgPool2d(7)
+    ),
+    Row(
+        "adaptive_maxpool 3x2",
+        (8, 9, 4),
+        (3, 2, 4),
+        0,
+        0,
+        0,
+        lambda c, hw: nn.AdaptiveMaxPool2d((3, 2)),
+    ),
+    Row(
+        "avgpool 3 stride=1 padding=1 count_pad=true",
+        (8, 8, 4),
+        (8, 8, 4),
+        0,
+        0,
+        0,
+        lambda c, hw: nn.AvgPool2d(3, 1, padding=1),
+    ),
     Row("stochastic_depth 0.2", (8, 8, 4), (8, 8, 4), 0, 0, 0, None),
     Row("droppath 0.1", (16,), (16,), 0, 0, 0, None),
     Row("shuffle 2", (8, 8, 4), (8, 8, 4), 0, 0, 0, lambda c, hw: nn.ChannelShuffle(2)),
@@ -214,22 +531,63 @@ ROWS = [
     # --- zero padding: P, (vertical, horizontal), (top, bottom, left, right) ---------------------
     Row("zeropad 1", (8, 8, 3), (10, 10, 3), 0, 0, 0, lambda c, hw: nn.ZeroPad2d(1)),
     Row("zeropad 3", (224, 224, 3), (230, 230, 3), 0, 0, 0, lambda c, hw: nn.ZeroPad2d(3)),
-    Row("zeropad (1, 2)", (8, 8, 3), (10, 12, 3), 0, 0, 0,
-        lambda c, hw: nn.ZeroPad2d((2, 2, 1, 1))),
-    Row("zeropad (0, 1, 2, 3)", (8, 8, 3), (9, 13, 3), 0, 0, 0,
-        lambda c, hw: nn.ZeroPad2d((2, 3, 0, 1))),
+    Row(
+        "zeropad (1, 2)", (8, 8, 3), (10, 12, 3), 0, 0, 0, lambda c, hw: nn.ZeroPad2d((2, 2, 1, 1))
+    ),
+    Row(
+        "zeropad (0, 1, 2, 3)",
+        (8, 8, 3),
+        (9, 13, 3),
+        0,
+        0,
+        0,
+        lambda c, hw: nn.ZeroPad2d((2, 3, 0, 1)),
+    ),
     Row("zeropadding padding=(1, 1)", (4, 4, 3), (6, 6, 3), 0, 0, 0, None),
     # --- upsampling -------------------------------------------------------------------------------
     Row("upsample", (8, 8, 3), (16, 16, 3), 0, 0, 0, lambda c, hw: nn.Upsample(scale_factor=2)),
-    Row("upsample 3 bilinear", (5, 4, 3), (15, 12, 3), 0, 0, 0,
-        lambda c, hw: nn.Upsample(scale_factor=3, mode="bilinear")),
-    Row("upsampling (2, 3)", (5, 4, 3), (10, 12, 3), 0, 0, 0,
-        lambda c, hw: nn.Upsample(scale_factor=(2, 3))),
+    Row(
+        "upsample 3 bilinear",
+        (5, 4, 3),
+        (15, 12, 3),
+        0,
+        0,
+        0,
+        lambda c, hw: nn.Upsample(scale_factor=3, mode="bilinear"),
+    ),
+    Row(
+        "upsampling (2, 3)",
+        (5, 4, 3),
+        (10, 12, 3),
+        0,
+        0,
+        0,
+        lambda c, hw: nn.Upsample(scale_factor=(2, 3)),
+    ),
     # --- activations: shape kept, no parameters ---------------------------------------------------
-    *[Row(act, (6, 6, 4), (6, 6, 4), 0, 0, 0, None)
-      for act in ("relu", "relu6", "leaky_relu", "leaky_relu 0.2", "elu", "sigmoid", "tanh",
-                  "softmax", "silu", "gelu", "hard_swish", "hard_sigmoid", "swish", "hswish",
-                  "hsigmoid", "leakyrelu", "lrelu", "activation fn=tanh")],
+    *[
+        Row(act, (6, 6, 4), (6, 6, 4), 0, 0, 0, None)
+        for act in (
+            "relu",
+            "relu6",
+            "leaky_relu",
+            "leaky_relu 0.2",
+            "elu",
+            "sigmoid",
+            "tanh",
+            "softmax",
+            "silu",
+            "gelu",
+            "hard_swish",
+            "hard_sigmoid",
+            "swish",
+            "hswish",
+            "hsigmoid",
+            "leakyrelu",
+            "lrelu",
+            "activation fn=tanh",
+        )
+    ],
     Row("softmax", (10,), (10,), 0, 0, 0, lambda c, hw: nn.Softmax(dim=-1)),
     Row("relu", (6, 6, 4), (6, 6, 4), 0, 0, 0, lambda c, hw: nn.ReLU()),
     # --- merges: the current tensor and the named ones (m1, m2 are extra inputs) ------------------
@@ -240,8 +598,8 @@ ROWS = [
     Row("concat m1 m2", (4, 4, 1), (4, 4, 6), 0, 0, 0, extra=((4, 4, 2), (4, 4, 3))),
     Row("concat m1", (10,), (30,), 0, 0, 0, extra=((20,),)),
     Row("multiply m1", (8, 8, 16), (8, 8, 16), 0, 0, 0, extra=((8, 8, 16),)),
-    Row("multiply m1", (8, 8, 16), (8, 8, 16), 0, 0, 0, extra=((1, 1, 16),)),   # SE gate
-    Row("mul m1", (1, 1, 16), (8, 8, 16), 0, 0, 0, extra=((8, 8, 16),)),         # gate first
+    Row("multiply m1", (8, 8, 16), (8, 8, 16), 0, 0, 0, extra=((1, 1, 16),)),  # SE gate
+    Row("mul m1", (1, 1, 16), (8, 8, 16), 0, 0, 0, extra=((8, 8, 16),)),  # gate first
     Row("add m1", (8, 8, 16), (8, 8, 16), 0, 0, 0, extra=((1, 1, 16),)),
 ]
 
@@ -270,6 +628,7 @@ def _make(inp: tuple, shape: tuple) -> str:
 def torch_view(row: Row):
     """Output shape (HWC), trainable, non-trainable and MACs as torch sees them."""
     from torch.utils.flop_counter import FlopCounterMode
+
     hw = row.inp[:2] if len(row.inp) == 3 else None
     module = row.torch(row.inp[-1], hw).eval()
     x = torch.zeros(1, row.inp[2], *hw) if hw else torch.zeros(1, row.inp[0])
@@ -277,8 +636,11 @@ def torch_view(row: Row):
         y = module(x)
     out = tuple(y.shape[2:]) + (y.shape[1],) if y.dim() == 4 else tuple(y.shape[1:])
     trainable = sum(p.numel() for p in module.parameters())
-    stats = sum(b.numel() for name, b in module.named_buffers()
-                if name.endswith(("running_mean", "running_var")))
+    stats = sum(
+        b.numel()
+        for name, b in module.named_buffers()
+        if name.endswith(("running_mean", "running_var"))
+    )
     return out, trainable, stats, counter.get_total_flops() // 2
 
 
@@ -359,20 +721,23 @@ def test_class_declares_its_rules(kind):
     assert issubclass(cls, Layer)
     assert cls.model_config.get("extra") == "forbid"
     assert cls.min_inputs <= cls.max_inputs
-    for rule, params in (("output_shape", ["shapes"]), ("count_params", ["shapes"]),
-                         ("count_macs", ["shapes", "out"]), ("explain", ["shapes", "out"])):
+    for rule, params in (
+        ("output_shape", ["shapes"]),
+        ("count_params", ["shapes"]),
+        ("count_macs", ["shapes", "out"]),
+        ("explain", ["shapes", "out"]),
+    ):
         sig = inspect.signature(getattr(cls, rule))
         assert list(sig.parameters)[1:] == params, f"{cls.__name__}.{rule}{sig}"
     fields = set(cls.model_fields)
-    if fields & {"filters", "units"}:      # weighted kinds count params, MACs and explain them
+    if fields & {"filters", "units"}:  # weighted kinds count params, MACs and explain them
         for rule in ("count_params", "count_macs", "explain"):
             assert getattr(cls, rule) is not getattr(Layer, rule), f"{cls.__name__}.{rule}"
     if fields & {"kernel", "size", "padding", "factor", "shape", "units", "filters"}:
         assert cls.output_shape is not Layer.output_shape, f"{cls.__name__}.output_shape"
 
 
-@pytest.mark.parametrize("row", [r for r in ROWS if r.torch is not None][:12],
-                         ids=lambda r: r.id)
+@pytest.mark.parametrize("row", [r for r in ROWS if r.torch is not None][:12], ids=lambda r: r.id)
 def test_explain_shows_the_numbers(row):
     """--explain lines end with the numbers the rules give."""
     model = compile_row(row)

@@ -19,7 +19,7 @@ from cnnspec.lsp import diagnostics, hover_markdown
 
 pytest.importorskip("pygls")
 
-TIMEOUT = 20.0      # seconds for any one answer; the answers take milliseconds
+TIMEOUT = 20.0  # seconds for any one answer; the answers take milliseconds
 
 ROOT = Path(__file__).resolve().parent.parent
 BAD = "input 32x32x3\nconv 16 3x3 same relu\nconvv 8 3x3\n"
@@ -34,15 +34,21 @@ x = conv 8 1x1
 gap; dense 10 softmax
 """
 
+
 class Client:
     """An editor on the other end of stdio. A thread reads the framed answers into a queue, so
     that every wait is bounded: a request never answered fails the test instead of hanging it."""
 
     def __init__(self):
         env = {**os.environ, "PYTHONPATH": str(ROOT)}
-        self.proc = subprocess.Popen([sys.executable, "-m", "cnnspec", "lsp"], cwd=ROOT,
-                                     env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                                     stderr=subprocess.DEVNULL)
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "cnnspec", "lsp"],
+            cwd=ROOT,
+            env=env,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.DEVNULL,
+        )
         self.next_id = 0
         self.inbox: queue.Queue = queue.Queue()
         threading.Thread(target=self._read_all, daemon=True).start()
@@ -107,8 +113,9 @@ class Client:
 @pytest.fixture(scope="module")
 def client():
     c = Client()
-    rid = c.send("initialize", {"processId": None, "rootUri": None, "capabilities": {}},
-                 request=True)
+    rid = c.send(
+        "initialize", {"processId": None, "rootUri": None, "capabilities": {}}, request=True
+    )
     init = c.wait(lambda m: m.get("id") == rid)
     caps = init["result"]["capabilities"]
     assert caps["hoverProvider"]
@@ -116,11 +123,16 @@ def client():
     yield c
     c.close()
 
+
 def _open(client, uri: str, text: str) -> dict:
-    client.send("textDocument/didOpen", {"textDocument": {
-        "uri": uri, "languageId": "cnnspec", "version": 1, "text": text}})
-    return client.wait(lambda m: m.get("method") == "textDocument/publishDiagnostics"
-                       and m["params"]["uri"] == uri)["params"]
+    client.send(
+        "textDocument/didOpen",
+        {"textDocument": {"uri": uri, "languageId": "cnnspec", "version": 1, "text": text}},
+    )
+    return client.wait(
+        lambda m: m.get("method") == "textDocument/publishDiagnostics" and m["params"]["uri"] == uri
+    )["params"]
+
 
 def test_diagnostics_on_open(client):
     params = _open(client, "file:///tmp/bad.cnn", BAD)
@@ -128,23 +140,33 @@ def test_diagnostics_on_open(client):
     assert diag["code"] == "E202"
     assert diag["severity"] == 1
     assert "convv" in diag["message"] and "did you mean 'conv'" in diag["message"]
-    assert diag["range"] == {"start": {"line": 2, "character": 0},
-                             "end": {"line": 2, "character": 5}}
+    assert diag["range"] == {
+        "start": {"line": 2, "character": 0},
+        "end": {"line": 2, "character": 5},
+    }
+
 
 def test_diagnostics_follow_changes(client):
     uri = "file:///tmp/change.cnn"
     assert _open(client, uri, BAD)["diagnostics"]
-    client.send("textDocument/didChange", {"textDocument": {"uri": uri, "version": 2},
-                                           "contentChanges": [{"text": GOOD}]})
-    params = client.wait(lambda m: m.get("method") == "textDocument/publishDiagnostics"
-                         and m["params"]["uri"] == uri)["params"]
+    client.send(
+        "textDocument/didChange",
+        {"textDocument": {"uri": uri, "version": 2}, "contentChanges": [{"text": GOOD}]},
+    )
+    params = client.wait(
+        lambda m: m.get("method") == "textDocument/publishDiagnostics" and m["params"]["uri"] == uri
+    )["params"]
     assert params["diagnostics"] == []
 
+
 def _hover(client, uri, line, character):
-    rid = client.send("textDocument/hover", {"textDocument": {"uri": uri},
-                                             "position": {"line": line, "character": character}},
-                      request=True)
+    rid = client.send(
+        "textDocument/hover",
+        {"textDocument": {"uri": uri}, "position": {"line": line, "character": character}},
+        request=True,
+    )
     return client.wait(lambda m: m.get("id") == rid)["result"]
+
 
 def test_hover_shows_shape_params_and_macs(client):
     uri = "file:///tmp/good.cnn"
@@ -165,14 +187,17 @@ def test_hover_shows_shape_params_and_macs(client):
     # Blank space: nothing.
     assert _hover(client, uri, 4, 3) is None
 
+
 def test_ranges_are_in_utf16_units(client):
     # LSP counts UTF-16 code units: the emoji is one code point but two units.
-    params = _open(client, "file:///tmp/emoji.cnn", 'input 8x8x1\ndropout "\U0001F600" $\n')
+    params = _open(client, "file:///tmp/emoji.cnn", 'input 8x8x1\ndropout "\U0001f600" $\n')
     [diag] = params["diagnostics"]
     assert diag["code"] == "E102"
     assert diag["range"]["start"] == {"line": 1, "character": 13}
 
+
 # --- the pure mapping, without the protocol -----------------------------------------------------
+
 
 def test_diagnostic_ranges_are_zero_based():
     with pytest.raises(cnnspec.SpecErrors) as info:
@@ -180,21 +205,25 @@ def test_diagnostic_ranges_are_zero_based():
     [d] = diagnostics(info.value, BAD)
     assert (d.line, d.character, d.end_line, d.end_character) == (2, 0, 2, 5)
 
+
 def test_hover_markdown_outside_everything():
     model = cnnspec.compile_text(GOOD)
     assert hover_markdown(model, 100, 1, GOOD) is None
 
 
 def test_hover_on_names_of_block_instances_and_references():
-    text = ("input 8x8x3\nblock b(f) { conv f 3x3 same }\nlayer1 = b 4\n"
-            "y = conv 4 1x1 from=layer1\nadd layer1\n")
+    text = (
+        "input 8x8x3\nblock b(f) { conv f 3x3 same }\nlayer1 = b 4\n"
+        "y = conv 4 1x1 from=layer1\nadd layer1\n"
+    )
     model = cnnspec.compile_text(text)
-    assert "block b" in hover_markdown(model, 3, 2, text)           # `layer1 = b 4`
-    assert "`layer1`" in hover_markdown(model, 5, 6, text)          # `add layer1`
+    assert "block b" in hover_markdown(model, 3, 2, text)  # `layer1 = b 4`
+    assert "`layer1`" in hover_markdown(model, 5, 6, text)  # `add layer1`
     assert "`y`" in hover_markdown(model, 4, 1, text)
 
 
 # --- hostile clients (issue 14): every request answered, in bounded time, without a traceback ---
+
 
 def _answer(client, method: str, params) -> dict:
     rid = client.send(method, params, request=True)
@@ -202,14 +231,25 @@ def _answer(client, method: str, params) -> dict:
 
 
 def _hover_at(client, uri: str, line=0, character=0) -> dict:
-    return _answer(client, "textDocument/hover", {"textDocument": {"uri": uri},
-                                                  "position": {"line": line,
-                                                               "character": character}})
+    return _answer(
+        client,
+        "textDocument/hover",
+        {"textDocument": {"uri": uri}, "position": {"line": line, "character": character}},
+    )
 
 
-@pytest.mark.parametrize("uri", ["file:///tmp/never_opened.cnn", "file:///dev/zero",
-                                 "file:///tmp/a%00b.cnn", "file:///tmp/a\x00b.cnn",
-                                 "untitled:x", "", "file:///" + "x" * 5000])
+@pytest.mark.parametrize(
+    "uri",
+    [
+        "file:///tmp/never_opened.cnn",
+        "file:///dev/zero",
+        "file:///tmp/a%00b.cnn",
+        "file:///tmp/a\x00b.cnn",
+        "untitled:x",
+        "",
+        "file:///" + "x" * 5000,
+    ],
+)
 def test_hover_on_a_document_never_opened_is_answered_with_nothing(client, uri):
     answer = _hover_at(client, uri)
     assert "error" not in answer and answer["result"] is None
@@ -228,14 +268,22 @@ def test_a_literal_of_5000_digits_is_a_diagnostic(client):
     assert _hover_at(client, uri)["result"] is None
 
 
-@pytest.mark.parametrize("position", [{"line": -1, "character": 0},
-                                      {"line": 0, "character": -5},
-                                      {"line": 2**40, "character": 0}, {"line": "x"}, None])
+@pytest.mark.parametrize(
+    "position",
+    [
+        {"line": -1, "character": 0},
+        {"line": 0, "character": -5},
+        {"line": 2**40, "character": 0},
+        {"line": "x"},
+        None,
+    ],
+)
 def test_invalid_positions_get_an_answer(client, position):
     uri = "file:///tmp/positions.cnn"
     _open(client, uri, GOOD)
-    answer = _answer(client, "textDocument/hover", {"textDocument": {"uri": uri},
-                                                    "position": position})
+    answer = _answer(
+        client, "textDocument/hover", {"textDocument": {"uri": uri}, "position": position}
+    )
     assert answer.get("result") is None or "error" in answer
     if "error" in answer:
         assert answer["error"]["code"] == -32602
@@ -250,19 +298,23 @@ def test_malformed_requests_get_an_answer(client):
     assert answer["error"]["code"] == -32601
 
 
-@pytest.mark.parametrize("broken", [
-    b"Content-Length: abc\r\n\r\n{\"jsonrpc\": \"2.0\"}",
-    b"Content-Length: 5000\r\n\r\n{\"jsonrpc\": \"2.0\", \"method\": \"x\"}",
-    b"Content-Length: 3\r\n\r\n{\"jsonrpc\": \"2.0\", \"method\": \"initialized\"}",
-    b"Content-Length: 99999999999999999999\r\n\r\n{}",
-    b"garbage without a header\r\n\r\n",
-    b"Content-Length: 10\r\n\r\n\xff\xfe\x00\x01not json!",
-])
+@pytest.mark.parametrize(
+    "broken",
+    [
+        b'Content-Length: abc\r\n\r\n{"jsonrpc": "2.0"}',
+        b'Content-Length: 5000\r\n\r\n{"jsonrpc": "2.0", "method": "x"}',
+        b'Content-Length: 3\r\n\r\n{"jsonrpc": "2.0", "method": "initialized"}',
+        b"Content-Length: 99999999999999999999\r\n\r\n{}",
+        b"garbage without a header\r\n\r\n",
+        b"Content-Length: 10\r\n\r\n\xff\xfe\x00\x01not json!",
+    ],
+)
 def test_a_broken_frame_costs_one_message_not_the_session(broken):
     c = Client()
     try:
-        rid = c.send("initialize", {"processId": None, "rootUri": None, "capabilities": {}},
-                     request=True)
+        rid = c.send(
+            "initialize", {"processId": None, "rootUri": None, "capabilities": {}}, request=True
+        )
         c.wait(lambda m: m.get("id") == rid)
         c.send("initialized", {})
         c.send_raw(broken)
@@ -276,16 +328,25 @@ def test_a_broken_frame_costs_one_message_not_the_session(broken):
 def test_a_huge_document_does_not_stall_the_others():
     c = Client()
     try:
-        rid = c.send("initialize", {"processId": None, "rootUri": None, "capabilities": {}},
-                     request=True)
+        rid = c.send(
+            "initialize", {"processId": None, "rootUri": None, "capabilities": {}}, request=True
+        )
         c.wait(lambda m: m.get("id") == rid)
         c.send("initialized", {})
         small = "file:///tmp/small.cnn"
         assert _open(c, small, GOOD)["diagnostics"] == []
         # Under the size limit but seconds to check: the check runs beside the protocol.
-        c.send("textDocument/didOpen", {"textDocument": {
-            "uri": "file:///tmp/slow.cnn", "languageId": "cnnspec", "version": 1,
-            "text": "input 8x8x3\n" + "relu\n" * 9_000}})
+        c.send(
+            "textDocument/didOpen",
+            {
+                "textDocument": {
+                    "uri": "file:///tmp/slow.cnn",
+                    "languageId": "cnnspec",
+                    "version": 1,
+                    "text": "input 8x8x3\n" + "relu\n" * 9_000,
+                }
+            },
+        )
         start = time.monotonic()
         assert "dense1" in _hover_at(c, small, 8, 8)["result"]["contents"]["value"]
         assert time.monotonic() - start < 1.5

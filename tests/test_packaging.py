@@ -30,15 +30,29 @@ def wheel(tmp_path_factory) -> Path:
     for name in SOURCES:
         origin = ROOT / name
         if origin.is_dir():
-            shutil.copytree(origin, src / name,
-                            ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
+            shutil.copytree(
+                origin, src / name, ignore=shutil.ignore_patterns("__pycache__", "*.pyc")
+            )
         else:
             shutil.copy2(origin, src / name)
     out = tmp_path_factory.mktemp("dist")
     # With setuptools at hand, build with it (no download); else pip fetches the build backend.
     isolation = ["--no-build-isolation"] if importlib.util.find_spec("setuptools") else []
-    _run([sys.executable, "-m", "pip", "wheel", str(src), "--no-deps", *isolation, "-q",
-          "-w", str(out)], cwd=src)
+    _run(
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "wheel",
+            str(src),
+            "--no-deps",
+            *isolation,
+            "-q",
+            "-w",
+            str(out),
+        ],
+        cwd=src,
+    )
     (found,) = out.glob("cnnspec-*.whl")
     return found
 
@@ -51,14 +65,29 @@ def installed(wheel, tmp_path_factory) -> Path:
     venv = tmp_path_factory.mktemp("venv")
     _run([sys.executable, "-m", "venv", "--system-site-packages", "--without-pip", str(venv)])
     python = venv / "bin" / "python"
-    site = Path(_run([str(python), "-c", "import sysconfig; print(sysconfig.get_path('purelib'))"],
-                     ).stdout.strip())
+    site = Path(
+        _run(
+            [str(python), "-c", "import sysconfig; print(sysconfig.get_path('purelib'))"],
+        ).stdout.strip()
+    )
     import lark
     import pydantic
+
     deps = sorted({str(Path(m.__file__).resolve().parent.parent) for m in (lark, pydantic)})
     (site / "cnnspec_test_deps.pth").write_text("\n".join(deps) + "\n", encoding="utf-8")
-    _run([sys.executable, "-m", "pip", "--python", str(python), "install", "--no-deps", "-q",
-          str(wheel)])
+    _run(
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "--python",
+            str(python),
+            "install",
+            "--no-deps",
+            "-q",
+            str(wheel),
+        ]
+    )
     return venv
 
 
@@ -68,8 +97,9 @@ def test_wheel_holds_grammar_templates_and_every_package(wheel):
     templates = sorted((ROOT / "templates").glob("*.j2"))
     for template in templates:
         assert f"cnnspec/templates/{template.name}" in names
-    packages = {p.parent.relative_to(ROOT).as_posix()
-                for p in (ROOT / "cnnspec").rglob("__init__.py")}
+    packages = {
+        p.parent.relative_to(ROOT).as_posix() for p in (ROOT / "cnnspec").rglob("__init__.py")
+    }
     missing = [p for p in sorted(packages) if f"{p}/__init__.py" not in names]
     assert not missing, f"add {missing} to [tool.setuptools] packages in pyproject.toml"
     modules = {p.relative_to(ROOT).as_posix() for p in (ROOT / "cnnspec").rglob("*.py")}
@@ -83,17 +113,19 @@ def test_installed_wheel_checks_a_spec_outside_the_repository(installed, tmp_pat
     elsewhere = tmp_path / "cwd"
     elsewhere.mkdir()
     done = _run([str(installed / "bin" / "cnnspec"), "check", str(spec)], cwd=elsewhere)
-    here = cnnspec.compile_file(ROOT / "specs" / "resnet18.cnn")     # this checkout's answer
+    here = cnnspec.compile_file(ROOT / "specs" / "resnet18.cnn")  # this checkout's answer
     assert done.stdout.startswith(f"{spec}: ok") and f"{here.params:,} params" in done.stdout
 
 
 def test_installed_package_reads_its_own_files(installed, tmp_path):
     # templates/ holds no template until a backend brings one; then it must be found too.
     templates = "str(r.path('templates'))" if list((ROOT / "templates").glob("*.j2")) else "''"
-    probe = ("import cnnspec, cnnspec.parse as p, "
-             "cnnspec.resources as r, json; "
-             "print(json.dumps([cnnspec.__file__, str(p.grammar_path()), p.__file__, "
-             f"{templates}]))")
+    probe = (
+        "import cnnspec, cnnspec.parse as p, "
+        "cnnspec.resources as r, json; "
+        "print(json.dumps([cnnspec.__file__, str(p.grammar_path()), p.__file__, "
+        f"{templates}]))"
+    )
     done = _run([str(installed / "bin" / "python"), "-c", probe], cwd=tmp_path)
     module, grammar, parser, templates = json.loads(done.stdout)
     venv = str(installed.resolve())
@@ -103,7 +135,8 @@ def test_installed_package_reads_its_own_files(installed, tmp_path):
 
 def _run(argv: list[str], cwd: Path | None = None) -> subprocess.CompletedProcess:
     env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "PYTHONHOME")}
-    done = subprocess.run(argv, cwd=cwd, env=env, capture_output=True, text=True, timeout=300,
-                          check=False)
+    done = subprocess.run(
+        argv, cwd=cwd, env=env, capture_output=True, text=True, timeout=300, check=False
+    )
     assert done.returncode == 0, f"{' '.join(argv)}\n{done.stdout[-2000:]}\n{done.stderr[-3000:]}"
     return done

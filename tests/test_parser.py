@@ -33,7 +33,7 @@ def test_the_parser_cache_is_private_and_rebuilt_when_spoiled(tmp_path, monkeypa
 def test_an_unwritable_cache_folder_builds_in_memory(tmp_path, monkeypatch):
     blocked = tmp_path / "file"
     blocked.write_text("")
-    monkeypatch.setenv("XDG_CACHE_HOME", str(blocked))    # a file where the folder would be
+    monkeypatch.setenv("XDG_CACHE_HOME", str(blocked))  # a file where the folder would be
     assert parse._cache_file("grammar") is False
     assert parse._load_parser().parse("input 8x8x1\n").data == "start"
 
@@ -41,18 +41,29 @@ def test_an_unwritable_cache_folder_builds_in_memory(tmp_path, monkeypatch):
 def _shape(node) -> tuple:
     """A tree as plain data with every position, comparable across the two Tree classes."""
     if isinstance(node, Token):
-        return ("token", node.type, str(node), node.line, node.column, node.end_line,
-                node.end_column)
+        return (
+            "token",
+            node.type,
+            str(node),
+            node.line,
+            node.column,
+            node.end_line,
+            node.end_column,
+        )
     meta = node.meta
-    where = (None if meta.empty else
-             (meta.line, meta.column, meta.end_line, meta.end_column))
+    where = None if meta.empty else (meta.line, meta.column, meta.end_line, meta.end_column)
     return (node.data, where, tuple(_shape(c) for c in node.children))
 
 
 @pytest.fixture(scope="module")
 def lark_itself() -> Lark:
-    return Lark(grammar_path().read_text(encoding="utf-8"), parser="lalr", lexer="contextual",
-                propagate_positions=True, maybe_placeholders=False)
+    return Lark(
+        grammar_path().read_text(encoding="utf-8"),
+        parser="lalr",
+        lexer="contextual",
+        propagate_positions=True,
+        maybe_placeholders=False,
+    )
 
 
 @pytest.mark.parametrize("path", SPECS, ids=lambda p: p.name)
@@ -71,6 +82,7 @@ def test_comments_are_kept_in_source_order():
 
 def test_parsing_after_a_syntax_error_starts_clean():
     from cnnspec.errors import SpecError
+
     with pytest.raises(SpecError):
         parse_text("input 8x8x1\nconv 8 3x3 {\n", [])
     comments: list = []
@@ -79,6 +91,7 @@ def test_parsing_after_a_syntax_error_starts_clean():
 
 
 # --- hostile sizes: refused early, shown short --------------------------------------------------
+
 
 def _chain(terms: int, sep: str = "+") -> str:
     return "input 8x8x1\nconv " + sep.join(["1"] * terms) + " 3x3\n"
@@ -96,7 +109,8 @@ def test_a_million_term_expression_is_refused_before_parsing():
 
     from cnnspec.compiler import compile_text
     from cnnspec.errors import SpecErrors
-    text = _chain(3_900_000)                    # 7.8 MB on one line, under the 8 MiB limit
+
+    text = _chain(3_900_000)  # 7.8 MB on one line, under the 8 MiB limit
     start = time.perf_counter()
     with pytest.raises(SpecErrors) as caught:
         compile_text(text, "big.cnn")
@@ -104,7 +118,7 @@ def test_a_million_term_expression_is_refused_before_parsing():
     elapsed = time.perf_counter() - start
     err = caught.value.errors[0]
     assert (err.code, err.span.line, err.span.column) == ("E106", 2, 6)
-    assert err.message == "the expression is too long to evaluate"     # as the evaluator says
+    assert err.message == "the expression is too long to evaluate"  # as the evaluator says
     assert elapsed < 10, f"{elapsed:.1f} s: parsing it takes about a hundred"
     assert len(rendered) < 2_000, "the 7.8 MB line is printed whole"
     _, source, caret = _head_and_source(rendered)
@@ -112,14 +126,18 @@ def test_a_million_term_expression_is_refused_before_parsing():
     assert caret.index("^") == source.index("1+1")
 
 
-@pytest.mark.parametrize("text", [
-    _chain(700),                                               # evaluates today: still does
-    _chain(700, " * "),
-    "input 8x8x1\nconv 16 3x3 # " + "+" * 5_000 + "\n",        # operators in a comment
-    'input 8x8x1\ntransfer { source "' + "+" * 5_000 + '" }\n',  # ... and in a string
-])
+@pytest.mark.parametrize(
+    "text",
+    [
+        _chain(700),  # evaluates today: still does
+        _chain(700, " * "),
+        "input 8x8x1\nconv 16 3x3 # " + "+" * 5_000 + "\n",  # operators in a comment
+        'input 8x8x1\ntransfer { source "' + "+" * 5_000 + '" }\n',  # ... and in a string
+    ],
+)
 def test_long_lines_that_are_not_chains_pass_the_check(text):
     from cnnspec.parse import _check_chains
+
     _check_chains(text)
     parse_text(text)
 
@@ -127,21 +145,23 @@ def test_long_lines_that_are_not_chains_pass_the_check(text):
 def test_a_located_error_on_a_long_line_shows_a_window_around_the_caret():
     from cnnspec.compiler import compile_text
     from cnnspec.errors import MAX_LINE_SHOWN, SpecErrors
-    line = "; ".join(["relu"] * 5_000 + ["conv 0 3x3"] + ["relu"] * 5_000)   # 60,000 characters
+
+    line = "; ".join(["relu"] * 5_000 + ["conv 0 3x3"] + ["relu"] * 5_000)  # 60,000 characters
     text = "input 8x8x1\n" + line + "\n"
     with pytest.raises(SpecErrors) as caught:
         compile_text(text, "long.cnn")
     err = caught.value.errors[0]
     rendered = err.render(text)
     head, source, caret = _head_and_source(rendered)
-    assert head.startswith(f"long.cnn:2:{line.index('conv 0') + 6}: error[E205]")   # at the 0
+    assert head.startswith(f"long.cnn:2:{line.index('conv 0') + 6}: error[E205]")  # at the 0
     assert source.startswith("   2 | ...") and source.endswith("...")
     assert len(source) <= len("   2 | ") + MAX_LINE_SHOWN + 6
-    assert source[caret.index("^"):].startswith("0 3x3")     # the caret still points at it
+    assert source[caret.index("^") :].startswith("0 3x3")  # the caret still points at it
 
 
 def test_a_line_that_fits_is_shown_whole():
     from cnnspec.errors import MAX_LINE_SHOWN, Span, SpecError
+
     text = "x" * (MAX_LINE_SHOWN - 1) + "y"
     rendered = SpecError("E101", "m", Span(1, MAX_LINE_SHOWN)).render(text)
     assert rendered.split("\n")[1] == "   1 | " + text

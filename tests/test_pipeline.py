@@ -37,16 +37,20 @@ def decodes(monkeypatch):
     def counting(path, size, channels):
         seen.append(path)
         return real(path, size, channels)
+
     monkeypatch.setattr(samples_module, "decode_image", counting)
     return seen
 
 
-@pytest.mark.parametrize("fmt, task", [("folder", "classify"), ("segmentation", "segment"),
-                                       ("coco", "detect"), ("voc", "detect")])
+@pytest.mark.parametrize(
+    "fmt, task",
+    [("folder", "classify"), ("segmentation", "segment"), ("coco", "detect"), ("voc", "detect")],
+)
 def test_every_file_source_streams(tmp_path, decodes, fmt, task):
     """Indexing decodes no image and the first batch decodes only its own: a source that
     decoded everything up front fails here."""
     from cnnspec.data.torch_loader import set_epoch, torch_loader
+
     write_shapes(tmp_path, fmt, n=24, size=16, seed=3)
     samples = index(str(tmp_path), (16, 16, 3), task)
     assert len(samples) >= 20 and decodes == []
@@ -56,7 +60,8 @@ def test_every_file_source_streams(tmp_path, decodes, fmt, task):
     assert batch["x"].shape == (4, 16, 16, 3) and batch["x"].dtype == np.float32
     assert len(decodes) == 4
     assert sorted(map(str, decodes)) == sorted(
-        str(samples.reader.paths[samples.rows[i]]) for i in batch["index"])
+        str(samples.reader.paths[samples.rows[i]]) for i in batch["index"]
+    )
 
 
 def test_streamed_samples_equal_the_loaded_arrays(tmp_path):
@@ -65,8 +70,7 @@ def test_streamed_samples_equal_the_loaded_arrays(tmp_path):
     samples = index(str(tmp_path), (16, 16, 3), "segment")
     for i in (0, 5, 11):
         one = samples.sample(i)
-        assert np.array_equal(one["x"], whole.x[i]) and np.array_equal(one["masks"],
-                                                                         whole.masks[i])
+        assert np.array_equal(one["x"], whole.x[i]) and np.array_equal(one["masks"], whole.masks[i])
 
 
 def test_ram_cache_keeps_uint8_and_gives_the_same_batches(tmp_path):
@@ -85,14 +89,20 @@ def test_shards_cover_each_sample_once_and_make_up_the_global_batch(n, world):
     the ranks take the same number of steps (DDP's collectives need it)."""
     from cnnspec.data.samples import ArrayImages, Samples
     from cnnspec.data.torch_loader import set_epoch, torch_loader
-    data = Samples(ArrayImages(np.zeros((n, 2, 2, 1), np.float32)), y=np.zeros(n),
-                   classes=["a"], input_shape=(2, 2, 1))
+
+    data = Samples(
+        ArrayImages(np.zeros((n, 2, 2, 1), np.float32)),
+        y=np.zeros(n),
+        classes=["a"],
+        input_shape=(2, 2, 1),
+    )
     batch = 2 * world
     for epoch in (0, 1):
         per_rank = []
         for rank in range(world):
-            loader = torch_loader(data, batch, train=True, seed=4, workers=0, rank=rank,
-                                  world=world)
+            loader = torch_loader(
+                data, batch, train=True, seed=4, workers=0, rank=rank, world=world
+            )
             set_epoch(loader, epoch)
             per_rank.append([b["index"].tolist() for b in loader])
         rows = [i for batches in per_rank for b in batches for i in b]
@@ -100,7 +110,7 @@ def test_shards_cover_each_sample_once_and_make_up_the_global_batch(n, world):
         assert len(rows) == n + (-n) % world
         one = torch_loader(data, batch, train=True, seed=4, workers=0)
         set_epoch(one, epoch)
-        if n % world == 0:   # the ranks' batch k together is the one-process batch k
+        if n % world == 0:  # the ranks' batch k together is the one-process batch k
             for k, whole in enumerate(one):
                 assert sorted(i for r in per_rank for i in r[k]) == sorted(whole["index"])
 
@@ -108,12 +118,14 @@ def test_shards_cover_each_sample_once_and_make_up_the_global_batch(n, world):
 def test_augmentation_is_the_same_whatever_the_workers(tmp_path):
     from cnnspec.data import parse_ops
     from cnnspec.data.torch_loader import set_epoch, torch_loader
+
     write_shapes(tmp_path, "folder", n=8, size=16, seed=2)
     samples = index(str(tmp_path), (16, 16, 3), "classify")
     got = []
     for workers in (0, 2):
-        loader = torch_loader(samples, 4, train=True, seed=1, ops=parse_ops(["flip", "crop 2"]),
-                              workers=workers)
+        loader = torch_loader(
+            samples, 4, train=True, seed=1, ops=parse_ops(["flip", "crop 2"]), workers=workers
+        )
         set_epoch(loader, 3)
         got.append(np.concatenate([b["x"] for b in loader]))
     assert np.array_equal(got[0], got[1])
@@ -137,16 +149,49 @@ def test_two_machines_train_as_one_process(tmp_path):
     spec = tmp_path / "tiny.cnn"
     spec.write_text(TINY)
     env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
-    base = [sys.executable, "-m", "cnnspec", "train", str(spec), "--data", "digits",
-            "--progress", "off", "--workers", "0"]
-    single = subprocess.run([*base, "--out", str(tmp_path / "one")], env=env,
-                            capture_output=True, text=True, timeout=300, check=False)
+    base = [
+        sys.executable,
+        "-m",
+        "cnnspec",
+        "train",
+        str(spec),
+        "--data",
+        "digits",
+        "--progress",
+        "off",
+        "--workers",
+        "0",
+    ]
+    single = subprocess.run(
+        [*base, "--out", str(tmp_path / "one")],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
     assert single.returncode == 0, single.stderr[-3000:]
     endpoint = f"127.0.0.1:{_free_port()}"
-    nodes = [subprocess.Popen([*base, "--out", str(tmp_path / f"node{r}"), "--nnodes", "2",
-                               "--node-rank", str(r), "--rdzv-endpoint", endpoint],
-                              env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                              text=True) for r in (0, 1)]
+    nodes = [
+        subprocess.Popen(
+            [
+                *base,
+                "--out",
+                str(tmp_path / f"node{r}"),
+                "--nnodes",
+                "2",
+                "--node-rank",
+                str(r),
+                "--rdzv-endpoint",
+                endpoint,
+            ],
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for r in (0, 1)
+    ]
     for node in nodes:
         _, err = node.communicate(timeout=400)
         assert node.returncode == 0, err[-3000:]
@@ -157,29 +202,52 @@ def test_two_machines_train_as_one_process(tmp_path):
             assert float(b[key]) == pytest.approx(float(a[key]), rel=2e-3, abs=2e-3), key
     result = json.loads((tmp_path / "node0" / "result.json").read_text())
     assert result["processes"] == 2
-    assert not (tmp_path / "node1" / "result.json").exists()   # rank 0 alone writes
+    assert not (tmp_path / "node1" / "result.json").exists()  # rank 0 alone writes
 
 
 def test_cli_trains_from_a_folder_with_worker_processes(tmp_path):
     from cnnspec.cli import main
+
     write_shapes(tmp_path / "data", "folder", n=24, size=8, seed=0)
     spec = tmp_path / "tiny.cnn"
-    spec.write_text(TINY.replace("8x8x1", "8x8x3").replace("dense 10", "dense 3")
-                    .replace("epochs 2", "epochs 1").replace("batch_size 32", "batch_size 8"))
+    spec.write_text(
+        TINY.replace("8x8x1", "8x8x3")
+        .replace("dense 10", "dense 3")
+        .replace("epochs 2", "epochs 1")
+        .replace("batch_size 32", "batch_size 8")
+    )
     out = tmp_path / "run"
-    assert main(["train", str(spec), "--data", str(tmp_path / "data"), "--workers", "2",
-                 "--out", str(out), "--progress", "off"]) == 0
+    assert (
+        main(
+            [
+                "train",
+                str(spec),
+                "--data",
+                str(tmp_path / "data"),
+                "--workers",
+                "2",
+                "--out",
+                str(out),
+                "--progress",
+                "off",
+            ]
+        )
+        == 0
+    )
     assert json.loads((out / "result.json").read_text())["n_train"] > 0
 
 
 def test_bad_flags_are_usage_errors(tmp_path, capsys):
     from cnnspec.cli import main
+
     spec = tmp_path / "tiny.cnn"
     spec.write_text(TINY)
-    for flags, said in ((["--workers", "-1"], "--workers"),
-                        (["--nnodes", "2", "--node-rank", "2"], "--node-rank"),
-                        (["--nnodes", "2"], "--rdzv-endpoint"),
-                        (["--nnodes", "2", "--rdzv-endpoint", "node0"], "HOST:PORT")):
+    for flags, said in (
+        (["--workers", "-1"], "--workers"),
+        (["--nnodes", "2", "--node-rank", "2"], "--node-rank"),
+        (["--nnodes", "2"], "--rdzv-endpoint"),
+        (["--nnodes", "2", "--rdzv-endpoint", "node0"], "HOST:PORT"),
+    ):
         assert main(["train", str(spec), "--data", "digits", *flags]) == 2
         assert said in capsys.readouterr().err
 
@@ -188,18 +256,33 @@ def test_result_names_the_kept_checkpoint_and_the_last_epoch(tmp_path, capsys):
     """lr 0.3 makes epoch 3 the best and epoch 4 worse: result.json's metrics are best.*'s,
     which `cnnspec evaluate` reproduces, and the last epoch's are reported beside them."""
     from cnnspec.cli import main
+
     spec = tmp_path / "tiny.cnn"
     spec.write_text(TINY.replace("lr=0.05", "lr=0.3").replace("epochs 2", "epochs 4"))
     out = tmp_path / "run"
-    assert main(["train", str(spec), "--data", "digits", "--out", str(out),
-                 "--progress", "off"]) == 0
+    assert (
+        main(["train", str(spec), "--data", "digits", "--out", str(out), "--progress", "off"]) == 0
+    )
     said = capsys.readouterr().out
     assert "kept checkpoint (best.*, epoch 3)" in said and "last epoch (4)" in said
     result = json.loads((out / "result.json").read_text())
     assert (result["kept"], result["best_epoch"], result["last_epoch"]) == ("best", 3, 4)
     assert result["metrics"]["loss"] < result["last_epoch_metrics"]["loss"]
-    assert main(["evaluate", str(spec), "--weights", str(out / "best.safetensors"),
-                 "--data", "digits", "--format", "json"]) == 0
+    assert (
+        main(
+            [
+                "evaluate",
+                str(spec),
+                "--weights",
+                str(out / "best.safetensors"),
+                "--data",
+                "digits",
+                "--format",
+                "json",
+            ]
+        )
+        == 0
+    )
     evaluated = json.loads(capsys.readouterr().out)["metrics"]
     for key, value in result["metrics"].items():
         assert evaluated[key] == pytest.approx(value, rel=1e-6, abs=1e-7), key
@@ -209,11 +292,14 @@ def test_keras_loader_with_workers_gives_the_same_batches(tmp_path):
     pytest.importorskip("tensorflow")
     from cnnspec.data import parse_ops
     from cnnspec.data.loading import keras_batches
+
     write_shapes(tmp_path, "segmentation", n=10, size=16, seed=4)
     samples = index(str(tmp_path), (16, 16, 3), "segment")
     ops = parse_ops(["flip", "rotate 20"])
-    runs = [list(keras_batches(samples, 4, train=True, seed=2, epoch=1, ops=ops, workers=w))
-            for w in (0, 2)]
+    runs = [
+        list(keras_batches(samples, 4, train=True, seed=2, epoch=1, ops=ops, workers=w))
+        for w in (0, 2)
+    ]
     assert [len(b["x"]) for b in runs[1]] == [4, 4, 2]
     for a, b in zip(*runs):
         assert a.keys() == b.keys()
@@ -225,15 +311,39 @@ def test_keras_loader_with_workers_gives_the_same_batches(tmp_path):
 def test_a_broken_image_met_in_a_worker_is_named_without_a_traceback(tmp_path, backend):
     write_shapes(tmp_path / "data", "folder", n=12, size=8, seed=0)
     broken = min((tmp_path / "data" / "square").iterdir())
-    broken.write_bytes(broken.read_bytes()[:40])            # a truncated file
+    broken.write_bytes(broken.read_bytes()[:40])  # a truncated file
     spec = tmp_path / "tiny.cnn"
-    spec.write_text(TINY.replace("8x8x1", "8x8x3").replace("dense 10", "dense 3")
-                    .replace("epochs 2", "epochs 1").replace("batch_size 32", "batch_size 4"))
+    spec.write_text(
+        TINY.replace("8x8x1", "8x8x3")
+        .replace("dense 10", "dense 3")
+        .replace("epochs 2", "epochs 1")
+        .replace("batch_size 32", "batch_size 4")
+    )
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    done = subprocess.run([sys.executable, "-m", "cnnspec", "train", str(spec), "--data",
-                           str(tmp_path / "data"), "--workers", "2", "--backend", backend,
-                           "--out", str(tmp_path / "run"), "--progress", "off"],
-                          env=env, capture_output=True, text=True, timeout=300, check=False)
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "cnnspec",
+            "train",
+            str(spec),
+            "--data",
+            str(tmp_path / "data"),
+            "--workers",
+            "2",
+            "--backend",
+            backend,
+            "--out",
+            str(tmp_path / "run"),
+            "--progress",
+            "off",
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
     assert done.returncode == 1, done.stderr[-2000:]
     assert str(broken) in done.stderr and "Traceback" not in done.stderr, done.stderr[-2000:]
 
@@ -254,6 +364,7 @@ def test_a_worker_that_dies_is_a_data_error_saying_how_to_go_on():
     from cnnspec.data import DataError
     from cnnspec.data.samples import Samples
     from cnnspec.data.torch_loader import set_epoch, torch_loader
+
     data = Samples(_DyingImages(), y=np.zeros(8), classes=["a"], input_shape=(2, 2, 1))
     loader = torch_loader(data, 1, train=False, workers=1)
     set_epoch(loader, 0)

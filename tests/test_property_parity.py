@@ -40,10 +40,10 @@ def check_network(text: str) -> bool:
     check_torch_shapes_and_counts(model)
     kmodel = keras_model(model, net)
     check_keras_shapes_and_counts(model, kmodel)
-    x = np.random.default_rng(len(text) + 1).normal(
-        size=(2, *model.input_shape)).astype("float32")
-    for got, want, name in zip(keras_outputs(kmodel, x), torch_outputs(net, x), model.outputs,
-                               strict=True):
+    x = np.random.default_rng(len(text) + 1).normal(size=(2, *model.input_shape)).astype("float32")
+    for got, want, name in zip(
+        keras_outputs(kmodel, x), torch_outputs(net, x), model.outputs, strict=True
+    ):
         assert_close(got, want, name)
     # Keras' default clear_session() also runs gc.collect(), 0.4 s each; the test collects
     # every few examples instead.
@@ -54,6 +54,7 @@ def check_network(text: str) -> bool:
 def torch_net(model: cnnspec.Model, seed: int):
     """The torch network with random weights and random batch-norm statistics."""
     from cnnspec.backends.torch import build
+
     torch.manual_seed(seed)
     return randomise_torch(build(model), seed)
 
@@ -61,6 +62,7 @@ def torch_net(model: cnnspec.Model, seed: int):
 def keras_model(model: cnnspec.Model, net):
     from cnnspec.backends.keras import build
     from cnnspec.convert import load_torch_into_keras
+
     kmodel = build(model)
     load_torch_into_keras(kmodel, model, net.state_dict())
     return kmodel
@@ -84,22 +86,29 @@ def assert_close(got: np.ndarray, want: np.ndarray, what: str) -> None:
     assert got.shape == want.shape, what
     finite = np.isfinite(want)
     scale = float(np.abs(want[finite]).max()) if finite.any() else 0.0
-    np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4 * max(scale, 1e-2),
-                               equal_nan=True, err_msg=what)
+    np.testing.assert_allclose(
+        got, want, rtol=1e-4, atol=1e-4 * max(scale, 1e-2), equal_nan=True, err_msg=what
+    )
 
 
 def test_random_networks_agree_across_frameworks():
     tally = collections.Counter()
 
-    @settings(max_examples=EXAMPLES, deadline=None, derandomize=True, database=None,
-              suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+    @settings(
+        max_examples=EXAMPLES,
+        deadline=None,
+        derandomize=True,
+        database=None,
+        suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+    )
     @given(networks())
     def check(text):
         valid = check_network(text)
         tally["valid" if valid else "refused"] += 1
         if valid:
-            seen.update(f for f, pattern in FEATURES.items()
-                        if re.search(pattern, text, re.MULTILINE))
+            seen.update(
+                f for f, pattern in FEATURES.items() if re.search(pattern, text, re.MULTILINE)
+            )
             for kind in {node.layer.kind for node in cnnspec.compile_text(text).nodes}:
                 kinds[kind] += 1
         if sum(tally.values()) % 25 == 0:

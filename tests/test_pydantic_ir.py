@@ -67,8 +67,16 @@ def test_the_ir_and_all_it_holds_are_pydantic_models(model):
         assert isinstance(node, pydantic.BaseModel)
         assert isinstance(node.layer, pydantic.BaseModel), node.kind
     kinds = {type(m).__name__ for m in _models(model)}
-    assert {"Model", "Node", "Group", "Span", "CompileSpec", "Optimizer", "Schedule",
-            "EarlyStopping"} <= kinds
+    assert {
+        "Model",
+        "Node",
+        "Group",
+        "Span",
+        "CompileSpec",
+        "Optimizer",
+        "Schedule",
+        "EarlyStopping",
+    } <= kinds
 
 
 def test_every_registered_layer_kind_is_a_pydantic_model(model):
@@ -107,21 +115,24 @@ def test_layers_validate_as_pydantic_models():
     with pytest.raises(pydantic.ValidationError) as caught:
         conv(filters=0, kernel=3)
     assert caught.value.errors()[0]["type"] == "greater_than_equal"
-    assert conv(filters="8", kernel=3).filters == 8          # pydantic's lax coercion
-    assert conv(filters=8, kernel=3).kernel == (3, 3)        # the BeforeValidator
+    assert conv(filters="8", kernel=3).filters == 8  # pydantic's lax coercion
+    assert conv(filters=8, kernel=3).kernel == (3, 3)  # the BeforeValidator
 
 
 def test_the_json_schema_is_pydantic_s(model):
     schema = cnnspec.json_schema()
     mine = ir.Model.model_json_schema()
-    assert {k: v for k, v in schema.items() if k not in ("$schema", "title")} == \
-        {k: v for k, v in mine.items() if k != "title"}
+    assert {k: v for k, v in schema.items() if k not in ("$schema", "title")} == {
+        k: v for k, v in mine.items() if k != "title"
+    }
 
 
 def test_the_transfer_section_is_pydantic_models_too():
-    model = cnnspec.compile_text("input 32x32x3\nconv 8 3x3 same\nbn\nrelu\ngap\ndense 10\n"
-                                 "transfer { source torchvision:resnet18\nfreeze first 1\n"
-                                 "head { gap; dense 5 softmax } }\n")
+    model = cnnspec.compile_text(
+        "input 32x32x3\nconv 8 3x3 same\nbn\nrelu\ngap\ndense 10\n"
+        "transfer { source torchvision:resnet18\nfreeze first 1\n"
+        "head { gap; dense 5 softmax } }\n"
+    )
     assert isinstance(model.transfer, ir.TransferSpec)
     assert isinstance(model.transfer.freeze, pydantic.BaseModel)
     assert isinstance(model.transfer.source_span, pydantic.BaseModel)

@@ -50,8 +50,11 @@ def test_readme_table_is_the_registry_s():
 
 def test_command_lists_every_kind_and_finds_keywords(capsys):
     assert main(["kinds"]) == 0
-    listed = [line.split()[0] for line in capsys.readouterr().out.splitlines()
-              if line and not line.startswith("`")]
+    listed = [
+        line.split()[0]
+        for line in capsys.readouterr().out.splitlines()
+        if line and not line.startswith("`")
+    ]
     assert listed == list(REGISTRY)
     for word in ("maxpool", "relu", "fc", "concat"):
         assert main(["kinds", word]) == 0

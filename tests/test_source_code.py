@@ -41,15 +41,20 @@ def test_a_hostile_spec_name_stays_text(backend, name, tmp_path, monkeypatch):
     """The name (the spec's file name where it has no `model` line) reaches the file only
     as text: the file parses, importing it runs nothing, and its docstring reads the name."""
     model = cnnspec.compile_text("input 8x8x3\nconv 4 3x3 relu\n")
-    model = model.model_copy(update={"name": name, "source": f"/specs/{name}.cnn"}) \
-        if hasattr(model, "model_copy") else _renamed(model, name)
+    model = (
+        model.model_copy(update={"name": name, "source": f"/specs/{name}.cnn"})
+        if hasattr(model, "model_copy")
+        else _renamed(model, name)
+    )
     source = BACKENDS[backend](model)
     tree = ast.parse(source)
     docstring = ast.get_docstring(tree, clean=False)
     assert name in docstring
     # every statement at module level is an import, a definition or the __main__ guard
-    assert all(isinstance(n, (ast.Import, ast.ImportFrom, ast.FunctionDef, ast.ClassDef, ast.If))
-               for n in tree.body[1:])
+    assert all(
+        isinstance(n, (ast.Import, ast.ImportFrom, ast.FunctionDef, ast.ClassDef, ast.If))
+        for n in tree.body[1:]
+    )
     monkeypatch.chdir(tmp_path)
     path = tmp_path / "generated.py"
     path.write_text(source, encoding="utf-8")
@@ -96,12 +101,24 @@ def test_every_spec_generates_ruff_clean_source(backend, tmp_path):
     for path in SPECS:
         source = BACKENDS[backend](cnnspec.compile_file(path))
         (tmp_path / f"{path.stem}.py").write_text(source)
-        assert max(len(line) for line in source.splitlines()) <= pysource.WIDTH or \
-            backend == "keras", path   # Keras' header states counts on one line
+        assert (
+            max(len(line) for line in source.splitlines()) <= pysource.WIDTH or backend == "keras"
+        ), path  # Keras' header states counts on one line
     for args in (["check"], ["format", "--check", "--diff"]):
-        r = subprocess.run([str(RUFF), *args, "--isolated", "--no-cache", "--line-length",
-                            str(pysource.WIDTH), str(tmp_path)], capture_output=True,
-                           text=True, check=False)
+        r = subprocess.run(
+            [
+                str(RUFF),
+                *args,
+                "--isolated",
+                "--no-cache",
+                "--line-length",
+                str(pysource.WIDTH),
+                str(tmp_path),
+            ],
+            capture_output=True,
+            text=True,
+            check=False,
+        )
         assert r.returncode == 0, r.stdout[-4000:] + r.stderr[-2000:]
 
 
@@ -123,8 +140,11 @@ def test_repeated_blocks_become_keras_functions():
     tree = ast.parse(source)
     functions = [n.name for n in tree.body if isinstance(n, ast.FunctionDef)]
     assert functions == ["bottleneck", "bottleneck2", "build_model"]
-    calls = [n.func.id for n in ast.walk(tree) if isinstance(n, ast.Call)
-             and getattr(n.func, "id", "").startswith("bottleneck")]
+    calls = [
+        n.func.id
+        for n in ast.walk(tree)
+        if isinstance(n, ast.Call) and getattr(n.func, "id", "").startswith("bottleneck")
+    ]
     assert sorted(calls) == ["bottleneck"] * 4 + ["bottleneck2"] * 12
     assert len(source.splitlines()) < 250
 
@@ -132,9 +152,13 @@ def test_repeated_blocks_become_keras_functions():
 def test_a_block_function_never_shadows_a_builtin_the_file_calls():
     """A block called `tuple` beside PaddedPool2D (whose __init__ calls tuple())."""
     import builtins
-    source = keras_source.render(cnnspec.compile_text(
-        "input 16x16x3\nblock tuple(f) { conv f 3x3 same; relu }\ntuple 4\ntuple 8\n"
-        "maxpool 2 padding=1\ntuple 8\n"))
+
+    source = keras_source.render(
+        cnnspec.compile_text(
+            "input 16x16x3\nblock tuple(f) { conv f 3x3 same; relu }\ntuple 4\ntuple 8\n"
+            "maxpool 2 padding=1\ntuple 8\n"
+        )
+    )
     tree = ast.parse(source)
     defined = {n.name for n in tree.body if isinstance(n, (ast.FunctionDef, ast.ClassDef))}
     assert "PaddedPool2D" in defined and "tuple_" in defined
@@ -160,15 +184,36 @@ def test_block_classes_compute_what_the_runtime_module_does(tmp_path):
         torch.testing.assert_close(gen(x), net(x), rtol=0, atol=0)
 
 
-@pytest.mark.parametrize("doc, want", [
-    (pysource.call("f", "a", "b"), ["x = f(a, b)"]),
-    (pysource.call(pysource.call("layers.Dense", *[pysource.kwarg(f"k{i}", str(i) * 9)
-                                                  for i in range(9)]), "x_in"),
-     ["x = layers.Dense(", "    k0=000000000,", "    k1=111111111,", "    k2=222222222,",
-      "    k3=333333333,", "    k4=444444444,", "    k5=555555555,", "    k6=666666666,",
-      "    k7=777777777,", "    k8=888888888,", ")(x_in)"]),
-    (pysource.Op("+", ("a" * 40, "b" * 40, "c" * 40)),
-     ["x = (", "    " + "a" * 40, "    + " + "b" * 40, "    + " + "c" * 40, ")"]),
-])
+@pytest.mark.parametrize(
+    "doc, want",
+    [
+        (pysource.call("f", "a", "b"), ["x = f(a, b)"]),
+        (
+            pysource.call(
+                pysource.call(
+                    "layers.Dense", *[pysource.kwarg(f"k{i}", str(i) * 9) for i in range(9)]
+                ),
+                "x_in",
+            ),
+            [
+                "x = layers.Dense(",
+                "    k0=000000000,",
+                "    k1=111111111,",
+                "    k2=222222222,",
+                "    k3=333333333,",
+                "    k4=444444444,",
+                "    k5=555555555,",
+                "    k6=666666666,",
+                "    k7=777777777,",
+                "    k8=888888888,",
+                ")(x_in)",
+            ],
+        ),
+        (
+            pysource.Op("+", ("a" * 40, "b" * 40, "c" * 40)),
+            ["x = (", "    " + "a" * 40, "    + " + "b" * 40, "    + " + "c" * 40, ")"],
+        ),
+    ],
+)
 def test_layout_follows_the_formatter(doc, want):
     assert pysource.statement("x = ", doc, 0) == want

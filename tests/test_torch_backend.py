@@ -131,8 +131,9 @@ def test_same_padding_is_symmetric_when_even():
     op = tb.torch_op(compile_case("input 8x8x3\nconv 4 3x3 same").nodes[1].layer, [(8, 8, 3)])
     assert te.render(op.forward, ["x"], "self.c") == "self.c(x)"
     assert dict(op.module.kwargs)["padding"] == 1
-    op = tb.torch_op(compile_case("input 8x8x3\nconv 4 3x3 stride=2 same").nodes[1].layer,
-                     [(8, 8, 3)])
+    op = tb.torch_op(
+        compile_case("input 8x8x3\nconv 4 3x3 stride=2 same").nodes[1].layer, [(8, 8, 3)]
+    )
     assert te.render(op.forward, ["x"], "self.c") == "self.c(F.pad(x, (0, 1, 0, 1)))"
 
 
@@ -150,7 +151,7 @@ def test_batchnorm_momentum_is_one_minus_the_spec():
     net.train()
     x = torch.randn(8, 3, 4, 4) + 3
     net(x)
-    expected = 0.01 * x.mean((0, 2, 3))   # Keras: 0.99 * old (0) + 0.01 * batch mean
+    expected = 0.01 * x.mean((0, 2, 3))  # Keras: 0.99 * old (0) + 0.01 * batch mean
     torch.testing.assert_close(bn.running_mean, expected)
 
 
@@ -165,7 +166,7 @@ def test_offset_only_batchnorm_learns_only_its_offset():
 
 def test_flatten_is_in_hwc_order():
     net = tb.build(compile_case("input 2x3x4\nflatten"))
-    x = torch.arange(24.0).reshape(1, 4, 2, 3)          # NCHW
+    x = torch.arange(24.0).reshape(1, 4, 2, 3)  # NCHW
     torch.testing.assert_close(net(x), x.permute(0, 2, 3, 1).reshape(1, -1))
 
 
@@ -203,9 +204,17 @@ def test_reserved_names_cover_nn_module():
     assert public <= _MODULE_ATTRS, public - _MODULE_ATTRS
 
 
-@pytest.mark.parametrize("raw,safe", [("class", "class_"), ("a-b", "a_b"), ("2x", "n2x"),
-                                      ("__init__", "n__init__"), ("match", "match_"),
-                                      ("ok", "ok")])
+@pytest.mark.parametrize(
+    "raw,safe",
+    [
+        ("class", "class_"),
+        ("a-b", "a_b"),
+        ("2x", "n2x"),
+        ("__init__", "n__init__"),
+        ("match", "match_"),
+        ("ok", "ok"),
+    ],
+)
 def test_identifier(raw, safe):
     assert tb.identifier(raw) == safe
 
@@ -214,17 +223,19 @@ def test_names_from_a_json_ir_cannot_inject_code(tmp_path):
     model = compile_case("input 4x4x3\nconv 2 1x1")
     evil = 'conv1"); import os; os.system("echo pwned'
     node = model.nodes[1].model_copy(update={"name": evil})
-    model = model.model_copy(update={"nodes": [model.nodes[0], node], "outputs": [evil],
-                                     "name": 'm"""; import os; """'})
+    model = model.model_copy(
+        update={"nodes": [model.nodes[0], node], "outputs": [evil], "name": 'm"""; import os; """'}
+    )
     source = tb.source_code(model)
     compile(source, "generated.py", "exec")
-    assert "import os" not in source.split('"""')[2]   # nothing outside the docstring
+    assert "import os" not in source.split('"""')[2]  # nothing outside the docstring
     mod = load_generated(source, tmp_path)
     keys = list(mod.build_model().state_dict())
     assert len(keys) == 2 and all(part.isidentifier() for k in keys for part in k.split("."))
 
 
 # --- Softmax and logits ------------------------------------------------------------------
+
 
 def test_logits_skip_only_the_final_softmax(tmp_path):
     model = compile_case("input 6\ndense 8 softmax\ndense 4 softmax")
@@ -269,12 +280,17 @@ def test_generated_source_is_stable_clean_and_equal(name, tmp_path):
     model = cnnspec.compile_file(ROOT / "specs" / f"{name}.cnn")
     source = tb.source_code(model)
     assert tb.source_code(cnnspec.compile_file(ROOT / "specs" / f"{name}.cnn")) == source
-    assert "cnnspec" not in "".join(line for line in source.splitlines()
-                                    if line.startswith(("import", "from")))
+    assert "cnnspec" not in "".join(
+        line for line in source.splitlines() if line.startswith(("import", "from"))
+    )
     path = tmp_path / f"{name}.py"
     path.write_text(source)
-    lint = subprocess.run([str(RUFF), "check", "--no-cache", "--isolated", str(path)],
-                          capture_output=True, text=True, check=False)
+    lint = subprocess.run(
+        [str(RUFF), "check", "--no-cache", "--isolated", str(path)],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
     assert lint.returncode == 0, lint.stdout
     net = tb.build(model).eval()
     gen = load_generated(source, tmp_path, name).build_model().eval()
@@ -302,16 +318,19 @@ def test_generated_source_reads_like_hand_written_code():
 def test_cli_build_writes_the_file(tmp_path):
     out = tmp_path / "m.py"
     from cnnspec.cli import main
-    assert main(["build", str(ROOT / "specs" / "resnet18.cnn"), "--backend", "torch",
-                 "-o", str(out)]) == 0
-    assert out.read_text() == tb.source_code(cnnspec.compile_file(ROOT / "specs" /
-                                                                "resnet18.cnn"))
+
+    assert (
+        main(["build", str(ROOT / "specs" / "resnet18.cnn"), "--backend", "torch", "-o", str(out)])
+        == 0
+    )
+    assert out.read_text() == tb.source_code(cnnspec.compile_file(ROOT / "specs" / "resnet18.cnn"))
 
 
 def test_cli_build_reports_spec_errors(tmp_path, capsys):
     bad = tmp_path / "bad.cnn"
     bad.write_text("input 4x4x3\nconv 4 9x9\n")
     from cnnspec.cli import main
+
     assert main(["build", str(bad)]) == 1
     assert "bad.cnn:2" in capsys.readouterr().err
 
@@ -321,6 +340,7 @@ def test_template_is_found():
 
 
 # --- Copies, weights files, ONNX ------------------------------------------------------------
+
 
 def test_pickle_and_deepcopy_keep_the_network():
     model = compile_case("input 6x6x3\nconv 4 3x3 same relu\nbn\ngap\ndense 2 softmax")
@@ -335,6 +355,7 @@ def test_pickle_and_deepcopy_keep_the_network():
 
 def test_weights_files_round_trip_and_refuse_misfits(tmp_path):
     from safetensors.torch import save_file
+
     model = compile_case("input 6x6x3\nconv 4 3x3 same\nbn\ngap\ndense 2")
     net = tb.build(model)
     state = {k: v.contiguous() for k, v in net.state_dict().items()}
@@ -371,24 +392,32 @@ def test_export_onnx_matches_torch(tmp_path):
     onnx = pytest.importorskip("onnx")
     ort = pytest.importorskip("onnxruntime")
     spec = tmp_path / "net.cnn"
-    spec.write_text("model net\ninput 9x9x3\nconv 8 3x3 stride=2 same nobias\nbn\nrelu\n"
-                    "skip = maxpool 3 stride=2 same\nresidual relu { conv 8 3x3 same }\n"
-                    "avgpool 3 stride=2 same\nflatten\ndense 5 softmax\n")
+    spec.write_text(
+        "model net\ninput 9x9x3\nconv 8 3x3 stride=2 same nobias\nbn\nrelu\n"
+        "skip = maxpool 3 stride=2 same\nresidual relu { conv 8 3x3 same }\n"
+        "avgpool 3 stride=2 same\nflatten\ndense 5 softmax\n"
+    )
     model = cnnspec.compile_file(spec)
     net = tb.build(model).eval()
     from safetensors.torch import save_file
+
     save_file({k: v.contiguous() for k, v in net.state_dict().items()}, tmp_path / "w.safetensors")
     from cnnspec.cli import main
+
     out = tmp_path / "net.onnx"
-    assert main(["export", str(spec), "--onnx", str(out), "--weights",
-                 str(tmp_path / "w.safetensors")]) == 0
+    assert (
+        main(
+            ["export", str(spec), "--onnx", str(out), "--weights", str(tmp_path / "w.safetensors")]
+        )
+        == 0
+    )
     onnx.checker.check_model(onnx.load(str(out)))
     session = ort.InferenceSession(str(out), providers=["CPUExecutionProvider"])
     x = torch.randn(3, 3, 9, 9)
     (got,) = session.run(None, {"input": x.numpy()})
     with torch.no_grad():
         torch.testing.assert_close(torch.from_numpy(got), net(x), rtol=1e-4, atol=1e-4)
-    assert not list(tmp_path.glob(".net.onnx.*"))     # no temp file left behind
+    assert not list(tmp_path.glob(".net.onnx.*"))  # no temp file left behind
 
 
 def test_export_refuses_weights_that_do_not_fit(tmp_path, capsys):
@@ -396,8 +425,20 @@ def test_export_refuses_weights_that_do_not_fit(tmp_path, capsys):
     spec.write_text("input 4x4x3\nconv 2 1x1\n")
     torch.save({"conv1.weight": torch.zeros(3, 3, 1, 1)}, tmp_path / "w.pt")
     from cnnspec.cli import main
-    assert main(["export", str(spec), "--onnx", str(tmp_path / "o.onnx"), "--weights",
-                 str(tmp_path / "w.pt")]) == 1
+
+    assert (
+        main(
+            [
+                "export",
+                str(spec),
+                "--onnx",
+                str(tmp_path / "o.onnx"),
+                "--weights",
+                str(tmp_path / "w.pt"),
+            ]
+        )
+        == 1
+    )
     err = capsys.readouterr().err
     assert "conv1.bias" in err and "Traceback" not in err
     assert not (tmp_path / "o.onnx").exists()
@@ -406,33 +447,36 @@ def test_export_refuses_weights_that_do_not_fit(tmp_path, capsys):
 def test_activations_overwrite_only_fresh_tensors_read_once():
     model = compile_case("input 4x4x3\na = conv 3 1x1\nrelu\nadd a\nrelu\nsigmoid\nrelu")
     lines = [line.split("  #")[0].strip() for line in tb.source_code(model).splitlines()]
-    assert "x = F.relu(a)" in lines                       # a is read again by add
-    assert "x = F.relu(x, inplace=True)" in lines          # the add's fresh sum
-    assert lines.count("x = F.relu(x)") == 1               # sigmoid's backward needs its output
+    assert "x = F.relu(a)" in lines  # a is read again by add
+    assert "x = F.relu(x, inplace=True)" in lines  # the add's fresh sum
+    assert lines.count("x = F.relu(x)") == 1  # sigmoid's backward needs its output
     net = tb.build(model).train()
     x = torch.randn(2, 3, 4, 4, requires_grad=True)
     a = net.a(x)
     expected = torch.relu(torch.sigmoid(torch.relu(torch.relu(a) + a)))
     out = net(x)
     torch.testing.assert_close(out, expected)
-    out.sum().backward()                                   # autograd accepts the in-place ops
+    out.sum().backward()  # autograd accepts the in-place ops
     assert x.grad is not None
 
 
 def test_generating_source_imports_no_framework():
-    code = ("import sys, cnnspec, cnnspec.torch\n"
-            "from cnnspec.backends import torch as tb\n"
-            "tb.source_code(cnnspec.compile_text('input 8x8x3\\nconv 4 3x3 same relu\\n'))\n"
-            "assert 'torch' not in sys.modules and 'tensorflow' not in sys.modules\n")
+    code = (
+        "import sys, cnnspec, cnnspec.torch\n"
+        "from cnnspec.backends import torch as tb\n"
+        "tb.source_code(cnnspec.compile_text('input 8x8x3\\nconv 4 3x3 same relu\\n'))\n"
+        "assert 'torch' not in sys.modules and 'tensorflow' not in sys.modules\n"
+    )
     subprocess.run([sys.executable, "-c", code], check=True, cwd=ROOT)
 
 
 def test_add_overwrites_its_first_input_only_when_safe():
-    model = compile_case("input 4x4x3\nconv 3 1x1\nb = bn\nconv 3 1x1\nadd b\n"
-                         "g = gap keepdims\nadd from=(g, b)")
+    model = compile_case(
+        "input 4x4x3\nconv 3 1x1\nb = bn\nconv 3 1x1\nadd b\ng = gap keepdims\nadd from=(g, b)"
+    )
     body = tb.source_code(model).split("def forward")[1]
-    assert ".add_(b)" in body                 # fresh conv output, read once: `out += identity`
-    assert "x = x + b" in body                # a 1x1 gate cannot hold the broadcast sum
+    assert ".add_(b)" in body  # fresh conv output, read once: `out += identity`
+    assert "x = x + b" in body  # a 1x1 gate cannot hold the broadcast sum
     net = tb.build(model).eval()
     x = torch.randn(2, 3, 4, 4)
     b = net.b(net.conv1(x))
@@ -441,9 +485,11 @@ def test_add_overwrites_its_first_input_only_when_safe():
 
 
 def test_torch_compile_sees_one_graph_and_channels_last_agrees():
-    model = compile_case("input 9x9x3\nconv 8 3x3 stride=2 same\nbn\nrelu\n"
-                         "residual relu { conv 8 3x3 same; bn }\nmaxpool 3 stride=2 same\n"
-                         "flatten\ndense 4 softmax")
+    model = compile_case(
+        "input 9x9x3\nconv 8 3x3 stride=2 same\nbn\nrelu\n"
+        "residual relu { conv 8 3x3 same; bn }\nmaxpool 3 stride=2 same\n"
+        "flatten\ndense 4 softmax"
+    )
     net = tb.build(model).eval()
     x = torch.randn(2, 3, 9, 9)
     explained = torch._dynamo.explain(net)(x)
@@ -456,6 +502,7 @@ def test_torch_compile_sees_one_graph_and_channels_last_agrees():
 def test_generated_source_matches_the_golden_file():
     """Review changes to the generated code as diffs of tests/torch_golden/features_torch.py."""
     import os
+
     golden = ROOT / "tests" / "torch_golden" / "features_torch.py"
     source = tb.source_code(cnnspec.compile_file(ROOT / "tests" / "torch_golden" / "features.cnn"))
     if os.environ.get("CNNSPEC_UPDATE_GOLDEN"):
@@ -470,11 +517,13 @@ def _allocations(net, x) -> list[int]:
 
     import torch
     from torch.profiler import ProfilerActivity, profile
+
     with torch.no_grad():
         net(x)
         with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
             net(x)
     import tempfile
+
     with tempfile.TemporaryDirectory() as tmp:
         trace = Path(tmp) / "trace.json"
         prof.export_chrome_trace(str(trace))
@@ -491,9 +540,11 @@ def test_resnet50_allocates_and_frees_as_torchvision_does(form, tmp_path):
     # caller's variable keeps it). The generated file does it with `del`.
     import torch
     import torchvision
+
     ref = torchvision.models.resnet50().eval()
     model = cnnspec.compile_text(
-        (ROOT / "specs" / "resnet50.cnn").read_text().replace("input 224x224x3", "input 64x64x3"))
+        (ROOT / "specs" / "resnet50.cnn").read_text().replace("input 224x224x3", "input 64x64x3")
+    )
     if form == "runtime":
         ours = tb.build(model, logits=True).eval()
     else:
@@ -516,8 +567,8 @@ def test_a_value_is_released_at_the_end_of_the_groups_it_enters():
     names = {0: model.input.name}
     names.update({ins.out: s.node for ins, s in zip(net._prog, tb.plan(model).steps)})
     released = {names[i]: names[ins.out] for ins in net._prog for i in ins.free}
-    assert released["conv1"] == "bn1"                                   # a chain: at once
-    assert released["maxpool1"] == "layer1.bottleneck3.relu3"          # the stage's input
+    assert released["conv1"] == "bn1"  # a chain: at once
+    assert released["maxpool1"] == "layer1.bottleneck3.relu3"  # the stage's input
     # a block's input: when the block ends (its residual reads it at the add, before relu3)
     assert released["layer1.bottleneck1.relu3"] == "layer1.bottleneck2.relu3"
-    assert released["layer1.bottleneck1.bn3"] == "layer1.bottleneck1.add1"   # inside: at once
+    assert released["layer1.bottleneck1.bn3"] == "layer1.bottleneck1.add1"  # inside: at once

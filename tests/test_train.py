@@ -42,8 +42,22 @@ def _history(out: Path) -> list[dict]:
 def _train(spec, out, *extra, backend="torch") -> int:
     # one thread: a tiny network gains nothing from two, and loses much on a busy machine
     threads = ["--threads", "1"] if backend == "torch" else []
-    return main(["train", str(spec), "--data", "digits", "--out", str(out), "--backend",
-                 backend, "--progress", "off", *threads, *extra])
+    return main(
+        [
+            "train",
+            str(spec),
+            "--data",
+            "digits",
+            "--out",
+            str(out),
+            "--backend",
+            backend,
+            "--progress",
+            "off",
+            *threads,
+            *extra,
+        ]
+    )
 
 
 @pytest.fixture(scope="module", params=["torch", "keras"])
@@ -53,16 +67,25 @@ def run(request, spec, tmp_path_factory):
     return request.param, out
 
 
-WEIGHTS = {"torch": ("last.safetensors", "best.safetensors", "last.optim.pt"),
-           "keras": ("last.weights.h5", "best.weights.h5", "last.optim.npz")}
+WEIGHTS = {
+    "torch": ("last.safetensors", "best.safetensors", "last.optim.pt"),
+    "keras": ("last.weights.h5", "best.weights.h5", "last.optim.npz"),
+}
 
 
 def test_run_writes_history_result_checkpoints_and_curves(run):
     backend, out = run
     rows = _history(out)
     assert [r["epoch"] for r in rows] == ["1", "2"]
-    for key in ("lr", "train_loss", "val_loss", "train_accuracy", "val_accuracy",
-                "train_top5", "val_top5"):
+    for key in (
+        "lr",
+        "train_loss",
+        "val_loss",
+        "train_accuracy",
+        "val_accuracy",
+        "train_top5",
+        "val_top5",
+    ):
         assert all(r[key] != "" for r in rows), key
     assert float(rows[1]["train_loss"]) < float(rows[0]["train_loss"])
     result = json.loads((out / "result.json").read_text())
@@ -81,8 +104,21 @@ def test_run_writes_history_result_checkpoints_and_curves(run):
 def test_evaluate_reproduces_the_held_out_metrics(run, spec, capsys):
     backend, out = run
     capsys.readouterr()
-    assert main(["evaluate", str(spec), "--weights", str(out / WEIGHTS[backend][0]),
-                 "--data", "digits", "--format", "json"]) == 0
+    assert (
+        main(
+            [
+                "evaluate",
+                str(spec),
+                "--weights",
+                str(out / WEIGHTS[backend][0]),
+                "--data",
+                "digits",
+                "--format",
+                "json",
+            ]
+        )
+        == 0
+    )
     got = json.loads(capsys.readouterr().out)
     result = json.loads((out / "result.json").read_text())
     assert got["n"] == result["n_val"]
@@ -93,6 +129,7 @@ def test_evaluate_reproduces_the_held_out_metrics(run, spec, capsys):
 def test_predict_gives_top_k_probabilities(run, spec, tmp_path, capsys):
     from PIL import Image
     from sklearn.datasets import load_digits
+
     backend, out = run
     digits = load_digits()
     paths = []
@@ -101,8 +138,22 @@ def test_predict_gives_top_k_probabilities(run, spec, tmp_path, capsys):
         paths.append(tmp_path / f"d{i}_{digits.target[i]}.png")
         Image.fromarray(img).save(paths[-1])
     capsys.readouterr()
-    assert main(["predict", str(spec), *map(str, paths), "--weights",
-                 str(out / WEIGHTS[backend][1]), "--top", "3", "--format", "json"]) == 0
+    assert (
+        main(
+            [
+                "predict",
+                str(spec),
+                *map(str, paths),
+                "--weights",
+                str(out / WEIGHTS[backend][1]),
+                "--top",
+                "3",
+                "--format",
+                "json",
+            ]
+        )
+        == 0
+    )
     items = json.loads(capsys.readouterr().out)
     assert len(items) == 12 and all(len(it["top"]) == 3 for it in items)
     for it in items:
@@ -114,11 +165,25 @@ def test_predict_gives_top_k_probabilities(run, spec, tmp_path, capsys):
 
 def test_predict_text_output(run, spec, tmp_path, capsys):
     from PIL import Image
+
     backend, out = run
     Image.fromarray(np.zeros((8, 8), np.uint8)).save(tmp_path / "blank.png")
-    assert main(["predict", str(spec), str(tmp_path / "blank.png"), "--weights",
-                 str(out / WEIGHTS[backend][0]), "--top", "2",
-                 "--classes", "zero,one,two,three,four,five,six,seven,eight,nine"]) == 0
+    assert (
+        main(
+            [
+                "predict",
+                str(spec),
+                str(tmp_path / "blank.png"),
+                "--weights",
+                str(out / WEIGHTS[backend][0]),
+                "--top",
+                "2",
+                "--classes",
+                "zero,one,two,three,four,five,six,seven,eight,nine",
+            ]
+        )
+        == 0
+    )
     lines = capsys.readouterr().out.splitlines()
     assert lines[0].endswith("blank.png") and len(lines) == 3
 
@@ -137,7 +202,7 @@ def test_one_epoch_then_resume_equals_two_epochs(run, spec, tmp_path):
         for key in a:
             if key != "seconds":
                 assert float(a[key]) == pytest.approx(float(b[key]), rel=1e-5), key
-    if backend == "torch":   # torch on CPU repeats itself to the bit
+    if backend == "torch":  # torch on CPU repeats itself to the bit
         strip = lambda rows: [{k: v for k, v in r.items() if k != "seconds"} for r in rows]
         assert strip(got) == strip(want)
 
@@ -145,8 +210,7 @@ def test_one_epoch_then_resume_equals_two_epochs(run, spec, tmp_path):
 def test_other_seed_other_history(spec, tmp_path):
     assert _train(spec, tmp_path / "a", "--epochs", "1", "--seed", "1") == 0
     assert _train(spec, tmp_path / "b", "--epochs", "1", "--seed", "2") == 0
-    assert _history(tmp_path / "a")[0]["train_loss"] != _history(tmp_path / "b")[0][
-        "train_loss"]
+    assert _history(tmp_path / "a")[0]["train_loss"] != _history(tmp_path / "b")[0]["train_loss"]
 
 
 def test_spec_and_data_errors_exit_1_without_traceback(tmp_path, capsys):
@@ -158,8 +222,7 @@ def test_spec_and_data_errors_exit_1_without_traceback(tmp_path, capsys):
     assert main(["train", str(bad).replace("bad", "none"), "--data", "digits"]) == 1
     good = tmp_path / "good.cnn"
     good.write_text(TINY)
-    assert main(["train", str(good), "--data", "no-such-source", "--out",
-                 str(tmp_path / "o")]) == 1
+    assert main(["train", str(good), "--data", "no-such-source", "--out", str(tmp_path / "o")]) == 1
     assert "unknown data source" in capsys.readouterr().err
 
 
@@ -170,9 +233,11 @@ def test_saved_weights_load_into_the_spec_network_with_its_softmax(run, spec):
 
     import cnnspec
     from cnnspec.backends.torch import build
+
     backend, out = run
     if backend != "torch":
         from cnnspec.backends.keras import build as kbuild
+
         net = kbuild(cnnspec.compile_file(spec))
         net.load_weights(str(out / "last.weights.h5"))
         probs = np.asarray(net(np.zeros((2, 8, 8, 1), np.float32)))
@@ -182,4 +247,4 @@ def test_saved_weights_load_into_the_spec_network_with_its_softmax(run, spec):
         net.eval()
         with torch.no_grad():
             probs = net(torch.zeros(2, 1, 8, 8)).numpy()
-    np.testing.assert_allclose(probs.sum(1), 1.0, rtol=1e-5)   # the softmax is there
+    np.testing.assert_allclose(probs.sum(1), 1.0, rtol=1e-5)  # the softmax is there

@@ -74,15 +74,15 @@ CASES = [
 
 
 @pytest.mark.parametrize("template, units, act, settings, expected", CASES)
-def test_bad_combinations_are_located_errors(tmp_path, template, units, act, settings,
-                                             expected):
+def test_bad_combinations_are_located_errors(tmp_path, template, units, act, settings, expected):
     model = _compile(tmp_path, template, units=units, act=act, settings=settings)
     assert expected in _errors(model)
 
 
 def test_error_renders_with_the_setting_line(tmp_path):
-    model = _compile(tmp_path, CLASSIFIER, units=10, act="softmax",
-                     settings="loss binary_crossentropy")
+    model = _compile(
+        tmp_path, CLASSIFIER, units=10, act="softmax", settings="loss binary_crossentropy"
+    )
     with pytest.raises(cnnspec.SpecErrors) as info:
         make_plan(model)
     text = info.value.render((tmp_path / "net.cnn").read_text())
@@ -92,17 +92,20 @@ def test_error_renders_with_the_setting_line(tmp_path):
 
 def test_class_count_must_match_the_data(tmp_path):
     model = _compile(tmp_path, CLASSIFIER, units=7, act="softmax", settings="epochs 1")
-    assert ("E515", 5) in _errors(model, num_classes=10)   # the output layer's line
+    assert ("E515", 5) in _errors(model, num_classes=10)  # the output layer's line
 
 
-@pytest.mark.parametrize("template, units, act, settings, task, logits", [
-    (CLASSIFIER, 10, "softmax", "epochs 1", "classify", True),
-    (CLASSIFIER, 10, "", "loss categorical_crossentropy", "classify", False),
-    (CLASSIFIER, 1, "sigmoid", "loss bce", "classify", True),
-    (SEGMENTER, 2, "softmax", "loss dice", "segment", False),
-    (SEGMENTER, 2, "softmax", "epochs 1", "segment", True),
-    (DETECTOR, 0, "", "epochs 1", "detect", True),
-])
+@pytest.mark.parametrize(
+    "template, units, act, settings, task, logits",
+    [
+        (CLASSIFIER, 10, "softmax", "epochs 1", "classify", True),
+        (CLASSIFIER, 10, "", "loss categorical_crossentropy", "classify", False),
+        (CLASSIFIER, 1, "sigmoid", "loss bce", "classify", True),
+        (SEGMENTER, 2, "softmax", "loss dice", "segment", False),
+        (SEGMENTER, 2, "softmax", "epochs 1", "segment", True),
+        (DETECTOR, 0, "", "epochs 1", "detect", True),
+    ],
+)
 def test_task_inference_and_logits(tmp_path, template, units, act, settings, task, logits):
     model = _compile(tmp_path, template, units=units, act=act, settings=settings)
     plan = make_plan(model)
@@ -114,13 +117,16 @@ def test_detector_losses_go_to_their_heads(tmp_path):
     model = _compile(tmp_path, DETECTOR, settings="loss bce smooth_l1 iou")
     plan = make_plan(model)
     assert {h.role: h.losses for h in plan.heads} == {
-        "present": ["binary_crossentropy"], "box": ["smooth_l1", "iou"]}
+        "present": ["binary_crossentropy"],
+        "box": ["smooth_l1", "iou"],
+    }
 
 
 def test_stripped_softmax_is_not_applied_twice(tmp_path):
     """The network trained on logits ends without the softmax; the loss applies it once."""
     from cnnspec.logits import final_activation
     from cnnspec.train.plan import logits_model
+
     model = _compile(tmp_path, CLASSIFIER, units=10, act="softmax", settings="epochs 1")
     plan = make_plan(model)
     stripped = logits_model(model, plan)
@@ -130,6 +136,10 @@ def test_stripped_softmax_is_not_applied_twice(tmp_path):
 
 
 def test_zoo_specs_have_a_plan():
-    for name, task in [("lenet5", "classify"), ("unet", "segment"), ("yolo_tiny", "detect"),
-                       ("vgg16", "classify")]:
+    for name, task in [
+        ("lenet5", "classify"),
+        ("unet", "segment"),
+        ("yolo_tiny", "detect"),
+        ("vgg16", "classify"),
+    ]:
         assert make_plan(cnnspec.compile_file(f"specs/{name}.cnn")).task == task

@@ -49,7 +49,7 @@ class ScriptedBackend:
         return {"loss": self.val_losses[self.epoch]}, [self._probs(batch)]
 
     def _probs(self, batch):
-        return np.eye(3, dtype=np.float32)[batch["y"]]     # always right
+        return np.eye(3, dtype=np.float32)[batch["y"]]  # always right
 
     def save(self, prefix):
         path = prefix + ".npy"
@@ -68,28 +68,33 @@ def _setup(tmp_path, settings, val_losses, epochs=10):
     rng = np.random.default_rng(0)
     data = Dataset(rng.random((30, 4, 4, 1)), rng.integers(0, 3, 30), ["a", "b", "c"])
     backend = ScriptedBackend(val_losses)
-    opts = Options(epochs=epochs, batch_size=8, out=tmp_path / "run", progress=False,
-                   log=lambda *_: None)
+    opts = Options(
+        epochs=epochs, batch_size=8, out=tmp_path / "run", progress=False, log=lambda *_: None
+    )
     return Trainer(backend, plan, opts, info={"backend": "scripted"}), backend, data
 
 
 def test_early_stopping_stops_after_patience_and_restores_the_best(tmp_path):
     losses = [1.0, 0.5, 0.4, 0.45, 0.41, 0.42, 0.3, 0.2, 0.1, 0.1]
     trainer, backend, data = _setup(
-        tmp_path, "early_stopping monitor=val_loss patience=2 min_delta=0.001", losses)
+        tmp_path, "early_stopping monitor=val_loss patience=2 min_delta=0.001", losses
+    )
     trainer.fit(data, data)
-    assert [r["epoch"] for r in trainer.history] == [1, 2, 3, 4, 5]   # 3 was the best
+    assert [r["epoch"] for r in trainer.history] == [1, 2, 3, 4, 5]  # 3 was the best
     assert trainer.best_epoch == 2 and trainer.stopped_early
     assert trainer.restore_best() and backend.loaded == [2]
     state = json.loads((tmp_path / "run" / "checkpoint.json").read_text())
     assert state["best_epoch"] == 2 and state["files"]["best"] == [".ckpt/e0002.npy"]
     assert sorted(p.name for p in (tmp_path / "run" / ".ckpt").iterdir()) == [
-        "e0002.npy", "e0004.npy"]           # only the best and the last are kept
+        "e0002.npy",
+        "e0004.npy",
+    ]  # only the best and the last are kept
 
 
 def test_monitor_on_a_score_counts_up(tmp_path):
-    trainer, _, data = _setup(tmp_path, "early_stopping monitor=val_accuracy patience=1",
-                              [1.0] * 10)
+    trainer, _, data = _setup(
+        tmp_path, "early_stopping monitor=val_accuracy patience=1", [1.0] * 10
+    )
     trainer.fit(data, data)
     # accuracy is 1.0 from the first epoch and never improves on it
     assert len(trainer.history) == 2 and trainer.best_epoch == 0
@@ -105,23 +110,34 @@ def test_unknown_monitor_is_a_located_error(tmp_path):
 
 
 def test_history_has_lr_losses_and_metrics_for_both_splits(tmp_path):
-    trainer, backend, data = _setup(tmp_path, "schedule step step_size=2 gamma=0.5",
-                                    [1.0] * 4, epochs=4)
+    trainer, backend, data = _setup(
+        tmp_path, "schedule step step_size=2 gamma=0.5", [1.0] * 4, epochs=4
+    )
     trainer.fit(data, data)
     row = trainer.history[0]
-    assert set(row) == {"epoch", "lr", "seconds", "train_loss", "train_accuracy", "val_loss",
-                        "val_accuracy"}
+    assert set(row) == {
+        "epoch",
+        "lr",
+        "seconds",
+        "train_loss",
+        "train_accuracy",
+        "val_loss",
+        "val_accuracy",
+    }
     assert backend.lrs == [1e-3, 1e-3, 5e-4, 5e-4]
     assert (tmp_path / "run" / "history.csv").read_text().count("\n") == 5
 
 
-@pytest.mark.parametrize("name, kw, want", [
-    ("constant", {}, [1.0] * 6),
-    ("step", {"step_size": 2, "gamma": 0.1}, [1, 1, 0.1, 0.1, 0.01, 0.01]),
-    ("exponential", {"gamma": 0.5}, [1, 0.5, 0.25, 0.125, 0.0625, 0.03125]),
-    ("cosine", {}, [1 + math.cos(math.pi * t / 6) for t in range(6)]),
-    ("constant", {"warmup": 2}, [1 / 3, 2 / 3, 1, 1, 1, 1]),
-])
+@pytest.mark.parametrize(
+    "name, kw, want",
+    [
+        ("constant", {}, [1.0] * 6),
+        ("step", {"step_size": 2, "gamma": 0.1}, [1, 1, 0.1, 0.1, 0.01, 0.01]),
+        ("exponential", {"gamma": 0.5}, [1, 0.5, 0.25, 0.125, 0.0625, 0.03125]),
+        ("cosine", {}, [1 + math.cos(math.pi * t / 6) for t in range(6)]),
+        ("constant", {"warmup": 2}, [1 / 3, 2 / 3, 1, 1, 1, 1]),
+    ],
+)
 def test_schedules_follow_the_torch_formulas(name, kw, want):
     sched = LRSchedule(Schedule(name=name, **kw), 1.0, 6)
     got = [sched.lr(e) for e in range(6)]
@@ -132,6 +148,7 @@ def test_schedules_follow_the_torch_formulas(name, kw, want):
 
 def test_cosine_matches_torch_cosine_annealing():
     import torch
+
     opt = torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=0.1)
     ref = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=8, eta_min=0.001)
     want = []

@@ -31,8 +31,20 @@ compile {
 
 
 def _cmd(spec, out, *extra):
-    return [sys.executable, "-m", "cnnspec", "train", str(spec), "--data", "digits",
-            "--out", str(out), "--progress", "off", *extra]
+    return [
+        sys.executable,
+        "-m",
+        "cnnspec",
+        "train",
+        str(spec),
+        "--data",
+        "digits",
+        "--out",
+        str(out),
+        "--progress",
+        "off",
+        *extra,
+    ]
 
 
 def _env():
@@ -79,9 +91,10 @@ def straight(spec, tmp_path_factory):
 
 def test_kill_9_mid_epoch_then_resume(spec, straight, tmp_path):
     out = tmp_path / "run"
-    proc = subprocess.Popen(_cmd(spec, out), env=_env(), stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE)
-    _wait_for_epoch(proc, out, 1)          # two epochs saved, the third under way
+    proc = subprocess.Popen(
+        _cmd(spec, out), env=_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE
+    )
+    _wait_for_epoch(proc, out, 1)  # two epochs saved, the third under way
     seconds = json.loads((out / "checkpoint.json").read_text())["history"][-1]["seconds"]
     time.sleep(min(seconds / 2, 1.0))
     proc.send_signal(signal.SIGKILL)
@@ -91,21 +104,25 @@ def test_kill_9_mid_epoch_then_resume(spec, straight, tmp_path):
     rows = _epochs(out)
     assert 2 <= saved < 6 and rows == list(range(1, len(rows) + 1))
     assert len(rows) in (saved - 1, saved)
-    done = subprocess.run(_cmd(spec, out, "--resume"), env=_env(), capture_output=True,
-                          text=True, check=False)
+    done = subprocess.run(
+        _cmd(spec, out, "--resume"), env=_env(), capture_output=True, text=True, check=False
+    )
     assert done.returncode == 0, done.stderr
     assert f"resuming after epoch {saved}" in done.stdout
     assert _epochs(out) == [1, 2, 3, 4, 5, 6]
     # the same numbers as the run that was never stopped: nothing lost, nothing repeated
     assert _rows(out) == _rows(straight)
-    assert json.loads((out / "result.json").read_text())["metrics"] == json.loads(
-        (straight / "result.json").read_text())["metrics"]
+    assert (
+        json.loads((out / "result.json").read_text())["metrics"]
+        == json.loads((straight / "result.json").read_text())["metrics"]
+    )
 
 
 def test_ctrl_c_saves_and_exits_cleanly(spec, straight, tmp_path):
     out = tmp_path / "run"
-    proc = subprocess.Popen(_cmd(spec, out), env=_env(), stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        _cmd(spec, out), env=_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
     _wait_for_epoch(proc, out, 0)
     proc.send_signal(signal.SIGINT)
     stdout, stderr = proc.communicate(timeout=120)
@@ -115,8 +132,12 @@ def test_ctrl_c_saves_and_exits_cleanly(spec, straight, tmp_path):
     saved = _epochs(out)
     assert saved == list(range(1, len(saved) + 1))
     assert (out / "last.safetensors").exists() and (out / "curves.png").exists()
-    assert subprocess.run(_cmd(spec, out, "--resume"), env=_env(),
-                          capture_output=True, check=False).returncode == 0
+    assert (
+        subprocess.run(
+            _cmd(spec, out, "--resume"), env=_env(), capture_output=True, check=False
+        ).returncode
+        == 0
+    )
     assert _rows(out) == _rows(straight)
 
 
@@ -127,6 +148,7 @@ def test_atomic_write_keeps_the_old_file_when_writing_fails(tmp_path):
     def broken(tmp):
         Path(tmp).write_bytes(b"half")
         raise OSError("disk full")
+
     with pytest.raises(OSError):
         ckpt.atomic_path(target, broken)
     assert target.read_bytes() == b"old"
@@ -141,8 +163,9 @@ def test_atomic_write_never_exposes_a_partial_file(tmp_path, monkeypatch):
     real_replace = os.replace
 
     def spy(src, dst):
-        seen.append(Path(dst).read_text())      # just before the rename
+        seen.append(Path(dst).read_text())  # just before the rename
         real_replace(src, dst)
+
     monkeypatch.setattr(os, "replace", spy)
     ckpt.write_text(target, '{"epoch": 3}')
     assert seen == ["{}"] and json.loads(target.read_text()) == {"epoch": 3}
@@ -150,8 +173,9 @@ def test_atomic_write_never_exposes_a_partial_file(tmp_path, monkeypatch):
 
 def test_keras_temporaries_keep_the_weights_suffix(tmp_path):
     names = []
-    ckpt.atomic_path(tmp_path / "last.weights.h5", lambda tmp: names.append(tmp) or
-                     Path(tmp).write_bytes(b"x"))
+    ckpt.atomic_path(
+        tmp_path / "last.weights.h5", lambda tmp: names.append(tmp) or Path(tmp).write_bytes(b"x")
+    )
     assert names[0].endswith(".weights.h5") and Path(names[0]).parent == tmp_path
 
 
@@ -161,5 +185,4 @@ def test_prune_keeps_only_named_checkpoints(tmp_path):
     for e in range(3):
         (folder / f"e{e:04d}.safetensors").write_bytes(b"w")
     ckpt.prune(tmp_path, {".ckpt/e0001.safetensors", ".ckpt/e0002.safetensors"})
-    assert sorted(p.name for p in folder.iterdir()) == ["e0001.safetensors",
-                                                        "e0002.safetensors"]
+    assert sorted(p.name for p in folder.iterdir()) == ["e0001.safetensors", "e0002.safetensors"]

@@ -67,16 +67,19 @@ def _run(tmp_path, text, *extra) -> Path:
     spec = tmp_path / "net.cnn"
     spec.write_text(text)
     out = tmp_path / "out"
-    assert main(["train", str(spec), "--out", str(out), "--progress", "off", "--threads", "1",
-                 *extra]) == 0
+    assert (
+        main(["train", str(spec), "--out", str(out), "--progress", "off", "--threads", "1", *extra])
+        == 0
+    )
     return out
 
 
 def test_segmentation_trains_with_ce_and_dice(tmp_path):
     out = _run(tmp_path, SEGMENTER, "--data", "shapes", "--data-option", "n=160")
     rows = _rows(out)
-    assert {"train_loss_categorical_crossentropy", "train_loss_dice"} <= set(rows[0]) or \
-        "train_loss" in rows[0]
+    assert {"train_loss_categorical_crossentropy", "train_loss_dice"} <= set(
+        rows[0]
+    ) or "train_loss" in rows[0]
     assert float(rows[1]["train_loss"]) < float(rows[0]["train_loss"])
     result = json.loads((out / "result.json").read_text())
     assert result["task"] == "segment"
@@ -86,37 +89,92 @@ def test_segmentation_trains_with_ce_and_dice(tmp_path):
     from PIL import Image
 
     from cnnspec.data import generate_shapes
+
     sample = generate_shapes(1, (16, 16), seed=9)
     Image.fromarray((sample.x[0] * 255).astype(np.uint8)).save(img)
-    assert main(["predict", str(tmp_path / "net.cnn"), str(img), "--weights",
-                 str(out / "best.safetensors"), "--out", str(tmp_path / "masks")]) == 0
+    assert (
+        main(
+            [
+                "predict",
+                str(tmp_path / "net.cnn"),
+                str(img),
+                "--weights",
+                str(out / "best.safetensors"),
+                "--out",
+                str(tmp_path / "masks"),
+            ]
+        )
+        == 0
+    )
     mask = np.asarray(Image.open(tmp_path / "masks" / "img.mask.png"))
     assert mask.shape == (16, 16) and set(np.unique(mask)) <= {0, 255}
 
 
 def test_detection_trains_present_and_box(tmp_path, capsys):
-    out = _run(tmp_path, DETECTOR, "--data", "shapes", "--data-option", "n=160",
-               "--data-option", "empty_fraction=0.25")
+    out = _run(
+        tmp_path,
+        DETECTOR,
+        "--data",
+        "shapes",
+        "--data-option",
+        "n=160",
+        "--data-option",
+        "empty_fraction=0.25",
+    )
     rows = _rows(out)
-    for key in ("train_loss_binary_crossentropy", "train_loss_smooth_l1", "train_loss_iou",
-                "val_mean_iou", "val_accuracy"):
+    for key in (
+        "train_loss_binary_crossentropy",
+        "train_loss_smooth_l1",
+        "train_loss_iou",
+        "val_mean_iou",
+        "val_accuracy",
+    ):
         assert key in rows[0], key
     assert float(rows[1]["train_loss"]) < float(rows[0]["train_loss"])
     result = json.loads((out / "result.json").read_text())
     assert result["task"] == "detect" and 0.0 <= result["metrics"]["mean_iou"] <= 1.0
     capsys.readouterr()
-    assert main(["evaluate", str(tmp_path / "net.cnn"), "--weights",
-                 str(out / "last.safetensors"), "--data", "shapes", "--data-option", "n=160",
-                 "--data-option", "empty_fraction=0.25", "--format", "json"]) == 0
+    assert (
+        main(
+            [
+                "evaluate",
+                str(tmp_path / "net.cnn"),
+                "--weights",
+                str(out / "last.safetensors"),
+                "--data",
+                "shapes",
+                "--data-option",
+                "n=160",
+                "--data-option",
+                "empty_fraction=0.25",
+                "--format",
+                "json",
+            ]
+        )
+        == 0
+    )
     got = json.loads(capsys.readouterr().out)["metrics"]
     assert got["mean_iou"] == pytest.approx(result["metrics"]["mean_iou"])
     from PIL import Image
 
     from cnnspec.data import generate_shapes
+
     sample = generate_shapes(1, (16, 16), seed=4)
     Image.fromarray((sample.x[0] * 255).astype(np.uint8)).save(tmp_path / "s.png")
-    assert main(["predict", str(tmp_path / "net.cnn"), str(tmp_path / "s.png"), "--weights",
-                 str(out / "best.safetensors"), "--format", "json"]) == 0
+    assert (
+        main(
+            [
+                "predict",
+                str(tmp_path / "net.cnn"),
+                str(tmp_path / "s.png"),
+                "--weights",
+                str(out / "best.safetensors"),
+                "--format",
+                "json",
+            ]
+        )
+        == 0
+    )
     item = json.loads(capsys.readouterr().out)[0]
     assert 0 <= item["present"] <= 1 and len(item["box"]) == 4
     assert all(0 <= v <= 1 for v in item["box"])
@@ -126,14 +184,17 @@ def test_detection_trains_present_and_box(tmp_path, capsys):
 def test_box_iou_agrees_with_torchvision():
     import torch
     from torchvision.ops import box_iou as tv_iou
+
     rng = np.random.default_rng(0)
     a = np.sort(rng.random((20, 2, 2)), axis=1).transpose(0, 2, 1).reshape(20, 4)[:, [0, 2, 1, 3]]
     b = np.sort(rng.random((20, 2, 2)), axis=1).transpose(0, 2, 1).reshape(20, 4)[:, [0, 2, 1, 3]]
     want = tv_iou(torch.from_numpy(a), torch.from_numpy(b)).diagonal().numpy()
     np.testing.assert_allclose(box_iou(a, b), want, rtol=1e-6)
     from cnnspec.train.torch_backend import box_iou as torch_iou
-    np.testing.assert_allclose(torch_iou(torch.from_numpy(a), torch.from_numpy(b)).numpy(),
-                               want, rtol=1e-6)
+
+    np.testing.assert_allclose(
+        torch_iou(torch.from_numpy(a), torch.from_numpy(b)).numpy(), want, rtol=1e-6
+    )
 
 
 def test_two_processes_match_one(tmp_path):
@@ -145,10 +206,28 @@ def test_two_processes_match_one(tmp_path):
     outs = {}
     for n in (1, 2):
         outs[n] = tmp_path / f"p{n}"
-        done = subprocess.run([sys.executable, "-m", "cnnspec", "train", str(spec), "--data",
-                               "digits", "--out", str(outs[n]), "--nproc", str(n),
-                               "--progress", "off"], env=env, capture_output=True, text=True,
-                              timeout=400, check=False)
+        done = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "cnnspec",
+                "train",
+                str(spec),
+                "--data",
+                "digits",
+                "--out",
+                str(outs[n]),
+                "--nproc",
+                str(n),
+                "--progress",
+                "off",
+            ],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=400,
+            check=False,
+        )
         assert done.returncode == 0, done.stderr[-3000:]
     one, two = _rows(outs[1]), _rows(outs[2])
     assert [r["epoch"] for r in two] == ["1", "2"]
@@ -171,25 +250,65 @@ def test_generation_specs_are_refused_with_a_located_error(tmp_path, capsys):
 
 def test_vae_loss_falls_and_samples_are_saved(tmp_path):
     from PIL import Image
+
     out = tmp_path / "vae"
-    assert main(["train", str(ROOT / "specs" / "vae.cnn"), "--decoder",
-                 str(ROOT / "specs" / "vae_decoder.cnn"), "--data", "digits", "--epochs", "2",
-                 "--batch-size", "128", "--threads", "1", "--no-judge", "--out", str(out)]) == 0
+    assert (
+        main(
+            [
+                "train",
+                str(ROOT / "specs" / "vae.cnn"),
+                "--decoder",
+                str(ROOT / "specs" / "vae_decoder.cnn"),
+                "--data",
+                "digits",
+                "--epochs",
+                "2",
+                "--batch-size",
+                "128",
+                "--threads",
+                "1",
+                "--no-judge",
+                "--out",
+                str(out),
+            ]
+        )
+        == 0
+    )
     rows = _rows(out)
     assert float(rows[1]["train_loss"]) < float(rows[0]["train_loss"])
     assert {"train_reconstruction", "train_kl", "val_loss"} <= set(rows[0])
     grid = Image.open(out / "samples.png")
-    assert grid.size == (8 * 30, 8 * 30)          # 64 samples of 28x28, 2-pixel gutters
+    assert grid.size == (8 * 30, 8 * 30)  # 64 samples of 28x28, 2-pixel gutters
     result = json.loads((out / "result.json").read_text())
     assert result["task"] == "generate" and result["model"] == "vae"
 
 
 def test_dcgan_runs_generator_against_discriminator(tmp_path):
     out = tmp_path / "gan"
-    assert main(["train", str(ROOT / "specs" / "dcgan_generator.cnn"), "--discriminator",
-                 str(ROOT / "specs" / "dcgan_discriminator.cnn"), "--data", "digits",
-                 "--epochs", "1", "--max-batches", "2", "--batch-size", "8",
-                 "--threads", "1", "--no-judge", "--out", str(out)]) == 0
+    assert (
+        main(
+            [
+                "train",
+                str(ROOT / "specs" / "dcgan_generator.cnn"),
+                "--discriminator",
+                str(ROOT / "specs" / "dcgan_discriminator.cnn"),
+                "--data",
+                "digits",
+                "--epochs",
+                "1",
+                "--max-batches",
+                "2",
+                "--batch-size",
+                "8",
+                "--threads",
+                "1",
+                "--no-judge",
+                "--out",
+                str(out),
+            ]
+        )
+        == 0
+    )
     row = _rows(out)[0]
     assert 0 < float(row["train_d_real"]) < 1 and float(row["train_loss_g"]) > 0
     assert (out / "samples.png").read_bytes()[:4] == b"\x89PNG"

@@ -17,8 +17,9 @@ torch = pytest.importorskip("torch")
 
 def test_every_kind_with_parameters_has_a_layout():
     """A new layer kind that can hold parameters needs a row in cnnspec.weights.LAYOUTS."""
-    with_params = sorted(kind for kind, cls in REGISTRY.items()
-                         if cls.count_params is not Layer.count_params)
+    with_params = sorted(
+        kind for kind, cls in REGISTRY.items() if cls.count_params is not Layer.count_params
+    )
     assert with_params, "no layer kind overrides count_params: the check would be empty"
     for kind in with_params:
         assert kind in LAYOUTS, f"layer kind {kind!r} has parameters but no weight layout"
@@ -27,21 +28,23 @@ def test_every_kind_with_parameters_has_a_layout():
 def test_the_weights_home_imports_no_framework():
     import subprocess
     import sys
-    code = ("import sys, cnnspec.weights, cnnspec.weights.fingerprint;"
-            "print([m for m in ('torch', 'tensorflow', 'keras') if m in sys.modules])")
-    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                          check=True)
+
+    code = (
+        "import sys, cnnspec.weights, cnnspec.weights.fingerprint;"
+        "print([m for m in ('torch', 'tensorflow', 'keras') if m in sys.modules])"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert done.stdout.strip() == "[]"
 
 
 def test_hwc_order_takes_each_value_from_its_chw_place():
     h, w, c = 2, 3, 4
-    chw = np.arange(h * w * c).reshape(c, h, w)       # value = its C,H,W index
-    expected = chw.transpose(1, 2, 0).reshape(-1)      # the same values laid out H,W,C
+    chw = np.arange(h * w * c).reshape(c, h, w)  # value = its C,H,W index
+    expected = chw.transpose(1, 2, 0).reshape(-1)  # the same values laid out H,W,C
     assert hwc_order((h, w, c)) == expected.tolist()
     dense = np.stack([np.arange(24), -np.arange(24)])  # (out, in): columns indexed C,H,W
     assert chw_to_hwc(dense, (h, w, c), 1)[0].tolist() == expected.tolist()
-    assert chw_to_hwc(dense, (1, 1, 24), 1) is None    # after a global pool: nothing moves
+    assert chw_to_hwc(dense, (1, 1, 24), 1) is None  # after a global pool: nothing moves
 
 
 # (spec tail after a 4x4x8 map, the torch model's layers after its C,H,W flatten)
@@ -72,10 +75,15 @@ def test_the_flatten_rule_finds_the_map(case):
 def _reference(case, seed=0):
     """A torch model as torchvision writes one: NCHW, torch.flatten (C, H, W order)."""
     torch.manual_seed(seed)
-    net = torch.nn.Sequential(torch.nn.Conv2d(3, 8, 3, padding=1), torch.nn.MaxPool2d(2),
-                              torch.nn.Flatten(), *SPECS[case][1](), torch.nn.Linear(128, 10))
+    net = torch.nn.Sequential(
+        torch.nn.Conv2d(3, 8, 3, padding=1),
+        torch.nn.MaxPool2d(2),
+        torch.nn.Flatten(),
+        *SPECS[case][1](),
+        torch.nn.Linear(128, 10),
+    )
     for m in net.modules():
-        if isinstance(m, torch.nn.BatchNorm1d):     # statistics that are not the identity
+        if isinstance(m, torch.nn.BatchNorm1d):  # statistics that are not the identity
             m.running_mean.uniform_(-1, 1)
             m.running_var.uniform_(0.5, 2)
             m.weight.data.uniform_(0.5, 1.5)
@@ -103,11 +111,12 @@ def _keras_out(kmodel, x):
 @pytest.mark.parametrize("case", sorted(SPECS))
 def test_torchvision_order_loads_as_the_torch_model_computes(case):
     from cnnspec.backends.torch import build, load_torchvision_state_dict
+
     ref, x, want = _outputs(case)
     model = cnnspec.compile_text(HEAD + SPECS[case][0])
     net = build(model, logits=True)
     report = load_torchvision_state_dict(net, model, ref.state_dict())
-    assert report.ok and report.reordered          # the dense columns (and bn) were turned
+    assert report.ok and report.reordered  # the dense columns (and bn) were turned
     np.testing.assert_allclose(_torch_out(net, x), want, rtol=1e-5, atol=1e-5)
 
 
@@ -115,17 +124,21 @@ def test_torchvision_order_loads_as_the_torch_model_computes(case):
 @pytest.mark.parametrize("case", sorted(SPECS))
 def test_a_transfer_source_loads_the_same_columns(case, backend, tmp_path):
     from cnnspec.transfer import prepare
+
     ref, x, want = _outputs(case)
     torch.save(ref.state_dict(), tmp_path / "ref.pth")
-    model = cnnspec.compile_text(HEAD + SPECS[case][0] + '\ntransfer {\n  source "ref.pth"\n}\n',
-                                 str(tmp_path / "net.cnn"))
+    model = cnnspec.compile_text(
+        HEAD + SPECS[case][0] + '\ntransfer {\n  source "ref.pth"\n}\n', str(tmp_path / "net.cnn")
+    )
     if backend == "torch":
         from cnnspec.backends.torch import build
+
         net = build(model, logits=True)
         state = prepare(net, model, "torch")
         got = _torch_out(net, x)
     else:
         from cnnspec.backends.keras import build
+
         net = build(model)
         state = prepare(net, model, "keras")
         got = _keras_out(net, x)
@@ -138,6 +151,7 @@ def test_convert_torch_keras_torch_keeps_the_outputs(case):
     from cnnspec import convert
     from cnnspec.backends import keras as kb
     from cnnspec.backends.torch import build, load_torchvision_state_dict
+
     ref, x, want = _outputs(case)
     model = cnnspec.compile_text(HEAD + SPECS[case][0])
     net = build(model, logits=True)

@@ -56,8 +56,25 @@ def specs(tmp_path_factory):
 @pytest.fixture(scope="module")
 def run(specs, tmp_path_factory):
     out = tmp_path_factory.mktemp("run") / "tiny"
-    assert main(["train", str(specs / "tiny.cnn"), "--data", "digits", "--out", str(out),
-                 "--backend", "torch", "--progress", "off", "--threads", "1"]) == 0
+    assert (
+        main(
+            [
+                "train",
+                str(specs / "tiny.cnn"),
+                "--data",
+                "digits",
+                "--out",
+                str(out),
+                "--backend",
+                "torch",
+                "--progress",
+                "off",
+                "--threads",
+                "1",
+            ]
+        )
+        == 0
+    )
     return out
 
 
@@ -78,57 +95,123 @@ def _pickle_file(path, marker):
 
 # --- the fingerprint ---------------------------------------------------------------------------
 
+
 def test_the_fingerprint_is_the_networks_not_the_texts():
     a = cnnspec.compile_text(TINY)
-    b = cnnspec.compile_text("# a comment\n" + TINY.replace("model tiny", "model renamed")
-                             .replace("epochs 1", "epochs 9"), "elsewhere/x.cnn")
+    b = cnnspec.compile_text(
+        "# a comment\n"
+        + TINY.replace("model tiny", "model renamed").replace("epochs 1", "epochs 9"),
+        "elsewhere/x.cnn",
+    )
     assert fp.fingerprint(a) == fp.fingerprint(b)
     assert fp.fingerprint(a) != fp.fingerprint(cnnspec.compile_text(OTHER))
 
 
-def test_training_writes_the_fingerprint_and_a_copied_spec_accepts_it(run, specs, tmp_path,
-                                                                      capsys):
+def test_training_writes_the_fingerprint_and_a_copied_spec_accepts_it(run, specs, tmp_path, capsys):
     model = cnnspec.compile_file(specs / "tiny.cnn")
     assert fp.read(run / "best.safetensors") == fp.fingerprint(model)
     copy = tmp_path / "copy.cnn"
     copy.write_text("# the same network\n" + TINY)
-    assert main(["evaluate", str(copy), "--weights", str(run / "best.safetensors"),
-                 "--data", "digits"]) == 0
+    assert (
+        main(
+            ["evaluate", str(copy), "--weights", str(run / "best.safetensors"), "--data", "digits"]
+        )
+        == 0
+    )
 
 
 # --- evaluate / predict ------------------------------------------------------------------------
 
-@pytest.mark.parametrize("name", ["does_not_exist.pt", "does_not_exist.bin",
-                                  "does_not_exist.safetensors"])
+
+@pytest.mark.parametrize(
+    "name", ["does_not_exist.pt", "does_not_exist.bin", "does_not_exist.safetensors"]
+)
 def test_evaluate_refuses_a_missing_weights_file(specs, tmp_path, capsys, name):
-    _refused(capsys, ["evaluate", str(specs / "tiny.cnn"), "--weights", str(tmp_path / name),
-                      "--data", "digits"], "no such file")
+    _refused(
+        capsys,
+        [
+            "evaluate",
+            str(specs / "tiny.cnn"),
+            "--weights",
+            str(tmp_path / name),
+            "--data",
+            "digits",
+        ],
+        "no such file",
+    )
 
 
 def test_a_state_dict_of_any_name_is_read_not_ignored(run, specs, tmp_path, capsys):
     from safetensors.torch import load_file
+
     state = load_file(str(run / "best.safetensors"))
     torch.save(state, tmp_path / "w.bin")
-    assert main(["evaluate", str(specs / "tiny.cnn"), "--weights", str(run / "best.safetensors"),
-                 "--data", "digits", "--format", "json"]) == 0
+    assert (
+        main(
+            [
+                "evaluate",
+                str(specs / "tiny.cnn"),
+                "--weights",
+                str(run / "best.safetensors"),
+                "--data",
+                "digits",
+                "--format",
+                "json",
+            ]
+        )
+        == 0
+    )
     want = json.loads(capsys.readouterr().out)
-    assert main(["evaluate", str(specs / "tiny.cnn"), "--weights", str(tmp_path / "w.bin"),
-                 "--data", "digits", "--format", "json"]) == 0
+    assert (
+        main(
+            [
+                "evaluate",
+                str(specs / "tiny.cnn"),
+                "--weights",
+                str(tmp_path / "w.bin"),
+                "--data",
+                "digits",
+                "--format",
+                "json",
+            ]
+        )
+        == 0
+    )
     assert json.loads(capsys.readouterr().out)["metrics"] == want["metrics"]
-    state["dense1.weight"] = torch.zeros(10, 3)    # another network's shapes
+    state["dense1.weight"] = torch.zeros(10, 3)  # another network's shapes
     torch.save(state, tmp_path / "bad.pth")
-    _refused(capsys, ["evaluate", str(specs / "tiny.cnn"), "--weights", str(tmp_path / "bad.pth"),
-                      "--data", "digits"], "dense1.weight")
+    _refused(
+        capsys,
+        [
+            "evaluate",
+            str(specs / "tiny.cnn"),
+            "--weights",
+            str(tmp_path / "bad.pth"),
+            "--data",
+            "digits",
+        ],
+        "dense1.weight",
+    )
 
 
 def test_weights_of_another_spec_are_refused_naming_both(run, specs, capsys):
-    err = _refused(capsys, ["predict", str(specs / "other.cnn"), str(_image(specs)),
-                            "--weights", str(run / "best.safetensors")], "another network")
+    err = _refused(
+        capsys,
+        [
+            "predict",
+            str(specs / "other.cnn"),
+            str(_image(specs)),
+            "--weights",
+            str(run / "best.safetensors"),
+        ],
+        "another network",
+    )
     assert "other.cnn" in err and str(run / "best.safetensors") in err
 
 
 def _image(folder):
     from PIL import Image
+
     path = folder / "digit.png"
     if not path.exists():
         Image.fromarray(np.arange(64, dtype=np.uint8).reshape(8, 8) * 4).save(path)
@@ -136,27 +219,52 @@ def _image(folder):
 
 
 @pytest.mark.parametrize("command", ["predict", "evaluate"])
-def test_corrupt_and_pickle_weights_are_refused_and_nothing_runs(specs, tmp_path, capsys,
-                                                                 command):
+def test_corrupt_and_pickle_weights_are_refused_and_nothing_runs(specs, tmp_path, capsys, command):
     marker = tmp_path / "PWNED"
     _pickle_file(tmp_path / "evil.pt", marker)
     (tmp_path / "junk.safetensors").write_bytes(b"\x10\x00\x00\x00\x00\x00\x00\x00{not json")
     for weights in ("evil.pt", "junk.safetensors"):
         extra = [str(_image(specs))] if command == "predict" else ["--data", "digits"]
-        _refused(capsys, [command, str(specs / "tiny.cnn"), *extra, "--weights",
-                          str(tmp_path / weights)], weights)
+        _refused(
+            capsys,
+            [command, str(specs / "tiny.cnn"), *extra, "--weights", str(tmp_path / weights)],
+            weights,
+        )
     assert not marker.exists()
 
 
 def test_keras_weights_must_be_weights_h5(specs, tmp_path, capsys):
     (tmp_path / "w.h5").write_bytes(b"")
-    _refused(capsys, ["evaluate", str(specs / "tiny.cnn"), "--weights", str(tmp_path / "w.h5"),
-                      "--data", "digits", "--backend", "keras"], ".weights.h5")
-    _refused(capsys, ["evaluate", str(specs / "tiny.cnn"), "--weights",
-                      str(tmp_path / "gone.weights.h5"), "--data", "digits"], "no such file")
+    _refused(
+        capsys,
+        [
+            "evaluate",
+            str(specs / "tiny.cnn"),
+            "--weights",
+            str(tmp_path / "w.h5"),
+            "--data",
+            "digits",
+            "--backend",
+            "keras",
+        ],
+        ".weights.h5",
+    )
+    _refused(
+        capsys,
+        [
+            "evaluate",
+            str(specs / "tiny.cnn"),
+            "--weights",
+            str(tmp_path / "gone.weights.h5"),
+            "--data",
+            "digits",
+        ],
+        "no such file",
+    )
 
 
 # --- train --resume ----------------------------------------------------------------------------
+
 
 def _copy(run, tmp_path):
     out = tmp_path / "run"
@@ -165,8 +273,23 @@ def _copy(run, tmp_path):
 
 
 def _resume(specs, out, spec="tiny.cnn"):
-    return ["train", str(specs / spec), "--data", "digits", "--out", str(out), "--backend",
-            "torch", "--progress", "off", "--threads", "1", "--epochs", "2", "--resume"]
+    return [
+        "train",
+        str(specs / spec),
+        "--data",
+        "digits",
+        "--out",
+        str(out),
+        "--backend",
+        "torch",
+        "--progress",
+        "off",
+        "--threads",
+        "1",
+        "--epochs",
+        "2",
+        "--resume",
+    ]
 
 
 def test_resume_refuses_a_pickle_in_the_optimizer_state(run, specs, tmp_path, capsys):
@@ -179,8 +302,10 @@ def test_resume_refuses_a_pickle_in_the_optimizer_state(run, specs, tmp_path, ca
     assert not marker.exists()
 
 
-ESCAPING = ('{"epoch": 0, "history": [], "best_epoch": 0, "bad_epochs": 0, "schedule": {},'
-            ' "files": {"last": ["../../etc/x"]}}')
+ESCAPING = (
+    '{"epoch": 0, "history": [], "best_epoch": 0, "bad_epochs": 0, "schedule": {},'
+    ' "files": {"last": ["../../etc/x"]}}'
+)
 
 
 @pytest.mark.parametrize("text", ['{"epoch": 0, "hist', "[1, 2]", ESCAPING])
@@ -197,6 +322,7 @@ def test_resume_refuses_a_run_of_another_spec(run, specs, tmp_path, capsys):
 
 # --- convert -----------------------------------------------------------------------------------
 
+
 @pytest.mark.parametrize("kind", ["pickle", "corrupt"])
 def test_convert_refuses_unreadable_weights(specs, tmp_path, capsys, kind):
     marker = tmp_path / "PWNED"
@@ -205,41 +331,91 @@ def test_convert_refuses_unreadable_weights(specs, tmp_path, capsys, kind):
         _pickle_file(src, marker)
     else:
         src.write_bytes(os.urandom(256))
-    _refused(capsys, ["convert", str(specs / "tiny.cnn"), "--from", "torch", "--weights",
-                      str(src), "-o", str(tmp_path / "out.weights.h5")], "w.pt")
+    _refused(
+        capsys,
+        [
+            "convert",
+            str(specs / "tiny.cnn"),
+            "--from",
+            "torch",
+            "--weights",
+            str(src),
+            "-o",
+            str(tmp_path / "out.weights.h5"),
+        ],
+        "w.pt",
+    )
     assert not marker.exists() and not (tmp_path / "out.weights.h5").exists()
 
 
-def test_convert_writes_atomically_and_marks_the_spec(run, specs, tmp_path, capsys,
-                                                      monkeypatch):
+def test_convert_writes_atomically_and_marks_the_spec(run, specs, tmp_path, capsys, monkeypatch):
     from cnnspec import convert
+
     spec, out = str(specs / "tiny.cnn"), tmp_path / "k.weights.h5"
-    assert main(["convert", spec, "--from", "torch", "--weights",
-                 str(run / "best.safetensors"), "-o", str(out)]) == 0
+    assert (
+        main(
+            [
+                "convert",
+                spec,
+                "--from",
+                "torch",
+                "--weights",
+                str(run / "best.safetensors"),
+                "-o",
+                str(out),
+            ]
+        )
+        == 0
+    )
     assert fp.read(out) == fp.fingerprint(cnnspec.compile_file(spec))
     back = tmp_path / "t.safetensors"
-    assert main(["convert", spec, "--from", "keras", "--weights", str(out), "-o",
-                 str(back)]) == 0
+    assert main(["convert", spec, "--from", "keras", "--weights", str(out), "-o", str(back)]) == 0
     assert fp.read(back) == fp.read(out)
     before = out.read_bytes()
 
-    def full_disk(net, model, path):        # half a file, then the disk is full
+    def full_disk(net, model, path):  # half a file, then the disk is full
         with open(path, "wb") as fh:
             fh.write(before[: len(before) // 2])
         raise OSError(28, "No space left on device")
+
     monkeypatch.setattr(convert, "save_keras_weights", full_disk)
-    _refused(capsys, ["convert", spec, "--from", "torch", "--weights",
-                      str(run / "best.safetensors"), "-o", str(out)], "No space left")
+    _refused(
+        capsys,
+        [
+            "convert",
+            spec,
+            "--from",
+            "torch",
+            "--weights",
+            str(run / "best.safetensors"),
+            "-o",
+            str(out),
+        ],
+        "No space left",
+    )
     assert out.read_bytes() == before
     assert sorted(p.name for p in tmp_path.iterdir()) == ["k.weights.h5", "t.safetensors"]
     capsys.readouterr()
-    _refused(capsys, ["convert", str(specs / "other.cnn"), "--from", "keras", "--weights",
-                      str(out), "-o", str(tmp_path / "x.safetensors")], "another network")
+    _refused(
+        capsys,
+        [
+            "convert",
+            str(specs / "other.cnn"),
+            "--from",
+            "keras",
+            "--weights",
+            str(out),
+            "-o",
+            str(tmp_path / "x.safetensors"),
+        ],
+        "another network",
+    )
 
 
 def test_keras_reads_weights_marked_with_the_fingerprint(specs, tmp_path):
     from cnnspec.backends.keras import build
     from cnnspec.convert import load_keras_weights, save_keras_weights
+
     model = cnnspec.compile_file(specs / "tiny.cnn")
     net, other = build(model), build(model)
     save_keras_weights(net, model, str(tmp_path / "w.weights.h5"))

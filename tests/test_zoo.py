@@ -23,9 +23,23 @@ import pytest
 import cnnspec
 
 SPECS = Path(__file__).resolve().parent.parent / "specs"
-ZOO = ["alexnet", "dcgan_discriminator", "dcgan_generator", "efficientnet_b0", "googlenet",
-       "lenet5", "mobilenet_v2", "resnet18", "resnet50", "resnet50_keras", "unet", "vae",
-       "vae_decoder", "vgg16", "yolo_tiny"]
+ZOO = [
+    "alexnet",
+    "dcgan_discriminator",
+    "dcgan_generator",
+    "efficientnet_b0",
+    "googlenet",
+    "lenet5",
+    "mobilenet_v2",
+    "resnet18",
+    "resnet50",
+    "resnet50_keras",
+    "unet",
+    "vae",
+    "vae_decoder",
+    "vgg16",
+    "yolo_tiny",
+]
 
 # spec -> (torchvision builder, its arguments)
 TORCHVISION = {
@@ -38,8 +52,7 @@ TORCHVISION = {
     "efficientnet_b0": ("efficientnet_b0", {}),
 }
 # MACs at 224x224 measured with forward hooks (shared/REFERENCE.md), asserted on both sides.
-REFERENCE_MACS = {"resnet50": 4_089_184_256, "vgg16": 15_470_264_320,
-                  "mobilenet_v2": 300_774_272}
+REFERENCE_MACS = {"resnet50": 4_089_184_256, "vgg16": 15_470_264_320, "mobilenet_v2": 300_774_272}
 
 
 @functools.cache
@@ -49,14 +62,20 @@ def spec(name: str) -> cnnspec.Model:
 
 # --- every spec ------------------------------------------------------------------------------
 
+
 def test_zoo_is_complete():
     assert set(ZOO) <= {p.stem for p in SPECS.glob("*.cnn")}
 
 
 def test_every_spec_passes_cli_check():
     files = sorted(str(p) for p in SPECS.glob("*.cnn"))
-    run = subprocess.run([sys.executable, "-m", "cnnspec", "check", *files],
-                         check=False, capture_output=True, text=True, timeout=120)
+    run = subprocess.run(
+        [sys.executable, "-m", "cnnspec", "check", *files],
+        check=False,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert run.returncode == 0, run.stdout + run.stderr
     assert run.stdout.count(": ok:") == len(files)
 
@@ -72,6 +91,7 @@ def test_spec_cites_its_paper_and_layout(name):
 
 
 # --- the spec side of the comparisons ----------------------------------------------------------
+
 
 def torch_layout(model: cnnspec.Model) -> list[tuple[str, tuple]]:
     """The state_dict entries (last key part, shape) a torch module per node would have.
@@ -93,8 +113,12 @@ def torch_layout(model: cnnspec.Model) -> list[tuple[str, tuple]]:
             weight = (layer.units, cin)
         elif node.kind == "bn":
             c = node.shape[-1]
-            entries += [("weight", (c,)), ("bias", (c,)), ("running_mean", (c,)),
-                        ("running_var", (c,))]
+            entries += [
+                ("weight", (c,)),
+                ("bias", (c,)),
+                ("running_mean", (c,)),
+                ("running_var", (c,)),
+            ]
             continue
         else:
             assert node.trainable == 0, f"{node.kind} has weights this test does not map"
@@ -133,6 +157,7 @@ def weighted(model: cnnspec.Model, kinds=("conv", "dwconv", "dense", "deconv")):
 
 # --- torch side --------------------------------------------------------------------------------
 
+
 @functools.cache
 def torchvision_model(name: str):
     torchvision = pytest.importorskip("torchvision")
@@ -141,13 +166,19 @@ def torchvision_model(name: str):
 
 
 def torch_state(module) -> list[tuple[str, tuple]]:
-    return [(key.rsplit(".", 1)[1], tuple(t.shape)) for key, t in module.state_dict().items()
-            if not key.endswith("num_batches_tracked")]
+    return [
+        (key.rsplit(".", 1)[1], tuple(t.shape))
+        for key, t in module.state_dict().items()
+        if not key.endswith("num_batches_tracked")
+    ]
 
 
 def torch_counts(module) -> tuple[int, int]:
-    stats = sum(b.numel() for key, b in module.named_buffers()
-                if key.endswith(("running_mean", "running_var")))
+    stats = sum(
+        b.numel()
+        for key, b in module.named_buffers()
+        if key.endswith(("running_mean", "running_var"))
+    )
     return sum(p.numel() for p in module.parameters()), stats
 
 
@@ -196,6 +227,7 @@ def assert_matches_torch(model: cnnspec.Model, module, trace=True):
 
 # --- torchvision layouts -------------------------------------------------------------------------
 
+
 @pytest.mark.parametrize("name", sorted(TORCHVISION))
 def test_torchvision_weights_in_state_dict_order(name):
     model, module = spec(name), torchvision_model(name)
@@ -242,12 +274,16 @@ def test_alexnet_adaptive_pool_is_the_identity_at_224():
 
 # --- keras.applications layouts ------------------------------------------------------------------
 
+
 @pytest.fixture(scope="module")
 def keras_apps():
     keras = pytest.importorskip("keras")
     apps = keras.applications
-    return {"vgg16": apps.VGG16(weights=None), "resnet50_keras": apps.ResNet50(weights=None),
-            "mobilenet_v2": apps.MobileNetV2(weights=None)}
+    return {
+        "vgg16": apps.VGG16(weights=None),
+        "resnet50_keras": apps.ResNet50(weights=None),
+        "mobilenet_v2": apps.MobileNetV2(weights=None),
+    }
 
 
 def _size(weights) -> int:
@@ -265,19 +301,33 @@ def test_keras_counts_and_weight_shapes(keras_apps, name):
 
 def test_keras_resnet50_batch_norm_eps(keras_apps):
     keras = pytest.importorskip("keras")
-    eps = {layer.epsilon for layer in keras_apps["resnet50_keras"].layers
-           if isinstance(layer, keras.layers.BatchNormalization)}
+    eps = {
+        layer.epsilon
+        for layer in keras_apps["resnet50_keras"].layers
+        if isinstance(layer, keras.layers.BatchNormalization)
+    }
     assert eps == {n.layer.eps for n in weighted(spec("resnet50_keras"), ("bn",))} == {1.001e-5}
 
 
 # --- classics built here from nn layers ----------------------------------------------------------
 
+
 def test_lenet5():
     nn = pytest.importorskip("torch").nn
     net = nn.Sequential(
-        nn.Conv2d(1, 6, 5), nn.Tanh(), nn.AvgPool2d(2),
-        nn.Conv2d(6, 16, 5), nn.Tanh(), nn.AvgPool2d(2), nn.Flatten(),
-        nn.Linear(400, 120), nn.Tanh(), nn.Linear(120, 84), nn.Tanh(), nn.Linear(84, 10))
+        nn.Conv2d(1, 6, 5),
+        nn.Tanh(),
+        nn.AvgPool2d(2),
+        nn.Conv2d(6, 16, 5),
+        nn.Tanh(),
+        nn.AvgPool2d(2),
+        nn.Flatten(),
+        nn.Linear(400, 120),
+        nn.Tanh(),
+        nn.Linear(120, 84),
+        nn.Tanh(),
+        nn.Linear(84, 10),
+    )
     model = spec("lenet5")
     assert_matches_torch(model, net)
     assert model.params == 61_706
@@ -289,8 +339,9 @@ def _torch_unet():
     nn = torch.nn
 
     def double(cin, f):
-        return nn.Sequential(nn.Conv2d(cin, f, 3, padding=1), nn.ReLU(),
-                             nn.Conv2d(f, f, 3, padding=1), nn.ReLU())
+        return nn.Sequential(
+            nn.Conv2d(cin, f, 3, padding=1), nn.ReLU(), nn.Conv2d(f, f, 3, padding=1), nn.ReLU()
+        )
 
     class UNet(nn.Module):
         def __init__(self):
@@ -335,13 +386,21 @@ def test_dcgan_generator_is_the_pytorch_tutorial_one():
     nn = pytest.importorskip("torch").nn
     nz, ngf = 100, 64
     net = nn.Sequential(
-        nn.ConvTranspose2d(nz, ngf * 8, 4, 1, 0, bias=False), nn.BatchNorm2d(ngf * 8), nn.ReLU(),
-        nn.ConvTranspose2d(ngf * 8, ngf * 4, 4, 2, 1, bias=False), nn.BatchNorm2d(ngf * 4),
+        nn.ConvTranspose2d(nz, ngf * 8, 4, 1, 0, bias=False),
+        nn.BatchNorm2d(ngf * 8),
         nn.ReLU(),
-        nn.ConvTranspose2d(ngf * 4, ngf * 2, 4, 2, 1, bias=False), nn.BatchNorm2d(ngf * 2),
+        nn.ConvTranspose2d(ngf * 8, ngf * 4, 4, 2, 1, bias=False),
+        nn.BatchNorm2d(ngf * 4),
         nn.ReLU(),
-        nn.ConvTranspose2d(ngf * 2, ngf, 4, 2, 1, bias=False), nn.BatchNorm2d(ngf), nn.ReLU(),
-        nn.ConvTranspose2d(ngf, 3, 4, 2, 1, bias=False), nn.Tanh())
+        nn.ConvTranspose2d(ngf * 4, ngf * 2, 4, 2, 1, bias=False),
+        nn.BatchNorm2d(ngf * 2),
+        nn.ReLU(),
+        nn.ConvTranspose2d(ngf * 2, ngf, 4, 2, 1, bias=False),
+        nn.BatchNorm2d(ngf),
+        nn.ReLU(),
+        nn.ConvTranspose2d(ngf, 3, 4, 2, 1, bias=False),
+        nn.Tanh(),
+    )
     model = spec("dcgan_generator")
     assert_matches_torch(model, net)
     assert model.output_shapes == [(64, 64, 3)]
@@ -352,13 +411,20 @@ def test_dcgan_discriminator_is_the_pytorch_tutorial_one():
     nn = pytest.importorskip("torch").nn
     ndf = 64
     net = nn.Sequential(
-        nn.Conv2d(3, ndf, 4, 2, 1, bias=False), nn.LeakyReLU(0.2),
-        nn.Conv2d(ndf, ndf * 2, 4, 2, 1, bias=False), nn.BatchNorm2d(ndf * 2), nn.LeakyReLU(0.2),
-        nn.Conv2d(ndf * 2, ndf * 4, 4, 2, 1, bias=False), nn.BatchNorm2d(ndf * 4),
+        nn.Conv2d(3, ndf, 4, 2, 1, bias=False),
         nn.LeakyReLU(0.2),
-        nn.Conv2d(ndf * 4, ndf * 8, 4, 2, 1, bias=False), nn.BatchNorm2d(ndf * 8),
+        nn.Conv2d(ndf, ndf * 2, 4, 2, 1, bias=False),
+        nn.BatchNorm2d(ndf * 2),
         nn.LeakyReLU(0.2),
-        nn.Conv2d(ndf * 8, 1, 4, 1, 0, bias=False), nn.Sigmoid())
+        nn.Conv2d(ndf * 2, ndf * 4, 4, 2, 1, bias=False),
+        nn.BatchNorm2d(ndf * 4),
+        nn.LeakyReLU(0.2),
+        nn.Conv2d(ndf * 4, ndf * 8, 4, 2, 1, bias=False),
+        nn.BatchNorm2d(ndf * 8),
+        nn.LeakyReLU(0.2),
+        nn.Conv2d(ndf * 8, 1, 4, 1, 0, bias=False),
+        nn.Sigmoid(),
+    )
     model = spec("dcgan_discriminator")
     assert_matches_torch(model, net)
     assert model.output_shapes == [(1,)]
@@ -370,11 +436,15 @@ def test_yolo_tiny_heads():
     nn = pytest.importorskip("torch").nn
     layers = []
     for cin, f in zip([3, 16, 32, 64, 128], [16, 32, 64, 128, 256]):
-        layers += [nn.Conv2d(cin, f, 3, padding=1, bias=False), nn.BatchNorm2d(f),
-                   nn.LeakyReLU(0.1)]
+        layers += [
+            nn.Conv2d(cin, f, 3, padding=1, bias=False),
+            nn.BatchNorm2d(f),
+            nn.LeakyReLU(0.1),
+        ]
         layers += [nn.MaxPool2d(2)] if f < 256 else []
-    net = nn.Sequential(*layers, nn.Flatten(), nn.Linear(4 * 4 * 256, 256), nn.LeakyReLU(0.1),
-                        nn.Dropout(0.5))
+    net = nn.Sequential(
+        *layers, nn.Flatten(), nn.Linear(4 * 4 * 256, 256), nn.LeakyReLU(0.1), nn.Dropout(0.5)
+    )
     net.present, net.box = nn.Linear(256, 1), nn.Linear(256, 4)  # registered after the trunk
     model = spec("yolo_tiny")
     assert_matches_torch(model, net, trace=False)
@@ -385,12 +455,19 @@ def test_yolo_tiny_heads():
 
 def test_vae_encoder_and_decoder_meet_at_the_latent():
     nn = pytest.importorskip("torch").nn
-    encoder = nn.Sequential(nn.Conv2d(1, 32, 3, 2, 1), nn.Conv2d(32, 64, 3, 2, 1),
-                            nn.Linear(7 * 7 * 64, 16), nn.Linear(16, 16), nn.Linear(16, 16))
-    decoder = nn.Sequential(nn.Linear(16, 7 * 7 * 64),
-                            nn.ConvTranspose2d(64, 64, 3, 2, 1, output_padding=1),
-                            nn.ConvTranspose2d(64, 32, 3, 2, 1, output_padding=1),
-                            nn.ConvTranspose2d(32, 1, 3, 1, 1))
+    encoder = nn.Sequential(
+        nn.Conv2d(1, 32, 3, 2, 1),
+        nn.Conv2d(32, 64, 3, 2, 1),
+        nn.Linear(7 * 7 * 64, 16),
+        nn.Linear(16, 16),
+        nn.Linear(16, 16),
+    )
+    decoder = nn.Sequential(
+        nn.Linear(16, 7 * 7 * 64),
+        nn.ConvTranspose2d(64, 64, 3, 2, 1, output_padding=1),
+        nn.ConvTranspose2d(64, 32, 3, 2, 1, output_padding=1),
+        nn.ConvTranspose2d(32, 1, 3, 1, 1),
+    )
     enc, dec = spec("vae"), spec("vae_decoder")
     assert_matches_torch(enc, encoder, trace=False)
     assert_matches_torch(dec, decoder, trace=False)

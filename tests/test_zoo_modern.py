@@ -30,7 +30,7 @@ SCALES = [f"b{i}" for i in range(8)]
 @functools.cache
 def _spec(scale: str, size: int | None = None) -> cnnspec.Model:
     text = SPEC.read_text()
-    if size is not None:      # every scale's line at a small resolution (counts do not change)
+    if size is not None:  # every scale's line at a small resolution (counts do not change)
         text = re.sub(r"input=\d+x\d+x3", f"input={size}x{size}x3", text)
     return cnnspec.compile_text(text, str(SPEC), scale)
 
@@ -54,8 +54,11 @@ def test_each_scale_has_torchvisions_layout_counts_and_batch_norm(scale):
     drops = [m for m in module.modules() if isinstance(m, torch.nn.Dropout)]
     assert model.node("dropout1").layer.rate == pytest.approx(drops[-1].p)
     # (torchvision gives every block one; only the blocks with a shortcut use it)
-    sd = [m.stochastic_depth.p for m in module.modules()
-          if type(m).__name__ == "MBConv" and m.use_res_connect]
+    sd = [
+        m.stochastic_depth.p
+        for m in module.modules()
+        if type(m).__name__ == "MBConv" and m.use_res_connect
+    ]
     ours = [n.layer.rate for n in model.nodes if n.kind == "stochastic_depth"]
     assert ours == pytest.approx(sd)
 
@@ -71,6 +74,7 @@ def test_b0_shapes_and_macs_at_full_size():
 @pytest.mark.parametrize("scale", ["b0", "b5"])
 def test_outputs_equal_torchvisions_with_its_weights(scale):
     from cnnspec.backends.torch import build, load_torchvision_state_dict
+
     module = randomise_torch(_torchvision(scale), seed=5)
     model = _spec(scale, size=64)
     net = build(model).eval()
@@ -118,8 +122,11 @@ MODERN = {
     "shufflenet_v2": ("shufflenet_v2_x1_0", _same, 64),
 }
 # torchvision's weights enum per spec: its metadata documents parameters and GFLOPs (MACs)
-WEIGHTS = {"convnext_tiny": "ConvNeXt_Tiny_Weights", "regnety_400mf": "RegNet_Y_400MF_Weights",
-           "shufflenet_v2": "ShuffleNet_V2_X1_0_Weights"}
+WEIGHTS = {
+    "convnext_tiny": "ConvNeXt_Tiny_Weights",
+    "regnety_400mf": "RegNet_Y_400MF_Weights",
+    "shufflenet_v2": "ShuffleNet_V2_X1_0_Weights",
+}
 
 
 def _randomise(module, seed: int):
@@ -139,31 +146,37 @@ def _modern(name: str, size: int | None = None) -> cnnspec.Model:
     path = SPECS / f"{name}.cnn"
     text = path.read_text()
     if size is not None:
-        text = re.sub(r"^input \d+x\d+x3", f"input {size}x{size}x3", text,
-                      flags=re.MULTILINE)
+        text = re.sub(r"^input \d+x\d+x3", f"input {size}x{size}x3", text, flags=re.MULTILINE)
     return cnnspec.compile_text(text, str(path))
 
 
 @pytest.mark.parametrize("name", MODERN)
 def test_modern_spec_has_torchvisions_layout_and_counts(name):
     from cnnspec.backends.torch import build
+
     builder, adapt, _ = MODERN[name]
     model, module = _modern(name), getattr(tvm, builder)().eval()
     assert model.input_shape == (224, 224, 3)
     assert (model.trainable, model.non_trainable) == torch_counts(module)
-    ours = [(k.rsplit(".", 1)[1], tuple(v.shape)) for k, v in build(model).state_dict().items()
-            if not k.endswith("num_batches_tracked")]
-    theirs = [(k.rsplit(".", 1)[1], tuple(v.shape)) for k, v in
-              adapt(module.state_dict()).items() if not k.endswith("num_batches_tracked")]
+    ours = [
+        (k.rsplit(".", 1)[1], tuple(v.shape))
+        for k, v in build(model).state_dict().items()
+        if not k.endswith("num_batches_tracked")
+    ]
+    theirs = [
+        (k.rsplit(".", 1)[1], tuple(v.shape))
+        for k, v in adapt(module.state_dict()).items()
+        if not k.endswith("num_batches_tracked")
+    ]
     assert ours == theirs
     # norm settings and stochastic depth rates, which no weight shape shows
     for kind, cls in (("bn", torch.nn.BatchNorm2d), ("layernorm", torch.nn.LayerNorm)):
         mods = [m for m in module.modules() if isinstance(m, cls)]
-        assert [n.layer.eps for n in model.nodes if n.kind == kind] == \
-            pytest.approx([m.eps for m in mods])
+        assert [n.layer.eps for n in model.nodes if n.kind == kind] == pytest.approx(
+            [m.eps for m in mods]
+        )
     sd = [m.p for m in module.modules() if type(m).__name__ == "StochasticDepth"]
-    assert [n.layer.rate for n in model.nodes if n.kind == "stochastic_depth"] == \
-        pytest.approx(sd)
+    assert [n.layer.rate for n in model.nodes if n.kind == "stochastic_depth"] == pytest.approx(sd)
 
 
 @pytest.mark.parametrize("name", MODERN)
@@ -174,7 +187,7 @@ def test_modern_spec_cites_its_paper_and_documented_counts(name):
     assert "Layout: torchvision.models." in header
     model = _modern(name)
     assert model.name == name
-    meta = getattr(tvm, WEIGHTS[name]).DEFAULT.meta      # metadata only: nothing downloaded
+    meta = getattr(tvm, WEIGHTS[name]).DEFAULT.meta  # metadata only: nothing downloaded
     assert model.trainable == meta["num_params"]
     assert round(model.macs / 1e9, 3) == meta["_ops"]
 
@@ -191,6 +204,7 @@ def test_modern_spec_shapes_and_macs_at_full_size(name):
 @pytest.mark.parametrize("name", MODERN)
 def test_modern_spec_outputs_equal_torchvisions_with_its_weights(name):
     from cnnspec.backends.torch import build, load_torchvision_state_dict
+
     builder, adapt, size = MODERN[name]
     module = _randomise(getattr(tvm, builder)(), seed=7)
     model = _modern(name, size)

@@ -18,11 +18,15 @@ def error_span(span) -> Span | None:
     return None if span is None else Span(span.line, span.column, span.end_line, span.end_column)
 
 
-def missing_emitter(backend: str, kind: str, table: str, span=None,
-                    path: str | None = None) -> SpecError:
+def missing_emitter(
+    backend: str, kind: str, table: str, span=None, path: str | None = None
+) -> SpecError:
     """E420: a layer kind the backend's emitter table lacks (a new kind added to the registry
     only), located at the node that uses it (`span`: the IR node's)."""
-    return SpecError("E420", f"the {backend} backend cannot express layer kind '{kind}': it "
-                     "has no emitter for it", error_span(span), path=path,
-                     hint=f"add an entry for '{kind}' to {table} (ARCHITECTURE.md: adding a "
-                          "layer kind)")
+    return SpecError(
+        "E420",
+        f"the {backend} backend cannot express layer kind '{kind}': it has no emitter for it",
+        error_span(span),
+        path=path,
+        hint=f"add an entry for '{kind}' to {table} (ARCHITECTURE.md: adding a layer kind)",
+    )

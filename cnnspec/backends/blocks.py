@@ -18,14 +18,14 @@ from .pysource import identifier
 class Instance:
     """One use of a block definition, written as one call."""
 
-    path: str                       # the group's path (`layer1.bottleneck1`)
-    block: str                      # the block definition's name
-    nodes: list[str]                # its nodes, in the backend's order
-    input: str                      # the one value it reads from outside
-    output: str                     # the one value read outside it (its last node)
-    key: str = ""                   # its structure, constants left out (set by the backend)
+    path: str  # the group's path (`layer1.bottleneck1`)
+    block: str  # the block definition's name
+    nodes: list[str]  # its nodes, in the backend's order
+    input: str  # the one value it reads from outside
+    output: str  # the one value read outside it (its last node)
+    key: str = ""  # its structure, constants left out (set by the backend)
     constants: list = field(default_factory=list)
-    names: list = field(default_factory=list)     # (argument, where) per constant
+    names: list = field(default_factory=list)  # (argument, where) per constant
 
 
 @dataclass
@@ -36,7 +36,7 @@ class Family:
     block: str
     instances: list
     params: list[str]
-    slots: list[int | None]         # per constant: its parameter, None where all agree
+    slots: list[int | None]  # per constant: its parameter, None where all agree
 
     def arguments(self, inst: Instance) -> list:
         """The values of the parameters for one instance."""
@@ -47,8 +47,9 @@ class Family:
         return values
 
 
-def find(group: Group, sequence: list[tuple[str, list[str]]],
-         outputs: list[str]) -> Instance | None:
+def find(
+    group: Group, sequence: list[tuple[str, list[str]]], outputs: list[str]
+) -> Instance | None:
     """The group as one call along `sequence` ((node, inputs) in the order the backend writes
     them), or None where it cannot be one: its nodes must be a run of that sequence with one
     input from outside and one value read outside (its last node)."""
@@ -61,18 +62,21 @@ def find(group: Group, sequence: list[tuple[str, list[str]]],
     if ks != list(range(ks[0], ks[0] + len(ks))):
         return None
     outside = {i for _, inputs in run for i in inputs if i not in members}
-    read_out = {i for node, inputs in sequence if node not in members
-                for i in inputs if i in members}
+    read_out = {
+        i for node, inputs in sequence if node not in members for i in inputs if i in members
+    }
     read_out |= members & set(outputs)
     if len(outside) != 1 or read_out != {run[-1][0]}:
         return None
-    return Instance(group.path, group.block, [node for node, _ in run], outside.pop(),
-                    run[-1][0])
+    return Instance(group.path, group.block, [node for node, _ in run], outside.pop(), run[-1][0])
 
 
-def choose(model: Model, make: Callable[[Group], Instance | None],
-           name: Callable[[str, int], str],
-           reserved: frozenset | set = frozenset()) -> tuple[list[Family], dict[str, Instance]]:
+def choose(
+    model: Model,
+    make: Callable[[Group], Instance | None],
+    name: Callable[[str, int], str],
+    reserved: frozenset | set = frozenset(),
+) -> tuple[list[Family], dict[str, Instance]]:
     """Block definitions that become classes or functions, outermost first: a definition
     whose instances share their structure often enough (each variant used twice on average)
     gets one per structure (`name(definition, k)` for the k-th); the others are written out,
@@ -84,8 +88,9 @@ def choose(model: Model, make: Callable[[Group], Instance | None],
     families: list[Family] = []
     first = {g.block: k for k, g in reversed(list(enumerate(blocks)))}
     # a definition before those it contains (they have fewer members)
-    definitions = sorted(first, key=lambda b: (-max(len(g.members) for g in blocks
-                                                    if g.block == b), first[b]))
+    definitions = sorted(
+        first, key=lambda b: (-max(len(g.members) for g in blocks if g.block == b), first[b])
+    )
     for definition in definitions:
         found = []
         for g in blocks:
@@ -105,8 +110,9 @@ def choose(model: Model, make: Callable[[Group], Instance | None],
     return families, taken
 
 
-def _parameters(name: str, block: str, instances: list[Instance],
-                reserved: frozenset | set) -> Family:
+def _parameters(
+    name: str, block: str, instances: list[Instance], reserved: frozenset | set
+) -> Family:
     """Arguments: one per distinct column of constants that differ between the instances,
     named after the first argument it fills."""
     params: list[str] = []
@@ -121,7 +127,7 @@ def _parameters(name: str, block: str, instances: list[Instance],
         if column not in columns:
             columns[column] = len(params)
             arg, where = first.names[k]
-            if arg in params:      # a second argument of that name: say whose it is
+            if arg in params:  # a second argument of that name: say whose it is
                 arg = f"{where}_{arg}"
             params.append(identifier(arg, set(reserved) | set(params)))
         slots.append(columns[column])

@@ -21,8 +21,10 @@ __all__ = ["build", "keras_name", "keras_names", "recipes", "source_code"]
 
 def _layer_class(cls_name: str):
     import keras
+
     if cls_name in keras_recipe.CUSTOM:
         from . import keras_layers
+
         return getattr(keras_layers, cls_name)
     return getattr(keras.layers, cls_name)
 
@@ -30,6 +32,7 @@ def _layer_class(cls_name: str):
 def build(model: Model):
     """The IR as a keras.Model (functional API); outputs in the spec's order."""
     import keras
+
     names = keras_names(model)
     first = model.nodes[0]
     tensors = {first.name: keras.Input(shape=first.shape, name=names[first.name])}
@@ -44,11 +47,15 @@ def build(model: Model):
     dead = _dead_ends(model)
     if dead:
         from .keras_layers import KeepAlive
+
         keep = _free_name("keep_alive", set(names.values()))
         outputs[0] = KeepAlive(name=keep)([outputs[0], *(tensors[n] for n in dead)])
     with _recursion_room(model, sum(len(recipe) for _, _, recipe in planned) + len(dead) + 2):
-        return keras.Model(tensors[first.name], outputs if len(outputs) > 1 else outputs[0],
-                           name=keras_name(model.name))
+        return keras.Model(
+            tensors[first.name],
+            outputs if len(outputs) > 1 else outputs[0],
+            name=keras_name(model.name),
+        )
 
 
 @contextmanager
@@ -61,10 +68,14 @@ def _recursion_room(model: Model, layers: int):
     old = sys.getrecursionlimit()
     if sys.version_info < (3, 11):
         if layers + 200 > old:
-            raise SpecError("E423", f"{layers:,} Keras layers are deeper than Keras can build "
-                            f"on Python {sys.version_info[0]}.{sys.version_info[1]}",
-                            error_span(model.nodes[-1].span), path=model.source,
-                            hint="use Python 3.11 or later, or the torch backend")
+            raise SpecError(
+                "E423",
+                f"{layers:,} Keras layers are deeper than Keras can build "
+                f"on Python {sys.version_info[0]}.{sys.version_info[1]}",
+                error_span(model.nodes[-1].span),
+                path=model.source,
+                hint="use Python 3.11 or later, or the torch backend",
+            )
         yield
         return
     sys.setrecursionlimit(old + 4 * layers)
@@ -72,6 +83,8 @@ def _recursion_room(model: Model, layers: int):
         yield
     finally:
         sys.setrecursionlimit(old)
+
+
 def _dead_ends(model: Model) -> list[str]:
     """Nodes that neither an output nor any other node reads, outputs' ancestors aside."""
     live = model.live()
@@ -90,4 +103,5 @@ def _free_name(stem: str, taken: set[str]) -> str:
 def source_code(model: Model) -> str:
     """Standalone Keras 3 source for the model (see cnnspec.backends.keras_source)."""
     from .keras_source import render
+
     return render(model)

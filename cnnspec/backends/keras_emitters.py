@@ -17,23 +17,28 @@ from .keras_recipe import Recipe, activation, windowed, with_activation
 Emitter = Callable[[Layer, str, list[Shape]], Recipe]
 
 
-def keras_layers(layer: Layer, name: str, shapes: list[Shape], span=None,
-                 path: str | None = None) -> Recipe:
+def keras_layers(
+    layer: Layer, name: str, shapes: list[Shape], span=None, path: str | None = None
+) -> Recipe:
     """The layer as Keras layers; E420 (at `span`, an IR node's) where its kind has no emitter."""
     emit = EMITTERS.get(layer.kind)
     if emit is None:
-        raise missing_emitter("keras", layer.kind, "cnnspec/backends/keras_emitters.py", span,
-                              path)
+        raise missing_emitter("keras", layer.kind, "cnnspec/backends/keras_emitters.py", span, path)
     return emit(layer, name, shapes)
 
 
 def _input(layer, name, shapes):
-    return []   # the backend makes keras.Input itself
+    return []  # the backend makes keras.Input itself
 
 
 def _conv(layer, name, shapes):
-    return windowed("Conv2D", name, layer, filters=layer.filters,
-                    **({"groups": layer.groups} if layer.groups > 1 else {}))
+    return windowed(
+        "Conv2D",
+        name,
+        layer,
+        filters=layer.filters,
+        **({"groups": layer.groups} if layer.groups > 1 else {}),
+    )
 
 
 def _dwconv(layer, name, shapes):
@@ -41,8 +46,9 @@ def _dwconv(layer, name, shapes):
 
 
 def _sepconv(layer, name, shapes):
-    return windowed("SeparableConv2D", name, layer, filters=layer.filters,
-                    depth_multiplier=layer.multiplier)
+    return windowed(
+        "SeparableConv2D", name, layer, filters=layer.filters, depth_multiplier=layer.multiplier
+    )
 
 
 def _deconv(layer, name, shapes):
@@ -50,26 +56,32 @@ def _deconv(layer, name, shapes):
     # given explicitly, else Keras uses W*S + max(F-S, 0)); torch drops P pixels at each end
     # of that, so crop them (torch ConvTranspose2d: (W-1)*S - 2P + F + output_padding).
     same = layer.padding == "same"
-    args = {"filters": layer.filters, "kernel_size": tuple(layer.kernel),
-            "strides": tuple(layer.stride), "padding": "same" if same else "valid"}
+    args = {
+        "filters": layer.filters,
+        "kernel_size": tuple(layer.kernel),
+        "strides": tuple(layer.stride),
+        "padding": "same" if same else "valid",
+    }
     if not same:
         args["output_padding"] = tuple(layer.output_padding)
     recipe = [("Conv2DTranspose", {**args, "use_bias": layer.bias, "name": name})]
     recipe = with_activation(recipe, name, layer.activation)
     if layer.padding not in ("same", "valid") and any(layer.padding):
         (ph, pw) = layer.padding
-        recipe.append(("Cropping2D", {"cropping": ((ph, ph), (pw, pw)),
-                                      "name": f"{name}_crop"}))
+        recipe.append(("Cropping2D", {"cropping": ((ph, ph), (pw, pw)), "name": f"{name}_crop"}))
     return recipe
 
 
 def _dense(layer, name, shapes):
-    return with_activation([("Dense", {"units": layer.units, "use_bias": layer.bias,
-                                       "name": name})], name, layer.activation)
+    return with_activation(
+        [("Dense", {"units": layer.units, "use_bias": layer.bias, "name": name})],
+        name,
+        layer.activation,
+    )
 
 
 def _flatten(layer, name, shapes):
-    return [("Flatten", {"name": name})]   # channels_last: H, W, C order, as the spec
+    return [("Flatten", {"name": name})]  # channels_last: H, W, C order, as the spec
 
 
 def _reshape(layer, name, shapes):
@@ -90,14 +102,27 @@ def _identity(layer, name, shapes):
 
 def _per_channel(value):
     # a tuple, as the generated source writes it (Rescaling keeps what it is given)
-    return tuple(value) if isinstance(value, tuple) and len(value) > 1 else \
-        value[0] if isinstance(value, tuple) else value
+    return (
+        tuple(value)
+        if isinstance(value, tuple) and len(value) > 1
+        else value[0]
+        if isinstance(value, tuple)
+        else value
+    )
 
 
 def _rescale(layer, name, shapes):
     # Rescaling broadcasts a list over the last axis: one value per channel
-    return [("Rescaling", {"scale": _per_channel(layer.scale),
-                           "offset": _per_channel(layer.offset), "name": name})]
+    return [
+        (
+            "Rescaling",
+            {
+                "scale": _per_channel(layer.scale),
+                "offset": _per_channel(layer.offset),
+                "name": name,
+            },
+        )
+    ]
 
 
 def _zeropad(layer, name, shapes):
@@ -107,8 +132,9 @@ def _zeropad(layer, name, shapes):
 
 def _upsample(layer, name, shapes):
     # Keras' bilinear resize uses half-pixel centres: torch's align_corners=False.
-    return [("UpSampling2D", {"size": tuple(layer.factor), "interpolation": layer.mode,
-                              "name": name})]
+    return [
+        ("UpSampling2D", {"size": tuple(layer.factor), "interpolation": layer.mode, "name": name})
+    ]
 
 
 def _merge(layer, name, shapes):
@@ -121,14 +147,34 @@ def _merge(layer, name, shapes):
 def _bn(layer, name, shapes):
     # Keras' momentum is the spec's (torch's is 1 - it); epsilon is added to the variance in
     # both frameworks.
-    return [("BatchNormalization", {"axis": -1, "momentum": layer.momentum,
-                                    "epsilon": layer.eps, "center": layer.center,
-                                    "scale": layer.scale, "name": name})]
+    return [
+        (
+            "BatchNormalization",
+            {
+                "axis": -1,
+                "momentum": layer.momentum,
+                "epsilon": layer.eps,
+                "center": layer.center,
+                "scale": layer.scale,
+                "name": name,
+            },
+        )
+    ]
 
 
 def _lrn(layer, name, shapes):
-    return [("LocalResponseNorm", {"size": layer.size, "alpha": layer.alpha,
-                                   "beta": layer.beta, "k": layer.k, "name": name})]
+    return [
+        (
+            "LocalResponseNorm",
+            {
+                "size": layer.size,
+                "alpha": layer.alpha,
+                "beta": layer.beta,
+                "k": layer.k,
+                "name": name,
+            },
+        )
+    ]
 
 
 def _pool(layer, name, shapes):
@@ -143,16 +189,19 @@ def _pool(layer, name, shapes):
     args = {"pool_size": tuple(layer.size), "strides": tuple(layer.strides)}
     shape = shapes[0]
     if layer.padding == "same":
-        (top, bottom), (left, right) = (same_pads(shape[i], layer.size[i], layer.strides[i])
-                                        for i in (0, 1))
+        (top, bottom), (left, right) = (
+            same_pads(shape[i], layer.size[i], layer.strides[i]) for i in (0, 1)
+        )
         pads = counted = (top, bottom, left, right)
         if layer.op == "max" or not any(pads):
             return [(cls, {**args, "padding": "same", "name": name})]
     else:
         pad = (0, 0) if layer.padding == "valid" else layer.padding
         out = layer.output_shape(shapes)
-        ends = [max((out[i] - 1) * layer.strides[i] + layer.size[i] - shape[i] - pad[i],
-                    pad[i]) for i in (0, 1)]
+        ends = [
+            max((out[i] - 1) * layer.strides[i] + layer.size[i] - shape[i] - pad[i], pad[i])
+            for i in (0, 1)
+        ]
         pads = (pad[0], ends[0], pad[1], ends[1])
         counted = (pad[0], pad[0], pad[1], pad[1])
         if not any(pads):
@@ -168,13 +217,27 @@ def _adaptive_pool(layer, name, shapes):
 
 
 def _layernorm(layer, name, shapes):
-    return [("LayerNormalization", {"axis": -1, "epsilon": layer.eps, "center": layer.center,
-                                    "scale": layer.scale, "name": name})]
+    return [
+        (
+            "LayerNormalization",
+            {
+                "axis": -1,
+                "epsilon": layer.eps,
+                "center": layer.center,
+                "scale": layer.scale,
+                "name": name,
+            },
+        )
+    ]
 
 
 def _groupnorm(layer, name, shapes):
-    return [("GroupNormalization", {"groups": layer.groups, "axis": -1,
-                                    "epsilon": layer.eps, "name": name})]
+    return [
+        (
+            "GroupNormalization",
+            {"groups": layer.groups, "axis": -1, "epsilon": layer.eps, "name": name},
+        )
+    ]
 
 
 def _layerscale(layer, name, shapes):
@@ -183,23 +246,33 @@ def _layerscale(layer, name, shapes):
 
 def _normalize(layer, name, shapes):
     mean, variance = layer.values(shapes[0][-1])
-    return [("StoredNormalization", {"axis": -1, "init_mean": mean, "init_variance": variance,
-                                     "name": name})]
+    return [
+        (
+            "StoredNormalization",
+            {"axis": -1, "init_mean": mean, "init_variance": variance, "name": name},
+        )
+    ]
 
 
 def _stochastic_depth(layer, name, shapes):
     # dropout of whole samples: one mask value per sample, as keras.applications' EfficientNet
-    return [("Dropout", {"rate": layer.rate, "noise_shape": (None,) + (1,) * len(shapes[0]),
-                         "name": name})]
+    return [
+        (
+            "Dropout",
+            {"rate": layer.rate, "noise_shape": (None,) + (1,) * len(shapes[0]), "name": name},
+        )
+    ]
 
 
 def _channel_shuffle(layer, name, shapes):
     # (H, W, G, C/G) -> swap the last two -> (H, W, C): channel g*(C/G) + i lands at i*G + g
     h, w, c = shapes[0]
     g = layer.groups
-    return [("Reshape", {"target_shape": (h, w, g, c // g), "name": f"{name}_groups"}),
-            ("Permute", {"dims": (1, 2, 4, 3), "name": f"{name}_swap"}),
-            ("Reshape", {"target_shape": (h, w, c), "name": name})]
+    return [
+        ("Reshape", {"target_shape": (h, w, g, c // g), "name": f"{name}_groups"}),
+        ("Permute", {"dims": (1, 2, 4, 3), "name": f"{name}_swap"}),
+        ("Reshape", {"target_shape": (h, w, c), "name": name}),
+    ]
 
 
 def _split(layer, name, shapes):

@@ -30,9 +30,14 @@ def keras_names(model: Model) -> dict[str, str]:
     for node in model.nodes:
         kname = names[node.name]
         if kname in seen:
-            raise _error("E421", model, node, f"nodes '{seen[kname]}' and '{node.name}' both "
-                         f"become the Keras layer name '{kname}'",
-                         "rename one of them: Keras names hold letters, digits and '_' only")
+            raise _error(
+                "E421",
+                model,
+                node,
+                f"nodes '{seen[kname]}' and '{node.name}' both "
+                f"become the Keras layer name '{kname}'",
+                "rename one of them: Keras names hold letters, digits and '_' only",
+            )
         seen[kname] = node.name
     return names
 
@@ -45,11 +50,16 @@ def recipes(model: Model) -> list[tuple[str, list[str], Recipe]]:
     for node in model.nodes[1:]:
         shapes = [model.node(i).shape for i in node.inputs]
         recipe = keras_layers(node.layer, names[node.name], shapes, node.span, model.source)
-        for _, kwargs in recipe:   # helper layers (`conv1_pad`) must not take a node's name
+        for _, kwargs in recipe:  # helper layers (`conv1_pad`) must not take a node's name
             if kwargs["name"] != names[node.name] and kwargs["name"] in taken:
-                raise _error("E421", model, node, f"node '{node.name}' needs a Keras layer "
-                             f"'{kwargs['name']}', which another node is called",
-                             "rename that node")
+                raise _error(
+                    "E421",
+                    model,
+                    node,
+                    f"node '{node.name}' needs a Keras layer "
+                    f"'{kwargs['name']}', which another node is called",
+                    "rename that node",
+                )
             taken.add(kwargs["name"])
             _check_sizes(model, node, kwargs)
         out.append((node.name, node.inputs, recipe))
@@ -67,8 +77,14 @@ def _check_sizes(model: Model, node, kwargs: dict) -> None:
             for v in value:
                 walk(key, v)
         elif isinstance(value, int) and not isinstance(value, bool) and abs(value) > INT32_MAX:
-            raise _error("E422", model, node, f"Keras argument {key}={value} is larger than "
-                         f"Keras can hold (at most {INT32_MAX:,})", "use a smaller value")
+            raise _error(
+                "E422",
+                model,
+                node,
+                f"Keras argument {key}={value} is larger than "
+                f"Keras can hold (at most {INT32_MAX:,})",
+                "use a smaller value",
+            )
 
     for key, value in kwargs.items():
         walk(key, value)

@@ -15,8 +15,18 @@ Recipe = list[tuple[str, dict]]
 # hard_swish x * relu6(x + 3) / 6 in Keras 3 (as torch's Hardsigmoid / Hardswish), gelu is exact
 # (approximate=False, torch's default), elu has alpha 1. leaky_relu is not here: Keras'
 # default slope is 0.2, torch's and the spec's 0.01, so it gets its own LeakyReLU layer.
-NAMED_ACTIVATIONS = ("relu", "relu6", "elu", "sigmoid", "tanh", "softmax", "silu", "gelu",
-                     "hard_swish", "hard_sigmoid")
+NAMED_ACTIVATIONS = (
+    "relu",
+    "relu6",
+    "elu",
+    "sigmoid",
+    "tanh",
+    "softmax",
+    "silu",
+    "gelu",
+    "hard_swish",
+    "hard_sigmoid",
+)
 
 # Classes defined in cnnspec.backends.keras_layers rather than keras.layers.
 CUSTOM = ("LocalResponseNorm", "PaddedPool2D", "LayerScale", "ChannelSlice", "StoredNormalization")
@@ -25,8 +35,7 @@ CUSTOM = ("LocalResponseNorm", "PaddedPool2D", "LayerScale", "ChannelSlice", "St
 def activation(name: str, fn: str, alpha: float | None = None) -> Recipe:
     """A standalone activation layer."""
     if fn == "leaky_relu":
-        return [("LeakyReLU", {"negative_slope": 0.01 if alpha is None else alpha,
-                               "name": name})]
+        return [("LeakyReLU", {"negative_slope": 0.01 if alpha is None else alpha, "name": name})]
     if fn == "elu" and alpha not in (None, 1.0):
         return [("ELU", {"alpha": alpha, "name": name})]
     if fn == "softmax":
@@ -57,8 +66,12 @@ def pad_then(name: str, padding) -> tuple[Recipe, str]:
 def windowed(cls: str, name: str, layer, **kwargs) -> Recipe:
     """Conv2D / DepthwiseConv2D / SeparableConv2D with the shared arguments."""
     pre, padding = pad_then(name, layer.padding)
-    args = {**kwargs, "kernel_size": tuple(layer.kernel), "strides": tuple(layer.stride),
-            "padding": padding}
+    args = {
+        **kwargs,
+        "kernel_size": tuple(layer.kernel),
+        "strides": tuple(layer.stride),
+        "padding": padding,
+    }
     if tuple(layer.dilation) != (1, 1):
         args["dilation_rate"] = tuple(layer.dilation)
     args.update(use_bias=layer.bias, name=name)

@@ -25,8 +25,7 @@ from .keras_recipe import Recipe
 from .pysource import identifier
 
 # Module-level names of the generated file, and the arguments every block function takes.
-_RESERVED = frozenset({"x", "name", "keras", "layers", "ops", "build_model",
-                       *keras_recipe.CUSTOM})
+_RESERVED = frozenset({"x", "name", "keras", "layers", "ops", "build_model", *keras_recipe.CUSTOM})
 # A block function must not shadow a builtin the pasted layer classes call (`float`, `tuple`).
 _FUNCTIONS_AVOID = _RESERVED | frozenset(dir(builtins))
 
@@ -47,8 +46,7 @@ def _call(target: str, cls_name: str, args: list, name, inputs: list[str]) -> li
     kwargs = [pysource.kwarg(k, v) for k, v in args]
     kwargs.append(pysource.kwarg("name", name))
     arg = pysource.Group(None, "[", tuple(inputs), "]") if len(inputs) > 1 else inputs[0]
-    return pysource.statement(f"{target} = ", pysource.call(pysource.call(func, *kwargs), arg),
-                              1)
+    return pysource.statement(f"{target} = ", pysource.call(pysource.call(func, *kwargs), arg), 1)
 
 
 def _var(kname: str) -> str:
@@ -67,16 +65,21 @@ class _Network:
 
 def _network(model: Model) -> _Network:
     planned = recipes(model)
-    return _Network(keras_names(model), {n: r for n, _, r in planned},
-                    {n: list(i) for n, i, _ in planned}, [n for n, _, _ in planned])
+    return _Network(
+        keras_names(model),
+        {n: r for n, _, r in planned},
+        {n: list(i) for n, i, _ in planned},
+        [n for n, _, _ in planned],
+    )
 
 
 # --- Block functions ------------------------------------------------------------------------
 
+
 def _suffix(kname: str, prefix: str) -> str | None:
     """A layer's name within its block (`conv1` of `layer1_bottleneck1_conv1`), or None
     where it does not start with the block's."""
-    rest = kname[len(prefix):]
+    rest = kname[len(prefix) :]
     return rest if kname.startswith(prefix) and rest else None
 
 
@@ -107,8 +110,7 @@ def _instance(group, net: _Network, model: Model) -> blocks.Instance | None:
     return inst
 
 
-def _choose(model: Model, net: _Network) -> tuple[list[blocks.Family],
-                                                  dict[str, blocks.Instance]]:
+def _choose(model: Model, net: _Network) -> tuple[list[blocks.Family], dict[str, blocks.Instance]]:
     """Block definitions that become functions (blocks.choose), named after the definition
     (`bottleneck`, `bottleneck2`...), never as build_model's variables."""
     names = set(_FUNCTIONS_AVOID) | {_var(k) for k in net.names.values()}
@@ -126,9 +128,8 @@ def _function(fam: blocks.Family, net: _Network) -> list[str]:
     function's arguments, its layer names the `name` argument plus their suffix."""
     inst = fam.instances[0]
     prefix = keras_name(inst.path) + "_"
-    var = {inst.input: "x", **{n: "x_" + net.names[n][len(prefix):] for n in inst.nodes}}
-    where = inst.path + (f" and {len(fam.instances) - 1} more" if len(fam.instances) > 1
-                         else "")
+    var = {inst.input: "x", **{n: "x_" + net.names[n][len(prefix) :] for n in inst.nodes}}
+    where = inst.path + (f" and {len(fam.instances) - 1} more" if len(fam.instances) > 1 else "")
     lines = pysource.lines("def ", pysource.call(fam.name, "x", *fam.params, "name"), 0, ":")
     doc = pysource.docstring(f"The spec's block {fam.block}, as used at {where}.", 1)
     lines.append(f'    """{doc}"""')
@@ -143,7 +144,7 @@ def _function(fam: blocks.Family, net: _Network) -> list[str]:
                 slot = fam.slots[k]
                 values.append((key, literal(value) if slot is None else fam.params[slot]))
                 k += 1
-            name = 'f"{name}_' + kwargs["name"][len(prefix):] + '"'
+            name = 'f"{name}_' + kwargs["name"][len(prefix) :] + '"'
             lines += _call(var[node], cls_name, values, name, args)
             args = [var[node]]
     lines.append(f"    return {var[inst.output]}")
@@ -152,26 +153,31 @@ def _function(fam: blocks.Family, net: _Network) -> list[str]:
 
 # --- The network ----------------------------------------------------------------------------
 
-def statements(model: Model, net: _Network | None = None,
-               taken: dict[str, blocks.Instance] | None = None,
-               families: list[blocks.Family] = ()) -> tuple[list[str], set[str]]:
+
+def statements(
+    model: Model,
+    net: _Network | None = None,
+    taken: dict[str, blocks.Instance] | None = None,
+    families: list[blocks.Family] = (),
+) -> tuple[list[str], set[str]]:
     """The body of build_model() after the Input line, and the custom classes it uses; a
     block instance in `taken` is one call of its family's function."""
     net = net or _network(model)
     taken = taken or {}
     family = {id(inst): fam for fam in families for inst in fam.instances}
     lines: list[str] = []
-    custom: set[str] = {c for r in net.recipes.values() for c, _ in r
-                        if c in keras_recipe.CUSTOM}
+    custom: set[str] = {c for r in net.recipes.values() for c, _ in r if c in keras_recipe.CUSTOM}
     for name in net.order:
         inst = taken.get(name)
         if inst is not None:
             if name == inst.nodes[0]:
                 fam = family[id(inst)]
-                call = pysource.call(fam.name, _var(net.names[inst.input]),
-                                     *(literal(v) for v in fam.arguments(inst)),
-                                     pysource.kwarg("name", pysource.string(
-                                         keras_name(inst.path))))
+                call = pysource.call(
+                    fam.name,
+                    _var(net.names[inst.input]),
+                    *(literal(v) for v in fam.arguments(inst)),
+                    pysource.kwarg("name", pysource.string(keras_name(inst.path))),
+                )
                 lines += pysource.statement(f"{_var(net.names[inst.output])} = ", call, 1)
             continue
         target = _var(net.names[name])
@@ -192,7 +198,7 @@ def class_sources(names: set[str]) -> list[str]:
     for node in ast.parse(text).body:
         if isinstance(node, ast.ClassDef) and node.name in names:
             first = min([node.lineno, *(d.lineno for d in node.decorator_list)])
-            found[node.name] = "\n".join(lines[first - 1:node.end_lineno])
+            found[node.name] = "\n".join(lines[first - 1 : node.end_lineno])
     return [found[c] for c in keras_recipe.CUSTOM if c in names]
 
 
@@ -205,15 +211,33 @@ def render(model: Model, source: str | None = None) -> str:
     names = net.names
     outputs = [_var(names[o]) for o in model.outputs]
     first = model.nodes[0].name
-    start = pysource.statement(f"{_var(names[first])} = ", pysource.call(
-        "keras.Input", pysource.kwarg("shape", literal(tuple(model.input_shape))),
-        pysource.kwarg("name", pysource.string(names[first]))), 1)
-    returned = pysource.statement("return ", pysource.call(
-        "keras.Model", _var(names[first]),
-        outputs[0] if len(outputs) == 1 else pysource.Group(None, "[", tuple(outputs), "]"),
-        pysource.kwarg("name", pysource.string(keras_name(model.name)))), 1)
+    start = pysource.statement(
+        f"{_var(names[first])} = ",
+        pysource.call(
+            "keras.Input",
+            pysource.kwarg("shape", literal(tuple(model.input_shape))),
+            pysource.kwarg("name", pysource.string(names[first])),
+        ),
+        1,
+    )
+    returned = pysource.statement(
+        "return ",
+        pysource.call(
+            "keras.Model",
+            _var(names[first]),
+            outputs[0] if len(outputs) == 1 else pysource.Group(None, "[", tuple(outputs), "]"),
+            pysource.kwarg("name", pysource.string(keras_name(model.name))),
+        ),
+        1,
+    )
     return pysource.render(
-        "keras_model.py.j2", model_name=model.name,
-        source=Path(source or model.source or "SPEC").name, start=start, body=body,
-        returned=returned, classes=class_sources(custom),
-        functions=[_function(f, net) for f in families], totals=model.totals())
+        "keras_model.py.j2",
+        model_name=model.name,
+        source=Path(source or model.source or "SPEC").name,
+        start=start,
+        body=body,
+        returned=returned,
+        classes=class_sources(custom),
+        functions=[_function(f, net) for f in families],
+        totals=model.totals(),
+    )

@@ -40,7 +40,7 @@ class Group:
     open: str
     items: tuple
     close: str
-    single: bool = False      # a one-item tuple: `(x,)`
+    single: bool = False  # a one-item tuple: `(x,)`
     bare: bool = False
 
 
@@ -132,7 +132,7 @@ def _after(doc, target: Group):
     if isinstance(doc, Cat):
         for k in range(len(doc.parts) - 1, -1, -1):
             if not isinstance(doc.parts[k], str):
-                return Cat((_after(doc.parts[k], target), *doc.parts[k + 1:]))
+                return Cat((_after(doc.parts[k], target), *doc.parts[k + 1 :]))
     return Group(_after(doc.prefix, target), doc.open, doc.items, doc.close, doc.single)
 
 
@@ -143,9 +143,10 @@ def lines(head: str, doc, depth: int, tail: str = "") -> list[str]:
     if len(one) <= WIDTH:
         return [one]
     candidates = _trailers(doc.operands[-1]) if isinstance(doc, Op) else _trailers(doc)
-    if isinstance(doc, Op) and not any(_trailers(o) or isinstance(o, Group)
-                                       for o in doc.operands[:-1]):
-        candidates = []     # the formatter keeps an operator chain's brackets only after others
+    if isinstance(doc, Op) and not any(
+        _trailers(o) or isinstance(o, Group) for o in doc.operands[:-1]
+    ):
+        candidates = []  # the formatter keeps an operator chain's brackets only after others
     for group in candidates:
         before = _around(doc, group)
         if len(pad + head + before) <= WIDTH:
@@ -155,7 +156,7 @@ def lines(head: str, doc, depth: int, tail: str = "") -> list[str]:
     if isinstance(doc, Op) or (isinstance(doc, Group) and doc.bare):
         wrapped = doc if isinstance(doc, Op) else Group(None, "(", doc.items, ")")
         return [pad + head + "(", *_body(wrapped, depth + 1), pad + ")" + tail]
-    return [one]    # nothing to split at: the formatter leaves it long too
+    return [one]  # nothing to split at: the formatter leaves it long too
 
 
 def _body(group, depth: int) -> list[str]:
@@ -193,6 +194,7 @@ def statement(head: str, doc, depth: int, comment: str | None = None) -> list[st
 
 # --- Names from the spec ----------------------------------------------------------------------
 
+
 def identifier(text: str, taken: set[str] | frozenset = frozenset()) -> str:
     """A safe Python identifier for `text`: invalid characters become '_', keywords, dunders,
     and names in `taken` get a trailing '_' (never interpolated as anything but a name)."""
@@ -207,6 +209,7 @@ def identifier(text: str, taken: set[str] | frozenset = frozenset()) -> str:
 
 
 # --- Text from the spec ----------------------------------------------------------------------
+
 
 def string(value: str) -> str:
     """A Python string literal for `value`, quoted as the formatter quotes it (double quotes
@@ -230,8 +233,14 @@ def docstring(value: str, depth: int) -> str:
     wrapped within the line width (the first line after its three quotes)."""
     pad = INDENT * depth
     first = pad + " " * 3
-    return textwrap.fill(text(value), WIDTH - 3, initial_indent=first, subsequent_indent=pad,
-                         break_long_words=False, break_on_hyphens=False)[len(first):]
+    return textwrap.fill(
+        text(value),
+        WIDTH - 3,
+        initial_indent=first,
+        subsequent_indent=pad,
+        break_long_words=False,
+        break_on_hyphens=False,
+    )[len(first) :]
 
 
 def _escape(c: str, quote: str) -> str:
@@ -258,9 +267,15 @@ def environment():
     import jinja2
 
     from ..resources import path
-    env = jinja2.Environment(loader=jinja2.FileSystemLoader(str(path("templates"))),
-                             undefined=jinja2.StrictUndefined, keep_trailing_newline=True,
-                             autoescape=False, trim_blocks=True, lstrip_blocks=True)
+
+    env = jinja2.Environment(
+        loader=jinja2.FileSystemLoader(str(path("templates"))),
+        undefined=jinja2.StrictUndefined,
+        keep_trailing_newline=True,
+        autoescape=False,
+        trim_blocks=True,
+        lstrip_blocks=True,
+    )
     env.filters["string"] = string
     env.filters["text"] = text
     env.globals["WIDTH"] = WIDTH

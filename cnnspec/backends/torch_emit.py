@@ -132,9 +132,14 @@ def kwargs_unless_default(**pairs) -> dict:
 # --- Shared pieces of the emitters --------------------------------------------------------
 
 _ACTIVATIONS = {
-    "relu": ("F.relu", {}), "relu6": ("F.relu6", {}), "sigmoid": ("torch.sigmoid", {}),
-    "tanh": ("torch.tanh", {}), "silu": ("F.silu", {}), "gelu": ("F.gelu", {}),
-    "hard_swish": ("F.hardswish", {}), "hard_sigmoid": ("F.hardsigmoid", {}),
+    "relu": ("F.relu", {}),
+    "relu6": ("F.relu6", {}),
+    "sigmoid": ("torch.sigmoid", {}),
+    "tanh": ("torch.tanh", {}),
+    "silu": ("F.silu", {}),
+    "gelu": ("F.gelu", {}),
+    "hard_swish": ("F.hardswish", {}),
+    "hard_sigmoid": ("F.hardsigmoid", {}),
     # softmax over the channels: dim 1 in NCHW and in NC alike
     "softmax": ("F.softmax", {"dim": 1}),
 }
@@ -166,6 +171,7 @@ def can_overwrite(fn: str | None) -> bool:
 def same_pads_2d(shape, kernel, stride, dilation=(1, 1)) -> tuple[tuple[int, int], ...]:
     """TensorFlow's 'same' pads per axis, (before, after): the odd pixel goes after."""
     from ..layers.base import same_pads
+
     return tuple(same_pads(shape[i], kernel[i], stride[i], dilation[i]) for i in (0, 1))
 
 
@@ -189,11 +195,15 @@ def window_padding(padding, shape, kernel, stride, dilation=(1, 1)):
 def pad(x, pads, value: float | None = None):
     if pads is None:
         return x
-    return call("F.pad", x, tuple(pads)) if value is None else call("F.pad", x, tuple(pads),
-                                                                     value=value)
+    return (
+        call("F.pad", x, tuple(pads))
+        if value is None
+        else call("F.pad", x, tuple(pads), value=value)
+    )
 
 
 # --- Rendering as Python source -------------------------------------------------------------
+
 
 def literal(value) -> str:
     """Python source for a constant; strings are escaped, never pasted."""
@@ -220,6 +230,7 @@ def render(expr, inputs: list[str], module: str | None = None) -> str:
 
 def layout(expr, inputs: list[str], module: str | None = None):
     """`expr` as a pysource tree, which lays it out within the line width."""
+
     def r(e):
         if isinstance(e, In):
             return inputs[e.index]
@@ -232,13 +243,18 @@ def layout(expr, inputs: list[str], module: str | None = None):
         if isinstance(e, Call):
             return pysource.call(e.fn, *_args(e.args, e.kwargs))
         if isinstance(e, Method):
-            return pysource.call(pysource.Cat((_atom(e.obj), f".{e.name}")),
-                                 *_args(e.args, e.kwargs))
+            return pysource.call(
+                pysource.Cat((_atom(e.obj), f".{e.name}")), *_args(e.args, e.kwargs)
+            )
         if isinstance(e, Index):
             return pysource.Group(_atom(e.obj), "[", tuple(_item(i) for i in e.items), "]")
         if isinstance(e, BinOp):
-            return pysource.Op(e.op, tuple(_atom(o) if isinstance(o, BinOp) and o.op != e.op
-                                           else r(o) for o in e.operands))
+            return pysource.Op(
+                e.op,
+                tuple(
+                    _atom(o) if isinstance(o, BinOp) and o.op != e.op else r(o) for o in e.operands
+                ),
+            )
         if isinstance(e, list):
             return pysource.Group(None, "[", tuple(r(v) for v in e), "]")
         if isinstance(e, tuple):
@@ -256,8 +272,7 @@ def layout(expr, inputs: list[str], module: str | None = None):
         if i is Ellipsis:
             return "..."
         if isinstance(i, slice):
-            parts = ["" if i.start is None else str(i.start),
-                     "" if i.stop is None else str(i.stop)]
+            parts = ["" if i.start is None else str(i.start), "" if i.stop is None else str(i.stop)]
             return ":".join(parts) + ("" if i.step is None else f":{i.step}")
         return pysource.flat(r(i))
 

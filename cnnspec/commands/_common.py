@@ -17,6 +17,7 @@ selected_scale: str | None = None
 def load(path: str, fmt: str = "text"):
     """Compile a spec file; on errors print them and return None."""
     from ..compiler import compile_file
+
     try:
         return compile_file(path, selected_scale)
     except SpecErrors as errs:
@@ -38,14 +39,16 @@ def report(errs: SpecErrors, path: str | None, fmt: str = "text") -> None:
 
 
 def add_format(parser, choices=("text", "json"), default="text"):
-    parser.add_argument("--format", choices=choices, default=default,
-                        help=f"output format (default {default})")
+    parser.add_argument(
+        "--format", choices=choices, default=default, help=f"output format (default {default})"
+    )
 
 
 def output_is_input(command: str, output: str | None, *inputs: str | None) -> bool:
     """True (after saying so) when -o names one of the command's inputs: writing it would
     replace the user's file with generated text."""
     from ..outputs import OutputError, refuse_input
+
     if not output:
         return False
     try:
@@ -61,6 +64,7 @@ def shown(path: str | Path) -> str:
     holding a newline or an escape sequence cannot rewrite the terminal or forge a
     `file:line:col` line."""
     from ..errors import printable
+
     return printable(str(path))
 
 
@@ -68,4 +72,5 @@ def write_atomic(path: str | Path, data: str | bytes) -> None:
     """Write a file so that a crash leaves the old one or the new one, never half of either
     (links followed, devices written in place, modes kept: cnnspec.outputs)."""
     from ..outputs import write_file
+
     write_file(path, data)

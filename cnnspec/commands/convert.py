@@ -10,24 +10,37 @@ from ..outputs import need_space, write_with
 from ._common import EXIT_OK, EXIT_SPEC, load, output_is_input
 
 NAME, HELP, ORDER = "convert", "convert weights between the PyTorch and Keras backends", 40
-DESCRIPTION = ("Convert a network's weights: from a PyTorch state_dict (.safetensors, or .pt / "
-               ".pth) to a Keras .weights.h5 file, or from a Keras .weights.h5 file to "
-               ".safetensors for PyTorch.")
+DESCRIPTION = (
+    "Convert a network's weights: from a PyTorch state_dict (.safetensors, or .pt / "
+    ".pth) to a Keras .weights.h5 file, or from a Keras .weights.h5 file to "
+    ".safetensors for PyTorch."
+)
 
 
 def configure(p):
     p.add_argument("file", metavar="FILE", help="the spec the weights belong to")
-    p.add_argument("--from", dest="source", choices=("torch", "keras"), required=True,
-                   help="the framework the weights come from")
+    p.add_argument(
+        "--from",
+        dest="source",
+        choices=("torch", "keras"),
+        required=True,
+        help="the framework the weights come from",
+    )
     p.add_argument("--weights", required=True, metavar="IN", help="the weights file to read")
-    p.add_argument("-o", "--output", required=True, metavar="OUT",
-                   help="where to write (.weights.h5 for keras, .safetensors for torch)")
+    p.add_argument(
+        "-o",
+        "--output",
+        required=True,
+        metavar="OUT",
+        help="where to write (.weights.h5 for keras, .safetensors for torch)",
+    )
 
 
 def _to_keras(model, args) -> None:
     from ..backends.keras import build
     from ..backends.torch.weights import read_weights
     from ..convert import load_torch_into_keras, save_keras_weights
+
     kmodel = build(model)
     load_torch_into_keras(kmodel, model, read_weights(args.weights, model))
     # HDF5 segfaults on a full disk: check the room first, then write beside and rename
@@ -41,6 +54,7 @@ def _to_torch(model, args) -> None:
     from ..backends.keras import build
     from ..convert import keras_to_torch, keras_weights, load_keras_weights
     from ..weights.fingerprint import metadata
+
     kmodel = build(model)
     load_keras_weights(kmodel, model, args.weights)
     state = keras_to_torch(model, keras_weights(kmodel, model))
@@ -50,6 +64,7 @@ def _to_torch(model, args) -> None:
 def run(args) -> int:
     from ..backends.torch.weights import WeightsError
     from ..convert import ConversionError
+
     model = load(args.file)
     if model is None:
         return EXIT_SPEC
@@ -57,8 +72,10 @@ def run(args) -> int:
         return 2
     wanted = ".weights.h5" if args.source == "torch" else ".safetensors"
     if not args.output.endswith(wanted):
-        print(f"cnnspec convert: error: --from {args.source} writes {wanted}, got "
-              f"{args.output!r}", file=sys.stderr)
+        print(
+            f"cnnspec convert: error: --from {args.source} writes {wanted}, got {args.output!r}",
+            file=sys.stderr,
+        )
         return 2
     if not Path(args.weights).is_file():
         print(f"cnnspec convert: error: no such weights file: {args.weights}", file=sys.stderr)

@@ -5,11 +5,13 @@ from __future__ import annotations
 from ._common import EXIT_OK, EXIT_SPEC, load
 
 NAME, HELP, ORDER = "diff", "compare two specs layer by layer", 35
-DESCRIPTION = ("Compare two networks layer by layer (matched by name, then by position): added "
-               "and removed layers, changed arguments, shapes, parameters and MACs, the totals "
-               "with deltas, and the compile/transfer settings. Exit 0 whether or not they "
-               "differ; with --exit-code, exit 1 when they differ (as git diff does; a spec "
-               "error also exits 1).")
+DESCRIPTION = (
+    "Compare two networks layer by layer (matched by name, then by position): added "
+    "and removed layers, changed arguments, shapes, parameters and MACs, the totals "
+    "with deltas, and the compile/transfer settings. Exit 0 whether or not they "
+    "differ; with --exit-code, exit 1 when they differ (as git diff does; a spec "
+    "error also exits 1)."
+)
 
 
 def configure(p):
@@ -21,6 +23,7 @@ def configure(p):
 
 def run(args) -> int:
     from ..diff import diff, render_json, render_markdown, render_text
+
     fmt = "json" if args.format == "json" else "text"
     a, b = load(args.a, fmt), load(args.b, fmt)
     if a is None or b is None:

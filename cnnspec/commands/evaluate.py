@@ -9,9 +9,11 @@ from ._common import EXIT_OK, EXIT_SPEC, EXIT_USAGE, load
 from .train import add_device
 
 NAME, HELP, ORDER = "evaluate", "metrics of trained weights on a dataset", 61
-DESCRIPTION = ("Load weights saved by 'cnnspec train' (.safetensors: torch, .weights.h5: "
-               "keras) and report the loss and metrics on the held-out split of the data "
-               "(the same split training used), or on all of it with --split all.")
+DESCRIPTION = (
+    "Load weights saved by 'cnnspec train' (.safetensors: torch, .weights.h5: "
+    "keras) and report the loss and metrics on the held-out split of the data "
+    "(the same split training used), or on all of it with --split all."
+)
 
 
 def configure(p):
@@ -19,8 +21,9 @@ def configure(p):
     p.add_argument("--weights", required=True, metavar="W")
     p.add_argument("--data", required=True, metavar="SOURCE")
     p.add_argument("--data-option", action="append", default=[], metavar="KEY=VALUE")
-    p.add_argument("--backend", choices=("torch", "keras"),
-                   help="default: from the weights file's suffix")
+    p.add_argument(
+        "--backend", choices=("torch", "keras"), help="default: from the weights file's suffix"
+    )
     add_device(p)
     p.add_argument("--split", choices=("val", "all"), default="val")
     p.add_argument("--batch-size", type=int)
@@ -29,6 +32,7 @@ def configure(p):
 
 def run(args) -> int:
     from .train import check_device, guarded, parse_options
+
     model = load(args.file)
     if model is None:
         return EXIT_SPEC
@@ -37,8 +41,18 @@ def run(args) -> int:
 
     def work():
         from ..train.session import evaluate
-        return evaluate(model, args.weights, args.data, args.backend, args.batch_size,
-                        args.split, parse_options(args.data_option), args.device)
+
+        return evaluate(
+            model,
+            args.weights,
+            args.data,
+            args.backend,
+            args.batch_size,
+            args.split,
+            parse_options(args.data_option),
+            args.device,
+        )
+
     code, result = guarded(work, args.file, "evaluate")
     if code != EXIT_OK:
         return code

@@ -8,28 +8,39 @@ from ._common import EXIT_OK, EXIT_SPEC, EXIT_USAGE, load, report
 from .check import _size, over_budget
 
 NAME, HELP, ORDER = "export", "export the network (with weights) to ONNX", 45
-DESCRIPTION = ("Export the network to ONNX through PyTorch, in eval mode with a dynamic batch "
-               "size. Weights come from a .safetensors file or a torch file (read with "
-               "weights_only=True); without --weights they are freshly initialised.")
+DESCRIPTION = (
+    "Export the network to ONNX through PyTorch, in eval mode with a dynamic batch "
+    "size. Weights come from a .safetensors file or a torch file (read with "
+    "weights_only=True); without --weights they are freshly initialised."
+)
 
 
 def configure(p):
     p.add_argument("file", metavar="FILE")
     p.add_argument("--onnx", metavar="OUT", required=True, help="the .onnx file to write")
     p.add_argument("--weights", metavar="W", help="a state_dict: .safetensors, .pt or .pth")
-    p.add_argument("--weights-format", choices=("cnnspec", "torchvision"), default="cnnspec",
-                   help="key names of the weights: cnnspec's, or torchvision's (matched by "
-                        "layer order, CHW flatten reordered); default cnnspec")
+    p.add_argument(
+        "--weights-format",
+        choices=("cnnspec", "torchvision"),
+        default="cnnspec",
+        help="key names of the weights: cnnspec's, or torchvision's (matched by "
+        "layer order, CHW flatten reordered); default cnnspec",
+    )
     p.add_argument("--logits", action="store_true", help="leave out the final softmax")
     p.add_argument("--opset", type=int, default=17, help="ONNX opset (default 17)")
-    p.add_argument("--max-memory", type=_size, metavar="SIZE",
-                   help="refuse networks whose parameters plus batch-1 activations (float32) "
-                        "need more than SIZE (default: the memory available now)")
+    p.add_argument(
+        "--max-memory",
+        type=_size,
+        metavar="SIZE",
+        help="refuse networks whose parameters plus batch-1 activations (float32) "
+        "need more than SIZE (default: the memory available now)",
+    )
 
 
 def _available_memory() -> int | None:
     """Free physical memory in bytes, where the system says (Linux, macOS), else None."""
     import os
+
     try:
         return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
     except (ValueError, OSError, AttributeError):
@@ -41,6 +52,7 @@ def _opset_range() -> tuple[int, int]:
     (torch 2.x: 7 to 20 or more)."""
     try:
         from torch.onnx._constants import ONNX_MAX_OPSET, ONNX_MIN_OPSET
+
         return ONNX_MIN_OPSET, ONNX_MAX_OPSET
     except ImportError:
         return 7, 20
@@ -53,13 +65,15 @@ def run(args) -> int:
     try:
         import torch  # noqa: F401  (the exporter is torch's)
     except ImportError:
-        print("cnnspec export needs PyTorch: pip install 'cnnspec[torch]' onnx",
-              file=sys.stderr)
+        print("cnnspec export needs PyTorch: pip install 'cnnspec[torch]' onnx", file=sys.stderr)
         return EXIT_USAGE
     low, high = _opset_range()
     if not low <= args.opset <= high:
-        print(f"cnnspec export: --opset must be from {low} to {high} with this PyTorch; "
-              f"received {args.opset}", file=sys.stderr)
+        print(
+            f"cnnspec export: --opset must be from {low} to {high} with this PyTorch; "
+            f"received {args.opset}",
+            file=sys.stderr,
+        )
         return EXIT_USAGE
     # Estimated before anything is allocated: `dense 1e9` or a huge input was a MemoryError.
     limit = args.max_memory if args.max_memory is not None else _available_memory()
@@ -68,10 +82,12 @@ def run(args) -> int:
         if errs is not None:
             if args.max_memory is None:
                 errs.errors[0].message = errs.errors[0].message.replace(
-                    "--max-memory", "the memory available")
+                    "--max-memory", "the memory available"
+                )
             report(errs, args.file)
             return EXIT_SPEC
     from ..backends import torch as tb
+
     net = tb.build(model, logits=args.logits)
     if args.weights:
         try:

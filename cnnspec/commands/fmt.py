@@ -9,21 +9,28 @@ from ..errors import SpecError, SpecErrors
 from ._common import EXIT_OK, EXIT_SPEC, report, write_atomic
 
 NAME, HELP, ORDER = "fmt", "rewrite specs in the canonical layout", 40
-DESCRIPTION = ("Rewrite specs in the canonical layout, keeping comments, blocks and sections as "
-               "written. '-' reads stdin and writes stdout. With --check nothing is written: "
-               "exit 1 and list the files that would change; --diff shows the changes.")
+DESCRIPTION = (
+    "Rewrite specs in the canonical layout, keeping comments, blocks and sections as "
+    "written. '-' reads stdin and writes stdout. With --check nothing is written: "
+    "exit 1 and list the files that would change; --diff shows the changes."
+)
 
 
 def configure(p):
     p.add_argument("files", nargs="+", metavar="FILE", help="spec files, or '-' for stdin")
-    p.add_argument("--check", action="store_true",
-                   help="write nothing; exit 1 if any file would change")
-    p.add_argument("--diff", action="store_true",
-                   help="write nothing; print a unified diff of the changes (exit 1 if any)")
+    p.add_argument(
+        "--check", action="store_true", help="write nothing; exit 1 if any file would change"
+    )
+    p.add_argument(
+        "--diff",
+        action="store_true",
+        help="write nothing; print a unified diff of the changes (exit 1 if any)",
+    )
 
 
 def run(args) -> int:
     from ..fmt import format_text
+
     status, changed = EXIT_OK, []
     for path in args.files:
         source = _read(path)
@@ -60,9 +67,15 @@ def run(args) -> int:
 
 def _print_diff(path: str, before: str, after: str) -> None:
     import difflib
-    sys.stdout.writelines(difflib.unified_diff(
-        before.splitlines(keepends=True), after.splitlines(keepends=True),
-        fromfile=f"{path} (before)", tofile=f"{path} (formatted)"))
+
+    sys.stdout.writelines(
+        difflib.unified_diff(
+            before.splitlines(keepends=True),
+            after.splitlines(keepends=True),
+            fromfile=f"{path} (before)",
+            tofile=f"{path} (formatted)",
+        )
+    )
 
 
 def _read(path: str) -> str | None:

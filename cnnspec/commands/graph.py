@@ -8,10 +8,12 @@ from pathlib import Path
 from ._common import EXIT_OK, EXIT_SPEC, EXIT_USAGE, load, output_is_input, write_atomic
 
 NAME, HELP, ORDER = "graph", "draw the network (Graphviz: svg, png or dot)", 45
-DESCRIPTION = ("Draw the network: a box per layer with its output shape, a cluster per block, "
-               "residual and branch, skip connections dashed. The format follows the suffix of "
-               "-o (.svg, .png, .dot/.gv); without -o the DOT text goes to stdout. svg and png "
-               "need Graphviz's 'dot' program.")
+DESCRIPTION = (
+    "Draw the network: a box per layer with its output shape, a cluster per block, "
+    "residual and branch, skip connections dashed. The format follows the suffix of "
+    "-o (.svg, .png, .dot/.gv); without -o the DOT text goes to stdout. svg and png "
+    "need Graphviz's 'dot' program."
+)
 
 
 def configure(p):
@@ -22,13 +24,17 @@ def configure(p):
 
 def run(args) -> int:
     from ..graph import GraphvizMissing, render, to_dot
+
     fmt = None
     if args.output:
         suffix = Path(args.output).suffix.lower().lstrip(".")
         fmt = {"gv": "dot"}.get(suffix, suffix)
         if fmt not in ("svg", "png", "dot"):
-            print(f"cnnspec graph: error: cannot tell the format of {args.output!r}: "
-                  "use a name ending in .svg, .png or .dot", file=sys.stderr)
+            print(
+                f"cnnspec graph: error: cannot tell the format of {args.output!r}: "
+                "use a name ending in .svg, .png or .dot",
+                file=sys.stderr,
+            )
             return EXIT_USAGE
     if output_is_input("graph", args.output, args.file):
         return EXIT_USAGE
@@ -44,9 +50,12 @@ def run(args) -> int:
     except GraphvizMissing:
         fallback = Path(args.output).with_suffix(".dot")
         write_atomic(fallback, text)
-        print(f"cnnspec graph: Graphviz 'dot' is not installed, so no {fmt} was made; wrote the "
-              f"DOT text to {fallback} instead (install Graphviz, e.g. 'apt-get install "
-              f"graphviz', or render it elsewhere with 'dot -T{fmt}')", file=sys.stderr)
+        print(
+            f"cnnspec graph: Graphviz 'dot' is not installed, so no {fmt} was made; wrote the "
+            f"DOT text to {fallback} instead (install Graphviz, e.g. 'apt-get install "
+            f"graphviz', or render it elsewhere with 'dot -T{fmt}')",
+            file=sys.stderr,
+        )
         return EXIT_SPEC
     except (RuntimeError, OSError) as exc:
         print(f"cnnspec graph: error: {exc}", file=sys.stderr)

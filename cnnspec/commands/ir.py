@@ -17,9 +17,7 @@ def run(args) -> int:
     model = load(args.file, "json")
     if model is None:
         return EXIT_SPEC
-    if model.source:   # the document names the file as text (LANG=C: no surrogates)
-        model.source = model.source.encode("utf-8", "surrogateescape").decode("utf-8",
-                                                                              "replace")
+    if model.source:  # the document names the file as text (LANG=C: no surrogates)
+        model.source = model.source.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
     sys.stdout.write(model.to_json() + "\n")
     return EXIT_OK
-

@@ -8,29 +8,36 @@ from ._common import EXIT_OK, EXIT_SPEC, EXIT_USAGE, load
 from .train import add_device
 
 NAME, HELP, ORDER = "predict", "run trained weights on image files", 62
-DESCRIPTION = ("Classifiers print the top-k labels with probabilities; segmenters write a "
-               "mask PNG per image (IMAGE.mask.png, or in --out; IMAGE.2.mask.png where two "
-               "inputs share a name; an existing mask is kept unless --overwrite); "
-               "detectors print the object probability and box (normalised and in pixels).")
+DESCRIPTION = (
+    "Classifiers print the top-k labels with probabilities; segmenters write a "
+    "mask PNG per image (IMAGE.mask.png, or in --out; IMAGE.2.mask.png where two "
+    "inputs share a name; an existing mask is kept unless --overwrite); "
+    "detectors print the object probability and box (normalised and in pixels)."
+)
 
 
 def configure(p):
     p.add_argument("file", metavar="FILE")
     p.add_argument("images", nargs="+", metavar="IMAGE")
     p.add_argument("--weights", required=True, metavar="W")
-    p.add_argument("--backend", choices=("torch", "keras"),
-                   help="default: from the weights file's suffix")
+    p.add_argument(
+        "--backend", choices=("torch", "keras"), help="default: from the weights file's suffix"
+    )
     add_device(p)
     p.add_argument("--top", type=int, default=5, help="classifiers: how many labels")
     p.add_argument("--classes", help="comma-separated class names, in output order")
     p.add_argument("--out", metavar="DIR", help="segmenters: folder for the mask PNGs")
-    p.add_argument("--overwrite", action="store_true",
-                   help="segmenters: replace mask files that exist (default: refuse)")
+    p.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="segmenters: replace mask files that exist (default: refuse)",
+    )
     p.add_argument("--format", choices=("text", "json"), default="text")
 
 
 def run(args) -> int:
     from .train import check_device, guarded
+
     model = load(args.file)
     if model is None:
         return EXIT_SPEC
@@ -40,8 +47,19 @@ def run(args) -> int:
 
     def work():
         from ..train.session import predict
-        return predict(model, args.weights, args.images, args.backend, args.top, classes,
-                       args.out, args.device, args.overwrite)
+
+        return predict(
+            model,
+            args.weights,
+            args.images,
+            args.backend,
+            args.top,
+            classes,
+            args.out,
+            args.device,
+            args.overwrite,
+        )
+
     code, results = guarded(work, args.file, "predict")
     if code != EXIT_OK:
         return code

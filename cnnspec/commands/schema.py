@@ -15,5 +15,6 @@ def configure(p):
 
 def run(args) -> int:
     from ..ir import json_schema
+
     print(json.dumps(json_schema(), indent=2))
     return EXIT_OK

@@ -19,6 +19,7 @@ def configure(p):
 
 def run(args) -> int:
     from ..validate import validate
+
     try:
         # bytes: validate() says which byte is not UTF-8, as a located E601
         text = sys.stdin.buffer.read() if args.file == "-" else Path(args.file).read_bytes()

@@ -196,15 +196,18 @@ def _record_box(record: dict) -> np.ndarray:
     box = np.zeros(4, dtype=np.float32)
     if record["box"] is not None:
         if width == 0 or height == 0:
-            raise DataError(f"image {record['path']} is {width}x{height} pixels",
-                            hint="remove the empty image")
+            raise DataError(
+                f"image {record['path']} is {width}x{height} pixels", hint="remove the empty image"
+            )
         x0, y0, x1, y1 = record["box"]
         # a pixel past the edge is rounding (COCO has such boxes) and is clipped; more is
         # an annotation made for another image, NaN or a negative size is a broken one
         problem = box_problem(x0, y0, x1, y1, width, height, slack=1.0)
         if problem:
-            raise DataError(f"{record['source']}: the box of {record['path'].name} "
-                            f"[{x0:g}, {y0:g}, {x1:g}, {y1:g}] (pixels, x0 y0 x1 y1) {problem}",
-                            hint="fix or remove that annotation")
+            raise DataError(
+                f"{record['source']}: the box of {record['path'].name} "
+                f"[{x0:g}, {y0:g}, {x1:g}, {y1:g}] (pixels, x0 y0 x1 y1) {problem}",
+                hint="fix or remove that annotation",
+            )
         box = np.clip(np.array([x0 / width, y0 / height, x1 / width, y1 / height]), 0.0, 1.0)
     return box.astype(np.float32)

@@ -65,8 +65,11 @@ def _open_npz(path: Path) -> dict[str, np.ndarray]:
     try:
         with np.load(path, allow_pickle=False) as archive:
             claimed = sum(_claimed_bytes(archive, key) for key in archive.files)
-            refuse_oversize(claimed, f"{path} (its array headers)",
-                            "store fewer or smaller images, or split the file")
+            refuse_oversize(
+                claimed,
+                f"{path} (its array headers)",
+                "store fewer or smaller images, or split the file",
+            )
             return {key: archive[key] for key in archive.files}
     except (OSError, ValueError, EOFError, zipfile.BadZipFile) as exc:
         # allow_pickle=False: an .npz must never run code; object arrays land here too.
@@ -94,8 +97,10 @@ def _images(x: np.ndarray, path: Path) -> np.ndarray:
             hint = "x looks channels-first (N, C, H, W); store np.transpose(x, (0, 2, 3, 1))"
         raise DataError(f"{path}: x has shape {x.shape}, not (N, H, W, C)", hint=hint)
     if 0 in x.shape[1:3]:
-        raise DataError(f"{path}: x holds {x.shape[2]}x{x.shape[1]}-pixel images, nothing "
-                        "to learn from", hint="images need at least one pixel")
+        raise DataError(
+            f"{path}: x holds {x.shape[2]}x{x.shape[1]}-pixel images, nothing to learn from",
+            hint="images need at least one pixel",
+        )
     if x.dtype == np.uint8:
         return x.astype(np.float32) / 255.0
     if x.dtype == np.uint16:

@@ -20,8 +20,12 @@ OPS_HINT = (
 )
 # Done with torchvision.transforms.v2, which moves masks and boxes with the pixels:
 # (word, number of arguments, bounds for each argument)
-TORCHVISION_OPS = {"resized_crop": (0.01, 1.0), "rotate": (0.0, 180.0),
-                   "affine": ((0.0, 180.0), (0.0, 0.5)), "jitter": (0.0, 1.0)}
+TORCHVISION_OPS = {
+    "resized_crop": (0.01, 1.0),
+    "rotate": (0.0, 180.0),
+    "affine": ((0.0, 180.0), (0.0, 0.5)),
+    "jitter": (0.0, 1.0),
+}
 RANDOM_OPS = ("flip", "vflip", "crop", *TORCHVISION_OPS)
 
 
@@ -34,7 +38,7 @@ class Op:
     pad: int = 0
     mean: tuple[float, ...] | None = None
     std: tuple[float, ...] | None = None
-    args: tuple[float, ...] = ()     # the torchvision ops' numbers
+    args: tuple[float, ...] = ()  # the torchvision ops' numbers
 
 
 def parse_ops(ops, x: np.ndarray | None = None, stats=None) -> list[Op]:
@@ -90,11 +94,13 @@ def _bounded(name: str, args: list[str], text: str) -> tuple[float, ...]:
         try:
             value = float(arg)
         except ValueError:
-            raise DataError(f"augmentation {text!r}: {arg!r} is not a number",
-                            hint=OPS_HINT) from None
+            raise DataError(
+                f"augmentation {text!r}: {arg!r} is not a number", hint=OPS_HINT
+            ) from None
         if not lo <= value <= hi:
-            raise DataError(f"augmentation {text!r}: {arg} is outside [{lo:g}, {hi:g}]",
-                            hint=OPS_HINT)
+            raise DataError(
+                f"augmentation {text!r}: {arg} is outside [{lo:g}, {hi:g}]", hint=OPS_HINT
+            )
         values.append(value)
     return tuple(values)
 
@@ -211,20 +217,27 @@ def _torchvision(op: Op, batch: dict, rng) -> None:
     import torch
     from torchvision import tv_tensors
     from torchvision.transforms import v2
+
     transform = _transform(op, v2, batch["x"].shape[-1])
     height, width = batch["x"].shape[1:3]
     for i in range(len(batch["x"])):
-        item = {"image": tv_tensors.Image(torch.from_numpy(
-            np.ascontiguousarray(batch["x"][i])).permute(2, 0, 1))}
+        item = {
+            "image": tv_tensors.Image(
+                torch.from_numpy(np.ascontiguousarray(batch["x"][i])).permute(2, 0, 1)
+            )
+        }
         if batch.get("masks") is not None:
-            item["mask"] = tv_tensors.Mask(torch.from_numpy(np.ascontiguousarray(
-                batch["masks"][i])))
+            item["mask"] = tv_tensors.Mask(
+                torch.from_numpy(np.ascontiguousarray(batch["masks"][i]))
+            )
         had_box = batch.get("boxes") is not None and batch["boxes"][i, 2] > batch["boxes"][i, 0]
         if had_box:
             scale = np.array([width, height, width, height], np.float32)
             item["boxes"] = tv_tensors.BoundingBoxes(
-                torch.from_numpy(batch["boxes"][i:i + 1] * scale), format="XYXY",
-                canvas_size=(height, width))
+                torch.from_numpy(batch["boxes"][i : i + 1] * scale),
+                format="XYXY",
+                canvas_size=(height, width),
+            )
         seed = int(rng.integers(2**62))
         with _TORCH_RNG, torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)
@@ -246,15 +259,14 @@ _TORCH_RNG = threading.Lock()
 
 
 def _transform(op: Op, v2, channels: int):
-    if op.name == "resized_crop":    # the image's own size: the network's input
+    if op.name == "resized_crop":  # the image's own size: the network's input
         return _SameSize(v2, op.args[0])
     if op.name == "rotate":
         return v2.RandomRotation(op.args[0])
     if op.name == "affine":
         return v2.RandomAffine(op.args[0], translate=(op.args[1], op.args[1]))
-    s = op.args[0]      # jitter: brightness, contrast (and saturation, hue for colour)
-    return (v2.ColorJitter(s, s, s, min(s, 0.5) / 2) if channels == 3
-            else v2.ColorJitter(s, s))
+    s = op.args[0]  # jitter: brightness, contrast (and saturation, hue for colour)
+    return v2.ColorJitter(s, s, s, min(s, 0.5) / 2) if channels == 3 else v2.ColorJitter(s, s)
 
 
 class _SameSize:
@@ -265,9 +277,13 @@ class _SameSize:
 
     def __call__(self, item):
         size = tuple(item["image"].shape[-2:])
-        return self.v2.RandomResizedCrop(size, scale=(self.min_scale, 1.0),
-                                         antialias=True)(item)
+        return self.v2.RandomResizedCrop(size, scale=(self.min_scale, 1.0), antialias=True)(item)
 
 
-_APPLY = {"flip": _flip, "vflip": _flip, "crop": _crop, "normalize": _normalize,
-          **{name: _torchvision for name in TORCHVISION_OPS}}
+_APPLY = {
+    "flip": _flip,
+    "vflip": _flip,
+    "crop": _crop,
+    "normalize": _normalize,
+    **{name: _torchvision for name in TORCHVISION_OPS},
+}

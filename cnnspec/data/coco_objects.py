@@ -16,13 +16,16 @@ from cnnspec.data.imaging import image_size
 from cnnspec.data.object_index import ObjectIndex, Problems, make_image
 
 ANNOTATIONS_FILE = "annotations.json"
-_SHAPE_HINT = ("a COCO file has 'images' (id, file_name, width, height), 'annotations' "
-               "(id, image_id, category_id, bbox [x, y, w, h], iscrowd) and 'categories' "
-               "(id, name)")
+_SHAPE_HINT = (
+    "a COCO file has 'images' (id, file_name, width, height), 'annotations' "
+    "(id, image_id, category_id, bbox [x, y, w, h], iscrowd) and 'categories' "
+    "(id, name)"
+)
 
 
-def index_coco(path: str | Path, images: str | Path | None = None,
-               invalid: str = "error") -> ObjectIndex:
+def index_coco(
+    path: str | Path, images: str | Path | None = None, invalid: str = "error"
+) -> ObjectIndex:
     """Index a COCO JSON file (or a folder holding annotations.json). Image files are looked
     up in `images` when given, else in images/ beside the JSON, else beside it."""
     path = Path(path)
@@ -37,23 +40,30 @@ def index_coco(path: str | Path, images: str | Path | None = None,
     for ann in _list(doc, "annotations", path, required=False):
         image_id, obj = _object(ann, path, class_of)
         if image_id not in objects:
-            raise DataError(f"{path}: annotation {obj['id']} refers to image_id {image_id}, "
-                            "which is not in 'images'", hint=_SHAPE_HINT)
+            raise DataError(
+                f"{path}: annotation {obj['id']} refers to image_id {image_id}, "
+                "which is not in 'images'",
+                hint=_SHAPE_HINT,
+            )
         objects[image_id].append(obj)
     folders = [Path(images)] if images is not None else [path.parent / "images", path.parent]
     indexed = []
     for image_id, image in listed.items():
-        found = next((f / image["file_name"] for f in folders
-                      if (f / image["file_name"]).is_file()), None)
+        found = next(
+            (f / image["file_name"] for f in folders if (f / image["file_name"]).is_file()), None
+        )
         if found is None:
             ids = ", ".join(str(o["id"]) for o in objects[image_id]) or "none"
             problems.report(
                 f"{path}: image {image_id} ({image['file_name']}) was not found; its "
-                f"annotations: {ids}", hint=f"looked in {', '.join(str(f) for f in folders)}")
+                f"annotations: {ids}",
+                hint=f"looked in {', '.join(str(f) for f in folders)}",
+            )
             continue
         size = _size(image, found)
-        indexed.append(make_image(found, size, objects[image_id], f"{path} ({image['file_name']})",
-                                  problems))
+        indexed.append(
+            make_image(found, size, objects[image_id], f"{path} ({image['file_name']})", problems)
+        )
     return ObjectIndex(indexed, [names[cid] for cid in category_ids], path, problems.skipped)
 
 
@@ -61,11 +71,13 @@ def _read(path: Path) -> dict:
     try:
         doc = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise DataError(f"cannot read COCO annotations {path}: {exc}",
-                        hint="it must be a JSON file") from exc
+        raise DataError(
+            f"cannot read COCO annotations {path}: {exc}", hint="it must be a JSON file"
+        ) from exc
     if not isinstance(doc, dict):
-        raise DataError(f"{path} is not a COCO file: the top level must be an object",
-                        hint=_SHAPE_HINT)
+        raise DataError(
+            f"{path} is not a COCO file: the top level must be an object", hint=_SHAPE_HINT
+        )
     return doc
 
 
@@ -101,15 +113,25 @@ def _object(ann: dict, path: Path, class_of: dict) -> tuple:
         raise DataError(
             f"{path}: annotation {ann_id} has category_id {category}, which is not in "
             f"'categories' (ids {', '.join(str(c) for c in class_of)})",
-            hint="add the category, or correct the annotation's category_id")
+            hint="add the category, or correct the annotation's category_id",
+        )
     bbox = _field(ann, "bbox", path, "annotation")
-    if not (isinstance(bbox, list) and len(bbox) == 4
-            and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in bbox)):
-        raise DataError(f"{path}: annotation {ann_id} has bbox {bbox!r}, not four numbers",
-                        hint="COCO boxes are [x, y, width, height] in pixels")
+    if not (
+        isinstance(bbox, list)
+        and len(bbox) == 4
+        and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in bbox)
+    ):
+        raise DataError(
+            f"{path}: annotation {ann_id} has bbox {bbox!r}, not four numbers",
+            hint="COCO boxes are [x, y, width, height] in pixels",
+        )
     x, y, w, h = (float(v) for v in bbox)
-    obj = {"box": (x, y, x + w, y + h), "class": class_of[category], "id": ann_id,
-           "iscrowd": bool(ann.get("iscrowd", 0))}
+    obj = {
+        "box": (x, y, x + w, y + h),
+        "class": class_of[category],
+        "id": ann_id,
+        "iscrowd": bool(ann.get("iscrowd", 0)),
+    }
     if isinstance(ann.get("area"), (int, float)):
         obj["area"] = float(ann["area"])
     return _field(ann, "image_id", path, "annotation"), obj

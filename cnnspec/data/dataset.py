@@ -51,8 +51,10 @@ class Dataset:
         if self.x.ndim != 4:
             raise DataError(f"images must be (N, H, W, C), got shape {self.x.shape}")
         if 0 in self.x.shape[1:3]:
-            raise DataError(f"the images are {self.x.shape[2]}x{self.x.shape[1]} pixels: "
-                            "nothing to learn from", hint="images need at least one pixel")
+            raise DataError(
+                f"the images are {self.x.shape[2]}x{self.x.shape[1]} pixels: nothing to learn from",
+                hint="images need at least one pixel",
+            )
         expected = {"y": (n,), "present": (n,)}
         if self.boxes is not None:
             expected["boxes"] = (n, 4)
@@ -114,10 +116,9 @@ class Dataset:
         val = _stratified_pick(self.y, self.present, val_fraction, seed)
         is_val = np.zeros(len(self), dtype=bool)
         is_val[val] = True
-        if is_val.all():   # training on nothing and reporting a held-out figure: refuse
+        if is_val.all():  # training on nothing and reporting a held-out figure: refuse
             raise DataError(
-                f"validation_split {val_fraction} leaves no training images out of "
-                f"{len(self)}",
+                f"validation_split {val_fraction} leaves no training images out of {len(self)}",
                 hint="lower validation_split, or use more images",
             )
         return self.subset(np.flatnonzero(~is_val)), self.subset(np.flatnonzero(is_val))
@@ -131,9 +132,10 @@ def check_boxes(boxes: np.ndarray, present: np.ndarray, where: str = "boxes") ->
         x0, y0, x1, y1 = (float(v) for v in boxes[i])
         problem = box_problem(x0, y0, x1, y1, 1.0, 1.0)
         if problem:
-            raise DataError(f"{where}[{i}] = [{x0:g}, {y0:g}, {x1:g}, {y1:g}] {problem}",
-                            hint="boxes are [x0, y0, x1, y1] normalised to [0, 1], "
-                                 "x0 < x1 and y0 < y1")
+            raise DataError(
+                f"{where}[{i}] = [{x0:g}, {y0:g}, {x1:g}, {y1:g}] {problem}",
+                hint="boxes are [x0, y0, x1, y1] normalised to [0, 1], x0 < x1 and y0 < y1",
+            )
 
 
 def box_problem(x0, y0, x1, y1, width, height, slack: float = 0.0) -> str | None:
@@ -153,12 +155,16 @@ def refuse_oversize(nbytes: int, what: str, hint: str) -> None:
     a MemoryError (or the OOM killer) after minutes is no answer."""
     limit = memory_limit()
     if nbytes > limit:
-        raise DataError(f"{what} would take {_size(nbytes)} of memory; this machine allows "
-                        f"{_size(limit)} (half of its RAM)", hint=hint)
+        raise DataError(
+            f"{what} would take {_size(nbytes)} of memory; this machine allows "
+            f"{_size(limit)} (half of its RAM)",
+            hint=hint,
+        )
 
 
 def memory_limit() -> int:
     import os
+
     try:
         return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") // 2
     except (ValueError, OSError, AttributeError):

@@ -30,8 +30,13 @@ def read_image_folder(root: Path, size: tuple[int, int], channels: int) -> Sampl
         found = _images_under(root / name)
         files += found
         labels += [index] * len(found)
-    return Samples(FileImages(tuple(files), tuple(size), channels), y=np.array(labels),
-                   classes=classes, task="classify", input_shape=(*size, channels))
+    return Samples(
+        FileImages(tuple(files), tuple(size), channels),
+        y=np.array(labels),
+        classes=classes,
+        task="classify",
+        input_shape=(*size, channels),
+    )
 
 
 def _images_under(folder: Path) -> list[Path]:
@@ -54,7 +59,7 @@ def _walk(folder: Path):
     """(dirpath, file names) under `folder`, following links as torchvision does, but never
     into a folder that is its own ancestor: two links to `.` would otherwise make 2^depth
     paths (a cycle is told by (device, inode), so link spellings do not matter)."""
-    ancestors: dict[str, tuple] = {}   # dirpath -> (device, inode) of it and its parents
+    ancestors: dict[str, tuple] = {}  # dirpath -> (device, inode) of it and its parents
     for dirpath, dirnames, names in os.walk(folder, followlinks=True):
         st = os.stat(dirpath)
         parent = ancestors.get(os.path.dirname(dirpath), ())
@@ -64,7 +69,7 @@ def _walk(folder: Path):
         for name in dirnames:
             try:
                 sub = os.stat(os.path.join(dirpath, name))
-            except OSError:   # a dangling link: nothing to read
+            except OSError:  # a dangling link: nothing to read
                 continue
             if (sub.st_dev, sub.st_ino) not in chain:
                 kept.append(name)

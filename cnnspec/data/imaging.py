@@ -89,8 +89,10 @@ def read_image(path: Path, size: tuple[int, int] | None = None, channels: int | 
             hint="the file is corrupt or not an image; re-export it as PNG/JPEG or remove it",
         ) from exc
     if 0 in pixels.shape[:2]:
-        raise DataError(f"image {path} is {pixels.shape[1]}x{pixels.shape[0]} pixels",
-                        hint="remove the empty image")
+        raise DataError(
+            f"image {path} is {pixels.shape[1]}x{pixels.shape[0]} pixels",
+            hint="remove the empty image",
+        )
     if channels is not None and size is not None:
         return fit_images(pixels, size, channels)
     if channels is not None:
@@ -109,8 +111,10 @@ def decode_image(path, size: tuple[int, int], channels: int) -> np.ndarray:
         with Image.open(path) as img:
             img.load()
             if img.size[0] == 0 or img.size[1] == 0:
-                raise DataError(f"image {path} is {img.size[0]}x{img.size[1]} pixels",
-                                hint="remove the empty image")
+                raise DataError(
+                    f"image {path} is {img.size[0]}x{img.size[1]} pixels",
+                    hint="remove the empty image",
+                )
             if img.mode in _SIXTEEN_BIT or img.mode == "F":
                 pixels = fit_images(_pixels(img), size, channels)
                 return np.round(pixels * 255.0).astype(np.uint8)

@@ -47,17 +47,26 @@ def batch_order(n: int, shuffle: bool, seed: int, epoch: int) -> np.ndarray:
     return np.random.default_rng([seed, epoch]).permutation(n)
 
 
-def plain_batches(samples: Samples, batch_size: int, *, train: bool, seed: int = 0,
-                  epoch: int = 0, ops=None):
+def plain_batches(
+    samples: Samples, batch_size: int, *, train: bool, seed: int = 0, epoch: int = 0, ops=None
+):
     """One epoch of numpy batch dicts decoded in this process, in batch_order."""
     order = batch_order(len(samples), train, seed, epoch)
     for start in range(0, len(order), batch_size):
-        yield prepare(samples, order[start:start + batch_size], ops, seed, epoch, train)
+        yield prepare(samples, order[start : start + batch_size], ops, seed, epoch, train)
 
 
 # --- keras ---------------------------------------------------------------------------------
-def keras_batches(samples: Samples, batch_size: int, *, train: bool, seed: int = 0,
-                  epoch: int = 0, ops=None, workers: int | None = None):
+def keras_batches(
+    samples: Samples,
+    batch_size: int,
+    *,
+    train: bool,
+    seed: int = 0,
+    epoch: int = 0,
+    ops=None,
+    workers: int | None = None,
+):
     """One epoch of numpy batch dicts for Keras: tf.data runs `prepare` for `workers`
     batches at a time on its threads (Pillow releases the GIL while it decodes and
     resizes) and prefetches; with no workers, batches are made in this thread.
@@ -65,19 +74,19 @@ def keras_batches(samples: Samples, batch_size: int, *, train: bool, seed: int =
     all here: every batch is pickled through a pipe; bench/data_pipeline.py.)"""
     workers = default_workers(samples) if workers is None else int(workers)
     if workers == 0:
-        yield from plain_batches(samples, batch_size, train=train, seed=seed, epoch=epoch,
-                                 ops=ops)
+        yield from plain_batches(samples, batch_size, train=train, seed=seed, epoch=epoch, ops=ops)
         return
     import tensorflow as tf
+
     order = batch_order(len(samples), train, seed, epoch)
     probe = prepare(samples, order[:1], ops, seed, epoch, train)
     keys = list(probe)
     dtypes = [tf.as_dtype(probe[k].dtype) for k in keys]
 
-    failed: list[DataError] = []   # tf would re-raise one as text with its traceback
+    failed: list[DataError] = []  # tf would re-raise one as text with its traceback
 
     def make(b) -> list[np.ndarray]:
-        rows = order[int(b) * batch_size:(int(b) + 1) * batch_size]
+        rows = order[int(b) * batch_size : (int(b) + 1) * batch_size]
         try:
             batch = prepare(samples, rows, ops, seed, epoch, train)
         except DataError as exc:
@@ -86,10 +95,15 @@ def keras_batches(samples: Samples, batch_size: int, *, train: bool, seed: int =
         return [batch[k] for k in keys]
 
     count = math.ceil(len(order) / batch_size)
-    stream = (tf.data.Dataset.range(count)
-              .map(lambda b: tf.numpy_function(make, [b], dtypes), num_parallel_calls=workers,
-                   deterministic=True)
-              .prefetch(2))
+    stream = (
+        tf.data.Dataset.range(count)
+        .map(
+            lambda b: tf.numpy_function(make, [b], dtypes),
+            num_parallel_calls=workers,
+            deterministic=True,
+        )
+        .prefetch(2)
+    )
     for values in stream.as_numpy_iterator():
         if failed:
             raise failed[0]

@@ -95,21 +95,28 @@ class Problems:
 
     def report(self, message: str, hint: str | None = None) -> None:
         if self.policy == "error":
-            raise DataError(message, hint=hint or "fix the annotation, or read with invalid='skip'"
-                            " to leave such annotations out (each is listed)")
+            raise DataError(
+                message,
+                hint=hint
+                or "fix the annotation, or read with invalid='skip'"
+                " to leave such annotations out (each is listed)",
+            )
         self.skipped.append(message)
 
 
-def make_image(path: Path, size: tuple[int, int], objects: list[dict], where: str,
-               problems: Problems) -> IndexedImage:
+def make_image(
+    path: Path, size: tuple[int, int], objects: list[dict], where: str, problems: Problems
+) -> IndexedImage:
     """An IndexedImage from objects {"box" (xyxy px), "class", "id", and optionally
     "iscrowd", "difficult", "area"}; bad boxes go to `problems`, kept ones are clipped."""
     width, height = size
     bad = dict(box_rules.problems([o["box"] for o in objects], width, height, EDGE_TOLERANCE))
     for index, reason in sorted(bad.items()):
         coords = ", ".join(f"{v:g}" for v in objects[index]["box"])
-        problems.report(f"{where}: annotation {objects[index]['id']}: box ({coords}) in a "
-                        f"{width}x{height} image: {reason}")
+        problems.report(
+            f"{where}: annotation {objects[index]['id']}: box ({coords}) in a "
+            f"{width}x{height} image: {reason}"
+        )
     kept = [o for i, o in enumerate(objects) if i not in bad]
     areas = None
     if kept and all("area" in o for o in kept):

@@ -23,7 +23,7 @@ from cnnspec.data.dataset import Dataset, _stratified_pick, check_boxes, refuse_
 from cnnspec.data.imaging import decode_image, read_mask, resize_masks
 
 CACHES = ("none", "ram")
-STATS_LIMIT = 2048   # images a bare `normalize` fits its mean and std to (a seeded subset)
+STATS_LIMIT = 2048  # images a bare `normalize` fits its mean and std to (a seeded subset)
 
 
 @dataclass(frozen=True)
@@ -84,8 +84,11 @@ class Samples:
         self.y = np.asarray(self.y, dtype=np.int64)
         n = len(self.y)
         self.rows = np.arange(n) if self.rows is None else np.asarray(self.rows, np.int64)
-        self.present = (np.ones(n, np.float32) if self.present is None
-                        else np.asarray(self.present, dtype=np.float32))
+        self.present = (
+            np.ones(n, np.float32)
+            if self.present is None
+            else np.asarray(self.present, dtype=np.float32)
+        )
         if self.boxes is not None:
             self.boxes = np.asarray(self.boxes, dtype=np.float32)
             check_boxes(self.boxes, self.present)
@@ -93,9 +96,11 @@ class Samples:
         if self.task not in TASKS:
             raise DataError(f"unknown task {self.task!r}", hint=f"use one of {', '.join(TASKS)}")
         if self.y.size and not 0 <= self.y.min() <= self.y.max() < len(self.classes):
-            raise DataError(f"y holds labels {self.y.min()}..{self.y.max()} but there are "
-                            f"{len(self.classes)} classes",
-                            hint="labels are indices into the class list, from 0 to K-1")
+            raise DataError(
+                f"y holds labels {self.y.min()}..{self.y.max()} but there are "
+                f"{len(self.classes)} classes",
+                hint="labels are indices into the class list, from 0 to K-1",
+            )
 
     def __len__(self) -> int:
         return len(self.y)
@@ -118,10 +123,11 @@ class Samples:
             masks = np.asarray(self.reader.mask(row), dtype=np.int64)
             out["masks"] = (masks > 0).astype(np.int64) if self.binary else masks
             if out["masks"].size and out["masks"].max() >= len(self.classes):
-                raise DataError(f"{self._name(row)} holds class {int(out['masks'].max())} "
-                                f"but {len(self.classes)} classes are named",
-                                hint="list every class name, background first, in "
-                                     "classes.txt or `classes`")
+                raise DataError(
+                    f"{self._name(row)} holds class {int(out['masks'].max())} "
+                    f"but {len(self.classes)} classes are named",
+                    hint="list every class name, background first, in classes.txt or `classes`",
+                )
         return out
 
     def batch(self, indices) -> dict[str, np.ndarray]:
@@ -133,9 +139,12 @@ class Samples:
             return {key: np.stack([item[key] for item in items]) for key in items[0]}
         rows = self.rows[indices]
         x = self.reader.x[rows]
-        out = {"x": x.astype(np.float32) / 255.0 if x.dtype == np.uint8
-               else x.astype(np.float32),
-               "y": self.y[indices], "present": self.present[indices], "index": indices}
+        out = {
+            "x": x.astype(np.float32) / 255.0 if x.dtype == np.uint8 else x.astype(np.float32),
+            "y": self.y[indices],
+            "present": self.present[indices],
+            "index": indices,
+        }
         if self.boxes is not None:
             out["boxes"] = self.boxes[indices]
         if self.has_masks:
@@ -152,19 +161,28 @@ class Samples:
     def subset(self, indices) -> Samples:
         idx = np.asarray(indices, dtype=np.int64)
         return dataclasses.replace(
-            self, y=self.y[idx], present=self.present[idx], rows=self.rows[idx],
-            boxes=None if self.boxes is None else self.boxes[idx], classes=list(self.classes))
+            self,
+            y=self.y[idx],
+            present=self.present[idx],
+            rows=self.rows[idx],
+            boxes=None if self.boxes is None else self.boxes[idx],
+            classes=list(self.classes),
+        )
 
     def split(self, val_fraction: float = 0.1, seed: int = 0) -> tuple[Samples, Samples]:
         """The stratified split of Dataset.split (same rows for the same labels)."""
         if not 0.0 <= val_fraction < 1.0:
-            raise DataError(f"val_fraction must be in [0, 1), got {val_fraction}",
-                            hint="e.g. 0.1 keeps 10% of the images for validation")
+            raise DataError(
+                f"val_fraction must be in [0, 1), got {val_fraction}",
+                hint="e.g. 0.1 keeps 10% of the images for validation",
+            )
         is_val = np.zeros(len(self), dtype=bool)
         is_val[_stratified_pick(self.y, self.present, val_fraction, seed)] = True
         if is_val.all():
-            raise DataError(f"validation_split {val_fraction} leaves no training images out "
-                            f"of {len(self)}", hint="lower validation_split, or use more images")
+            raise DataError(
+                f"validation_split {val_fraction} leaves no training images out of {len(self)}",
+                hint="lower validation_split, or use more images",
+            )
         return self.subset(np.flatnonzero(~is_val)), self.subset(np.flatnonzero(is_val))
 
     def cache(self) -> Samples:
@@ -173,25 +191,41 @@ class Samples:
         if self.cached:
             return self
         h, w, c = self.input_shape
-        refuse_oversize(len(self) * h * w * (c + (8 if self.has_masks else 0)),
-                        f"caching {len(self)} images of {w}x{h}", "use --cache none")
-        x = np.stack([self.reader.image(int(r)) for r in self.rows]) if len(self) else \
-            np.zeros((0, h, w, c), np.uint8)
-        masks = (np.stack([self.reader.mask(int(r)) for r in self.rows]).astype(np.int64)
-                 if self.has_masks else None)
+        refuse_oversize(
+            len(self) * h * w * (c + (8 if self.has_masks else 0)),
+            f"caching {len(self)} images of {w}x{h}",
+            "use --cache none",
+        )
+        x = (
+            np.stack([self.reader.image(int(r)) for r in self.rows])
+            if len(self)
+            else np.zeros((0, h, w, c), np.uint8)
+        )
+        masks = (
+            np.stack([self.reader.mask(int(r)) for r in self.rows]).astype(np.int64)
+            if self.has_masks
+            else None
+        )
         return dataclasses.replace(self, reader=ArrayImages(x, masks), rows=np.arange(len(self)))
 
     def materialize(self) -> Dataset:
         """Every sample decoded into one in-memory Dataset (float32 images)."""
         h, w, c = self.input_shape
-        refuse_oversize(len(self) * h * w * (4 * c + (8 if self.has_masks else 0)),
-                        f"{len(self)} images of {w}x{h} as float32", "stream them instead")
+        refuse_oversize(
+            len(self) * h * w * (4 * c + (8 if self.has_masks else 0)),
+            f"{len(self)} images of {w}x{h} as float32",
+            "stream them instead",
+        )
         decoded = [self.sample(i) for i in range(len(self))]
         return Dataset(
             x=np.stack([d["x"] for d in decoded]) if decoded else np.zeros((0, h, w, c)),
-            y=self.y, classes=list(self.classes), task=self.task, boxes=self.boxes,
-            masks=np.stack([d["masks"] for d in decoded]) if self.has_masks and decoded
-            else None, present=self.present)
+            y=self.y,
+            classes=list(self.classes),
+            task=self.task,
+            boxes=self.boxes,
+            masks=np.stack([d["masks"] for d in decoded]) if self.has_masks and decoded else None,
+            present=self.present,
+        )
 
     def channel_stats(self, limit: int = STATS_LIMIT, seed: int = 0):
         """(mean, std) per channel over the images (a seeded subset of `limit` of them when
@@ -204,18 +238,24 @@ class Samples:
         for i in picked:
             flat = self.sample(int(i))["x"].reshape(-1, self.input_shape[2]).astype(np.float64)
             total = flat.sum(0) if total is None else total + flat.sum(0)
-            squares = (flat ** 2).sum(0) if squares is None else squares + (flat ** 2).sum(0)
+            squares = (flat**2).sum(0) if squares is None else squares + (flat**2).sum(0)
             count += len(flat)
         if not count:
             raise DataError("no images to fit normalize to")
         mean = total / count
-        std = np.sqrt(np.maximum(squares / count - mean ** 2, 0.0))
+        std = np.sqrt(np.maximum(squares / count - mean**2, 0.0))
         return mean, np.maximum(std, 1e-6)
 
 
 def from_dataset(dataset: Dataset) -> Samples:
     """An in-memory Dataset as Samples (the bundled sets, .npz files, user arrays)."""
-    return Samples(ArrayImages(dataset.x, dataset.masks), y=dataset.y,
-                   classes=list(dataset.classes), task=dataset.task, boxes=dataset.boxes,
-                   present=dataset.present, has_masks=dataset.masks is not None,
-                   input_shape=dataset.input_shape)
+    return Samples(
+        ArrayImages(dataset.x, dataset.masks),
+        y=dataset.y,
+        classes=list(dataset.classes),
+        task=dataset.task,
+        boxes=dataset.boxes,
+        present=dataset.present,
+        has_masks=dataset.masks is not None,
+        input_shape=dataset.input_shape,
+    )

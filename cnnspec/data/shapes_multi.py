@@ -32,9 +32,13 @@ TRIES = 20
 COLOUR_GAP = 0.3
 
 
-def generate_multi_shapes(n: int, size: tuple[int, int] = (96, 96), seed: int = 0,
-                          objects: tuple[int, int] = (1, 5),
-                          scale: tuple[float, float] = (0.06, 0.22)):
+def generate_multi_shapes(
+    n: int,
+    size: tuple[int, int] = (96, 96),
+    seed: int = 0,
+    objects: tuple[int, int] = (1, 5),
+    scale: tuple[float, float] = (0.06, 0.22),
+):
     """n RGB images (n, H, W, 3) float32 in [0, 1] and their Truth (xyxy pixel boxes,
     class indices into SHAPE_CLASSES, visible areas). Each image draws between objects[0]
     and objects[1] objects (0 allowed: negatives) of radius scale * min(H, W)."""
@@ -58,8 +62,10 @@ def _check(n, size, objects, scale) -> None:
     if not 0 <= objects[0] <= objects[1]:
         raise DataError(f"objects must be (min, max) with 0 <= min <= max, got {objects}")
     if not 0 < scale[0] <= scale[1] <= 0.5:
-        raise DataError(f"scale must be (min, max) with 0 < min <= max <= 0.5, got {scale}",
-                        hint="a radius is scale * the image's shorter side")
+        raise DataError(
+            f"scale must be (min, max) with 0 < min <= max <= 0.5, got {scale}",
+            hint="a radius is scale * the image's shorter side",
+        )
 
 
 def _draw_image(rng, grid, size, count: int, scale) -> tuple[np.ndarray, Truth]:
@@ -107,9 +113,14 @@ def _colour(rng, taken: list[np.ndarray]) -> np.ndarray:
     return 1.0 - taken[0]  # the background's opposite, always far from it
 
 
-def write_multi_shapes(out_dir: str | Path, n: int = 200, size: int | tuple[int, int] = 96,
-                       seed: int = 0, objects: tuple[int, int] = (1, 5),
-                       scale: tuple[float, float] = (0.06, 0.22)) -> Path:
+def write_multi_shapes(
+    out_dir: str | Path,
+    n: int = 200,
+    size: int | tuple[int, int] = 96,
+    seed: int = 0,
+    objects: tuple[int, int] = (1, 5),
+    scale: tuple[float, float] = (0.06, 0.22),
+) -> Path:
     """Generate n images and write out_dir/images/NNNNN.png, out_dir/annotations.json
     (COCO), out_dir/labels/NNNNN.txt (YOLO, an empty file for an image without objects),
     out_dir/Annotations/NNNNN.xml (VOC) and out_dir/classes.txt. Returns out_dir, which
@@ -120,8 +131,10 @@ def write_multi_shapes(out_dir: str | Path, n: int = 200, size: int | tuple[int,
     interrupted run leaves no half set; out_dir must not exist or be empty."""
     out = Path(out_dir)
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
-        raise DataError(f"{out} already exists and is not an empty folder",
-                        hint="write the set to a new folder, or remove this one")
+        raise DataError(
+            f"{out} already exists and is not an empty folder",
+            hint="write the set to a new folder, or remove this one",
+        )
     height, width = (size, size) if isinstance(size, int) else size
     images, truths = generate_multi_shapes(n, (height, width), seed, objects, scale)
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -145,20 +158,32 @@ def _write_all(out: Path, images: np.ndarray, truths: list[Truth]) -> None:
     for i, (image, truth) in enumerate(zip(images, truths)):
         name = f"{i:05d}"
         save_image(out / "images" / f"{name}.png", image)
-        coco_images.append({"id": i + 1, "file_name": f"{name}.png", "width": width,
-                            "height": height})
+        coco_images.append(
+            {"id": i + 1, "file_name": f"{name}.png", "width": width, "height": height}
+        )
         lines = []
-        for box, label, area in zip(truth.boxes.tolist(), truth.classes.tolist(),
-                                    truth.areas.tolist()):
+        for box, label, area in zip(
+            truth.boxes.tolist(), truth.classes.tolist(), truth.areas.tolist()
+        ):
             x0, y0, x1, y1 = (int(v) for v in box)
-            annotations.append({"id": len(annotations) + 1, "image_id": i + 1,
-                                "category_id": label + 1, "bbox": [x0, y0, x1 - x0, y1 - y0],
-                                "area": int(area), "iscrowd": 0})
-            lines.append(f"{label} {(x0 + x1) / 2 / width:.6f} {(y0 + y1) / 2 / height:.6f} "
-                         f"{(x1 - x0) / width:.6f} {(y1 - y0) / height:.6f}\n")
+            annotations.append(
+                {
+                    "id": len(annotations) + 1,
+                    "image_id": i + 1,
+                    "category_id": label + 1,
+                    "bbox": [x0, y0, x1 - x0, y1 - y0],
+                    "area": int(area),
+                    "iscrowd": 0,
+                }
+            )
+            lines.append(
+                f"{label} {(x0 + x1) / 2 / width:.6f} {(y0 + y1) / 2 / height:.6f} "
+                f"{(x1 - x0) / width:.6f} {(y1 - y0) / height:.6f}\n"
+            )
         (out / "labels" / f"{name}.txt").write_text("".join(lines), encoding="utf-8")
         (out / "Annotations" / f"{name}.xml").write_text(
-            _voc_document(name, truth, (width, height)), encoding="utf-8")
+            _voc_document(name, truth, (width, height)), encoding="utf-8"
+        )
     categories = [{"id": k + 1, "name": name} for k, name in enumerate(SHAPE_CLASSES)]
     doc = {"images": coco_images, "annotations": annotations, "categories": categories}
     (out / "annotations.json").write_text(json.dumps(doc, indent=1), encoding="utf-8")

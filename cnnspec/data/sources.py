@@ -35,8 +35,9 @@ def load(source: str | os.PathLike, input_shape, task: str, seed: int = 0, **opt
     return index(source, input_shape, task, seed, **options).materialize()
 
 
-def index(source: str | os.PathLike, input_shape, task: str, seed: int = 0,
-          cache: str = "none", **options) -> Samples:
+def index(
+    source: str | os.PathLike, input_shape, task: str, seed: int = 0, cache: str = "none", **options
+) -> Samples:
     """Index `source` for a network taking `input_shape` = (H, W, C) images.
 
     source:  "digits", "shapes", or a path to an image folder, a segmentation folder
@@ -184,7 +185,7 @@ def _shape_for_task(dataset: Dataset, task: str, binary: bool, with_background: 
 def _binarise(dataset: Samples) -> Samples:
     return replace(
         dataset,
-        binary=True,    # masks become 0/1 as each is decoded
+        binary=True,  # masks become 0/1 as each is decoded
         y=(dataset.present > 0).astype(np.int64),
         classes=["background", "foreground"],
     )
@@ -228,8 +229,11 @@ def _read_shapes(_, size, channels, seed, **options) -> Dataset:
     if not 0.0 <= empty_fraction < 1.0:
         raise DataError(f"option empty_fraction must be in [0, 1), got {empty_fraction}")
     # images (float32) and masks (int64, 3 channels' worth of RGB drawing besides)
-    refuse_oversize(n * size[0] * size[1] * (4 * max(channels, 3) + 8),
-                    f"shapes n={n} at {size[1]}x{size[0]}", "use a smaller n")
+    refuse_oversize(
+        n * size[0] * size[1] * (4 * max(channels, 3) + 8),
+        f"shapes n={n} at {size[1]}x{size[0]}",
+        "use a smaller n",
+    )
     dataset = generate_shapes(n, size, seed, empty_fraction)
     return replace(dataset, x=to_channels(dataset.x, channels))
 

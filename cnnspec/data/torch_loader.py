@@ -13,9 +13,19 @@ from cnnspec.data.loading import default_workers, prepare
 from cnnspec.data.samples import Samples
 
 
-def torch_loader(samples: Samples, batch_size: int, *, train: bool, seed: int = 0, ops=None,
-                 workers: int | None = None, rank: int = 0, world: int = 1,
-                 pin_memory: bool = False, drop_last: bool = False):
+def torch_loader(
+    samples: Samples,
+    batch_size: int,
+    *,
+    train: bool,
+    seed: int = 0,
+    ops=None,
+    workers: int | None = None,
+    rank: int = 0,
+    world: int = 1,
+    pin_memory: bool = False,
+    drop_last: bool = False,
+):
     """A DataLoader of batch dicts over `samples` (numpy; CPU tensors when workers make
     them or memory is pinned). Call `set_epoch(loader, epoch)`
     before each pass. Under `world` processes each rank gets `batch_size // world` rows
@@ -24,15 +34,27 @@ def torch_loader(samples: Samples, batch_size: int, *, train: bool, seed: int = 
     batch of the same global size."""
     workers = default_workers(samples) if workers is None else int(workers)
     if world > 1 and batch_size % world:
-        raise DataError(f"batch_size {batch_size} does not split over {world} processes",
-                        hint="use a batch size that is a multiple of the process count")
-    sampler = tud.DistributedSampler(range(len(samples)), num_replicas=world, rank=rank,
-                                     shuffle=train, seed=seed, drop_last=False)
+        raise DataError(
+            f"batch_size {batch_size} does not split over {world} processes",
+            hint="use a batch size that is a multiple of the process count",
+        )
+    sampler = tud.DistributedSampler(
+        range(len(samples)),
+        num_replicas=world,
+        rank=rank,
+        shuffle=train,
+        seed=seed,
+        drop_last=False,
+    )
     batches = _EpochBatches(sampler, max(1, batch_size // world), drop_last)
-    return _Loader(_TorchSamples(samples, ops, seed, train), batch_sampler=batches,
-                          num_workers=workers, persistent_workers=workers > 0,
-                          pin_memory=pin_memory,
-                          collate_fn=_as_tensors if pin_memory or workers > 0 else _as_is)
+    return _Loader(
+        _TorchSamples(samples, ops, seed, train),
+        batch_sampler=batches,
+        num_workers=workers,
+        persistent_workers=workers > 0,
+        pin_memory=pin_memory,
+        collate_fn=_as_tensors if pin_memory or workers > 0 else _as_is,
+    )
 
 
 def set_epoch(loader, epoch: int) -> None:
@@ -66,9 +88,11 @@ class _Loader(tud.DataLoader):
             # shared memory is being handed over shows as a reset connection instead of
             # torch's RuntimeError, depending on when it died.
             first = (str(exc).splitlines() or [type(exc).__name__])[0]
-            raise DataError(f"a decoding worker died: {first}",
-                            hint="continue with --resume; if memory ran out, use fewer "
-                                 "--workers or --cache none") from None
+            raise DataError(
+                f"a decoding worker died: {first}",
+                hint="continue with --resume; if memory ran out, use fewer "
+                "--workers or --cache none",
+            ) from None
 
 
 def _stop(batches) -> None:
@@ -81,7 +105,7 @@ def _stop(batches) -> None:
 
 
 def _as_is(batch: dict) -> dict:
-    return batch      # _TorchSamples.__getitems__ made the whole batch
+    return batch  # _TorchSamples.__getitems__ made the whole batch
 
 
 def _as_tensors(batch: dict) -> dict:
@@ -132,5 +156,3 @@ class _EpochBatches(tud.Sampler):
 
     def __len__(self) -> int:
         return len(self.batches)
-
-

@@ -19,19 +19,25 @@ from cnnspec.data.imaging import IMAGE_SUFFIXES, image_size
 from cnnspec.data.object_index import ObjectIndex, Problems, make_image
 
 
-def index_voc(root: str | Path, classes: list[str] | None = None,
-              invalid: str = "error") -> ObjectIndex:
+def index_voc(
+    root: str | Path, classes: list[str] | None = None, invalid: str = "error"
+) -> ObjectIndex:
     """Index a VOC folder. Class names come from `classes`, else root/classes.txt, else
     the sorted names the files use."""
     root = Path(root)
     folder = root / "Annotations" if (root / "Annotations").is_dir() else root
     files = sorted(folder.glob("*.xml"))
     if not files:
-        raise DataError(f"no .xml annotations in {folder}",
-                        hint="a VOC folder holds one .xml per image in Annotations/")
+        raise DataError(
+            f"no .xml annotations in {folder}",
+            hint="a VOC folder holds one .xml per image in Annotations/",
+        )
     parsed = [_parse(path) for path in files]
-    names = list(classes or read_class_names(root)
-                 or sorted({o["name"] for p in parsed for o in p["objects"]}))
+    names = list(
+        classes
+        or read_class_names(root)
+        or sorted({o["name"] for p in parsed for o in p["objects"]})
+    )
     problems = Problems(invalid)
     indexed = []
     for p in parsed:
@@ -40,9 +46,11 @@ def index_voc(root: str | Path, classes: list[str] | None = None,
             continue
         for obj in p["objects"]:
             if obj["name"] not in names:
-                raise DataError(f"{p['xml']}: {obj['id']} is of class {obj['name']!r}, which "
-                                f"is not among {names}",
-                                hint="add it to classes.txt or the classes option")
+                raise DataError(
+                    f"{p['xml']}: {obj['id']} is of class {obj['name']!r}, which "
+                    f"is not among {names}",
+                    hint="add it to classes.txt or the classes option",
+                )
             obj["class"] = names.index(obj["name"])
         size = p["size"] if p["size"] else image_size(image)
         indexed.append(make_image(image, size, p["objects"], str(p["xml"]), problems))
@@ -56,9 +64,15 @@ def _parse(path: Path) -> dict:
         raise DataError(f"cannot read VOC annotation {path}: {exc}") from exc
     objects = [_object(element, n, path) for n, element in enumerate(tree.iter("object"), 1)]
     size = tree.find("size")
-    width, height = (_number(size, "width"), _number(size, "height")) if size is not None else (0, 0)
-    return {"xml": path, "filename": (tree.findtext("filename") or "").strip(),
-            "size": (int(width), int(height)) if width and height else None, "objects": objects}
+    width, height = (
+        (_number(size, "width"), _number(size, "height")) if size is not None else (0, 0)
+    )
+    return {
+        "xml": path,
+        "filename": (tree.findtext("filename") or "").strip(),
+        "size": (int(width), int(height)) if width and height else None,
+        "objects": objects,
+    }
 
 
 def _object(element, n: int, path: Path) -> dict:
@@ -68,14 +82,20 @@ def _object(element, n: int, path: Path) -> dict:
         corners = [float(box.findtext(k)) for k in ("xmin", "ymin", "xmax", "ymax")]
         difficult = int(float(element.findtext("difficult") or 0))
     except (AttributeError, TypeError, ValueError) as exc:
-        raise DataError(f"{path}: object {n} ({name or 'no name'}) has no numeric <bndbox> "
-                        "xmin, ymin, xmax, ymax, or a non-numeric <difficult>",
-                        hint="each <object> needs <name> and <bndbox>") from exc
+        raise DataError(
+            f"{path}: object {n} ({name or 'no name'}) has no numeric <bndbox> "
+            "xmin, ymin, xmax, ymax, or a non-numeric <difficult>",
+            hint="each <object> needs <name> and <bndbox>",
+        ) from exc
     if not name:
         raise DataError(f"{path}: object {n} has no <name>")
     xmin, ymin, xmax, ymax = corners
-    return {"name": name, "box": (xmin - 1.0, ymin - 1.0, xmax, ymax), "id": f"object {n}",
-            "difficult": difficult == 1}
+    return {
+        "name": name,
+        "box": (xmin - 1.0, ymin - 1.0, xmax, ymax),
+        "id": f"object {n}",
+        "difficult": difficult == 1,
+    }
 
 
 def _number(element, tag: str) -> float:
@@ -88,12 +108,17 @@ def _number(element, tag: str) -> float:
 def _find_image(root: Path, parsed: dict, problems: Problems) -> Path | None:
     xml = parsed["xml"]
     folders = [root / "JPEGImages", root / "images", xml.parent, root]
-    names = ([parsed["filename"]] if parsed["filename"]
-             else [xml.stem + suffix for suffix in IMAGE_SUFFIXES])
+    names = (
+        [parsed["filename"]]
+        if parsed["filename"]
+        else [xml.stem + suffix for suffix in IMAGE_SUFFIXES]
+    )
     for candidate in (folder / name for name in names for folder in folders):
         if candidate.is_file():
             return candidate
     ids = ", ".join(o["id"] for o in parsed["objects"]) or "no objects"
-    problems.report(f"{xml}: image {parsed['filename'] or xml.stem} was not found ({ids})",
-                    hint=f"looked in {', '.join(str(f) for f in folders)}")
+    problems.report(
+        f"{xml}: image {parsed['filename'] or xml.stem} was not found ({ids})",
+        hint=f"looked in {', '.join(str(f) for f in folders)}",
+    )
     return None

@@ -105,7 +105,10 @@ def _overlap(a: np.ndarray, b: np.ndarray):
     bottom_right = np.minimum(a[:, None, 2:], b[None, :, 2:])
     inter = np.prod(np.clip(bottom_right - top_left, 0, None), axis=-1)
     union = areas(a)[:, None] + areas(b)[None, :] - inter
-    enclosing = (np.minimum(a[:, None, :2], b[None, :, :2]), np.maximum(a[:, None, 2:], b[None, :, 2:]))
+    enclosing = (
+        np.minimum(a[:, None, :2], b[None, :, :2]),
+        np.maximum(a[:, None, 2:], b[None, :, 2:]),
+    )
     return inter, union, enclosing
 
 
@@ -149,8 +152,10 @@ def _problem(x0, y0, x1, y1, width, height, tolerance) -> str | None:
         if hi < lo:
             return f"its {axis} is negative ({letter}1 = {hi:g} < {letter}0 = {lo:g})"
     for name, value, limit, axis, side in (
-        ("x0", x0, width, "width", "left of"), ("y0", y0, height, "height", "above"),
-        ("x1", x1, width, "width", "left of"), ("y1", y1, height, "height", "above"),
+        ("x0", x0, width, "width", "left of"),
+        ("y0", y0, height, "height", "above"),
+        ("x1", x1, width, "width", "left of"),
+        ("y1", y1, height, "height", "above"),
     ):
         if value < -tolerance:
             return f"{name} = {value:g} lies {-value:g} px {side} the image"

@@ -20,8 +20,20 @@ from cnnspec.detection.boxes import convert
 from cnnspec.detection.objects import Detections, Truth
 
 # The order of COCOeval.stats, as COCOeval.summarize() defines it.
-STATS = ("map", "map_50", "map_75", "map_small", "map_medium", "map_large",
-         "ar_1", "ar_10", "ar_100", "ar_small", "ar_medium", "ar_large")
+STATS = (
+    "map",
+    "map_50",
+    "map_75",
+    "map_small",
+    "map_medium",
+    "map_large",
+    "ar_1",
+    "ar_10",
+    "ar_100",
+    "ar_small",
+    "ar_medium",
+    "ar_large",
+)
 
 
 def evaluate(
@@ -74,27 +86,41 @@ def _ground_truth_document(truths: Sequence[Truth], names: list[str]) -> dict:
         boxes = convert(truth.boxes, "xyxy", "xywh")
         areas = boxes[:, 2] * boxes[:, 3] if truth.areas is None else truth.areas
         for box, label, crowd, area in zip(boxes, truth.classes, truth.iscrowd, areas):
-            annotations.append({
-                "id": len(annotations) + 1,
-                "image_id": image_id,
-                "category_id": int(label) + 1,
-                "bbox": [float(v) for v in box],
-                "area": float(area),
-                "iscrowd": int(bool(crowd)),
-            })
+            annotations.append(
+                {
+                    "id": len(annotations) + 1,
+                    "image_id": image_id,
+                    "category_id": int(label) + 1,
+                    "bbox": [float(v) for v in box],
+                    "area": float(area),
+                    "iscrowd": int(bool(crowd)),
+                }
+            )
     categories = [{"id": k + 1, "name": name} for k, name in enumerate(names)]
-    return {"info": {}, "licenses": [], "images": images, "annotations": annotations,
-            "categories": categories}
+    return {
+        "info": {},
+        "licenses": [],
+        "images": images,
+        "annotations": annotations,
+        "categories": categories,
+    }
 
 
 def _results(detections: Sequence[Detections], n_classes: int) -> list[dict]:
     results = []
     for image_id, found in enumerate(detections, start=1):
         _check_classes(found.classes, n_classes, f"detections of image {image_id - 1}")
-        for box, score, label in zip(convert(found.boxes, "xyxy", "xywh"), found.scores,
-                                     found.classes):
-            results.append({"image_id": image_id, "category_id": int(label) + 1,
-                            "bbox": [float(v) for v in box], "score": float(score)})
+        for box, score, label in zip(
+            convert(found.boxes, "xyxy", "xywh"), found.scores, found.classes
+        ):
+            results.append(
+                {
+                    "image_id": image_id,
+                    "category_id": int(label) + 1,
+                    "bbox": [float(v) for v in box],
+                    "score": float(score),
+                }
+            )
     return results
 
 

@@ -59,12 +59,20 @@ def decode_distances(points, distances, scale=1.0):
     s = np.asarray(scale, dtype=np.float64)
     s = np.broadcast_to(s[:, None] if s.ndim == 1 else s, (len(p), 2))
     d = d * np.concatenate([s, s], axis=1)
-    return np.stack([p[:, 0] - d[:, 0], p[:, 1] - d[:, 1], p[:, 0] + d[:, 2],
-                     p[:, 1] + d[:, 3]], axis=1)
+    return np.stack(
+        [p[:, 0] - d[:, 0], p[:, 1] - d[:, 1], p[:, 0] + d[:, 2], p[:, 1] + d[:, 3]], axis=1
+    )
 
 
-def select(boxes, scores, *, framework: str, iou_threshold: float = 0.5,
-           score_threshold: float = 0.05, max_detections: int = 100) -> list[Detections]:
+def select(
+    boxes,
+    scores,
+    *,
+    framework: str,
+    iou_threshold: float = 0.5,
+    score_threshold: float = 0.05,
+    max_detections: int = 100,
+) -> list[Detections]:
     """The detections kept for each image of a batch.
 
     boxes: (B, N, 4) decoded xyxy boxes; scores: (B, N, C) per-class probabilities (after
@@ -97,8 +105,13 @@ def _select_torch(boxes, scores, iou_threshold, score_threshold, max_detections)
         candidates, confidence = image_boxes[where], image_scores[where, label]
         # batched_nms returns its survivors by falling score.
         keep = batched_nms(candidates, confidence, label, iou_threshold)[:max_detections]
-        kept.append(Detections(candidates[keep].numpy(), confidence[keep].numpy(),
-                               label[keep].numpy().astype(np.int64)))
+        kept.append(
+            Detections(
+                candidates[keep].numpy(),
+                confidence[keep].numpy(),
+                label[keep].numpy().astype(np.int64),
+            )
+        )
     return kept
 
 
@@ -109,12 +122,17 @@ def _select_keras(boxes, scores, iou_threshold, score_threshold, max_detections)
     # IoU is the same with both axes swapped, so xyxy goes in and comes out unchanged;
     # clip_boxes would clip to [0, 1], meant for normalised coordinates.
     found, confidence, label, count = tf.image.combined_non_max_suppression(
-        boxes[:, :, None, :], scores, max_output_size_per_class=max_detections,
-        max_total_size=max_detections, iou_threshold=iou_threshold,
-        score_threshold=score_threshold, clip_boxes=False,
+        boxes[:, :, None, :],
+        scores,
+        max_output_size_per_class=max_detections,
+        max_total_size=max_detections,
+        iou_threshold=iou_threshold,
+        score_threshold=score_threshold,
+        clip_boxes=False,
     )
     return [
-        Detections(found[i, :n].numpy(), confidence[i, :n].numpy(),
-                   label[i, :n].numpy().astype(np.int64))
+        Detections(
+            found[i, :n].numpy(), confidence[i, :n].numpy(), label[i, :n].numpy().astype(np.int64)
+        )
         for i, n in enumerate(count.numpy().tolist())
     ]

@@ -31,15 +31,20 @@ def read_source(source: str, input_shape=None):
     kind, _, name = source.partition(":")
     if kind == "torchvision" and name:
         from . import from_torch
+
         module = from_torch.load_torchvision(name)
         return from_torch.read(module, source, tuple(input_shape or DEFAULT_INPUT)), module
     if kind == "keras" and name or source.endswith((".keras", ".h5")):
         from . import from_keras
+
         kmodel = from_keras.load(name if kind == "keras" else source, input_shape)
         return from_keras.read(kmodel, source), kmodel
-    raise SpecError("E410", f"unknown model source '{source}'",
-                    hint="torchvision:NAME (e.g. torchvision:resnet50), keras:NAME "
-                         "(e.g. keras:ResNet50) or a saved model file PATH.keras")
+    raise SpecError(
+        "E410",
+        f"unknown model source '{source}'",
+        hint="torchvision:NAME (e.g. torchvision:resnet50), keras:NAME "
+        "(e.g. keras:ResNet50) or a saved model file PATH.keras",
+    )
 
 
 def import_spec(source: str, input_shape=None) -> str:
@@ -53,10 +58,14 @@ def write(graph: Graph) -> str:
     from ..fmt import format_text
     from .structure import decompose
     from .writer import Writer, flat
-    head = _header(graph) + [f"model {_model_name(graph.source)}",
-                             "input " + "x".join(map(str, graph.input_shape)), ""]
+
+    head = _header(graph) + [
+        f"model {_model_name(graph.source)}",
+        "input " + "x".join(map(str, graph.input_shape)),
+        "",
+    ]
     texts = []
-    for runs in (True, False):     # blocks for repeated runs of ops, where they save lines
+    for runs in (True, False):  # blocks for repeated runs of ops, where they save lines
         try:
             items = decompose(graph)
         except SpecError as err:
@@ -74,22 +83,31 @@ def write(graph: Graph) -> str:
     try:
         model = compile_text(text)
     except SpecErrors as errs:
-        raise SpecError("E416", f"the spec imported from {graph.source} does not compile: "
-                        f"{errs.errors[0]}", hint="a bug of the importer: please report it "
-                        "with the source") from None
+        raise SpecError(
+            "E416",
+            f"the spec imported from {graph.source} does not compile: {errs.errors[0]}",
+            hint="a bug of the importer: please report it with the source",
+        ) from None
     if (model.trainable, model.non_trainable) != tuple(graph.counts):
-        raise SpecError("E416", f"the spec imported from {graph.source} counts "
-                        f"{model.trainable:,} + {model.non_trainable:,} parameters, the source "
-                        f"{graph.counts[0]:,} + {graph.counts[1]:,}",
-                        hint="a bug of the importer: please report it with the source")
+        raise SpecError(
+            "E416",
+            f"the spec imported from {graph.source} counts "
+            f"{model.trainable:,} + {model.non_trainable:,} parameters, the source "
+            f"{graph.counts[0]:,} + {graph.counts[1]:,}",
+            hint="a bug of the importer: please report it with the source",
+        )
     return text
 
 
 def _header(graph: Graph) -> list[str]:
     t, n = graph.counts
-    lines = [(f"# Imported from {graph.source} by `cnnspec import` at input "
-             f"{'x'.join(map(str, graph.input_shape))}."),
-             f"# {t:,} trainable + {n:,} non-trainable parameters, as the source counts them."]
+    lines = [
+        (
+            f"# Imported from {graph.source} by `cnnspec import` at input "
+            f"{'x'.join(map(str, graph.input_shape))}."
+        ),
+        f"# {t:,} trainable + {n:,} non-trainable parameters, as the source counts them.",
+    ]
     for note in graph.notes:
         lines += _wrap(f"Note: {note}")
     return lines

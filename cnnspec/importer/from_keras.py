@@ -13,17 +13,35 @@ import zipfile
 from ..errors import SpecError
 from .ops import Dims, Graph, Op, missing, scalar, size, unsupported, window
 
-ACTIVATIONS = {"relu": "relu", "relu6": "relu6", "sigmoid": "sigmoid", "tanh": "tanh",
-               "softmax": "softmax", "swish": "silu", "silu": "silu", "elu": "elu",
-               "gelu": "gelu", "hard_swish": "hard_swish", "hard_silu": "hard_swish",
-               "hard_sigmoid": "hard_sigmoid",
-               "leaky_relu": "leaky_relu", "linear": None}
+ACTIVATIONS = {
+    "relu": "relu",
+    "relu6": "relu6",
+    "sigmoid": "sigmoid",
+    "tanh": "tanh",
+    "softmax": "softmax",
+    "swish": "silu",
+    "silu": "silu",
+    "elu": "elu",
+    "gelu": "gelu",
+    "hard_swish": "hard_swish",
+    "hard_silu": "hard_swish",
+    "hard_sigmoid": "hard_sigmoid",
+    "leaky_relu": "leaky_relu",
+    "linear": None,
+}
 
 
 # What a malformed saved model raises from inside Keras (a file is untrusted input): a bad zip, a
 # config that is not JSON or names a class Keras does not know, a missing key (issue 14).
-_UNREADABLE = (OSError, ValueError, TypeError, KeyError, AttributeError, IndexError,
-               zipfile.BadZipFile)
+_UNREADABLE = (
+    OSError,
+    ValueError,
+    TypeError,
+    KeyError,
+    AttributeError,
+    IndexError,
+    zipfile.BadZipFile,
+)
 
 
 def load(source: str, input_shape=None):
@@ -31,29 +49,39 @@ def load(source: str, input_shape=None):
     import inspect
 
     import keras
+
     if source.endswith((".keras", ".h5")):
         try:
             # safe_mode: a Lambda layer's code is refused, never deserialised and run
             return keras.saving.load_model(source, compile=False, safe_mode=True)
         except _UNREADABLE as exc:
             why = str(exc).splitlines()[0][:300] if str(exc) else type(exc).__name__
-            raise SpecError("E410", f"cannot read the Keras model '{source}': {why}",
-                            hint="save it with model.save('NAME.keras') from Keras 3") from None
+            raise SpecError(
+                "E410",
+                f"cannot read the Keras model '{source}': {why}",
+                hint="save it with model.save('NAME.keras') from Keras 3",
+            ) from None
     # Only the public model builders: `keras:__class__` or a submodule name is no model.
     builder = None if source.startswith("_") else getattr(keras.applications, source, None)
     if builder is None or not inspect.isfunction(builder):
-        raise SpecError("E410", f"keras.applications has no model '{source}'",
-                        hint="names are as in Python: ResNet50, MobileNetV2, DenseNet121")
+        raise SpecError(
+            "E410",
+            f"keras.applications has no model '{source}'",
+            hint="names are as in Python: ResNet50, MobileNetV2, DenseNet121",
+        )
     kwargs = {"input_shape": tuple(input_shape)} if input_shape else {}
     try:
         return builder(weights=None, **kwargs)
     except (ValueError, TypeError) as exc:
-        raise SpecError("E410", f"keras.applications.{source} refused the input: "
-                        f"{str(exc).splitlines()[0][:300]}") from None
+        raise SpecError(
+            "E410",
+            f"keras.applications.{source} refused the input: {str(exc).splitlines()[0][:300]}",
+        ) from None
 
 
 def counts(kmodel) -> tuple[int, int]:
     import numpy as np
+
     t = sum(int(np.prod(w.shape)) for w in kmodel.trainable_weights)
     n = sum(int(np.prod(w.shape)) for w in kmodel.non_trainable_weights)
     return t, n
@@ -63,9 +91,15 @@ def read(kmodel, source: str) -> Graph:
     try:
         return _read(kmodel, source)
     except SpecError as err:
-        if err.code == "E417":     # say every construct missing, not only the first one met
-            others = sorted({CONSTRUCTS[type(la).__name__] for la in kmodel.layers
-                             if type(la).__name__ in CONSTRUCTS} - {err.message})
+        if err.code == "E417":  # say every construct missing, not only the first one met
+            others = sorted(
+                {
+                    CONSTRUCTS[type(la).__name__]
+                    for la in kmodel.layers
+                    if type(la).__name__ in CONSTRUCTS
+                }
+                - {err.message}
+            )
             others = [c for c in others if c not in err.message]
             if others:
                 err.message += f" (the model also uses: {', '.join(others)})"
@@ -75,12 +109,16 @@ def read(kmodel, source: str) -> Graph:
 def _read(kmodel, source: str) -> Graph:
     shape = tuple(kmodel.inputs[0].shape[1:]) if len(kmodel.inputs) == 1 else None
     if shape is None or any(d is None for d in shape):
-        raise SpecError("E415", f"{source}: the spec needs one input of a fixed size, got "
-                        f"{[tuple(t.shape) for t in kmodel.inputs]}",
-                        hint="build the model with input_shape=(H, W, C)")
+        raise SpecError(
+            "E415",
+            f"{source}: the spec needs one input of a fixed size, got "
+            f"{[tuple(t.shape) for t in kmodel.inputs]}",
+            hint="build the model with input_shape=(H, W, C)",
+        )
     graph = Graph(source=source, input_shape=shape, counts=counts(kmodel))
     alias: dict[str, str] = {}
     import keras
+
     # operations, not layers: `x + 3.0` in a functional model is an op that is no layer
     for layer in kmodel.operations:
         kind = type(layer).__name__
@@ -89,8 +127,9 @@ def _read(kmodel, source: str) -> Graph:
             continue
         inputs = [alias.get(n, n) for n in _inbound(layer)]
         if len(layer._inbound_nodes) > 1:
-            raise unsupported(layer.name, kind, "the layer is called more than once (shared "
-                              "weights)", code="E413")
+            raise unsupported(
+                layer.name, kind, "the layer is called more than once (shared weights)", code="E413"
+            )
         if not isinstance(layer, keras.layers.Layer):
             graph.add(_operation(layer, kind, inputs))
             continue
@@ -100,16 +139,20 @@ def _read(kmodel, source: str) -> Graph:
         if kind == "CustomScaleLayer" and len(inputs) == 2:
             # InceptionResNetV2: x + scale * branch, a rescaled branch and an add
             scaled = f"{layer.name}.scale"
-            graph.add(Op(scaled, kind, "rescale", [("kw", "scale", float(conf["scale"]))],
-                         [inputs[1]]))
+            graph.add(
+                Op(scaled, kind, "rescale", [("kw", "scale", float(conf["scale"]))], [inputs[1]])
+            )
             graph.add(Op(layer.name, kind, "add", [], [inputs[0], scaled]))
             continue
         rule = RULES.get(kind)
         if rule is None:
-            raise (missing(layer.name, kind, CONSTRUCTS[kind]) if kind in CONSTRUCTS else
-                   unsupported(layer.name, kind))
+            raise (
+                missing(layer.name, kind, CONSTRUCTS[kind])
+                if kind in CONSTRUCTS
+                else unsupported(layer.name, kind)
+            )
         ops = rule(layer, conf)
-        if not ops:                        # the identity: later layers read its input
+        if not ops:  # the identity: later layers read its input
             alias[layer.name] = inputs[0]
             continue
         prev = inputs
@@ -117,8 +160,10 @@ def _read(kmodel, source: str) -> Graph:
             name = layer.name if i == len(ops) - 1 else f"{layer.name}.{i}"
             graph.add(Op(name, kind, word, args, prev))
             prev = [name]
-    graph.outputs = [alias.get(t._keras_history.operation.name, t._keras_history.operation.name)
-                     for t in kmodel.outputs]
+    graph.outputs = [
+        alias.get(t._keras_history.operation.name, t._keras_history.operation.name)
+        for t in kmodel.outputs
+    ]
     return graph
 
 
@@ -133,13 +178,16 @@ def _operation(op, kind: str, inputs: list[str]) -> Op:
     if kind in ("Add", "Multiply", "Subtract") and len(inputs) == 1 and len(numbers) == 1:
         c = float(numbers[0])
         if kind == "Subtract" and not isinstance(values[0], (int, float)):
-            c = -c                                           # x - c
+            c = -c  # x - c
         elif kind == "Subtract":
             raise unsupported(op.name, kind, "a number minus a tensor")
         key = "scale" if kind == "Multiply" else "offset"
         return Op(op.name, kind, "rescale", [("kw", key, c)], inputs)
-    raise unsupported(op.name, f"keras.ops.{kind}", "only the sum or product of two tensors, "
-                      "or of a tensor and a number, is read")
+    raise unsupported(
+        op.name,
+        f"keras.ops.{kind}",
+        "only the sum or product of two tensors, or of a tensor and a number, is read",
+    )
 
 
 def _inbound(layer) -> list[str]:
@@ -156,7 +204,7 @@ def _act(layer, name) -> list:
 def _activation_name(layer, value) -> str:
     if isinstance(value, str):
         return value
-    if isinstance(value, dict):    # a serialised activation
+    if isinstance(value, dict):  # a serialised activation
         return value.get("config", value.get("class_name", "?"))
     return getattr(value, "__name__", str(value))
 
@@ -178,7 +226,7 @@ def _conv(layer, conf):
     if not conf["use_bias"]:
         args.append(("flag", "nobias"))
     if scalar(conf["kernel_size"]) == 1 and scalar(conf["strides"]) == 1:
-        args = [a for a in args if a != ("flag", "same")]    # 1x1, stride 1: same = valid
+        args = [a for a in args if a != ("flag", "same")]  # 1x1, stride 1: same = valid
     return [("conv", args + _act(layer, _activation_name(layer, conf["activation"])))]
 
 
@@ -208,8 +256,11 @@ def _bn(layer, conf):
     axis = conf["axis"]
     axis = axis[0] if isinstance(axis, (list, tuple)) and len(axis) == 1 else axis
     if axis not in (-1, 3):
-        raise unsupported(layer.name, "BatchNormalization", f"axis={axis} (the spec normalises "
-                          "the channels, the last axis)")
+        raise unsupported(
+            layer.name,
+            "BatchNormalization",
+            f"axis={axis} (the spec normalises the channels, the last axis)",
+        )
     args = []
     if conf["epsilon"] != 1e-5:
         args.append(("kw", "eps", float(conf["epsilon"])))
@@ -236,8 +287,11 @@ def _relu(layer, conf):
     if slope and top is None:
         return [("leaky_relu", [("pos", float(slope))])]
     if slope or top not in (None, 6, 6.0):
-        raise unsupported(layer.name, "ReLU", f"max_value={top}, negative_slope={slope} "
-                          "(the spec has relu, relu6 and leaky_relu)")
+        raise unsupported(
+            layer.name,
+            "ReLU",
+            f"max_value={top}, negative_slope={slope} (the spec has relu, relu6 and leaky_relu)",
+        )
     return [("relu6" if top is not None else "relu", [])]
 
 
@@ -256,20 +310,26 @@ def _pool(word):
         if conf["padding"] == "same":
             args.append(("flag", "same"))
         return [(word, args)]
+
     return rule
 
 
 def _global(word):
     def rule(layer, conf):
         return [(word, [("flag", "keepdims")] if conf.get("keepdims") else [])]
+
     return rule
 
 
 def _dense(layer, conf):
     if len(layer.input.shape) != 2:
-        raise unsupported(layer.name, "Dense", f"a dense layer on a {layer.input.shape[1:]} "
-                          "input works per pixel; the spec's dense takes vectors",
-                          hint="use Conv2D(units, 1) in the model, or flatten first")
+        raise unsupported(
+            layer.name,
+            "Dense",
+            f"a dense layer on a {layer.input.shape[1:]} "
+            "input works per pixel; the spec's dense takes vectors",
+            hint="use Conv2D(units, 1) in the model, or flatten first",
+        )
     args = [("pos", conf["units"])] + ([] if conf["use_bias"] else [("flag", "nobias")])
     return [("dense", args + _act(layer, _activation_name(layer, conf["activation"])))]
 
@@ -277,9 +337,11 @@ def _dense(layer, conf):
 def _merge(word):
     def rule(layer, conf):
         if word == "concat" and conf.get("axis", -1) not in (-1, 3):
-            raise unsupported(layer.name, "Concatenate", f"axis={conf['axis']} (the spec "
-                              "concatenates channels)")
+            raise unsupported(
+                layer.name, "Concatenate", f"axis={conf['axis']} (the spec concatenates channels)"
+            )
         return [(word, [])]
+
     return rule
 
 
@@ -289,10 +351,15 @@ def _reshape(layer, conf):
 
 
 def _rescaling(layer, conf):
-    def value(v):     # one number, or one per channel (EfficientNet's 1/std)
+    def value(v):  # one number, or one per channel (EfficientNet's 1/std)
         return float(v) if isinstance(v, (int, float)) else tuple(float(x) for x in v)
-    return [("rescale", [("kw", "scale", value(conf["scale"])),
-                         ("kw", "offset", value(conf["offset"]))])]
+
+    return [
+        (
+            "rescale",
+            [("kw", "scale", value(conf["scale"])), ("kw", "offset", value(conf["offset"]))],
+        )
+    ]
 
 
 def _normalization(layer, conf):
@@ -300,23 +367,32 @@ def _normalization(layer, conf):
     the file sets them), loaded like any other, so the spec states them only when the
     config does."""
     if conf.get("axis", -1) not in (-1, 3, (-1,), [-1], (3,), [3]):
-        raise unsupported(layer.name, "Normalization", f"axis={conf['axis']} (the spec's "
-                          "normalize is per channel)")
+        raise unsupported(
+            layer.name,
+            "Normalization",
+            f"axis={conf['axis']} (the spec's normalize is per channel)",
+        )
     if conf.get("invert"):
         raise unsupported(layer.name, "Normalization", "invert=True (denormalising)")
     args = []
     for key in ("mean", "variance"):
         v = conf.get(key)
         if v is not None:
-            args.append(("kw", key, tuple(float(x) for x in (v if isinstance(v, (list, tuple))
-                                                             else [v]))))
+            args.append(
+                ("kw", key, tuple(float(x) for x in (v if isinstance(v, (list, tuple)) else [v])))
+            )
     return [("normalize", args)]
 
 
 # Keras layers that are constructs the language does not have yet (issue 16)
-CONSTRUCTS = {"LayerNormalization": "layer norm", "GroupNormalization": "group norm",
-              "LayerScale": "layer scale", "StochasticDepth": "stochastic depth",
-              "UnitNormalization": "unit normalisation", "Cropping2D": "cropping"}
+CONSTRUCTS = {
+    "LayerNormalization": "layer norm",
+    "GroupNormalization": "group norm",
+    "LayerScale": "layer scale",
+    "StochasticDepth": "stochastic depth",
+    "UnitNormalization": "unit normalisation",
+    "Cropping2D": "cropping",
+}
 
 
 def _softmax(layer, conf):
@@ -337,12 +413,26 @@ def _nothing(layer, conf):
 
 
 RULES = {
-    "Conv2D": _conv, "DepthwiseConv2D": _dwconv, "SeparableConv2D": _sepconv, "BatchNormalization": _bn,
-    "Activation": _activation, "ReLU": _relu, "ZeroPadding2D": _zeropad,
-    "MaxPooling2D": _pool("maxpool"), "AveragePooling2D": _pool("avgpool"),
-    "GlobalAveragePooling2D": _global("gap"), "GlobalMaxPooling2D": _global("gmp"),
-    "Dense": _dense, "Add": _merge("add"), "Concatenate": _merge("concat"),
-    "Multiply": _merge("multiply"), "Reshape": _reshape, "Dropout": _dropout,
-    "Flatten": lambda layer, conf: [("flatten", [])], "Rescaling": _rescaling,
-    "Normalization": _normalization, "Softmax": _softmax, "Identity": _nothing,
+    "Conv2D": _conv,
+    "DepthwiseConv2D": _dwconv,
+    "SeparableConv2D": _sepconv,
+    "BatchNormalization": _bn,
+    "Activation": _activation,
+    "ReLU": _relu,
+    "ZeroPadding2D": _zeropad,
+    "MaxPooling2D": _pool("maxpool"),
+    "AveragePooling2D": _pool("avgpool"),
+    "GlobalAveragePooling2D": _global("gap"),
+    "GlobalMaxPooling2D": _global("gmp"),
+    "Dense": _dense,
+    "Add": _merge("add"),
+    "Concatenate": _merge("concat"),
+    "Multiply": _merge("multiply"),
+    "Reshape": _reshape,
+    "Dropout": _dropout,
+    "Flatten": lambda layer, conf: [("flatten", [])],
+    "Rescaling": _rescaling,
+    "Normalization": _normalization,
+    "Softmax": _softmax,
+    "Identity": _nothing,
 }

@@ -16,28 +16,42 @@ import operator
 from ..errors import SpecError
 from .ops import Graph, Op, Square, missing, scalar, size, unsupported, window
 
-ACTIVATIONS = {"ReLU": "relu", "ReLU6": "relu6", "SiLU": "silu", "Sigmoid": "sigmoid",
-               "Tanh": "tanh", "Hardswish": "hard_swish", "Hardsigmoid": "hard_sigmoid",
-               "ELU": "elu", "LeakyReLU": "leaky_relu", "GELU": "gelu"}
+ACTIVATIONS = {
+    "ReLU": "relu",
+    "ReLU6": "relu6",
+    "SiLU": "silu",
+    "Sigmoid": "sigmoid",
+    "Tanh": "tanh",
+    "Hardswish": "hard_swish",
+    "Hardsigmoid": "hard_sigmoid",
+    "ELU": "elu",
+    "LeakyReLU": "leaky_relu",
+    "GELU": "gelu",
+}
 
 
 def load_torchvision(name: str):
     """torchvision.models.<name>(weights=None), or an E410 error."""
     import torchvision
+
     try:
         builder = torchvision.models.get_model_builder(name)
     except ValueError:
-        raise SpecError("E410", f"torchvision has no model '{name}'",
-                        hint="see torchvision.models.list_models()") from None
+        raise SpecError(
+            "E410",
+            f"torchvision has no model '{name}'",
+            hint="see torchvision.models.list_models()",
+        ) from None
     import inspect
     import warnings
+
     kwargs = {}
     if "aux_logits" in inspect.signature(builder).parameters or name in AUXILIARY:
         # GoogLeNet's and Inception v3's auxiliary classifiers serve training only (eval's
         # forward never calls them); torchvision drops them from its pretrained models too
         kwargs["aux_logits"] = False
     with warnings.catch_warnings():
-        warnings.simplefilter("ignore", FutureWarning)    # their init_weights notice
+        warnings.simplefilter("ignore", FutureWarning)  # their init_weights notice
         return builder(weights=None, **kwargs).eval()
 
 
@@ -48,8 +62,9 @@ def counts(module) -> tuple[int, int]:
     """(parameters, running statistics): torch's parameters() and the BN buffers that hold
     weights. num_batches_tracked is left out: a step counter, not a weight of the network."""
     trainable = sum(p.numel() for p in module.parameters())
-    stats = sum(b.numel() for n, b in module.named_buffers()
-                if n.endswith(("running_mean", "running_var")))
+    stats = sum(
+        b.numel() for n, b in module.named_buffers() if n.endswith(("running_mean", "running_var"))
+    )
     return trainable, stats
 
 
@@ -65,8 +80,12 @@ def read(module, source: str, input_shape: tuple[int, int, int]) -> Graph:
         raise SpecError("E414", f"{source}: torch.fx cannot trace the model ({exc})") from None
     h, w, c = input_shape
     ShapeProp(traced).propagate(torch.zeros(1, c, h, w))
-    graph = Graph(source=source, input_shape=input_shape, counts=counts(module),
-                  module_types={p: type(m).__name__ for p, m in module.named_modules()})
+    graph = Graph(
+        source=source,
+        input_shape=input_shape,
+        counts=counts(module),
+        module_types={p: type(m).__name__ for p, m in module.named_modules()},
+    )
     reader = _Reader(traced, graph)
     for node in traced.graph.nodes:
         reader.visit(node)
@@ -83,9 +102,13 @@ def _check_all_used(module, traced) -> None:
     for path, mod in module.named_modules():
         own = list(mod.parameters(recurse=False))
         if own and path not in called and not any(c.startswith(path + ".") for c in called):
-            raise unsupported(path, type(mod).__name__, "it has weights but the forward pass "
-                              "(in eval mode) does not use it", code="E412",
-                              hint="build the model without it (e.g. aux_logits=False)")
+            raise unsupported(
+                path,
+                type(mod).__name__,
+                "it has weights but the forward pass (in eval mode) does not use it",
+                code="E412",
+                hint="build the model without it (e.g. aux_logits=False)",
+            )
 
 
 def _shape(node) -> tuple[int, ...]:
@@ -95,11 +118,11 @@ def _shape(node) -> tuple[int, ...]:
 class _Reader:
     def __init__(self, traced, graph: Graph):
         self.traced, self.graph = traced, graph
-        self.alias: dict[str, str] = {}     # fx node -> the op that stands for its value
+        self.alias: dict[str, str] = {}  # fx node -> the op that stands for its value
         # nodes whose value is channels-last (N, H, W, C): ConvNeXt permutes around its layer
         # norms and linears; the spec is channels-last throughout, so the permutes vanish
         self.last: set[str] = set()
-        self.params: dict[str, str] = {}    # get_attr node -> the parameter's path
+        self.params: dict[str, str] = {}  # get_attr node -> the parameter's path
 
     def src(self, node) -> str:
         return self.alias.get(node.name, node.name)
@@ -127,7 +150,7 @@ class _Reader:
             end = node.kwargs.get("end_dim", args[1] if len(node.args) > 2 else -1)
             self.flatten(node, node.name, "Tensor.flatten", start, end)
         elif node.op == "get_attr":
-            self.params[node.name] = node.target    # read by the call that uses it
+            self.params[node.name] = node.target  # read by the call that uses it
         elif node.op == "call_method" and node.target == "permute":
             self.permute(node, node.args[1:])
         elif node.op == "call_method" and node.target == "mean" and self._spatial_mean(node):
@@ -139,20 +162,28 @@ class _Reader:
     def construct(self, node) -> SpecError:
         """E417 naming the construct a node belongs to, where it is one the language lacks;
         else E414 naming the node."""
-        name = node.target if node.op == "call_method" else getattr(node.target, "__name__",
-                                                                    str(node.target))
+        name = (
+            node.target
+            if node.op == "call_method"
+            else getattr(node.target, "__name__", str(node.target))
+        )
         kind = f"Tensor.{name}" if node.op == "call_method" else name
         found = _construct(node, self.traced)
         if found:
             return missing(node.name, kind, found)
-        return unsupported(node.name, f"{node.op} {node.target}", "only calls of modules and "
-                           "functions are read", code="E414")
+        return unsupported(
+            node.name,
+            f"{node.op} {node.target}",
+            "only calls of modules and functions are read",
+            code="E414",
+        )
 
     def _spatial_mean(self, node) -> bool:
         dims = node.kwargs.get("dim", node.args[1] if len(node.args) > 1 else None)
         dims = tuple(dims) if isinstance(dims, (tuple, list)) else (dims,)
-        return len(_shape(node.args[0])) == 4 and sorted(d % 4 for d in dims
-                                                         if isinstance(d, int)) == [2, 3]
+        return len(_shape(node.args[0])) == 4 and sorted(
+            d % 4 for d in dims if isinstance(d, int)
+        ) == [2, 3]
 
     # --- modules ---------------------------------------------------------------------------
     def module(self, node, path: str, kind: str, mod) -> None:
@@ -171,23 +202,29 @@ class _Reader:
         if kind == "ELU" and mod.alpha != 1.0:
             args = [("pos", float(mod.alpha))]
         if kind == "GELU" and mod.approximate != "none":
-            raise unsupported(path, kind, "the tanh approximation of gelu is not a cnnspec "
-                              "activation")
+            raise unsupported(
+                path, kind, "the tanh approximation of gelu is not a cnnspec activation"
+            )
         self.emit(node, kind, ACTIVATIONS[kind], args)
-        if node.args[0].name in self.last:      # elementwise: the layout stays
+        if node.args[0].name in self.last:  # elementwise: the layout stays
             self.last.add(node.name)
 
     def _m_Conv2d(self, node, path, mod):
         if mod.padding_mode != "zeros":
-            raise unsupported(path, "Conv2d", f"padding_mode='{mod.padding_mode}' (the spec "
-                              "pads with zeros)")
+            raise unsupported(
+                path, "Conv2d", f"padding_mode='{mod.padding_mode}' (the spec pads with zeros)"
+            )
         cin, cout, g = mod.in_channels, mod.out_channels, mod.groups
         pad = mod.padding
         if pad == "same":
             pad = tuple((k - 1) // 2 for k in mod.kernel_size)
             if any(k % 2 == 0 for k in mod.kernel_size):
-                raise unsupported(path, "Conv2d", "padding='same' with an even kernel pads "
-                                  "unevenly the other way round from TensorFlow")
+                raise unsupported(
+                    path,
+                    "Conv2d",
+                    "padding='same' with an even kernel pads "
+                    "unevenly the other way round from TensorFlow",
+                )
         args = []
         if g == cin and cout % cin == 0 and g > 1:
             word = "dwconv"
@@ -206,14 +243,17 @@ class _Reader:
 
     def _m_BatchNorm2d(self, node, path, mod):
         if not mod.track_running_stats:
-            raise unsupported(path, "BatchNorm2d", "track_running_stats=False (the spec's batch "
-                              "norm keeps running statistics)")
+            raise unsupported(
+                path,
+                "BatchNorm2d",
+                "track_running_stats=False (the spec's batch norm keeps running statistics)",
+            )
         args = []
         if mod.eps != 1e-5:
             args.append(("kw", "eps", float(mod.eps)))
         if mod.momentum is None:
             raise unsupported(path, "BatchNorm2d", "momentum=None (a cumulative average)")
-        if abs(mod.momentum - 0.1) > 1e-12:    # torch m = 1 - Keras momentum
+        if abs(mod.momentum - 0.1) > 1e-12:  # torch m = 1 - Keras momentum
             args.append(("kw", "momentum", round(1 - mod.momentum, 10)))
         if not mod.affine:
             args += [("flag", "noscale"), ("flag", "nocenter")]
@@ -223,8 +263,9 @@ class _Reader:
         if kind == "MaxPool2d" and scalar(mod.dilation) != 1:
             raise unsupported(path, kind, f"dilation={mod.dilation}")
         counted = kind == "AvgPool2d" and mod.count_include_pad
-        self.pool(node, path, kind, word, mod.kernel_size, mod.stride, mod.padding,
-                  mod.ceil_mode, counted)
+        self.pool(
+            node, path, kind, word, mod.kernel_size, mod.stride, mod.padding, mod.ceil_mode, counted
+        )
 
     def pool(self, node, path, kind, word, kernel, stride, padding, ceil, counted=False):
         """A pooling; an average that counts its padding (torch's default count_include_pad)
@@ -237,12 +278,24 @@ class _Reader:
         inputs = [self.src(node.args[0])]
         if pad != 0 and counted:
             if ceil:
-                raise unsupported(path, kind, "count_include_pad=True with ceil_mode=True "
-                                  "(the window past the padding counts no zeros)")
+                raise unsupported(
+                    path,
+                    kind,
+                    "count_include_pad=True with ceil_mode=True "
+                    "(the window past the padding counts no zeros)",
+                )
             pads = pad if isinstance(pad, int) else (pad[0], pad[0], pad[1], pad[1])
             name = f"{node.name}_pad"
-            self.graph.add(Op(name, kind, "zeropad", [("pos", pads)], inputs,
-                              path=node.target if node.op == "call_module" else None))
+            self.graph.add(
+                Op(
+                    name,
+                    kind,
+                    "zeropad",
+                    [("pos", pads)],
+                    inputs,
+                    path=node.target if node.op == "call_module" else None,
+                )
+            )
             inputs, pad = [name], 0
         if pad != 0:
             args.append(("kw", "padding", pad))
@@ -263,20 +316,31 @@ class _Reader:
         self.adaptive(node, path, "AdaptiveMaxPool2d", "max")
 
     def _m_LayerNorm(self, node, path, mod):
-        self.layer_norm(node, path, "LayerNorm", tuple(mod.normalized_shape), mod.eps,
-                        mod.elementwise_affine, mod.bias is not None)
+        self.layer_norm(
+            node,
+            path,
+            "LayerNorm",
+            tuple(mod.normalized_shape),
+            mod.eps,
+            mod.elementwise_affine,
+            mod.bias is not None,
+        )
 
     def _m_StochasticDepth(self, node, path, mod):
         self.stochastic_depth(node, path, "StochasticDepth", mod.p, mod.mode)
 
     def _m_Linear(self, node, path, mod):
-        if node.args[0].name in self.last:     # per pixel on channels-last: a 1x1 conv
-            self.emit(node, "Linear", "conv", [("pos", mod.out_features), ("pos", Square(1))]
-                      + ([] if mod.bias is not None else [("flag", "nobias")]))
+        if node.args[0].name in self.last:  # per pixel on channels-last: a 1x1 conv
+            self.emit(
+                node,
+                "Linear",
+                "conv",
+                [("pos", mod.out_features), ("pos", Square(1))]
+                + ([] if mod.bias is not None else [("flag", "nobias")]),
+            )
             self.last.add(node.name)
             return
-        args = [("pos", mod.out_features)] + ([] if mod.bias is not None else
-                                               [("flag", "nobias")])
+        args = [("pos", mod.out_features)] + ([] if mod.bias is not None else [("flag", "nobias")])
         self.emit(node, "Linear", "dense", args)
 
     def _m_Dropout(self, node, path, mod):
@@ -290,30 +354,32 @@ class _Reader:
 
     def _m_Softmax(self, node, path, mod):
         if mod.dim not in (1, -1):
-            raise unsupported(path, "Softmax", f"dim={mod.dim} (the spec's softmax runs over "
-                              "the channels)")
+            raise unsupported(
+                path, "Softmax", f"dim={mod.dim} (the spec's softmax runs over the channels)"
+            )
         self.emit(node, "Softmax", "softmax")
 
     # --- functions -------------------------------------------------------------------------
     def function(self, node) -> None:
         import torch
         import torch.nn.functional as F
+
         fn = node.target
         name = getattr(fn, "__name__", str(fn))
         if fn in (operator.mul, torch.mul) and self._layer_scale(node):
             return
         if fn in (operator.add, operator.iadd, torch.add, operator.mul, torch.mul):
             word = "add" if fn in (operator.add, operator.iadd, torch.add) else "multiply"
-            if len(node.args) != 2 or not all(hasattr(a, "op") for a in node.args) or \
-                    node.kwargs:
+            if len(node.args) != 2 or not all(hasattr(a, "op") for a in node.args) or node.kwargs:
                 raise unsupported(node.name, name, "only the sum or product of two tensors")
             self.emit(node, name, word, inputs=[self.src(a) for a in node.args])
         elif fn is torch.cat:
             dim = node.args[1] if len(node.args) > 1 else node.kwargs.get("dim", 0)
             if dim != 1:
-                raise unsupported(node.name, "torch.cat", f"dim={dim} (the spec concatenates "
-                                  "channels)")
-            if len(node.args[0]) == 1:      # DenseNet's cat of one tensor: that tensor
+                raise unsupported(
+                    node.name, "torch.cat", f"dim={dim} (the spec concatenates channels)"
+                )
+            if len(node.args[0]) == 1:  # DenseNet's cat of one tensor: that tensor
                 self.alias[node.name] = self.src(node.args[0][0])
                 return
             self.emit(node, "torch.cat", "concat", inputs=[self.src(a) for a in node.args[0]])
@@ -335,13 +401,22 @@ class _Reader:
         elif fn is torch.permute:
             self.permute(node, node.args[1] if len(node.args) == 2 else node.args[1:])
         elif fn is F.layer_norm:
-            given = dict(zip(["input", "normalized_shape", "weight", "bias", "eps"], node.args),
-                         **node.kwargs)
+            given = dict(
+                zip(["input", "normalized_shape", "weight", "bias", "eps"], node.args),
+                **node.kwargs,
+            )
             weight, bias = given.get("weight"), given.get("bias")
             path = self.params.get(getattr(weight, "name", ""), "").rpartition(".")[0]
-            self.layer_norm(node, path or node.name, name, tuple(given["normalized_shape"]),
-                            given.get("eps", 1e-5), weight is not None, bias is not None,
-                            path or None)
+            self.layer_norm(
+                node,
+                path or node.name,
+                name,
+                tuple(given["normalized_shape"]),
+                given.get("eps", 1e-5),
+                weight is not None,
+                bias is not None,
+                path or None,
+            )
         else:
             raise self.construct(node)
 
@@ -357,22 +432,36 @@ class _Reader:
     def layer_norm(self, node, path, kind, shape, eps, scale, center, module=None) -> None:
         src = self.src(node.args[0])
         if node.args[0].name not in self.last or shape != _shape(node.args[0])[-1:]:
-            raise missing(path, kind, f"layer norm over {shape} of a {_shape(node.args[0])} "
-                          "tensor (the spec's layernorm is over the channels of each pixel)")
+            raise missing(
+                path,
+                kind,
+                f"layer norm over {shape} of a {_shape(node.args[0])} "
+                "tensor (the spec's layernorm is over the channels of each pixel)",
+            )
         if scale != center:
             raise unsupported(path, kind, "a scale without a bias, or the other way round")
         args = [] if eps == 1e-5 else [("kw", "eps", float(eps))]
         args += [] if scale else [("flag", "noscale"), ("flag", "nocenter")]
-        self.graph.add(Op(node.name, kind, "layernorm", args, [src],
-                          path=module if module is not None else
-                          (node.target if node.op == "call_module" else None)))
+        self.graph.add(
+            Op(
+                node.name,
+                kind,
+                "layernorm",
+                args,
+                [src],
+                path=module
+                if module is not None
+                else (node.target if node.op == "call_module" else None),
+            )
+        )
         self.last.add(node.name)
 
     def stochastic_depth(self, node, path, kind, p, mode) -> None:
         # torchvision's StochasticDepth: whole samples ("row") dropped in training
         if mode != "row":
-            raise unsupported(path, kind, f"mode='{mode}' (the spec drops whole samples, "
-                              "mode='row')")
+            raise unsupported(
+                path, kind, f"mode='{mode}' (the spec drops whole samples, mode='row')"
+            )
         self.emit(node, kind, "stochastic_depth", [("pos", float(p))])
 
     def _layer_scale(self, node) -> bool:
@@ -385,38 +474,59 @@ class _Reader:
         if tuple(params[0].meta["tensor_meta"].shape) != (c, 1, 1):
             return False
         path = self.params[params[0].name].rpartition(".")[0] or None
-        self.graph.add(Op(node.name, "layer_scale", "layerscale", [],
-                          [self.src(others[0])], path=path))
+        self.graph.add(
+            Op(node.name, "layer_scale", "layerscale", [], [self.src(others[0])], path=path)
+        )
         return True
 
     def function_pool(self, node, name):
         import torch.nn.functional as F
+
         avg = node.target is F.avg_pool2d
-        names = (["kernel_size", "stride", "padding", "ceil_mode", "count_include_pad"] if avg
-                 else ["kernel_size", "stride", "padding", "dilation", "ceil_mode"])
+        names = (
+            ["kernel_size", "stride", "padding", "ceil_mode", "count_include_pad"]
+            if avg
+            else ["kernel_size", "stride", "padding", "dilation", "ceil_mode"]
+        )
         given = dict(zip(names, node.args[1:]), **node.kwargs)
         if not avg and scalar(given.get("dilation", 1)) != 1:
             raise unsupported(node.name, name, f"dilation={given['dilation']}")
         if avg and given.get("divisor_override"):
             raise unsupported(node.name, name, "divisor_override (a fixed divisor)")
-        self.pool(node, node.name, name, "avgpool" if avg else "maxpool", given["kernel_size"],
-                  given.get("stride"), given.get("padding", 0), given.get("ceil_mode", False),
-                  avg and given.get("count_include_pad", True))
+        self.pool(
+            node,
+            node.name,
+            name,
+            "avgpool" if avg else "maxpool",
+            given["kernel_size"],
+            given.get("stride"),
+            given.get("padding", 0),
+            given.get("ceil_mode", False),
+            avg and given.get("count_include_pad", True),
+        )
 
     def flatten(self, node, path, kind, start, end):
         if start != 1 or end != -1:
-            raise unsupported(path, kind, f"start_dim={start}, end_dim={end} (the spec "
-                              "flattens everything but the batch)")
+            raise unsupported(
+                path,
+                kind,
+                f"start_dim={start}, end_dim={end} (the spec flattens everything but the batch)",
+            )
         shape = _shape(node.args[0])
-        if len(shape) == 2 or self.graph.ops and self.graph.ops[-1].name == \
-                self.src(node.args[0]) and self.graph.ops[-1].word in ("gap", "gmp"):
-            self.alias[node.name] = self.src(node.args[0])     # already a vector
+        if (
+            len(shape) == 2
+            or self.graph.ops
+            and self.graph.ops[-1].name == self.src(node.args[0])
+            and self.graph.ops[-1].word in ("gap", "gmp")
+        ):
+            self.alias[node.name] = self.src(node.args[0])  # already a vector
             return
         if shape[2] * shape[3] > 1:
             self.graph.notes.append(
                 f"'{path}' flattens a {shape[1]}x{shape[2]}x{shape[3]} (CxHxW) map in torch's "
                 "C,H,W order; 'flatten' here is H,W,C, so the next dense layer's weights are "
-                "permuted when torchvision weights are loaded (load_torchvision_state_dict).")
+                "permuted when torchvision weights are loaded (load_torchvision_state_dict)."
+            )
         self.emit(node, kind, "flatten")
 
     def adaptive(self, node, path, kind, op):
@@ -424,36 +534,59 @@ class _Reader:
         if (oh, ow) == (h, w):
             self.graph.notes.append(
                 f"'{path}' ({kind} to {oh}x{ow}) is the identity at this input size and is "
-                f"left out: the spec assumes the input size it was imported with.")
+                f"left out: the spec assumes the input size it was imported with."
+            )
             self.alias[node.name] = self.src(node.args[0])
         elif (oh, ow) == (1, 1):
-            self.emit(node, kind, "gap" if op == "avg" else "gmp",
-                      [] if self._only_flattened(node) else [("flag", "keepdims")])
+            self.emit(
+                node,
+                kind,
+                "gap" if op == "avg" else "gmp",
+                [] if self._only_flattened(node) else [("flag", "keepdims")],
+            )
         elif h % oh == 0 and w % ow == 0:
             k = window((h // oh, w // ow))
             self.emit(node, kind, f"{op}pool", [("pos", k)])
-            self.graph.notes.append(f"'{path}' ({kind} to {oh}x{ow}) is a {op}pool of "
-                                    f"{h // oh}x{w // ow} at this input size only.")
+            self.graph.notes.append(
+                f"'{path}' ({kind} to {oh}x{ow}) is a {op}pool of "
+                f"{h // oh}x{w // ow} at this input size only."
+            )
         else:
-            raise unsupported(path, kind, f"{h}x{w} -> {oh}x{ow} is no fixed window at this "
-                              "input size", hint="import with an input size where the pooled "
-                              "map divides evenly (--input), e.g. 224x224x3")
+            raise unsupported(
+                path,
+                kind,
+                f"{h}x{w} -> {oh}x{ow} is no fixed window at this input size",
+                hint="import with an input size where the pooled "
+                "map divides evenly (--input), e.g. 224x224x3",
+            )
 
     def _only_flattened(self, node) -> bool:
         import torch
+
         return bool(node.users) and all(
-            (u.op == "call_function" and u.target is torch.flatten) or
-            (u.op == "call_method" and u.target == "flatten") for u in node.users)
+            (u.op == "call_function" and u.target is torch.flatten)
+            or (u.op == "call_method" and u.target == "flatten")
+            for u in node.users
+        )
 
 
 # torch modules and calls that are constructs the language does not have yet (issue 16)
-MODULES = {"LayerNorm": "layer norm", "LayerNorm2d": "layer norm over channels",
-           "GroupNorm": "group norm", "LocalResponseNorm": "torch's local response norm",
-           "StochasticDepth": "stochastic depth", "ChannelShuffle": "channel shuffle",
-           "Upsample": "torch's upsampling"}
-CALLS = {"layer_norm": "layer norm", "group_norm": "group norm",
-         "chunk": "channel split (Tensor.chunk)", "split": "channel split (Tensor.split)",
-         "getitem": "channel split (a tensor indexed)"}
+MODULES = {
+    "LayerNorm": "layer norm",
+    "LayerNorm2d": "layer norm over channels",
+    "GroupNorm": "group norm",
+    "LocalResponseNorm": "torch's local response norm",
+    "StochasticDepth": "stochastic depth",
+    "ChannelShuffle": "channel shuffle",
+    "Upsample": "torch's upsampling",
+}
+CALLS = {
+    "layer_norm": "layer norm",
+    "group_norm": "group norm",
+    "chunk": "channel split (Tensor.chunk)",
+    "split": "channel split (Tensor.split)",
+    "getitem": "channel split (a tensor indexed)",
+}
 SHUFFLE = {"size", "view", "reshape", "transpose", "contiguous", "floordiv"}
 
 
@@ -462,13 +595,21 @@ def _construct(node, traced) -> str | None:
     (permute, layer_norm, permute) and layer scale (a parameter times the branch), ShuffleNet's
     channel split (chunk) and shuffle (view, transpose, view)."""
     name = node.target if node.op == "call_method" else getattr(node.target, "__name__", "")
-    calls = {n.target if n.op == "call_method" else getattr(n.target, "__name__", "")
-             for n in traced.graph.nodes if n.op in ("call_method", "call_function")}
-    modules = {type(traced.get_submodule(n.target)).__name__ for n in traced.graph.nodes
-               if n.op == "call_module"}
+    calls = {
+        n.target if n.op == "call_method" else getattr(n.target, "__name__", "")
+        for n in traced.graph.nodes
+        if n.op in ("call_method", "call_function")
+    }
+    modules = {
+        type(traced.get_submodule(n.target)).__name__
+        for n in traced.graph.nodes
+        if n.op == "call_module"
+    }
     if node.op == "get_attr":
-        if any(u.op == "call_function" and getattr(u.target, "__name__", "") == "mul"
-               for u in node.users):
+        if any(
+            u.op == "call_function" and getattr(u.target, "__name__", "") == "mul"
+            for u in node.users
+        ):
             return f"layer scale (the learned per-channel scale '{node.target}')"
         return f"a parameter used outside a layer ('{node.target}')"
     if name == "permute":

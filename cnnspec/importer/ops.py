@@ -37,12 +37,12 @@ class Dims:
 
 @dataclass
 class Op:
-    name: str                    # the source's name for it (module path, Keras layer name)
-    source_type: str             # the source's type (Conv2d, DepthwiseConv2D, ...)
-    word: str                    # the spec keyword
+    name: str  # the source's name for it (module path, Keras layer name)
+    source_type: str  # the source's type (Conv2d, DepthwiseConv2D, ...)
+    word: str  # the spec keyword
     args: list[tuple] = field(default_factory=list)  # ("pos", v) | ("kw", key, v) | ("flag", w)
     inputs: list[str] = field(default_factory=list)
-    path: str | None = None      # torch: the module path, to name blocks after their class
+    path: str | None = None  # torch: the module path, to name blocks after their class
 
     def slots(self) -> list[int]:
         """The integers a block parameter may stand for, in writing order."""
@@ -55,8 +55,13 @@ class Op:
 
     def signature(self) -> tuple:
         """The statement with its slots blanked: equal signatures differ only in integers."""
-        return (self.word, tuple(a[:-1] + (("#",) if a[0] != "flag" and _slot(a[-1])
-                                           else (a[-1],)) for a in self.args))
+        return (
+            self.word,
+            tuple(
+                a[:-1] + (("#",) if a[0] != "flag" and _slot(a[-1]) else (a[-1],))
+                for a in self.args
+            ),
+        )
 
     def render(self, texts: list[str] | None = None) -> str:
         """The statement; `texts` replaces the slots in order (block parameters)."""
@@ -69,7 +74,7 @@ class Op:
                 continue
             text = _slot_text(v, texts.pop(0)) if _slot(v) else literal(v)
             if arg[0] == "kw" and DEFAULTS.get(arg[1]) == text and self.word in WINDOWED:
-                continue     # kept in the signature (so strides 1 and 2 share a block), not said
+                continue  # kept in the signature (so strides 1 and 2 share a block), not said
             parts.append(text if arg[0] == "pos" else f"{arg[1]}={text}")
         return " ".join(parts)
 
@@ -127,26 +132,33 @@ class Graph:
     outputs: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
     input_name: str = "input"
-    counts: tuple[int, int] = (0, 0)   # the source's (trainable, non-trainable)
-    module_types: dict[str, str] = field(default_factory=dict)   # torch: path -> class name
+    counts: tuple[int, int] = (0, 0)  # the source's (trainable, non-trainable)
+    module_types: dict[str, str] = field(default_factory=dict)  # torch: path -> class name
 
     def add(self, op: Op) -> Op:
         self.ops.append(op)
         return op
 
 
-def unsupported(name: str, source_type: str, why: str = "", hint: str | None = None,
-                code: str = "E411") -> SpecError:
+def unsupported(
+    name: str, source_type: str, why: str = "", hint: str | None = None, code: str = "E411"
+) -> SpecError:
     """The error for something of the source that the language cannot say."""
     what = f"'{name}' ({source_type})"
-    msg = f"cannot import {what}: {why}" if why else f"cannot import {what}: no cnnspec layer " \
-        "does what it does"
+    msg = (
+        f"cannot import {what}: {why}"
+        if why
+        else f"cannot import {what}: no cnnspec layer does what it does"
+    )
     return SpecError(code, msg, hint=hint)
 
 
 def missing(name: str, source_type: str, construct: str, hint: str | None = None) -> SpecError:
     """The error for a known construct of the source that the language does not have yet
     (layer norm, channel shuffle, ...): it names the construct, not the tracing step."""
-    return SpecError("E417", f"cannot import '{name}' ({source_type}): {construct} is a "
-                     "construct cnnspec does not have yet",
-                     hint=hint or "the language has no layer for it; write that part by hand")
+    return SpecError(
+        "E417",
+        f"cannot import '{name}' ({source_type}): {construct} is a "
+        "construct cnnspec does not have yet",
+        hint=hint or "the language has no layer for it; write that part by hand",
+    )

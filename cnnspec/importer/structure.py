@@ -18,7 +18,6 @@ from .ops import MERGES, Graph, Op
 FOLDABLE = {"relu", "relu6", "silu", "sigmoid", "tanh", "gelu", "hard_swish", "elu"}
 
 
-
 def ops_of(item) -> list[Op]:
     """The ops an item holds, in order: an op, a run of ops (anything with `.ops`), or the
     body and shortcut of a residual / the branches of a parallel, recursively."""
@@ -28,6 +27,7 @@ def ops_of(item) -> list[Op]:
         return list(item.ops)
     seqs = [item.body, item.shortcut] if isinstance(item, Residual) else item.branches
     return [op for seq in seqs for it in seq for op in ops_of(it)]
+
 
 @dataclass
 class Residual:
@@ -52,16 +52,17 @@ def chain_concats(graph: Graph) -> None:
     """concat(a, b, c, d) where concat(a, b, c) exists already is concat(that, d): the same
     values in the same order. torchvision's DenseNet concatenates all earlier features for
     each layer; chained, it is Keras' x = concat(x, f(x)), which `parallel` can say."""
-    concats: list[tuple[str, list[str]]] = []     # (name, the inputs as first written)
+    concats: list[tuple[str, list[str]]] = []  # (name, the inputs as first written)
     for op in graph.ops:
         if op.word != "concat":
             continue
         written = list(op.inputs)
-        prefixes = [(n, ins) for n, ins in concats if len(ins) < len(written) and
-                    written[:len(ins)] == ins]
+        prefixes = [
+            (n, ins) for n, ins in concats if len(ins) < len(written) and written[: len(ins)] == ins
+        ]
         if prefixes:
             name, ins = max(prefixes, key=lambda c: len(c[1]))
-            op.inputs = [name] + written[len(ins):]
+            op.inputs = [name] + written[len(ins) :]
         concats.append((op.name, written))
 
 
@@ -69,8 +70,11 @@ def decompose(graph: Graph) -> list[Item]:
     """The graph's ops as one sequence of items, from the input to the (single) output."""
     chain_concats(graph)
     if len(graph.outputs) != 1:
-        raise SpecError("E413", f"{graph.source}: {len(graph.outputs)} outputs; the importer "
-                        "writes models with one output")
+        raise SpecError(
+            "E413",
+            f"{graph.source}: {len(graph.outputs)} outputs; the importer "
+            "writes models with one output",
+        )
     return _Decomposer(graph).sequence(graph.input_name, None)[0]
 
 
@@ -114,8 +118,9 @@ class _Decomposer:
                 cur = op.name
                 continue
             merge = self._merge_of(users)
-            if merge is None or (stop is not None and merge != stop and
-                                 self.order[merge] > self.order[stop]):
+            if merge is None or (
+                stop is not None and merge != stop and self.order[merge] > self.order[stop]
+            ):
                 raise self._tangled(self.ops[users[0]])
             item, cur = self._fan_out(cur, users, self.ops[merge])
             items.append(item)
@@ -126,8 +131,12 @@ class _Decomposer:
         return min(common, key=self.order.__getitem__) if common else None
 
     def _fan_out(self, cur: str, users: list[str], merge: Op) -> tuple[Item, str]:
-        if merge.word == "add" and len(merge.inputs) == 2 and cur in merge.inputs and \
-                len(users) > 2:
+        if (
+            merge.word == "add"
+            and len(merge.inputs) == 2
+            and cur in merge.inputs
+            and len(users) > 2
+        ):
             # x + f(x) where f itself fans x out (InceptionResNet: x + s * conv(concat(...))):
             # the body is the sequence from x through the other users alone
             saved = self.users[cur]
@@ -167,8 +176,12 @@ class _Decomposer:
         else:
             item = Residual(body, short, merge=merge)
         after = self.users[merge.name]
-        if len(after) == 1 and self.ops[after[0]].word in FOLDABLE and \
-                not self.ops[after[0]].args and merge.name not in self.graph.outputs:
+        if (
+            len(after) == 1
+            and self.ops[after[0]].word in FOLDABLE
+            and not self.ops[after[0]].args
+            and merge.name not in self.graph.outputs
+        ):
             item.act = self.ops[after[0]].word
             return item, after[0]
         return item, merge.name
@@ -177,15 +190,17 @@ class _Decomposer:
         """Where the source registers the first module of `items` (torch's named_modules
         order, which its state_dict follows); the graph's order where it does not say."""
         registered = {p: i for i, p in enumerate(self.graph.module_types)}
-        ranks = [registered[op.path] for it in items for op in ops_of(it)
-                 if op.path in registered]
+        ranks = [registered[op.path] for it in items for op in ops_of(it) if op.path in registered]
         return min(ranks) if ranks else self.order[ops_of(items[0])[0].name]
 
     def _tangled(self, op: Op) -> SpecError:
-        return SpecError("E413", f"cannot import '{op.name}' ({op.source_type}): its inputs do "
-                         "not come from one fan-out closed by one merge, which is what "
-                         "residual and parallel can say",
-                         hint="this importer writes series-parallel graphs only")
+        return SpecError(
+            "E413",
+            f"cannot import '{op.name}' ({op.source_type}): its inputs do "
+            "not come from one fan-out closed by one merge, which is what "
+            "residual and parallel can say",
+            hint="this importer writes series-parallel graphs only",
+        )
 
 
 def _size(items: list[Item]) -> int:

@@ -27,9 +27,18 @@ from .ops import LEADING, MERGES, PRIMARY, Graph, Op, literal
 from .structure import Item, Residual, ops_of
 
 MAX_WIDTH = 96
-MIN_RUN, MAX_RUN = 3, 40     # ops in a repeated run worth a block
-ROLE = {"filters": "f", "units": "units", "kernel": "k", "stride": "stride", "padding": "pad",
-        "size": "size", "multiplier": "m", "groups": "groups", "dilation": "d"}
+MIN_RUN, MAX_RUN = 3, 40  # ops in a repeated run worth a block
+ROLE = {
+    "filters": "f",
+    "units": "units",
+    "kernel": "k",
+    "stride": "stride",
+    "padding": "pad",
+    "size": "size",
+    "multiplier": "m",
+    "groups": "groups",
+    "dilation": "d",
+}
 
 
 def signature(item) -> tuple:
@@ -38,10 +47,13 @@ def signature(item) -> tuple:
     if isinstance(item, Run):
         return ("run", tuple(op.signature() for op in item.ops))
     if isinstance(item, Residual):
-        return ("residual", item.act, tuple(map(signature, item.body)),
-                tuple(map(signature, item.shortcut)))
-    return ("parallel", item.op, item.act,
-            tuple(tuple(map(signature, b)) for b in item.branches))
+        return (
+            "residual",
+            item.act,
+            tuple(map(signature, item.body)),
+            tuple(map(signature, item.shortcut)),
+        )
+    return ("parallel", item.op, item.act, tuple(tuple(map(signature, b)) for b in item.branches))
 
 
 @dataclass
@@ -62,10 +74,10 @@ class Stage:
 @dataclass
 class Block:
     name: str
-    items: list[Item]                       # the first occurrence, rendered with `texts`
-    texts: list[str]                        # per slot: literal or expression
-    params: list[tuple[str, int | None]]    # (name, default)
-    calls: dict[int, list[int]] = field(default_factory=dict)   # id(item) -> param values
+    items: list[Item]  # the first occurrence, rendered with `texts`
+    texts: list[str]  # per slot: literal or expression
+    params: list[tuple[str, int | None]]  # (name, default)
+    calls: dict[int, list[int]] = field(default_factory=dict)  # id(item) -> param values
 
     def call(self, item: Item) -> str:
         parts = [self.name]
@@ -77,13 +89,14 @@ class Block:
         return " ".join(parts)
 
 
-def infer(occurrences: list[list[int]], in_channels: list[int], roles_: list[str],
-          force: bool = False):
+def infer(
+    occurrences: list[list[int]], in_channels: list[int], roles_: list[str], force: bool = False
+):
     """(texts per slot, params with defaults, values per occurrence) for one block. Calls that
     differ get at least one argument (`basic_block 128`, not a bare `basic_block` whose
     widths come from `in_channels` alone): then the first varying integer is a parameter."""
     texts, params, values = [], [], [[] for _ in occurrences]
-    columns: list[tuple[str, tuple[int, ...]]] = []    # parameter name -> its values
+    columns: list[tuple[str, tuple[int, ...]]] = []  # parameter name -> its values
     for s, role in enumerate(roles_):
         col = tuple(o[s] for o in occurrences)
         if len(set(col)) == 1:
@@ -95,8 +108,11 @@ def infer(occurrences: list[list[int]], in_channels: list[int], roles_: list[str
         if expr is None:
             base = ROLE.get(role, "n")
             taken = {p for p, _ in params}
-            name = base if base not in taken else next(f"{base}{i}" for i in range(2, 99)
-                                                        if f"{base}{i}" not in taken)
+            name = (
+                base
+                if base not in taken
+                else next(f"{base}{i}" for i in range(2, 99) if f"{base}{i}" not in taken)
+            )
             default = 1 if base == "stride" and 1 in col else None
             params.append((name, default))
             columns.append((name, col))
@@ -127,7 +143,7 @@ class Writer:
         self.channels = _channels(graph)
         self.blocks: list[Block] = []
         self.block_of: dict[int, Block] = {}
-        self.labels: dict[int, str] = {}        # id(item) -> the source's name for it
+        self.labels: dict[int, str] = {}  # id(item) -> the source's name for it
 
     # --- finding blocks ----------------------------------------------------------------------
     def find_blocks(self, items: list[Item], runs: bool = True) -> list[Item]:
@@ -145,8 +161,7 @@ class Writer:
             role_list = [r for op in ops_of(occ[0]) for r in _roles(op)]
             ins = [self.channels[_input(it)] for it in occ]
             texts, params, values = infer(slots, ins, role_list)
-            block = Block(name, occ[0].ops if isinstance(occ[0], Run) else [occ[0]], texts,
-                          params)
+            block = Block(name, occ[0].ops if isinstance(occ[0], Run) else [occ[0]], texts, params)
             for it, vals in zip(occ, values):
                 block.calls[id(it)] = vals
                 self.block_of[id(it)] = block
@@ -156,15 +171,21 @@ class Writer:
     def _runs(self, items: list[Item]) -> list[Item]:
         bodies: dict[tuple, list[Residual]] = {}
         for it in items:
-            if isinstance(it, Residual) and not it.shortcut and \
-                    all(isinstance(x, Op) for x in it.body):
+            if (
+                isinstance(it, Residual)
+                and not it.shortcut
+                and all(isinstance(x, Op) for x in it.body)
+            ):
                 bodies.setdefault(tuple(op.signature() for op in it.body), []).append(it)
         for sig, residuals in bodies.items():
             out, i, bare = [], 0, 0
             while i < len(items):
-                window = items[i:i + len(sig)]
-                if len(window) == len(sig) and all(isinstance(x, Op) for x in window) and \
-                        tuple(op.signature() for op in window) == sig:
+                window = items[i : i + len(sig)]
+                if (
+                    len(window) == len(sig)
+                    and all(isinstance(x, Op) for x in window)
+                    and tuple(op.signature() for op in window) == sig
+                ):
                     out.append(Run(list(window)))
                     i, bare = i + len(sig), bare + 1
                 else:
@@ -183,10 +204,9 @@ class Writer:
             if isinstance(it, Run):
                 groups.setdefault(signature(it), []).append(it)
                 continue
-            if not (isinstance(it, Residual) and len(it.body) == 1 and
-                    isinstance(it.body[0], Run)):
+            if not (isinstance(it, Residual) and len(it.body) == 1 and isinstance(it.body[0], Run)):
                 groups.setdefault(signature(it), []).append(it)
-            for seq in ([it.body, it.shortcut] if isinstance(it, Residual) else it.branches):
+            for seq in [it.body, it.shortcut] if isinstance(it, Residual) else it.branches:
                 self._collect(seq, groups)
 
     def _names(self, items: list[Item]) -> list[str]:
@@ -229,10 +249,17 @@ class Writer:
             return items
         from ..layers import KEYWORDS
         from ..textmate import grammar_keywords
+
         # a layer's keyword names a tensor well (`fc = dense 1000`); the grammar's words and
         # the blocks' names do not
-        reserved = {*grammar_keywords(), "else", "input", "output", "model",
-                    *(b.name for b in self.blocks)}
+        reserved = {
+            *grammar_keywords(),
+            "else",
+            "input",
+            "output",
+            "model",
+            *(b.name for b in self.blocks),
+        }
         runs: list[tuple[str | None, list]] = []
         for it in items:
             root = self._root(it)
@@ -243,14 +270,19 @@ class Writer:
         seen = Counter(root for root, _ in runs)
         out: list = []
         for root, run in runs:
-            usable = root is not None and seen[root] == 1 and root.isidentifier() and \
-                not keyword.iskeyword(root) and not root.startswith("__") and \
-                root not in reserved
+            usable = (
+                root is not None
+                and seen[root] == 1
+                and root.isidentifier()
+                and not keyword.iskeyword(root)
+                and not root.startswith("__")
+                and root not in reserved
+            )
             if usable and len(run) > 1:
                 # a block may not take a layer kind's name (E216): those stay unnamed
                 out += [Stage(root, run)] if root not in KEYWORDS else run
             elif usable and not re.fullmatch(r"[a-z]+[0-9]+", root):
-                self.labels[id(run[0])] = root     # conv1, bn1: what the spec calls them too
+                self.labels[id(run[0])] = root  # conv1, bn1: what the spec calls them too
                 out += run
             else:
                 out += run
@@ -269,7 +301,7 @@ class Writer:
             lines.append(f"block {b.name}({params}) {{")
             lines += _indent(self.sequence(b.items, iter(b.texts), inline=True))
             lines.append("}")
-        for st in stages or []:        # after the blocks they call
+        for st in stages or []:  # after the blocks they call
             if isinstance(st, Stage):
                 lines.append(f"block {st.name}() {{")
                 lines += _indent(self.sequence(st.items))
@@ -293,8 +325,7 @@ class Writer:
                 text = it.render([next(texts) for _ in it.slots()] if texts else None)
                 text = f"{label} = {text}" if label else text
                 starts = _starts_line(it, line)
-                if line and (starts and has_primary or
-                             len("; ".join(line + [text])) > MAX_WIDTH):
+                if line and (starts and has_primary or len("; ".join(line + [text])) > MAX_WIDTH):
                     lines.append("; ".join(line))
                     line, has_primary = [], False
                 line.append(text)
@@ -319,13 +350,19 @@ class Writer:
         if isinstance(item, Residual):
             head = "residual" + (f" {item.act}" if item.act else "")
             body = self.sequence(item.body, texts, inline=True)
-            if len(body) == 1 and not item.shortcut and _single(body[0]) and \
-                    len(head + body[0]) < MAX_WIDTH - 6:
+            if (
+                len(body) == 1
+                and not item.shortcut
+                and _single(body[0])
+                and len(head + body[0]) < MAX_WIDTH - 6
+            ):
                 return [f"{head} {{ {body[0]} }}"]
             lines = [f"{head} {{", *_indent(body)]
             if item.shortcut:
-                lines += ["} shortcut {",
-                          *_indent(self.sequence(item.shortcut, texts, inline=True))]
+                lines += [
+                    "} shortcut {",
+                    *_indent(self.sequence(item.shortcut, texts, inline=True)),
+                ]
             return lines + ["}"]
         lines = [f"parallel {item.op}{f' {item.act}' if item.act else ''} {{"]
         for branch in item.branches:
@@ -398,7 +435,7 @@ def _count(items, stretches, sig) -> int:
     for lo, hi in stretches:
         k = lo
         while k + len(sig) <= hi:
-            if tuple(o.signature() for o in items[k:k + len(sig)]) == sig:
+            if tuple(o.signature() for o in items[k : k + len(sig)]) == sig:
                 n, k = n + 1, k + len(sig)
             else:
                 k += 1
@@ -408,9 +445,12 @@ def _count(items, stretches, sig) -> int:
 def _replace(items, sig) -> list:
     out, k = [], 0
     while k < len(items):
-        window = items[k:k + len(sig)]
-        if len(window) == len(sig) and all(isinstance(o, Op) for o in window) and \
-                tuple(o.signature() for o in window) == sig:
+        window = items[k : k + len(sig)]
+        if (
+            len(window) == len(sig)
+            and all(isinstance(o, Op) for o in window)
+            and tuple(o.signature() for o in window) == sig
+        ):
             out.append(Run(list(window)))
             k += len(sig)
         else:
@@ -425,13 +465,14 @@ def _kind_name(item: Item) -> str:
     if isinstance(item, Residual):
         return "res_block"
     if item.op == "concat" and any(not b for b in item.branches):
-        return "dense_layer"       # x ++ f(x): DenseNet's name for it
+        return "dense_layer"  # x ++ f(x): DenseNet's name for it
     return f"{item.op}_block"
 
 
 def _roles(op: Op) -> list[str]:
     from ..layers import KEYWORDS
     from .ops import _slot
+
     positional = KEYWORDS[op.word][0].positional if op.word in KEYWORDS else ()
     out, pos = [], 0
     for arg in op.args:
@@ -515,15 +556,19 @@ def flat(graph: Graph) -> list[str]:
         text = op.render()
         if op.word in MERGES:
             refs = [names[i] for i in op.inputs]
-            text += " " + (" ".join(refs[1:]) if op.inputs[0] == prev
-                           else f"from=({', '.join(refs)})")
+            text += " " + (
+                " ".join(refs[1:]) if op.inputs[0] == prev else f"from=({', '.join(refs)})"
+            )
         elif op.inputs[0] != prev:
             text += f" from={names[op.inputs[0]]}"
         alone = op.name in need or op.word in MERGES or op.inputs[0] != prev
         if op.name in need:
             text = f"{names[op.name]} = {text}"
-        if line and (alone or (_starts_line(op, line) and has_primary) or
-                     len("; ".join(line + [text])) > MAX_WIDTH):
+        if line and (
+            alone
+            or (_starts_line(op, line) and has_primary)
+            or len("; ".join(line + [text])) > MAX_WIDTH
+        ):
             lines.append("; ".join(line))
             line, has_primary = [], False
         line.append(text)
@@ -542,6 +587,7 @@ def flat(graph: Graph) -> list[str]:
 def _tensor_names(graph: Graph) -> dict[str, str]:
     from ..layers import KEYWORDS
     from ..textmate import grammar_keywords
+
     # the grammar's own words (`compile`, `transfer`...; `else` is a terminal of its own)
     reserved = {*KEYWORDS, *grammar_keywords(), "else"}
     names, taken = {graph.input_name: "input"}, {"input"}

@@ -3,5 +3,13 @@
 from . import conv, core, merge, norm, pool  # noqa: F401  (registration side effects)
 from .base import ACTIVATIONS, KEYWORDS, REGISTRY, Layer, Shape, ShapeError, fmt_int, fmt_shape
 
-__all__ = ["ACTIVATIONS", "KEYWORDS", "REGISTRY", "Layer", "Shape", "ShapeError", "fmt_int",
-           "fmt_shape"]
+__all__ = [
+    "ACTIVATIONS",
+    "KEYWORDS",
+    "REGISTRY",
+    "Layer",
+    "Shape",
+    "ShapeError",
+    "fmt_int",
+    "fmt_shape",
+]

@@ -22,11 +22,26 @@ from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
 Shape = tuple[int, ...]
 
 ACTIVATIONS = (
-    "relu", "relu6", "leaky_relu", "elu", "sigmoid", "tanh", "softmax", "silu", "gelu",
-    "hard_swish", "hard_sigmoid", "linear",
+    "relu",
+    "relu6",
+    "leaky_relu",
+    "elu",
+    "sigmoid",
+    "tanh",
+    "softmax",
+    "silu",
+    "gelu",
+    "hard_swish",
+    "hard_sigmoid",
+    "linear",
 )
-ACTIVATION_ALIASES = {"swish": "silu", "hswish": "hard_swish", "hsigmoid": "hard_sigmoid",
-                      "leakyrelu": "leaky_relu", "lrelu": "leaky_relu"}
+ACTIVATION_ALIASES = {
+    "swish": "silu",
+    "hswish": "hard_swish",
+    "hsigmoid": "hard_sigmoid",
+    "leakyrelu": "leaky_relu",
+    "lrelu": "leaky_relu",
+}
 
 
 class ShapeError(Exception):
@@ -57,8 +72,9 @@ def _activation(value: Any) -> Any:
 
 Pos = Annotated[int, Field(ge=1)]
 Pair = Annotated[tuple[Pos, Pos], BeforeValidator(_pair)]
-NonNegPair = Annotated[tuple[Annotated[int, Field(ge=0)], Annotated[int, Field(ge=0)]],
-                       BeforeValidator(_pair)]
+NonNegPair = Annotated[
+    tuple[Annotated[int, Field(ge=0)], Annotated[int, Field(ge=0)]], BeforeValidator(_pair)
+]
 ActivationName = Literal[ACTIVATIONS]  # type: ignore[valid-type]
 OptActivation = Annotated[ActivationName | None, BeforeValidator(_activation)]
 Padding = Literal["same", "valid"] | NonNegPair
@@ -69,14 +85,14 @@ class Layer(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True, defer_build=True)
 
-    keywords: ClassVar[dict[str, dict]] = {}   # spec keyword -> preset fields
+    keywords: ClassVar[dict[str, dict]] = {}  # spec keyword -> preset fields
     positional: ClassVar[tuple[str, ...]] = ()  # fields filled by bare numbers, in order
-    flags: ClassVar[dict[str, dict]] = {}       # bare word -> field values
-    takes_refs: ClassVar[bool] = False          # bare words name input tensors (merges)
+    flags: ClassVar[dict[str, dict]] = {}  # bare word -> field values
+    takes_refs: ClassVar[bool] = False  # bare words name input tensors (merges)
     min_inputs: ClassVar[int] = 1
     max_inputs: ClassVar[int] = 1
     kind_doc: ClassVar[str] = ""
-    internal: ClassVar[bool] = False            # made by the compiler, not written by users
+    internal: ClassVar[bool] = False  # made by the compiler, not written by users
 
     def output_shape(self, shapes: list[Shape]) -> Shape:
         return shapes[0]
@@ -95,7 +111,7 @@ class Layer(BaseModel):
         return self.model_dump(exclude_defaults=True, exclude={"kind"})
 
 
-REGISTRY: dict[str, type[Layer]] = {}   # kind -> class
+REGISTRY: dict[str, type[Layer]] = {}  # kind -> class
 KEYWORDS: dict[str, tuple[type[Layer], dict]] = {}  # spec keyword -> (class, preset)
 
 
@@ -112,18 +128,22 @@ def register(cls: type[Layer]) -> type[Layer]:
 
 # --- Shape arithmetic shared by the rules (pure integer functions) -------------------------
 
+
 def need_image(shapes: list[Shape], what: str) -> Shape:
     shape = shapes[0]
     if len(shape) != 3:
         raise ShapeError(
             f"{what} needs a feature map (height x width x channels), got a vector of "
             f"{fmt_shape(shape)}",
-            hint="spatial layers come before flatten / global pooling", code="E302")
+            hint="spatial layers come before flatten / global pooling",
+            code="E302",
+        )
     return shape
 
 
-def conv_size(size: int, kernel: int, stride: int, pad_total: int, dilation: int = 1,
-              ceil: bool = False) -> int:
+def conv_size(
+    size: int, kernel: int, stride: int, pad_total: int, dilation: int = 1, ceil: bool = False
+) -> int:
     """Output size of a convolution or pooling window along one axis.
 
     >>> conv_size(224, 3, 1, 2)      # (224 - 3 + 2*1) / 1 + 1
@@ -158,8 +178,15 @@ def same_pads(size: int, kernel: int, stride: int, dilation: int = 1) -> tuple[i
     return total // 2, total - total // 2
 
 
-def window_out(size: int, kernel: int, stride: int, padding, dilation: int = 1,
-               axis: int = 0, ceil: bool = False) -> tuple[int, str]:
+def window_out(
+    size: int,
+    kernel: int,
+    stride: int,
+    padding,
+    dilation: int = 1,
+    axis: int = 0,
+    ceil: bool = False,
+) -> tuple[int, str]:
     """Output size along one axis, and the formula with the numbers put in."""
     k = kernel if dilation == 1 else f"{dilation}*({kernel}-1)+1"
     if padding == "same":
@@ -180,7 +207,8 @@ def check_positive(out: Shape, what: str, inp: Shape) -> Shape:
         raise ShapeError(
             f"{what} on a {fmt_shape(inp)} tensor gives a {fmt_shape(out)} output",
             hint="the window is larger than its input: use 'same' padding, a smaller window or "
-                 "stride, fewer downsampling stages, or a larger input")
+            "stride, fewer downsampling stages, or a larger input",
+        )
     return out
 
 

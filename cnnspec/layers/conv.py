@@ -27,27 +27,45 @@ from .base import (
     window_out,
 )
 
-_PAD_FLAGS = {"same": {"padding": "same"}, "valid": {"padding": "valid"},
-              "nobias": {"bias": False}}
+_PAD_FLAGS = {"same": {"padding": "same"}, "valid": {"padding": "valid"}, "nobias": {"bias": False}}
 
 
 class _Windowed(Layer):
     """Shared by the kinds that slide a window: output size per axis by the course's formula."""
 
     def _spatial(self, shape: Shape, what: str) -> tuple[int, int]:
-        h, w = (window_out(shape[i], self.kernel[i], self.stride[i], self.padding,
-                           getattr(self, "dilation", (1, 1))[i], axis=i)[0] for i in (0, 1))
+        h, w = (
+            window_out(
+                shape[i],
+                self.kernel[i],
+                self.stride[i],
+                self.padding,
+                getattr(self, "dilation", (1, 1))[i],
+                axis=i,
+            )[0]
+            for i in (0, 1)
+        )
         check_positive((h, w), what, shape)
         return h, w
 
     def _explain_spatial(self, shape: Shape) -> list[str]:
         lines = []
         for i, axis in ((0, "height"), (1, "width")):
-            if i == 1 and shape[0] == shape[1] and self.kernel[0] == self.kernel[1] \
-                    and self.stride[0] == self.stride[1]:
+            if (
+                i == 1
+                and shape[0] == shape[1]
+                and self.kernel[0] == self.kernel[1]
+                and self.stride[0] == self.stride[1]
+            ):
                 break
-            _, formula = window_out(shape[i], self.kernel[i], self.stride[i], self.padding,
-                                    getattr(self, "dilation", (1, 1))[i], axis=i)
+            _, formula = window_out(
+                shape[i],
+                self.kernel[i],
+                self.stride[i],
+                self.padding,
+                getattr(self, "dilation", (1, 1))[i],
+                axis=i,
+            )
             lines.append(f"{axis}: {formula}" if i or shape[0] != shape[1] else formula)
         return lines
 
@@ -67,14 +85,18 @@ class Conv(_Windowed):
     keywords = {"conv": {}, "conv2d": {}}
     positional = ("filters", "kernel", "stride")
     flags = _PAD_FLAGS
-    kind_doc = "conv K FxF [stride=S] [same|valid|padding=P] [dilation=D] [groups=G] [bias=false] [act]"
+    kind_doc = (
+        "conv K FxF [stride=S] [same|valid|padding=P] [dilation=D] [groups=G] [bias=false] [act]"
+    )
 
     def output_shape(self, shapes):
         shape = need_image(shapes, "conv")
         if shape[2] % self.groups or self.filters % self.groups:
             raise ShapeError(
                 f"groups={self.groups} must divide both the input channels ({shape[2]}) and the "
-                f"filters ({self.filters})", code="E303")
+                f"filters ({self.filters})",
+                code="E303",
+            )
         return (*self._spatial(shape, f"conv {self.kernel[0]}x{self.kernel[1]}"), self.filters)
 
     def count_params(self, shapes):
@@ -91,10 +113,14 @@ class Conv(_Windowed):
         dg = f"{d}/{self.groups}" if self.groups > 1 else f"{d}"
         bias = f" + {self.filters}" if self.bias else ""
         p, _ = self.count_params(shapes)
-        return [*self._explain_spatial(shapes[0]),
-                f"params: {f0}*{f1}*{dg}*{self.filters}{bias} = {fmt_int(p)}",
-                (f"MACs: {out[0]}*{out[1]}*{self.filters}*{f0}*{f1}*{dg} = "
-                f"{fmt_int(self.count_macs(shapes, out))}")]
+        return [
+            *self._explain_spatial(shapes[0]),
+            f"params: {f0}*{f1}*{dg}*{self.filters}{bias} = {fmt_int(p)}",
+            (
+                f"MACs: {out[0]}*{out[1]}*{self.filters}*{f0}*{f1}*{dg} = "
+                f"{fmt_int(self.count_macs(shapes, out))}"
+            ),
+        ]
 
 
 @register
@@ -128,9 +154,11 @@ class DepthwiseConv(_Windowed):
         f0, f1 = self.kernel
         c = out[2]
         bias = f" + {c}" if self.bias else ""
-        return [*self._explain_spatial(shapes[0]),
-                f"params: {f0}*{f1}*{c}{bias} = {fmt_int(self.count_params(shapes)[0])}",
-                f"MACs: {out[0]}*{out[1]}*{c}*{f0}*{f1} = {fmt_int(self.count_macs(shapes, out))}"]
+        return [
+            *self._explain_spatial(shapes[0]),
+            f"params: {f0}*{f1}*{c}{bias} = {fmt_int(self.count_params(shapes)[0])}",
+            f"MACs: {out[0]}*{out[1]}*{c}*{f0}*{f1} = {fmt_int(self.count_macs(shapes, out))}",
+        ]
 
 
 @register
@@ -158,8 +186,10 @@ class SeparableConv(_Windowed):
 
     def count_params(self, shapes):
         mid = shapes[0][2] * self.multiplier
-        return (self.kernel[0] * self.kernel[1] * mid + mid * self.filters
-                + self.filters * self.bias, 0)
+        return (
+            self.kernel[0] * self.kernel[1] * mid + mid * self.filters + self.filters * self.bias,
+            0,
+        )
 
     def count_macs(self, shapes, out):
         mid = shapes[0][2] * self.multiplier
@@ -169,11 +199,17 @@ class SeparableConv(_Windowed):
         f0, f1 = self.kernel
         mid = shapes[0][2] * self.multiplier
         bias = f" + {self.filters}" if self.bias else ""
-        return [*self._explain_spatial(shapes[0]),
-                (f"params: {f0}*{f1}*{mid} + {mid}*{self.filters}{bias} = "
-                f"{fmt_int(self.count_params(shapes)[0])}"),
-                (f"MACs: {out[0]}*{out[1]}*{mid}*({f0}*{f1} + {self.filters}) = "
-                f"{fmt_int(self.count_macs(shapes, out))}")]
+        return [
+            *self._explain_spatial(shapes[0]),
+            (
+                f"params: {f0}*{f1}*{mid} + {mid}*{self.filters}{bias} = "
+                f"{fmt_int(self.count_params(shapes)[0])}"
+            ),
+            (
+                f"MACs: {out[0]}*{out[1]}*{mid}*({f0}*{f1} + {self.filters}) = "
+                f"{fmt_int(self.count_macs(shapes, out))}"
+            ),
+        ]
 
 
 @register
@@ -216,8 +252,11 @@ class ConvTranspose(Layer):
         return (*hw, self.filters)
 
     def count_params(self, shapes):
-        return (self.kernel[0] * self.kernel[1] * shapes[0][2] * self.filters
-                + self.filters * self.bias, 0)
+        return (
+            self.kernel[0] * self.kernel[1] * shapes[0][2] * self.filters
+            + self.filters * self.bias,
+            0,
+        )
 
     def count_macs(self, shapes, out):
         h, w, d = shapes[0]
@@ -227,9 +266,16 @@ class ConvTranspose(Layer):
         h, w, d = shapes[0]
         f0, f1 = self.kernel
         bias = f" + {self.filters}" if self.bias else ""
-        return [f"height: {self._size(h, 0)[1]}", f"width: {self._size(w, 1)[1]}",
-                (f"params: {f0}*{f1}*{d}*{self.filters}{bias} = "
-                f"{fmt_int(self.count_params(shapes)[0])}"),
-                (f"MACs: {h}*{w}*{d}*{f0}*{f1}*{self.filters} = "
-                f"{fmt_int(self.count_macs(shapes, out))}"),
-                f"(input {fmt_shape(shapes[0])}: each input pixel is spread over an FxF window)"]
+        return [
+            f"height: {self._size(h, 0)[1]}",
+            f"width: {self._size(w, 1)[1]}",
+            (
+                f"params: {f0}*{f1}*{d}*{self.filters}{bias} = "
+                f"{fmt_int(self.count_params(shapes)[0])}"
+            ),
+            (
+                f"MACs: {h}*{w}*{d}*{f0}*{f1}*{self.filters} = "
+                f"{fmt_int(self.count_macs(shapes, out))}"
+            ),
+            f"(input {fmt_shape(shapes[0])}: each input pixel is spread over an FxF window)",
+        ]

@@ -53,7 +53,9 @@ class Dense(Layer):
             raise ShapeError(
                 f"dense needs a vector, but its input is the feature map {fmt_shape(shapes[0])}",
                 hint="put 'flatten' or 'gap' (global average pooling) before the dense layer, "
-                     "or use 'conv N 1x1' for a per-pixel dense layer", code="E305")
+                "or use 'conv N 1x1' for a per-pixel dense layer",
+                code="E305",
+            )
         return (self.units,)
 
     def count_params(self, shapes):
@@ -65,8 +67,10 @@ class Dense(Layer):
     def explain(self, shapes, out):
         n = shapes[0][0]
         bias = f" + {self.units}" if self.bias else ""
-        return [f"params: {n}*{self.units}{bias} = {fmt_int(self.count_params(shapes)[0])}",
-                f"MACs: {n}*{self.units} = {fmt_int(self.count_macs(shapes, out))}"]
+        return [
+            f"params: {n}*{self.units}{bias} = {fmt_int(self.count_params(shapes)[0])}",
+            f"MACs: {n}*{self.units} = {fmt_int(self.count_macs(shapes, out))}",
+        ]
 
 
 @register
@@ -83,7 +87,6 @@ class Flatten(Layer):
 
     def explain(self, shapes, out):
         return [f"{'*'.join(map(str, shapes[0]))} = {fmt_int(out[0])}"]
-
 
 
 def _dims(value):
@@ -105,22 +108,27 @@ class Reshape(Layer):
         size = prod(shapes[0])
         dims = list(self.shape)
         if dims.count(-1) > 1 or any(d == 0 or d < -1 for d in dims):
-            raise ShapeError(f"reshape {fmt_shape(self.shape)}: sizes must be positive, with at "
-                             "most one -1", code="E306")
+            raise ShapeError(
+                f"reshape {fmt_shape(self.shape)}: sizes must be positive, with at most one -1",
+                code="E306",
+            )
         if -1 in dims:
             known = -prod(dims)
             if size % known:
-                raise ShapeError(f"cannot reshape {fmt_int(size)} values into "
-                                 f"{fmt_shape(self.shape)}", code="E306")
+                raise ShapeError(
+                    f"cannot reshape {fmt_int(size)} values into {fmt_shape(self.shape)}",
+                    code="E306",
+                )
             dims[dims.index(-1)] = size // known
         if prod(dims) != size:
             raise ShapeError(
                 f"cannot reshape {fmt_shape(shapes[0])} ({fmt_int(size)} values) into "
-                f"{fmt_shape(self.shape)} ({fmt_int(prod(dims))} values)", code="E306")
+                f"{fmt_shape(self.shape)} ({fmt_int(prod(dims))} values)",
+                code="E306",
+            )
         if len(dims) not in (1, 3):
             raise ShapeError("reshape makes a vector (N) or a feature map (HxWxC)", code="E306")
         return tuple(dims)
-
 
 
 @register
@@ -141,12 +149,14 @@ def _act_name(value):
 class Activation(Layer):
     kind: Literal["activation"] = "activation"
     fn: Annotated[Literal[ACTIVATIONS], BeforeValidator(_act_name)]  # type: ignore[valid-type]
-    alpha: float | None = None      # leaky_relu slope (default 0.01) and elu alpha (default 1)
-    axis: int = -1                  # softmax: channels
+    alpha: float | None = None  # leaky_relu slope (default 0.01) and elu alpha (default 1)
+    axis: int = -1  # softmax: channels
 
-    keywords = {**{a: {"fn": a} for a in ACTIVATIONS if a != "linear"},
-                **{alias: {"fn": a} for alias, a in ACTIVATION_ALIASES.items()},
-                "activation": {}}
+    keywords = {
+        **{a: {"fn": a} for a in ACTIVATIONS if a != "linear"},
+        **{alias: {"fn": a} for alias, a in ACTIVATION_ALIASES.items()},
+        "activation": {},
+    }
     positional = ("alpha",)
     kind_doc = "relu | relu6 | leaky_relu [alpha] | elu | sigmoid | tanh | softmax | silu | ..."
 
@@ -180,16 +190,21 @@ class Rescale(Layer):
     offset: float | tuple[float, ...] = 0.0
     keywords = {"rescale": {}}
     positional = ("scale", "offset")
-    kind_doc = ("rescale SCALE [OFFSET] (x * scale + offset, e.g. rescale 1/255; per channel: "
-                "scale=(a, b, c))")
+    kind_doc = (
+        "rescale SCALE [OFFSET] (x * scale + offset, e.g. rescale 1/255; per channel: "
+        "scale=(a, b, c))"
+    )
 
     def output_shape(self, shapes):
         c = shapes[0][-1]
         for name in ("scale", "offset"):
             value = getattr(self, name)
             if isinstance(value, tuple) and len(value) not in (1, c):
-                raise ShapeError(f"rescale has {len(value)} {name} values for {c} channels",
-                                 hint=f"give one {name} or one per channel", code="E314")
+                raise ShapeError(
+                    f"rescale has {len(value)} {name} values for {c} channels",
+                    hint=f"give one {name} or one per channel",
+                    code="E314",
+                )
         return shapes[0]
 
 
@@ -206,9 +221,15 @@ class ZeroPad(Layer):
     """Pad with zeros: P, (vertical, horizontal) or (top, bottom, left, right)."""
 
     kind: Literal["zeropad"] = "zeropad"
-    padding: Annotated[tuple[Annotated[int, Field(ge=0)], Annotated[int, Field(ge=0)],
-                             Annotated[int, Field(ge=0)], Annotated[int, Field(ge=0)]],
-                       BeforeValidator(_pads)] = (1, 1, 1, 1)
+    padding: Annotated[
+        tuple[
+            Annotated[int, Field(ge=0)],
+            Annotated[int, Field(ge=0)],
+            Annotated[int, Field(ge=0)],
+            Annotated[int, Field(ge=0)],
+        ],
+        BeforeValidator(_pads),
+    ] = (1, 1, 1, 1)
     keywords = {"zeropad": {}, "zeropadding": {}}
     positional = ("padding",)
     kind_doc = "zeropad P | (top, bottom, left, right)"
@@ -252,15 +273,23 @@ class StochasticDepth(Layer):
     kind_doc = "stochastic_depth P (drops whole samples with probability P in training)"
 
     def explain(self, shapes, out):
-        return [(f"training: each sample kept with probability {1 - self.rate:g} and scaled by "
-                 f"1/{1 - self.rate:g}; inference: the identity"), "params: 0"]
+        return [
+            (
+                f"training: each sample kept with probability {1 - self.rate:g} and scaled by "
+                f"1/{1 - self.rate:g}; inference: the identity"
+            ),
+            "params: 0",
+        ]
 
 
 def _need_groups(shapes, what: str, parts: int) -> tuple[int, ...]:
     shape = shapes[0]
     if shape[-1] % parts:
-        raise ShapeError(f"{what}: {shape[-1]} channels do not split into {parts} equal parts",
-                         hint="choose a number that divides the channels", code="E313")
+        raise ShapeError(
+            f"{what}: {shape[-1]} channels do not split into {parts} equal parts",
+            hint="choose a number that divides the channels",
+            code="E313",
+        )
     return shape
 
 
@@ -301,8 +330,9 @@ class ChannelSplit(Layer):
     def output_shape(self, shapes):
         shape = _need_groups(shapes, f"split {self.parts}", self.parts)
         if self.index >= self.parts:
-            raise ShapeError(f"split {self.parts} has parts 0 to {self.parts - 1}, not "
-                             f"{self.index}", code="E313")
+            raise ShapeError(
+                f"split {self.parts} has parts 0 to {self.parts - 1}, not {self.index}", code="E313"
+            )
         return (*shape[:-1], shape[-1] // self.parts)
 
     def channels(self, c: int) -> tuple[int, int]:

@@ -38,8 +38,12 @@ class BatchNorm(Layer):
         c = shapes[0][-1]
         k = int(self.scale) + int(self.center)
         t, n = self.count_params(shapes)
-        return [(f"params: {k}*{c} trainable (gamma, beta) = {fmt_int(t)}, "
-                f"2*{c} non-trainable (running mean, variance) = {fmt_int(n)}")]
+        return [
+            (
+                f"params: {k}*{c} trainable (gamma, beta) = {fmt_int(t)}, "
+                f"2*{c} non-trainable (running mean, variance) = {fmt_int(n)}"
+            )
+        ]
 
 
 @register
@@ -89,8 +93,10 @@ class LayerNorm(Layer):
     def explain(self, shapes, out):
         c = _channels(shapes)
         k = int(self.scale) + int(self.center)
-        return [f"normalised over the {c} channels of each position (no running statistics)",
-                f"params: {k}*{c} trainable (gamma, beta) = {fmt_int(k * c)}"]
+        return [
+            f"normalised over the {c} channels of each position (no running statistics)",
+            f"params: {k}*{c} trainable (gamma, beta) = {fmt_int(k * c)}",
+        ]
 
 
 @register
@@ -110,10 +116,12 @@ class GroupNorm(Layer):
     def output_shape(self, shapes):
         shape = need_image(shapes, "groupnorm")
         if shape[2] % self.groups:
-            raise ShapeError(f"groupnorm {self.groups}: {shape[2]} channels do not split into "
-                             f"{self.groups} equal groups",
-                             hint="choose a number of groups that divides the channels",
-                             code="E313")
+            raise ShapeError(
+                f"groupnorm {self.groups}: {shape[2]} channels do not split into "
+                f"{self.groups} equal groups",
+                hint="choose a number of groups that divides the channels",
+                code="E313",
+            )
         return shape
 
     def count_params(self, shapes):
@@ -121,9 +129,13 @@ class GroupNorm(Layer):
 
     def explain(self, shapes, out):
         c = _channels(shapes)
-        return [(f"{self.groups} groups of {c // self.groups} channels, each normalised over "
-                 "its channels, height and width"),
-                f"params: 2*{c} trainable (gamma, beta) = {fmt_int(2 * c)}"]
+        return [
+            (
+                f"{self.groups} groups of {c // self.groups} channels, each normalised over "
+                "its channels, height and width"
+            ),
+            f"params: 2*{c} trainable (gamma, beta) = {fmt_int(2 * c)}",
+        ]
 
 
 @register
@@ -177,8 +189,11 @@ class Normalize(Layer):
         for name in ("mean", "variance"):
             values = getattr(self, name)
             if len(values) not in (1, c):
-                raise ShapeError(f"normalize has {len(values)} {name} values for {c} channels",
-                                 hint=f"give one {name} or one per channel", code="E314")
+                raise ShapeError(
+                    f"normalize has {len(values)} {name} values for {c} channels",
+                    hint=f"give one {name} or one per channel",
+                    code="E314",
+                )
         if any(v < 0 for v in self.variance):
             raise ShapeError("normalize: a variance cannot be negative", code="E314")
         return shapes[0]
@@ -188,11 +203,11 @@ class Normalize(Layer):
 
     def values(self, c: int) -> tuple[list[float], list[float]]:
         """mean and variance, one per channel."""
-        return ([*self.mean] * (c // len(self.mean)),
-                [*self.variance] * (c // len(self.variance)))
+        return ([*self.mean] * (c // len(self.mean)), [*self.variance] * (c // len(self.variance)))
 
     def explain(self, shapes, out):
         c = _channels(shapes)
-        return ["y = (x - mean) / sqrt(variance), per channel",
-                (f"params: 2*{c} + 1 non-trainable (mean, variance, sample count) = "
-                 f"{2 * c + 1}")]
+        return [
+            "y = (x - mean) / sqrt(variance), per channel",
+            (f"params: 2*{c} + 1 non-trainable (mean, variance, sample count) = {2 * c + 1}"),
+        ]

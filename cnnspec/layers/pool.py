@@ -36,30 +36,38 @@ class Pool(Layer):
 
     keywords = {"maxpool": {"op": "max"}, "pool": {"op": "max"}, "avgpool": {"op": "avg"}}
     positional = ("size", "stride")
-    flags = {"same": {"padding": "same"}, "valid": {"padding": "valid"}, "max": {"op": "max"},
-             "avg": {"op": "avg"}}
-    kind_doc = ("maxpool|avgpool F [stride=S] [same|valid|padding=P] [ceil=true] "
-                "[count_pad=true]")
+    flags = {
+        "same": {"padding": "same"},
+        "valid": {"padding": "valid"},
+        "max": {"op": "max"},
+        "avg": {"op": "avg"},
+    }
+    kind_doc = "maxpool|avgpool F [stride=S] [same|valid|padding=P] [ceil=true] [count_pad=true]"
 
     @property
     def strides(self) -> tuple[int, int]:
         return self.stride or self.size
 
     def _axis(self, size: int, i: int) -> tuple[int, str]:
-        return window_out(size, self.size[i], self.strides[i], self.padding, axis=i,
-                          ceil=self.ceil)
+        return window_out(size, self.size[i], self.strides[i], self.padding, axis=i, ceil=self.ceil)
 
     def output_shape(self, shapes):
         shape = need_image(shapes, f"{self.op}pool")
         if self.count_pad and self.op == "max":
-            raise ShapeError("count_pad=true is for average pooling: a maximum counts nothing",
-                             hint="use avgpool, or drop count_pad", code="E304")
+            raise ShapeError(
+                "count_pad=true is for average pooling: a maximum counts nothing",
+                hint="use avgpool, or drop count_pad",
+                code="E304",
+            )
         hw = tuple(self._axis(shape[i], i)[0] for i in (0, 1))
         if self.padding not in ("same", "valid") and any(
-                p > k // 2 for p, k in zip(self.padding, self.size)):
-            raise ShapeError(f"pooling padding {self.padding[0]} is more than half the window "
-                             f"{self.size[0]}", hint="torch refuses such padding; use 'same'",
-                             code="E304")
+            p > k // 2 for p, k in zip(self.padding, self.size)
+        ):
+            raise ShapeError(
+                f"pooling padding {self.padding[0]} is more than half the window {self.size[0]}",
+                hint="torch refuses such padding; use 'same'",
+                code="E304",
+            )
         check_positive(hw, f"{self.op}pool {self.size[0]}", shape)
         return (*hw, shape[2])
 
@@ -69,9 +77,14 @@ class Pool(Layer):
         if (h, self.size[0], self.strides[0]) != (w, self.size[1], self.strides[1]):
             lines = [f"height: {lines[0]}", f"width: {self._axis(w, 1)[1]}"]
         if self.op == "avg" and self.padding != "valid":
-            lines.append("each window's sum is divided by " + (
-                "its full size, padding included" if self.count_pad else
-                "the number of real pixels in it (padding not counted)"))
+            lines.append(
+                "each window's sum is divided by "
+                + (
+                    "its full size, padding included"
+                    if self.count_pad
+                    else "the number of real pixels in it (padding not counted)"
+                )
+            )
         return lines + ["params: 0 (pooling has no weights)"]
 
 
@@ -83,8 +96,12 @@ class GlobalPool(Layer):
     op: Literal["avg", "max"] = "avg"
     keepdims: bool = False
 
-    keywords = {"gap": {"op": "avg"}, "global_avg_pool": {"op": "avg"},
-                "gmp": {"op": "max"}, "global_max_pool": {"op": "max"}}
+    keywords = {
+        "gap": {"op": "avg"},
+        "global_avg_pool": {"op": "avg"},
+        "gmp": {"op": "max"},
+        "global_max_pool": {"op": "max"},
+    }
     flags = {"keepdims": {"keepdims": True}}
     kind_doc = "gap|gmp [keepdims]"
 
@@ -117,8 +134,12 @@ class AdaptivePool(Layer):
     op: Literal["avg", "max"] = "avg"
     size: Pair
 
-    keywords = {"adaptive_avgpool": {"op": "avg"}, "adaptive_avg_pool": {"op": "avg"},
-                "adaptive_maxpool": {"op": "max"}, "adaptive_max_pool": {"op": "max"}}
+    keywords = {
+        "adaptive_avgpool": {"op": "avg"},
+        "adaptive_avg_pool": {"op": "avg"},
+        "adaptive_maxpool": {"op": "max"},
+        "adaptive_max_pool": {"op": "max"},
+    }
     positional = ("size",)
     kind_doc = "adaptive_avgpool|adaptive_maxpool HxW (the output size)"
 
@@ -131,6 +152,8 @@ class AdaptivePool(Layer):
         for axis, n, m in (("height", shapes[0][0], out[0]), ("width", shapes[0][1], out[1])):
             bins = adaptive_bins(n, m)
             sizes = sorted({b - a for a, b in bins})
-            lines.append(f"{axis}: {n} -> {m} bins of {' or '.join(map(str, sizes))} "
-                         f"(bin i: floor(i*{n}/{m}) to ceil((i+1)*{n}/{m}))")
+            lines.append(
+                f"{axis}: {n} -> {m} bins of {' or '.join(map(str, sizes))} "
+                f"(bin i: floor(i*{n}/{m}) to ceil((i+1)*{n}/{m}))"
+            )
         return lines + ["params: 0 (pooling has no weights)"]

@@ -10,6 +10,7 @@ from .plan import TrainingPlan, make_plan
 def __getattr__(name):
     if name in ("fit", "train", "evaluate", "predict"):
         from . import session
+
         return getattr(session, name)
     raise AttributeError(name)
 

@@ -39,8 +39,14 @@ class CheckpointError(ValueError):
 
 
 # key -> the type a resumable state holds there
-_STATE_TYPES = {"epoch": int, "history": list, "best_epoch": int, "bad_epochs": int,
-                "schedule": dict, "files": dict}
+_STATE_TYPES = {
+    "epoch": int,
+    "history": list,
+    "best_epoch": int,
+    "bad_epochs": int,
+    "schedule": dict,
+    "files": dict,
+}
 
 
 def read_state(run_dir: Path) -> dict | None:
@@ -52,18 +58,29 @@ def read_state(run_dir: Path) -> dict | None:
     try:
         state = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError) as exc:
-        raise CheckpointError(f"{path}: not a readable checkpoint ({exc}); start again "
-                              "without --resume, or restore the file") from None
-    bad = [k for k, t in _STATE_TYPES.items()
-           if not isinstance(state, dict) or not isinstance(state.get(k), t)]
-    if not bad and not all(isinstance(files, list) and all(
-            isinstance(f, str) and f.startswith(CKPT_DIR + "/") and ".." not in f
-            for f in files) for files in (state["files"].get(k) for k in ("last", "best"))):
+        raise CheckpointError(
+            f"{path}: not a readable checkpoint ({exc}); start again "
+            "without --resume, or restore the file"
+        ) from None
+    bad = [
+        k
+        for k, t in _STATE_TYPES.items()
+        if not isinstance(state, dict) or not isinstance(state.get(k), t)
+    ]
+    if not bad and not all(
+        isinstance(files, list)
+        and all(
+            isinstance(f, str) and f.startswith(CKPT_DIR + "/") and ".." not in f for f in files
+        )
+        for files in (state["files"].get(k) for k in ("last", "best"))
+    ):
         bad = ["files"]
     if bad:
-        raise CheckpointError(f"{path}: a corrupt checkpoint (bad or missing: "
-                              f"{', '.join(bad)}); start again without --resume, or restore "
-                              "the file")
+        raise CheckpointError(
+            f"{path}: a corrupt checkpoint (bad or missing: "
+            f"{', '.join(bad)}); start again without --resume, or restore "
+            "the file"
+        )
     return state
 
 
@@ -84,12 +101,13 @@ def publish(run_dir: Path, files: list[str], name: str) -> None:
                 os.link(src, tmp)
             except OSError:
                 shutil.copyfile(src, tmp)
+
         atomic_path(dest, link)
 
 
 def _suffix(filename: str) -> str:
     # e0007.safetensors -> .safetensors; e0007.optim.pt -> .optim.pt
-    return filename[filename.index("."):]
+    return filename[filename.index(".") :]
 
 
 def prune(run_dir: Path, keep: set[str]) -> None:

@@ -35,8 +35,14 @@ def parse(text: str) -> str:
     return value
 
 
-def choose(text: str, cuda_count: int, mps: bool = False, local_rank: int | None = None,
-           world: int = 1, cuda_built: bool = True) -> str:
+def choose(
+    text: str,
+    cuda_count: int,
+    mps: bool = False,
+    local_rank: int | None = None,
+    world: int = 1,
+    cuda_built: bool = True,
+) -> str:
     """The torch device string for --device `text` on a machine with `cuda_count` GPUs.
 
     >>> choose("auto", 0), choose("auto", 2), choose("cuda", 2, local_rank=1, world=2)
@@ -50,19 +56,26 @@ def choose(text: str, cuda_count: int, mps: bool = False, local_rank: int | None
     if not text.startswith("cuda"):
         return text
     if cuda_count == 0:
-        why = "this torch build has no CUDA support" if not cuda_built else \
-            "torch sees no CUDA device"
+        why = (
+            "this torch build has no CUDA support"
+            if not cuda_built
+            else "torch sees no CUDA device"
+        )
         raise DeviceError(f"--device {text}: {why}; use --device cpu (or auto)")
     if ":" in text:
         if world > 1:
-            raise DeviceError(f"--device {text} with {world} processes: each process takes "
-                              "the GPU of its local rank; use --device cuda")
+            raise DeviceError(
+                f"--device {text} with {world} processes: each process takes "
+                "the GPU of its local rank; use --device cuda"
+            )
         index = int(text.split(":")[1])
     else:
         index = local_rank or 0
     if index >= cuda_count:
-        raise DeviceError(f"--device {text}: this machine has {cuda_count} CUDA "
-                          f"device(s), cuda:0..cuda:{cuda_count - 1}")
+        raise DeviceError(
+            f"--device {text}: this machine has {cuda_count} CUDA "
+            f"device(s), cuda:0..cuda:{cuda_count - 1}"
+        )
     return f"cuda:{index}"
 
 
@@ -82,25 +95,34 @@ def amp_policy(device: str) -> tuple[str, bool]:
 def available(text: str = "auto", local_rank: int | None = None, world: int = 1) -> str:
     """`choose` with what torch sees on this machine (starts no CUDA context)."""
     import torch
+
     mps = getattr(torch.backends, "mps", None)
-    return choose(text, torch.cuda.device_count() if torch.cuda.is_available() else 0,
-                  mps=bool(mps and mps.is_available()), local_rank=local_rank, world=world,
-                  cuda_built=torch.backends.cuda.is_built())
+    return choose(
+        text,
+        torch.cuda.device_count() if torch.cuda.is_available() else 0,
+        mps=bool(mps and mps.is_available()),
+        local_rank=local_rank,
+        world=world,
+        cuda_built=torch.backends.cuda.is_built(),
+    )
 
 
 def resolve(text: str = "auto", local_rank: int | None = None, world: int = 1):
     """The torch.device for --device `text` here, made the current CUDA device when it is
     one; DeviceError when it is not available."""
     import torch
+
     device = torch.device(available(text, local_rank, world))
     if device.type == "cuda":
-        torch.cuda.set_device(device)    # NCCL and new tensors use the current device
+        torch.cuda.set_device(device)  # NCCL and new tensors use the current device
     return device
 
 
 def from_env(text: str = "auto"):
     """`resolve` with torchrun's LOCAL_RANK and WORLD_SIZE, when it started this process."""
     import os
+
     rank = os.environ.get("LOCAL_RANK")
-    return resolve(text, int(rank) if rank is not None else None,
-                   int(os.environ.get("WORLD_SIZE", "1")))
+    return resolve(
+        text, int(rank) if rank is not None else None, int(os.environ.get("WORLD_SIZE", "1"))
+    )

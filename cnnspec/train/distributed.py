@@ -21,15 +21,31 @@ import subprocess
 import sys
 
 
-def launch(nproc: int, argv: list[str], nnodes: int = 1, node_rank: int = 0,
-           endpoint: str | None = None) -> int:
+def launch(
+    nproc: int, argv: list[str], nnodes: int = 1, node_rank: int = 0, endpoint: str | None = None
+) -> int:
     """Re-run `cnnspec <argv>` under torchrun with nproc processes on this machine (one of
     nnodes, meeting at `endpoint`); its exit code."""
-    where = (["--standalone"] if nnodes == 1 else
-             [f"--nnodes={nnodes}", f"--node-rank={node_rank}", "--rdzv-backend=static",
-              f"--rdzv-endpoint={endpoint}"])
-    cmd = [sys.executable, "-m", "torch.distributed.run", *where,
-           f"--nproc_per_node={nproc}", "-m", "cnnspec", *argv]
+    where = (
+        ["--standalone"]
+        if nnodes == 1
+        else [
+            f"--nnodes={nnodes}",
+            f"--node-rank={node_rank}",
+            "--rdzv-backend=static",
+            f"--rdzv-endpoint={endpoint}",
+        ]
+    )
+    cmd = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        *where,
+        f"--nproc_per_node={nproc}",
+        "-m",
+        "cnnspec",
+        *argv,
+    ]
     try:
         return subprocess.call(cmd)
     except KeyboardInterrupt:
@@ -38,12 +54,27 @@ def launch(nproc: int, argv: list[str], nnodes: int = 1, node_rank: int = 0,
 
 def worker_argv(args, out: str) -> list[str]:
     """The command line each worker runs: this one, with --out fixed and --nproc 1."""
-    argv = ["train", args.file, "--backend", args.backend, "--data", args.data,
-            "--out", out, "--progress", args.progress, "--device", args.device]
+    argv = [
+        "train",
+        args.file,
+        "--backend",
+        args.backend,
+        "--data",
+        args.data,
+        "--out",
+        out,
+        "--progress",
+        args.progress,
+        "--device",
+        args.device,
+    ]
     for item in args.data_option:
         argv += ["--data-option", item]
-    for flag, value in (("--epochs", args.epochs), ("--batch-size", args.batch_size),
-                        ("--seed", args.seed)):
+    for flag, value in (
+        ("--epochs", args.epochs),
+        ("--batch-size", args.batch_size),
+        ("--seed", args.seed),
+    ):
         if value is not None:
             argv += [flag, str(value)]
     if args.threads:

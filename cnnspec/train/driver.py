@@ -52,9 +52,9 @@ class Options:
     out: Path | None = None
     resume: bool = False
     augment: list[str] = field(default_factory=list)
-    progress: bool | None = None     # None: a bar when stderr is a terminal
-    log: Callable = print            # one line per epoch
-    workers: int | None = None       # decoding processes (None: cnnspec.data.loading's default)
+    progress: bool | None = None  # None: a bar when stderr is a terminal
+    log: Callable = print  # one line per epoch
+    workers: int | None = None  # decoding processes (None: cnnspec.data.loading's default)
 
 
 def augment_ops(words: list[str]) -> list[str]:
@@ -74,6 +74,7 @@ def fitted_ops(words: list[str], train) -> list | None:
     them in memory, else a seeded subset streamed: Samples.channel_stats)."""
     from ..data import parse_ops
     from ..data.augmentation import needs_stats
+
     if not words:
         return None
     ops = parse_ops(augment_ops(words))
@@ -106,8 +107,17 @@ class Interrupted(Exception):
         self.epoch = epoch
 
 
-def run_epoch(backend, plan: TrainingPlan, data, opts: Options, epoch: int, train: bool,
-              comm: Comm, ops=None, bar_label: str = "") -> dict[str, float]:
+def run_epoch(
+    backend,
+    plan: TrainingPlan,
+    data,
+    opts: Options,
+    epoch: int,
+    train: bool,
+    comm: Comm,
+    ops=None,
+    bar_label: str = "",
+) -> dict[str, float]:
     """One pass over `data`; returns {loss names..., metric names...} over the whole set.
     Under several processes each one reads its own shard (feed)."""
     meter = backend.meter(plan) if hasattr(backend, "meter") else Meter(plan)
@@ -124,15 +134,19 @@ def run_epoch(backend, plan: TrainingPlan, data, opts: Options, epoch: int, trai
             sums[k] = sums.get(k, 0.0) + v * n
         count += n
         meter.update(outputs, _numpy(batch))
-        if bar is not None:   # the bar reads the sums every batch; without it, once
+        if bar is not None:  # the bar reads the sums every batch; without it, once
             bar.update(1)
-            bar.set_postfix({k: f"{float(v) / count:.4f}" for k, v in sums.items()
-                             if k == "loss"} | _short(meter.result()), refresh=False)
+            bar.set_postfix(
+                {k: f"{float(v) / count:.4f}" for k, v in sums.items() if k == "loss"}
+                | _short(meter.result()),
+                refresh=False,
+            )
     if bar is not None:
         bar.close()
     sums = {k: float(v) for k, v in sums.items()}
-    totals = comm.sum({"_count": float(count), **sums, **{f"_m_{k}": v for k, v in
-                                                          meter.state().items()}})
+    totals = comm.sum(
+        {"_count": float(count), **sums, **{f"_m_{k}": v for k, v in meter.state().items()}}
+    )
     count = max(totals["_count"], 1.0)
     meter.sums = {k[3:]: v for k, v in totals.items() if k.startswith("_m_")}
     result = {k: totals[k] / count for k in sums}
@@ -147,6 +161,7 @@ def feed(backend, data, opts: Options, epoch: int, train: bool, comm: Comm, ops=
     from ..data.dataset import Dataset
     from ..data.loading import plain_batches
     from ..data.samples import from_dataset
+
     samples = from_dataset(data) if isinstance(data, Dataset) else data
     kwargs = {"train": train, "seed": opts.seed, "epoch": epoch, "ops": ops}
     if hasattr(backend, "batches"):
@@ -170,14 +185,21 @@ def _bar(total: int, label: str, opts: Options, comm: Comm):
     if not show or comm.rank != 0:
         return None
     from tqdm import tqdm
+
     return tqdm(total=total, desc=label, file=sys.stderr, leave=False, dynamic_ncols=True)
 
 
 class Trainer:
     """Fit `backend` on `train`, validating on `val` each epoch."""
 
-    def __init__(self, backend, plan: TrainingPlan, opts: Options, comm: Comm | None = None,
-                 info: dict | None = None):
+    def __init__(
+        self,
+        backend,
+        plan: TrainingPlan,
+        opts: Options,
+        comm: Comm | None = None,
+        info: dict | None = None,
+    ):
         self.backend, self.plan, self.opts = backend, plan, opts
         self.comm = comm or Comm()
         self.info = info or {}
@@ -203,14 +225,17 @@ class Trainer:
         try:
             state = ckpt.read_state(self.opts.out) if self.opts.out else None
         except ValueError:
-            raise ValueError(f"{Path(self.opts.out) / ckpt.STATE} is corrupt (not JSON); "
-                             "start again with --overwrite") from None
+            raise ValueError(
+                f"{Path(self.opts.out) / ckpt.STATE} is corrupt (not JSON); "
+                "start again with --overwrite"
+            ) from None
         if state is None:
             return False
         saved = state.get("backend")
         if saved and saved != self.info.get("backend", saved):
-            raise ValueError(f"{self.opts.out} holds a {saved} run; resume it with "
-                             f"--backend {saved}")
+            raise ValueError(
+                f"{self.opts.out} holds a {saved} run; resume it with --backend {saved}"
+            )
         try:
             self.history = state["history"]
             self.best, self.best_epoch = state["best"], state["best_epoch"]
@@ -220,28 +245,41 @@ class Trainer:
             self.seconds = state.get("seconds", 0.0)
             self.start = state["epoch"] + 1
         except (KeyError, TypeError, ValueError) as exc:
-            raise ValueError(f"{Path(self.opts.out) / ckpt.STATE} is damaged (no {exc}); "
-                             "start again with --overwrite") from None
-        if hasattr(self.backend, "end_epoch"):     # transfer: unfrozen before the stop?
+            raise ValueError(
+                f"{Path(self.opts.out) / ckpt.STATE} is damaged (no {exc}); "
+                "start again with --overwrite"
+            ) from None
+        if hasattr(self.backend, "end_epoch"):  # transfer: unfrozen before the stop?
             self.backend.end_epoch(self.start)
         try:
-            self.backend.load([str(Path(self.opts.out) / f) for f in self.files["last"]],
-                              optimizer=True)
+            self.backend.load(
+                [str(Path(self.opts.out) / f) for f in self.files["last"]], optimizer=True
+            )
         except (KeyError, ValueError, RuntimeError) as exc:
             # another spec's run: torch's size-mismatch report, Keras' layer-count error
             spec = state.get("spec") or "another spec"
             detail = " ".join(ln.strip() for ln in str(exc).splitlines() if ln.strip())
-            raise ValueError(f"{self.opts.out} holds a run of {spec}, whose weights do not "
-                             f"fit {self.info.get('spec') or 'this spec'} "
-                             f"({detail[:300]}); train into another --out, or replace the "
-                             "run with --overwrite") from None
+            raise ValueError(
+                f"{self.opts.out} holds a run of {spec}, whose weights do not "
+                f"fit {self.info.get('spec') or 'this spec'} "
+                f"({detail[:300]}); train into another --out, or replace the "
+                "run with --overwrite"
+            ) from None
         return True
 
     def _state(self, epoch: int) -> dict:
-        return {"epoch": epoch, "history": self.history, "best": self.best,
-                "best_epoch": self.best_epoch, "bad_epochs": self.bad_epochs,
-                "schedule": self.schedule.state(), "files": self.files,
-                "seconds": self.seconds, "monitor": self.monitor, **self.info}
+        return {
+            "epoch": epoch,
+            "history": self.history,
+            "best": self.best,
+            "best_epoch": self.best_epoch,
+            "bad_epochs": self.bad_epochs,
+            "schedule": self.schedule.state(),
+            "files": self.files,
+            "seconds": self.seconds,
+            "monitor": self.monitor,
+            **self.info,
+        }
 
     def _save(self, epoch: int, improved: bool) -> None:
         out = Path(self.opts.out)
@@ -257,6 +295,7 @@ class Trainer:
         ckpt.write_state(out, self._state(epoch))
         ckpt.prune(out, set(self.files["last"]) | set(self.files["best"]))
         from .report import write_history
+
         write_history(out, self.history)
 
     # --- the loop --------------------------------------------------------------------------
@@ -282,17 +321,33 @@ class Trainer:
         self.backend.set_lr(lr)
         self.backend.start_epoch(epoch)
         t0 = time.perf_counter()
-        tr = run_epoch(self.backend, self.plan, train, self.opts, epoch, True, self.comm, ops,
-                       f"epoch {epoch + 1}/{self.opts.epochs}")
-        va = run_epoch(self.backend, self.plan, val, self.opts, epoch, False, self.comm,
-                       val_ops) if len(val) else {}
+        tr = run_epoch(
+            self.backend,
+            self.plan,
+            train,
+            self.opts,
+            epoch,
+            True,
+            self.comm,
+            ops,
+            f"epoch {epoch + 1}/{self.opts.epochs}",
+        )
+        va = (
+            run_epoch(self.backend, self.plan, val, self.opts, epoch, False, self.comm, val_ops)
+            if len(val)
+            else {}
+        )
         took = time.perf_counter() - t0
         self.seconds += took
-        row = {"epoch": epoch + 1, "lr": lr, "seconds": round(took, 3),
-               **{f"train_{k}": v for k, v in tr.items()},
-               **{f"val_{k}": v for k, v in va.items()}}
+        row = {
+            "epoch": epoch + 1,
+            "lr": lr,
+            "seconds": round(took, 3),
+            **{f"train_{k}": v for k, v in tr.items()},
+            **{f"val_{k}": v for k, v in va.items()},
+        }
         self.history.append(row)
-        if hasattr(self.backend, "end_epoch"):     # transfer: unfreeze_at
+        if hasattr(self.backend, "end_epoch"):  # transfer: unfreeze_at
             self.backend.end_epoch(epoch + 1)
         improved = self._track(row, epoch)
         self.schedule.observe(row.get(self.monitor))
@@ -310,8 +365,7 @@ class Trainer:
         elif self.best is None:
             better = True
         else:
-            better = (value < self.best - delta if self.mode == "min"
-                      else value > self.best + delta)
+            better = value < self.best - delta if self.mode == "min" else value > self.best + delta
         if better:
             self.best, self.best_epoch, self.bad_epochs = value, epoch, 0
         else:
@@ -330,11 +384,17 @@ class Trainer:
     def restore_best(self) -> bool:
         """Load the best epoch's weights when early stopping asks for it."""
         es = self.plan.compile.early_stopping
-        if not (es and es.restore_best and self.files["best"] and self.opts.out
-                and self.best_epoch != len(self.history) - 1):
+        if not (
+            es
+            and es.restore_best
+            and self.files["best"]
+            and self.opts.out
+            and self.best_epoch != len(self.history) - 1
+        ):
             return False
-        self.backend.load([str(Path(self.opts.out) / f) for f in self.files["best"]],
-                          optimizer=False)
+        self.backend.load(
+            [str(Path(self.opts.out) / f) for f in self.files["best"]], optimizer=False
+        )
         return True
 
 
@@ -348,7 +408,14 @@ def _line(row: dict, epochs: int) -> str:
     return "  ".join(parts)
 
 
-def evaluate(backend, plan: TrainingPlan, data, batch_size: int, comm: Comm | None = None,
-             ops=None, workers: int | None = None) -> dict[str, float]:
+def evaluate(
+    backend,
+    plan: TrainingPlan,
+    data,
+    batch_size: int,
+    comm: Comm | None = None,
+    ops=None,
+    workers: int | None = None,
+) -> dict[str, float]:
     opts = Options(epochs=1, batch_size=batch_size, progress=False, workers=workers)
     return run_epoch(backend, plan, data, opts, 0, False, comm or Comm(), ops)

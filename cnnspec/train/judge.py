@@ -23,10 +23,10 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-SIZE = 16            # samples and images are judged at most this large (area resize): the
-                     # digits are 8x8 scans, and a small judge trains in seconds on 2 cores
-CONFIDENT = 0.9      # a sample "shows" a class when the judge gives it at least this
-MIN_SHARE = 0.01     # and a class "appears" when at least this share of samples shows it
+SIZE = 16  # samples and images are judged at most this large (area resize): the
+# digits are 8x8 scans, and a small judge trains in seconds on 2 cores
+CONFIDENT = 0.9  # a sample "shows" a class when the judge gives it at least this
+MIN_SHARE = 0.01  # and a class "appears" when at least this share of samples shows it
 
 JUDGE_SPEC = """\
 model judge
@@ -44,22 +44,25 @@ class Judge:
     net: torch.nn.Module
     size: tuple[int, int]
     classes: int
-    accuracy: float          # on the held-out real images
-    real: dict               # score() of the held-out real images: the ceiling
+    accuracy: float  # on the held-out real images
+    real: dict  # score() of the held-out real images: the ceiling
 
     def probabilities(self, images: torch.Tensor) -> torch.Tensor:
         """p(y|x) for NCHW images in [0, 1] of any size the judge can shrink from."""
         self.net.eval()
         with torch.no_grad():
-            return torch.cat([F.softmax(self.net(_fit(part, self.size)), dim=1)
-                              for part in torch.split(images, 256)])
+            return torch.cat(
+                [
+                    F.softmax(self.net(_fit(part, self.size)), dim=1)
+                    for part in torch.split(images, 256)
+                ]
+            )
 
     def score(self, images: torch.Tensor) -> dict:
         return score_probabilities(self.probabilities(images).numpy(), self.classes)
 
     def summary(self) -> dict:
-        return {"accuracy": round(self.accuracy, 4), "size": list(self.size),
-                "real": self.real}
+        return {"accuracy": round(self.accuracy, 4), "size": list(self.size), "real": self.real}
 
 
 def score_probabilities(p: np.ndarray, classes: int) -> dict:
@@ -68,9 +71,11 @@ def score_probabilities(p: np.ndarray, classes: int) -> dict:
     shown = np.bincount(p.argmax(1)[top >= CONFIDENT], minlength=classes)
     marginal = p.mean(0)
     kl = (p * (np.log(p + 1e-12) - np.log(marginal + 1e-12))).sum(1)
-    return {"confidence": round(float(top.mean()), 4),
-            "classes": int((shown >= MIN_SHARE * len(p)).sum()),
-            "score": round(float(np.exp(kl.mean())), 4)}
+    return {
+        "confidence": round(float(top.mean()), 4),
+        "classes": int((shown >= MIN_SHARE * len(p)).sum()),
+        "score": round(float(np.exp(kl.mean())), 4),
+    }
 
 
 def _fit(images: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
@@ -84,13 +89,15 @@ def judge_size(shape: tuple[int, ...]) -> tuple[int, int]:
     return min(shape[0], SIZE), min(shape[1], SIZE)
 
 
-def train_judge(dataset, seed: int = 0, epochs: int = 12, batch_size: int = 32,
-                lr: float = 3e-3) -> Judge | None:
+def train_judge(
+    dataset, seed: int = 0, epochs: int = 12, batch_size: int = 32, lr: float = 3e-3
+) -> Judge | None:
     """A classifier of the real images (None when the data has fewer than two classes)."""
     import cnnspec
 
     from ..backends.torch import build
     from ..data import batches
+
     k = len(dataset.classes)
     if k < 2:
         return None
@@ -99,8 +106,9 @@ def train_judge(dataset, seed: int = 0, epochs: int = 12, batch_size: int = 32,
     size = judge_size((h, w))
     state = torch.random.get_rng_state()
     torch.manual_seed(seed)
-    net = build(cnnspec.compile_text(JUDGE_SPEC.format(h=size[0], w=size[1], c=c, k=k)),
-                logits=True)
+    net = build(
+        cnnspec.compile_text(JUDGE_SPEC.format(h=size[0], w=size[1], c=c, k=k)), logits=True
+    )
     opt = torch.optim.Adam(net.parameters(), lr=lr)
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, epochs)
     for epoch in range(epochs):
@@ -112,7 +120,7 @@ def train_judge(dataset, seed: int = 0, epochs: int = 12, batch_size: int = 32,
             loss.backward()
             opt.step()
         sched.step()
-    torch.random.set_rng_state(state)      # judging leaves the caller's random stream alone
+    torch.random.set_rng_state(state)  # judging leaves the caller's random stream alone
     judge = Judge(net, size, k, 0.0, {})
     p = judge.probabilities(_nchw(val.x))
     judge.accuracy = float((p.argmax(1).numpy() == val.y).mean())

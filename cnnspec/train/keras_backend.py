@@ -31,20 +31,23 @@ EPS = 1e-6
 
 def make_optimizer(spec):
     import keras
+
     o = spec.optimizer
     eps = o.eps if o.eps is not None else 1e-7
     wd = o.weight_decay or None
     if o.name == "sgd":
-        return keras.optimizers.SGD(o.lr, momentum=o.momentum, nesterov=o.nesterov,
-                                    weight_decay=wd)
+        return keras.optimizers.SGD(o.lr, momentum=o.momentum, nesterov=o.nesterov, weight_decay=wd)
     if o.name == "adam":
-        return keras.optimizers.Adam(o.lr, beta_1=o.beta1, beta_2=o.beta2, epsilon=eps,
-                                     weight_decay=wd)
+        return keras.optimizers.Adam(
+            o.lr, beta_1=o.beta1, beta_2=o.beta2, epsilon=eps, weight_decay=wd
+        )
     if o.name == "adamw":
-        return keras.optimizers.AdamW(o.lr, weight_decay=o.weight_decay, beta_1=o.beta1,
-                                      beta_2=o.beta2, epsilon=eps)
-    return keras.optimizers.RMSprop(o.lr, rho=o.rho, momentum=o.momentum, epsilon=eps,
-                                    weight_decay=wd)
+        return keras.optimizers.AdamW(
+            o.lr, weight_decay=o.weight_decay, beta_1=o.beta1, beta_2=o.beta2, epsilon=eps
+        )
+    return keras.optimizers.RMSprop(
+        o.lr, rho=o.rho, momentum=o.momentum, epsilon=eps, weight_decay=wd
+    )
 
 
 def _logit_head(head: Head) -> bool:
@@ -55,8 +58,14 @@ class KerasBackend:
     name = "keras"
     weights_suffix = ".weights.h5"
 
-    def __init__(self, model: Model, plan: TrainingPlan, seed: int = 0, replicas: int | None = None,
-                 policy: str | None = None):
+    def __init__(
+        self,
+        model: Model,
+        plan: TrainingPlan,
+        seed: int = 0,
+        replicas: int | None = None,
+        policy: str | None = None,
+    ):
         """`replicas`: mirror over that many devices (None: CNNSPEC_KERAS_REPLICAS, else every
         GPU); `policy`: the mixed policy when the spec asks for mixed precision (None: by
         device). See keras_devices."""
@@ -66,6 +75,7 @@ class KerasBackend:
         from ..backends.keras import build
         from ..transfer import prepare
         from .keras_devices import dtype_policy, make_strategy, policy_name, sync_batchnorm
+
         self.plan, self.seed, self.tf = plan, seed, tf
         self.strategy = make_strategy(replicas)
         self.replicas = self.strategy.num_replicas_in_sync
@@ -73,7 +83,7 @@ class KerasBackend:
         self.loss_scaling = self.policy == "mixed_float16"
         keras.utils.set_random_seed(seed)
         built = logits_model(model, plan)
-        self.model = model            # the spec's: its fingerprint marks the weights files
+        self.model = model  # the spec's: its fingerprint marks the weights files
         with self.strategy.scope(), dtype_policy(self.policy):
             self.net = build(built)
             # the spec's transfer section: load the source, freeze (a no-op without one)
@@ -91,9 +101,11 @@ class KerasBackend:
         variables = self.net.trainable_variables
         self.lr_scale = self.transfer.backbone_lr_scale(spec.optimizer.lr)
         back = {id(v) for v in self.transfer.backbone_variables()} if self.lr_scale else set()
-        self.parts = ([v for v in variables if id(v) in back],
-                      [v for v in variables if id(v) not in back])
-        with self.strategy.scope():   # optimizer variables are mirrored like the model's
+        self.parts = (
+            [v for v in variables if id(v) in back],
+            [v for v in variables if id(v) not in back],
+        )
+        with self.strategy.scope():  # optimizer variables are mirrored like the model's
             self.opt = self._optimizer(spec, self.parts[1])
             self.opt_back = None
             if self.parts[0]:
@@ -103,8 +115,9 @@ class KerasBackend:
 
     def _optimizer(self, spec, variables: list):
         import keras
+
         opt = make_optimizer(spec)
-        if self.loss_scaling:   # float16 gradients underflow without it (dynamic loss scale)
+        if self.loss_scaling:  # float16 gradients underflow without it (dynamic loss scale)
             opt = keras.optimizers.LossScaleOptimizer(opt)
         opt.build(variables)
         return opt
@@ -119,19 +132,21 @@ class KerasBackend:
 
         def mirrored(batch):
             losses, outs = strategy.run(step, args=(batch,))
-            return ({k: strategy.reduce("SUM", v, axis=None) for k, v in losses.items()},
-                    [strategy.experimental_local_results(o) for o in outs])
+            return (
+                {k: strategy.reduce("SUM", v, axis=None) for k, v in losses.items()},
+                [strategy.experimental_local_results(o) for o in outs],
+            )
+
         return tf.function(mirrored, reduce_retracing=True)
 
     def _optimizer_variables(self) -> list:
-        return list(self.opt.variables) + (list(self.opt_back.variables) if self.opt_back
-                                           else [])
+        return list(self.opt.variables) + (list(self.opt_back.variables) if self.opt_back else [])
 
     def end_epoch(self, epoch: int) -> None:
         """After `epoch` epochs: transfer's unfreeze_at. Keras fixes the trainable variables
         when the step is traced, so a new optimizer and step follow an unfreeze."""
         if self.transfer.epoch_end(epoch):
-            lr = float(self.opt.learning_rate.numpy())   # (a mirrored one refuses float())
+            lr = float(self.opt.learning_rate.numpy())  # (a mirrored one refuses float())
             self._steps()
             self.set_lr(lr)
 
@@ -143,15 +158,27 @@ class KerasBackend:
 
     def start_epoch(self, epoch: int) -> None:
         import keras
+
         keras.utils.set_random_seed(self.seed * 1_000_003 + epoch)
 
-    def batches(self, samples, batch_size: int, *, train: bool, seed: int, epoch: int,
-                ops=None, workers: int | None = None):
+    def batches(
+        self,
+        samples,
+        batch_size: int,
+        *,
+        train: bool,
+        seed: int,
+        epoch: int,
+        ops=None,
+        workers: int | None = None,
+    ):
         """One epoch's global batches, made on tf.data's threads (cnnspec.data.loading);
         the strategy splits each over the replicas (_shards)."""
         from ..data.loading import keras_batches
-        return keras_batches(samples, batch_size, train=train, seed=seed, epoch=epoch,
-                             ops=ops, workers=workers)
+
+        return keras_batches(
+            samples, batch_size, train=train, seed=seed, epoch=epoch, ops=ops, workers=workers
+        )
 
     def train_step(self, batch: dict):
         return self._run(self._train, batch)
@@ -172,8 +199,7 @@ class KerasBackend:
             return _floats(losses), [np.asarray(o) for o in outs]
         repeat = -(-self.replicas // len(inputs["x"]))
         losses, outs = compiled(self._shards(inputs, repeat))
-        return _floats(losses), [np.concatenate([np.asarray(p) for p in o])[::repeat]
-                                 for o in outs]
+        return _floats(losses), [np.concatenate([np.asarray(p) for p in o])[::repeat] for o in outs]
 
     def _shards(self, inputs: dict, repeat: int):
         """The batch as one contiguous shard per replica (sizes differing by at most one), so
@@ -188,10 +214,11 @@ class KerasBackend:
 
         def shard(ctx):
             i = ctx.replica_id_in_sync_group
-            part = {k: tf.convert_to_tensor(v[cuts[i]:cuts[i + 1]]) for k, v in inputs.items()}
+            part = {k: tf.convert_to_tensor(v[cuts[i] : cuts[i + 1]]) for k, v in inputs.items()}
             if repeat > 1:
                 part["repeat"] = tf.constant(float(repeat))
             return part
+
         return self.strategy.experimental_distribute_values_from_function(shard)
 
     def _outputs(self, out) -> list:
@@ -202,25 +229,25 @@ class KerasBackend:
     def _train_step(self, batch):
         tf = self.tf
         with tf.GradientTape() as tape:
-            outs = [tf.cast(o, "float32") for o in self._outputs(self.net(batch["x"],
-                                                                          training=True))]
+            outs = [
+                tf.cast(o, "float32") for o in self._outputs(self.net(batch["x"], training=True))
+            ]
             losses = self.losses(outs, batch)
             loss = self.opt.scale_loss(losses["loss"]) if self.loss_scaling else losses["loss"]
         back, rest = self.parts
         grads = tape.gradient(loss, back + rest)
-        back_grads = grads[:len(back)]
-        if back and self.loss_scaling:   # scaled by opt's scale; opt_back divides by its own
+        back_grads = grads[: len(back)]
+        if back and self.loss_scaling:  # scaled by opt's scale; opt_back divides by its own
             ratio = self.opt_back.dynamic_scale / self.opt.dynamic_scale
             back_grads = [g * ratio for g in back_grads]
-        self.opt.apply_gradients(zip(grads[len(back):], rest))
+        self.opt.apply_gradients(zip(grads[len(back) :], rest))
         if back:
             self.opt_back.apply_gradients(zip(back_grads, back))
         return losses, self._activated(outs)
 
     def _eval_step(self, batch):
         tf = self.tf
-        outs = [tf.cast(o, "float32") for o in self._outputs(self.net(batch["x"],
-                                                                      training=False))]
+        outs = [tf.cast(o, "float32") for o in self._outputs(self.net(batch["x"], training=False))]
         return self.losses(outs, batch), self._activated(outs)
 
     def losses(self, outs, batch) -> dict:
@@ -228,11 +255,15 @@ class KerasBackend:
 
     def _activated(self, outs) -> list:
         from keras import ops
+
         res = []
         for head, out in zip(self.plan.heads, outs):
             if _logit_head(head):
-                out = ops.sigmoid(out) if head.units == 1 or head.activation == "sigmoid" \
+                out = (
+                    ops.sigmoid(out)
+                    if head.units == 1 or head.activation == "sigmoid"
                     else ops.softmax(out, axis=-1)
+                )
             res.append(out)
         return res
 
@@ -240,6 +271,7 @@ class KerasBackend:
     def save(self, prefix: str) -> list[str]:
         from ..convert import save_keras_weights
         from .checkpoint import atomic_path
+
         weights, optim = prefix + ".weights.h5", prefix + ".optim.npz"
         atomic_path(weights, lambda tmp: save_keras_weights(self.net, self.model, tmp))
         values = {f"v{i}": np.asarray(v) for i, v in enumerate(self._optimizer_variables())}
@@ -247,6 +279,7 @@ class KerasBackend:
         def write(tmp):
             with open(tmp, "wb") as fh:
                 np.savez(fh, **values)
+
         atomic_path(optim, write)
         return [weights, optim]
 
@@ -255,6 +288,7 @@ class KerasBackend:
         read without pickle). A file that is missing, of another kind, unreadable or of
         another spec raises ValueError."""
         from ..convert import load_keras_weights
+
         for f in files:
             if f.endswith(".optim.npz"):
                 if optimizer and os.path.exists(f):
@@ -281,6 +315,7 @@ def _in_sync():
     """The replica context of a step mirrored over several replicas, else None (one device:
     the batch reductions are the plain ones)."""
     import tensorflow as tf
+
     ctx = tf.distribute.get_replica_context()
     return ctx if ctx is not None and ctx.num_replicas_in_sync > 1 else None
 
@@ -290,6 +325,7 @@ def _mean(x):
     (tf.nn.compute_average_loss), so the shares and their gradients add up to the global
     mean's."""
     from keras import ops
+
     ctx = _in_sync()
     if ctx is None:
         return ops.mean(x)
@@ -300,6 +336,7 @@ def _ratio(num, den):
     """sum(num) / max(sum(den), 1) over the batch, for losses averaged over the images that
     hold an object; mirrored, this replica's numerator over the global denominator."""
     from keras import ops
+
     ctx = _in_sync()
     if ctx is not None:
         den = ctx.all_reduce("sum", den)
@@ -326,7 +363,8 @@ def _share(value):
 # --- losses by head role: the same formulas as torch_backend --------------------------------
 def _bce(head, out, target):
     from keras import ops
-    if _logit_head(head):   # log(1 + e^x) - x t, stable form (keras/torch BCE with logits)
+
+    if _logit_head(head):  # log(1 + e^x) - x t, stable form (keras/torch BCE with logits)
         return ops.relu(out) - out * target + ops.log1p(ops.exp(-ops.abs(out)))
     p = ops.clip(out, EPS, 1 - EPS)
     return -(target * ops.log(p) + (1 - target) * ops.log(1 - p))
@@ -334,18 +372,18 @@ def _bce(head, out, target):
 
 def _ce(head, out, labels):
     from keras import ops
+
     onehot = ops.one_hot(labels, head.units)
-    logp = ops.log_softmax(out, axis=-1) if _logit_head(head) else \
-        ops.log(ops.maximum(out, EPS))
+    logp = ops.log_softmax(out, axis=-1) if _logit_head(head) else ops.log(ops.maximum(out, EPS))
     return -ops.sum(onehot * logp, axis=-1)
 
 
 def _class_loss(name, head, out, batch):
     from keras import ops
+
     y = batch["y"]
     if head.units == 1 or name == "binary_crossentropy":
-        target = ops.cast(y, "float32")[:, None] if head.units == 1 else \
-            ops.one_hot(y, head.units)
+        target = ops.cast(y, "float32")[:, None] if head.units == 1 else ops.one_hot(y, head.units)
         per = ops.mean(_bce(head, out, target), axis=-1)
     else:
         per = _ce(head, out, y)
@@ -357,6 +395,7 @@ def _class_loss(name, head, out, batch):
 
 def _mask_loss(name, head, out, batch):
     from keras import ops
+
     masks = batch["masks"]
     if head.units == 1:
         prob = ops.sigmoid(out) if _logit_head(head) else out
@@ -373,9 +412,9 @@ def _mask_loss(name, head, out, batch):
 
 def _dice(prob, target, batch):
     from keras import ops
+
     inter = _global_sum(ops.sum(prob * target, axis=(0, 1, 2)), batch)
-    denom = _global_sum(ops.sum(prob, axis=(0, 1, 2)) + ops.sum(target, axis=(0, 1, 2)),
-                        batch)
+    denom = _global_sum(ops.sum(prob, axis=(0, 1, 2)) + ops.sum(target, axis=(0, 1, 2)), batch)
     return ops.mean((2 * inter + 1.0) / (denom + 1.0))
 
 
@@ -385,15 +424,16 @@ def _present_loss(name, head, out, batch):
 
 def _box_loss(name, head, out, batch):
     from keras import ops
+
     present, boxes = batch["present"], batch["boxes"]
     diff = out - boxes
     if name == "iou":
         per = 1 - box_iou(out, boxes)
     elif name == "mse":
-        per = ops.mean(diff ** 2, axis=-1)
+        per = ops.mean(diff**2, axis=-1)
     elif name == "mae":
         per = ops.mean(ops.abs(diff), axis=-1)
-    else:   # smooth L1, beta 1 (Huber)
+    else:  # smooth L1, beta 1 (Huber)
         a = ops.abs(diff)
         per = ops.mean(ops.where(a < 1.0, 0.5 * a * a, a - 0.5), axis=-1)
     return _ratio(ops.sum(per * present), ops.sum(present))
@@ -401,6 +441,7 @@ def _box_loss(name, head, out, batch):
 
 def box_iou(a, b):
     from keras import ops
+
     ix = ops.relu(ops.minimum(a[:, 2], b[:, 2]) - ops.maximum(a[:, 0], b[:, 0]))
     iy = ops.relu(ops.minimum(a[:, 3], b[:, 3]) - ops.maximum(a[:, 1], b[:, 1]))
     inter = ix * iy
@@ -411,6 +452,7 @@ def box_iou(a, b):
 
 def _image_loss(name, head, out, batch):
     from keras import ops
+
     x = batch["x"]
     if name == "binary_crossentropy":
         return _mean(_bce(head, out, x))
@@ -419,5 +461,10 @@ def _image_loss(name, head, out, batch):
     return _mean((out - x) ** 2)
 
 
-LOSSES = {"class": _class_loss, "mask": _mask_loss, "present": _present_loss,
-          "box": _box_loss, "image": _image_loss}
+LOSSES = {
+    "class": _class_loss,
+    "mask": _mask_loss,
+    "present": _present_loss,
+    "box": _box_loss,
+    "image": _image_loss,
+}

@@ -35,8 +35,10 @@ def requested_replicas(replicas: int | None = None) -> int | None:
         try:
             value = int(text)
         except ValueError:
-            raise ValueError(f"{REPLICAS_ENV} must be a whole number of replicas. "
-                             f"Received: {REPLICAS_ENV}={text!r}") from None
+            raise ValueError(
+                f"{REPLICAS_ENV} must be a whole number of replicas. "
+                f"Received: {REPLICAS_ENV}={text!r}"
+            ) from None
     if value < 1:
         raise ValueError(f"the number of replicas must be at least 1. Received: {value}")
     return value
@@ -45,6 +47,7 @@ def requested_replicas(replicas: int | None = None) -> int | None:
 def make_strategy(replicas: int | None = None):
     """The tf.distribute strategy for this process (see the module docstring)."""
     import tensorflow as tf
+
     wanted = requested_replicas(replicas)
     gpus = tf.config.list_physical_devices("GPU")
     if wanted is None:
@@ -53,8 +56,9 @@ def make_strategy(replicas: int | None = None):
         return tf.distribute.get_strategy()
     if gpus:
         if wanted > len(gpus):
-            raise ValueError(f"{wanted} replicas asked for, but only {len(gpus)} GPU(s) are "
-                             "visible")
+            raise ValueError(
+                f"{wanted} replicas asked for, but only {len(gpus)} GPU(s) are visible"
+            )
         return mirrored((*(f"/gpu:{i}" for i in range(wanted)),))
     return mirrored(tuple(split_cpu(wanted)))
 
@@ -65,6 +69,7 @@ def mirrored(devices: tuple[str, ...]):
     its collective ops from the same start, so two over the same devices (two backends in
     one process) would run into each other's all-reduces."""
     import tensorflow as tf
+
     return tf.distribute.MirroredStrategy(list(devices))
 
 
@@ -72,17 +77,21 @@ def split_cpu(n: int) -> list[str]:
     """The CPU as n logical devices; their names. TensorFlow fixes its devices when it
     starts, so this must run before the first tensor is made in the process."""
     import tensorflow as tf
+
     cpu = tf.config.list_physical_devices("CPU")[0]
     have = tf.config.get_logical_device_configuration(cpu)
     if have is None or len(have) != n:
         try:
             tf.config.set_logical_device_configuration(
-                cpu, [tf.config.LogicalDeviceConfiguration() for _ in range(n)])
+                cpu, [tf.config.LogicalDeviceConfiguration() for _ in range(n)]
+            )
         except RuntimeError:
             found = len(tf.config.list_logical_devices("CPU"))
-            raise RuntimeError(f"cannot split the CPU into {n} devices: TensorFlow started "
-                               f"with {found} already in this process; set {REPLICAS_ENV} "
-                               "before anything runs TensorFlow") from None
+            raise RuntimeError(
+                f"cannot split the CPU into {n} devices: TensorFlow started "
+                f"with {found} already in this process; set {REPLICAS_ENV} "
+                "before anything runs TensorFlow"
+            ) from None
     return [f"/cpu:{i}" for i in range(n)]
 
 
@@ -94,6 +103,7 @@ def policy_name(mixed: bool, policy: str | None = None) -> str | None:
     if policy is not None:
         return policy
     import tensorflow as tf
+
     return "mixed_float16" if tf.config.list_physical_devices("GPU") else "mixed_bfloat16"
 
 
@@ -106,6 +116,7 @@ def dtype_policy(name: str | None) -> Iterator[None]:
         yield
         return
     import keras
+
     previous = keras.mixed_precision.global_policy()
     keras.mixed_precision.set_global_policy(name)
     try:
@@ -121,6 +132,7 @@ def sync_batchnorm(net) -> int:
     each replica normalises by its own shard and its copy of the moving statistics drifts
     from the others (their aggregation is 'none'). Returns how many layers changed."""
     import keras
+
     count = 0
     for layer in _layers(net):
         if isinstance(layer, keras.layers.BatchNormalization) and not layer.synchronized:
@@ -132,5 +144,5 @@ def sync_batchnorm(net) -> int:
 def _layers(net) -> Iterator:
     for layer in net.layers:
         yield layer
-        if hasattr(layer, "layers"):    # a nested model
+        if hasattr(layer, "layers"):  # a nested model
             yield from _layers(layer)

@@ -63,8 +63,7 @@ class Meter:
     def _mask(self, prob, batch) -> None:
         masks = batch["masks"]
         k = max(prob.shape[-1], 2)
-        pred = (prob[..., 0] > 0.5).astype(np.int64) if prob.shape[-1] == 1 \
-            else prob.argmax(-1)
+        pred = (prob[..., 0] > 0.5).astype(np.int64) if prob.shape[-1] == 1 else prob.argmax(-1)
         p = np.eye(k, dtype=bool)[pred].reshape(-1, k)
         t = np.eye(k, dtype=bool)[masks].reshape(-1, k)
         self._add("inter", (p & t).sum(0))

@@ -29,16 +29,35 @@ from ..ir import CompileSpec, Model
 from ..logits import final_activation, strip_final_activations
 
 TASKS = ("classify", "segment", "detect", "generate")
-CE_LOSSES = {"categorical_crossentropy", "sparse_categorical_crossentropy",
-             "binary_crossentropy", "ce_dice"}
+CE_LOSSES = {
+    "categorical_crossentropy",
+    "sparse_categorical_crossentropy",
+    "binary_crossentropy",
+    "ce_dice",
+}
 BOX_LOSSES = {"smooth_l1", "iou", "mse", "mae"}
 TASK_LOSSES = {
-    "classify": {"categorical_crossentropy", "sparse_categorical_crossentropy",
-                 "binary_crossentropy"},
-    "segment": {"categorical_crossentropy", "sparse_categorical_crossentropy",
-                "binary_crossentropy", "dice", "ce_dice"},
-    "detect": {"binary_crossentropy", "smooth_l1", "iou", "mse", "mae",
-               "categorical_crossentropy", "sparse_categorical_crossentropy"},
+    "classify": {
+        "categorical_crossentropy",
+        "sparse_categorical_crossentropy",
+        "binary_crossentropy",
+    },
+    "segment": {
+        "categorical_crossentropy",
+        "sparse_categorical_crossentropy",
+        "binary_crossentropy",
+        "dice",
+        "ce_dice",
+    },
+    "detect": {
+        "binary_crossentropy",
+        "smooth_l1",
+        "iou",
+        "mse",
+        "mae",
+        "categorical_crossentropy",
+        "sparse_categorical_crossentropy",
+    },
     "generate": {"vae", "adversarial", "mse", "mae", "binary_crossentropy"},
 }
 TASK_METRICS = {
@@ -47,27 +66,39 @@ TASK_METRICS = {
     "detect": {"accuracy", "mean_iou", "iou", "mae", "mse"},
     "generate": {"mae", "mse"},
 }
-DEFAULT_LOSS = {"classify": ["sparse_categorical_crossentropy"], "segment": ["ce_dice"],
-                "detect": ["binary_crossentropy", "smooth_l1", "iou"], "generate": ["mse"]}
-DEFAULT_METRICS = {"classify": ["accuracy"], "segment": ["dice", "accuracy"],
-                   "detect": ["mean_iou", "accuracy"], "generate": []}
+DEFAULT_LOSS = {
+    "classify": ["sparse_categorical_crossentropy"],
+    "segment": ["ce_dice"],
+    "detect": ["binary_crossentropy", "smooth_l1", "iou"],
+    "generate": ["mse"],
+}
+DEFAULT_METRICS = {
+    "classify": ["accuracy"],
+    "segment": ["dice", "accuracy"],
+    "detect": ["mean_iou", "accuracy"],
+    "generate": [],
+}
 # Metric spellings and the name training reports them under (history columns, monitor).
 METRIC_ALIASES = {"iou": "mean_iou", "top_k": "top5"}
 # The data loader's task names (cnnspec.data.TASKS).
-DATA_TASK = {"classify": "classify", "segment": "segment", "detect": "detect",
-             "generate": "classify"}
+DATA_TASK = {
+    "classify": "classify",
+    "segment": "segment",
+    "detect": "detect",
+    "generate": "classify",
+}
 
 
 @dataclass
 class Head:
     """One network output and how it is trained."""
 
-    output: str                    # the output node's name
-    role: str                      # class | mask | present | box | image
+    output: str  # the output node's name
+    role: str  # class | mask | present | box | image
     shape: tuple[int, ...]
-    activation: str | None         # the final activation the network had
+    activation: str | None  # the final activation the network had
     losses: list[str] = field(default_factory=list)
-    logits: bool = False           # True: the activation is stripped and applied by the loss
+    logits: bool = False  # True: the activation is stripped and applied by the loss
 
     @property
     def units(self) -> int:
@@ -153,12 +184,15 @@ class _Checker:
                     return Span(no, col, no, len(lines[no - 1].rstrip()) + 1)
         return Span(sec.line, sec.column, sec.end_line, sec.end_column)
 
-    def error(self, code: str, message: str, setting: str | None = None, hint=None,
-              span=None, **kw):
-        span = Span(span.line, span.column, span.end_line, span.end_column) if span \
+    def error(
+        self, code: str, message: str, setting: str | None = None, hint=None, span=None, **kw
+    ):
+        span = (
+            Span(span.line, span.column, span.end_line, span.end_column)
+            if span
             else self.where(setting)
-        self.errors.append(SpecError(code, message, span, hint=hint, path=self.model.source,
-                                     **kw))
+        )
+        self.errors.append(SpecError(code, message, span, hint=hint, path=self.model.source, **kw))
 
     # --- the plan -------------------------------------------------------------------------
     def plan(self, num_classes: int | None) -> TrainingPlan:
@@ -172,11 +206,13 @@ class _Checker:
         self.check_monitor(metrics)
         weights = list(self.spec.loss_weights) or [1.0] * len(heads)
         if len(weights) != len(heads):
-            self.error("E514", f"loss weights={len(weights)} values for {len(heads)} "
-                       f"output(s)", "loss")
+            self.error(
+                "E514", f"loss weights={len(weights)} values for {len(heads)} output(s)", "loss"
+            )
         for h in heads:
-            h.logits = (h.activation in ("softmax", "sigmoid")
-                        and any(loss in CE_LOSSES for loss in h.losses))
+            h.logits = h.activation in ("softmax", "sigmoid") and any(
+                loss in CE_LOSSES for loss in h.losses
+            )
         return TrainingPlan(task, heads, metrics, self.spec, weights)
 
     def infer_task(self) -> str:
@@ -184,39 +220,47 @@ class _Checker:
         shapes = model.output_shapes
         in_shape = model.input_shape
         if losses & {"vae", "adversarial"}:
-            self.error("E518", f"loss {'/'.join(sorted(losses & {'vae', 'adversarial'}))} "
-                       "trains two networks, and a spec holds one", "loss",
-                       hint="train the encoder with --decoder DECODER.cnn (VAE) or the "
-                            "generator with --discriminator DISCRIMINATOR.cnn (GAN)")
+            self.error(
+                "E518",
+                f"loss {'/'.join(sorted(losses & {'vae', 'adversarial'}))} "
+                "trains two networks, and a spec holds one",
+                "loss",
+                hint="train the encoder with --decoder DECODER.cnn (VAE) or the "
+                "generator with --discriminator DISCRIMINATOR.cnn (GAN)",
+            )
             return "generate"
-        if len(shapes) >= 2 and any(s == (4,) for s in shapes) and any(
-                s == (1,) for s in shapes):
+        if len(shapes) >= 2 and any(s == (4,) for s in shapes) and any(s == (1,) for s in shapes):
             return "detect"
         if len(shapes) == 1 and len(shapes[0]) == 3 and len(in_shape) == 3:
-            if shapes[0] == in_shape and losses <= {"mse", "mae", "binary_crossentropy"} \
-                    and losses:
+            if shapes[0] == in_shape and losses <= {"mse", "mae", "binary_crossentropy"} and losses:
                 return "generate"
             if shapes[0][:2] == in_shape[:2]:
                 return "segment"
         if len(shapes) == 1 and len(shapes[0]) == 1:
             if losses & BOX_LOSSES and not losses & CE_LOSSES:
-                self.error("E517", "a single vector output with a box loss has no present "
-                           "flag to train against", "loss",
-                           hint="detection needs two outputs: present (1 unit, sigmoid) "
-                                "and box (4 units)")
+                self.error(
+                    "E517",
+                    "a single vector output with a box loss has no present flag to train against",
+                    "loss",
+                    hint="detection needs two outputs: present (1 unit, sigmoid) and box (4 units)",
+                )
             return "classify"
         shown = ", ".join("x".join(map(str, s)) for s in shapes)
-        self.error("E517", f"cannot tell what this network is trained for from its outputs "
-                   f"({shown})", "loss",
-                   hint="a classifier ends in a vector; a segmenter in HxWxK at the input's "
-                        "size; a detector outputs present (1) and box (4); a VAE encoder "
-                        "(mean, logvar) trains with --decoder DECODER.cnn")
+        self.error(
+            "E517",
+            f"cannot tell what this network is trained for from its outputs ({shown})",
+            "loss",
+            hint="a classifier ends in a vector; a segmenter in HxWxK at the input's "
+            "size; a detector outputs present (1) and box (4); a VAE encoder "
+            "(mean, logvar) trains with --decoder DECODER.cnn",
+        )
         return "classify"
 
     def heads(self, task: str, losses: list[str]) -> list[Head]:
         model = self.model
-        outs = [(o, model.node(o).shape, final_activation(model.node(o).layer))
-                for o in model.outputs]
+        outs = [
+            (o, model.node(o).shape, final_activation(model.node(o).layer)) for o in model.outputs
+        ]
         if task == "detect":
             heads = []
             for name, shape, act in outs:
@@ -226,19 +270,27 @@ class _Checker:
             box = [h for h in heads if h.role == "box"]
             cls = [h for h in heads if h.role == "class"]
             for loss in losses:
-                target = (box if loss in BOX_LOSSES else present if loss ==
-                          "binary_crossentropy" else cls)
+                target = (
+                    box if loss in BOX_LOSSES else present if loss == "binary_crossentropy" else cls
+                )
                 if target:
                     target[0].losses.append(loss)
                 else:
-                    self.error("E514", f"loss {loss} has no output to train: this detector's "
-                               "outputs are " + ", ".join(f"{h.output} ({h.role})"
-                                                          for h in heads), "loss")
+                    self.error(
+                        "E514",
+                        f"loss {loss} has no output to train: this detector's "
+                        "outputs are " + ", ".join(f"{h.output} ({h.role})" for h in heads),
+                        "loss",
+                    )
             for h in heads:
                 if not h.losses:
-                    self.error("E514", f"output {h.output} ({h.role}) has no loss", "loss",
-                               hint="list one loss per output: binary_crossentropy for "
-                                    "present, smooth_l1 and/or iou for the box")
+                    self.error(
+                        "E514",
+                        f"output {h.output} ({h.role}) has no loss",
+                        "loss",
+                        hint="list one loss per output: binary_crossentropy for "
+                        "present, smooth_l1 and/or iou for the box",
+                    )
             return heads
         role = {"classify": "class", "segment": "mask", "generate": "image"}[task]
         heads = [Head(n, role, s, a) for n, s, a in outs]
@@ -251,48 +303,80 @@ class _Checker:
         elif len(heads) == 1:
             heads[0].losses = list(losses)
         else:
-            self.error("E514", f"{len(losses)} losses for {len(heads)} outputs", "loss",
-                       hint="give one loss for all outputs, or one per output in "
-                            "output order")
+            self.error(
+                "E514",
+                f"{len(losses)} losses for {len(heads)} outputs",
+                "loss",
+                hint="give one loss for all outputs, or one per output in output order",
+            )
         return heads
 
     def check_losses(self, task: str, losses: list[str], heads: list[Head]) -> None:
         fits = TASK_LOSSES[task]
         for loss in losses:
             if loss in ("dice", "ce_dice") and task == "classify":
-                self.error("E512", f"loss {loss} measures overlap of masks; this network is "
-                           "a classifier (its output is a vector)", "loss",
-                           hint="use sparse_categorical_crossentropy, or end the network "
-                                "in HxWxK to segment")
+                self.error(
+                    "E512",
+                    f"loss {loss} measures overlap of masks; this network is "
+                    "a classifier (its output is a vector)",
+                    "loss",
+                    hint="use sparse_categorical_crossentropy, or end the network "
+                    "in HxWxK to segment",
+                )
             elif loss not in fits:
-                self.error("E512", f"loss {loss} does not fit a {task} network", "loss",
-                           expected=", ".join(sorted(fits)))
+                self.error(
+                    "E512",
+                    f"loss {loss} does not fit a {task} network",
+                    "loss",
+                    expected=", ".join(sorted(fits)),
+                )
         for h in heads:
-            if "binary_crossentropy" in h.losses and h.activation == "softmax" \
-                    and h.units > 1:
-                self.error("E510", f"binary_crossentropy on a softmax over {h.units} units: "
-                           "softmax makes the units compete, binary cross-entropy scores "
-                           "each on its own", "loss",
-                           hint="use categorical_crossentropy with softmax, or sigmoid with "
-                                "binary_crossentropy (multi-label)")
-            if {"categorical_crossentropy", "sparse_categorical_crossentropy"} & set(
-                    h.losses) and h.activation == "sigmoid" and h.units > 1:
-                self.error("E510", f"categorical cross-entropy on {h.units} sigmoid units: "
-                           "the units are not a distribution over classes", "loss",
-                           hint="end the head in softmax, or use binary_crossentropy")
-            if {"categorical_crossentropy", "sparse_categorical_crossentropy", "ce_dice",
-                    "dice"} & set(h.losses) and h.units == 1 and h.role in ("class", "mask"):
-                self.error("E511", f"categorical loss {'/'.join(h.losses)} on a single "
-                           f"unit: one class has nothing to choose from", "loss",
-                           hint="use binary_crossentropy with a sigmoid unit, or one unit "
-                                "per class")
+            if "binary_crossentropy" in h.losses and h.activation == "softmax" and h.units > 1:
+                self.error(
+                    "E510",
+                    f"binary_crossentropy on a softmax over {h.units} units: "
+                    "softmax makes the units compete, binary cross-entropy scores "
+                    "each on its own",
+                    "loss",
+                    hint="use categorical_crossentropy with softmax, or sigmoid with "
+                    "binary_crossentropy (multi-label)",
+                )
+            if (
+                {"categorical_crossentropy", "sparse_categorical_crossentropy"} & set(h.losses)
+                and h.activation == "sigmoid"
+                and h.units > 1
+            ):
+                self.error(
+                    "E510",
+                    f"categorical cross-entropy on {h.units} sigmoid units: "
+                    "the units are not a distribution over classes",
+                    "loss",
+                    hint="end the head in softmax, or use binary_crossentropy",
+                )
+            if (
+                {"categorical_crossentropy", "sparse_categorical_crossentropy", "ce_dice", "dice"}
+                & set(h.losses)
+                and h.units == 1
+                and h.role in ("class", "mask")
+            ):
+                self.error(
+                    "E511",
+                    f"categorical loss {'/'.join(h.losses)} on a single "
+                    f"unit: one class has nothing to choose from",
+                    "loss",
+                    hint="use binary_crossentropy with a sigmoid unit, or one unit per class",
+                )
 
     def check_metrics(self, task: str, metrics: list[str]) -> None:
         fits = TASK_METRICS[task]
         for m in metrics:
             if m not in fits:
-                self.error("E513", f"metric {m} does not fit a {task} network", "metrics",
-                           expected=", ".join(sorted(fits)))
+                self.error(
+                    "E513",
+                    f"metric {m} does not fit a {task} network",
+                    "metrics",
+                    expected=", ".join(sorted(fits)),
+                )
 
     def check_monitor(self, metrics: list[str]) -> None:
         es = self.spec.early_stopping
@@ -301,19 +385,27 @@ class _Checker:
         names = ["loss", *(METRIC_ALIASES.get(m, m) for m in metrics)]
         known = [f"{split}_{n}" for split in ("val", "train") for n in names]
         if es.monitor not in known:
-            self.error("E516", f"early_stopping monitors '{es.monitor}', which training does "
-                       "not measure", "early_stopping", expected=", ".join(known),
-                       hint=did_you_mean(es.monitor, known))
+            self.error(
+                "E516",
+                f"early_stopping monitors '{es.monitor}', which training does not measure",
+                "early_stopping",
+                expected=", ".join(known),
+                hint=did_you_mean(es.monitor, known),
+            )
 
     def check_heads(self, task: str, heads: list[Head], num_classes: int | None) -> None:
         if num_classes is None:
             return
         for h in heads:
             if h.role in ("class", "mask") and h.units > 1 and h.units != num_classes:
-                self.error("E515", f"output {h.output} has {h.units} units but the data has "
-                           f"{num_classes} classes", "loss",
-                           hint=f"end the network in {num_classes} units, or load data with "
-                                f"{h.units} classes", span=self.model.node(h.output).span)
+                self.error(
+                    "E515",
+                    f"output {h.output} has {h.units} units but the data has {num_classes} classes",
+                    "loss",
+                    hint=f"end the network in {num_classes} units, or load data with "
+                    f"{h.units} classes",
+                    span=self.model.node(h.output).span,
+                )
 
 
 def _read(path: str | None) -> str | None:

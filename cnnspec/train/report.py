@@ -33,8 +33,7 @@ def _fmt(value):
 
 def read_history(out: Path) -> list[dict]:
     with open(Path(out) / "history.csv", newline="", encoding="utf-8") as fh:
-        return [{k: float(v) if v else None for k, v in row.items()}
-                for row in csv.DictReader(fh)]
+        return [{k: float(v) if v else None for k, v in row.items()} for row in csv.DictReader(fh)]
 
 
 def write_result(out: Path, result: dict) -> None:
@@ -50,7 +49,7 @@ def curve_panels(history: list[dict]) -> list[str]:
             base = k.split("_", 1)[1]
             if base not in names:
                 names.append(base)
-        elif k.startswith("sample_"):     # a generator's judged samples (train/judge.py)
+        elif k.startswith("sample_"):  # a generator's judged samples (train/judge.py)
             names.append(k)
     losses = ["loss"] if "loss" in names else [n for n in names if n.startswith("loss_")]
     return losses + [n for n in names if n != "loss" and not n.startswith("loss_")]
@@ -61,18 +60,19 @@ def plot_curves(out: Path, history: list[dict], title: str = "") -> None:
     if not history:
         return
     import matplotlib
+
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+
     panels = curve_panels(history)
     cols = min(len(panels), 4)
     rows = -(-len(panels) // cols)
     fig, axes = plt.subplots(rows, cols, figsize=(4 * cols, 3.2 * rows), squeeze=False)
-    for ax in axes.flat[len(panels):]:
+    for ax in axes.flat[len(panels) :]:
         ax.set_visible(False)
     epochs = [r["epoch"] for r in history]
     for ax, name in zip(axes.flat, panels):
-        for split, key in (("train", f"train_{name}"), ("val", f"val_{name}"),
-                           ("samples", name)):
+        for split, key in (("train", f"train_{name}"), ("val", f"val_{name}"), ("samples", name)):
             if key in history[0]:
                 ax.plot(epochs, [r.get(key) for r in history], marker=".", label=split)
         ax.set_title(name)
@@ -89,13 +89,14 @@ def plot_curves(out: Path, history: list[dict], title: str = "") -> None:
 def save_grid(path: Path, images: np.ndarray, cols: int = 8) -> None:
     """A PNG grid of NHWC images in [0, 1] (generated samples, predicted masks)."""
     from PIL import Image
+
     images = np.clip(np.asarray(images, dtype=np.float32), 0, 1)
     n, h, w, c = images.shape
     rows = -(-n // cols)
     grid = np.ones((rows * (h + 2), cols * (w + 2), c), dtype=np.float32)
     for i, img in enumerate(images):
         r, q = divmod(i, cols)
-        grid[r * (h + 2) + 1:r * (h + 2) + 1 + h, q * (w + 2) + 1:q * (w + 2) + 1 + w] = img
+        grid[r * (h + 2) + 1 : r * (h + 2) + 1 + h, q * (w + 2) + 1 : q * (w + 2) + 1 + w] = img
     data = (grid * 255).round().astype(np.uint8)
     pil = Image.fromarray(data[..., 0] if c == 1 else data)
     atomic_path(Path(path), lambda tmp: pil.save(tmp, format="PNG"))

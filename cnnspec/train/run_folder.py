@@ -23,8 +23,17 @@ LOCK = ".lock"
 GENERATE_STATE = "generate_state.pt"
 MARKERS = (STATE, GENERATE_STATE, "result.json", "history.csv")
 # what a run writes; --overwrite removes these (and nothing else) before starting
-RUN_FILES = (*MARKERS, "curves.png", "samples.png", "last.*", "best.*", "encoder.safetensors",
-             "decoder.safetensors", "generator.safetensors", "discriminator.safetensors")
+RUN_FILES = (
+    *MARKERS,
+    "curves.png",
+    "samples.png",
+    "last.*",
+    "best.*",
+    "encoder.safetensors",
+    "decoder.safetensors",
+    "generator.safetensors",
+    "discriminator.safetensors",
+)
 
 
 class RunFolderError(Exception):
@@ -47,9 +56,11 @@ def check_place(out: Path, data: str) -> None:
     out = Path(out)
     data_dir = Path(data)
     if data_dir.is_dir() and _inside(out, data_dir):
-        raise RunFolderError(f"the run folder {out} is inside the data folder {data}: the "
-                             "next training would read the run's files as data; choose "
-                             "--out elsewhere")
+        raise RunFolderError(
+            f"the run folder {out} is inside the data folder {data}: the "
+            "next training would read the run's files as data; choose "
+            "--out elsewhere"
+        )
     if out.exists() and not out.is_dir():
         raise RunFolderError(f"{out} is a file, not a folder")
 
@@ -60,9 +71,11 @@ def check_contents(out: Path, resume: bool, overwrite: bool) -> None:
     out = Path(out)
     found = [name for name in MARKERS if (out / name).exists()]
     if found and not resume and not overwrite:
-        raise RunFolderError(f"{out} already holds a run ({', '.join(found)}); continue it "
-                             "with --resume, replace it with --overwrite, or choose "
-                             "another --out")
+        raise RunFolderError(
+            f"{out} already holds a run ({', '.join(found)}); continue it "
+            "with --resume, replace it with --overwrite, or choose "
+            "another --out"
+        )
 
 
 def clear(out: Path) -> None:
@@ -93,8 +106,10 @@ class Lock:
             os.close(fd)
             if exc.errno not in (errno.EAGAIN, errno.EACCES):
                 raise
-            raise RunFolderError(f"{self.path.parent} is in use by another training "
-                                 f"(pid {holder}); wait for it or choose another --out") from None
+            raise RunFolderError(
+                f"{self.path.parent} is in use by another training "
+                f"(pid {holder}); wait for it or choose another --out"
+            ) from None
         os.ftruncate(fd, 0)
         os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
         self.fd = fd
@@ -102,7 +117,7 @@ class Lock:
     def __exit__(self, *exc) -> None:
         if self.fd is not None:
             os.ftruncate(self.fd, 0)
-            os.close(self.fd)   # closing releases the flock
+            os.close(self.fd)  # closing releases the flock
             self.fd = None
 
 

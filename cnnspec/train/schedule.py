@@ -21,7 +21,7 @@ from ..ir import Schedule
 class LRSchedule:
     def __init__(self, spec: Schedule, base_lr: float, epochs: int, mode: str = "min"):
         self.spec, self.base_lr, self.epochs, self.mode = spec, base_lr, epochs, mode
-        self.scale = 1.0          # plateau: the product of the decays so far
+        self.scale = 1.0  # plateau: the product of the decays so far
         self.best: float | None = None
         self.bad = 0
 
@@ -48,8 +48,9 @@ class LRSchedule:
         """Feed the monitored value at the end of an epoch (plateau only)."""
         if self.spec.name != "plateau" or value is None or not math.isfinite(value):
             return
-        better = self.best is None or (value < self.best if self.mode == "min"
-                                       else value > self.best)
+        better = self.best is None or (
+            value < self.best if self.mode == "min" else value > self.best
+        )
         if better:
             self.best, self.bad = value, 0
             return

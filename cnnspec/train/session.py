@@ -1,8 +1,8 @@
 """Train, evaluate and predict from a compiled spec: the steps the CLI commands run.
 
-    result = train(model, "digits", backend="torch", out="runs/lenet", epochs=5)
-    metrics = evaluate(model, "runs/lenet/best.safetensors", "digits")
-    preds = predict(model, "runs/lenet/best.safetensors", ["a.png"])
+result = train(model, "digits", backend="torch", out="runs/lenet", epochs=5)
+metrics = evaluate(model, "runs/lenet/best.safetensors", "digits")
+preds = predict(model, "runs/lenet/best.safetensors", ["a.png"])
 """
 
 from __future__ import annotations
@@ -34,17 +34,20 @@ def backend_for_weights(path: str) -> str:
     return "keras" if str(path).endswith(".h5") else "torch"
 
 
-def make_backend(name: str, model: Model, plan: TrainingPlan, seed: int, comm: Comm | None = None,
-                 device=None):
+def make_backend(
+    name: str, model: Model, plan: TrainingPlan, seed: int, comm: Comm | None = None, device=None
+):
     """`device`: a torch.device or a --device string (torch only; None: auto)."""
     if name == "torch":
         from .devices import from_env
         from .torch_backend import TorchBackend
+
         if device is None or isinstance(device, str):
             device = from_env(device or "auto")
         return TorchBackend(model, plan, seed, comm, device)
     if name == "keras":
         from .keras_backend import KerasBackend
+
         return KerasBackend(model, plan, seed)
     raise ValueError(f"unknown backend {name!r}")
 
@@ -64,28 +67,48 @@ def load_data(model: Model, source: str, seed: int = 0, options: dict | None = N
     return plan, samples.materialize()
 
 
-def index_data(model: Model, source, seed: int = 0, options: dict | None = None,
-               cache: str = "none"):
+def index_data(
+    model: Model, source, seed: int = 0, options: dict | None = None, cache: str = "none"
+):
     """(plan checked against the data, Samples: indexed, decoded per batch). `source` is a
     source name or path, or data from Python (cnnspec.data.foreign)."""
     from ..data import foreign, index
+
     plan = make_plan(model)
     if foreign.is_foreign(source):
         samples = foreign.samples(source, model.input_shape, plan.data_task)
         if cache == "ram":
             samples = samples.cache()
     else:
-        samples = index(source, model.input_shape, plan.data_task, seed, cache=cache,
-                        **data_options(plan, options))
+        samples = index(
+            source,
+            model.input_shape,
+            plan.data_task,
+            seed,
+            cache=cache,
+            **data_options(plan, options),
+        )
     classes = len(samples.classes) if plan.task in ("classify", "segment") else None
     return make_plan(model, classes), samples
 
 
-def train(model: Model, source, backend: str = "torch", out: str | Path | None = None,
-          epochs: int | None = None, resume: bool = False, seed: int | None = None,
-          batch_size: int | None = None, data_options_: dict | None = None,
-          progress: bool | None = None, log=print, comm: Comm | None = None,
-          device=None, workers: int | None = None, cache: str = "none") -> dict:
+def train(
+    model: Model,
+    source,
+    backend: str = "torch",
+    out: str | Path | None = None,
+    epochs: int | None = None,
+    resume: bool = False,
+    seed: int | None = None,
+    batch_size: int | None = None,
+    data_options_: dict | None = None,
+    progress: bool | None = None,
+    log=print,
+    comm: Comm | None = None,
+    device=None,
+    workers: int | None = None,
+    cache: str = "none",
+) -> dict:
     """Fit the model on `source`; returns the result dict (also written to out/result.json).
     Raises driver.Interrupted on Ctrl-C after saving the last finished epoch.
     workers: decoding processes (None: cnnspec.data.loading.default_workers); cache:
@@ -95,12 +118,20 @@ def train(model: Model, source, backend: str = "torch", out: str | Path | None =
     spec = plan.compile
     seed = spec.seed if seed is None else seed
     tr, va = dataset.split(spec.validation_split, seed)
-    opts = Options(epochs=epochs or spec.epochs, batch_size=batch_size or spec.batch_size,
-                   seed=seed, out=Path(out) if out else None, resume=resume,
-                   augment=list(spec.augment), progress=progress, workers=workers)
+    opts = Options(
+        epochs=epochs or spec.epochs,
+        batch_size=batch_size or spec.batch_size,
+        seed=seed,
+        out=Path(out) if out else None,
+        resume=resume,
+        augment=list(spec.augment),
+        progress=progress,
+        workers=workers,
+    )
     opts.log = log
     from ..data.augmentation import import_torchvision_first
-    import_torchvision_first(augment_ops(opts.augment))     # before the Keras backend's TF
+
+    import_torchvision_first(augment_ops(opts.augment))  # before the Keras backend's TF
     be = make_backend(backend, model, plan, seed, comm, device)
     transfer = getattr(be, "transfer", None)
     transfer = transfer.summary() if transfer is not None else None
@@ -108,9 +139,16 @@ def train(model: Model, source, backend: str = "torch", out: str | Path | None =
         log(transfer["loaded"])
     norm = normalization(fitted_ops(opts.augment, tr))
     from ..data.foreign import describe, is_foreign
+
     name = describe(source) if is_foreign(source) else str(source)
-    info = {"backend": backend, "data": name, "seed": seed, "spec": model.source,
-            "world": comm.world, "normalize": norm}
+    info = {
+        "backend": backend,
+        "data": name,
+        "seed": seed,
+        "spec": model.source,
+        "world": comm.world,
+        "normalize": norm,
+    }
     trainer = Trainer(be, plan, opts, comm, info)
     if resume and trainer.resume():
         log(f"resuming after epoch {trainer.start} of {opts.epochs}")
@@ -126,22 +164,36 @@ def train(model: Model, source, backend: str = "torch", out: str | Path | None =
         raise
     held_out = va if len(va) else tr
     ops = eval_ops(fitted_ops(opts.augment, tr))
-    measure = lambda: {k: float(v) for k, v in _evaluate(be, plan, held_out, opts.batch_size,
-                                                         comm, ops, workers).items()}
-    last = measure()       # the weights of the last epoch run
+    measure = lambda: {
+        k: float(v)
+        for k, v in _evaluate(be, plan, held_out, opts.batch_size, comm, ops, workers).items()
+    }
+    last = measure()  # the weights of the last epoch run
     kept = _kept_metrics(trainer, be, comm, measure, last)
     restored = trainer.restore_best()
-    result = {"normalize": norm, "task": plan.task, "backend": backend, "data": name,
-              "best_epoch": trainer.best_epoch + 1, "epochs_run": len(trainer.history),
-              "monitor": trainer.monitor, "stopped_early": trainer.stopped_early,
-              "restored_best": restored, "held_out": "validation" if len(va) else "train",
-              "n_train": len(tr), "n_val": len(va), "seed": seed, "processes": comm.world,
-              "seconds": round(time.perf_counter() - t0, 2),
-              # the kept checkpoint's (best.*: what `cnnspec evaluate` of it gives), or the
-              # last epoch's where nothing was kept (no out folder)
-              "metrics": kept if kept is not None else last,
-              "kept": "best" if kept is not None else "last",
-              "last_epoch": len(trainer.history), "last_epoch_metrics": last}
+    result = {
+        "normalize": norm,
+        "task": plan.task,
+        "backend": backend,
+        "data": name,
+        "best_epoch": trainer.best_epoch + 1,
+        "epochs_run": len(trainer.history),
+        "monitor": trainer.monitor,
+        "stopped_early": trainer.stopped_early,
+        "restored_best": restored,
+        "held_out": "validation" if len(va) else "train",
+        "n_train": len(tr),
+        "n_val": len(va),
+        "seed": seed,
+        "processes": comm.world,
+        "seconds": round(time.perf_counter() - t0, 2),
+        # the kept checkpoint's (best.*: what `cnnspec evaluate` of it gives), or the
+        # last epoch's where nothing was kept (no out folder)
+        "metrics": kept if kept is not None else last,
+        "kept": "best" if kept is not None else "last",
+        "last_epoch": len(trainer.history),
+        "last_epoch_metrics": last,
+    }
     # where it ran: the torch device, or how many devices Keras mirrored over
     if getattr(be, "device", None) is not None:
         result["device"] = str(be.device)
@@ -171,9 +223,15 @@ def _kept_metrics(trainer: Trainer, be, comm: Comm, measure, last: dict) -> dict
     return measure()
 
 
-def _finish(trainer: Trainer, opts: Options, plan: TrainingPlan, result: dict | None,
-            interrupted: bool = False) -> None:
+def _finish(
+    trainer: Trainer,
+    opts: Options,
+    plan: TrainingPlan,
+    result: dict | None,
+    interrupted: bool = False,
+) -> None:
     from .report import plot_curves, write_history, write_result
+
     out = opts.out
     write_history(out, trainer.history)
     plot_curves(out, trainer.history, f"{plan.task} ({trainer.info.get('backend')})")
@@ -181,25 +239,32 @@ def _finish(trainer: Trainer, opts: Options, plan: TrainingPlan, result: dict | 
         write_result(out, result)
 
 
-def evaluate(model: Model, weights: str, source: str, backend: str | None = None,
-             batch_size: int | None = None, split: str = "val",
-             data_options_: dict | None = None, device=None,
-             workers: int | None = None) -> dict:
+def evaluate(
+    model: Model,
+    weights: str,
+    source: str,
+    backend: str | None = None,
+    batch_size: int | None = None,
+    split: str = "val",
+    data_options_: dict | None = None,
+    device=None,
+    workers: int | None = None,
+) -> dict:
     """Metrics of saved weights on the held-out split of `source` ('val', or 'all')."""
     plan, dataset = index_data(model, source, 0, data_options_)
     spec = plan.compile
     train_part = dataset
-    seed = _run_info(weights).get("seed", spec.seed)   # the split training made
+    seed = _run_info(weights).get("seed", spec.seed)  # the split training made
     if spec.validation_split > 0:
         train_part, val = dataset.split(spec.validation_split, seed)
         dataset = val if split == "val" else dataset
     # a bare `normalize` is fitted to the training split, as in training
     ops = eval_ops(fitted_ops(list(spec.augment), train_part))
-    be = make_backend(backend or backend_for_weights(weights), model, plan, spec.seed,
-                      device=device)
+    be = make_backend(
+        backend or backend_for_weights(weights), model, plan, spec.seed, device=device
+    )
     be.load([weights], optimizer=False)
-    metrics = _evaluate(be, plan, dataset, batch_size or spec.batch_size, ops=ops,
-                        workers=workers)
+    metrics = _evaluate(be, plan, dataset, batch_size or spec.batch_size, ops=ops, workers=workers)
     return {"task": plan.task, "n": len(dataset), "metrics": metrics}
 
 
@@ -208,16 +273,19 @@ def read_images(paths: list[str], shape: tuple[int, ...]) -> np.ndarray:
     from PIL import Image
 
     from ..data import DataError, resize, to_channels
+
     h, w, c = shape
     arrays = []
     for p in paths:
-        try:   # Pillow refuses decompression bombs, truncated and non-image files here
+        try:  # Pillow refuses decompression bombs, truncated and non-image files here
             with Image.open(p) as img:
                 img = img.convert("L" if c == 1 else "RGB")
                 a = np.asarray(img, dtype=np.float32) / 255.0
         except Exception as exc:  # noqa: BLE001  Pillow raises OSError, ValueError, SyntaxError...
-            raise DataError(f"cannot read image {p}: {exc}",
-                            hint="the file is corrupt, too large or not an image") from None
+            raise DataError(
+                f"cannot read image {p}: {exc}",
+                hint="the file is corrupt, too large or not an image",
+            ) from None
         a = a[..., None] if a.ndim == 2 else a
         arrays.append(a)
     out = []
@@ -227,15 +295,22 @@ def read_images(paths: list[str], shape: tuple[int, ...]) -> np.ndarray:
     return np.stack(out).astype(np.float32)
 
 
-def predict(model: Model, weights: str, images: list[str], backend: str | None = None,
-            top: int = 5, classes: list[str] | None = None, out_dir: str | None = None,
-            device=None, overwrite: bool = False) -> list:
+def predict(
+    model: Model,
+    weights: str,
+    images: list[str],
+    backend: str | None = None,
+    top: int = 5,
+    classes: list[str] | None = None,
+    out_dir: str | None = None,
+    device=None,
+    overwrite: bool = False,
+) -> list:
     """Per image: top-k labels (classify), a mask PNG path (segment), a box (detect).
     Mask files are named before anything runs (see mask_paths)."""
     plan = make_plan(model)
     masks = mask_paths(images, out_dir, overwrite) if plan.head("mask") is not None else None
-    be = make_backend(backend or backend_for_weights(weights), model, plan, 0,
-                      device=device)
+    be = make_backend(backend or backend_for_weights(weights), model, plan, 0, device=device)
     be.load([weights], optimizer=False)
     x = _normalize(read_images(images, model.input_shape), weights)
     outs = be.predict(x)
@@ -247,8 +322,14 @@ def predict(model: Model, weights: str, images: list[str], backend: str | None =
             prob = heads["class"][i]
             names = classes or [str(k) for k in range(len(prob))]
             order = np.argsort(-prob)[:top]
-            item["top"] = [{"label": names[k] if k < len(names) else str(k),
-                            "index": int(k), "probability": float(prob[k])} for k in order]
+            item["top"] = [
+                {
+                    "label": names[k] if k < len(names) else str(k),
+                    "index": int(k),
+                    "probability": float(prob[k]),
+                }
+                for k in order
+            ]
         if "mask" in heads:
             prob = heads["mask"][i]
             mask = (prob[..., 0] > 0.5) if prob.shape[-1] == 1 else prob.argmax(-1)
@@ -260,8 +341,12 @@ def predict(model: Model, weights: str, images: list[str], backend: str | None =
             h, w = model.input_shape[:2]
             box = heads["box"][i]
             item["box"] = [float(v) for v in box]
-            item["box_pixels"] = [float(box[0] * w), float(box[1] * h), float(box[2] * w),
-                                  float(box[3] * h)]
+            item["box_pixels"] = [
+                float(box[0] * w),
+                float(box[1] * h),
+                float(box[2] * w),
+                float(box[3] * h),
+            ]
         results.append(item)
     return results
 
@@ -283,8 +368,9 @@ def _normalize(x: np.ndarray, weights: str) -> np.ndarray:
     norm = _run_info(weights).get("normalize")
     if not norm:
         return x
-    return ((x - np.asarray(norm["mean"], np.float32))
-            / np.asarray(norm["std"], np.float32)).astype(np.float32)
+    return (
+        (x - np.asarray(norm["mean"], np.float32)) / np.asarray(norm["std"], np.float32)
+    ).astype(np.float32)
 
 
 def mask_paths(images: list[str], out_dir: str | None, overwrite: bool = False) -> list[Path]:
@@ -292,6 +378,7 @@ def mask_paths(images: list[str], out_dir: str | None, overwrite: bool = False) 
     that two inputs with one stem (a/x.png, b/x.jpg into one --out) never share a file.
     An existing file is not replaced unless `overwrite` (raises DataError naming it)."""
     from ..data import DataError
+
     taken: set[Path] = set()
     paths = []
     for image in images:
@@ -303,8 +390,10 @@ def mask_paths(images: list[str], out_dir: str | None, overwrite: bool = False) 
             path = folder / f"{stem}.{k}.mask.png"
         taken.add(path.resolve())
         if path.exists() and not overwrite:
-            raise DataError(f"{path} exists: not replaced",
-                            hint="remove it, choose another --out, or pass --overwrite")
+            raise DataError(
+                f"{path} exists: not replaced",
+                hint="remove it, choose another --out, or pass --overwrite",
+            )
         paths.append(path)
     return paths
 
@@ -315,6 +404,7 @@ def _save_mask(mask: np.ndarray, path: Path) -> str:
     from PIL import Image
 
     from ..outputs import write_with
+
     k = max(int(mask.max()), 1)
     pixels = Image.fromarray((mask.astype(np.int64) * (255 // k)).astype(np.uint8))
     write_with(path, lambda tmp: pixels.save(tmp, format="PNG"))
@@ -337,6 +427,7 @@ def fit(spec, data, backend: str = "torch", out=None, epochs: int | None = None,
     options: seed, batch_size, resume, progress, workers, cache, device, log (a print-like
           function; None for silence). Raises SpecErrors or cnnspec.data.DataError."""
     from ..compiler import compile_file, compile_text
+
     if isinstance(spec, Model):
         model = spec
     elif isinstance(spec, (str, Path)) and "\n" not in str(spec) and Path(spec).is_file():

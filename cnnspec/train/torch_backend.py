@@ -34,6 +34,7 @@ class TorchComm(Comm):
 
     def __init__(self, device="cpu"):
         import torch.distributed as dist
+
         if not dist.is_initialized():
             dist.init_process_group(process_group_backend(device))
         self.dist, self.device = dist, torch.device(device)
@@ -48,7 +49,7 @@ class TorchComm(Comm):
         flat = flat.cpu()
         out, at = {}, 0
         for k, a in zip(keys, arrays):
-            part = flat[at:at + a.size].numpy()
+            part = flat[at : at + a.size].numpy()
             at += a.size
             out[k] = part.reshape(np.shape(values[k])) if np.ndim(values[k]) else float(part[0])
         return out
@@ -59,41 +60,54 @@ class TorchComm(Comm):
 
 def make_optimizer(params, spec):
     o = spec.optimizer
-    eps = o.eps if o.eps is not None else 1e-7   # Keras' default, so both backends agree
+    eps = o.eps if o.eps is not None else 1e-7  # Keras' default, so both backends agree
     if o.name == "sgd":
-        return torch.optim.SGD(params, lr=o.lr, momentum=o.momentum, nesterov=o.nesterov,
-                               weight_decay=o.weight_decay)
+        return torch.optim.SGD(
+            params, lr=o.lr, momentum=o.momentum, nesterov=o.nesterov, weight_decay=o.weight_decay
+        )
     if o.name == "adam":
-        return torch.optim.Adam(params, lr=o.lr, betas=(o.beta1, o.beta2), eps=eps,
-                                weight_decay=o.weight_decay)
+        return torch.optim.Adam(
+            params, lr=o.lr, betas=(o.beta1, o.beta2), eps=eps, weight_decay=o.weight_decay
+        )
     if o.name == "adamw":
-        return torch.optim.AdamW(params, lr=o.lr, betas=(o.beta1, o.beta2), eps=eps,
-                                 weight_decay=o.weight_decay)
-    return torch.optim.RMSprop(params, lr=o.lr, alpha=o.rho, eps=eps, momentum=o.momentum,
-                               weight_decay=o.weight_decay)
+        return torch.optim.AdamW(
+            params, lr=o.lr, betas=(o.beta1, o.beta2), eps=eps, weight_decay=o.weight_decay
+        )
+    return torch.optim.RMSprop(
+        params, lr=o.lr, alpha=o.rho, eps=eps, momentum=o.momentum, weight_decay=o.weight_decay
+    )
 
 
 class TorchBackend:
     name = "torch"
     weights_suffix = ".safetensors"
 
-    def __init__(self, model: Model, plan: TrainingPlan, seed: int = 0, comm: Comm | None = None,
-                 device="cpu"):
+    def __init__(
+        self,
+        model: Model,
+        plan: TrainingPlan,
+        seed: int = 0,
+        comm: Comm | None = None,
+        device="cpu",
+    ):
         from ..backends.torch import build
+
         self.plan, self.seed = plan, seed
         self.comm = comm or Comm()
         self.device = torch.device(device)
         torch.manual_seed(seed)
         from ..transfer import prepare
+
         built = logits_model(model, plan)
-        self.model = model            # the spec's: its fingerprint marks the weights files
+        self.model = model  # the spec's: its fingerprint marks the weights files
         self.net = build(built)
         # the spec's transfer section: load the source, freeze (a no-op without one)
         self.transfer = prepare(self.net, built, "torch")
-        self.net.to(self.device)     # in place: the parameters stay the objects prepare saw
+        self.net.to(self.device)  # in place: the parameters stay the objects prepare saw
         self.module = self._wrap()
-        self.opt = make_optimizer(self.transfer.param_groups(plan.compile.optimizer.lr),
-                                  plan.compile)
+        self.opt = make_optimizer(
+            self.transfer.param_groups(plan.compile.optimizer.lr), plan.compile
+        )
         self.amp = plan.compile.mixed_precision
         dtype, scaled = amp_policy(self.device.type)
         self.amp_dtype = getattr(torch, dtype)
@@ -108,13 +122,14 @@ class TorchBackend:
         if self.comm.world == 1:
             return self.net
         from torch.nn.parallel import DistributedDataParallel
+
         ids = [self.device.index] if self.device.type == "cuda" else None
         return DistributedDataParallel(self.net, device_ids=ids)
 
     # --- the driver's interface ------------------------------------------------------------
     def set_lr(self, lr: float) -> None:
         for group in self.opt.param_groups:
-            group["lr"] = lr * group.get("lr_scale", 1.0)   # transfer's backbone_lr
+            group["lr"] = lr * group.get("lr_scale", 1.0)  # transfer's backbone_lr
 
     def end_epoch(self, epoch: int) -> None:
         """After `epoch` epochs: transfer's unfreeze_at (the optimizer already holds every
@@ -128,7 +143,7 @@ class TorchBackend:
         torch.manual_seed(self.seed * 1_000_003 + epoch)
 
     def train_step(self, batch: dict):
-        if not self.net.training:      # module.train() walks every submodule: once, not per batch
+        if not self.net.training:  # module.train() walks every submodule: once, not per batch
             self.module.train()
         tensors = self.tensors(batch)
         outs = self._forward(self.module, tensors["x"])
@@ -137,7 +152,7 @@ class TorchBackend:
         if self.scaler is None:
             losses["loss"].backward()
             self.opt.step()
-        else:   # scale the loss, unscale the gradients, skip steps with inf/nan, adapt
+        else:  # scale the loss, unscale the gradients, skip steps with inf/nan, adapt
             self.scaler.scale(losses["loss"]).backward()
             self.scaler.step(self.opt)
             self.scaler.update()
@@ -158,17 +173,37 @@ class TorchBackend:
         outs = self._activated(self._forward(self.net, self.tensors({"x": x})["x"]))
         return [o.cpu().numpy() for o in outs]
 
-    def batches(self, samples, batch_size: int, *, train: bool, seed: int, epoch: int,
-                ops=None, workers: int | None = None):
+    def batches(
+        self,
+        samples,
+        batch_size: int,
+        *,
+        train: bool,
+        seed: int,
+        epoch: int,
+        ops=None,
+        workers: int | None = None,
+    ):
         """This rank's batches of one epoch: a DataLoader (cnnspec.data.torch_loader) kept
         per data set, so that its worker processes persist from epoch to epoch."""
         from ..data.torch_loader import set_epoch, torch_loader
+
         key = (id(samples), train, batch_size, repr(ops), workers)
-        if key not in self._loaders:   # the samples stay referenced, so the id stays theirs
-            self._loaders[key] = samples, torch_loader(
-                samples, batch_size, train=train, seed=seed, ops=ops, workers=workers,
-                rank=self.comm.rank, world=self.comm.world,
-                pin_memory=self.device.type == "cuda")
+        if key not in self._loaders:  # the samples stay referenced, so the id stays theirs
+            self._loaders[key] = (
+                samples,
+                torch_loader(
+                    samples,
+                    batch_size,
+                    train=train,
+                    seed=seed,
+                    ops=ops,
+                    workers=workers,
+                    rank=self.comm.rank,
+                    world=self.comm.world,
+                    pin_memory=self.device.type == "cuda",
+                ),
+            )
         loader = self._loaders[key][1]
         set_epoch(loader, epoch)
         return loader
@@ -185,8 +220,11 @@ class TorchBackend:
         out = {}
         for key, value in batch.items():
             if key != "index":
-                tensor = (value if isinstance(value, torch.Tensor)
-                          else torch.from_numpy(np.ascontiguousarray(value)))
+                tensor = (
+                    value
+                    if isinstance(value, torch.Tensor)
+                    else torch.from_numpy(np.ascontiguousarray(value))
+                )
                 out[key] = tensor.to(self.device, non_blocking=tensor.is_pinned())
         # contiguous: the same NCHW memory layout (and conv kernels) whatever C is
         out["x"] = out["x"].permute(0, 3, 1, 2).contiguous()
@@ -201,7 +239,7 @@ class TorchBackend:
         if isinstance(out, dict):
             out = [out[h.output] for h in self.plan.heads]
         outs = list(out) if isinstance(out, (list, tuple)) else [out]
-        return [o.float() for o in outs]      # losses in float32, also under autocast
+        return [o.float() for o in outs]  # losses in float32, also under autocast
 
     def losses(self, outs, batch) -> dict[str, torch.Tensor]:
         return weighted_losses(self.plan, outs, batch, LOSSES)
@@ -223,8 +261,11 @@ class TorchBackend:
             if ranking and head.role in RANKED and head.units > 1:
                 pass
             elif _logit_head(head):
-                out = torch.sigmoid(out) if head.units == 1 or head.activation == "sigmoid" \
+                out = (
+                    torch.sigmoid(out)
+                    if head.units == 1 or head.activation == "sigmoid"
                     else torch.softmax(out, 1)
+                )
             if out.dim() == 4:
                 out = out.permute(0, 2, 3, 1)
             result.append(out)
@@ -236,10 +277,11 @@ class TorchBackend:
 
         from ..weights.fingerprint import metadata
         from .checkpoint import atomic_path
+
         weights, optim = prefix + ".safetensors", prefix + ".optim.pt"
         tensors = {k: v.detach().cpu().contiguous() for k, v in self.net.state_dict().items()}
         state = {"optimizer": self.opt.state_dict()}
-        if self.scaler is not None:     # the loss scale a resumed run continues from
+        if self.scaler is not None:  # the loss scale a resumed run continues from
             state["scaler"] = self.scaler.state_dict()
         atomic_path(weights, lambda tmp: save_file(tensors, tmp, metadata(self.model)))
         atomic_path(optim, lambda tmp: torch.save(state, tmp))
@@ -250,6 +292,7 @@ class TorchBackend:
         for a resumed run, the optimizer state (.optim.pt). A file that is missing, cannot be
         read, holds a pickle or belongs to another spec raises WeightsError (a ValueError)."""
         from ..backends.torch.weights import load_weights, read_weights
+
         for f in files:
             if f.endswith(".optim.pt"):
                 if optimizer and os.path.exists(f):
@@ -259,22 +302,25 @@ class TorchBackend:
 
     def _load_optimizer(self, f: str) -> None:
         from ..backends.torch.weights import WeightsError
+
         try:
             state = torch.load(f, weights_only=True, map_location=self.device)
             if not isinstance(state, dict):
                 raise TypeError(f"found {type(state).__name__}, not a dict")
-            if "optimizer" not in state:      # written before the scaler was saved too
+            if "optimizer" not in state:  # written before the scaler was saved too
                 state = {"optimizer": state}
             self.opt.load_state_dict(state["optimizer"])
             if self.scaler is not None and state.get("scaler"):
                 self.scaler.load_state_dict(state["scaler"])
         except Exception as exc:  # noqa: BLE001 - a pickle payload or a corrupt file: no traceback
             first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-            raise WeightsError(f"{f}: cannot read the optimizer state ({first}); it is read "
-                               "with weights_only=True, so nothing in it ran") from None
+            raise WeightsError(
+                f"{f}: cannot read the optimizer state ({first}); it is read "
+                "with weights_only=True, so nothing in it ran"
+            ) from None
 
 
-RANKED = ("class", "mask")    # roles whose metrics use only the order of K > 1 scores
+RANKED = ("class", "mask")  # roles whose metrics use only the order of K > 1 scores
 
 
 class TorchMeter(Meter):
@@ -296,7 +342,7 @@ class TorchMeter(Meter):
         as numpy's argpartition may). `prob`: probabilities, or for K > 1 the logits,
         whose order is theirs."""
         y = torch.from_numpy(batch["y"]).to(prob.device)
-        if prob.shape[-1] == 1:   # one sigmoid unit: yes/no
+        if prob.shape[-1] == 1:  # one sigmoid unit: yes/no
             hits = ((prob[:, 0] > 0.5).long() == y).sum()
             self._count("correct", hits)
             self._count("top5", hits)
@@ -327,15 +373,18 @@ def _logit_head(head: Head) -> bool:
 # --- losses by head role (mean over the batch; batch: TorchBackend.tensors) ------------
 def _class_loss(name, head, out, batch):
     y, present = batch["y"], batch["present"]
-    masked = head.role == "class" and "boxes" in batch   # a detector's: only where present
+    masked = head.role == "class" and "boxes" in batch  # a detector's: only where present
     if not masked and head.units > 1 and name != "binary_crossentropy" and _logit_head(head):
-        return F.cross_entropy(out, y)      # the fused mean: one graph node, not two
+        return F.cross_entropy(out, y)  # the fused mean: one graph node, not two
     if head.units == 1 or name == "binary_crossentropy":
         target = y.float()[:, None] if head.units == 1 else F.one_hot(y, head.units).float()
         per = _bce(head, out, target).flatten(1).mean(1)
     else:
-        per = F.cross_entropy(out, y, reduction="none") if _logit_head(head) \
+        per = (
+            F.cross_entropy(out, y, reduction="none")
+            if _logit_head(head)
             else F.nll_loss(torch.log(out.clamp_min(EPS)), y, reduction="none")
+        )
     if masked:
         return (per * present).sum() / present.sum().clamp_min(1)
     return per.mean()
@@ -357,8 +406,11 @@ def _mask_loss(name, head, out, batch):
     else:
         prob = torch.softmax(out, 1) if _logit_head(head) else out
         target = F.one_hot(masks, head.units).permute(0, 3, 1, 2).float()
-        bce = F.cross_entropy(out, masks) if _logit_head(head) else \
-            F.nll_loss(torch.log(prob.clamp_min(EPS)), masks)
+        bce = (
+            F.cross_entropy(out, masks)
+            if _logit_head(head)
+            else F.nll_loss(torch.log(prob.clamp_min(EPS)), masks)
+        )
         dice = 1 - _dice(prob[:, 1:], target[:, 1:])
     if name == "dice":
         return dice
@@ -388,7 +440,7 @@ def _box_loss(name, head, out, batch):
         per = ((out - boxes) ** 2).mean(1)
     elif name == "mae":
         per = (out - boxes).abs().mean(1)
-    else:   # smooth_l1 (Huber with beta 1, as torch's SmoothL1Loss and Fast R-CNN)
+    else:  # smooth_l1 (Huber with beta 1, as torch's SmoothL1Loss and Fast R-CNN)
         per = F.smooth_l1_loss(out, boxes, reduction="none").mean(1)
     return (per * present).sum() / n
 
@@ -403,7 +455,7 @@ def box_iou(a, b):
 
 
 def _image_loss(name, head, out, batch):
-    x = batch["x"]     # NCHW already (TorchBackend.tensors)
+    x = batch["x"]  # NCHW already (TorchBackend.tensors)
     if name == "binary_crossentropy":
         return _bce(head, out, x).mean()
     if name == "mae":
@@ -411,5 +463,10 @@ def _image_loss(name, head, out, batch):
     return ((out - x) ** 2).mean()
 
 
-LOSSES = {"class": _class_loss, "mask": _mask_loss, "present": _present_loss,
-          "box": _box_loss, "image": _image_loss}
+LOSSES = {
+    "class": _class_loss,
+    "mask": _mask_loss,
+    "present": _present_loss,
+    "box": _box_loss,
+    "image": _image_loss,
+}

@@ -22,4 +22,5 @@ __all__ = ["apply_freeze", "frozen_names", "prepare"]
 def prepare(net, model, backend: str | None = None, log=None):
     """Load the source weights into `net` (built from `model`) and freeze it; see apply."""
     from .apply import prepare as _prepare
+
     return _prepare(net, model, backend, log)

@@ -26,8 +26,9 @@ from .tensors import read
 
 def backend_of(net) -> str:
     module = type(net).__module__
-    if module.startswith("torch") or any(c.__module__.startswith("torch.nn")
-                                         for c in type(net).__mro__):
+    if module.startswith("torch") or any(
+        c.__module__.startswith("torch.nn") for c in type(net).__mro__
+    ):
         return "torch"
     return "keras"
 
@@ -42,11 +43,18 @@ def prepare(net, model: Model, backend: str | None = None, log=None) -> Transfer
     report = _match(adapter, model)
     head = bool(spec.head)
     if spec.strict and (not report.ok or (report.unexpected and not head)):
-        raise SpecErrors([SpecError(
-            "E413", "the source does not fit the spec: " + report.describe().split(": ", 1)[1],
-            _span(spec.source_span or spec.span), path=model.source,
-            hint="make the backbone follow the source's layer order, or write 'partial' in "
-                 "the transfer section to load what fits")])
+        raise SpecErrors(
+            [
+                SpecError(
+                    "E413",
+                    "the source does not fit the spec: " + report.describe().split(": ", 1)[1],
+                    _span(spec.source_span or spec.span),
+                    path=model.source,
+                    hint="make the backbone follow the source's layer order, or write 'partial' in "
+                    "the transfer section to load what fits",
+                )
+            ]
+        )
     adapter.load(report.values)
     state = TransferState(net, adapter, model, report)
     state.freeze()
@@ -84,19 +92,24 @@ class TransferState:
 
     def freeze(self) -> None:
         if self.adapter is not None:
-            self.adapter.freeze([n for n in self.model.nodes if n.frozen],
-                                self.model.transfer.freeze.bn_inference)
+            self.adapter.freeze(
+                [n for n in self.model.nodes if n.frozen], self.model.transfer.freeze.bn_inference
+            )
 
     def summary(self) -> dict | None:
         """For result.json: the source, the load report, what the freeze left trainable."""
         if self.report is None:
             return None
         spec = self.model.transfer
-        return {"source": spec.source, "loaded": self.report.describe(),
-                **self.report.to_dict(), "freeze": spec.freeze.mode,
-                "frozen_layers": sum(n.frozen for n in self.model.nodes),
-                "trainable_params": self.model.trainable,
-                "non_trainable_params": self.model.non_trainable}
+        return {
+            "source": spec.source,
+            "loaded": self.report.describe(),
+            **self.report.to_dict(),
+            "freeze": spec.freeze.mode,
+            "frozen_layers": sum(n.frozen for n in self.model.nodes),
+            "trainable_params": self.model.trainable,
+            "non_trainable_params": self.model.non_trainable,
+        }
 
     def epoch_end(self, epoch: int) -> bool:
         """After `epoch` (1-based) epochs: unfreeze everything at unfreeze_at. True when
@@ -128,19 +141,22 @@ class TransferState:
         unfreeze_at needs no new optimizer. `lr_scale` lets a schedule keep the ratio."""
         if self.adapter is None:
             return [{"params": list(self.net.parameters())}]
-        return self.adapter.param_groups(lr, self.model.transfer.freeze.backbone_lr
-                                         if self.model.transfer else None)
+        return self.adapter.param_groups(
+            lr, self.model.transfer.freeze.backbone_lr if self.model.transfer else None
+        )
 
 
 class TorchAdapter:
     def __init__(self, net, model: Model):
         from ..backends.torch import plan
+
         self.net, self.model = net, model
         self.hooks: list = []
         # node name -> module path: the torch backend nests dotted names and makes each part
         # a Python identifier, so 'layer1.0.conv1' may live at 'layer1.n0.conv1'.
-        self.paths = {s.node: ".".join(s.attr) for s in plan(getattr(net, "spec", model)).steps
-                      if s.attr}
+        self.paths = {
+            s.node: ".".join(s.attr) for s in plan(getattr(net, "spec", model)).steps if s.attr
+        }
 
     def _module(self, name: str):
         try:
@@ -152,16 +168,21 @@ class TorchAdapter:
         module = self._module(name)
         if module is None:
             return {}
-        return {k: v for k, v in module.state_dict().items()
-                if not k.endswith("num_batches_tracked")}
+        return {
+            k: v for k, v in module.state_dict().items() if not k.endswith("num_batches_tracked")
+        }
 
     def targets(self, nodes) -> list[Target]:
-        return targets(self.model, nodes,
-                       lambda n: {k: tuple(v.shape) for k, v in self._tensors(n.name).items()},
-                       lambda name: (self.paths.get(name, name),))
+        return targets(
+            self.model,
+            nodes,
+            lambda n: {k: tuple(v.shape) for k, v in self._tensors(n.name).items()},
+            lambda name: (self.paths.get(name, name),),
+        )
 
     def load(self, values: dict) -> None:
         import torch
+
         state = self.net.state_dict()
         for node, tensors in values.items():
             prefix = self.paths.get(node, node) + "."
@@ -174,20 +195,21 @@ class TorchAdapter:
         seen = set()
         for n in nodes:
             module = self._module(n.name)
-            for p in (module.parameters() if module is not None else ()):
+            for p in module.parameters() if module is not None else ():
                 if id(p) not in seen:
                     seen.add(id(p))
                     yield p
 
     def freeze(self, nodes, bn_inference: bool) -> None:
         from torch import nn
+
         for p in self._params(nodes):
             p.requires_grad_(False)
         if not bn_inference:
             return
         for n in nodes:
             module = self._module(n.name)
-            for m in (module.modules() if module is not None else ()):
+            for m in module.modules() if module is not None else ():
                 if isinstance(m, nn.modules.batchnorm._BatchNorm):
                     # train() would switch it back to batch statistics on every epoch;
                     # the hook puts it in inference mode before each forward.
@@ -207,8 +229,10 @@ class TorchAdapter:
         back = {id(p) for p in self._params(backbone(self.model))}
         base = [p for p in self.net.parameters() if id(p) in back]
         rest = [p for p in self.net.parameters() if id(p) not in back]
-        return [{"params": base, "lr": backbone_lr, "lr_scale": backbone_lr / lr},
-                {"params": rest, "lr": lr, "lr_scale": 1.0}]
+        return [
+            {"params": base, "lr": backbone_lr, "lr_scale": backbone_lr / lr},
+            {"params": rest, "lr": lr, "lr_scale": 1.0},
+        ]
 
 
 def _inference_mode(module, args):
@@ -218,6 +242,7 @@ def _inference_mode(module, args):
 class KerasAdapter:
     def __init__(self, net, model: Model):
         from ..backends.keras import keras_name
+
         self.net, self.model = net, model
         self.keras_name = keras_name
         self.frozen: list = []
@@ -234,8 +259,11 @@ class KerasAdapter:
     def targets(self, nodes) -> list[Target]:
         def shapes(n):
             layer = self._layer(n.name)
-            return {(t := self._layout(n, v)).torch: torch_shape(t, tuple(v.shape))
-                    for v in (layer.weights if layer is not None else ())}
+            return {
+                (t := self._layout(n, v)).torch: torch_shape(t, tuple(v.shape))
+                for v in (layer.weights if layer is not None else ())
+            }
+
         return targets(self.model, nodes, shapes, lambda name: (self.keras_name(name),))
 
     def load(self, values: dict) -> None:
@@ -248,6 +276,7 @@ class KerasAdapter:
 
     def freeze(self, nodes, bn_inference: bool) -> None:
         import keras
+
         for n in nodes:
             layer = self._layer(n.name)
             if layer is None:
@@ -277,10 +306,11 @@ class KerasAdapter:
         return out
 
     def param_groups(self, lr: float, backbone_lr: float | None) -> list[dict]:
-        raise NotImplementedError("param_groups is for torch optimizers; the Keras trainer "
-                                  "uses backbone_variables and backbone_lr_scale")
+        raise NotImplementedError(
+            "param_groups is for torch optimizers; the Keras trainer "
+            "uses backbone_variables and backbone_lr_scale"
+        )
 
 
 def _keras_var(v) -> str:
     return v.name.rsplit("/", 1)[-1].split(":")[0]
-

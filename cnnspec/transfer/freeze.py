@@ -46,19 +46,25 @@ def frozen_names(model: Model) -> list[str]:
         return [n.name for n in layers]
     if freeze.mode == "first":
         if freeze.count > len(layers):
-            raise SpecError("E506", f"freeze first {freeze.count}: the backbone has "
-                            f"{len(layers)} parameterised layers", span,
-                            hint=f"use 'freeze all', or a count up to {len(layers)}")
-        return [n.name for n in layers[:freeze.count]]
+            raise SpecError(
+                "E506",
+                f"freeze first {freeze.count}: the backbone has {len(layers)} parameterised layers",
+                span,
+                hint=f"use 'freeze all', or a count up to {len(layers)}",
+            )
+        return [n.name for n in layers[: freeze.count]]
     if freeze.mode == "until":
         last = _last_index(model, freeze.layer, span)
         order = {n.name: i for i, n in enumerate(model.nodes)}
         return [n.name for n in layers if order[n.name] <= last]
     names = [n.name for n in parameterised(model.nodes) if fnmatchcase(n.name, freeze.pattern)]
     if not names:
-        raise SpecError("E506", f"freeze pattern \"{freeze.pattern}\" matches no layer "
-                        "with parameters", span,
-                        hint=f"names are dotted paths, e.g. \"{_example(model)}.*\"")
+        raise SpecError(
+            "E506",
+            f'freeze pattern "{freeze.pattern}" matches no layer with parameters',
+            span,
+            hint=f'names are dotted paths, e.g. "{_example(model)}.*"',
+        )
     return names
 
 
@@ -72,9 +78,12 @@ def _last_index(model: Model, name: str, span) -> int:
         members = [n for n in index if n.startswith(name + ".")]
     members = [m for m in members if m in index]
     if not members:
-        raise SpecError("E506", f"freeze until {name}: no layer or block is called '{name}'",
-                        span, hint=did_you_mean(name, list(index) + [g.path for g in
-                                                                     model.groups]))
+        raise SpecError(
+            "E506",
+            f"freeze until {name}: no layer or block is called '{name}'",
+            span,
+            hint=did_you_mean(name, list(index) + [g.path for g in model.groups]),
+        )
     return max(index[m] for m in members)
 
 
@@ -87,9 +96,13 @@ def apply_freeze(model: Model) -> Model:
     names = set(frozen_names(model))
     for i, node in enumerate(model.nodes):
         if node.name in names and not node.frozen:
-            model.nodes[i] = node.model_copy(update={
-                "frozen": True, "trainable": 0,
-                "non_trainable": node.non_trainable + node.trainable})
+            model.nodes[i] = node.model_copy(
+                update={
+                    "frozen": True,
+                    "trainable": 0,
+                    "non_trainable": node.non_trainable + node.trainable,
+                }
+            )
     return model
 
 

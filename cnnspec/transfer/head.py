@@ -21,5 +21,5 @@ def default_cut(nodes: list[Node]) -> str:
 def cut_at(nodes: list[Node], groups: list[Group], at: str) -> tuple[list[Node], list[Group]]:
     """The nodes up to `at` (inclusive), and the groups that keep at least one member."""
     keep = nodes[: [n.name for n in nodes].index(at) + 1]
-    dropped = {n.name for n in nodes[len(keep):]}
+    dropped = {n.name for n in nodes[len(keep) :]}
     return keep, [g for g in groups if not set(g.members) <= dropped]

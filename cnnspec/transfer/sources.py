@@ -27,9 +27,16 @@ RUN_CHECKPOINTS = ("best.safetensors", "best.weights.h5", "best.pt", "best.pth",
 # keras.applications: function name -> the stem of its weight files, which keras names
 # f"{stem}_weights_tf_dim_ordering_tf_kernels.h5" and "..._notop.h5" (vgg16.py, resnet.py ...).
 KERAS_APPS = {
-    "VGG16": "vgg16", "VGG19": "vgg19", "ResNet50": "resnet50", "ResNet101": "resnet101",
-    "ResNet152": "resnet152", "ResNet50V2": "resnet50v2", "ResNet101V2": "resnet101v2",
-    "ResNet152V2": "resnet152v2", "Xception": "xception", "InceptionV3": "inception_v3",
+    "VGG16": "vgg16",
+    "VGG19": "vgg19",
+    "ResNet50": "resnet50",
+    "ResNet101": "resnet101",
+    "ResNet152": "resnet152",
+    "ResNet50V2": "resnet50v2",
+    "ResNet101V2": "resnet101v2",
+    "ResNet152V2": "resnet152v2",
+    "Xception": "xception",
+    "InceptionV3": "inception_v3",
 }
 
 
@@ -37,9 +44,9 @@ KERAS_APPS = {
 class Source:
     """A resolved source: the file to read and what wrote it."""
 
-    text: str                      # as written in the spec
+    text: str  # as written in the spec
     path: Path
-    origin: str                    # "torchvision", "keras", "file" or "run"
+    origin: str  # "torchvision", "keras", "file" or "run"
     # How the source flattens a feature map before a dense layer: torchvision (and any torch
     # model) flattens NCHW as C,H,W; Keras and cnnspec's own backends flatten H,W,C.
     flatten: str = "hwc"
@@ -58,7 +65,8 @@ def resolve(text: str, span=None, spec_path: str | None = None, need_top: bool =
 def torch_checkpoints_dir() -> Path:
     """torch.hub's cache: $TORCH_HOME/hub/checkpoints, else $XDG_CACHE_HOME/torch/hub/..."""
     home = os.environ.get("TORCH_HOME") or os.path.join(
-        os.environ.get("XDG_CACHE_HOME", os.path.expanduser("~/.cache")), "torch")
+        os.environ.get("XDG_CACHE_HOME", os.path.expanduser("~/.cache")), "torch"
+    )
     return Path(os.path.expanduser(home)) / "hub" / "checkpoints"
 
 
@@ -75,9 +83,12 @@ def torchvision_file(name: str, span=None) -> str:
         low = {k.lower(): k for k in known}
         if name.lower() in low:
             return torchvision_file(low[name.lower()], span)
-        raise SpecError("E410", f"torchvision has no model '{name}'", span,
-                        hint=did_you_mean(name, known) or "see "
-                        "torchvision.models.list_models()")
+        raise SpecError(
+            "E410",
+            f"torchvision has no model '{name}'",
+            span,
+            hint=did_you_mean(name, known) or "see torchvision.models.list_models()",
+        )
     return url.rsplit("/", 1)[-1]
 
 
@@ -97,13 +108,21 @@ def _torchvision_lookup(name: str) -> tuple[tuple[str, ...], str | None]:
     after TensorFlow crashes the process (a native library clash), so with TensorFlow loaded
     the enums are read in a child process; neither way touches the network."""
     import sys
+
     if "tensorflow" in sys.modules or "keras" in sys.modules:
         import subprocess
-        done = subprocess.run([sys.executable, "-c", LOOKUP, name], capture_output=True,
-                              text=True, timeout=120, check=True)
+
+        done = subprocess.run(
+            [sys.executable, "-c", LOOKUP, name],
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=True,
+        )
         known, url = json.loads(done.stdout.strip().splitlines()[-1])
         return tuple(known), url
     import torchvision.models as tvm
+
     known = tuple(tvm.list_models())
     return known, tvm.get_model_weights(name).DEFAULT.url if name in known else None
 
@@ -113,10 +132,14 @@ def _torchvision(text: str, name: str, span) -> Source:
     folder = torch_checkpoints_dir()
     path = folder / fname
     if not path.is_file():
-        raise SpecError("E411", f"the weights for {text} are not on this machine: {fname}",
-                        span, expected=str(path),
-                        hint=f"nothing is downloaded; copy {fname} (torchvision's default "
-                        f"weights for {name}) into {folder}/ (or set TORCH_HOME)")
+        raise SpecError(
+            "E411",
+            f"the weights for {text} are not on this machine: {fname}",
+            span,
+            expected=str(path),
+            hint=f"nothing is downloaded; copy {fname} (torchvision's default "
+            f"weights for {name}) into {folder}/ (or set TORCH_HOME)",
+        )
     return Source(text, path, "torchvision", flatten="chw")
 
 
@@ -124,11 +147,18 @@ def keras_files(name: str, span=None) -> tuple[str, str]:
     """(full, no-top) file names keras.applications would download for `name`."""
     app = {k.lower(): k for k in KERAS_APPS}.get(name.lower())
     if app is None:
-        raise SpecError("E410", f"no weights file is known for keras:{name}", span,
-                        expected=", ".join(KERAS_APPS), hint=did_you_mean(name, KERAS_APPS))
+        raise SpecError(
+            "E410",
+            f"no weights file is known for keras:{name}",
+            span,
+            expected=", ".join(KERAS_APPS),
+            hint=did_you_mean(name, KERAS_APPS),
+        )
     stem = KERAS_APPS[app]
-    return (f"{stem}_weights_tf_dim_ordering_tf_kernels.h5",
-            f"{stem}_weights_tf_dim_ordering_tf_kernels_notop.h5")
+    return (
+        f"{stem}_weights_tf_dim_ordering_tf_kernels.h5",
+        f"{stem}_weights_tf_dim_ordering_tf_kernels_notop.h5",
+    )
 
 
 def _keras(text: str, name: str, span, need_top: bool) -> Source:
@@ -139,10 +169,14 @@ def _keras(text: str, name: str, span, need_top: bool) -> Source:
     for fname in wanted:
         if (folder / fname).is_file():
             return Source(text, folder / fname, "keras", flatten="hwc")
-    raise SpecError("E411", f"the weights for {text} are not on this machine: {wanted[0]}",
-                    span, expected=str(folder / wanted[0]),
-                    hint=f"nothing is downloaded; copy {wanted[0]} (keras.applications "
-                    f"weights for {name}) into {folder}/ (or set KERAS_HOME)")
+    raise SpecError(
+        "E411",
+        f"the weights for {text} are not on this machine: {wanted[0]}",
+        span,
+        expected=str(folder / wanted[0]),
+        hint=f"nothing is downloaded; copy {wanted[0]} (keras.applications "
+        f"weights for {name}) into {folder}/ (or set KERAS_HOME)",
+    )
 
 
 def _path(text: str, span, spec_path: str | None) -> Source:
@@ -153,14 +187,23 @@ def _path(text: str, span, spec_path: str | None) -> Source:
     path = next((c for c in candidates if c.exists()), None)
     if path is None:
         where = " or ".join(str(c) for c in candidates)
-        raise SpecError("E411", f"the source '{text}' does not exist", span, expected=where,
-                        hint="give a checkpoint (.safetensors, .pt, .pth, .keras, .weights.h5) "
-                        "or a `cnnspec train --out` folder; or torchvision:NAME / keras:NAME")
+        raise SpecError(
+            "E411",
+            f"the source '{text}' does not exist",
+            span,
+            expected=where,
+            hint="give a checkpoint (.safetensors, .pt, .pth, .keras, .weights.h5) "
+            "or a `cnnspec train --out` folder; or torchvision:NAME / keras:NAME",
+        )
     if path.is_dir():
         return Source(text, _run_checkpoint(path, text, span), "run")
     if not path.name.endswith(FILE_SUFFIXES):
-        raise SpecError("E412", f"cannot read weights from '{path.name}'", span,
-                        expected=", ".join(FILE_SUFFIXES))
+        raise SpecError(
+            "E412",
+            f"cannot read weights from '{path.name}'",
+            span,
+            expected=", ".join(FILE_SUFFIXES),
+        )
     return Source(text, path, "file")
 
 
@@ -182,7 +225,11 @@ def _run_checkpoint(folder: Path, text: str, span) -> Path:
         if (folder / fname).is_file():
             return folder / fname
     found = sorted(p.name for p in folder.iterdir() if p.name.endswith(FILE_SUFFIXES))
-    raise SpecError("E411", f"the run folder '{text}' holds no checkpoint", span,
-                    expected=" or ".join(RUN_CHECKPOINTS[:2]),
-                    received=", ".join(found) or "no weight files",
-                    hint="point the source at the checkpoint file itself")
+    raise SpecError(
+        "E411",
+        f"the run folder '{text}' holds no checkpoint",
+        span,
+        expected=" or ".join(RUN_CHECKPOINTS[:2]),
+        received=", ".join(found) or "no weight files",
+        hint="point the source at the checkpoint file itself",
+    )

@@ -29,16 +29,20 @@ def read(source: Source, span=None) -> SourceWeights:
     except SpecError:
         raise
     except Exception as exc:  # noqa: BLE001 - a corrupt or foreign file: say so, no traceback
-        raise SpecError("E412", f"cannot read weights from {path}: {type(exc).__name__}: "
-                        f"{str(exc).splitlines()[0] if str(exc) else ''}", span,
-                        hint="torch files are read with torch.load(weights_only=True); "
-                        "Keras files must be .keras, .weights.h5 or keras.applications .h5"
-                        ) from None
+        raise SpecError(
+            "E412",
+            f"cannot read weights from {path}: {type(exc).__name__}: "
+            f"{str(exc).splitlines()[0] if str(exc) else ''}",
+            span,
+            hint="torch files are read with torch.load(weights_only=True); "
+            "Keras files must be .keras, .weights.h5 or keras.applications .h5",
+        ) from None
     weights.label, weights.fingerprint = source.text, fp.read(path)
     # A torch model flattens its maps C, H, W, unless cnnspec wrote the file (a run folder,
     # or a file carrying a spec's fingerprint): then H, W, C, as the spec says.
-    foreign_torch = weights.framework == "torch" and source.origin != "run" \
-        and weights.fingerprint is None
+    foreign_torch = (
+        weights.framework == "torch" and source.origin != "run" and weights.fingerprint is None
+    )
     weights.flatten = "chw" if foreign_torch else source.flatten
     return weights
 
@@ -48,6 +52,7 @@ def _read(source: Source, path: Path, name: str) -> SourceWeights:
         return torch_layers(source.text, _torch_load(path))
     if name.endswith(".safetensors"):
         from safetensors.numpy import load_file
+
         return _named_layers(source.text, load_file(str(path)))
     if name.endswith(".keras"):
         with zipfile.ZipFile(path) as zf, zf.open("model.weights.h5") as fh:
@@ -57,6 +62,7 @@ def _read(source: Source, path: Path, name: str) -> SourceWeights:
 
 def _torch_load(path: Path) -> dict:
     import torch
+
     data = torch.load(str(path), map_location="cpu", weights_only=True)
     for key in ("state_dict", "model_state_dict", "model", "net"):
         if isinstance(data, dict) and isinstance(data.get(key), dict):
@@ -81,20 +87,21 @@ def torch_layers(label: str, flat: dict, skip=TORCH_SKIP) -> SourceWeights:
 
 def _named_layers(label: str, flat: dict) -> SourceWeights:
     """safetensors: torch names ('x.weight') or Keras ones ('x/kernel', 'x.kernel')."""
-    keras_style = any(re.search(r"[./](kernel|gamma|moving_mean|depthwise_kernel)$", k)
-                      for k in flat)
+    keras_style = any(
+        re.search(r"[./](kernel|gamma|moving_mean|depthwise_kernel)$", k) for k in flat
+    )
     if not keras_style:
         return torch_layers(label, flat)
     groups: dict[str, dict[str, np.ndarray]] = {}
     for key, value in flat.items():
-        prefix, role = re.split(r"[./](?=[^./]+$)", key) if re.search(r"[./]", key) else \
-            ("", key)
+        prefix, role = re.split(r"[./](?=[^./]+$)", key) if re.search(r"[./]", key) else ("", key)
         groups.setdefault(prefix, {})[role] = np.asarray(value)
     return SourceWeights(label, [keras_layer(k, v) for k, v in groups.items()], "keras")
 
 
-def keras_layer(name: str, variables: dict[str, np.ndarray], kind: str | None = None
-                ) -> SourceLayer:
+def keras_layer(
+    name: str, variables: dict[str, np.ndarray], kind: str | None = None
+) -> SourceLayer:
     """A Keras layer's variables (Keras name -> array) as torch-layout tensors."""
     kind = kind or _keras_kind(variables)
     tensors = {}
@@ -117,10 +124,11 @@ def _keras_kind(variables) -> str | None:
 
 def _h5_layers(label: str, file) -> SourceWeights:
     import h5py
+
     with h5py.File(file, "r") as h5:
-        if "layer_names" in h5.attrs:                 # Keras 2 / keras.applications files
+        if "layer_names" in h5.attrs:  # Keras 2 / keras.applications files
             return _legacy_h5(label, h5)
-        if "layers" in h5:                            # Keras 3 .weights.h5 / inside .keras
+        if "layers" in h5:  # Keras 3 .weights.h5 / inside .keras
             return _keras3_h5(label, h5["layers"])
     raise ValueError("no Keras weights in this HDF5 file (no 'layer_names', no 'layers')")
 
@@ -130,11 +138,16 @@ def _legacy_h5(label: str, h5) -> SourceWeights:
     for raw in h5.attrs["layer_names"]:
         name = raw.decode() if isinstance(raw, bytes) else str(raw)
         group = h5[name]
-        names = [w.decode() if isinstance(w, bytes) else str(w)
-                 for w in group.attrs.get("weight_names", [])]
+        names = [
+            w.decode() if isinstance(w, bytes) else str(w)
+            for w in group.attrs.get("weight_names", [])
+        ]
         if names:
-            layers.append(keras_layer(name, {w.rsplit("/", 1)[-1].split(":")[0]:
-                                             np.asarray(group[w]) for w in names}))
+            layers.append(
+                keras_layer(
+                    name, {w.rsplit("/", 1)[-1].split(":")[0]: np.asarray(group[w]) for w in names}
+                )
+            )
     return SourceWeights(label, layers, "keras")
 
 
@@ -155,7 +168,7 @@ def _keras3_roles(kind: str | None, values: list[np.ndarray]) -> list[str]:
     the order of the kind's layout (a bn without scale or center drops from the front)."""
     if kind in LAYOUTS:
         names = keras_order(kind)
-        return names[len(names) - len(values):] if kind == "bn" else names[:len(values)]
+        return names[len(names) - len(values) :] if kind == "bn" else names[: len(values)]
     return ["kernel" if v.ndim >= 2 else "bias" for v in values]
 
 

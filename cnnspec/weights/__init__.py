@@ -14,15 +14,15 @@ from .layouts import LAYOUTS, LayoutError, Tensor
 from .matching import LoadReport, SourceLayer, SourceWeights, Target, match, targets
 
 __all__ = [
-           "LAYOUTS",
-           "ForeignWeights",
-           "LayoutError",
-           "LoadReport",
-           "SourceLayer",
-           "SourceWeights",
-           "Target",
-           "Tensor",
-           "flat_sources",
-           "match",
-           "targets",
+    "LAYOUTS",
+    "ForeignWeights",
+    "LayoutError",
+    "LoadReport",
+    "SourceLayer",
+    "SourceWeights",
+    "Target",
+    "Tensor",
+    "flat_sources",
+    "match",
+    "targets",
 ]

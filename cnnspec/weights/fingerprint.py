@@ -27,10 +27,18 @@ class ForeignWeights(ValueError):
 
 def fingerprint(model) -> str:
     """sha256 (first 16 hex digits) of the network's canonical IR."""
-    nodes = [{"name": n.name, "layer": n.layer.model_dump(mode="json"), "inputs": list(n.inputs),
-              "shape": list(n.shape)} for n in model.nodes]
-    text = json.dumps({"nodes": nodes, "outputs": list(model.outputs)}, sort_keys=True,
-                      separators=(",", ":"))
+    nodes = [
+        {
+            "name": n.name,
+            "layer": n.layer.model_dump(mode="json"),
+            "inputs": list(n.inputs),
+            "shape": list(n.shape),
+        }
+        for n in model.nodes
+    ]
+    text = json.dumps(
+        {"nodes": nodes, "outputs": list(model.outputs)}, sort_keys=True, separators=(",", ":")
+    )
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
@@ -46,10 +54,12 @@ def read(path) -> str | None:
     try:
         if path.name.endswith(".safetensors"):
             from safetensors import safe_open
+
             with safe_open(str(path), framework="numpy") as fh:
                 return (fh.metadata() or {}).get(KEY)
         if path.name.endswith((".h5", ".hdf5")):
             import h5py
+
             with h5py.File(path, "r") as h5:
                 value = h5.attrs.get(KEY)
             return value.decode() if isinstance(value, bytes) else value
@@ -62,6 +72,7 @@ def stamp_h5(path, model) -> None:
     """Write the network's fingerprint into a Keras .weights.h5 file (callers pass the
     temporary file, before it is renamed into place)."""
     import h5py
+
     with h5py.File(path, "a") as h5:
         h5.attrs[KEY] = fingerprint(model)
 
@@ -72,6 +83,8 @@ def check(path, model, label: str | None = None) -> None:
     if found is None or found == fingerprint(model):
         return
     spec = model.source or model.name or "the spec"
-    raise ForeignWeights(f"{label or path} was written for another network (fingerprint "
-                         f"{found}) than {spec} (fingerprint {fingerprint(model)}); give the "
-                         "weights of this spec, or the spec those weights were trained with")
+    raise ForeignWeights(
+        f"{label or path} was written for another network (fingerprint "
+        f"{found}) than {spec} (fingerprint {fingerprint(model)}); give the "
+        "weights of this spec, or the spec those weights were trained with"
+    )

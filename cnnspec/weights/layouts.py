@@ -30,11 +30,11 @@ import numpy as np
 
 @dataclass(frozen=True)
 class Tensor:
-    torch: str                      # state_dict key under the node's module path
-    keras: str                      # the Keras variable's name
-    form: str                       # "kernel" | "depthwise" | "matrix" | "vector"
-    features: int | None = None     # torch axis over the input features (flatten reorder)
-    multiplier: int = 1             # depthwise: outputs per input channel
+    torch: str  # state_dict key under the node's module path
+    keras: str  # the Keras variable's name
+    form: str  # "kernel" | "depthwise" | "matrix" | "vector"
+    features: int | None = None  # torch axis over the input features (flatten reorder)
+    multiplier: int = 1  # depthwise: outputs per input channel
 
 
 def _bias(layer, torch: str = "bias") -> list[Tensor]:
@@ -43,10 +43,12 @@ def _bias(layer, torch: str = "bias") -> list[Tensor]:
 
 def _bn(layer) -> list[Tensor]:
     # torch keeps scale and center apart as `weight` / `bias` parameters (affine or not)
-    return [*([Tensor("weight", "gamma", "vector", 0)] if layer.scale else []),
-            *([Tensor("bias", "beta", "vector", 0)] if layer.center else []),
-            Tensor("running_mean", "moving_mean", "vector", 0),
-            Tensor("running_var", "moving_variance", "vector", 0)]
+    return [
+        *([Tensor("weight", "gamma", "vector", 0)] if layer.scale else []),
+        *([Tensor("bias", "beta", "vector", 0)] if layer.center else []),
+        Tensor("running_mean", "moving_mean", "vector", 0),
+        Tensor("running_var", "moving_variance", "vector", 0),
+    ]
 
 
 # layer kind -> the node's tensors, in Keras' get_weights() order. A kind with parameters
@@ -54,31 +56,46 @@ def _bn(layer) -> list[Tensor]:
 LAYOUTS: dict[str, Callable[..., list[Tensor]]] = {
     "conv": lambda la: [Tensor("weight", "kernel", "kernel"), *_bias(la)],
     "deconv": lambda la: [Tensor("weight", "kernel", "kernel"), *_bias(la)],
-    "dwconv": lambda la: [Tensor("weight", "depthwise_kernel", "depthwise",
-                                 multiplier=la.multiplier), *_bias(la)],
-    "sepconv": lambda la: [Tensor("0.weight", "depthwise_kernel", "depthwise",
-                                  multiplier=la.multiplier),
-                           Tensor("1.weight", "pointwise_kernel", "kernel"), *_bias(la, "1.bias")],
+    "dwconv": lambda la: [
+        Tensor("weight", "depthwise_kernel", "depthwise", multiplier=la.multiplier),
+        *_bias(la),
+    ],
+    "sepconv": lambda la: [
+        Tensor("0.weight", "depthwise_kernel", "depthwise", multiplier=la.multiplier),
+        Tensor("1.weight", "pointwise_kernel", "kernel"),
+        *_bias(la, "1.bias"),
+    ],
     "dense": lambda la: [Tensor("weight", "kernel", "matrix", 1), *_bias(la)],
     "bn": _bn,
-    "layernorm": lambda la: [*([Tensor("weight", "gamma", "vector")] if la.scale else []),
-                             *([Tensor("bias", "beta", "vector")] if la.center else [])],
-    "groupnorm": lambda la: [Tensor("weight", "gamma", "vector"),
-                             Tensor("bias", "beta", "vector")],
+    "layernorm": lambda la: [
+        *([Tensor("weight", "gamma", "vector")] if la.scale else []),
+        *([Tensor("bias", "beta", "vector")] if la.center else []),
+    ],
+    "groupnorm": lambda la: [Tensor("weight", "gamma", "vector"), Tensor("bias", "beta", "vector")],
     "layerscale": lambda la: [Tensor("gamma", "gamma", "column")],
     # Keras Normalization's sample count is a scalar; torch keeps it as a 0-d buffer
-    "normalize": lambda la: [Tensor("mean", "mean", "vector"),
-                             Tensor("variance", "variance", "vector"),
-                             Tensor("count", "count", "vector")],
+    "normalize": lambda la: [
+        Tensor("mean", "mean", "vector"),
+        Tensor("variance", "variance", "vector"),
+        Tensor("count", "count", "vector"),
+    ],
 }
 
 # Keras 3 names the groups of a .weights.h5 after the layer class in snake case (conv2d,
 # conv2d_1, ...): class -> cnnspec kind.
-KERAS_KINDS = {"conv2d": "conv", "dense": "dense", "batch_normalization": "bn",
-               "depthwise_conv2d": "dwconv", "conv2d_transpose": "deconv",
-               "separable_conv2d": "sepconv", "layer_normalization": "layernorm",
-               "group_normalization": "groupnorm", "layer_scale": "layerscale",
-               "normalization": "normalize", "stored_normalization": "normalize"}
+KERAS_KINDS = {
+    "conv2d": "conv",
+    "dense": "dense",
+    "batch_normalization": "bn",
+    "depthwise_conv2d": "dwconv",
+    "conv2d_transpose": "deconv",
+    "separable_conv2d": "sepconv",
+    "layer_normalization": "layernorm",
+    "group_normalization": "groupnorm",
+    "layer_scale": "layerscale",
+    "normalization": "normalize",
+    "stored_normalization": "normalize",
+}
 
 
 class LayoutError(ValueError):
@@ -142,9 +159,16 @@ def torch_shape(t: Tensor, keras_shape: tuple[int, ...]) -> tuple[int, ...]:
 
 
 # A Keras variable name met in a file whose kind is unknown: its form and torch name.
-_BY_KERAS = {"kernel": None, "depthwise_kernel": "depthwise", "pointwise_kernel": "kernel",
-             "bias": "vector", "gamma": "vector", "beta": "vector", "moving_mean": "vector",
-             "moving_variance": "vector"}
+_BY_KERAS = {
+    "kernel": None,
+    "depthwise_kernel": "depthwise",
+    "pointwise_kernel": "kernel",
+    "bias": "vector",
+    "gamma": "vector",
+    "beta": "vector",
+    "moving_mean": "vector",
+    "moving_variance": "vector",
+}
 
 
 def keras_tensor(kind: str | None, keras: str, ndim: int, layer=None) -> Tensor:
@@ -158,9 +182,14 @@ def keras_tensor(kind: str | None, keras: str, ndim: int, layer=None) -> Tensor:
     form = _BY_KERAS.get(keras, "vector")
     if form is None:
         form = "matrix" if ndim == 2 else "kernel" if ndim == 4 else "vector"
-    torch = {"kernel": "weight", "depthwise_kernel": "weight", "gamma": "weight",
-             "beta": "bias", "moving_mean": "running_mean",
-             "moving_variance": "running_var"}.get(keras, keras)
+    torch = {
+        "kernel": "weight",
+        "depthwise_kernel": "weight",
+        "gamma": "weight",
+        "beta": "bias",
+        "moving_mean": "running_mean",
+        "moving_variance": "running_var",
+    }.get(keras, keras)
     return Tensor(torch, keras, form)
 
 

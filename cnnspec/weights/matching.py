@@ -29,20 +29,20 @@ from .layouts import tensors as layout_of
 
 @dataclass
 class SourceLayer:
-    name: str                              # the module path or Keras layer name in the file
-    tensors: dict[str, np.ndarray]         # torch name -> array in torch layout
-    kind: str | None = None                # cnnspec kind, where the file says (Keras classes)
+    name: str  # the module path or Keras layer name in the file
+    tensors: dict[str, np.ndarray]  # torch name -> array in torch layout
+    kind: str | None = None  # cnnspec kind, where the file says (Keras classes)
 
 
 @dataclass
 class SourceWeights:
-    label: str                             # what the user named: the spec's text, a path
+    label: str  # what the user named: the spec's text, a path
     layers: list[SourceLayer] = field(default_factory=list)
-    framework: str = "torch"               # who wrote the file: "torch" or "keras"
-    flatten: str = "hwc"                   # how the file's model flattened: "chw" (torch)
+    framework: str = "torch"  # who wrote the file: "torch" or "keras"
+    flatten: str = "hwc"  # how the file's model flattened: "chw" (torch)
     # Keras 3 files name groups after classes: the order holds within a kind only.
     by_kind: bool = False
-    fingerprint: str | None = None         # the spec's, when cnnspec wrote the file
+    fingerprint: str | None = None  # the spec's, when cnnspec wrote the file
 
     def count(self) -> int:
         return sum(len(layer.tensors) for layer in self.layers)
@@ -52,11 +52,11 @@ class SourceWeights:
 class Target:
     """A parameterised node of the built network and the tensors it holds (torch layout)."""
 
-    node: object                           # cnnspec.ir.Node
-    shapes: dict[str, tuple[int, ...]]     # torch name -> shape
-    names: tuple[str, ...] = ()            # where a file written by cnnspec keeps it
-    hwc: tuple[int, int, int] | None = None     # the map its input vector was flattened from
-    features: dict[str, int] = field(default_factory=dict)   # torch name -> features axis
+    node: object  # cnnspec.ir.Node
+    shapes: dict[str, tuple[int, ...]]  # torch name -> shape
+    names: tuple[str, ...] = ()  # where a file written by cnnspec keeps it
+    hwc: tuple[int, int, int] | None = None  # the map its input vector was flattened from
+    features: dict[str, int] = field(default_factory=dict)  # torch name -> features axis
 
 
 def targets(model, nodes, shapes_of, names_of=lambda name: ()) -> list[Target]:
@@ -66,14 +66,21 @@ def targets(model, nodes, shapes_of, names_of=lambda name: ()) -> list[Target]:
     out = []
     for n in nodes:
         features = {t.torch: t.features for t in layout_of(n) if t.features is not None}
-        out.append(Target(n, shapes_of(n), (n.name, *names_of(n.name)),
-                          flat.input_map(model, n, sources), features))
+        out.append(
+            Target(
+                n,
+                shapes_of(n),
+                (n.name, *names_of(n.name)),
+                flat.input_map(model, n, sources),
+                features,
+            )
+        )
     return out
 
 
 class Misfit(NamedTuple):
-    target: str                            # node.role
-    source: str                            # the file's key
+    target: str  # node.role
+    source: str  # the file's key
     expected: tuple
     received: tuple
     node: str
@@ -86,12 +93,12 @@ class LoadReport:
 
     source: str = ""
     method: str = "order"
-    origin: str = "the file"               # how messages call the source: "torchvision"
-    matched: list[tuple[str, str]] = field(default_factory=list)     # (target, source)
-    missing: list[str] = field(default_factory=list)                 # target tensors
-    unexpected: list[str] = field(default_factory=list)              # source tensors unused
+    origin: str = "the file"  # how messages call the source: "torchvision"
+    matched: list[tuple[str, str]] = field(default_factory=list)  # (target, source)
+    missing: list[str] = field(default_factory=list)  # target tensors
+    unexpected: list[str] = field(default_factory=list)  # source tensors unused
     mis_shaped: list[Misfit] = field(default_factory=list)
-    reordered: list[str] = field(default_factory=list)   # targets reordered C,H,W -> H,W,C
+    reordered: list[str] = field(default_factory=list)  # targets reordered C,H,W -> H,W,C
     values: dict[str, dict[str, np.ndarray]] = field(default_factory=dict, repr=False)
 
     @property
@@ -100,35 +107,55 @@ class LoadReport:
         return not self.missing and not self.mis_shaped
 
     def to_dict(self) -> dict:
-        return {"source": self.source, "method": self.method, "matched": len(self.matched),
-                "missing": self.missing, "unexpected": self.unexpected,
-                "reordered": self.reordered,
-                "mis_shaped": [{"target": m.target, "source": m.source,
-                                "expected": list(m.expected), "received": list(m.received)}
-                               for m in self.mis_shaped]}
+        return {
+            "source": self.source,
+            "method": self.method,
+            "matched": len(self.matched),
+            "missing": self.missing,
+            "unexpected": self.unexpected,
+            "reordered": self.reordered,
+            "mis_shaped": [
+                {
+                    "target": m.target,
+                    "source": m.source,
+                    "expected": list(m.expected),
+                    "received": list(m.received),
+                }
+                for m in self.mis_shaped
+            ],
+        }
 
     def describe(self) -> str:
         """One line, for logs."""
-        text = (f"transfer from {self.source}: {len(self.matched)} tensors loaded "
-                f"(matched by {self.method})")
+        text = (
+            f"transfer from {self.source}: {len(self.matched)} tensors loaded "
+            f"(matched by {self.method})"
+        )
         for label, items in (("missing", self.missing), ("unexpected", self.unexpected)):
             if items:
                 text += f"; {len(items)} {label}: {_few(items)}"
         if self.mis_shaped:
             text += f"; {len(self.mis_shaped)} mis-shaped: " + _few(
-                [f"{m.target} {_shape(m.expected)} <- {m.source} {_shape(m.received)}"
-                 for m in self.mis_shaped])
+                [
+                    f"{m.target} {_shape(m.expected)} <- {m.source} {_shape(m.received)}"
+                    for m in self.mis_shaped
+                ]
+            )
         return text
 
     def __str__(self) -> str:
         """Several lines, for errors: what does not fit, by layer."""
         lines = [f"{len(self.matched)} tensors matched (by {self.method})"]
-        misfits = [f"cnnspec '{m.node}' <- {self.origin} '{m.source}': {m.role} is "
-                   f"{_shape(m.expected)} in cnnspec, {_shape(m.received)} in {self.origin}"
-                   for m in self.mis_shaped]
-        for title, items in ((f"missing in {self.origin}", self.missing),
-                             ("unexpected (no cnnspec layer left)", self.unexpected),
-                             ("mis-shaped", misfits)):
+        misfits = [
+            f"cnnspec '{m.node}' <- {self.origin} '{m.source}': {m.role} is "
+            f"{_shape(m.expected)} in cnnspec, {_shape(m.received)} in {self.origin}"
+            for m in self.mis_shaped
+        ]
+        for title, items in (
+            (f"missing in {self.origin}", self.missing),
+            ("unexpected (no cnnspec layer left)", self.unexpected),
+            ("mis-shaped", misfits),
+        ):
             if items:
                 lines.append(f"{len(items)} {title}:")
                 lines += [f"  {i}" for i in items[:8]]
@@ -145,8 +172,12 @@ def _shape(shape) -> str:
     return "x".join(map(str, shape)) or "scalar"
 
 
-def match(targets: list[Target], weights: SourceWeights, origin: str = "the file",
-          method: str | None = None) -> LoadReport:
+def match(
+    targets: list[Target],
+    weights: SourceWeights,
+    origin: str = "the file",
+    method: str | None = None,
+) -> LoadReport:
     """Pair `targets` (in graph order) with the file's layers and check every shape; the
     arrays to load are in report.values (node name -> torch name -> array)."""
     report = LoadReport(weights.label, origin=origin)
@@ -164,7 +195,7 @@ def _key(prefix: str, role: str) -> str:
     return f"{prefix}.{role}" if prefix else role
 
 
-Pair = tuple[Target, dict[str, tuple[str, np.ndarray]]]   # target, role -> (file key, array)
+Pair = tuple[Target, dict[str, tuple[str, np.ndarray]]]  # target, role -> (file key, array)
 
 
 def _pairs(targets, weights: SourceWeights, report: LoadReport, method) -> tuple[list, list]:
@@ -178,8 +209,10 @@ def _pairs(targets, weights: SourceWeights, report: LoadReport, method) -> tuple
         queues: dict[str | None, list[SourceLayer]] = {}
         for layer in weights.layers:
             queues.setdefault(layer.kind, []).append(layer)
-        pairs = [(t, _tensors([queues[t.node.kind].pop(0)] if queues.get(t.node.kind) else
-                              [], t)) for t in targets]
+        pairs = [
+            (t, _tensors([queues[t.node.kind].pop(0)] if queues.get(t.node.kind) else [], t))
+            for t in targets
+        ]
         return pairs, [x for q in queues.values() for x in q]
     report.method = "order"
     layers, pairs = list(weights.layers), []
@@ -204,8 +237,11 @@ def _tensors(layers: list[SourceLayer], target: Target) -> dict:
 
 
 def _by_name(targets, weights: SourceWeights):
-    flat = {_key(layer.name, role): (id(layer), value)
-            for layer in weights.layers for role, value in layer.tensors.items()}
+    flat = {
+        _key(layer.name, role): (id(layer), value)
+        for layer in weights.layers
+        for role, value in layer.tensors.items()
+    }
     pairs, used = [], set()
     for t in targets:
         found = next((p for p in t.names if all(_key(p, r) in flat for r in t.shapes)), None)
@@ -216,9 +252,12 @@ def _by_name(targets, weights: SourceWeights):
         # the file's other tensors of that layer are unexpected, not silently dropped
         prefix = found + "." if found else ""
         for key, (_, value) in flat.items():
-            if key.startswith(prefix) and key[len(prefix):] not in t.shapes \
-                    and "." not in key[len(prefix):]:
-                got[key[len(prefix):]] = (key, value)
+            if (
+                key.startswith(prefix)
+                and key[len(prefix) :] not in t.shapes
+                and "." not in key[len(prefix) :]
+            ):
+                got[key[len(prefix) :]] = (key, value)
         pairs.append((t, got))
     if not targets:
         return None
@@ -243,8 +282,7 @@ def _compare(target: Target, tensors: dict, chw: bool, report: LoadReport) -> No
                 value = turned
                 report.reordered.append(name)
         if tuple(value.shape) != tuple(want):
-            report.mis_shaped.append(Misfit(name, key, tuple(want), tuple(value.shape), node,
-                                            role))
+            report.mis_shaped.append(Misfit(name, key, tuple(want), tuple(value.shape), node, role))
             continue
         report.matched.append((name, key))
         values[role] = value

@@ -36,6 +36,7 @@ def cnnspec(*args: str) -> str:
 
 def write_data(shots: list[int], seeds: list[int]) -> None:
     from cnnspec.data import load
+
     ds = load("digits", (16, 16, 1), "classify")
     x, y = ds.x, ds.y
     WORK.mkdir(exist_ok=True)
@@ -45,8 +46,9 @@ def write_data(shots: list[int], seeds: list[int]) -> None:
     for n in shots:
         for seed in seeds:
             rng = np.random.default_rng(seed)
-            train = np.concatenate([rng.choice(np.flatnonzero(y == c), n, replace=False)
-                                    for c in range(5, 10)])
+            train = np.concatenate(
+                [rng.choice(np.flatnonzero(y == c), n, replace=False) for c in range(5, 10)]
+            )
             test = np.setdiff1d(np.flatnonzero(y >= 5), train)
             np.savez(WORK / f"few_{n}_{seed}.npz", x=x[train], y=y[train] - 5, classes=names)
             np.savez(WORK / f"test_{n}_{seed}.npz", x=x[test], y=y[test] - 5, classes=names)
@@ -54,8 +56,18 @@ def write_data(shots: list[int], seeds: list[int]) -> None:
 
 def accuracy(spec: str, run: str, test: str, backend: str) -> float:
     suffix = ".safetensors" if backend == "torch" else ".weights.h5"
-    out = cnnspec("evaluate", spec, "--weights", str(WORK / run / f"best{suffix}"),
-                  "--data", str(test), "--split", "all", "--format", "json")
+    out = cnnspec(
+        "evaluate",
+        spec,
+        "--weights",
+        str(WORK / run / f"best{suffix}"),
+        "--data",
+        str(test),
+        "--split",
+        "all",
+        "--format",
+        "json",
+    )
     return float(json.loads(out)["metrics"]["accuracy"])
 
 
@@ -67,13 +79,23 @@ def main() -> None:
     args = ap.parse_args()
     write_data(args.shots, args.seeds)
     b = ["--backend", args.backend, "--progress", "off"]
-    for old in WORK.glob("*/"):             # runs of an earlier invocation (other backend)
+    for old in WORK.glob("*/"):  # runs of an earlier invocation (other backend)
         shutil.rmtree(old)
-    cnnspec("train", "pretrain.cnn", "--data", str(WORK / "digits_0_4.npz"),
-            "--out", str(WORK / "pretrain"), *b)
+    cnnspec(
+        "train",
+        "pretrain.cnn",
+        "--data",
+        str(WORK / "digits_0_4.npz"),
+        "--out",
+        str(WORK / "pretrain"),
+        *b,
+    )
     pre = json.loads((WORK / "pretrain" / "result.json").read_text())
-    result = {"backend": args.backend,
-              "pretrain_val_accuracy_0_4": pre["metrics"].get("accuracy"), "shots": {}}
+    result = {
+        "backend": args.backend,
+        "pretrain_val_accuracy_0_4": pre["metrics"].get("accuracy"),
+        "shots": {},
+    }
     for n in args.shots:
         rows = []
         for seed in args.seeds:
@@ -81,16 +103,19 @@ def main() -> None:
             row = {"seed": seed, "n_test": len(np.load(test)["y"])}
             for name in ("transfer", "scratch"):
                 run = f"{name}_{n}_{seed}"
-                cnnspec("train", f"{name}.cnn", "--data", str(few), "--out", str(WORK / run),
-                        *b)
+                cnnspec("train", f"{name}.cnn", "--data", str(few), "--out", str(WORK / run), *b)
                 row[name] = accuracy(f"{name}.cnn", run, test, args.backend)
             rows.append(row)
-            print(f"{n} a class, seed {seed}: transferred {row['transfer']:.4f}  "
-                  f"scratch {row['scratch']:.4f}", flush=True)
+            print(
+                f"{n} a class, seed {seed}: transferred {row['transfer']:.4f}  "
+                f"scratch {row['scratch']:.4f}",
+                flush=True,
+            )
         result["shots"][str(n)] = {
             "runs": rows,
             "transfer_accuracy": float(np.mean([r["transfer"] for r in rows])),
-            "scratch_accuracy": float(np.mean([r["scratch"] for r in rows]))}
+            "scratch_accuracy": float(np.mean([r["scratch"] for r in rows])),
+        }
     (WORK / f"result_{args.backend}.json").write_text(json.dumps(result, indent=2) + "\n")
     print(json.dumps(result, indent=2))
 

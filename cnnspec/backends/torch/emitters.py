@@ -20,13 +20,11 @@ from .. import torch_emit as te
 Emitter = Callable[[Layer, list[Shape]], te.TorchOp]
 
 
-def torch_op(layer: Layer, shapes: list[Shape], span=None,
-             path: str | None = None) -> te.TorchOp:
+def torch_op(layer: Layer, shapes: list[Shape], span=None, path: str | None = None) -> te.TorchOp:
     """The layer in PyTorch; E420 (at `span`, an IR node's) where its kind has no emitter."""
     emit = EMITTERS.get(layer.kind)
     if emit is None:
-        raise missing_emitter("torch", layer.kind, "cnnspec/backends/torch/emitters.py", span,
-                              path)
+        raise missing_emitter("torch", layer.kind, "cnnspec/backends/torch/emitters.py", span, path)
     return emit(layer, shapes)
 
 
@@ -34,43 +32,89 @@ def _passthrough(layer, shapes):
     return te.TorchOp(forward=te.X)
 
 
-def _windowed_conv(shape, in_c: int, out_c: int, groups: int, kernel, stride, padding,
-                   dilation, bias: bool, act: str | None) -> te.TorchOp:
+def _windowed_conv(
+    shape,
+    in_c: int,
+    out_c: int,
+    groups: int,
+    kernel,
+    stride,
+    padding,
+    dilation,
+    bias: bool,
+    act: str | None,
+) -> te.TorchOp:
     """nn.Conv2d for conv and dwconv, with TensorFlow's 'same' (F.pad first where uneven)."""
     torch_padding, pads = te.window_padding(padding, shape, kernel, stride, dilation)
-    module = te.call("nn.Conv2d", in_c, out_c, kernel_size=te.one(kernel),
-                     **te.kwargs_unless_default(
-                         stride=(te.one(stride), 1), padding=(torch_padding, 0),
-                         dilation=(te.one(dilation), 1), groups=(groups, 1), bias=(bias, True)))
+    module = te.call(
+        "nn.Conv2d",
+        in_c,
+        out_c,
+        kernel_size=te.one(kernel),
+        **te.kwargs_unless_default(
+            stride=(te.one(stride), 1),
+            padding=(torch_padding, 0),
+            dilation=(te.one(dilation), 1),
+            groups=(groups, 1),
+            bias=(bias, True),
+        ),
+    )
     # the conv's output is fresh: its activation may overwrite it (torchvision's inplace=True)
     forward = te.activation(act, te.Self((te.pad(te.X, pads),)), inplace=True)
     return te.TorchOp(module=module, forward=forward, fresh=act is None)
 
 
 def _conv(layer, shapes):
-    return _windowed_conv(shapes[0], shapes[0][2], layer.filters, layer.groups, layer.kernel,
-                          layer.stride, layer.padding, layer.dilation, layer.bias,
-                          layer.activation)
+    return _windowed_conv(
+        shapes[0],
+        shapes[0][2],
+        layer.filters,
+        layer.groups,
+        layer.kernel,
+        layer.stride,
+        layer.padding,
+        layer.dilation,
+        layer.bias,
+        layer.activation,
+    )
 
 
 def _dwconv(layer, shapes):
     c = shapes[0][2]
-    return _windowed_conv(shapes[0], c, c * layer.multiplier, c, layer.kernel, layer.stride,
-                          layer.padding, layer.dilation, layer.bias, layer.activation)
+    return _windowed_conv(
+        shapes[0],
+        c,
+        c * layer.multiplier,
+        c,
+        layer.kernel,
+        layer.stride,
+        layer.padding,
+        layer.dilation,
+        layer.bias,
+        layer.activation,
+    )
 
 
 def _sepconv(layer, shapes):
     """Keras SeparableConv2D: depthwise (no bias), pointwise, then the one bias."""
     c = shapes[0][2]
     mid = c * layer.multiplier
-    dw = _windowed_conv(shapes[0], c, mid, c, layer.kernel, layer.stride, layer.padding,
-                        layer.dilation, False, None)
-    pw = te.call("nn.Conv2d", mid, layer.filters, kernel_size=1,
-                 **te.kwargs_unless_default(bias=(layer.bias, True)))
+    dw = _windowed_conv(
+        shapes[0], c, mid, c, layer.kernel, layer.stride, layer.padding, layer.dilation, False, None
+    )
+    pw = te.call(
+        "nn.Conv2d",
+        mid,
+        layer.filters,
+        kernel_size=1,
+        **te.kwargs_unless_default(bias=(layer.bias, True)),
+    )
     seq = te.call("nn.Sequential", dw.module, pw)
-    return te.TorchOp(module=seq, forward=te.activation(layer.activation, dw.forward,
-                                                       inplace=True),
-                      fresh=layer.activation is None)
+    return te.TorchOp(
+        module=seq,
+        forward=te.activation(layer.activation, dw.forward, inplace=True),
+        fresh=layer.activation is None,
+    )
 
 
 def _deconv(layer, shapes):
@@ -87,26 +131,40 @@ def _deconv(layer, shapes):
             padding.append(max(k - s, 0) // 2)
             out_pad.append(max(s - k, 0))
             crop |= k > s and (k - s) % 2 == 1
-    module = te.call("nn.ConvTranspose2d", c, layer.filters, kernel_size=te.one(layer.kernel),
-                     **te.kwargs_unless_default(
-                         stride=(te.one(layer.stride), 1), padding=(te.one(padding), 0),
-                         output_padding=(te.one(out_pad), 0), bias=(layer.bias, True)))
+    module = te.call(
+        "nn.ConvTranspose2d",
+        c,
+        layer.filters,
+        kernel_size=te.one(layer.kernel),
+        **te.kwargs_unless_default(
+            stride=(te.one(layer.stride), 1),
+            padding=(te.one(padding), 0),
+            output_padding=(te.one(out_pad), 0),
+            bias=(layer.bias, True),
+        ),
+    )
     y = te.Self((te.X,))
     if crop:
         full = slice(None)
-        y = te.Index(y, (full, full, slice(None, h * layer.stride[0]),
-                         slice(None, w * layer.stride[1])))
-    return te.TorchOp(module=module, forward=te.activation(layer.activation, y,
-                                                          inplace=not crop),
-                      fresh=layer.activation is None and not crop)
+        y = te.Index(
+            y, (full, full, slice(None, h * layer.stride[0]), slice(None, w * layer.stride[1]))
+        )
+    return te.TorchOp(
+        module=module,
+        forward=te.activation(layer.activation, y, inplace=not crop),
+        fresh=layer.activation is None and not crop,
+    )
 
 
 def _dense(layer, shapes):
-    module = te.call("nn.Linear", shapes[0][0], layer.units,
-                     **te.kwargs_unless_default(bias=(layer.bias, True)))
-    return te.TorchOp(module=module, forward=te.activation(layer.activation, te.Self((te.X,)),
-                                                          inplace=True),
-                      fresh=layer.activation is None)
+    module = te.call(
+        "nn.Linear", shapes[0][0], layer.units, **te.kwargs_unless_default(bias=(layer.bias, True))
+    )
+    return te.TorchOp(
+        module=module,
+        forward=te.activation(layer.activation, te.Self((te.X,)), inplace=True),
+        fresh=layer.activation is None,
+    )
 
 
 def _flatten(layer, shapes):
@@ -137,8 +195,11 @@ def _dropout(layer, shapes):
 
 
 def _activation(layer, shapes):
-    inplace = te.activation(layer.fn, te.X, layer.alpha, inplace=True) \
-        if te.can_overwrite(layer.fn) else None
+    inplace = (
+        te.activation(layer.fn, te.X, layer.alpha, inplace=True)
+        if te.can_overwrite(layer.fn)
+        else None
+    )
     return te.TorchOp(forward=te.activation(layer.fn, te.X, layer.alpha), inplace=inplace)
 
 
@@ -168,8 +229,11 @@ def _zeropad(layer, shapes):
 def _upsample(layer, shapes):
     # half-pixel centres, as Keras: align_corners=False
     extra = {"align_corners": False} if layer.mode == "bilinear" else {}
-    return te.TorchOp(forward=te.call("F.interpolate", te.X, scale_factor=te.one(layer.factor),
-                                      mode=layer.mode, **extra))
+    return te.TorchOp(
+        forward=te.call(
+            "F.interpolate", te.X, scale_factor=te.one(layer.factor), mode=layer.mode, **extra
+        )
+    )
 
 
 def _merge(layer, shapes):
@@ -180,12 +244,15 @@ def _merge(layer, shapes):
         return te.TorchOp(forward=te.call("torch.cat", list(xs), 1), fresh=True)
     inplace = None
     if layer.op == "add" and tuple(shapes[0]) == tuple(layer.output_shape(shapes)):
-        inplace = xs[0]                  # torchvision's `out += identity`
+        inplace = xs[0]  # torchvision's `out += identity`
         for x in xs[1:]:
             inplace = te.method(inplace, "add_", x)
     # a product is not fresh: multiply's backward reads its inputs
-    return te.TorchOp(forward=te.BinOp("+" if layer.op == "add" else "*", xs),
-                      fresh=layer.op == "add", inplace=inplace)
+    return te.TorchOp(
+        forward=te.BinOp("+" if layer.op == "add" else "*", xs),
+        fresh=layer.op == "add",
+        inplace=inplace,
+    )
 
 
 def _bn(layer, shapes):
@@ -196,8 +263,13 @@ def _bn(layer, shapes):
     cls = "nn.BatchNorm2d" if len(shapes[0]) == 3 else "nn.BatchNorm1d"
     momentum = float(f"{1 - layer.momentum:.12g}")
     both = layer.scale and layer.center
-    module = te.call(cls, c, **te.kwargs_unless_default(
-        eps=(layer.eps, 1e-5), momentum=(momentum, 0.1), affine=(both, True)))
+    module = te.call(
+        cls,
+        c,
+        **te.kwargs_unless_default(
+            eps=(layer.eps, 1e-5), momentum=(momentum, 0.1), affine=(both, True)
+        ),
+    )
     setup = ()
     if layer.scale != layer.center:
         name, init = ("weight", "torch.ones") if layer.scale else ("bias", "torch.zeros")
@@ -206,8 +278,13 @@ def _bn(layer, shapes):
 
 
 def _lrn(layer, shapes):
-    module = te.call("nn.LocalResponseNorm", layer.size, **te.kwargs_unless_default(
-        alpha=(layer.alpha, 1e-4), beta=(layer.beta, 0.75), k=(layer.k, 1.0)))
+    module = te.call(
+        "nn.LocalResponseNorm",
+        layer.size,
+        **te.kwargs_unless_default(
+            alpha=(layer.alpha, 1e-4), beta=(layer.beta, 0.75), k=(layer.k, 1.0)
+        ),
+    )
     return te.TorchOp(module=module, forward=te.Self((te.X,)))
 
 
@@ -224,19 +301,29 @@ def _pool(layer, shapes):
         pooled = [te.call("F.avg_pool2d", te.pad(x, pads), k, s) for x in (te.X, mask)]
         return te.TorchOp(forward=te.BinOp("/", tuple(pooled)))
     cls = "nn.MaxPool2d" if layer.op == "max" else "nn.AvgPool2d"
-    extra = {"count_include_pad": False} \
-        if layer.op == "avg" and padding != 0 and not layer.count_pad else {}
-    module = te.call(cls, k, **te.kwargs_unless_default(
-        stride=(s, k), padding=(padding, 0),
-        ceil_mode=(layer.ceil and layer.padding != "same", False)), **extra)
-    return te.TorchOp(module=module, forward=te.Self((te.pad(te.X, pads, value=float("-inf")),)),
-                      fresh=True)
+    extra = (
+        {"count_include_pad": False}
+        if layer.op == "avg" and padding != 0 and not layer.count_pad
+        else {}
+    )
+    module = te.call(
+        cls,
+        k,
+        **te.kwargs_unless_default(
+            stride=(s, k),
+            padding=(padding, 0),
+            ceil_mode=(layer.ceil and layer.padding != "same", False),
+        ),
+        **extra,
+    )
+    return te.TorchOp(
+        module=module, forward=te.Self((te.pad(te.X, pads, value=float("-inf")),)), fresh=True
+    )
 
 
 def _adaptive_pool(layer, shapes):
     cls = {"avg": "nn.AdaptiveAvgPool2d", "max": "nn.AdaptiveMaxPool2d"}[layer.op]
-    return te.TorchOp(module=te.call(cls, te.one(layer.size)), forward=te.Self((te.X,)),
-                      fresh=True)
+    return te.TorchOp(module=te.call(cls, te.one(layer.size)), forward=te.Self((te.X,)), fresh=True)
 
 
 def _channels_last(shape, x, fn):
@@ -251,21 +338,40 @@ def _layernorm(layer, shapes):
     NHWC (torchvision's ConvNeXt LayerNorm2d does the same permutes)."""
     c = shapes[0][-1]
     if layer.scale != layer.center:
-        module = te.call("nn.LayerNorm", c, **te.kwargs_unless_default(eps=(layer.eps, 1e-5)),
-                         elementwise_affine=layer.scale, bias=False)
-        setup = () if layer.scale else (("bias", te.call("nn.Parameter", te.call("torch.zeros",
-                                                                                  c))),)
+        module = te.call(
+            "nn.LayerNorm",
+            c,
+            **te.kwargs_unless_default(eps=(layer.eps, 1e-5)),
+            elementwise_affine=layer.scale,
+            bias=False,
+        )
+        setup = (
+            () if layer.scale else (("bias", te.call("nn.Parameter", te.call("torch.zeros", c))),)
+        )
     else:
-        module = te.call("nn.LayerNorm", c, **te.kwargs_unless_default(
-            eps=(layer.eps, 1e-5), elementwise_affine=(layer.scale, True)))
+        module = te.call(
+            "nn.LayerNorm",
+            c,
+            **te.kwargs_unless_default(
+                eps=(layer.eps, 1e-5), elementwise_affine=(layer.scale, True)
+            ),
+        )
         setup = ()
-    return te.TorchOp(module=module, setup=setup, fresh=True,
-                      forward=_channels_last(shapes[0], te.X, lambda x: te.Self((x,))))
+    return te.TorchOp(
+        module=module,
+        setup=setup,
+        fresh=True,
+        forward=_channels_last(shapes[0], te.X, lambda x: te.Self((x,))),
+    )
 
 
 def _groupnorm(layer, shapes):
-    module = te.call("nn.GroupNorm", layer.groups, shapes[0][-1],
-                     **te.kwargs_unless_default(eps=(layer.eps, 1e-5)))
+    module = te.call(
+        "nn.GroupNorm",
+        layer.groups,
+        shapes[0][-1],
+        **te.kwargs_unless_default(eps=(layer.eps, 1e-5)),
+    )
     return te.TorchOp(module=module, forward=te.Self((te.X,)), fresh=True)
 
 
@@ -276,10 +382,13 @@ def _broadcast(shape, t):
 
 def _layerscale(layer, shapes):
     """gamma of shape (C, 1, 1) on feature maps, as torchvision's ConvNeXt holds it."""
-    gamma = te.call("nn.Parameter", te.call("torch.full", (shapes[0][-1], 1, 1),
-                                            float(layer.init)))
-    return te.TorchOp(module=te.call("nn.Module"), setup=(("gamma", gamma),),
-                      forward=te.BinOp("*", (te.X, te.Attr("gamma"))), fresh=True)
+    gamma = te.call("nn.Parameter", te.call("torch.full", (shapes[0][-1], 1, 1), float(layer.init)))
+    return te.TorchOp(
+        module=te.call("nn.Module"),
+        setup=(("gamma", gamma),),
+        forward=te.BinOp("*", (te.X, te.Attr("gamma"))),
+        fresh=True,
+    )
 
 
 def _normalize(layer, shapes):
@@ -287,12 +396,16 @@ def _normalize(layer, shapes):
     sample count kept as buffers (they are state, not trained)."""
     c = shapes[0][-1]
     mean, variance = layer.values(c)
-    setup = (("mean", te.call("nn.Buffer", te.call("torch.tensor", mean))),
-             ("variance", te.call("nn.Buffer", te.call("torch.tensor", variance))),
-             ("count", te.call("nn.Buffer", te.call("torch.tensor", 0))))
+    setup = (
+        ("mean", te.call("nn.Buffer", te.call("torch.tensor", mean))),
+        ("variance", te.call("nn.Buffer", te.call("torch.tensor", variance))),
+        ("count", te.call("nn.Buffer", te.call("torch.tensor", 0))),
+    )
     std = te.method(te.method(te.Attr("variance"), "sqrt"), "clamp", min=1e-7)
-    forward = te.BinOp("/", (te.BinOp("-", (te.X, _broadcast(shapes[0], te.Attr("mean")))),
-                             _broadcast(shapes[0], std)))
+    forward = te.BinOp(
+        "/",
+        (te.BinOp("-", (te.X, _broadcast(shapes[0], te.Attr("mean")))), _broadcast(shapes[0], std)),
+    )
     return te.TorchOp(module=te.call("nn.Module"), setup=setup, forward=forward, fresh=True)
 
 
@@ -302,15 +415,18 @@ def _stochastic_depth(layer, shapes):
     product an identity) in eval."""
     if layer.rate == 0:
         return te.TorchOp(forward=te.X)
-    ones = te.method(te.X, "new_ones", (te.method(te.X, "size", 0),
-                                        *(1,) * len(shapes[0])))
-    return te.TorchOp(module=te.call("nn.Dropout", layer.rate),
-                      forward=te.BinOp("*", (te.X, te.Self((ones,)))), fresh=True)
+    ones = te.method(te.X, "new_ones", (te.method(te.X, "size", 0), *(1,) * len(shapes[0])))
+    return te.TorchOp(
+        module=te.call("nn.Dropout", layer.rate),
+        forward=te.BinOp("*", (te.X, te.Self((ones,)))),
+        fresh=True,
+    )
 
 
 def _channel_shuffle(layer, shapes):
-    return te.TorchOp(module=te.call("nn.ChannelShuffle", layer.groups),
-                      forward=te.Self((te.X,)), fresh=True)
+    return te.TorchOp(
+        module=te.call("nn.ChannelShuffle", layer.groups), forward=te.Self((te.X,)), fresh=True
+    )
 
 
 def _split(layer, shapes):
@@ -320,13 +436,14 @@ def _split(layer, shapes):
 
 def _global_pool(layer, shapes):
     extra = {"keepdim": True} if layer.keepdims else {}
-    return te.TorchOp(forward=te.method(te.X, "mean" if layer.op == "avg" else "amax", (2, 3),
-                                        **extra))
+    return te.TorchOp(
+        forward=te.method(te.X, "mean" if layer.op == "avg" else "amax", (2, 3), **extra)
+    )
 
 
 # Layer kind -> emitter. A new layer kind needs a row here (tests/test_architecture.py).
 EMITTERS: dict[str, Emitter] = {
-    "input": _passthrough,          # the argument of forward
+    "input": _passthrough,  # the argument of forward
     "conv": _conv,
     "dwconv": _dwconv,
     "sepconv": _sepconv,

@@ -13,20 +13,69 @@ from ..pysource import identifier
 from .emitters import torch_op
 
 # nn.Module's own attributes, and those the generated class adds: a layer called so gets "_".
-_MODULE_ATTRS = frozenset({
-    "T_destination", "add_module", "apply", "bfloat16", "buffers", "call_super_init", "children",
-    "compile", "cpu", "cuda", "double", "dump_patches", "eval", "extra_repr", "float", "forward",
-    "get_buffer", "get_extra_state", "get_parameter", "get_submodule", "half", "ipu",
-    "load_state_dict", "modules", "mtia", "named_buffers", "named_children", "named_modules",
-    "named_parameters", "parameters", "register_backward_hook", "register_buffer",
-    "register_forward_hook", "register_forward_pre_hook", "register_full_backward_hook",
-    "register_full_backward_pre_hook", "register_load_state_dict_post_hook",
-    "register_load_state_dict_pre_hook", "register_module", "register_parameter",
-    "register_state_dict_post_hook", "register_state_dict_pre_hook", "requires_grad_",
-    "set_extra_state", "set_submodule", "share_memory", "smart_apply", "state_dict", "to",
-    "to_empty", "train", "training", "type", "xpu", "zero_grad", "logits", "output_names",
-    "softmax_outputs", "spec",
-})
+_MODULE_ATTRS = frozenset(
+    {
+        "T_destination",
+        "add_module",
+        "apply",
+        "bfloat16",
+        "buffers",
+        "call_super_init",
+        "children",
+        "compile",
+        "cpu",
+        "cuda",
+        "double",
+        "dump_patches",
+        "eval",
+        "extra_repr",
+        "float",
+        "forward",
+        "get_buffer",
+        "get_extra_state",
+        "get_parameter",
+        "get_submodule",
+        "half",
+        "ipu",
+        "load_state_dict",
+        "modules",
+        "mtia",
+        "named_buffers",
+        "named_children",
+        "named_modules",
+        "named_parameters",
+        "parameters",
+        "register_backward_hook",
+        "register_buffer",
+        "register_forward_hook",
+        "register_forward_pre_hook",
+        "register_full_backward_hook",
+        "register_full_backward_pre_hook",
+        "register_load_state_dict_post_hook",
+        "register_load_state_dict_pre_hook",
+        "register_module",
+        "register_parameter",
+        "register_state_dict_post_hook",
+        "register_state_dict_pre_hook",
+        "requires_grad_",
+        "set_extra_state",
+        "set_submodule",
+        "share_memory",
+        "smart_apply",
+        "state_dict",
+        "to",
+        "to_empty",
+        "train",
+        "training",
+        "type",
+        "xpu",
+        "zero_grad",
+        "logits",
+        "output_names",
+        "softmax_outputs",
+        "spec",
+    }
+)
 # Names the generated forward uses for itself.
 _CODE_NAMES = frozenset({"self", "x", "inputs", "torch", "nn", "F", "float", "build_model"})
 
@@ -37,9 +86,9 @@ class Step:
     op: te.TorchOp
     inputs: list[str]
     shape: tuple[int, ...]
-    attr: tuple[str, ...] | None = None       # where the module lives, if the op has one
-    softmax: bool = False                     # a final softmax, skipped for logits
-    live: bool = True                         # feeds an output
+    attr: tuple[str, ...] | None = None  # where the module lives, if the op has one
+    softmax: bool = False  # a final softmax, skipped for logits
+    live: bool = True  # feeds an output
 
 
 @dataclass
@@ -68,17 +117,35 @@ def plan(model: Model) -> Plan:
     steps = []
     for node in model.nodes[1:]:
         layer, softmax = node.layer, False
-        if node.name in model.outputs and consumers[node.name] == 0 \
-                and final_activation(layer) == "softmax":   # applied unless net.logits
+        if (
+            node.name in model.outputs
+            and consumers[node.name] == 0
+            and final_activation(layer) == "softmax"
+        ):  # applied unless net.logits
             layer, softmax = without_final_activation(layer), True
         shapes = [model.node(i).shape for i in node.inputs]
         op = torch_op(layer, shapes, node.span, model.source)
-        steps.append(Step(node.name, op, list(node.inputs), tuple(node.shape),
-                          softmax=softmax, live=node.name in live))
+        steps.append(
+            Step(
+                node.name,
+                op,
+                list(node.inputs),
+                tuple(node.shape),
+                softmax=softmax,
+                live=node.name in live,
+            )
+        )
     _overwrite_where_safe(steps, consumers, model)
     containers = _name_modules(steps)
-    return Plan(model.name, class_name(model.name), model.input.name, tuple(model.input_shape),
-                steps, list(model.outputs), containers)
+    return Plan(
+        model.name,
+        class_name(model.name),
+        model.input.name,
+        tuple(model.input_shape),
+        steps,
+        list(model.outputs),
+        containers,
+    )
 
 
 def _overwrite_where_safe(steps: list[Step], consumers: dict[str, int], model: Model) -> None:
@@ -90,8 +157,12 @@ def _overwrite_where_safe(steps: list[Step], consumers: dict[str, int], model: M
         if step.op.inplace is None:
             continue
         src = by_name.get(step.inputs[0])
-        if src is not None and src.op.fresh and consumers[src.node] == 1 \
-                and src.node not in model.outputs:
+        if (
+            src is not None
+            and src.op.fresh
+            and consumers[src.node] == 1
+            and src.node not in model.outputs
+        ):
             step.op = replace(step.op, forward=step.op.inplace)
 
 
@@ -138,5 +209,4 @@ def layout(p: Plan):
 def class_name(name: str) -> str:
     words = [w for w in re.split(r"[^0-9A-Za-z]+", name) if w]
     text = "".join(w[:1].upper() + w[1:] for w in words) or "Model"
-    return identifier(text if not text[0].isdigit() else f"Net{text}",
-                      _CODE_NAMES | {"Tensor"})
+    return identifier(text if not text[0].isdigit() else f"Net{text}", _CODE_NAMES | {"Tensor"})

@@ -13,6 +13,7 @@ def _namespace():
     import torch
     from torch import nn
     from torch.nn import functional
+
     return {"torch": torch, "nn": nn, "F": functional}
 
 
@@ -34,6 +35,7 @@ def compile_expr(expr, ns: dict):
     """A function (module, inputs) -> value computing `expr`; resolved once, called per batch."""
     import functools
     import operator
+
     if _constant(expr):
         return lambda m, xs: expr
     if isinstance(expr, te.In):
@@ -52,8 +54,9 @@ def compile_expr(expr, ns: dict):
         obj, items = compile_expr(expr.obj, ns), expr.items
         return lambda m, xs: obj(m, xs)[items]
     if isinstance(expr, te.BinOp):
-        fn = {"+": operator.add, "-": operator.sub, "*": operator.mul,
-              "/": operator.truediv}[expr.op]
+        fn = {"+": operator.add, "-": operator.sub, "*": operator.mul, "/": operator.truediv}[
+            expr.op
+        ]
         parts = [compile_expr(e, ns) for e in expr.operands]
         return lambda m, xs: functools.reduce(fn, [p(m, xs) for p in parts])
     args = [compile_expr(a, ns) for a in getattr(expr, "args", ())]
@@ -66,7 +69,8 @@ def compile_expr(expr, ns: dict):
     if isinstance(expr, te.Method):
         obj, name = compile_expr(expr.obj, ns), expr.name
         return lambda m, xs: getattr(obj(m, xs), name)(
-            *[a(m, xs) for a in args], **{k: v(m, xs) for k, v in kwargs})
+            *[a(m, xs) for a in args], **{k: v(m, xs) for k, v in kwargs}
+        )
     if isinstance(expr, te.Call):
         fn = _resolve(expr.fn, ns)
         return lambda m, xs: fn(*[a(m, xs) for a in args], **{k: v(m, xs) for k, v in kwargs})
@@ -120,9 +124,16 @@ def _program(p: Plan, groups: list[list[str]], ns: dict) -> tuple[list[_Instr], 
         # inner scopes first: the value made last is released first, as Python frees a
         # block's locals before the caller's
         names = sorted(free.get(k, ()), key=lambda n: -order.get(n, -1))
-        prog.append(_Instr(compile_expr(s.op.forward, ns), s.attr,
-                           tuple(slot[i] for i in s.inputs), slot[s.node], s.softmax,
-                           tuple(slot[n] for n in names)))
+        prog.append(
+            _Instr(
+                compile_expr(s.op.forward, ns),
+                s.attr,
+                tuple(slot[i] for i in s.inputs),
+                slot[s.node],
+                s.softmax,
+                tuple(slot[n] for n in names),
+            )
+        )
     return prog, [slot[o] for o in p.outputs]
 
 
@@ -137,7 +148,7 @@ def _release_points(live: list[Step], groups: list[list[str]], input_name: str) 
     forward 4-6% slower than torchvision's with the same kernels."""
     at = {s.node: k for k, s in enumerate(live)}
     at[input_name] = -1
-    around: list[list[tuple[int, int]]] = [[] for _ in live]   # the groups around each step
+    around: list[list[tuple[int, int]]] = [[] for _ in live]  # the groups around each step
     for ks in ([at[m] for m in g if m in at] for g in groups):
         if ks:
             lo, hi = min(ks), max(ks)
@@ -146,7 +157,7 @@ def _release_points(live: list[Step], groups: list[list[str]], input_name: str) 
     release: dict[str, int] = {}
     for k, s in enumerate(live):
         for name in s.inputs:
-            made = at[name]       # made before k: a group around k lacks it iff it starts later
+            made = at[name]  # made before k: a group around k lacks it iff it starts later
             end = max([hi for lo, hi in around[k] if lo > made], default=k)
             release[name] = max(release.get(name, -1), end)
     return release
@@ -177,8 +188,7 @@ def _network_class():
             for path, step in layout(p):
                 module = nn.Module() if step is None else instantiate(step.op)
                 _parent(self, path).add_module(path[-1], module)
-            self._prog, self._outs = _program(p, [g.members for g in model.groups],
-                                              _namespace())
+            self._prog, self._outs = _program(p, [g.members for g in model.groups], _namespace())
             self._size = 1 + sum(s.live for s in p.steps)
 
         def forward(self, x):
@@ -199,7 +209,7 @@ def _network_class():
                 return values[self._outs[0]]
             return tuple(values[i] for i in self._outs)
 
-        def __reduce__(self):   # closures do not pickle: rebuild from the IR, then the state
+        def __reduce__(self):  # closures do not pickle: rebuild from the IR, then the state
             return (_rebuild, (self.spec, self.logits, self.state_dict(), self.training))
 
     _NETWORK = Network

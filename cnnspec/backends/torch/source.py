@@ -24,17 +24,20 @@ _POSITIONAL = {
     "nn.Conv2d": ("in_channels", "out_channels", "kernel_size"),
     "nn.ConvTranspose2d": ("in_channels", "out_channels", "kernel_size"),
     "nn.Linear": ("in_features", "out_features"),
-    "nn.BatchNorm1d": ("num_features",), "nn.BatchNorm2d": ("num_features",),
+    "nn.BatchNorm1d": ("num_features",),
+    "nn.BatchNorm2d": ("num_features",),
 }
 
 
 def template_dir() -> Path:
     """templates/: inside the package when installed, beside it in a checkout."""
     from ...resources import path
+
     return path("templates")
 
 
 # --- Block instances ------------------------------------------------------------------------
+
 
 @dataclass
 class _Instance(blocks.Instance):
@@ -63,10 +66,21 @@ def _instance(group, p: Plan, model: Model) -> _Instance | None:
     (attr,) = attrs
     if any(s.attr is not None and s.attr[:depth] == attr for s in p.steps if s not in steps):
         return None
-    inner = [g.members for g in model.groups
-             if g.path.startswith(group.path + ".") and set(g.members) <= set(group.members)]
-    inst = _Instance(found.path, found.block, found.nodes, found.input, found.output,
-                     attr=attr, steps=steps, groups=inner)
+    inner = [
+        g.members
+        for g in model.groups
+        if g.path.startswith(group.path + ".") and set(g.members) <= set(group.members)
+    ]
+    inst = _Instance(
+        found.path,
+        found.block,
+        found.nodes,
+        found.input,
+        found.output,
+        attr=attr,
+        steps=steps,
+        groups=inner,
+    )
     _describe(inst)
     return inst
 
@@ -82,8 +96,10 @@ def _holes(expr, found: list, fn: str = "", pos: str = ""):
     (appended to `found` as (value, a name for it))."""
     if isinstance(expr, te.Call):
         names = _POSITIONAL.get(expr.fn, ())
-        args = tuple(_holes(a, found, expr.fn, names[i] if i < len(names) else "arg")
-                     for i, a in enumerate(expr.args))
+        args = tuple(
+            _holes(a, found, expr.fn, names[i] if i < len(names) else "arg")
+            for i, a in enumerate(expr.args)
+        )
         kwargs = tuple((k, _holes(v, found, expr.fn, k)) for k, v in expr.kwargs)
         return replace(expr, args=args, kwargs=kwargs)
     if isinstance(expr, (list, tuple)) and not _is_constant(expr):
@@ -107,10 +123,17 @@ def _describe(inst: _Instance) -> None:
         setup = tuple((a, _holes(v, found)) for a, v in s.op.setup)
         where = "_".join(s.attr[depth:]) if s.attr else ""
         found[start:] = [(v, (n, where)) for v, n in found[start:]]
-        key.append((s.attr[depth:] if s.attr else None, module, setup, s.op.forward,
-                    tuple(local[i] for i in s.inputs)))
+        key.append(
+            (
+                s.attr[depth:] if s.attr else None,
+                module,
+                setup,
+                s.op.forward,
+                tuple(local[i] for i in s.inputs),
+            )
+        )
     groups = tuple(tuple(sorted(local[m] for m in g if m in local)) for g in inst.groups)
-    inst.key = repr((key, groups))     # forwards may hold lists: compare as text
+    inst.key = repr((key, groups))  # forwards may hold lists: compare as text
     inst.constants = [v for v, _ in found]
     inst.names = [n for _, n in found]
 
@@ -130,8 +153,10 @@ def _choose(model: Model, p: Plan) -> tuple[list[blocks.Family], dict[str, _Inst
 
 # --- Forward code ---------------------------------------------------------------------------
 
-def _variables(p: Plan, live: list[Step], release: dict[str, int],
-               scope: str = "") -> dict[str, str]:
+
+def _variables(
+    p: Plan, live: list[Step], release: dict[str, int], scope: str = ""
+) -> dict[str, str]:
     """The forward's variable per value: `x` along a plain chain (read by the next line only,
     and released there), a name after the layer where a value is kept for later (skips,
     branches, a block's input held until the block ends, outputs)."""
@@ -162,14 +187,15 @@ def _variables(p: Plan, live: list[Step], release: dict[str, int],
     return names
 
 
-def _drops(p: Plan, live: list[Step], names: dict[str, str], release: dict[str, int],
-           keep_input: bool) -> dict[int, list[str]]:
+def _drops(
+    p: Plan, live: list[Step], names: dict[str, str], release: dict[str, int], keep_input: bool
+) -> dict[int, list[str]]:
     """The named variables to `del` after each line, so that the file releases tensors when
     the runtime module does; `x` is released by being rebound. A class's input is its
     caller's to release (keep_input)."""
     made = {p.input: -1, **{s.node: k for k, s in enumerate(live)}}
-    last: dict[str, tuple[int, int]] = {}    # variable -> (released after, made at)
-    for value, var in names.items():         # a variable may carry several values (aliases)
+    last: dict[str, tuple[int, int]] = {}  # variable -> (released after, made at)
+    for value, var in names.items():  # a variable may carry several values (aliases)
         if var != "x" and not (keep_input and var == names[p.input]):
             at, first = last.get(var, (-1, made[value]))
             last[var] = (max(at, release.get(value, len(live))), max(first, made[value]))
@@ -188,8 +214,9 @@ def _nchw(shape: tuple[int, ...]) -> str:
     return "(N, " + ", ".join(str(d) for d in dims) + ")"
 
 
-def _forward(p: Plan, live: list[Step], groups: list[list[str]], depth: int,
-             scope: str = "", shapes=None) -> tuple[list[str], dict[str, str], set[str]]:
+def _forward(
+    p: Plan, live: list[Step], groups: list[list[str]], depth: int, scope: str = "", shapes=None
+) -> tuple[list[str], dict[str, str], set[str]]:
     """The forward's lines, the variables, and the namespaces used. In a block class (`scope`
     its first instance's path), variables drop the path, the input is the caller's to
     release, and a shape is noted only where every instance has it (`shapes`)."""
@@ -216,8 +243,9 @@ def _forward(p: Plan, live: list[Step], groups: list[list[str]], depth: int,
         # value it read dies here
         dead = (["x"] if out != "x" and "x" in args else []) + drops.get(k, [])
         if dead:
-            body += pysource.statement("del ", pysource.Group(None, "", tuple(dead), "",
-                                                              bare=True), depth)
+            body += pysource.statement(
+                "del ", pysource.Group(None, "", tuple(dead), "", bare=True), depth
+            )
     return body, names, used
 
 
@@ -246,15 +274,26 @@ def _block_class(cls: blocks.Family, model: Model) -> tuple[dict, set[str]]:
     depth = len(inst.attr)
     steps = [replace(s, attr=s.attr[depth:] if s.attr else None) for s in inst.steps]
     containers = sorted({s.attr[:k] for s in steps if s.attr for k in range(1, len(s.attr))})
-    sub = Plan(cls.name, cls.name, inst.input, tuple(model.node(inst.input).shape), steps,
-               [inst.output], containers)
+    sub = Plan(
+        cls.name,
+        cls.name,
+        inst.input,
+        tuple(model.node(inst.input).shape),
+        steps,
+        [inst.output],
+        containers,
+    )
+
     def args(step):
         found: list = []
         module = _holes(step.op.module, found)
         setup = tuple((a, _holes(v, found)) for a, v in step.op.setup)
         at = offsets[step.node]
-        return replace(step.op, module=_fill(module, at, cls, inst),
-                       setup=tuple((a, _fill(v, at, cls, inst)) for a, v in setup))
+        return replace(
+            step.op,
+            module=_fill(module, at, cls, inst),
+            setup=tuple((a, _fill(v, at, cls, inst)) for a, v in setup),
+        )
 
     offsets, n = {}, 0
     for s in inst.steps:
@@ -273,14 +312,20 @@ def _block_class(cls: blocks.Family, model: Model) -> tuple[dict, set[str]]:
         return seen.pop() if len(seen) == 1 else None
 
     body, names, used_f = _forward(sub, steps, inst.groups, 2, inst.path + ".", shapes)
-    signature = pysource.lines("def ", pysource.call("__init__", "self", *cls.params), 1,
-                               " -> None:")
-    where = inst.path + (f" and {len(cls.instances) - 1} more" if len(cls.instances) > 1
-                         else "")
+    signature = pysource.lines(
+        "def ", pysource.call("__init__", "self", *cls.params), 1, " -> None:"
+    )
+    where = inst.path + (f" and {len(cls.instances) - 1} more" if len(cls.instances) > 1 else "")
     doc = pysource.docstring(f"The spec's block {cls.block}, as used at {where}.", 1)
-    return {"name": cls.name, "doc": doc, "signature": signature,
-            "init": init, "input_var": names[inst.input], "body": body,
-            "output": names[inst.output]}, used | used_f
+    return {
+        "name": cls.name,
+        "doc": doc,
+        "signature": signature,
+        "init": init,
+        "input_var": names[inst.input],
+        "body": body,
+        "output": names[inst.output],
+    }, used | used_f
 
 
 def _fill(expr, offset: int, cls: blocks.Family, inst: _Instance):
@@ -290,8 +335,11 @@ def _fill(expr, offset: int, cls: blocks.Family, inst: _Instance):
         slot = cls.slots[k]
         return inst.constants[k] if slot is None else te.Var(cls.params[slot])
     if isinstance(expr, te.Call):
-        return replace(expr, args=tuple(_fill(a, offset, cls, inst) for a in expr.args),
-                       kwargs=tuple((k, _fill(v, offset, cls, inst)) for k, v in expr.kwargs))
+        return replace(
+            expr,
+            args=tuple(_fill(a, offset, cls, inst) for a in expr.args),
+            kwargs=tuple((k, _fill(v, offset, cls, inst)) for k, v in expr.kwargs),
+        )
     if isinstance(expr, (list, tuple)):
         return type(expr)(_fill(e, offset, cls, inst) for e in expr)
     return expr
@@ -321,24 +369,42 @@ def source_code(model: Model) -> str:
         elif inst.path not in seen:
             seen.add(inst.path)
             last = inst.steps[-1]
-            steps.append(Step(inst.output, te.TorchOp(te.Self((te.X,)), constructor[inst.path]),
-                              [inst.input], last.shape, inst.attr))
+            steps.append(
+                Step(
+                    inst.output,
+                    te.TorchOp(te.Self((te.X,)), constructor[inst.path]),
+                    [inst.input],
+                    last.shape,
+                    inst.attr,
+                )
+            )
     top = replace(p, steps=steps)
     init, u = _init(top, 2)
     used |= u
     live = [s for s in steps if s.live]
-    groups = [list(dict.fromkeys(taken[m].output if m in taken else m for m in g.members))
-              for g in model.groups]
+    groups = [
+        list(dict.fromkeys(taken[m].output if m in taken else m for m in g.members))
+        for g in model.groups
+    ]
     body, names, u = _forward(top, live, groups, 2)
     used |= u
     outputs = [names[o] for o in p.outputs]
-    returned = pysource.statement("return ", pysource.Group(None, "", tuple(outputs), "",
-                                                            bare=True), 2)
+    returned = pysource.statement(
+        "return ", pysource.Group(None, "", tuple(outputs), "", bare=True), 2
+    )
     return pysource.render(
-        "torch_model.py.j2", class_name=p.class_name,
+        "torch_model.py.j2",
+        class_name=p.class_name,
         source=Path(model.source).name if model.source else model.name,
-        input_var=names[p.input], input_shape=_nchw(p.input_shape), classes=views, init=init,
-        body=body, returned=returned, several=len(outputs) > 1,
+        input_var=names[p.input],
+        input_shape=_nchw(p.input_shape),
+        classes=views,
+        init=init,
+        body=body,
+        returned=returned,
+        several=len(outputs) > 1,
         output_shapes=[_nchw(model.node(o).shape) for o in p.outputs],
-        uses_f="F" in used, softmax=bool(p.softmax_outputs),
-        version=__import__("cnnspec").__version__)
+        uses_f="F" in used,
+        softmax=bool(p.softmax_outputs),
+        version=__import__("cnnspec").__version__,
+    )

@@ -27,13 +27,15 @@ def _source(state_dict, label: str) -> SourceWeights:
     layers: dict[str, SourceLayer] = {}
     for key, value in state_dict.items():
         owner, _, role = key.rpartition(".")
-        layers.setdefault(owner, SourceLayer(owner, {})).tensors[role] = \
+        layers.setdefault(owner, SourceLayer(owner, {})).tensors[role] = (
             value.detach().cpu().numpy()
+        )
     return SourceWeights(label, list(layers.values()), "torch", flatten="chw")
 
 
-def load_torchvision_state_dict(module, model: Model, state_dict, strict: bool = True
-                                ) -> LoadReport:
+def load_torchvision_state_dict(
+    module, model: Model, state_dict, strict: bool = True
+) -> LoadReport:
     """Copy a torchvision-style state_dict into a built cnnspec network, layer by layer in
     order: the i-th module with tensors in torchvision's state_dict goes to the i-th
     parameterised node of the spec, tensor names (weight, bias, running_mean, ...) and
@@ -42,18 +44,22 @@ def load_torchvision_state_dict(module, model: Model, state_dict, strict: bool =
     H, W, C (cnnspec.weights.flatten). Raises WeightsError naming the layers when something
     does not fit (strict), else returns the LoadReport with what was copied."""
     import torch
+
     target = module.state_dict()
     paths = {s.node: ".".join(s.attr) for s in plan(model).steps if s.attr is not None}
-    owned: dict[str, dict[str, tuple]] = {}     # node -> its tensors (the longest path owns)
+    owned: dict[str, dict[str, tuple]] = {}  # node -> its tensors (the longest path owns)
     longest_first = sorted(paths.items(), key=lambda item: -len(item[1]))
     for key, value in target.items():
-        node, path = next(((n, p) for n, p in longest_first if key.startswith(p + ".")),
-                          (None, ""))
+        node, path = next(((n, p) for n, p in longest_first if key.startswith(p + ".")), (None, ""))
         if node is not None:
-            owned.setdefault(node, {})[key[len(path) + 1:]] = tuple(value.shape)
+            owned.setdefault(node, {})[key[len(path) + 1 :]] = tuple(value.shape)
     nodes = [n for n in model.nodes if n.name in owned]
-    report = match(targets(model, nodes, lambda n: owned[n.name]),
-                   _source(state_dict, "torchvision"), "torchvision", method="order")
+    report = match(
+        targets(model, nodes, lambda n: owned[n.name]),
+        _source(state_dict, "torchvision"),
+        "torchvision",
+        method="order",
+    )
     if strict and not (report.ok and not report.unexpected):
         raise WeightsError(f"the torchvision weights do not fit '{model.name}':\n{report}")
     with torch.no_grad():
@@ -69,6 +75,7 @@ def read_weights(path, model: Model | None = None) -> dict:
     weights_only=True (no pickle code runs); a dict holding "state_dict" is unwrapped.
     With `model`, a file that carries another spec's fingerprint is refused."""
     import torch
+
     path = Path(path)
     if not path.is_file():
         raise WeightsError(f"{path}: no such file")
@@ -80,6 +87,7 @@ def read_weights(path, model: Model | None = None) -> dict:
     try:
         if path.name.endswith(".safetensors"):
             from safetensors.torch import load_file
+
             state = load_file(str(path))
         else:
             state = torch.load(str(path), map_location="cpu", weights_only=True)
@@ -88,14 +96,12 @@ def read_weights(path, model: Model | None = None) -> dict:
         raise WeightsError(f"{path}: not a readable weights file ({first})") from None
     if isinstance(state, dict) and isinstance(state.get("state_dict"), dict):
         state = state["state_dict"]
-    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor)
-                                              for v in state.values()):
+    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
         raise WeightsError(f"{path}: expected a mapping of names to tensors (a state_dict)")
     return state
 
 
-def load_weights(module, model: Model, state: dict, fmt: str = "cnnspec",
-                 label: str = "the file"):
+def load_weights(module, model: Model, state: dict, fmt: str = "cnnspec", label: str = "the file"):
     """Load a state_dict with cnnspec's keys (fmt 'cnnspec') or torchvision's ('torchvision',
     matched by order); raises WeightsError listing what does not fit."""
     if fmt == "torchvision":
@@ -103,13 +109,23 @@ def load_weights(module, model: Model, state: dict, fmt: str = "cnnspec",
     target = module.state_dict()
     missing = [k for k in target if k not in state]
     unexpected = [k for k in state if k not in target]
-    shapes = [f"{k}: {_shape(state[k])} in the file, {_shape(target[k])} in the network"
-              for k in target if k in state and state[k].shape != target[k].shape]
+    shapes = [
+        f"{k}: {_shape(state[k])} in the file, {_shape(target[k])} in the network"
+        for k in target
+        if k in state and state[k].shape != target[k].shape
+    ]
     if missing or unexpected or shapes:
         report = LoadReport(label, "name", missing=missing, unexpected=unexpected)
-        text = "\n".join([str(report), *([f"{len(shapes)} mis-shaped:"] if shapes else []),
-                          *(f"  {line}" for line in shapes[:8])])
-        raise WeightsError(f"{label} does not fit '{model.name}':\n{text}\n(torchvision "
-                           "weights: use the torchvision format, matched by order)")
+        text = "\n".join(
+            [
+                str(report),
+                *([f"{len(shapes)} mis-shaped:"] if shapes else []),
+                *(f"  {line}" for line in shapes[:8]),
+            ]
+        )
+        raise WeightsError(
+            f"{label} does not fit '{model.name}':\n{text}\n(torchvision "
+            "weights: use the torchvision format, matched by order)"
+        )
     module.load_state_dict(state)
     return None
