@@ -477,3 +477,28 @@ def test_every_zoo_spec_generates_clean_keras_source(tmp_path):
         check=False,
     )
     assert r.returncode == 0, r.stdout
+
+
+def test_adaptive_max_pooling_avoids_the_keras_layer_that_crashes():
+    """Keras' AdaptiveMaxPooling2D dies with SIGFPE on 2x2 -> 1x1 (TF 2.21): uniform bins are
+    plain pooling instead, and the other sizes it cannot run are a located E422."""
+    import subprocess
+    import sys
+
+    code = (
+        "import torchvision, numpy as np, cnnspec\n"
+        "from cnnspec.backends.keras import build\n"
+        "m = cnnspec.compile_text('input 2x2x3\\nadaptive_maxpool 1x1\\n')\n"
+        "x = np.random.rand(1, 2, 2, 3).astype('float32')\n"
+        "print(np.allclose(np.asarray(build(m)(x)), x.max(axis=(1, 2), keepdims=True)))\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=300, check=False
+    )
+    assert done.returncode == 0 and done.stdout.strip() == "True", done.stderr[-2000:]
+    from cnnspec.backends.keras import build
+
+    model = cnnspec.compile_text("input 3x5x3\nadaptive_maxpool 1x2\n")
+    with pytest.raises(SpecError) as err:
+        build(model)
+    assert err.value.code == "E422" and err.value.span.line == 2

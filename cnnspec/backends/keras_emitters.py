@@ -9,9 +9,10 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+from ..errors import SpecError
 from ..layers import Layer, Shape
 from ..layers.base import same_pads
-from . import missing_emitter
+from . import error_span, missing_emitter
 from .keras_recipe import Recipe, activation, windowed, with_activation
 
 Emitter = Callable[[Layer, str, list[Shape]], Recipe]
@@ -24,7 +25,12 @@ def keras_layers(
     emit = EMITTERS.get(layer.kind)
     if emit is None:
         raise missing_emitter("keras", layer.kind, "cnnspec/backends/keras_emitters.py", span, path)
-    return emit(layer, name, shapes)
+    try:
+        return emit(layer, name, shapes)
+    except SpecError as err:  # an emitter's refusal, located at the node
+        if err.span is None:
+            err = SpecError(err.code, err.message, error_span(span), hint=err.hint, path=path)
+        raise err from None
 
 
 def _input(layer, name, shapes):
@@ -211,9 +217,31 @@ def _pool(layer, name, shapes):
 
 
 def _adaptive_pool(layer, name, shapes):
-    # Keras' adaptive pooling bins as torch's: floor(i*H/h) to ceil((i+1)*H/h)
+    # Keras' adaptive pooling bins as torch's: floor(i*H/h) to ceil((i+1)*H/h). It pools
+    # every position with a small (H//h) and a big (H//h + 1) window and gathers; where the big
+    # window is larger than the input (h == 1, or h > H) TensorFlow 2.21 stops the process
+    # with SIGFPE. Where every bin is the same size (H divisible by h) that is plain pooling
+    # with window = stride = H/h, which we use; the other unsafe sizes are refused (E422).
+    (height, width, _), (h, w) = shapes[0], layer.size
+    if height % h == 0 and width % w == 0:
+        cls = {"avg": "AveragePooling2D", "max": "MaxPooling2D"}[layer.op]
+        window = (height // h, width // w)
+        return [(cls, {"pool_size": window, "strides": window, "name": name})]
+    if not (keras_adaptive_safe(height, h) and keras_adaptive_safe(width, w)):
+        raise SpecError(
+            "E422",
+            f"Keras cannot run adaptive {layer.op} pooling of {height}x{width} to {h}x{w} "
+            "(its adaptive pooling stops the process with a floating-point exception where "
+            "an output side is 1 or larger than the input, unless the sizes divide)",
+            hint="pool to sizes that divide the input, or to at least 2 and at most the input",
+        )
     cls = {"avg": "AdaptiveAveragePooling2D", "max": "AdaptiveMaxPooling2D"}[layer.op]
     return [(cls, {"output_size": tuple(layer.size), "name": name})]
+
+
+def keras_adaptive_safe(size: int, out: int) -> bool:
+    """Whether Keras' adaptive pooling runs for one axis: its big window fits the input."""
+    return out >= 1 and size // out + 1 <= size
 
 
 def _layernorm(layer, name, shapes):
