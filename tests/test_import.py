@@ -153,15 +153,16 @@ def test_unused_weights_are_refused():
     assert err.value.code == "E412" and "'aux1.conv.conv' (Conv2d)" in err.value.message
 
 
-def test_keras_normalization_is_refused_by_name(tmp_path):
+def test_keras_normalization_given_constants_is_refused_not_miscounted(tmp_path):
+    # Normalization imports as `normalize` (issue 16; keras:EfficientNetB0 is exact), but one
+    # built from constant mean/variance holds no weights in Keras (112 + 0) where `normalize`
+    # counts 2C+1 statistics: the importer's count check refuses it (E416), never silently
     inp = keras.Input((8, 8, 3))
     x = keras.layers.Normalization(mean=[0.5, 0.4, 0.3], variance=[1.0, 2.0, 3.0], name="norm")(inp)
     x = keras.layers.Conv2D(4, 3)(x)
     with pytest.raises(SpecError) as err:
-        from_keras.read(keras.Model(inp, x), "file")
-    # a construct the language lacks for now (issue 16): E417, naming it
-    assert err.value.code == "E417" and "'norm' (Normalization)" in err.value.message
-    assert "per-channel mean and variance" in err.value.message
+        write(from_keras.read(keras.Model(inp, x), "file"))
+    assert err.value.code == "E416" and "counts" in err.value.message
 
 
 def test_keras_per_pixel_dense_is_refused_by_name():
