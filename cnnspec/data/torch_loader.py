@@ -100,8 +100,15 @@ def _stop(batches) -> None:
     are shut down, and a dead one left registered raises later, anywhere in the process.
     (`_shutdown_workers` is what the iterator's own __del__ calls, at an unknown time.)"""
     shutdown = getattr(batches, "_shutdown_workers", None)
-    if shutdown is not None:
+    if shutdown is None:
+        return
+    try:
         shutdown()
+    except (RuntimeError, ConnectionError, EOFError):
+        # the dead worker's SIGCHLD can land again while the others are joined; torch has
+        # already unregistered the workers (in a `finally`), and the caller is reporting
+        # that death itself.
+        pass
 
 
 def _as_is(batch: dict) -> dict:
