@@ -8,7 +8,7 @@ import pytest
 import torch
 from torchvision import ops
 
-from cnnspec.detection import boxes, postprocess
+from cnnspec.detection import boxes, postprocess, priors
 from cnnspec.detection.boxes import as_boxes, clip, convert, giou, iou, problems
 
 
@@ -17,7 +17,7 @@ def random_boxes(rng, n, extent=100.0):
     return np.concatenate([corner, corner + rng.uniform(0.5, extent / 2, (n, 2))], axis=1)
 
 
-@pytest.mark.parametrize("module", [boxes, postprocess], ids=lambda m: m.__name__)
+@pytest.mark.parametrize("module", [boxes, postprocess, priors], ids=lambda m: m.__name__)
 def test_docstring_examples(module):
     failed, attempted = doctest.testmod(module)
     assert attempted > 0 and failed == 0

@@ -4,6 +4,8 @@
                  validity checks; numpy only
     objects      Truth (ground truth of one image) and Detections (what a detector keeps)
     evaluate     COCO mAP with pycocotools, from numpy arrays, for both backends
+    priors       where a dense head predicts (anchors, points, strides) and the one layout of
+                 its output, (batch, priors, 4 + classes + extra), for both backends
     postprocess  decoding of raw box outputs and class-aware NMS with the frameworks' own
                  kernels (torchvision.ops.batched_nms, tf.image.combined_non_max_suppression)
 
