@@ -18,6 +18,7 @@ import pytest
 
 import cnnspec
 from cnnspec.layers import KEYWORDS, REGISTRY, Layer
+from cnnspec.layers.base import ACTIVATION_ALIASES, ACTIVATIONS
 
 torch = pytest.importorskip("torch")
 nn = torch.nn
@@ -568,23 +569,9 @@ ROWS = [
     *[
         Row(act, (6, 6, 4), (6, 6, 4), 0, 0, 0, None)
         for act in (
-            "relu",
-            "relu6",
-            "leaky_relu",
+            *(a for a in ACTIVATIONS if a != "linear"),
+            *ACTIVATION_ALIASES,
             "leaky_relu 0.2",
-            "elu",
-            "sigmoid",
-            "tanh",
-            "softmax",
-            "silu",
-            "gelu",
-            "hard_swish",
-            "hard_sigmoid",
-            "swish",
-            "hswish",
-            "hsigmoid",
-            "leakyrelu",
-            "lrelu",
             "activation fn=tanh",
         )
     ],

@@ -18,6 +18,21 @@ def error_span(span) -> Span | None:
     return None if span is None else Span(span.line, span.column, span.end_line, span.end_column)
 
 
+def emit(emitters: dict, backend: str, table: str, layer, args: tuple, span=None, path=None):
+    """What an emitter table makes of `layer` (`emitters[layer.kind](layer, *args)`), every
+    refusal located at the IR node (`span`): E420 where the table lacks the kind, and an
+    emitter's own SpecError (a size the framework cannot run) given the node's place."""
+    emitter = emitters.get(layer.kind)
+    if emitter is None:
+        raise missing_emitter(backend, layer.kind, table, span, path)
+    try:
+        return emitter(layer, *args)
+    except SpecError as err:
+        if err.span is None:
+            err = SpecError(err.code, err.message, error_span(span), hint=err.hint, path=path)
+        raise err from None
+
+
 def missing_emitter(
     backend: str, kind: str, table: str, span=None, path: str | None = None
 ) -> SpecError:

@@ -12,7 +12,7 @@ from collections.abc import Callable
 from ..errors import SpecError
 from ..layers import Layer, Shape
 from ..layers.base import same_pads
-from . import error_span, missing_emitter
+from . import emit
 from .keras_recipe import Recipe, activation, windowed, with_activation
 
 Emitter = Callable[[Layer, str, list[Shape]], Recipe]
@@ -21,16 +21,10 @@ Emitter = Callable[[Layer, str, list[Shape]], Recipe]
 def keras_layers(
     layer: Layer, name: str, shapes: list[Shape], span=None, path: str | None = None
 ) -> Recipe:
-    """The layer as Keras layers; E420 (at `span`, an IR node's) where its kind has no emitter."""
-    emit = EMITTERS.get(layer.kind)
-    if emit is None:
-        raise missing_emitter("keras", layer.kind, "cnnspec/backends/keras_emitters.py", span, path)
-    try:
-        return emit(layer, name, shapes)
-    except SpecError as err:  # an emitter's refusal, located at the node
-        if err.span is None:
-            err = SpecError(err.code, err.message, error_span(span), hint=err.hint, path=path)
-        raise err from None
+    """The layer as Keras layers, refusals located at `span` (an IR node's): E420 where its
+    kind has no emitter, and sizes Keras cannot run."""
+    table = "cnnspec/backends/keras_emitters.py"
+    return emit(EMITTERS, "keras", table, layer, (name, shapes), span, path)
 
 
 def _input(layer, name, shapes):

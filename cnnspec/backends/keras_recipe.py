@@ -9,24 +9,15 @@ The layer carrying a node's weights is named after the node; helpers get a suffi
 
 from __future__ import annotations
 
+from ..layers.base import ACTIVATIONS
+
 Recipe = list[tuple[str, dict]]
 
 # Keras activations by name whose definition is torch's: hard_sigmoid is relu6(x + 3) / 6 and
 # hard_swish x * relu6(x + 3) / 6 in Keras 3 (as torch's Hardsigmoid / Hardswish), gelu is exact
 # (approximate=False, torch's default), elu has alpha 1. leaky_relu is not here: Keras'
 # default slope is 0.2, torch's and the spec's 0.01, so it gets its own LeakyReLU layer.
-NAMED_ACTIVATIONS = (
-    "relu",
-    "relu6",
-    "elu",
-    "sigmoid",
-    "tanh",
-    "softmax",
-    "silu",
-    "gelu",
-    "hard_swish",
-    "hard_sigmoid",
-)
+NAMED_ACTIVATIONS = tuple(a for a in ACTIVATIONS if a not in ("leaky_relu", "linear"))
 
 # Classes defined in cnnspec.backends.keras_layers rather than keras.layers.
 CUSTOM = ("LocalResponseNorm", "PaddedPool2D", "LayerScale", "ChannelSlice", "StoredNormalization")

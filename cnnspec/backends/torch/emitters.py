@@ -14,18 +14,17 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from ...layers import Layer, Shape
-from .. import missing_emitter
+from .. import emit
 from .. import torch_emit as te
 
 Emitter = Callable[[Layer, list[Shape]], te.TorchOp]
 
 
 def torch_op(layer: Layer, shapes: list[Shape], span=None, path: str | None = None) -> te.TorchOp:
-    """The layer in PyTorch; E420 (at `span`, an IR node's) where its kind has no emitter."""
-    emit = EMITTERS.get(layer.kind)
-    if emit is None:
-        raise missing_emitter("torch", layer.kind, "cnnspec/backends/torch/emitters.py", span, path)
-    return emit(layer, shapes)
+    """The layer in PyTorch, refusals located at `span` (an IR node's): E420 where its kind
+    has no emitter."""
+    table = "cnnspec/backends/torch/emitters.py"
+    return emit(EMITTERS, "torch", table, layer, (shapes,), span, path)
 
 
 def _passthrough(layer, shapes):
