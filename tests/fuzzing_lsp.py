@@ -8,17 +8,13 @@ traceback. Used by tests/fuzzing.py (`make fuzz`) and tests/test_fuzz.py.
 
 from __future__ import annotations
 
-import json
-import os
 import queue
 import random
 import subprocess
-import sys
-import threading
 import time
-from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
+from lsp_process import LspProcess
+
 HANG_SECONDS = 10.0
 PROBE_EVERY = 25
 PROBE_URI = "file:///fuzz/probe.cnn"
@@ -61,56 +57,17 @@ URIS = [
 ]
 
 
-class Server:
-    """A `cnnspec lsp` subprocess; a thread reads its framed messages into a queue."""
+class Server(LspProcess):
+    """The server, initialised, with the probe document open."""
 
     def __init__(self):
-        env = {**os.environ, "PYTHONPATH": str(ROOT)}
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "cnnspec", "lsp"],
-            cwd=ROOT,
-            env=env,
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.DEVNULL,
-        )
-        self.inbox: queue.Queue = queue.Queue()
-        self.bad: list[str] = []  # messages that carried a traceback
-        threading.Thread(target=self._read_all, daemon=True).start()
+        super().__init__()
         self.request("initialize", {"processId": None, "rootUri": None, "capabilities": {}}, "init")
         self.wait_for("init")
         self.notify("initialized", {})
         self.open(PROBE_URI, PROBE_TEXT)
 
-    def _read_all(self) -> None:
-        out = self.proc.stdout
-        while True:
-            length = None
-            while True:
-                line = out.readline()
-                if not line:
-                    self.inbox.put(None)
-                    return
-                if not line.strip():
-                    break
-                key, _, value = line.decode("latin-1").partition(":")
-                if key.strip().lower() == "content-length":
-                    length = int(value)
-            body = out.read(length or 0)
-            if b"traceback" in body.lower():
-                self.bad.append(body.decode("utf-8", "replace")[:2000])
-            try:
-                self.inbox.put(json.loads(body))
-            except ValueError:
-                self.bad.append(f"the server sent a body that is not JSON: {body[:200]!r}")
-
-    def send_raw(self, data: bytes) -> None:
-        self.proc.stdin.write(data)
-        self.proc.stdin.flush()
-
-    def send(self, message) -> None:
-        body = json.dumps(message).encode("utf-8", "surrogatepass")
-        self.send_raw(b"Content-Length: %d\r\n\r\n" % len(body) + body)
+    send = LspProcess.send_message
 
     def request(self, method: str, params, rid) -> None:
         self.send({"jsonrpc": "2.0", "id": rid, "method": method, "params": params})
@@ -156,9 +113,7 @@ class Server:
         except (OSError, subprocess.TimeoutExpired):
             pass
         finally:
-            if self.proc.poll() is None:
-                self.proc.kill()
-                self.proc.wait()
+            self.kill()
 
 
 def _position(rng: random.Random):

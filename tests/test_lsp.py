@@ -3,16 +3,11 @@ hostile clients (issue 14): unknown URIs, invalid parameters, broken framing, hu
 
 from __future__ import annotations
 
-import json
-import os
 import queue
-import subprocess
-import sys
-import threading
 import time
-from pathlib import Path
 
 import pytest
+from lsp_process import LspProcess
 
 import cnnspec
 from cnnspec.lsp import diagnostics, hover_markdown
@@ -21,7 +16,6 @@ pytest.importorskip("pygls")
 
 TIMEOUT = 20.0  # seconds for any one answer; the answers take milliseconds
 
-ROOT = Path(__file__).resolve().parent.parent
 BAD = "input 32x32x3\nconv 16 3x3 same relu\nconvv 8 3x3\n"
 GOOD = """input 32x32x3
 block stage(f) {
@@ -35,53 +29,21 @@ gap; dense 10 softmax
 """
 
 
-class Client:
-    """An editor on the other end of stdio. A thread reads the framed answers into a queue, so
-    that every wait is bounded: a request never answered fails the test instead of hanging it."""
+class Client(LspProcess):
+    """An editor on the other end of stdio: a request never answered fails the test instead
+    of hanging it."""
 
     def __init__(self):
-        env = {**os.environ, "PYTHONPATH": str(ROOT)}
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "cnnspec", "lsp"],
-            cwd=ROOT,
-            env=env,
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.DEVNULL,
-        )
+        super().__init__()
         self.next_id = 0
-        self.inbox: queue.Queue = queue.Queue()
-        threading.Thread(target=self._read_all, daemon=True).start()
-
-    def send_raw(self, data: bytes) -> None:
-        self.proc.stdin.write(data)
-        self.proc.stdin.flush()
 
     def send(self, method: str, params, request: bool = False) -> int | None:
         msg = {"jsonrpc": "2.0", "method": method, "params": params}
         if request:
             self.next_id += 1
             msg["id"] = self.next_id
-        body = json.dumps(msg).encode()
-        self.send_raw(f"Content-Length: {len(body)}\r\n\r\n".encode() + body)
+        self.send_message(msg)
         return msg.get("id")
-
-    def _read_all(self) -> None:
-        out = self.proc.stdout
-        while True:
-            length = None
-            while True:
-                line = out.readline()
-                if not line:
-                    self.inbox.put(None)
-                    return
-                line = line.strip()
-                if not line:
-                    break
-                key, _, value = line.decode().partition(":")
-                if key.lower() == "content-length":
-                    length = int(value)
-            self.inbox.put(json.loads(out.read(length)))
 
     def read(self, timeout: float = TIMEOUT) -> dict:
         try:
@@ -89,13 +51,13 @@ class Client:
         except queue.Empty:
             raise AssertionError(f"no message from the server in {timeout} s") from None
         assert msg is not None, "the server closed its output"
+        assert not self.bad, self.bad[0]
         return msg
 
     def wait(self, pred, timeout: float = TIMEOUT) -> dict:
         deadline = time.monotonic() + timeout
         while True:
             msg = self.read(max(deadline - time.monotonic(), 0.01))
-            assert "traceback" not in json.dumps(msg).lower(), msg
             if pred(msg):
                 return msg
 
@@ -106,8 +68,7 @@ class Client:
             self.send("exit", None)
             self.proc.wait(timeout=10)
         finally:
-            if self.proc.poll() is None:
-                self.proc.kill()
+            self.kill()
 
 
 @pytest.fixture(scope="module")
