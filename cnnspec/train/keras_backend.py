@@ -371,19 +371,28 @@ def _bce(head, out, target):
 
 
 def _ce(head, out, labels):
+    """Cross-entropy against class indices, or against soft (N, K) rows (mixup/cutmix)."""
     from keras import ops
 
-    onehot = ops.one_hot(labels, head.units)
+    target = labels if len(labels.shape) == len(out.shape) else ops.one_hot(labels, head.units)
     logp = ops.log_softmax(out, axis=-1) if _logit_head(head) else ops.log(ops.maximum(out, EPS))
-    return -ops.sum(onehot * logp, axis=-1)
+    return -ops.sum(target * logp, axis=-1)
 
 
 def _class_loss(name, head, out, batch):
+    """As torch_backend's: class indices or mixup/cutmix's soft rows (one-unit head:
+    column 1), for categorical, sparse and binary cross-entropy alike."""
     from keras import ops
 
     y = batch["y"]
+    soft = len(y.shape) == 2
     if head.units == 1 or name == "binary_crossentropy":
-        target = ops.cast(y, "float32")[:, None] if head.units == 1 else ops.one_hot(y, head.units)
+        if soft:
+            target = y[:, 1:] if head.units == 1 else y
+        elif head.units == 1:
+            target = ops.cast(y, "float32")[:, None]
+        else:
+            target = ops.one_hot(y, head.units)
         per = ops.mean(_bce(head, out, target), axis=-1)
     else:
         per = _ce(head, out, y)

@@ -204,6 +204,7 @@ class _Checker:
         self.check_metrics(task, metrics)
         self.check_heads(task, heads, num_classes)
         self.check_monitor(metrics)
+        self.check_mixing(task)
         weights = list(self.spec.loss_weights) or [1.0] * len(heads)
         if len(weights) != len(heads):
             self.error(
@@ -392,6 +393,20 @@ class _Checker:
                 expected=", ".join(known),
                 hint=did_you_mean(es.monitor, known),
             )
+
+    def check_mixing(self, task: str) -> None:
+        """mixup/cutmix blend two images and their class labels; a mask, a box or a
+        reconstructed image has no such label to blend."""
+        from ..data.augmentation import mixing_ops
+
+        for word in dict.fromkeys(mixing_ops(self.spec.augment)):
+            if task != "classify":
+                self.error(
+                    "E519",
+                    f"augment {word} mixes class labels; this network is trained to {task}",
+                    "augment",
+                    hint=f"remove {word}, or use it on a classifier (one vector output)",
+                )
 
     def check_heads(self, task: str, heads: list[Head], num_classes: int | None) -> None:
         if num_classes is None:
