@@ -48,7 +48,7 @@ def make_backend(
     if name == "keras":
         from .keras_backend import KerasBackend
 
-        return KerasBackend(model, plan, seed)
+        return KerasBackend(model, plan, seed, comm=comm)
     raise ValueError(f"unknown backend {name!r}")
 
 
@@ -133,6 +133,7 @@ def train(
 
     import_torchvision_first(augment_ops(opts.augment))  # before the Keras backend's TF
     be = make_backend(backend, model, plan, seed, comm, device)
+    comm = getattr(be, "comm", comm)  # Keras under TF_CONFIG: the workers' (keras_cluster)
     transfer = getattr(be, "transfer", None)
     transfer = transfer.summary() if transfer is not None else None
     if transfer:
