@@ -139,7 +139,22 @@ compile {
 """
 
 
-@pytest.mark.parametrize("text, word, line", [(SEGMENTER, "mixup", 7), (DETECTOR, "cutmix", 12)])
+CLASSIFIER = """model net
+input 8x8x1
+flatten
+dense 10 softmax
+compile {
+  metrics accuracy
+  augment mixup 0.2
+  early_stopping monitor=train_accuracy patience=2
+}
+"""
+
+
+@pytest.mark.parametrize(
+    "text, word, line",
+    [(SEGMENTER, "mixup", 7), (DETECTOR, "cutmix", 12), (CLASSIFIER, "train_accuracy", 8)],
+)
 def test_mixing_outside_classification_is_a_located_error(tmp_path, text, word, line):
     path = tmp_path / "net.cnn"
     path.write_text(text)

@@ -399,7 +399,8 @@ class _Checker:
         reconstructed image has no such label to blend."""
         from ..data.augmentation import mixing_ops
 
-        for word in dict.fromkeys(mixing_ops(self.spec.augment)):
+        words = list(dict.fromkeys(mixing_ops(self.spec.augment)))
+        for word in words:
             if task != "classify":
                 self.error(
                     "E519",
@@ -407,6 +408,22 @@ class _Checker:
                     "augment",
                     hint=f"remove {word}, or use it on a classifier (one vector output)",
                 )
+        es = self.spec.early_stopping
+        monitor = es.monitor if es else ""
+        # mixed batches are scored by their loss only: no train_accuracy to watch
+        if (
+            words
+            and task == "classify"
+            and monitor.startswith("train_")
+            and monitor != "train_loss"
+        ):
+            self.error(
+                "E519",
+                f"early_stopping monitors {monitor}, which training on "
+                f"{'/'.join(words)} batches does not measure",
+                "early_stopping",
+                hint=f"monitor val_{monitor[6:]} or train_loss",
+            )
 
     def check_heads(self, task: str, heads: list[Head], num_classes: int | None) -> None:
         if num_classes is None:
