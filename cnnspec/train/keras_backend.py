@@ -69,19 +69,21 @@ class KerasBackend:
     ):
         """`replicas`: mirror over that many devices (None: CNNSPEC_KERAS_REPLICAS, else every
         GPU); `policy`: the mixed policy when the spec asks for mixed precision (None: by
-        device). See keras_devices. Under a TF_CONFIG cluster the strategy spans the machines
-        and `comm` (default: keras_cluster.cluster_comm()) sums over them."""
+        device). See keras_devices. `comm`: a keras_cluster.WorkerComm trains on several
+        machines with its MultiWorkerMirroredStrategy (what session.train makes under
+        TF_CONFIG); evaluation and prediction stay in one process."""
         import keras
         import tensorflow as tf
 
         from ..backends.keras import build
         from ..transfer import prepare
-        from .keras_cluster import cluster_comm
+        from .driver import Comm
+        from .keras_cluster import WorkerComm
         from .keras_devices import dtype_policy, make_strategy, policy_name, sync_batchnorm
 
         self.plan, self.seed, self.tf = plan, seed, tf
-        self.comm = comm if comm is not None and comm.world > 1 else cluster_comm()
-        self.strategy = make_strategy(replicas)
+        self.comm = comm if isinstance(comm, WorkerComm) else Comm()
+        self.strategy = comm.strategy if isinstance(comm, WorkerComm) else make_strategy(replicas)
         self.replicas = self.strategy.num_replicas_in_sync
         # this machine's replicas: each worker feeds its own share of the global batch
         self.local_replicas = max(self.replicas // self.comm.world, 1)

@@ -7,8 +7,8 @@ nothing to a step. The environment variable CNNSPEC_KERAS_REPLICAS=N forces N re
 first N GPUs, or, on a machine without GPUs, the CPU split into N logical devices
 (tf.config.set_logical_device_configuration) -- a real MirroredStrategy run on one CPU,
 which is how the mirrored path is tested. CNNSPEC_KERAS_REPLICAS=1 keeps one device even
-with several GPUs. A TF_CONFIG naming several machines selects MultiWorkerMirroredStrategy
-instead (keras_cluster).
+with several GPUs. Training on several machines (TF_CONFIG) brings its own
+MultiWorkerMirroredStrategy (keras_cluster).
 
 The compile section's `mixed_precision` selects Keras' mixed policy: 'mixed_float16' on a GPU
 (float16 needs loss scaling: keras.optimizers.LossScaleOptimizer), 'mixed_bfloat16' on a CPU
@@ -46,14 +46,9 @@ def requested_replicas(replicas: int | None = None) -> int | None:
 
 
 def make_strategy(replicas: int | None = None):
-    """The tf.distribute strategy for this process (see the module docstring); under a
-    TF_CONFIG cluster of several tasks, MultiWorkerMirroredStrategy (keras_cluster)."""
+    """The tf.distribute strategy for this process (see the module docstring)."""
     import tensorflow as tf
 
-    from .keras_cluster import cluster_from_env, multi_worker
-
-    if cluster_from_env() is not None:
-        return multi_worker()
     wanted = requested_replicas(replicas)
     gpus = tf.config.list_physical_devices("GPU")
     if wanted is None:

@@ -132,8 +132,11 @@ def train(
     from ..data.augmentation import import_torchvision_first
 
     import_torchvision_first(augment_ops(opts.augment))  # before the Keras backend's TF
+    if backend == "keras" and comm.world == 1:
+        from .keras_cluster import cluster_comm
+
+        comm = cluster_comm()  # under TF_CONFIG: MultiWorkerMirroredStrategy's workers
     be = make_backend(backend, model, plan, seed, comm, device)
-    comm = getattr(be, "comm", comm)  # Keras under TF_CONFIG: the workers' (keras_cluster)
     transfer = getattr(be, "transfer", None)
     transfer = transfer.summary() if transfer is not None else None
     if transfer:
