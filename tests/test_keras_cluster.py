@@ -111,7 +111,7 @@ def _free_ports(n: int) -> list[int]:
     return ports
 
 
-def _train(spec, out, env_extra: dict) -> subprocess.Popen:
+def _train(spec, out, env_extra: dict, *extra) -> subprocess.Popen:
     env = {
         **{k: v for k, v in os.environ.items() if k != "TF_CONFIG"},
         "TF_CPP_MIN_LOG_LEVEL": "2",
@@ -120,7 +120,7 @@ def _train(spec, out, env_extra: dict) -> subprocess.Popen:
     }
     argv = ["train", str(spec), "--data", "digits", "--backend", "keras", "--out", str(out)]
     return subprocess.Popen(
-        [sys.executable, "-m", "cnnspec", *argv, "--progress", "off"],
+        [sys.executable, "-m", "cnnspec", *argv, "--progress", "off", *extra],
         env=env,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
@@ -148,7 +148,7 @@ def runs(tmp_path_factory) -> dict:
     one = _train(spec, root / "one", {})
     _, err = one.communicate(timeout=400)
     assert one.returncode == 0, err[-3000:]
-    return {"root": root, "stdout": [o for o, _ in outputs]}
+    return {"root": root, "stdout": [o for o, _ in outputs], "spec": spec}
 
 
 def test_two_workers_follow_one_process_with_the_same_global_batch(runs):
@@ -170,3 +170,22 @@ def test_only_the_chief_writes_and_prints(runs):
     assert not (root / "worker1").exists()
     assert "held-out" in runs["stdout"][0] and runs["stdout"][1].strip() == ""
     assert not list((root / "worker0").glob("*.tmp*"))  # the atomic writes left nothing
+
+
+def test_resuming_without_the_run_folder_on_every_worker_is_an_error(runs):
+    """Worker 1 finds no checkpoint where the chief finds one: both stop with the reason,
+    neither waits for the other's collectives."""
+    root, ports = runs["root"], _free_ports(2)
+    procs = [
+        _train(
+            runs["spec"],
+            root / f"worker{i}",
+            {"TF_CONFIG": _config(ports, index=i)},
+            "--resume",
+        )
+        for i in range(2)
+    ]
+    for proc in procs:
+        _, err = proc.communicate(timeout=400)
+        assert proc.returncode == 1, err[-2000:]
+        assert "must be on a disk every machine shares" in err and "Traceback" not in err

@@ -158,6 +158,14 @@ def train(
         log(f"resuming after epoch {trainer.start} of {opts.epochs}")
     elif resume:
         log(f"no checkpoint in {out}: starting from the first epoch")
+    if resume and comm.world > 1:  # a process that starts elsewhere would wait forever
+        starts = comm.sum({"start": float(trainer.start)})["start"]
+        if starts != trainer.start * comm.world:
+            raise ValueError(
+                f"--resume: the processes found different checkpoints in {out} (this one: "
+                f"after epoch {trainer.start}); the run folder must be on a disk every "
+                "machine shares"
+            )
     t0 = time.perf_counter()
     try:
         trainer.fit(tr, va)
