@@ -231,10 +231,21 @@ def run(args) -> int:
         return EXIT_SPEC
     out = args.out or os.path.join("runs", run_folder.folder_name(model.name))
     worker = "LOCAL_RANK" in os.environ  # under torchrun: the launcher checked and locked
+    if args.backend == "keras" and os.environ.get("TF_CONFIG"):
+        from ..train.keras_cluster import cluster_from_env
+
+        try:  # Keras on several machines: the chief checks and locks the run folder
+            cluster = cluster_from_env()
+        except ValueError as exc:
+            print(f"cnnspec train: error: {shown(exc)}", file=sys.stderr)
+            return 2
+        worker = cluster is not None and cluster.rank > 0
     if (args.nproc > 1 or args.nnodes > 1) and not worker:
         if args.backend != "torch":
             print(
-                "cnnspec train: error: --nproc and --nnodes need --backend torch", file=sys.stderr
+                "cnnspec train: error: --nproc and --nnodes need --backend torch (Keras "
+                "trains on several machines from TF_CONFIG)",
+                file=sys.stderr,
             )
             return 2
         if not check_device(args, "train", args.nproc):  # before starting N processes
@@ -413,6 +424,10 @@ def _train(model, args, options, out) -> int:
         from ..train.torch_backend import TorchComm
 
         comm = TorchComm(device or "cpu")  # NCCL on CUDA, gloo otherwise
+    elif args.backend == "keras":
+        from ..train.keras_cluster import cluster_comm
+
+        comm = cluster_comm()  # MultiWorkerMirroredStrategy's workers under TF_CONFIG
     log = print if comm.rank == 0 else (lambda *a, **k: None)
     progress = {"auto": None, "on": True, "off": False}[args.progress]
     try:
@@ -441,7 +456,7 @@ def _train(model, args, options, out) -> int:
         )
         return EXIT_INTERRUPTED
     finally:
-        if comm.world > 1:
+        if comm.world > 1 and hasattr(comm, "dist"):
             # DDP's reducer refers to itself through its hooks, so it outlives train() until
             # a collection; collected after the group is gone, at interpreter exit, its gloo
             # work can abort the process ("terminate called without an active exception")

@@ -1,11 +1,16 @@
 """Batch augmentation in numpy, parsed from short strings such as "crop 4".
 
 Geometric ops move masks and boxes with the pixels, so one op list serves
-classification, detection and segmentation.
+classification, detection and segmentation. `mixup ALPHA` / `cutmix ALPHA` (classification
+only) mix each training batch with itself rolled by one, through torchvision.transforms.v2's
+MixUp / CutMix, after the per-image ops; the labels become soft, (N, K) float32 rows that
+sum to 1 (`is_mixed`). With both listed, each batch gets one of the two, at even odds, as
+torchvision's reference training recipe does (v2.RandomChoice).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import threading
 from dataclasses import dataclass
 
@@ -16,7 +21,8 @@ from cnnspec.data import DataError
 OPS_HINT = (
     "use flip, vflip, crop N (pad N pixels, crop back at random), resized_crop MIN_SCALE, "
     "rotate DEGREES, affine DEGREES SHIFT, jitter STRENGTH, "
-    "normalize, or normalize MEAN STD (numbers or comma lists, one per channel)"
+    "normalize, or normalize MEAN STD (numbers or comma lists, one per channel); "
+    "for classifiers mixup ALPHA, cutmix ALPHA (Beta(ALPHA, ALPHA) mixing weights)"
 )
 # Done with torchvision.transforms.v2, which moves masks and boxes with the pixels:
 # (word, number of arguments, bounds for each argument)
@@ -26,7 +32,10 @@ TORCHVISION_OPS = {
     "affine": ((0.0, 180.0), (0.0, 0.5)),
     "jitter": (0.0, 1.0),
 }
-RANDOM_OPS = ("flip", "vflip", "crop", *TORCHVISION_OPS)
+# Done once per batch, on the whole batch and its labels (torchvision v2.MixUp / v2.CutMix):
+# the Beta distribution's alpha, which must be positive.
+MIXING_OPS = {"mixup": (0.01, 100.0), "cutmix": (0.01, 100.0)}
+RANDOM_OPS = ("flip", "vflip", "crop", *TORCHVISION_OPS, *MIXING_OPS)
 
 
 @dataclass(frozen=True)
@@ -39,13 +48,16 @@ class Op:
     mean: tuple[float, ...] | None = None
     std: tuple[float, ...] | None = None
     args: tuple[float, ...] = ()  # the torchvision ops' numbers
+    classes: int = 0  # mixup/cutmix: the width of the soft labels (parse_ops' classes=)
 
 
-def parse_ops(ops, x: np.ndarray | None = None, stats=None) -> list[Op]:
+def parse_ops(ops, x: np.ndarray | None = None, stats=None, classes: int = 0) -> list[Op]:
     """Parse op strings (Op objects pass through). A bare "normalize" takes its
     per-channel mean and std from `x` when given, or from `stats` = (mean, std) (what
     Samples.channel_stats measures without holding the images): pass the training
-    images' so training and validation batches are normalised alike."""
+    images' so training and validation batches are normalised alike. `classes`: the
+    number of classes, which mixup/cutmix's soft labels span (at least 2: a one-unit
+    yes/no head reads the second column)."""
     if isinstance(ops, (str, Op)):
         ops = [ops]
     parsed = [op if isinstance(op, Op) else _parse_one(op) for op in ops]
@@ -53,13 +65,30 @@ def parse_ops(ops, x: np.ndarray | None = None, stats=None) -> list[Op]:
         stats = _channel_stats(x)
     if stats is not None:
         parsed = [_fit(op, stats) for op in parsed]
+    if classes:
+        parsed = [
+            dataclasses.replace(op, classes=max(int(classes), 2)) if op.name in MIXING_OPS else op
+            for op in parsed
+        ]
     return parsed
+
+
+def is_mixed(batch: dict) -> bool:
+    """Whether mixup/cutmix made the batch's labels soft: (N, K) rows, not class indices.
+    Accuracy has no meaning against them; the training loop scores such batches by their
+    loss only."""
+    return np.ndim(batch.get("y")) == 2
+
+
+def mixing_ops(words) -> list[str]:
+    """The mixup/cutmix words among an `augment` setting's (for the plan's task check)."""
+    return [str(w) for w in words or [] if str(w).lower() in MIXING_OPS]
 
 
 def import_torchvision_first(ops) -> None:
     """Import torchvision now when `ops` will use it: in one process it must come before
     TensorFlow (the other order segfaults), and the Keras backend imports TensorFlow first."""
-    if any(op.name in TORCHVISION_OPS for op in parse_ops(ops or [])):
+    if any(op.name in TORCHVISION_OPS or op.name in MIXING_OPS for op in parse_ops(ops or [])):
         import torchvision  # noqa: F401
 
 
@@ -75,7 +104,7 @@ def _parse_one(text: str) -> Op:
         return Op(name)
     if name == "crop" and len(args) == 1 and args[0].isdigit():
         return Op(name, pad=int(args[0]))
-    if name in TORCHVISION_OPS:
+    if name in TORCHVISION_OPS or name in MIXING_OPS:
         return Op(name, args=_bounded(name, args, text))
     if name in ("normalize", "normalise") and len(args) in (0, 2):
         if not args:
@@ -85,7 +114,7 @@ def _parse_one(text: str) -> Op:
 
 
 def _bounded(name: str, args: list[str], text: str) -> tuple[float, ...]:
-    bounds = TORCHVISION_OPS[name]
+    bounds = {**TORCHVISION_OPS, **MIXING_OPS}[name]
     bounds = bounds if isinstance(bounds[0], tuple) else (bounds,)
     if len(args) != len(bounds):
         raise DataError(f"augmentation {text!r} takes {len(bounds)} number(s)", hint=OPS_HINT)
@@ -142,10 +171,14 @@ def augment_batch(batch: dict, ops, rng, train: bool = True) -> dict:
         key: (value.copy() if isinstance(value, np.ndarray) else value)
         for key, value in batch.items()
     }
-    for op in parse_ops(ops):
-        if op.name in RANDOM_OPS and not train:
+    parsed = parse_ops(ops)
+    for op in parsed:
+        if (op.name in RANDOM_OPS and not train) or op.name in MIXING_OPS:
             continue
         _APPLY[op.name](op, out, rng)
+    mixing = [op for op in parsed if op.name in MIXING_OPS]
+    if mixing and train:  # per batch, after the per-image ops: the mix of augmented images
+        _mix(mixing, out, rng)
     return out
 
 
@@ -256,6 +289,35 @@ def _torchvision(op: Op, batch: dict, rng) -> None:
 # torch's default generator is one per process, and tf.data runs batches on threads: one
 # image's seeded draw at a time
 _TORCH_RNG = threading.Lock()
+
+
+def _mix(ops: list[Op], batch: dict, rng) -> None:
+    """torchvision's v2.MixUp / v2.CutMix (one of the two at random when both are given) on
+    the whole batch: images NCHW, labels class indices -> soft labels. Seeded like
+    _torchvision, from `rng`: the (seed, epoch, rows)' draw, torch's own stream untouched."""
+    import torch
+    from torchvision.transforms import v2
+
+    classes = ops[0].classes
+    if classes < 2:
+        raise DataError(
+            f"{ops[0].name} needs the number of classes for its soft labels",
+            hint="parse the ops with parse_ops(..., classes=K)",
+        )
+    y = np.asarray(batch["y"])
+    if y.ndim != 1:
+        raise DataError(f"{ops[0].name} mixes class labels, one per image; got shape {y.shape}")
+    kinds = {"mixup": v2.MixUp, "cutmix": v2.CutMix}
+    choices = [kinds[op.name](alpha=op.args[0], num_classes=classes) for op in ops]
+    transform = choices[0] if len(choices) == 1 else v2.RandomChoice(choices)
+    images = torch.from_numpy(np.ascontiguousarray(batch["x"], dtype=np.float32))
+    labels = torch.from_numpy(y.astype(np.int64))
+    seed = int(rng.integers(2**62))
+    with _TORCH_RNG, torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        mixed, soft = transform(images.permute(0, 3, 1, 2), labels)
+    batch["x"] = np.ascontiguousarray(mixed.permute(0, 2, 3, 1).numpy(), dtype=np.float32)
+    batch["y"] = soft.numpy().astype(np.float32)
 
 
 def _transform(op: Op, v2, channels: int):

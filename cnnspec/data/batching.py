@@ -34,7 +34,7 @@ def batches(
     order = _order(len(dataset), shuffle, seed, epoch)
     # Its own stream, so turning augmentation on does not change the batch order.
     rng = np.random.default_rng([seed, epoch, 1])
-    ops = parse_ops(ops, dataset.x) if ops else []
+    ops = parse_ops(ops, dataset.x, classes=len(dataset.classes)) if ops else []
     for start in range(0, len(order), batch_size):
         index = order[start : start + batch_size]
         if drop_last and len(index) < batch_size:

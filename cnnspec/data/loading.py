@@ -40,6 +40,18 @@ def prepare(samples: Samples, rows, ops, seed: int, epoch: int, train: bool) -> 
     return augment_batch(batch, ops, rng, train)
 
 
+def worker_rows(rows: np.ndarray, part: tuple[int, int] = (0, 1)) -> np.ndarray:
+    """Worker `part[0]` of `part[1]`'s contiguous share of one global batch's rows (Keras on
+    several machines: keras_cluster). A batch with fewer rows than workers is padded by
+    repeating its rows, as torch's DistributedSampler pads, so that no worker is empty."""
+    index, count = part
+    if count == 1:
+        return rows
+    if len(rows) < count:
+        rows = np.resize(rows, count)
+    return np.array_split(rows, count)[index]
+
+
 def batch_order(n: int, shuffle: bool, seed: int, epoch: int) -> np.ndarray:
     """The epoch's order of rows for one process (the Keras loader)."""
     if not shuffle:
@@ -48,12 +60,21 @@ def batch_order(n: int, shuffle: bool, seed: int, epoch: int) -> np.ndarray:
 
 
 def plain_batches(
-    samples: Samples, batch_size: int, *, train: bool, seed: int = 0, epoch: int = 0, ops=None
+    samples: Samples,
+    batch_size: int,
+    *,
+    train: bool,
+    seed: int = 0,
+    epoch: int = 0,
+    ops=None,
+    part: tuple[int, int] = (0, 1),
 ):
-    """One epoch of numpy batch dicts decoded in this process, in batch_order."""
+    """One epoch of numpy batch dicts decoded in this process, in batch_order (`part`:
+    this worker's share of each, worker_rows)."""
     order = batch_order(len(samples), train, seed, epoch)
     for start in range(0, len(order), batch_size):
-        yield prepare(samples, order[start : start + batch_size], ops, seed, epoch, train)
+        rows = worker_rows(order[start : start + batch_size], part)
+        yield prepare(samples, rows, ops, seed, epoch, train)
 
 
 # --- keras ---------------------------------------------------------------------------------
@@ -66,15 +87,19 @@ def keras_batches(
     epoch: int = 0,
     ops=None,
     workers: int | None = None,
+    part: tuple[int, int] = (0, 1),
 ):
     """One epoch of numpy batch dicts for Keras: tf.data runs `prepare` for `workers`
     batches at a time on its threads (Pillow releases the GIL while it decodes and
-    resizes) and prefetches; with no workers, batches are made in this thread.
+    resizes) and prefetches; with no workers, batches are made in this thread. `part`:
+    (this worker, workers) on several machines: each decodes only its share (worker_rows).
     (keras.utils.PyDataset's process workers were measured 2x slower than no workers at
     all here: every batch is pickled through a pipe; bench/data_pipeline.py.)"""
     workers = default_workers(samples) if workers is None else int(workers)
     if workers == 0:
-        yield from plain_batches(samples, batch_size, train=train, seed=seed, epoch=epoch, ops=ops)
+        yield from plain_batches(
+            samples, batch_size, train=train, seed=seed, epoch=epoch, ops=ops, part=part
+        )
         return
     import tensorflow as tf
 
@@ -86,7 +111,7 @@ def keras_batches(
     failed: list[DataError] = []  # tf would re-raise one as text with its traceback
 
     def make(b) -> list[np.ndarray]:
-        rows = order[int(b) * batch_size : (int(b) + 1) * batch_size]
+        rows = worker_rows(order[int(b) * batch_size : (int(b) + 1) * batch_size], part)
         try:
             batch = prepare(samples, rows, ops, seed, epoch, train)
         except DataError as exc:

@@ -71,13 +71,14 @@ def augment_ops(words: list[str]) -> list[str]:
 
 def fitted_ops(words: list[str], train) -> list | None:
     """The augmentation ops, a bare `normalize` fitted to the training images (all of
-    them in memory, else a seeded subset streamed: Samples.channel_stats)."""
+    them in memory, else a seeded subset streamed: Samples.channel_stats); mixup/cutmix
+    told the number of classes their soft labels span."""
     from ..data import parse_ops
     from ..data.augmentation import needs_stats
 
     if not words:
         return None
-    ops = parse_ops(augment_ops(words))
+    ops = parse_ops(augment_ops(words), classes=len(getattr(train, "classes", None) or []))
     if not needs_stats(ops):
         return ops
     if hasattr(train, "channel_stats"):
@@ -120,9 +121,11 @@ def run_epoch(
 ) -> dict[str, float]:
     """One pass over `data`; returns {loss names..., metric names...} over the whole set.
     Under several processes each one reads its own shard (feed)."""
+    from ..data.augmentation import is_mixed
+
     meter = backend.meter(plan) if hasattr(backend, "meter") else Meter(plan)
     sums: dict[str, float] = {}
-    count = 0
+    count = metered = 0
     stream = feed(backend, data, opts, epoch, train, comm, ops)
     total = len(stream) if hasattr(stream, "__len__") else math.ceil(len(data) / opts.batch_size)
     bar = _bar(total, bar_label, opts, comm) if train else None
@@ -133,7 +136,9 @@ def run_epoch(
         for k, v in losses.items():
             sums[k] = sums.get(k, 0.0) + v * n
         count += n
-        meter.update(outputs, _numpy(batch))
+        if not is_mixed(batch):  # mixup/cutmix's soft labels: scored by the loss alone
+            meter.update(outputs, _numpy(batch))
+            metered += n
         if bar is not None:  # the bar reads the sums every batch; without it, once
             bar.update(1)
             bar.set_postfix(
@@ -145,12 +150,18 @@ def run_epoch(
         bar.close()
     sums = {k: float(v) for k, v in sums.items()}
     totals = comm.sum(
-        {"_count": float(count), **sums, **{f"_m_{k}": v for k, v in meter.state().items()}}
+        {
+            "_count": float(count),
+            "_metered": float(metered),
+            **sums,
+            **{f"_m_{k}": v for k, v in meter.state().items()},
+        }
     )
     count = max(totals["_count"], 1.0)
     meter.sums = {k[3:]: v for k, v in totals.items() if k.startswith("_m_")}
     result = {k: totals[k] / count for k in sums}
-    result.update(meter.result())
+    if totals["_metered"] or not totals["_count"]:  # mixed batches only: no metrics
+        result.update(meter.result())
     return result
 
 

@@ -65,20 +65,28 @@ class KerasBackend:
         seed: int = 0,
         replicas: int | None = None,
         policy: str | None = None,
+        comm=None,
     ):
         """`replicas`: mirror over that many devices (None: CNNSPEC_KERAS_REPLICAS, else every
         GPU); `policy`: the mixed policy when the spec asks for mixed precision (None: by
-        device). See keras_devices."""
+        device). See keras_devices. `comm`: a keras_cluster.WorkerComm trains on several
+        machines with its MultiWorkerMirroredStrategy (what session.train makes under
+        TF_CONFIG); evaluation and prediction stay in one process."""
         import keras
         import tensorflow as tf
 
         from ..backends.keras import build
         from ..transfer import prepare
+        from .driver import Comm
+        from .keras_cluster import WorkerComm
         from .keras_devices import dtype_policy, make_strategy, policy_name, sync_batchnorm
 
         self.plan, self.seed, self.tf = plan, seed, tf
-        self.strategy = make_strategy(replicas)
+        self.comm = comm if isinstance(comm, WorkerComm) else Comm()
+        self.strategy = comm.strategy if isinstance(comm, WorkerComm) else make_strategy(replicas)
         self.replicas = self.strategy.num_replicas_in_sync
+        # this machine's replicas: each worker feeds its own share of the global batch
+        self.local_replicas = max(self.replicas // self.comm.world, 1)
         self.policy = policy_name(plan.compile.mixed_precision, policy)
         self.loss_scaling = self.policy == "mixed_float16"
         keras.utils.set_random_seed(seed)
@@ -172,12 +180,20 @@ class KerasBackend:
         ops=None,
         workers: int | None = None,
     ):
-        """One epoch's global batches, made on tf.data's threads (cnnspec.data.loading);
-        the strategy splits each over the replicas (_shards)."""
+        """One epoch's batches, made on tf.data's threads (cnnspec.data.loading): the global
+        batches, or under a TF_CONFIG cluster this worker's share of each; the strategy
+        splits them over this machine's replicas (_shards)."""
         from ..data.loading import keras_batches
 
         return keras_batches(
-            samples, batch_size, train=train, seed=seed, epoch=epoch, ops=ops, workers=workers
+            samples,
+            batch_size,
+            train=train,
+            seed=seed,
+            epoch=epoch,
+            ops=ops,
+            workers=workers,
+            part=(self.comm.rank, self.comm.world),
         )
 
     def train_step(self, batch: dict):
@@ -197,7 +213,7 @@ class KerasBackend:
         if self.replicas == 1:
             losses, outs = compiled(inputs)
             return _floats(losses), [np.asarray(o) for o in outs]
-        repeat = -(-self.replicas // len(inputs["x"]))
+        repeat = -(-self.local_replicas // len(inputs["x"]))
         losses, outs = compiled(self._shards(inputs, repeat))
         return _floats(losses), [np.concatenate([np.asarray(p) for p in o])[::repeat] for o in outs]
 
@@ -210,10 +226,12 @@ class KerasBackend:
         tf = self.tf
         if repeat > 1:
             inputs = {k: np.repeat(v, repeat, axis=0) for k, v in inputs.items()}
-        cuts = np.linspace(0, len(inputs["x"]), self.replicas + 1).round().astype(int)
+        local = self.local_replicas
+        cuts = np.linspace(0, len(inputs["x"]), local + 1).round().astype(int)
 
         def shard(ctx):
-            i = ctx.replica_id_in_sync_group
+            # a worker's replicas are numbered consecutively (MultiWorkerMirroredStrategy)
+            i = ctx.replica_id_in_sync_group % local
             part = {k: tf.convert_to_tensor(v[cuts[i] : cuts[i + 1]]) for k, v in inputs.items()}
             if repeat > 1:
                 part["repeat"] = tf.constant(float(repeat))
@@ -371,19 +389,28 @@ def _bce(head, out, target):
 
 
 def _ce(head, out, labels):
+    """Cross-entropy against class indices, or against soft (N, K) rows (mixup/cutmix)."""
     from keras import ops
 
-    onehot = ops.one_hot(labels, head.units)
+    target = labels if len(labels.shape) == len(out.shape) else ops.one_hot(labels, head.units)
     logp = ops.log_softmax(out, axis=-1) if _logit_head(head) else ops.log(ops.maximum(out, EPS))
-    return -ops.sum(onehot * logp, axis=-1)
+    return -ops.sum(target * logp, axis=-1)
 
 
 def _class_loss(name, head, out, batch):
+    """As torch_backend's: class indices or mixup/cutmix's soft rows (one-unit head:
+    column 1), for categorical, sparse and binary cross-entropy alike."""
     from keras import ops
 
     y = batch["y"]
+    soft = len(y.shape) == 2
     if head.units == 1 or name == "binary_crossentropy":
-        target = ops.cast(y, "float32")[:, None] if head.units == 1 else ops.one_hot(y, head.units)
+        if soft:
+            target = y[:, 1:] if head.units == 1 else y
+        elif head.units == 1:
+            target = ops.cast(y, "float32")[:, None]
+        else:
+            target = ops.one_hot(y, head.units)
         per = ops.mean(_bce(head, out, target), axis=-1)
     else:
         per = _ce(head, out, y)

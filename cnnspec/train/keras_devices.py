@@ -7,7 +7,8 @@ nothing to a step. The environment variable CNNSPEC_KERAS_REPLICAS=N forces N re
 first N GPUs, or, on a machine without GPUs, the CPU split into N logical devices
 (tf.config.set_logical_device_configuration) -- a real MirroredStrategy run on one CPU,
 which is how the mirrored path is tested. CNNSPEC_KERAS_REPLICAS=1 keeps one device even
-with several GPUs.
+with several GPUs. Training on several machines (TF_CONFIG) brings its own
+MultiWorkerMirroredStrategy (keras_cluster).
 
 The compile section's `mixed_precision` selects Keras' mixed policy: 'mixed_float16' on a GPU
 (float16 needs loss scaling: keras.optimizers.LossScaleOptimizer), 'mixed_bfloat16' on a CPU

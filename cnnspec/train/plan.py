@@ -204,6 +204,7 @@ class _Checker:
         self.check_metrics(task, metrics)
         self.check_heads(task, heads, num_classes)
         self.check_monitor(metrics)
+        self.check_mixing(task)
         weights = list(self.spec.loss_weights) or [1.0] * len(heads)
         if len(weights) != len(heads):
             self.error(
@@ -391,6 +392,37 @@ class _Checker:
                 "early_stopping",
                 expected=", ".join(known),
                 hint=did_you_mean(es.monitor, known),
+            )
+
+    def check_mixing(self, task: str) -> None:
+        """mixup/cutmix blend two images and their class labels; a mask, a box or a
+        reconstructed image has no such label to blend."""
+        from ..data.augmentation import mixing_ops
+
+        words = list(dict.fromkeys(mixing_ops(self.spec.augment)))
+        for word in words:
+            if task != "classify":
+                self.error(
+                    "E519",
+                    f"augment {word} mixes class labels; this network is trained to {task}",
+                    "augment",
+                    hint=f"remove {word}, or use it on a classifier (one vector output)",
+                )
+        es = self.spec.early_stopping
+        monitor = es.monitor if es else ""
+        # mixed batches are scored by their loss only: no train_accuracy to watch
+        if (
+            words
+            and task == "classify"
+            and monitor.startswith("train_")
+            and monitor != "train_loss"
+        ):
+            self.error(
+                "E519",
+                f"early_stopping monitors {monitor}, which training on "
+                f"{'/'.join(words)} batches does not measure",
+                "early_stopping",
+                hint=f"monitor val_{monitor[6:]} or train_loss",
             )
 
     def check_heads(self, task: str, heads: list[Head], num_classes: int | None) -> None:

@@ -48,7 +48,7 @@ def make_backend(
     if name == "keras":
         from .keras_backend import KerasBackend
 
-        return KerasBackend(model, plan, seed)
+        return KerasBackend(model, plan, seed, comm=comm)
     raise ValueError(f"unknown backend {name!r}")
 
 
@@ -132,6 +132,10 @@ def train(
     from ..data.augmentation import import_torchvision_first
 
     import_torchvision_first(augment_ops(opts.augment))  # before the Keras backend's TF
+    if backend == "keras" and comm.world == 1:
+        from .keras_cluster import cluster_comm
+
+        comm = cluster_comm()  # under TF_CONFIG: MultiWorkerMirroredStrategy's workers
     be = make_backend(backend, model, plan, seed, comm, device)
     transfer = getattr(be, "transfer", None)
     transfer = transfer.summary() if transfer is not None else None
@@ -154,6 +158,14 @@ def train(
         log(f"resuming after epoch {trainer.start} of {opts.epochs}")
     elif resume:
         log(f"no checkpoint in {out}: starting from the first epoch")
+    if resume and comm.world > 1:  # a process that starts elsewhere would wait forever
+        starts = comm.sum({"start": float(trainer.start)})["start"]
+        if starts != trainer.start * comm.world:
+            raise ValueError(
+                f"--resume: the processes found different checkpoints in {out} (this one: "
+                f"after epoch {trainer.start}); the run folder must be on a disk every "
+                "machine shares"
+            )
     t0 = time.perf_counter()
     try:
         trainer.fit(tr, va)

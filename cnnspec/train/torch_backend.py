@@ -372,19 +372,27 @@ def _logit_head(head: Head) -> bool:
 
 # --- losses by head role (mean over the batch; batch: TorchBackend.tensors) ------------
 def _class_loss(name, head, out, batch):
+    """Labels are class indices, or mixup/cutmix's soft (N, K) rows, which every class loss
+    takes as its target: categorical and sparse cross-entropy alike become the soft
+    cross-entropy -sum(t log p) (F.cross_entropy with class probabilities), binary
+    cross-entropy scores each unit against its share; a one-unit head reads column 1."""
     y, present = batch["y"], batch["present"]
+    soft = y.dim() == 2
     masked = head.role == "class" and "boxes" in batch  # a detector's: only where present
     if not masked and head.units > 1 and name != "binary_crossentropy" and _logit_head(head):
         return F.cross_entropy(out, y)  # the fused mean: one graph node, not two
     if head.units == 1 or name == "binary_crossentropy":
-        target = y.float()[:, None] if head.units == 1 else F.one_hot(y, head.units).float()
+        if soft:
+            target = y[:, 1:] if head.units == 1 else y
+        else:
+            target = y.float()[:, None] if head.units == 1 else F.one_hot(y, head.units).float()
         per = _bce(head, out, target).flatten(1).mean(1)
+    elif _logit_head(head):
+        per = F.cross_entropy(out, y, reduction="none")
+    elif soft:
+        per = -(y * torch.log(out.clamp_min(EPS))).sum(1)
     else:
-        per = (
-            F.cross_entropy(out, y, reduction="none")
-            if _logit_head(head)
-            else F.nll_loss(torch.log(out.clamp_min(EPS)), y, reduction="none")
-        )
+        per = F.nll_loss(torch.log(out.clamp_min(EPS)), y, reduction="none")
     if masked:
         return (per * present).sum() / present.sum().clamp_min(1)
     return per.mean()
