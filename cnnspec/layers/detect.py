@@ -159,6 +159,12 @@ class Detect(Layer):
                 "anchor-free head",
                 code="E316",
             )
+        if not self.shared and self.extra != "none":
+            raise ShapeError(
+                f"a separate detect head has no {self.extra} column yet",
+                hint="write 'shared' (FCOS, YOLO), or leave the extra column out (SSD)",
+                code="E317",
+            )
         channels = {s[2] for s in shapes}
         if self.shared and len(channels) > 1:
             raise ShapeError(

@@ -1,0 +1,111 @@
+"""The detection zoo against torchvision (issue 17, item 6): specs/retinanet_resnet50_fpn.cnn
+and specs/fcos_resnet50_fpn.cnn (and SSDlite where written) have torchvision's parameter and
+buffer counts, its state_dict order and shapes, and, loaded with torchvision's (randomised)
+weights, give its raw head outputs: `model.head(model.backbone(x))`'s dict, against the
+spec's one output split by columns (box, classes, extra; cnnspec.detection.priors).
+Both sides are built with weights=None, weights_backbone=None."""
+
+from __future__ import annotations
+
+import functools
+import re
+from pathlib import Path
+
+import pytest
+from random_weights import randomise_torch
+from test_zoo import torch_counts
+
+import cnnspec
+
+torch = pytest.importorskip("torch")
+detection = pytest.importorskip("torchvision.models.detection")
+
+SPECS = Path(__file__).resolve().parent.parent / "specs"
+
+# spec -> (torchvision builder, its keyword arguments, (trainable, statistics), small input)
+ZOO = {
+    "retinanet_resnet50_fpn": ("retinanet_resnet50_fpn", {}, (34_068_119, 53_120), 128),
+    "fcos_resnet50_fpn": ("fcos_resnet50_fpn", {}, (32_322_720, 53_120), 128),
+}
+
+
+@functools.cache
+def _spec(name: str, size: int | None = None) -> cnnspec.Model:
+    text = (SPECS / f"{name}.cnn").read_text()
+    if size is not None:  # counts do not depend on the input size; the outputs' sizes do
+        text = re.sub(r"\ninput \d+x\d+x3", f"\ninput {size}x{size}x3", text)
+    return cnnspec.compile_text(text, str(SPECS / f"{name}.cnn"))
+
+
+@functools.cache
+def _torchvision(name: str):
+    builder, kwargs, _, _ = ZOO[name]
+    return getattr(detection, builder)(weights=None, weights_backbone=None, **kwargs).eval()
+
+
+def _state(module) -> list[tuple[str, torch.Tensor]]:
+    return [
+        (key, t)
+        for key, t in module.state_dict().items()
+        if not key.endswith("num_batches_tracked")
+    ]
+
+
+def _load_in_order(net, module) -> None:
+    """torchvision's tensors into the spec's network, the i-th into the i-th: each pair must
+    have one role (weight, bias, running_mean...) and one shape."""
+    ours, theirs = _state(net), _state(module)
+    assert len(ours) == len(theirs)
+    with torch.no_grad():
+        for (key, t), (tv_key, value) in zip(ours, theirs):
+            assert key.rsplit(".", 1)[1] == tv_key.rsplit(".", 1)[1], (key, tv_key)
+            assert t.shape == value.shape, (key, tv_key)
+            t.copy_(value)
+
+
+@pytest.mark.parametrize("name", ZOO)
+def test_counts_equal_torchvisions(name):
+    model, module = _spec(name), _torchvision(name)
+    assert (model.trainable, model.non_trainable) == ZOO[name][2] == torch_counts(module)
+
+
+@pytest.mark.parametrize("name", ZOO)
+def test_state_dict_order_and_shapes_equal_torchvisions(name):
+    from cnnspec.backends.torch import build
+
+    net = build(_spec(name, ZOO[name][3]))
+    ours, theirs = _state(net), _state(_torchvision(name))
+    assert [(k.rsplit(".", 1)[1], tuple(t.shape)) for k, t in ours] == [
+        (k.rsplit(".", 1)[1], tuple(t.shape)) for k, t in theirs
+    ]
+    # the head's module paths are torchvision's (FCOS's tower is one flat Sequential there)
+    if name == "retinanet_resnet50_fpn":
+        head = [k for k, _ in ours if k.startswith("head.")]
+        assert head == [k for k, _ in theirs if k.startswith("head.")]
+
+
+@pytest.mark.parametrize("name", ZOO)
+def test_raw_head_outputs_equal_torchvisions(name):
+    from cnnspec.backends.torch import build
+    from cnnspec.detection.heads import head_infos
+
+    size = ZOO[name][3]
+    module = randomise_torch(_torchvision(name), seed=3)
+    model = _spec(name, size)
+    net = build(model).eval()
+    _load_in_order(net, module)
+    x = torch.randn(2, 3, size, size, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        want = module.head(list(module.backbone(x).values()))
+        got = net(x)
+    (info,) = head_infos(model)
+    assert got.shape == (2, info.geometry.count, info.columns)
+    k = info.classes
+    parts = {"bbox_regression": got[..., :4], "cls_logits": got[..., 4 : 4 + k]}
+    if info.extra == "centerness":
+        parts["bbox_ctrness"] = got[..., 4 + k :]
+    assert set(parts) == set(want)
+    for key, value in parts.items():
+        scale = float(want[key].abs().max())
+        assert scale > 1e-3
+        torch.testing.assert_close(value, want[key], rtol=1e-5, atol=1e-5 * scale, msg=key)
