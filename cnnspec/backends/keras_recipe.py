@@ -29,7 +29,14 @@ NAMED_ACTIVATIONS = (
 )
 
 # Classes defined in cnnspec.backends.keras_layers rather than keras.layers.
-CUSTOM = ("LocalResponseNorm", "PaddedPool2D", "LayerScale", "ChannelSlice", "StoredNormalization")
+CUSTOM = (
+    "LocalResponseNorm",
+    "PaddedPool2D",
+    "LayerScale",
+    "ChannelSlice",
+    "StoredNormalization",
+    "DenseHead",  # the detect layer
+)
 
 
 def activation(name: str, fn: str, alpha: float | None = None) -> Recipe:
