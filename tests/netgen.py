@@ -392,6 +392,9 @@ MAP_LAYERS = [
     stochastic_depth,
     channel_shuffle,
     split,
+    # detect is left out of random networks: its output is a table of predictions (priors x
+    # columns), not a map or vector that further layers take; tests/test_detection_head.py
+    # and the detection zoo test it.
     # adaptive_pool is left out of random networks: Keras 3's adaptive pooling stops the
     # process (SIGFPE) for some sizes, and which ones was not pinned down this session; its
     # parity is tested size by size in tests/test_constructs.py and test_keras_backend.py.

@@ -20,11 +20,10 @@ from __future__ import annotations
 
 from typing import Annotated, ClassVar, Literal
 
-from pydantic import Field, model_validator
+from pydantic import BeforeValidator, Field, model_validator
 
 from .base import (
     Layer,
-    OptActivation,
     Pair,
     Pos,
     Shape,
@@ -33,12 +32,25 @@ from .base import (
     fmt_shape,
     register,
 )
+from .base import _activation as _activation_name
+
+# the activations a tower may end with (the modules both backends have by name)
+TOWER_ACTIVATIONS = ("relu", "relu6", "silu", "gelu", "hard_swish")
+TowerActivation = Annotated[
+    Literal[TOWER_ACTIVATIONS] | None,  # type: ignore[valid-type]
+    BeforeValidator(_activation_name),
+]
 
 PosFloat = Annotated[float, Field(gt=0)]
 
 
 @register
 class Detect(Layer):
+    """A dense detection head over named feature maps (RetinaNet, FCOS, SSD, YOLO): per prior
+    (cell and anchor of each level) 4 box numbers, the class logits and an optional extra
+    column, as one (priors, 4 + classes + extra) output; towers shared by the levels or one
+    per level."""
+
     kind: Literal["detect"] = "detect"
     classes: Pos
     strides: tuple[Pos, ...]
@@ -50,7 +62,7 @@ class Detect(Layer):
     norm: Literal["none", "bn", "gn"] = "none"
     groups: Pos = 32  # group norm's groups
     eps: float = Field(1e-5, gt=0)  # of the tower's norm
-    act: OptActivation = "relu"  # of the tower (a bare relu, relu6, silu... sets it)
+    act: TowerActivation = "relu"  # of the tower (a bare relu, relu6, silu... sets it)
     kernel: Pair = (3, 3)  # of the tower's convs
     predictor: Pair = (3, 3)  # of the class, box and extra convs
     depthwise: bool = False  # tower convs depthwise (SSDlite)
@@ -69,7 +81,7 @@ class Detect(Layer):
         "depthwise": {"depthwise": True},
         "centerness": {"extra": "centerness"},
         "objectness": {"extra": "objectness"},
-        **{fn: {"act": fn} for fn in ("relu", "relu6", "silu", "gelu", "hard_swish")},
+        **{fn: {"act": fn} for fn in TOWER_ACTIVATIONS},
     }
     takes_refs = True
     refs_only: ClassVar[bool] = True  # reads only the maps it names, not the tensor before it

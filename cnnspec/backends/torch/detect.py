@@ -103,10 +103,6 @@ def _shared(layer, shapes) -> te.TorchOp:
         ("classification_head", cls_head),
         ("regression_head", te.call("nn.ModuleDict", box_parts)),
     ]
-    if e and layer.box_relu:
-        slopes = [1.0, 0.0, 0.0, 0.0, 0.0] * a  # per anchor: extra, then the 4 distances
-        buffer = te.call("nn.Buffer", te.call("torch.tensor", slopes), persistent=False)
-        setup.append(("box_slopes", buffer))
 
     cls_head_ref, box_head_ref = te.Attr("classification_head"), te.Attr("regression_head")
     pad = te.one((layer.predictor[0] // 2, layer.predictor[1] // 2))
@@ -134,7 +130,11 @@ def _shared(layer, shapes) -> te.TorchOp:
         if e:
             box = te.call("F.conv2d", feat, joined("weight"), joined("bias"), padding=pad)
             if layer.box_relu:
-                box = te.call("F.prelu", box, te.Attr("box_slopes"))
+                # per anchor: extra (slope 1: as it is), then the 4 distances (slope 0: relu);
+                # made beside the weights (same device), not held: a buffer would be state
+                bias = te.method(box_head_ref, "get_parameter", "bbox_reg.bias")
+                slopes = te.method(bias, "new_tensor", [1.0, 0.0, 0.0, 0.0, 0.0] * a)
+                box = te.call("F.prelu", box, slopes)
             levels.append(te.call("torch.cat", [cls, _to_priors(box, shape, a, 5)], 2))
         else:
             box = te.method(box_head_ref, "bbox_reg", feat)
