@@ -317,9 +317,7 @@ def _detect(layer, name, shapes):
     # one DenseHead over the levels: Keras' functional graph has no shared sub-graph to write
     # the per-level towers with, so the custom layer holds them (cnnspec.backends.keras_layers)
     levels = shapes[:1] if layer.shared else shapes
-    towers = [
-        [(cout, layer.depthwise) for _, cout in layer.tower_convs(s[2])] for s in levels
-    ]
+    towers = [[(cout, layer.depthwise) for _, cout in layer.tower_convs(s[2])] for s in levels]
     return [
         (
             "DenseHead",

@@ -234,7 +234,9 @@ class DenseHead(keras.layers.Layer):
                         )
                     elif norm == "bn":
                         tower.append(
-                            keras.layers.BatchNormalization(epsilon=eps, name=f"{branch}{i}_norm{j}")
+                            keras.layers.BatchNormalization(
+                                epsilon=eps, name=f"{branch}{i}_norm{j}"
+                            )
                         )
                     if act is not None:
                         tower.append(keras.layers.Activation(act, name=f"{branch}{i}_act{j}"))
@@ -253,9 +255,7 @@ class DenseHead(keras.layers.Layer):
             return keras.layers.DepthwiseConv2D(
                 self.kernel, padding="same", use_bias=bias, name=name
             )
-        return keras.layers.Conv2D(
-            filters, self.kernel, padding="same", use_bias=bias, name=name
-        )
+        return keras.layers.Conv2D(filters, self.kernel, padding="same", use_bias=bias, name=name)
 
     def call(self, inputs, training=None):
         inputs = inputs if isinstance(inputs, (list, tuple)) else [inputs]
@@ -274,9 +274,7 @@ class DenseHead(keras.layers.Layer):
             parts = [box, cls, *extra]
             widths = [4, self.classes] + [1] * len(extra)
             h, w = ops.shape(x)[1], ops.shape(x)[2]
-            parts = [
-                ops.reshape(p, (-1, h * w * self.per_cell, c)) for p, c in zip(parts, widths)
-            ]
+            parts = [ops.reshape(p, (-1, h * w * self.per_cell, c)) for p, c in zip(parts, widths)]
             out.append(ops.concatenate(parts, axis=-1))
         return out[0] if len(out) == 1 else ops.concatenate(out, axis=1)
 

@@ -81,6 +81,7 @@ LAYOUTS: dict[str, Callable[..., list[Tensor]]] = {
     ],
 }
 
+
 def _detect(la) -> list[Tensor]:
     """A detect head: torchvision's module paths (cnnspec/backends/torch/detect.py) and the
     Keras DenseHead's sub-layers (keras_layers.py), in both frameworks' registration order:
