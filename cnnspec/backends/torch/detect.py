@@ -11,8 +11,10 @@ Forward expressions have no local variables, so a value used twice would be comp
 The box predictor and the extra predictor (FCOS's centre-ness) read the same tower output:
 their weights are joined into one conv (one call of F.conv2d, extra first then box for each
 anchor) and FCOS's relu on distances is a per-channel prelu (slope 0 on box channels, 1 on
-the extra). The classes then sit between box and extra after one roll of the columns:
-[classes, extra, box] -> [box, classes, extra].
+the extra, made with ones_like beside the weights). The classes then sit between box and
+extra after one roll of the columns: [classes, extra, box] -> [box, classes, extra].
+Expressions are nested calls rather than method chains, which the source layout can split
+within its line width.
 """
 
 from __future__ import annotations
@@ -73,11 +75,12 @@ def _predictor_in(layer, channels: int) -> int:
 
 
 def _to_priors(t, shape, per_cell: int, columns: int):
-    """(N, A*cols, H, W) -> (N, H*W*A, cols): torchvision's view / permute / reshape."""
+    """(N, A*cols, H, W) -> (N, H*W*A, cols): channels last, then anchors split off the
+    channels (channel a*cols + c), the order of torchvision's view / permute / reshape."""
     h, w, _ = shape
-    t = te.method(t, "view", -1, per_cell, columns, h, w)
-    t = te.method(t, "permute", 0, 3, 4, 1, 2)
-    return te.method(t, "reshape", -1, h * w * per_cell, columns)
+    return te.call(
+        "torch.reshape", te.call("torch.permute", t, (0, 2, 3, 1)), (-1, h * w * per_cell, columns)
+    )
 
 
 def _shared(layer, shapes) -> te.TorchOp:
@@ -107,19 +110,21 @@ def _shared(layer, shapes) -> te.TorchOp:
     cls_head_ref, box_head_ref = te.Attr("classification_head"), te.Attr("regression_head")
     pad = te.one((layer.predictor[0] // 2, layer.predictor[1] // 2))
     if e:
-        # extra first, then the box, per anchor: one conv over the one tower output
+        # extra first, then the box, per anchor: one conv over the one tower output; the
+        # joined channels [extra (A), box (4A)] reordered to anchor-major where A > 1
+        order = [
+            c for j in range(a) for c in (j, a + 4 * j, a + 4 * j + 1, a + 4 * j + 2, a + 4 * j + 3)
+        ]
+
         def joined(part: str):
-            reg = te.method(box_head_ref, "get_parameter", f"bbox_reg.{part}")
-            ext = te.method(box_head_ref, "get_parameter", f"{name}.{part}")
-            tail = (-1,) if part == "weight" else ()
             cat = te.call(
                 "torch.cat",
-                [te.method(ext, "view", a, 1, *tail), te.method(reg, "view", a, 4, *tail)],
-                1,
+                [
+                    te.method(box_head_ref, "get_parameter", f"{name}.{part}"),
+                    te.method(box_head_ref, "get_parameter", f"bbox_reg.{part}"),
+                ],
             )
-            if part == "weight":
-                return te.method(cat, "view", 5 * a, cin, *layer.predictor)
-            return te.method(cat, "view", -1)
+            return cat if a == 1 else te.Index(cat, (order,))
 
     levels = []
     for i, shape in enumerate(shapes):
@@ -132,8 +137,14 @@ def _shared(layer, shapes) -> te.TorchOp:
             if layer.box_relu:
                 # per anchor: extra (slope 1: as it is), then the 4 distances (slope 0: relu);
                 # made beside the weights (same device), not held: a buffer would be state
-                bias = te.method(box_head_ref, "get_parameter", "bbox_reg.bias")
-                slopes = te.method(bias, "new_tensor", [1.0, 0.0, 0.0, 0.0, 0.0] * a)
+                ones = te.call(
+                    "torch.ones_like", te.method(box_head_ref, "get_parameter", f"{name}.bias")
+                )
+                if a > 1:
+                    ones = te.call("torch.reshape", ones, (a, 1))
+                slopes = te.call("F.pad", ones, (0, 4))
+                if a > 1:
+                    slopes = te.call("torch.reshape", slopes, (-1,))
                 box = te.call("F.prelu", box, slopes)
             levels.append(te.call("torch.cat", [cls, _to_priors(box, shape, a, 5)], 2))
         else:
