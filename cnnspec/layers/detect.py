@@ -20,7 +20,7 @@ from __future__ import annotations
 
 from typing import Annotated, ClassVar, Literal
 
-from pydantic import BeforeValidator, Field, model_validator
+from pydantic import BeforeValidator, Field, field_validator
 
 from .base import (
     Layer,
@@ -44,6 +44,16 @@ TowerActivation = Annotated[
 PosFloat = Annotated[float, Field(gt=0)]
 
 
+def _per_level(value):
+    """One number for a one-level head: `strides=32` is `strides=(32,)` (the language has no
+    one-item tuple)."""
+    return (value,) if isinstance(value, (int, float)) and not isinstance(value, bool) else value
+
+
+Levels = Annotated[tuple[Pos, ...], BeforeValidator(_per_level)]
+LevelFloats = Annotated[tuple[PosFloat, ...], BeforeValidator(_per_level)]
+
+
 @register
 class Detect(Layer):
     """A dense detection head over named feature maps (RetinaNet, FCOS, SSD, YOLO): per prior
@@ -53,10 +63,10 @@ class Detect(Layer):
 
     kind: Literal["detect"] = "detect"
     classes: Pos
-    strides: tuple[Pos, ...]
-    sizes: tuple[PosFloat, ...] | None = None  # anchor size per level; None: anchor-free
+    strides: Levels
+    sizes: LevelFloats | None = None  # anchor size per level; None: anchor-free
     octaves: Pos = 1  # anchors per size: size * 2**(i / octaves), i < octaves (RetinaNet: 3)
-    ratios: tuple[PosFloat, ...] = (1.0,)  # anchor aspect ratios, height / width
+    ratios: LevelFloats = (1.0,)  # anchor aspect ratios, height / width
     tower: Annotated[int, Field(ge=0)] = 4
     width: Pos | None = None  # tower channels; None: the level's own
     norm: Literal["none", "bn", "gn"] = "none"
@@ -93,12 +103,12 @@ class Detect(Layer):
         "[centerness|objectness] [scores=sigmoid|softmax] [box_relu=true]"
     )
 
-    @model_validator(mode="after")
-    def _odd_kernels(self):
-        for what, k in (("kernel", self.kernel), ("predictor", self.predictor)):
-            if k[0] % 2 == 0 or k[1] % 2 == 0:
-                raise ValueError(f"{what} must be odd (a 'same' window): received {k[0]}x{k[1]}")
-        return self
+    @field_validator("kernel", "predictor")
+    @classmethod
+    def _odd(cls, k):
+        if k[0] % 2 == 0 or k[1] % 2 == 0:
+            raise ValueError(f"must be odd (a 'same' window): received {k[0]}x{k[1]}")
+        return k
 
     # --- the facts shared by the rules, the backends and cnnspec.detection.heads --------------
     @property
