@@ -109,3 +109,38 @@ def test_raw_head_outputs_equal_torchvisions(name):
         scale = float(want[key].abs().max())
         assert scale > 1e-3
         torch.testing.assert_close(value, want[key], rtol=1e-5, atol=1e-5 * scale, msg=key)
+
+
+@pytest.mark.parametrize("name", ZOO)
+def test_priors_and_box_decoding_equal_torchvisions(name):
+    """The HeadInfo of the spec places its priors where torchvision's anchor generator does,
+    and cnnspec.detection.postprocess decodes a box as torchvision's box coder does."""
+    import numpy as np
+    from torchvision.models.detection.image_list import ImageList
+
+    from cnnspec.detection.heads import head_infos
+    from cnnspec.detection.postprocess import decode_distances, decode_offsets
+    from cnnspec.detection.priors import anchor_boxes, points, strides
+
+    size = ZOO[name][3]
+    module, model = _torchvision(name), _spec(name, size)
+    (info,) = head_infos(model)
+    x = torch.zeros(1, 3, size, size)
+    with torch.no_grad():
+        features = list(module.backbone(x).values())
+    (anchors,) = module.anchor_generator(ImageList(x, [(size, size)]), features)
+    gen = torch.Generator().manual_seed(1)
+    if info.coder == "offsets":  # RetinaNet: anchors, R-CNN offsets
+        np.testing.assert_allclose(anchor_boxes(info.geometry), anchors.numpy(), atol=1e-4)
+        codes = torch.randn(len(anchors), 4, generator=gen)
+        got = decode_offsets(anchor_boxes(info.geometry), codes.numpy(), info.coder_weights)
+    else:  # FCOS: a point per cell (its anchor's centre), distances in the anchor's size
+        np.testing.assert_allclose(
+            points(info.geometry), ((anchors[:, :2] + anchors[:, 2:]) / 2).numpy()
+        )
+        codes = torch.rand(len(anchors), 4, generator=gen) * 4
+        got = decode_distances(points(info.geometry), codes.numpy(), strides(info.geometry))
+    coder = module.box_coder  # BoxCoder (RetinaNet) or BoxLinearCoder (FCOS)
+    decode = getattr(coder, "decode_single", coder.decode)
+    want = decode(codes, anchors).numpy()
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-3)
