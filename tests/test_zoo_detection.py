@@ -26,6 +26,12 @@ SPECS = Path(__file__).resolve().parent.parent / "specs"
 ZOO = {
     "retinanet_resnet50_fpn": ("retinanet_resnet50_fpn", {}, (34_068_119, 53_120), 128),
     "fcos_resnet50_fpn": ("fcos_resnet50_fpn", {}, (32_322_720, 53_120), 128),
+    "ssdlite320_mobilenet_v3_large": (
+        "ssdlite320_mobilenet_v3_large",
+        {},
+        (3_440_060, 32_944),
+        320,
+    ),
 }
 
 
