@@ -9,7 +9,7 @@ Framework-free, like the rest of cnnspec.detection.
 from __future__ import annotations
 
 from ..ir import Model
-from .priors import Geometry, HeadInfo, anchor_sizes
+from .priors import Geometry, HeadInfo, anchor_sizes, default_box_sizes
 
 
 def head_infos(model: Model) -> list[HeadInfo]:
@@ -21,8 +21,14 @@ def head_infos(model: Model) -> list[HeadInfo]:
             continue
         layer = node.layer
         shapes = tuple(tuple(model.node(i).shape[:2]) for i in node.inputs)
-        anchors = None
-        if layer.sizes is not None:
+        anchors, steps = None, None
+        if layer.sizes is not None and layer.anchors == "ssd":
+            # SSD places its boxes by the map's size, not the stride: centre (j + 0.5) *
+            # image / map, sizes relative to the image (torchvision's DefaultBoxGenerator)
+            h, w = model.input_shape[:2]
+            anchors = default_box_sizes(tuple(layer.sizes), tuple(layer.ratios), (h, w))
+            steps = tuple((w / mw, h / mh) for mh, mw in shapes)
+        elif layer.sizes is not None:
             anchors = tuple(
                 anchor_sizes((layer.level_sizes(level),), (layer.ratios,))[0]
                 for level in range(len(shapes))
@@ -36,6 +42,7 @@ def head_infos(model: Model) -> list[HeadInfo]:
                     shapes=shapes,
                     anchors=anchors,
                     offset=layer.offset,
+                    **({} if steps is None else {"steps": steps, "rounded": False}),
                 ),
                 coder=layer.coder,
                 coder_weights=tuple(layer.box_weights),

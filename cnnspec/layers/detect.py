@@ -67,6 +67,9 @@ class Detect(Layer):
     sizes: LevelFloats | None = None  # anchor size per level; None: anchor-free
     octaves: Pos = 1  # anchors per size: size * 2**(i / octaves), i < octaves (RetinaNet: 3)
     ratios: LevelFloats = (1.0,)  # anchor aspect ratios, height / width
+    # grid: RetinaNet's anchors (sizes in pixels, octaves x ratios a cell); ssd: SSD's default
+    # boxes (sizes: relative scales, one more than the levels; 2 + 2 x ratios a cell)
+    anchors: Literal["grid", "ssd"] = "grid"
     tower: Annotated[int, Field(ge=0)] = 4
     width: Pos | None = None  # tower channels; None: the level's own
     norm: Literal["none", "bn", "gn"] = "none"
@@ -99,6 +102,7 @@ class Detect(Layer):
     max_inputs = 16
     kind_doc = (
         "detect P3 P4 ... classes=K strides=(S, ...) [sizes=(A, ...) octaves=N ratios=(R, ...)] "
+        "[anchors=grid|ssd] "
         "[tower=4] [width=W] [norm=none|bn|gn] [shared|separate] [depthwise] "
         "[centerness|objectness] [scores=sigmoid|softmax] [box_relu=true]"
     )
@@ -122,7 +126,11 @@ class Detect(Layer):
     @property
     def per_cell(self) -> int:
         """A, the anchors per cell (1 when anchor-free)."""
-        return 1 if self.sizes is None else self.octaves * len(self.ratios)
+        if self.sizes is None:
+            return 1
+        if self.anchors == "ssd":
+            return 2 + 2 * len(self.ratios)
+        return self.octaves * len(self.ratios)
 
     def level_sizes(self, level: int) -> tuple[float, ...]:
         """The anchor sizes of a level, as torchvision's RetinaNet writes them:
@@ -174,7 +182,15 @@ class Detect(Layer):
                 hint="one stride per level, in the order the maps are named",
                 code="E316",
             )
-        if self.sizes is not None and len(self.sizes) != n:
+        if self.sizes is not None and self.anchors == "ssd" and len(self.sizes) != n + 1:
+            raise ShapeError(
+                f"SSD default boxes need a scale per level and one more: {n + 1}, "
+                f"received {len(self.sizes)}",
+                hint="sizes=(0.2, ..., 1.0): the scales of the levels, then the last one's "
+                "neighbour (torchvision: linspace(0.2, 0.95) and 1.0)",
+                code="E316",
+            )
+        if self.sizes is not None and self.anchors == "grid" and len(self.sizes) != n:
             raise ShapeError(
                 f"detect has anchor sizes for {len(self.sizes)} level(s), not {n}",
                 hint="one anchor size per level (sizes=(32, 64, ...)); leave sizes out for an "
