@@ -150,3 +150,67 @@ def test_priors_and_box_decoding_equal_torchvisions(name):
     decode = getattr(coder, "decode_single", coder.decode)
     want = decode(codes, anchors).numpy()
     np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-3)
+
+
+def test_retinanet_detections_equal_torchvisions_postprocessing():
+    """From the same raw outputs, cnnspec's decoding (postprocess.decode_offsets, clipped to
+    the image) and class-aware NMS (postprocess.select, torchvision's batched_nms) keep
+    torchvision's RetinaNet.postprocess_detections' boxes, scores and labels. The score
+    threshold is set where at most 1,000 candidates a level pass it, so torchvision's per-level
+    top-k (which cnnspec does not apply) keeps them all."""
+    import numpy as np
+
+    from cnnspec.backends.torch import build
+    from cnnspec.detection.boxes import clip
+    from cnnspec.detection.heads import head_infos
+    from cnnspec.detection.postprocess import decode_offsets, select
+    from cnnspec.detection.priors import anchor_boxes
+
+    name, size = "retinanet_resnet50_fpn", 128
+    module = randomise_torch(_torchvision(name), seed=3)
+    model = _spec(name, size)
+    net = build(model).eval()
+    _load_in_order(net, module)
+    x = torch.randn(2, 3, size, size, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        raw = net(x)
+    (info,) = head_infos(model)
+    a = len(info.geometry.anchors[0])
+    counts = [h * w * a for h, w in info.geometry.shapes]
+    scores = torch.sigmoid(raw[..., 4:])
+    threshold = max(
+        0.05,
+        *(float(level.flatten().kthvalue(level.numel() - 1000).values) for level in
+          (s for image in scores for s in image.split(counts)) if level.numel() > 1000),
+    )  # fmt: skip
+    anchors = torch.from_numpy(anchor_boxes(info.geometry)).float()
+    module.score_thresh = threshold
+    with torch.no_grad():
+        want = module.postprocess_detections(
+            {"bbox_regression": list(raw[..., :4].split(counts, 1)),
+             "cls_logits": list(raw[..., 4:].split(counts, 1))},
+            [list(anchors.split(counts))] * 2,
+            [(size, size)] * 2,
+        )  # fmt: skip
+    for image in range(2):
+        boxes = clip(
+            decode_offsets(anchors.numpy(), raw[image, :, :4].numpy(), info.coder_weights),
+            size,
+            size,
+        )
+        (got,) = select(
+            boxes[None],
+            scores[image][None].numpy(),
+            framework="torch",
+            iou_threshold=module.nms_thresh,
+            score_threshold=threshold,
+            max_detections=module.detections_per_img,
+        )
+        ref = {k: v.numpy() for k, v in want[image].items()}
+        assert len(ref["scores"]) > 10, "too few detections to compare"
+        ours, theirs = np.lexsort((got.classes, -got.scores)), np.lexsort(
+            (ref["labels"], -ref["scores"])
+        )
+        np.testing.assert_array_equal(got.classes[ours], ref["labels"][theirs])
+        np.testing.assert_allclose(got.scores[ours], ref["scores"][theirs], rtol=1e-5)
+        np.testing.assert_allclose(got.boxes[ours], ref["boxes"][theirs], rtol=1e-4, atol=1e-3)

@@ -178,8 +178,10 @@ def _separate(layer, shapes) -> te.TorchOp:
     setup = (("classification_head", branches[0]), ("regression_head", branches[1]))
 
     def run(head: str, i: int):
+        # the level's Sequential called as a value: a call, not a method chain, so that the
+        # generated line can be split within its width
         level = te.method(te.Attr(head), "get_submodule", f"module_list.{i}")
-        return te.method(level, "forward", te.In(i))
+        return te.call("nn.Module.__call__", level, te.In(i))
 
     levels = []
     for i, shape in enumerate(shapes):
