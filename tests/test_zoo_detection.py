@@ -1,8 +1,10 @@
-"""The detection zoo against torchvision (issue 17, item 6): specs/retinanet_resnet50_fpn.cnn
-and specs/fcos_resnet50_fpn.cnn (and SSDlite where written) have torchvision's parameter and
-buffer counts, its state_dict order and shapes, and, loaded with torchvision's (randomised)
-weights, give its raw head outputs: `model.head(model.backbone(x))`'s dict, against the
-spec's one output split by columns (box, classes, extra; cnnspec.detection.priors).
+"""The detection zoo against torchvision (issue 17, item 6): specs/retinanet_resnet50_fpn.cnn,
+specs/fcos_resnet50_fpn.cnn and specs/ssdlite320_mobilenet_v3_large.cnn have torchvision's
+parameter and buffer counts, its state_dict order and shapes, and, loaded with torchvision's
+(randomised) weights through cnnspec's loader, give its raw head outputs:
+`model.head(model.backbone(x))`'s dict, against the spec's one output split by columns (box,
+classes, extra; cnnspec.detection.priors). Their priors are torchvision's anchors, their
+boxes decode as its box coders, and RetinaNet's post-processing keeps its detections.
 Both sides are built with weights=None, weights_backbone=None."""
 
 from __future__ import annotations
@@ -57,18 +59,6 @@ def _state(module) -> list[tuple[str, torch.Tensor]]:
     ]
 
 
-def _load_in_order(net, module) -> None:
-    """torchvision's tensors into the spec's network, the i-th into the i-th: each pair must
-    have one role (weight, bias, running_mean...) and one shape."""
-    ours, theirs = _state(net), _state(module)
-    assert len(ours) == len(theirs)
-    with torch.no_grad():
-        for (key, t), (tv_key, value) in zip(ours, theirs):
-            assert key.rsplit(".", 1)[1] == tv_key.rsplit(".", 1)[1], (key, tv_key)
-            assert t.shape == value.shape, (key, tv_key)
-            t.copy_(value)
-
-
 @pytest.mark.parametrize("name", ZOO)
 def test_counts_equal_torchvisions(name):
     model, module = _spec(name), _torchvision(name)
@@ -92,14 +82,15 @@ def test_state_dict_order_and_shapes_equal_torchvisions(name):
 
 @pytest.mark.parametrize("name", ZOO)
 def test_raw_head_outputs_equal_torchvisions(name):
-    from cnnspec.backends.torch import build
+    from cnnspec.backends.torch import build, load_torchvision_state_dict
     from cnnspec.detection.heads import head_infos
 
     size = ZOO[name][3]
     module = randomise_torch(_torchvision(name), seed=3)
     model = _spec(name, size)
     net = build(model).eval()
-    _load_in_order(net, module)
+    # cnnspec's own loader: the i-th torchvision module's tensors to the i-th weighted node
+    load_torchvision_state_dict(net, model, module.state_dict())
     x = torch.randn(2, 3, size, size, generator=torch.Generator().manual_seed(0))
     with torch.no_grad():
         want = module.head(list(module.backbone(x).values()))
@@ -160,7 +151,7 @@ def test_retinanet_detections_equal_torchvisions_postprocessing():
     top-k (which cnnspec does not apply) keeps them all."""
     import numpy as np
 
-    from cnnspec.backends.torch import build
+    from cnnspec.backends.torch import build, load_torchvision_state_dict
     from cnnspec.detection.boxes import clip
     from cnnspec.detection.heads import head_infos
     from cnnspec.detection.postprocess import decode_offsets, select
@@ -170,7 +161,7 @@ def test_retinanet_detections_equal_torchvisions_postprocessing():
     module = randomise_torch(_torchvision(name), seed=3)
     model = _spec(name, size)
     net = build(model).eval()
-    _load_in_order(net, module)
+    load_torchvision_state_dict(net, model, module.state_dict())
     x = torch.randn(2, 3, size, size, generator=torch.Generator().manual_seed(0))
     with torch.no_grad():
         raw = net(x)
