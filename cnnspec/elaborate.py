@@ -521,8 +521,13 @@ class Elaborator:
         if body is not None:
             raise SpecError("E221", f"'{word}' takes no body", span_of(body))
         cls, preset = KEYWORDS[word]
+        named_from = "from" in args.kw
         inputs = self._inputs(args, scope, current)
         layer, refs = self._build_layer(cls, preset, word, args, scope, span_of(stmt))
+        # a detection head reads only the maps it names (`detect p3 p4 p5`), not the tensor
+        # before it: merges (`add skip`) join the current tensor with the named ones
+        if getattr(cls, "refs_only", False) and refs and not named_from:
+            inputs = []
         inputs += refs
         return self._place(layer, word, inputs, span_of(stmt), scope, name)
 
@@ -660,6 +665,9 @@ class Elaborator:
             out = layer.output_shape(shapes)
             trainable, frozen = layer.count_params(shapes)
             macs = layer.count_macs(shapes, out)
+            # a layer placed against the input image (a detection head's strides)
+            if hasattr(layer, "check_image") and self.nodes:
+                layer.check_image(self.nodes[0].shape, shapes)
         except ShapeError as exc:
             listing = ", ".join(fmt_shape(s) for s in shapes)
             shown = "tensor" in exc.message or (shapes and fmt_shape(shapes[0]) in exc.message)

@@ -30,6 +30,13 @@ EXAMPLES: dict[str, tuple[str, str]] = {
     "zeropad": ("32x32x3", "zeropad 1"),
     "upsample": ("16x16x32", "upsample 2 bilinear"),
     "merge": ("16x16x32", "skip = identity\nconv 32 3x3 same\nadd skip"),
+    "detect": (
+        "32x32x3",
+        (
+            "p3 = conv 16 3x3 stride=2 same\np4 = conv 16 3x3 stride=2 same\n"
+            "detect p3 p4 classes=3 strides=(2, 4) sizes=(8, 16) ratios=(0.5, 1.0, 2.0) tower=1"
+        ),
+    ),
     "bn": ("16x16x32", "bn"),
     "lrn": ("27x27x96", "lrn size=5 alpha=1e-4 beta=0.75 k=2"),
     "pool": ("32x32x64", "maxpool 3 stride=2 same"),

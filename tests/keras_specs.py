@@ -103,4 +103,17 @@ gated = multiply feat
 head = gap
 output gated, head
 """,
+    "detect": """
+model detect
+input 32x32x3
+c3 = conv 8 3x3 stride=2 same relu
+c4 = conv 8 3x3 stride=2 same relu
+c5 = conv 16 3x3 stride=2 same relu
+retina = detect c3 c4 classes=3 strides=(2, 4) sizes=(8, 16) octaves=2 ratios=(0.5, 1.0) tower=2
+fcos = detect c3 c4 classes=2 strides=(2, 4) tower=1 norm=gn groups=4 centerness box_relu=true
+ssd = detect c4 c5 classes=3 strides=(4, 8) separate depthwise tower=1 norm=bn relu6 predictor=1
+yolo = detect c3 c4 classes=2 strides=(2, 4) sizes=(8, 16) ratios=(0.5, 1.0, 2.0) tower=1 \
+  width=12 silu objectness box_relu=true
+output retina, fcos, ssd, yolo
+""",
 }

@@ -365,6 +365,9 @@ MAP_LAYERS = [
     # no adaptive_pool: Keras 3's adaptive layers stop the process (SIGFPE) at sizes
     # Keras' emitter refuses (E422, keras_adaptive_safe), and one crash would take a whole
     # test worker down; its parity is tested size by size in tests/test_constructs.py.
+    # detect is left out of random networks: its output is a table of predictions (priors x
+    # columns), not a map or vector that further layers take; tests/test_detection_head.py
+    # and the detection zoo test it.
 ]
 VEC_LAYERS = [
     dense,

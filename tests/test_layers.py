@@ -588,6 +588,44 @@ ROWS = [
     Row("multiply m1", (8, 8, 16), (8, 8, 16), 0, 0, 0, extra=((1, 1, 16),)),  # SE gate
     Row("mul m1", (1, 1, 16), (8, 8, 16), 0, 0, 0, extra=((8, 8, 16),)),  # gate first
     Row("add m1", (8, 8, 16), (8, 8, 16), 0, 0, 0, extra=((1, 1, 16),)),
+    # --- detect: priors sum(H*W*A) of (4 + K + E); shared towers counted once, MACs per level
+    # (two 8x8 levels: the extra operand keeps the input's size) tower 2 * (9*16*16 + 16) +
+    # class 9*16*3 + 3 + box 9*16*4 + 4; MACs (64 + 64) cells * (2 * 9*16*16 + 9*16*(3 + 4))
+    Row(
+        "detect m1 classes=3 strides=(1, 1) tower=1",
+        (8, 8, 16),
+        (128, 7),
+        5655,
+        0,
+        128 * (2 * 9 * 16 * 16 + 9 * 16 * 7),
+        extra=((8, 8, 16),),
+    ),
+    # 9 anchors, centre-ness (box branch 9 * (4 + 1) outputs), group-norm towers of 2
+    Row(
+        "detect m1 classes=2 strides=(1, 1) sizes=(8, 16) octaves=3 ratios=(0.5, 1.0, 2.0) "
+        "tower=2 norm=gn groups=4 centerness",
+        (8, 8, 16),
+        (128 * 9, 7),
+        2 * 2 * (9 * 16 * 16 + 16 + 32) + 9 * 16 * 18 + 18 + 9 * 16 * 45 + 45,
+        0,
+        128 * (4 * 9 * 16 * 16 + 9 * 16 * (18 + 45)),
+        extra=((8, 8, 16),),
+    ),
+    # separate (SSDlite): per level a depthwise tower with batch norm and a 1x1 predictor
+    Row(
+        "detect m1 classes=3 strides=(1, 1) separate depthwise tower=1 norm=bn predictor=1",
+        (8, 8, 16),
+        (128, 7),
+        2 * (9 * 16 + 32)
+        + (16 * 3 + 3)
+        + (16 * 4 + 4)
+        + 2 * (9 * 8 + 16)
+        + (8 * 3 + 3)
+        + (8 * 4 + 4),
+        2 * 2 * (16 + 8),
+        64 * (2 * 9 * 16 + 16 * 7) + 64 * (2 * 9 * 8 + 8 * 7),
+        extra=((8, 8, 8),),
+    ),
 ]
 
 

@@ -40,7 +40,9 @@ gap
 dense 16
 reshape 4x4x1
 flatten
-dense 10 softmax
+logits = dense 10 softmax
+det = detect from=input classes=2 strides=1 tower=1
+output logits
 compile { loss cce; optimizer sgd lr=0.1 momentum=0.9; schedule cosine; early_stopping }
 """
 

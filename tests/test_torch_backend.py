@@ -55,6 +55,27 @@ CASES = [
     ("upsample", "input 3x3x2\nupsample 2"),
     ("upsample", "input 3x3x2\nupsample (2, 3) bilinear"),
     ("merge", "input 4x4x3\na = conv 3 1x1\nb = conv 3 1x1 from=input\nmultiply a"),
+    (
+        "detect",
+        (
+            "input 16x16x3\np3 = conv 8 3x3 stride=2 same\np4 = conv 8 3x3 stride=2 same\n"
+            "detect p3 p4 classes=2 strides=(2, 4) sizes=(4, 8) ratios=(0.5, 1.0) tower=1"
+        ),
+    ),
+    (
+        "detect",
+        (
+            "input 16x16x3\np3 = conv 8 3x3 stride=2 same\np4 = conv 16 3x3 stride=2 same\n"
+            "detect p3 p4 classes=2 strides=(2, 4) separate depthwise tower=1 norm=bn relu6 predictor=1"
+        ),
+    ),
+    (
+        "detect",
+        (
+            "input 16x16x3\np3 = conv 8 3x3 stride=2 same\np4 = conv 8 3x3 stride=2 same\n"
+            "detect p3 p4 classes=2 strides=(2, 4) tower=2 norm=gn groups=4 centerness box_relu=true"
+        ),
+    ),
     ("merge", "input 4x4x3\nparallel concat relu {\n  branch { conv 2 1x1 }\n  branch { }\n}"),
     ("merge", "input 4x4x8\ng = gap keepdims\nconv 8 1x1 sigmoid\nmultiply from=(input, g)"),
     ("bn", "input 4x4x3\nbn eps=1e-3 momentum=0.99"),

@@ -307,6 +307,33 @@ def _global_pool(layer, name, shapes):
     return [(cls, {"keepdims": layer.keepdims, "name": name})]
 
 
+def _detect(layer, name, shapes):
+    # one DenseHead over the levels: Keras' functional graph has no shared sub-graph to write
+    # the per-level towers with, so the custom layer holds them (cnnspec.backends.keras_layers)
+    levels = shapes[:1] if layer.shared else shapes
+    towers = [[(cout, layer.depthwise) for _, cout in layer.tower_convs(s[2])] for s in levels]
+    return [
+        (
+            "DenseHead",
+            {
+                "classes": layer.classes,
+                "per_cell": layer.per_cell,
+                "extra": bool(layer.extras),
+                "towers": towers,
+                "levels": len(levels),
+                "norm": layer.norm,
+                "groups": layer.groups,
+                "eps": layer.eps,
+                "act": layer.act,
+                "kernel": tuple(layer.kernel),
+                "predictor": tuple(layer.predictor),
+                "box_relu": layer.box_relu,
+                "name": name,
+            },
+        )
+    ]
+
+
 # Layer kind -> emitter. A new layer kind needs a row here (tests/test_architecture.py).
 EMITTERS: dict[str, Emitter] = {
     "input": _input,
@@ -336,4 +363,5 @@ EMITTERS: dict[str, Emitter] = {
     "stochastic_depth": _stochastic_depth,
     "channel_shuffle": _channel_shuffle,
     "split": _split,
+    "detect": _detect,
 }

@@ -182,3 +182,115 @@ class KeepAlive(keras.layers.Layer):
 
     def compute_output_shape(self, input_shape):
         return input_shape[0]
+
+
+@keras.saving.register_keras_serializable(package="cnnspec")
+class DenseHead(keras.layers.Layer):
+    """A dense detection head (cnnspec's `detect`) over a list of NHWC feature maps: per level
+    a classification tower and a box tower (convs with their norm and activation), a class
+    predictor and a box predictor (plus an extra column, centre-ness or objectness, from the
+    box tower), shared by every level (RetinaNet, FCOS) or one per level (SSD). Returns
+    (batch, priors, 4 + classes + extra): levels in order, then row, column, anchor.
+
+    `towers` lists each tower's convs as (filters, depthwise); `levels` is how many sets of
+    weights there are (1 when shared). Weights are tracked in torch's registration order:
+    classification (tower, predictor) per level, then box (tower, box, extra) per level."""
+
+    def __init__(
+        self,
+        classes=1,
+        per_cell=1,
+        extra=False,
+        towers=(),
+        levels=1,
+        norm="none",
+        groups=32,
+        eps=1e-5,
+        act="relu",
+        kernel=(3, 3),
+        predictor=(3, 3),
+        box_relu=False,
+        **kwargs,
+    ):
+        super().__init__(**kwargs)
+        self.classes, self.per_cell, self.extra = classes, per_cell, bool(extra)
+        self.towers = [[(int(f), bool(dw)) for f, dw in level] for level in towers]
+        self.levels, self.norm, self.groups, self.eps, self.act = levels, norm, groups, eps, act
+        self.kernel, self.predictor = tuple(kernel), tuple(predictor)
+        self.box_relu = box_relu
+        outputs = {"cls": per_cell * classes, "box": per_cell * 4, "extra": per_cell}
+        self.branches = []  # per branch, per level: (tower layers, predictor layers)
+        for branch, heads in (("cls", ("cls",)), ("box", ("box", "extra") if extra else ("box",))):
+            per_level = []
+            for i in range(levels):
+                tower = []
+                for j, (filters, depthwise) in enumerate(self.towers[i]):
+                    tower.append(self._conv(f"{branch}{i}_tower{j}", filters, depthwise))
+                    if norm == "gn":
+                        tower.append(
+                            keras.layers.GroupNormalization(
+                                groups, epsilon=eps, name=f"{branch}{i}_norm{j}"
+                            )
+                        )
+                    elif norm == "bn":
+                        tower.append(
+                            keras.layers.BatchNormalization(
+                                epsilon=eps, name=f"{branch}{i}_norm{j}"
+                            )
+                        )
+                    if act is not None:
+                        tower.append(keras.layers.Activation(act, name=f"{branch}{i}_act{j}"))
+                preds = [
+                    keras.layers.Conv2D(
+                        outputs[h], self.predictor, padding="same", name=f"{h}{i}_predictor"
+                    )
+                    for h in heads
+                ]
+                per_level.append((tower, preds))
+            self.branches.append(per_level)
+
+    def _conv(self, name, filters, depthwise):
+        bias = self.norm != "bn"
+        if depthwise:
+            return keras.layers.DepthwiseConv2D(
+                self.kernel, padding="same", use_bias=bias, name=name
+            )
+        return keras.layers.Conv2D(filters, self.kernel, padding="same", use_bias=bias, name=name)
+
+    def call(self, inputs, training=None):
+        inputs = inputs if isinstance(inputs, (list, tuple)) else [inputs]
+        out = []
+        for i, x in enumerate(inputs):
+            k = 0 if self.levels == 1 else i
+            columns = []
+            for tower, preds in (self.branches[1][k], self.branches[0][k]):
+                y = x
+                for layer in tower:
+                    y = layer(y, training=training)
+                columns.append([p(y) for p in preds])
+            (box, *extra), (cls,) = columns
+            if self.box_relu:
+                box = ops.relu(box)
+            parts = [box, cls, *extra]
+            widths = [4, self.classes] + [1] * len(extra)
+            h, w = ops.shape(x)[1], ops.shape(x)[2]
+            parts = [ops.reshape(p, (-1, h * w * self.per_cell, c)) for p, c in zip(parts, widths)]
+            out.append(ops.concatenate(parts, axis=-1))
+        return out[0] if len(out) == 1 else ops.concatenate(out, axis=1)
+
+    def get_config(self):
+        return {
+            **super().get_config(),
+            "classes": self.classes,
+            "per_cell": self.per_cell,
+            "extra": self.extra,
+            "towers": self.towers,
+            "levels": self.levels,
+            "norm": self.norm,
+            "groups": self.groups,
+            "eps": self.eps,
+            "act": self.act,
+            "kernel": self.kernel,
+            "predictor": self.predictor,
+            "box_relu": self.box_relu,
+        }

@@ -20,7 +20,14 @@ Recipe = list[tuple[str, dict]]
 NAMED_ACTIVATIONS = tuple(a for a in ACTIVATIONS if a not in ("leaky_relu", "linear"))
 
 # Classes defined in cnnspec.backends.keras_layers rather than keras.layers.
-CUSTOM = ("LocalResponseNorm", "PaddedPool2D", "LayerScale", "ChannelSlice", "StoredNormalization")
+CUSTOM = (
+    "LocalResponseNorm",
+    "PaddedPool2D",
+    "LayerScale",
+    "ChannelSlice",
+    "StoredNormalization",
+    "DenseHead",  # the detect layer
+)
 
 
 def activation(name: str, fn: str, alpha: float | None = None) -> Recipe:

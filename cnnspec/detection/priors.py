@@ -43,6 +43,13 @@ class Geometry:
     shapes: tuple[tuple[int, int], ...]
     anchors: tuple[tuple[tuple[float, float], ...], ...] | None = None
     offset: float = 0.0
+    # Added for SSD's default boxes (torchvision's DefaultBoxGenerator); the defaults keep the
+    # rules above. steps: per level, the (x, y) input pixels per cell that place the priors
+    # (image size / map size, not always the integer stride: 320 / 3 on a 3x3 map); None:
+    # the stride. rounded: whether anchor corners are rounded to whole pixels (AnchorGenerator
+    # rounds, DefaultBoxGenerator does not).
+    steps: tuple[tuple[float, float], ...] | None = None
+    rounded: bool = True
 
     def __post_init__(self) -> None:
         if len(self.strides) != len(self.shapes):
@@ -103,7 +110,8 @@ def points(geometry: Geometry) -> np.ndarray:
     rows = []
     for level, ((h, w), stride) in enumerate(zip(geometry.shapes, geometry.strides)):
         ys, xs = np.meshgrid(np.arange(h), np.arange(w), indexing="ij")
-        centres = (np.stack([xs, ys], axis=-1).reshape(-1, 2) + geometry.offset) * stride
+        step = stride if geometry.steps is None else np.asarray(geometry.steps[level])
+        centres = (np.stack([xs, ys], axis=-1).reshape(-1, 2) + geometry.offset) * step
         rows.append(np.repeat(centres, geometry.per_cell(level), axis=0))
     return np.concatenate(rows).astype(np.float64) if rows else np.zeros((0, 2))
 
@@ -134,7 +142,7 @@ def anchor_boxes(geometry: Geometry) -> np.ndarray:
         ]
         or [np.zeros((0, 2))]
     )
-    half = np.round(sizes / 2)
+    half = np.round(sizes / 2) if geometry.rounded else sizes / 2
     return np.concatenate([centres - half, centres + half], axis=1)
 
 
@@ -157,4 +165,29 @@ def anchor_sizes(
             h_ratio = float(np.sqrt(ratio))
             level.extend((size / h_ratio, size * h_ratio) for size in level_sizes)
         levels.append(tuple(level))
+    return tuple(levels)
+
+
+def default_box_sizes(
+    scales: tuple[float, ...], ratios: tuple[float, ...], image: tuple[int, int], clip: bool = True
+) -> tuple[tuple[tuple[float, float], ...], ...]:
+    """Per level, the (width, height) in pixels of SSD's default boxes (Liu et al. 2016, p. 6;
+    torchvision's DefaultBoxGenerator): scale s_k and sqrt(s_k * s_k+1) squares, then for each
+    aspect ratio a, (s_k * sqrt(a), s_k / sqrt(a)) and its transpose; relative sizes clipped to
+    [0, 1] (clip) and multiplied by the image's (height, width) = `image`. `scales` has one
+    more entry than there are levels.
+
+    >>> [(round(w, 2), round(h, 2)) for w, h in default_box_sizes((0.5, 1.0), (2.0,), (100, 80))[0]]
+    [(40.0, 50.0), (56.57, 70.71), (56.57, 35.36), (28.28, 70.71)]
+    """
+    levels = []
+    for k in range(len(scales) - 1):
+        s, s_next = scales[k], scales[k + 1]
+        pairs = [(s, s), (float(np.sqrt(s * s_next)),) * 2]
+        for a in ratios:
+            pairs += [(s * float(np.sqrt(a)), s / float(np.sqrt(a)))]
+            pairs += [(s / float(np.sqrt(a)), s * float(np.sqrt(a)))]
+        if clip:
+            pairs = [(min(max(w, 0.0), 1.0), min(max(h, 0.0), 1.0)) for w, h in pairs]
+        levels.append(tuple((w * image[1], h * image[0]) for w, h in pairs))
     return tuple(levels)

@@ -81,6 +81,50 @@ LAYOUTS: dict[str, Callable[..., list[Tensor]]] = {
     ],
 }
 
+
+def _detect(la) -> list[Tensor]:
+    """A detect head: torchvision's module paths (cnnspec/backends/torch/detect.py) and the
+    Keras DenseHead's sub-layers (keras_layers.py), in both frameworks' registration order:
+    classification (tower, predictor) per set of weights, then box (tower, box, extra)."""
+    sets = 1 if la.shared else len(la.strides)
+    extra = "bbox_ctrness" if la.extra == "centerness" else "objectness"
+    out = []
+    for branch, short, preds in (
+        ("classification_head", "cls", (("cls_logits", "cls"),)),
+        ("regression_head", "box", (("bbox_reg", "box"),) + ((extra, "extra"),) * la.extras),
+    ):
+        for i in range(sets):
+            path = f"{branch}.conv" if la.shared else f"{branch}.module_list.{i}"
+            for j in range(la.tower):
+                conv, norm = f"{path}.{j}.0", f"{path}.{j}.1"
+                form = "depthwise" if la.depthwise else "kernel"
+                out.append(Tensor(f"{conv}.weight", f"{short}{i}_tower{j}/kernel", form))
+                if la.norm != "bn":
+                    out.append(Tensor(f"{conv}.bias", f"{short}{i}_tower{j}/bias", "vector"))
+                keras = f"{short}{i}_norm{j}"
+                if la.norm == "gn":
+                    out += [
+                        Tensor(f"{norm}.weight", f"{keras}/gamma", "vector"),
+                        Tensor(f"{norm}.bias", f"{keras}/beta", "vector"),
+                    ]
+                elif la.norm == "bn":
+                    out += [
+                        Tensor(f"{norm}.weight", f"{keras}/gamma", "vector"),
+                        Tensor(f"{norm}.bias", f"{keras}/beta", "vector"),
+                        Tensor(f"{norm}.running_mean", f"{keras}/moving_mean", "vector"),
+                        Tensor(f"{norm}.running_var", f"{keras}/moving_variance", "vector"),
+                    ]
+            for torch_name, keras_name in preds:
+                at = f"{branch}.{torch_name}" if la.shared else f"{path}.{la.tower}"
+                out += [
+                    Tensor(f"{at}.weight", f"{keras_name}{i}_predictor/kernel", "kernel"),
+                    Tensor(f"{at}.bias", f"{keras_name}{i}_predictor/bias", "vector"),
+                ]
+    return out
+
+
+LAYOUTS["detect"] = _detect
+
 # Keras 3 names the groups of a .weights.h5 after the layer class in snake case (conv2d,
 # conv2d_1, ...): class -> cnnspec kind.
 KERAS_KINDS = {

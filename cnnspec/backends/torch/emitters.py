@@ -16,6 +16,7 @@ from collections.abc import Callable
 from ...layers import Layer, Shape
 from .. import emit
 from .. import torch_emit as te
+from .detect import detect as _detect
 
 Emitter = Callable[[Layer, list[Shape]], te.TorchOp]
 
@@ -469,4 +470,5 @@ EMITTERS: dict[str, Emitter] = {
     "stochastic_depth": _stochastic_depth,
     "channel_shuffle": _channel_shuffle,
     "split": _split,
+    "detect": _detect,  # cnnspec/backends/torch/detect.py
 }
