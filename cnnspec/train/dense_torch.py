@@ -26,21 +26,7 @@ from torchvision.ops import generalized_box_iou_loss, sigmoid_focal_loss
 
 from cnnspec.detection.assign import Targets
 from cnnspec.detection.priors import HeadInfo, anchor_boxes, points, strides
-
-CLASS_LOSSES = ("focal", "bce")
-
-
-def class_loss_of(head: HeadInfo, name: str | None = None) -> str:
-    """The classification loss: `name`, or focal without objectness and BCE with it."""
-    chosen = name or ("bce" if head.extra == "objectness" else "focal")
-    if chosen not in CLASS_LOSSES:
-        raise ValueError(f"unknown classification loss {chosen!r}; use one of focal, bce")
-    if head.activation == "softmax":
-        raise ValueError(
-            f"head {head.output}: training softmax heads (SSD's hard negative mining) is not "
-            "supported yet; declare the head's classes with sigmoid scores"
-        )
-    return chosen
+from cnnspec.train.dense import class_loss_of
 
 
 class DenseLoss:
