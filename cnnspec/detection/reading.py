@@ -3,7 +3,8 @@
 The layout is the one of cnnspec.detection.priors, so this is the same numpy for both
 backends; only the suppression calls the framework's kernel (postprocess.select).
     decode    xyxy boxes in input pixels (postprocess.decode_offsets on the anchors, or
-              decode_distances from the points scaled by their stride) and per-class
+              decode_distances from the points scaled by their stride; a negative
+              distance counts as 0, as FCOS' ReLU and the training losses make it) and per-class
               scores: the class sigmoids, times the objectness sigmoid (YOLO), or the
               geometric mean with the centre-ness sigmoid (torchvision's FCOS); a softmax
               head's background column 0 is dropped (SSD)
@@ -68,7 +69,7 @@ def decode(head: HeadInfo, raw) -> tuple[np.ndarray, np.ndarray]:
     else:
         boxes = decode_distances(
             np.tile(points(head.geometry), (batch, 1)),
-            deltas,
+            np.maximum(deltas, 0),  # below 0 counts as 0, as in training (dense_torch)
             np.tile(strides(head.geometry), batch),
         )
     return boxes.reshape(batch, count, 4).astype(np.float32), scores_of(head, out)

@@ -40,7 +40,7 @@ class DenseLoss:
         from keras import ops
 
         if self.head.coder == "distances":
-            d = deltas * self.scale[None, :, None]
+            d = ops.maximum(deltas, 0.0) * self.scale[None, :, None]  # as dense_torch
             x, y = self.points[None, :, 0], self.points[None, :, 1]
             return ops.stack([x - d[..., 0], y - d[..., 1], x + d[..., 2], y + d[..., 3]], -1)
         a = self.references

@@ -53,7 +53,9 @@ class DenseLoss:
         if self.head.coder == "offsets":
             flat = self.coder.decode_single(deltas.reshape(-1, 4), self.references.repeat(batch, 1))
             return flat.reshape(batch, -1, 4)
-        return self.coder.decode(deltas, self.references.expand(batch, -1, -1))
+        # a distance below 0 would turn the box inside out, and GIoU rewards inverted boxes
+        # (negative union): it counts as 0, as FCOS' ReLU makes it (reading.decode too)
+        return self.coder.decode(deltas.clamp_min(0), self.references.expand(batch, -1, -1))
 
     def __call__(self, out: torch.Tensor, targets: dict) -> dict[str, torch.Tensor]:
         """out: (B, P, 4 + C + E) float; targets: Targets' arrays as tensors (see `tensors`)."""

@@ -121,6 +121,7 @@ def run_epoch(
     """One pass over `data`; returns {loss names..., metric names...} over the whole set.
     Under several processes each one reads its own shard (feed)."""
     meter = backend.meter(plan) if hasattr(backend, "meter") else Meter(plan)
+    meter.train = train  # dense detection heads score AP on evaluation passes only
     sums: dict[str, float] = {}
     count = 0
     stream = feed(backend, data, opts, epoch, train, comm, ops)

@@ -88,8 +88,12 @@ def index_data(
             cache=cache,
             **data_options(plan, options),
         )
-    classes = len(samples.classes) if plan.task in ("classify", "segment") else None
-    return make_plan(model, classes), samples
+    dense = plan.dense
+    classes = len(samples.classes) if plan.task in ("classify", "segment") or dense else None
+    plan = make_plan(model, classes)
+    if dense:  # per-class AP under the data's names
+        plan.class_names = list(samples.classes)
+    return plan, samples
 
 
 def train(
@@ -115,6 +119,8 @@ def train(
     "none" (decode every epoch) or "ram" (decode once, keep uint8)."""
     comm = comm or Comm()
     plan, dataset = index_data(model, source, 0, data_options_, cache)
+    for note in getattr(dataset, "notes", ()):  # what the object readers left out
+        log(note)
     spec = plan.compile
     seed = spec.seed if seed is None else seed
     tr, va = dataset.split(spec.validation_split, seed)
@@ -149,6 +155,8 @@ def train(
         "world": comm.world,
         "normalize": norm,
     }
+    if plan.dense:  # predict names the classes it finds
+        info["classes"] = list(plan.class_names)
     trainer = Trainer(be, plan, opts, comm, info)
     if resume and trainer.resume():
         log(f"resuming after epoch {trainer.start} of {opts.epochs}")
@@ -176,6 +184,7 @@ def train(
         "task": plan.task,
         "backend": backend,
         "data": name,
+        **({"classes": info["classes"]} if plan.dense else {}),
         "best_epoch": trainer.best_epoch + 1,
         "epochs_run": len(trainer.history),
         "monitor": trainer.monitor,
@@ -305,10 +314,16 @@ def predict(
     out_dir: str | None = None,
     device=None,
     overwrite: bool = False,
+    settings=None,
 ) -> list:
-    """Per image: top-k labels (classify), a mask PNG path (segment), a box (detect).
-    Mask files are named before anything runs (see mask_paths)."""
+    """Per image: top-k labels (classify), a mask PNG path (segment), a box (detect), every
+    object (dense detection heads: _predict_objects). Mask files are named before anything
+    runs (see mask_paths)."""
     plan = make_plan(model)
+    if plan.dense:
+        return _predict_objects(
+            model, plan, weights, images, backend, classes, out_dir, device, overwrite, settings
+        )
     masks = mask_paths(images, out_dir, overwrite) if plan.head("mask") is not None else None
     be = make_backend(backend or backend_for_weights(weights), model, plan, 0, device=device)
     be.load([weights], optimizer=False)
@@ -351,6 +366,21 @@ def predict(
     return results
 
 
+def _predict_objects(
+    model, plan, weights, images, backend, classes, out_dir, device, overwrite, settings
+) -> list:
+    """Dense detection heads: JSON and a drawn copy per image (train/detections.py)."""
+    from ..detection.reading import Settings
+    from .detections import predict_objects
+
+    drawn = mask_paths(images, out_dir, overwrite, suffix="boxes")
+    be = make_backend(backend or backend_for_weights(weights), model, plan, 0, device=device)
+    be.load([weights], optimizer=False)
+    x = _normalize(read_images(images, model.input_shape), weights)
+    names = classes or _run_info(weights).get("classes")
+    return predict_objects(plan, be, x, images, drawn, names, settings or Settings())
+
+
 def _run_info(weights: str) -> dict:
     """result.json (or checkpoint.json) of the run the weights come from, or {}."""
     for name in ("result.json", "checkpoint.json"):
@@ -373,7 +403,9 @@ def _normalize(x: np.ndarray, weights: str) -> np.ndarray:
     ).astype(np.float32)
 
 
-def mask_paths(images: list[str], out_dir: str | None, overwrite: bool = False) -> list[Path]:
+def mask_paths(
+    images: list[str], out_dir: str | None, overwrite: bool = False, suffix: str = "mask"
+) -> list[Path]:
     """Where each image's mask goes: FOLDER/STEM.mask.png, FOLDER/STEM.2.mask.png, ... so
     that two inputs with one stem (a/x.png, b/x.jpg into one --out) never share a file.
     An existing file is not replaced unless `overwrite` (raises DataError naming it)."""
@@ -384,10 +416,10 @@ def mask_paths(images: list[str], out_dir: str | None, overwrite: bool = False) 
     for image in images:
         folder = Path(out_dir) if out_dir else Path(image).parent
         stem, k = Path(image).stem, 1
-        path = folder / f"{stem}.mask.png"
+        path = folder / f"{stem}.{suffix}.png"
         while path.resolve() in taken:
             k += 1
-            path = folder / f"{stem}.{k}.mask.png"
+            path = folder / f"{stem}.{k}.{suffix}.png"
         taken.add(path.resolve())
         if path.exists() and not overwrite:
             raise DataError(
