@@ -117,6 +117,7 @@ def run_epoch(
     comm: Comm,
     ops=None,
     bar_label: str = "",
+    report: dict | None = None,
 ) -> dict[str, float]:
     """One pass over `data`; returns {loss names..., metric names...} over the whole set.
     Under several processes each one reads its own shard (feed)."""
@@ -152,6 +153,8 @@ def run_epoch(
     meter.sums = {k[3:]: v for k, v in totals.items() if k.startswith("_m_")}
     result = {k: totals[k] / count for k in sums}
     result.update(meter.result())
+    if report is not None and getattr(meter, "report", None):  # COCO AP in full
+        report.update(meter.report)
     return result
 
 
@@ -417,6 +420,9 @@ def evaluate(
     comm: Comm | None = None,
     ops=None,
     workers: int | None = None,
+    report: dict | None = None,
 ) -> dict[str, float]:
+    """Loss and metrics of one pass over `data`; `report`, when given, receives the full
+    COCO evaluation of dense detection heads (per-class AP, counts)."""
     opts = Options(epochs=1, batch_size=batch_size, progress=False, workers=workers)
-    return run_epoch(backend, plan, data, opts, 0, False, comm or Comm(), ops)
+    return run_epoch(backend, plan, data, opts, 0, False, comm or Comm(), ops, report=report)

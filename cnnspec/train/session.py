@@ -172,9 +172,12 @@ def train(
         raise
     held_out = va if len(va) else tr
     ops = eval_ops(fitted_ops(opts.augment, tr))
+    report: dict = {}  # dense detection heads: per-class AP of the latest measure
     measure = lambda: {
         k: float(v)
-        for k, v in _evaluate(be, plan, held_out, opts.batch_size, comm, ops, workers).items()
+        for k, v in _evaluate(
+            be, plan, held_out, opts.batch_size, comm, ops, workers, report
+        ).items()
     }
     last = measure()  # the weights of the last epoch run
     kept = _kept_metrics(trainer, be, comm, measure, last)
@@ -203,6 +206,8 @@ def train(
         "last_epoch": len(trainer.history),
         "last_epoch_metrics": last,
     }
+    if report:  # of the kept checkpoint (measured last)
+        result["per_class"] = report["per_class"]
     # where it ran: the torch device, or how many devices Keras mirrored over
     if getattr(be, "device", None) is not None:
         result["device"] = str(be.device)
@@ -273,8 +278,14 @@ def evaluate(
         backend or backend_for_weights(weights), model, plan, spec.seed, device=device
     )
     be.load([weights], optimizer=False)
-    metrics = _evaluate(be, plan, dataset, batch_size or spec.batch_size, ops=ops, workers=workers)
-    return {"task": plan.task, "n": len(dataset), "metrics": metrics}
+    report: dict = {}
+    metrics = _evaluate(
+        be, plan, dataset, batch_size or spec.batch_size, ops=ops, workers=workers, report=report
+    )
+    result = {"task": plan.task, "n": len(dataset), "metrics": metrics}
+    if report:  # dense detection heads: COCO AP per class, and what was counted
+        result["per_class"], result["counts"] = report["per_class"], report["counts"]
+    return result
 
 
 def read_images(paths: list[str], shape: tuple[int, ...]) -> np.ndarray:
