@@ -29,13 +29,15 @@ from cnnspec.detection.priors import HeadInfo, anchor_boxes, points, strides
 from cnnspec.train.dense import class_loss_of
 
 
-class DenseLoss:
-    """The losses of one head, its priors kept on `device` as the coders want them."""
+class Decoder(torch.nn.Module):
+    """(B, P, 4) xyxy boxes from a head's (B, P, 4) box columns with torchvision's own
+    coders, the formulas of detection.reading.decode; a module, so that ONNX export
+    (dense_onnx) carries the priors as constants."""
 
-    def __init__(self, head: HeadInfo, device="cpu", classification: str | None = None):
-        self.head = head
-        self.classification = class_loss_of(head, classification)
-        if head.coder == "offsets":
+    def __init__(self, head: HeadInfo, device="cpu"):
+        super().__init__()
+        self.offsets = head.coder == "offsets"
+        if self.offsets:
             references = anchor_boxes(head.geometry)
             self.coder = BoxCoder(weights=head.coder_weights)
         else:
@@ -45,17 +47,27 @@ class DenseLoss:
             centre = points(head.geometry)
             references = np.concatenate([centre - half, centre + half], axis=1)
             self.coder = BoxLinearCoder(normalize_by_size=True)
-        self.references = torch.as_tensor(references, dtype=torch.float32, device=device)
+        self.register_buffer(
+            "references", torch.as_tensor(references, dtype=torch.float32, device=device)
+        )
 
-    def decode(self, deltas: torch.Tensor) -> torch.Tensor:
-        """(B, P, 4) xyxy boxes from the head's (B, P, 4) box columns."""
+    def forward(self, deltas: torch.Tensor) -> torch.Tensor:
         batch = deltas.shape[0]
-        if self.head.coder == "offsets":
+        if self.offsets:
             flat = self.coder.decode_single(deltas.reshape(-1, 4), self.references.repeat(batch, 1))
             return flat.reshape(batch, -1, 4)
         # a distance below 0 would turn the box inside out, and GIoU rewards inverted boxes
         # (negative union): it counts as 0, as FCOS' ReLU makes it (reading.decode too)
         return self.coder.decode(deltas.clamp_min(0), self.references.expand(batch, -1, -1))
+
+
+class DenseLoss:
+    """The losses of one head, its priors kept on `device` as the coders want them."""
+
+    def __init__(self, head: HeadInfo, device="cpu", classification: str | None = None):
+        self.head = head
+        self.classification = class_loss_of(head, classification)
+        self.decode = Decoder(head, device)
 
     def __call__(self, out: torch.Tensor, targets: dict) -> dict[str, torch.Tensor]:
         """out: (B, P, 4 + C + E) float; targets: Targets' arrays as tensors (see `tensors`)."""
