@@ -235,3 +235,47 @@ def test_losses_equal_torchvisions_retinanet_head_with_giou():
         )
         torch.testing.assert_close(ours["loss_cls"], expected["classification"])
         torch.testing.assert_close(ours["loss_box"], expected["bbox_regression"])
+
+
+def test_detections_equal_torchvisions_fcos_postprocessing():
+    torch = pytest.importorskip("torch")
+    from torchvision.models.detection._utils import BoxLinearCoder
+    from torchvision.models.detection.fcos import FCOS
+
+    from cnnspec.detection.priors import points, strides
+    from cnnspec.detection.reading import Settings, detect
+
+    head = free_head(classes=5, strides=(8, 16, 32), size=(128, 128))
+    geometry = head.geometry
+    raw = np.random.default_rng(4).normal(-3.0, 1.5, (3, geometry.count, head.columns))
+    raw = raw.astype(np.float32)
+    raw[..., :4] = np.abs(raw[..., :4]) * 3
+    settings = Settings(score_threshold=0.2, iou_threshold=0.6, max_detections=30)
+    ours = detect(head, raw, framework="torch", settings=settings, image_size=(128, 128))
+
+    half = strides(geometry)[:, None] / 2
+    anchors = torch.from_numpy(
+        np.concatenate([points(geometry) - half, points(geometry) + half], 1).astype(np.float32)
+    )
+    counts = [h * w for h, w in geometry.shapes]
+    fake = types.SimpleNamespace(
+        box_coder=BoxLinearCoder(normalize_by_size=True),
+        score_thresh=0.2,
+        nms_thresh=0.6,
+        detections_per_img=30,
+        topk_candidates=10_000,
+    )
+    t = torch.from_numpy(raw)
+    outputs = {
+        "cls_logits": list(t[..., 4:9].split(counts, 1)),
+        "bbox_regression": list(t[..., :4].split(counts, 1)),
+        "bbox_ctrness": list(t[..., 9:].split(counts, 1)),
+    }
+    theirs = FCOS.postprocess_detections(
+        fake, outputs, [list(anchors.split(counts))] * 3, [(128, 128)] * 3
+    )
+    assert sum(len(d.scores) for d in ours) > 20
+    for mine, expected in zip(ours, theirs):
+        np.testing.assert_allclose(mine.scores, expected["scores"].numpy(), atol=1e-5)
+        np.testing.assert_array_equal(mine.classes, expected["labels"].numpy())
+        np.testing.assert_allclose(mine.boxes, expected["boxes"].numpy(), atol=1e-3)

@@ -14,6 +14,7 @@ backends; only the suppression calls the framework's kernel (postprocess.select)
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import lru_cache
 
 import numpy as np
 
@@ -61,30 +62,47 @@ def decode(head: HeadInfo, raw) -> tuple[np.ndarray, np.ndarray]:
     """(boxes (B, P, 4) xyxy input pixels, scores (B, P, C') in [0, 1]) of a raw output;
     C' is C, or C - 1 for a softmax head (its background column dropped)."""
     out = check_output(head, raw)
-    batch, count = out.shape[:2]
-    deltas = out[..., :4].reshape(-1, 4)
+    keep = np.ones(out.shape[:2], bool)
+    return _boxes(head, out, keep), scores_of(head, out)
+
+
+def _boxes(head: HeadInfo, out: np.ndarray, keep: np.ndarray, rows=None) -> np.ndarray:
+    """(B, N, 4) boxes of the (B, N) priors `rows` (all P when None) whose raw outputs
+    `out` holds, decoded where `keep` says (zeros elsewhere)."""
+    boxes = np.zeros((*out.shape[:2], 4), np.float32)
+    image, column = np.nonzero(keep)
+    prior = column if rows is None else rows[image, column]
+    if not len(prior):
+        return boxes
+    deltas = out[keep, :4]
     if head.coder == "offsets":
-        anchors = np.tile(anchor_boxes(head.geometry), (batch, 1))
-        boxes = decode_offsets(anchors, deltas, head.coder_weights)
+        found = decode_offsets(_priors(head.geometry)[0][prior], deltas, head.coder_weights)
     else:
-        boxes = decode_distances(
-            np.tile(points(head.geometry), (batch, 1)),
-            np.maximum(deltas, 0),  # below 0 counts as 0, as in training (dense_torch)
-            np.tile(strides(head.geometry), batch),
-        )
-    return boxes.reshape(batch, count, 4).astype(np.float32), scores_of(head, out)
+        centres, scale = _priors(head.geometry)
+        # below 0 counts as 0, as in training (dense_torch)
+        found = decode_distances(centres[prior], np.maximum(deltas, 0), scale[prior])
+    boxes[keep] = found
+    return boxes
+
+
+@lru_cache(maxsize=16)
+def _priors(geometry) -> tuple[np.ndarray, np.ndarray | None]:
+    """(anchor boxes, None) or (points, strides) of a geometry, made once per geometry."""
+    if geometry.anchors is not None:
+        return anchor_boxes(geometry), None
+    return points(geometry), strides(geometry)
 
 
 def scores_of(head: HeadInfo, out: np.ndarray) -> np.ndarray:
-    logits = out[..., 4 : 4 + head.classes].astype(np.float64)
+    logits = out[..., 4 : 4 + head.classes]
     if head.activation == "softmax":
         shifted = np.exp(logits - logits.max(-1, keepdims=True))
         return (shifted / shifted.sum(-1, keepdims=True))[..., 1:].astype(np.float32)
     scores = _sigmoid(logits)
     if head.extra == "objectness":
-        scores = scores * _sigmoid(out[..., -1:].astype(np.float64))
+        scores = scores * _sigmoid(out[..., -1:])
     elif head.extra == "centerness":
-        scores = np.sqrt(scores * _sigmoid(out[..., -1:].astype(np.float64)))
+        scores = np.sqrt(scores * _sigmoid(out[..., -1:]))
     return scores.astype(np.float32)
 
 
@@ -98,7 +116,17 @@ def detect(
 ) -> list[Detections]:
     """The detections kept per image: decode, clip to the (height, width) image when it is
     given, and class-aware NMS with the framework's kernel (postprocess.select)."""
-    boxes, scores = decode(head, raw)
+    out = check_output(head, raw)
+    scores = scores_of(head, out)
+    # Only priors where some class clears the threshold can be kept: gather those (per image,
+    # padded with zero scores to the most any image has) before decoding and suppression,
+    # as torchvision's post-processing filters before it decodes.
+    keep = scores.max(-1, initial=0.0) > settings.score_threshold
+    rows = np.argsort(~keep, axis=1, kind="stable")[:, : max(1, int(keep.sum(1).max()))]
+    kept = np.take_along_axis(keep, rows, axis=1)
+    out = np.take_along_axis(out, rows[..., None], axis=1)
+    scores = np.take_along_axis(scores, rows[..., None], axis=1) * kept[..., None]
+    boxes = _boxes(head, out, kept, rows)
     if image_size is not None:
         height, width = image_size
         boxes = clip(boxes.reshape(-1, 4), width, height).reshape(boxes.shape).astype(np.float32)
@@ -113,7 +141,5 @@ def detect(
 
 
 def _sigmoid(x: np.ndarray) -> np.ndarray:
-    # the two-sided form never overflows exp()
-    return np.where(
-        x >= 0, 1 / (1 + np.exp(-np.abs(x))), np.exp(-np.abs(x)) / (1 + np.exp(-np.abs(x)))
-    )
+    # 1 / (1 + exp(-x)) written with tanh, which never overflows
+    return 0.5 * (1.0 + np.tanh(0.5 * x))
