@@ -146,3 +146,79 @@ def test_keras_trains_the_same_head(spec, tmp_path):
     assert json.loads(shown.stdout)["metrics"]["map"] == pytest.approx(
         result["metrics"]["map"], abs=1e-6
     )
+
+
+# --- the plan of a dense head: located errors, in process ------------------------------------
+@pytest.fixture
+def stubbed(monkeypatch):
+    import cnnspec.detection
+
+    sys.path.insert(0, str(ROOT / "tests"))
+    import dense_head_stub
+
+    monkeypatch.setitem(sys.modules, "cnnspec.detection.heads", dense_head_stub)
+    monkeypatch.setattr(cnnspec.detection, "heads", dense_head_stub, raising=False)
+
+
+def _plan_errors(text, folder):
+    from cnnspec.compiler import compile_file
+    from cnnspec.errors import SpecErrors
+    from cnnspec.train.plan import make_plan
+
+    path = folder / "det.cnn"  # on disk, so errors point at the setting's own line
+    path.write_text(text)
+    try:
+        make_plan(compile_file(path))
+    except SpecErrors as errs:
+        return [(e.code, e.span.line, e.message) for e in errs.errors]
+    return []
+
+
+@pytest.mark.parametrize(
+    "setting, code, says",
+    [
+        ("loss smooth_l1", "E512", "does not train a dense detection head"),
+        ("metrics accuracy", "E513", "metric accuracy does not fit"),
+    ],
+)
+def test_a_dense_head_refuses_what_it_cannot_train(stubbed, setting, code, says, tmp_path):
+    text = SPEC.replace("  epochs 3;", f"  {setting}\n  epochs 3;")
+    (found,) = _plan_errors(text, tmp_path)
+    assert found[0] == code and found[1] == 11 and says in found[2]
+
+
+def test_a_dense_plan_trains_on_every_object(stubbed):
+    from cnnspec.compiler import compile_text
+    from cnnspec.train.plan import make_plan
+
+    plan = make_plan(compile_text(SPEC, "det.cnn"))
+    assert plan.task == "detect" and plan.data_task == "objects" and plan.dense
+    assert plan.metrics == ["map", "map_50"] and plan.heads[0].losses == ["bce"]
+    assert plan.heads[0].info.geometry.strides == (4,)
+
+
+def test_the_head_must_predict_the_datas_classes(stubbed):
+    from cnnspec.compiler import compile_text
+    from cnnspec.errors import SpecErrors
+    from cnnspec.train.session import index_data
+
+    model = compile_text(SPEC.replace("conv 8 1x1", "conv 9 1x1"), "det.cnn")
+    with pytest.raises(SpecErrors) as caught:
+        index_data(model, "shapes_multi", options={"n": 4})
+    assert caught.value.errors[0].code == "E515"
+    assert "predicts 4 classes but the data has 3" in caught.value.errors[0].message
+
+
+def test_map_needs_a_dense_head(tmp_path):
+    text = """model box
+input 16x16x3
+conv 4 3x3 same relu
+flatten
+features = dense 8 relu
+present = dense 1 sigmoid from=features
+box = dense 4 sigmoid from=features
+output present, box
+compile { loss binary_crossentropy smooth_l1; metrics map }
+"""
+    (found,) = _plan_errors(text, tmp_path)
+    assert found[0] == "E513" and found[1] == 9 and "metric map does not fit" in found[2]

@@ -222,7 +222,7 @@ class _Checker:
         if any(h.role == "dense" for h in heads) and not self.spec.metrics:
             metrics = ["map", "map_50"]
         self.check_losses(task, losses, heads)
-        self.check_metrics(task, metrics)
+        self.check_metrics(task, metrics, any(h.role == "dense" for h in heads))
         self.check_heads(task, heads, num_classes)
         self.check_monitor(metrics)
         weights = list(self.spec.loss_weights) or [1.0] * len(heads)
@@ -428,8 +428,9 @@ class _Checker:
                     hint="use binary_crossentropy with a sigmoid unit, or one unit per class",
                 )
 
-    def check_metrics(self, task: str, metrics: list[str]) -> None:
-        fits = TASK_METRICS[task]
+    def check_metrics(self, task: str, metrics: list[str], dense: bool = False) -> None:
+        # COCO AP scores the detections of dense heads, and only those have them
+        fits = set(DENSE_METRICS) if dense else TASK_METRICS[task] - set(DENSE_METRICS)
         for m in metrics:
             if m not in fits:
                 self.error(
