@@ -41,6 +41,7 @@ QUICK = {
     "train_loop.py": ["--epochs", "2"],
     "data_pipeline.py": ["--sizes", "200,400", "--batches", "5", "--rounds", "1", "--no-keras"],
     "import_coverage.py": ["--only", "resnet18", "keras:MobileNet"],
+    "detection_epoch.py": ["--images", "64", "--epochs", "2", "--rounds", "3"],
 }
 # Scripts without --json: the ratio they print, and the target it is held to.
 PRINTED = {

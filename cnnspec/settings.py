@@ -47,7 +47,19 @@ LOSS_ALIASES = {
     "l2": "mse",
     "l1": "mae",
 }
-METRICS = {"accuracy", "top5", "top_k", "mean_iou", "iou", "dice", "mae", "mse"}
+METRICS = {
+    "accuracy",
+    "top5",
+    "top_k",
+    "mean_iou",
+    "iou",
+    "dice",
+    "mae",
+    "mse",
+    "map",
+    "map_50",
+    "map_75",
+}
 METRIC_ALIASES = {"acc": "accuracy", "top5_accuracy": "top5", "miou": "mean_iou"}
 
 

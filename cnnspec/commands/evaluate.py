@@ -61,5 +61,15 @@ def run(args) -> int:
     else:
         shown = "  ".join(f"{k} {v:.4f}" for k, v in result["metrics"].items())
         print(f"{result['task']} on {result['n']} images: {shown}")
+        print_per_class(result)
     sys.stdout.flush()
     return EXIT_OK
+
+
+def print_per_class(result: dict) -> None:
+    """Dense detection heads: COCO AP@[.5:.95] and AP@.5 of each class (pycocotools)."""
+    for name, ap in (result.get("per_class") or {}).items():
+        shown = "  ".join(
+            f"{key} {'-' if ap[key] is None else f'{ap[key]:.4f}'}" for key in ("ap", "ap_50")
+        )
+        print(f"  {name:>12}  {shown}")

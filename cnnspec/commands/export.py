@@ -29,6 +29,21 @@ def configure(p):
     p.add_argument("--logits", action="store_true", help="leave out the final softmax")
     p.add_argument("--opset", type=int, default=17, help="ONNX opset (default 17)")
     p.add_argument(
+        "--decode",
+        action="store_true",
+        help="dense detection heads: export boxes (xyxy pixels) and per-class scores "
+        "instead of the raw head output",
+    )
+    p.add_argument(
+        "--nms",
+        action="store_true",
+        help="with --decode: class-aware NMS too (one image per call; the thresholds of "
+        "--score-threshold, --iou-threshold, --max-detections)",
+    )
+    from .predict import add_detection_settings
+
+    add_detection_settings(p)
+    p.add_argument(
         "--max-memory",
         type=_size,
         metavar="SIZE",
@@ -95,6 +110,30 @@ def run(args) -> int:
         except tb.WeightsError as exc:
             print(f"error: {exc}", file=sys.stderr)
             return EXIT_SPEC
+    if args.decode or args.nms:
+        return _export_decoded(net, model, args)
     tb.export_onnx(net, model, args.onnx, opset=args.opset)
     print(f"wrote {args.onnx}", file=sys.stderr)
+    return EXIT_OK
+
+
+def _export_decoded(net, model, args) -> int:
+    """--decode [--nms]: the dense detection head's decoding in the graph (train/dense_onnx)."""
+    from ..train.plan import dense_heads
+    from .predict import detection_settings
+
+    heads = dense_heads(model)
+    if not heads or not args.decode:
+        why = "--nms needs --decode" if heads else "the network has no dense detection head"
+        print(f"cnnspec export: {why}", file=sys.stderr)
+        return EXIT_USAGE
+    try:
+        settings = detection_settings(args) if args.nms else None
+    except ValueError as exc:
+        print(f"cnnspec export: error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    from ..train.dense_onnx import export_decoded
+
+    export_decoded(net, model, heads[0], args.onnx, settings, opset=args.opset)
+    print(f"wrote {args.onnx} (decoded{', with NMS' if settings else ''})", file=sys.stderr)
     return EXIT_OK

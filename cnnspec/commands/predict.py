@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sys
 
 from ._common import EXIT_OK, EXIT_SPEC, EXIT_USAGE, load
 from .train import add_device
@@ -12,7 +13,9 @@ DESCRIPTION = (
     "Classifiers print the top-k labels with probabilities; segmenters write a "
     "mask PNG per image (IMAGE.mask.png, or in --out; IMAGE.2.mask.png where two "
     "inputs share a name; an existing mask is kept unless --overwrite); "
-    "detectors print the object probability and box (normalised and in pixels)."
+    "detectors print the object probability and box (normalised and in pixels); "
+    "dense detection heads print every object kept (class, score, box in the image's "
+    "pixels) and write IMAGE.boxes.png with the boxes drawn (in --out if given)."
 )
 
 
@@ -33,6 +36,21 @@ def configure(p):
         help="segmenters: replace mask files that exist (default: refuse)",
     )
     p.add_argument("--format", choices=("text", "json"), default="text")
+    add_detection_settings(p)
+
+
+def add_detection_settings(p) -> None:
+    """Dense detection heads: what inference keeps (detection.reading.Settings)."""
+    p.add_argument("--score-threshold", type=float, default=0.25, metavar="S")
+    p.add_argument("--iou-threshold", type=float, default=0.5, metavar="T")
+    p.add_argument("--max-detections", type=int, default=100, metavar="N")
+
+
+def detection_settings(args):
+    """Settings from the arguments, or a ValueError naming the bad one."""
+    from ..detection.reading import Settings
+
+    return Settings(args.score_threshold, args.iou_threshold, args.max_detections)
 
 
 def run(args) -> int:
@@ -44,6 +62,11 @@ def run(args) -> int:
     if not check_device(args, "predict"):
         return EXIT_USAGE
     classes = [c.strip() for c in args.classes.split(",")] if args.classes else None
+    try:
+        settings = detection_settings(args)
+    except ValueError as exc:
+        print(f"cnnspec predict: error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
 
     def work():
         from ..train.session import predict
@@ -58,6 +81,7 @@ def run(args) -> int:
             args.out,
             args.device,
             args.overwrite,
+            settings,
         )
 
     code, results = guarded(work, args.file, "predict")
@@ -74,6 +98,11 @@ def run(args) -> int:
             print(f"  mask {item['mask']}  classes {item['classes_present']}")
         if "present" in item:
             print(f"  present {item['present']:.4f}")
+        for obj in item.get("detections", []):
+            box = " ".join(f"{v:.1f}" for v in obj["box"])
+            print(f"  {obj['class']:>12}  {obj['score']:.4f}  {box}")
+        if "drawn" in item:
+            print(f"  drawn {item['drawn']}")
         if "box" in item:
             print("  box " + " ".join(f"{v:.1f}" for v in item["box_pixels"]) + " (pixels)")
     return EXIT_OK

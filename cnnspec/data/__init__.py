@@ -22,7 +22,7 @@ PATH_SOURCES = (
     "a PASCAL VOC folder of .xml annotations",
     "an .npz file with arrays x and y",
 )
-TASKS = ("classify", "detect", "segment")
+TASKS = ("classify", "detect", "segment", "objects")  # objects: every box (object_samples)
 
 
 class DataError(Exception):

@@ -193,6 +193,8 @@ def _flip(op: Op, batch: dict, rng) -> None:
         boxes = batch["boxes"]
         rows = chosen[boxes[chosen, hi] > boxes[chosen, lo]]  # leave empty (all-zero) boxes alone
         boxes[rows, lo], boxes[rows, hi] = 1.0 - boxes[rows, hi], 1.0 - boxes[rows, lo]
+    if batch.get("object_boxes") is not None:
+        _flip_objects(batch, chosen, *((0, 2) if op.name == "flip" else (1, 3)))
 
 
 def _crop(op: Op, batch: dict, rng) -> None:
@@ -205,6 +207,9 @@ def _crop(op: Op, batch: dict, rng) -> None:
         batch["masks"] = _shifted(batch["masks"], offsets, pad)
     if batch.get("boxes") is not None:
         _shift_boxes(batch, offsets, pad, height, width)
+    if batch.get("object_boxes") is not None:
+        shift = np.stack([(pad - offsets[:, 1]) / width, (pad - offsets[:, 0]) / height], 1)
+        _keep_visible(batch, batch["object_boxes"] + np.tile(shift, 2)[:, None, :])
 
 
 def _shifted(a: np.ndarray, offsets: np.ndarray, pad: int) -> np.ndarray:
@@ -271,10 +276,13 @@ def _torchvision(op: Op, batch: dict, rng) -> None:
                 format="XYXY",
                 canvas_size=(height, width),
             )
+        objects = _object_item(batch, i, item, tv_tensors, torch, (height, width))
         seed = int(rng.integers(2**62))
         with _TORCH_RNG, torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)
             out = transform(item)
+        if objects is not None:
+            _moved_objects(batch, i, objects, out["objects"], v2, (height, width))
         batch["x"][i] = out["image"].permute(1, 2, 0).clamp(0, 1).numpy()
         if "mask" in out:
             batch["masks"][i] = out["mask"].numpy()
@@ -349,3 +357,49 @@ _APPLY = {
     "normalize": _normalize,
     **{name: _torchvision for name in TORCHVISION_OPS},
 }
+
+
+# --- every object of an image (dense detection heads: object_boxes, normalised xyxy) -----------
+# An object moved wholly out of the picture becomes padding (class -1) and is counted in
+# object_dropped, which training reports per epoch: nothing leaves silently.
+def _flip_objects(batch: dict, chosen: np.ndarray, lo: int, hi: int) -> None:
+    boxes = batch["object_boxes"]
+    real = batch["object_classes"][chosen] >= 0
+    flipped = boxes[chosen].copy()
+    flipped[..., lo], flipped[..., hi] = 1.0 - boxes[chosen][..., hi], 1.0 - boxes[chosen][..., lo]
+    boxes[chosen] = np.where(real[..., None], flipped, boxes[chosen])
+
+
+def _keep_visible(batch: dict, moved: np.ndarray, rows=slice(None)) -> None:
+    """Clip moved boxes to the picture; those left without area are dropped and counted."""
+    moved = np.clip(moved, 0.0, 1.0).astype(np.float32)
+    classes = batch["object_classes"][rows]
+    real = classes >= 0
+    seen = (moved[..., 2] > moved[..., 0]) & (moved[..., 3] > moved[..., 1])
+    batch["object_boxes"][rows] = np.where((real & seen)[..., None], moved, 0.0)
+    batch["object_classes"][rows] = np.where(seen, classes, -1)
+    batch["object_dropped"][rows] += (real & ~seen).sum(-1)
+
+
+def _object_item(batch, i, item, tv_tensors, torch, size):
+    """Image i's objects as one tv_tensors.BoundingBoxes in pixels (item["objects"])."""
+    if batch.get("object_boxes") is None:
+        return None
+    real = np.flatnonzero(batch["object_classes"][i] >= 0)
+    height, width = size
+    scale = np.array([width, height, width, height], np.float32)
+    item["objects"] = tv_tensors.BoundingBoxes(
+        torch.from_numpy(np.ascontiguousarray(batch["object_boxes"][i, real] * scale)),
+        format="XYXY",
+        canvas_size=size,
+    )
+    return real
+
+
+def _moved_objects(batch, i, real, moved, v2, size) -> None:
+    height, width = size
+    scale = np.array([width, height, width, height], np.float32)
+    boxes = v2.functional.clamp_bounding_boxes(moved).numpy() / scale
+    whole = batch["object_boxes"][i].copy()
+    whole[real] = boxes
+    _keep_visible(batch, whole[None], slice(i, i + 1))

@@ -63,6 +63,30 @@ class ArrayImages:
         return self.masks[row]
 
 
+@dataclass(frozen=True, eq=False)
+class ObjectArrays:
+    """Every object of each image, padded to the most an image holds (K): boxes (N, K, 4)
+    float32 xyxy in [0, 1], classes (N, K) int64 (-1: padding), crowd (N, K) bool (ignore
+    regions: not trained on, and neither hits nor misses for the evaluator)."""
+
+    boxes: np.ndarray
+    classes: np.ndarray
+    crowd: np.ndarray
+
+    def rows(self, index) -> dict[str, np.ndarray]:
+        """The batch keys of row(s) `index`."""
+        return {
+            "object_boxes": self.boxes[index],
+            "object_classes": self.classes[index],
+            "object_crowd": self.crowd[index],
+            # objects augmentation moved out of the picture (counted for the log)
+            "object_dropped": np.zeros(np.shape(self.classes[index])[:-1], np.int64),
+        }
+
+    def subset(self, index) -> ObjectArrays:
+        return ObjectArrays(self.boxes[index], self.classes[index], self.crowd[index])
+
+
 @dataclass
 class Samples:
     """An indexed dataset. `rows` select the reader's images; the target arrays are
@@ -78,6 +102,10 @@ class Samples:
     rows: np.ndarray | None = None
     binary: bool = False
     input_shape: tuple[int, int, int] = (0, 0, 0)
+    # every object of each image (task "objects"): detection.assign's padded arrays, boxes
+    # xyxy normalised to [0, 1] like `boxes`, class -1 on padding, crowd: ignore regions
+    objects: ObjectArrays | None = None
+    notes: tuple[str, ...] = ()  # what indexing left out, for the training log
     _stats: dict = field(default_factory=dict, init=False, repr=False)  # channel_stats memo
 
     def __post_init__(self) -> None:
@@ -93,6 +121,8 @@ class Samples:
             self.boxes = np.asarray(self.boxes, dtype=np.float32)
             check_boxes(self.boxes, self.present)
         self.classes = [str(c) for c in self.classes]
+        if self.objects is not None and len(self.objects.classes) != n:
+            raise DataError(f"{len(self.objects.classes)} object rows for {n} images")
         if self.task not in TASKS:
             raise DataError(f"unknown task {self.task!r}", hint=f"use one of {', '.join(TASKS)}")
         if self.y.size and not 0 <= self.y.min() <= self.y.max() < len(self.classes):
@@ -119,6 +149,8 @@ class Samples:
         out = {"x": x, "y": self.y[i], "present": self.present[i], "index": np.int64(i)}
         if self.boxes is not None:
             out["boxes"] = self.boxes[i]
+        if self.objects is not None:
+            out.update(self.objects.rows(i))
         if self.has_masks:
             masks = np.asarray(self.reader.mask(row), dtype=np.int64)
             out["masks"] = (masks > 0).astype(np.int64) if self.binary else masks
@@ -147,6 +179,8 @@ class Samples:
         }
         if self.boxes is not None:
             out["boxes"] = self.boxes[indices]
+        if self.objects is not None:
+            out.update(self.objects.rows(indices))
         if self.has_masks:
             masks = np.asarray(self.reader.masks[rows], dtype=np.int64)
             out["masks"] = (masks > 0).astype(np.int64) if self.binary else masks
@@ -167,6 +201,7 @@ class Samples:
             rows=self.rows[idx],
             boxes=None if self.boxes is None else self.boxes[idx],
             classes=list(self.classes),
+            objects=None if self.objects is None else self.objects.subset(idx),
         )
 
     def split(self, val_fraction: float = 0.1, seed: int = 0) -> tuple[Samples, Samples]:

@@ -59,6 +59,11 @@ def index(
         raise DataError(f"unknown cache {cache!r}", hint=f"use one of: {', '.join(CACHES)}")
     size, channels = _check_input_shape(input_shape)
     task = _check_task(task)
+    if task == "objects":  # dense detection heads: every object (object_samples)
+        from cnnspec.data.object_samples import index_objects
+
+        samples = index_objects(source, input_shape, seed, **options)
+        return samples.cache() if cache == "ram" else samples
     binary = _as_flag(options.pop("binary", False))
     name, location = _resolve(source, options.pop("format", None))
     reader = _READERS[name]

@@ -118,12 +118,14 @@ def run_epoch(
     comm: Comm,
     ops=None,
     bar_label: str = "",
+    report: dict | None = None,
 ) -> dict[str, float]:
     """One pass over `data`; returns {loss names..., metric names...} over the whole set.
     Under several processes each one reads its own shard (feed)."""
     from ..data.augmentation import is_mixed
 
     meter = backend.meter(plan) if hasattr(backend, "meter") else Meter(plan)
+    meter.train = train  # dense detection heads score AP on evaluation passes only
     sums: dict[str, float] = {}
     count = metered = 0
     stream = feed(backend, data, opts, epoch, train, comm, ops)
@@ -162,6 +164,8 @@ def run_epoch(
     result = {k: totals[k] / count for k in sums}
     if totals["_metered"] or not totals["_count"]:  # mixed batches only: no metrics
         result.update(meter.result())
+    if report is not None and getattr(meter, "report", None):  # COCO AP in full
+        report.update(meter.report)
     return result
 
 
@@ -427,6 +431,9 @@ def evaluate(
     comm: Comm | None = None,
     ops=None,
     workers: int | None = None,
+    report: dict | None = None,
 ) -> dict[str, float]:
+    """Loss and metrics of one pass over `data`; `report`, when given, receives the full
+    COCO evaluation of dense detection heads (per-class AP, counts)."""
     opts = Options(epochs=1, batch_size=batch_size, progress=False, workers=workers)
-    return run_epoch(backend, plan, data, opts, 0, False, comm or Comm(), ops)
+    return run_epoch(backend, plan, data, opts, 0, False, comm or Comm(), ops, report=report)

@@ -24,6 +24,7 @@ import os
 import numpy as np
 
 from ..ir import Model
+from .dense import targets_of, with_targets
 from .plan import CE_LOSSES, Head, TrainingPlan, logits_model, weighted_losses
 
 EPS = 1e-6
@@ -197,10 +198,16 @@ class KerasBackend:
         )
 
     def train_step(self, batch: dict):
-        return self._run(self._train, batch)
+        return self._run(self._train, with_targets(self.plan, batch))
 
     def eval_step(self, batch: dict):
-        return self._run(self._eval, batch)
+        return self._run(self._eval, with_targets(self.plan, batch))
+
+    def meter(self, plan: TrainingPlan):
+        """The shared numpy Meter; dense heads' NMS runs on TensorFlow's kernel."""
+        from .metrics import Meter
+
+        return Meter(plan, framework="keras")
 
     def predict(self, x: np.ndarray) -> list[np.ndarray]:
         tf = self.tf
@@ -488,7 +495,23 @@ def _image_loss(name, head, out, batch):
     return _mean((out - x) ** 2)
 
 
+def _dense_loss(name, head, out, batch):
+    """A dense detection head's losses (train/dense_keras.py), as torch_backend's."""
+    from keras import ops
+
+    from .dense_keras import DenseLoss
+
+    key = (head.info, name)
+    if key not in _DENSE:
+        _DENSE[key] = DenseLoss(head.info, name)
+    out = ops.reshape(out, (ops.shape(out)[0], -1, head.info.columns))
+    return _DENSE[key](out, targets_of(head, batch))
+
+
+_DENSE: dict = {}  # DenseLoss per head: its priors are made once
+
 LOSSES = {
+    "dense": _dense_loss,
     "class": _class_loss,
     "mask": _mask_loss,
     "present": _present_loss,

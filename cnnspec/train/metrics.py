@@ -9,6 +9,12 @@ epoch is scored exactly, whatever the batch size or the number of processes.
     mean_iou   segment: |P and T| / |P or T| per class, mean over the classes that occur;
                detect: mean box IoU over images that hold an object
     mae / mse  detect: box coordinates; generate: pixels
+    map, map_50, map_75
+               detect with dense heads: COCO box AP (pycocotools, detection.evaluate) of the
+               decoded, NMS-filtered detections of the whole pass, against every object;
+               kept in full (per-class AP, counts) as Meter.report. Scored on evaluation
+               passes only (a training pass would pay NMS for a moving target); every pass
+               reports objects_dropped, the objects augmentation moved out of the picture
 """
 
 from __future__ import annotations
@@ -31,10 +37,16 @@ def box_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
 class Meter:
     """Running sums for the plan's metrics over one epoch (or one evaluation)."""
 
-    def __init__(self, plan: TrainingPlan):
+    def __init__(self, plan: TrainingPlan, framework: str = "torch"):
         self.plan = plan
         self.names = [ALIASES.get(m, m) for m in plan.metrics]
         self.sums: dict[str, np.ndarray | float] = {}
+        self.framework = framework  # whose NMS kernel a dense head's detections use
+        self.train = False  # the driver sets it: no AP on training passes
+        self.settings = None  # detection.reading.Settings (None: its defaults)
+        self.truths: list = []
+        self.detections: list = []
+        self.report: dict | None = None
 
     def _add(self, key: str, value) -> None:
         # scalars stay Python numbers (cheap per batch); per-class counts are float64 arrays
@@ -91,8 +103,49 @@ class Meter:
         self._add("sq", np.square(diff).sum())
         self._add("nbox", diff.size)
 
+    def _dense(self, out, batch) -> None:
+        from cnnspec.data.object_samples import truths_of
+        from cnnspec.detection.reading import Settings, detect
+
+        self._add("dropped", float(np.sum(batch.get("object_dropped", 0))))
+        if self.train:
+            return
+        head = next(h for h in self.plan.heads if h.role == "dense").info
+        size = batch["x"].shape[1:3]
+        raw = out.reshape(len(out), -1, head.columns)
+        self.detections += detect(
+            head,
+            raw,
+            framework=self.framework,
+            settings=self.settings or Settings(),
+            image_size=size,
+        )
+        self.truths += truths_of(batch, size)
+
     def result(self) -> dict[str, float]:
-        return {name: float(getattr(self, f"_r_{name}")()) for name in self.names}
+        names = [n for n in self.names if not (self.train and n.startswith("map"))]
+        found = {name: float(getattr(self, f"_r_{name}")()) for name in names}
+        if self.plan.dense:
+            found["objects_dropped"] = float(self._get("dropped"))
+        return found
+
+    def _scored(self) -> dict:
+        if self.report is None:
+            from cnnspec.detection.evaluate import evaluate
+
+            head = next(h for h in self.plan.heads if h.role == "dense").info
+            names = getattr(self.plan, "class_names", None) or [str(k) for k in range(head.classes)]
+            self.report = evaluate(self.truths, self.detections, names)
+        return self.report
+
+    def _r_map(self):
+        return self._scored()["map"] or 0.0
+
+    def _r_map_50(self):
+        return self._scored()["map_50"] or 0.0
+
+    def _r_map_75(self):
+        return self._scored()["map_75"] or 0.0
 
     def _get(self, key):
         return self.sums.get(key, np.float64(0))

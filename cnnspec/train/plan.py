@@ -4,6 +4,8 @@ Task inference lives here and only here (training, evaluation and prediction all
 `make_plan`). It reads the output shapes, the final activations and the compile losses:
 
     outputs (H, W, K) with H x W = input         -> segment   (pixel-wise classes)
+    a dense detection head (detection.heads)    -> detect    (every object: role "dense",
+                                                   its HeadInfo; data task "objects")
     an output of 4 units + one of 1 unit        -> detect    (present + box)
     output = input with mse/mae/bce              -> generate (an autoencoder)
     loss vae / adversarial                       -> two specs: `cnnspec train ENCODER
@@ -24,11 +26,16 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from ..detection.priors import HeadInfo
 from ..errors import Span, SpecError, SpecErrors, did_you_mean
 from ..ir import CompileSpec, Model
 from ..logits import final_activation, strip_final_activations
+from .dense import class_loss_of
 
 TASKS = ("classify", "segment", "detect", "generate")
+# COCO box AP (detection.evaluate) of dense heads' decoded, NMS-filtered detections
+DENSE_METRICS = ("map", "map_50", "map_75")
+DENSE_LOSSES = {"binary_crossentropy": "bce"}  # else focal: dense.class_loss_of
 CE_LOSSES = {
     "categorical_crossentropy",
     "sparse_categorical_crossentropy",
@@ -63,7 +70,7 @@ TASK_LOSSES = {
 TASK_METRICS = {
     "classify": {"accuracy", "top5", "top_k"},
     "segment": {"accuracy", "dice", "mean_iou", "iou"},
-    "detect": {"accuracy", "mean_iou", "iou", "mae", "mse"},
+    "detect": {"accuracy", "mean_iou", "iou", "mae", "mse", *DENSE_METRICS},
     "generate": {"mae", "mse"},
 }
 DEFAULT_LOSS = {
@@ -99,6 +106,7 @@ class Head:
     activation: str | None  # the final activation the network had
     losses: list[str] = field(default_factory=list)
     logits: bool = False  # True: the activation is stripped and applied by the loss
+    info: HeadInfo | None = None  # a dense detection head's priors and layout
 
     @property
     def units(self) -> int:
@@ -112,10 +120,16 @@ class TrainingPlan:
     metrics: list[str]
     compile: CompileSpec
     loss_weights: list[float]
+    class_names: list[str] = field(default_factory=list)  # the data's, once it is known
 
     @property
     def data_task(self) -> str:
-        return DATA_TASK[self.task]
+        return "objects" if self.dense else DATA_TASK[self.task]
+
+    @property
+    def dense(self) -> bool:
+        """Whether the model's outputs are dense detection heads (every object)."""
+        return any(h.role == "dense" for h in self.heads)
 
     @property
     def monitor(self) -> str:
@@ -146,7 +160,12 @@ def weighted_losses(plan: TrainingPlan, outs, batch, table: dict) -> dict:
     for head, out, weight in zip(plan.heads, outs, plan.loss_weights):
         for name in head.losses:
             value = table[head.role](name, head, out, batch)
-            parts[name if name not in parts else f"{head.output}_{name}"] = value
+            if isinstance(value, dict):  # a dense head: its terms (box, cls, extra) reported
+                prefix = "" if len(plan.heads) == 1 else f"{head.output}_"
+                parts.update({f"{prefix}{k[5:]}": v for k, v in value.items() if k != "loss"})
+                value = value["loss"]
+            else:
+                parts[name if name not in parts else f"{head.output}_{name}"] = value
             # x * 1.0 and 0.0 + x are x: no extra graph nodes for the common single loss
             term = value if weight == 1 else weight * value
             total = term if total is None else total + term
@@ -200,8 +219,10 @@ class _Checker:
         losses = list(self.spec.loss) or list(DEFAULT_LOSS.get(task, []))
         heads = self.heads(task, losses)
         metrics = list(self.spec.metrics) or list(DEFAULT_METRICS.get(task, []))
+        if any(h.role == "dense" for h in heads) and not self.spec.metrics:
+            metrics = ["map", "map_50"]
         self.check_losses(task, losses, heads)
-        self.check_metrics(task, metrics)
+        self.check_metrics(task, metrics, any(h.role == "dense" for h in heads))
         self.check_heads(task, heads, num_classes)
         self.check_monitor(metrics)
         self.check_mixing(task)
@@ -218,6 +239,8 @@ class _Checker:
 
     def infer_task(self) -> str:
         model, losses = self.model, set(self.spec.loss)
+        if dense_heads(model):
+            return "detect"
         shapes = model.output_shapes
         in_shape = model.input_shape
         if losses & {"vae", "adversarial"}:
@@ -262,6 +285,9 @@ class _Checker:
         outs = [
             (o, model.node(o).shape, final_activation(model.node(o).layer)) for o in model.outputs
         ]
+        dense = dense_heads(model)
+        if dense:
+            return self.dense_heads(dense, outs, list(self.spec.loss))  # not the defaults
         if task == "detect":
             heads = []
             for name, shape, act in outs:
@@ -312,7 +338,42 @@ class _Checker:
             )
         return heads
 
+    def dense_heads(self, infos, outs, losses: list[str]) -> list[Head]:
+        """One Head per dense head; their losses (GIoU, focal or BCE, centre-ness or
+        objectness) come with the head (train/dense.py); `loss binary_crossentropy` asks
+        for BCE classification instead of focal."""
+        by_output = {info.output: info for info in infos}
+        heads = []
+        for name, shape, act in outs:
+            if name not in by_output:
+                self.error(
+                    "E514",
+                    f"output {name} is not a detection head, and a detector's outputs must all be",
+                    "loss",
+                )
+                continue
+            info = by_output[name]
+            chosen = next((DENSE_LOSSES[x] for x in losses if x in DENSE_LOSSES), None)
+            try:  # the loss name is the classification loss: focal or bce
+                kind = class_loss_of(info, chosen)
+            except ValueError as exc:
+                self.error("E512", str(exc), "loss")
+                continue
+            heads.append(Head(name, "dense", shape, act, [kind], info=info))
+        for loss in losses:
+            if loss not in DENSE_LOSSES:
+                self.error(
+                    "E512",
+                    f"loss {loss} does not train a dense detection head: it trains with GIoU, "
+                    "focal (or binary_crossentropy) classification and its extra column",
+                    "loss",
+                    expected="no loss line, or binary_crossentropy",
+                )
+        return heads
+
     def check_losses(self, task: str, losses: list[str], heads: list[Head]) -> None:
+        if any(h.role == "dense" for h in heads):
+            return  # dense_heads checked them
         fits = TASK_LOSSES[task]
         for loss in losses:
             if loss in ("dice", "ce_dice") and task == "classify":
@@ -368,8 +429,9 @@ class _Checker:
                     hint="use binary_crossentropy with a sigmoid unit, or one unit per class",
                 )
 
-    def check_metrics(self, task: str, metrics: list[str]) -> None:
-        fits = TASK_METRICS[task]
+    def check_metrics(self, task: str, metrics: list[str], dense: bool = False) -> None:
+        # COCO AP scores the detections of dense heads, and only those have them
+        fits = set(DENSE_METRICS) if dense else TASK_METRICS[task] - set(DENSE_METRICS)
         for m in metrics:
             if m not in fits:
                 self.error(
@@ -429,6 +491,16 @@ class _Checker:
         if num_classes is None:
             return
         for h in heads:
+            if h.role == "dense" and h.info.classes != num_classes:
+                self.error(
+                    "E515",
+                    f"detection head {h.output} predicts {h.info.classes} classes but the "
+                    f"data has {num_classes}",
+                    "loss",
+                    hint=f"declare {num_classes} classes in the head, or load data with "
+                    f"{h.info.classes}",
+                    span=self.model.node(h.output).span,
+                )
             if h.role in ("class", "mask") and h.units > 1 and h.units != num_classes:
                 self.error(
                     "E515",
@@ -438,6 +510,16 @@ class _Checker:
                     f"{h.units} classes",
                     span=self.model.node(h.output).span,
                 )
+
+
+def dense_heads(model: Model) -> list[HeadInfo]:
+    """The model's dense detection heads, from cnnspec.detection.heads (the head construct;
+    none where that module is not installed)."""
+    try:
+        from ..detection.heads import head_infos
+    except ImportError:
+        return []
+    return list(head_infos(model))
 
 
 def _read(path: str | None) -> str | None:

@@ -88,8 +88,12 @@ def index_data(
             cache=cache,
             **data_options(plan, options),
         )
-    classes = len(samples.classes) if plan.task in ("classify", "segment") else None
-    return make_plan(model, classes), samples
+    dense = plan.dense
+    classes = len(samples.classes) if plan.task in ("classify", "segment") or dense else None
+    plan = make_plan(model, classes)
+    if dense:  # per-class AP under the data's names
+        plan.class_names = list(samples.classes)
+    return plan, samples
 
 
 def train(
@@ -115,6 +119,8 @@ def train(
     "none" (decode every epoch) or "ram" (decode once, keep uint8)."""
     comm = comm or Comm()
     plan, dataset = index_data(model, source, 0, data_options_, cache)
+    for note in getattr(dataset, "notes", ()):  # what the object readers left out
+        log(note)
     spec = plan.compile
     seed = spec.seed if seed is None else seed
     tr, va = dataset.split(spec.validation_split, seed)
@@ -153,6 +159,8 @@ def train(
         "world": comm.world,
         "normalize": norm,
     }
+    if plan.dense:  # predict names the classes it finds
+        info["classes"] = list(plan.class_names)
     trainer = Trainer(be, plan, opts, comm, info)
     if resume and trainer.resume():
         log(f"resuming after epoch {trainer.start} of {opts.epochs}")
@@ -176,9 +184,12 @@ def train(
         raise
     held_out = va if len(va) else tr
     ops = eval_ops(fitted_ops(opts.augment, tr))
+    report: dict = {}  # dense detection heads: per-class AP of the latest measure
     measure = lambda: {
         k: float(v)
-        for k, v in _evaluate(be, plan, held_out, opts.batch_size, comm, ops, workers).items()
+        for k, v in _evaluate(
+            be, plan, held_out, opts.batch_size, comm, ops, workers, report
+        ).items()
     }
     last = measure()  # the weights of the last epoch run
     kept = _kept_metrics(trainer, be, comm, measure, last)
@@ -188,6 +199,7 @@ def train(
         "task": plan.task,
         "backend": backend,
         "data": name,
+        **({"classes": info["classes"]} if plan.dense else {}),
         "best_epoch": trainer.best_epoch + 1,
         "epochs_run": len(trainer.history),
         "monitor": trainer.monitor,
@@ -206,6 +218,8 @@ def train(
         "last_epoch": len(trainer.history),
         "last_epoch_metrics": last,
     }
+    if report:  # of the kept checkpoint (measured last)
+        result["per_class"] = report["per_class"]
     # where it ran: the torch device, or how many devices Keras mirrored over
     if getattr(be, "device", None) is not None:
         result["device"] = str(be.device)
@@ -276,8 +290,14 @@ def evaluate(
         backend or backend_for_weights(weights), model, plan, spec.seed, device=device
     )
     be.load([weights], optimizer=False)
-    metrics = _evaluate(be, plan, dataset, batch_size or spec.batch_size, ops=ops, workers=workers)
-    return {"task": plan.task, "n": len(dataset), "metrics": metrics}
+    report: dict = {}
+    metrics = _evaluate(
+        be, plan, dataset, batch_size or spec.batch_size, ops=ops, workers=workers, report=report
+    )
+    result = {"task": plan.task, "n": len(dataset), "metrics": metrics}
+    if report:  # dense detection heads: COCO AP per class, and what was counted
+        result["per_class"], result["counts"] = report["per_class"], report["counts"]
+    return result
 
 
 def read_images(paths: list[str], shape: tuple[int, ...]) -> np.ndarray:
@@ -317,10 +337,16 @@ def predict(
     out_dir: str | None = None,
     device=None,
     overwrite: bool = False,
+    settings=None,
 ) -> list:
-    """Per image: top-k labels (classify), a mask PNG path (segment), a box (detect).
-    Mask files are named before anything runs (see mask_paths)."""
+    """Per image: top-k labels (classify), a mask PNG path (segment), a box (detect), every
+    object (dense detection heads: _predict_objects). Mask files are named before anything
+    runs (see mask_paths)."""
     plan = make_plan(model)
+    if plan.dense:
+        return _predict_objects(
+            model, plan, weights, images, backend, classes, out_dir, device, overwrite, settings
+        )
     masks = mask_paths(images, out_dir, overwrite) if plan.head("mask") is not None else None
     be = make_backend(backend or backend_for_weights(weights), model, plan, 0, device=device)
     be.load([weights], optimizer=False)
@@ -363,6 +389,21 @@ def predict(
     return results
 
 
+def _predict_objects(
+    model, plan, weights, images, backend, classes, out_dir, device, overwrite, settings
+) -> list:
+    """Dense detection heads: JSON and a drawn copy per image (train/detections.py)."""
+    from ..detection.reading import Settings
+    from .detections import predict_objects
+
+    drawn = mask_paths(images, out_dir, overwrite, suffix="boxes")
+    be = make_backend(backend or backend_for_weights(weights), model, plan, 0, device=device)
+    be.load([weights], optimizer=False)
+    x = _normalize(read_images(images, model.input_shape), weights)
+    names = classes or _run_info(weights).get("classes")
+    return predict_objects(plan, be, x, images, drawn, names, settings or Settings())
+
+
 def _run_info(weights: str) -> dict:
     """result.json (or checkpoint.json) of the run the weights come from, or {}."""
     for name in ("result.json", "checkpoint.json"):
@@ -385,7 +426,9 @@ def _normalize(x: np.ndarray, weights: str) -> np.ndarray:
     ).astype(np.float32)
 
 
-def mask_paths(images: list[str], out_dir: str | None, overwrite: bool = False) -> list[Path]:
+def mask_paths(
+    images: list[str], out_dir: str | None, overwrite: bool = False, suffix: str = "mask"
+) -> list[Path]:
     """Where each image's mask goes: FOLDER/STEM.mask.png, FOLDER/STEM.2.mask.png, ... so
     that two inputs with one stem (a/x.png, b/x.jpg into one --out) never share a file.
     An existing file is not replaced unless `overwrite` (raises DataError naming it)."""
@@ -396,10 +439,10 @@ def mask_paths(images: list[str], out_dir: str | None, overwrite: bool = False) 
     for image in images:
         folder = Path(out_dir) if out_dir else Path(image).parent
         stem, k = Path(image).stem, 1
-        path = folder / f"{stem}.mask.png"
+        path = folder / f"{stem}.{suffix}.png"
         while path.resolve() in taken:
             k += 1
-            path = folder / f"{stem}.{k}.mask.png"
+            path = folder / f"{stem}.{k}.{suffix}.png"
         taken.add(path.resolve())
         if path.exists() and not overwrite:
             raise DataError(

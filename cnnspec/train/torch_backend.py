@@ -20,6 +20,7 @@ import torch
 import torch.nn.functional as F
 
 from ..ir import Model
+from .dense import targets_of, with_targets
 from .devices import amp_policy, process_group_backend
 from .driver import Comm
 from .metrics import Meter
@@ -145,7 +146,7 @@ class TorchBackend:
     def train_step(self, batch: dict):
         if not self.net.training:  # module.train() walks every submodule: once, not per batch
             self.module.train()
-        tensors = self.tensors(batch)
+        tensors = self.tensors(with_targets(self.plan, batch))
         outs = self._forward(self.module, tensors["x"])
         losses = self.losses(outs, tensors)
         self.opt.zero_grad(set_to_none=True)
@@ -162,7 +163,7 @@ class TorchBackend:
     def eval_step(self, batch: dict):
         if self.net.training:
             self.net.eval()
-        tensors = self.tensors(batch)
+        tensors = self.tensors(with_targets(self.plan, batch))
         outs = self._forward(self.net, tensors["x"])
         return self._report(self.losses(outs, tensors)), self._activated(outs, ranking=True)
 
@@ -471,7 +472,23 @@ def _image_loss(name, head, out, batch):
     return ((out - x) ** 2).mean()
 
 
+def _dense_loss(name, head, out, batch):
+    """A dense detection head's GIoU, classification (`name`: focal or bce) and extra
+    terms (train/dense_torch.py) against the batch's Targets (train/dense.with_targets)."""
+    from .dense_torch import DenseLoss
+
+    key = (head.info, name, str(out.device))
+    if key not in _DENSE:
+        _DENSE[key] = DenseLoss(head.info, out.device, name)
+    if out.dim() == 4:  # one level as a plain conv output, NCHW: the layout is NHWC's
+        out = out.permute(0, 2, 3, 1)
+    return _DENSE[key](out.reshape(len(out), -1, head.info.columns), targets_of(head, batch))
+
+
+_DENSE: dict = {}  # DenseLoss per head: its priors are made once
+
 LOSSES = {
+    "dense": _dense_loss,
     "class": _class_loss,
     "mask": _mask_loss,
     "present": _present_loss,

@@ -1,0 +1,59 @@
+"""What trains a dense detection head, framework-free: the choice of its losses.
+
+The formulas live in dense_torch (torchvision.ops) and dense_keras (keras.ops), term by
+term the same; this module holds what both read, so neither backend imports the other.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from cnnspec.detection.assign import assign
+from cnnspec.detection.priors import HeadInfo
+
+CLASS_LOSSES = ("focal", "bce")
+
+
+def class_loss_of(head: HeadInfo, name: str | None = None) -> str:
+    """The classification loss: `name`, or focal without objectness (RetinaNet, FCOS) and
+    BCE on the foreground with it (YOLO: objectness already says where objects are)."""
+    chosen = name or ("bce" if head.extra == "objectness" else "focal")
+    if chosen not in CLASS_LOSSES:
+        raise ValueError(f"unknown classification loss {chosen!r}; use one of focal, bce")
+    if head.activation == "softmax":
+        raise ValueError(
+            f"head {head.output}: training softmax heads (SSD's hard negative mining) is not "
+            "supported yet; declare the head's classes with sigmoid scores"
+        )
+    return chosen
+
+
+FIELDS = ("matched", "boxes", "classes", "centerness")  # detection.assign.Targets
+
+
+def target_key(head_output: str, field: str) -> str:
+    """The batch key of one Targets field of the head on `head_output`."""
+    return f"targets_{head_output}_{field}"
+
+
+def with_targets(plan, batch: dict) -> dict:
+    """The batch with each dense head's Targets added (numpy, before the step, so both
+    backends train from the same assignment): objects in input pixels, crowd regions
+    left out of assignment as torchvision's and detectron2's COCO loaders leave them."""
+    if not plan.dense or "object_boxes" not in batch:
+        return batch
+    height, width = np.shape(batch["x"])[1:3]
+    scale = np.array([width, height, width, height], np.float32)
+    boxes = np.asarray(batch["object_boxes"], np.float32) * scale
+    classes = np.where(np.asarray(batch["object_crowd"]), -1, np.asarray(batch["object_classes"]))
+    out = dict(batch)
+    for head in plan.heads:
+        targets = assign(head.info, boxes, classes)
+        for field in FIELDS:
+            out[target_key(head.output, field)] = getattr(targets, field)
+    return out
+
+
+def targets_of(head, batch: dict) -> dict:
+    """The Targets fields of `head` from a batch made by with_targets."""
+    return {field: batch[target_key(head.output, field)] for field in FIELDS}

@@ -1,0 +1,116 @@
+"""The losses of a dense detection head in Keras 3, term by term those of dense_torch.
+
+Written with keras.ops on whole (B, P) arrays and masks rather than boolean gathers, so the
+step keeps static shapes under tf.function. A background prior's box term is computed on a
+fixed unit box against itself (zero loss, zero gradient) rather than masked after the fact:
+a degenerate predicted box would otherwise put 0 x NaN into the gradient.
+    focal       keras.losses.binary_focal_crossentropy with class balancing (alpha 0.25,
+                gamma 2), the formula of torchvision.ops.sigmoid_focal_loss
+    BCE         keras.ops.binary_crossentropy(from_logits=True)
+    GIoU        Keras has no box loss, so torchvision's generalized_box_iou_loss is written
+                out (same eps, same formula)
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from cnnspec.detection.assign import IGNORED
+from cnnspec.detection.postprocess import LOG_RATIO_CLIP
+from cnnspec.detection.priors import HeadInfo, anchor_boxes, points, strides
+from cnnspec.train.dense import class_loss_of
+
+GIOU_EPS = 1e-7  # torchvision.ops.generalized_box_iou_loss's
+
+
+class DenseLoss:
+    """The losses of one head (see dense_torch.DenseLoss): targets are Targets' arrays."""
+
+    def __init__(self, head: HeadInfo, classification: str | None = None):
+        self.head = head
+        self.classification = class_loss_of(head, classification)
+        if head.coder == "offsets":
+            self.references = anchor_boxes(head.geometry).astype(np.float32)
+        else:
+            self.points = points(head.geometry).astype(np.float32)
+            self.scale = strides(head.geometry).astype(np.float32)
+
+    def decode(self, deltas):
+        """(B, P, 4) xyxy boxes from the (B, P, 4) box columns (postprocess' formulas)."""
+        from keras import ops
+
+        if self.head.coder == "distances":
+            d = ops.maximum(deltas, 0.0) * self.scale[None, :, None]  # as dense_torch
+            x, y = self.points[None, :, 0], self.points[None, :, 1]
+            return ops.stack([x - d[..., 0], y - d[..., 1], x + d[..., 2], y + d[..., 3]], -1)
+        a = self.references
+        width, height = a[:, 2] - a[:, 0], a[:, 3] - a[:, 1]
+        cx, cy = a[:, 0] + 0.5 * width, a[:, 1] + 0.5 * height
+        w = np.asarray(self.head.coder_weights, np.float32)
+        d = deltas / w
+        centre_x, centre_y = d[..., 0] * width + cx, d[..., 1] * height + cy
+        half_w = 0.5 * ops.exp(ops.minimum(d[..., 2], LOG_RATIO_CLIP)) * width
+        half_h = 0.5 * ops.exp(ops.minimum(d[..., 3], LOG_RATIO_CLIP)) * height
+        return ops.stack(
+            [centre_x - half_w, centre_y - half_h, centre_x + half_w, centre_y + half_h], -1
+        )
+
+    def __call__(self, out, targets: dict) -> dict:
+        import keras
+        from keras import ops
+
+        head = self.head
+        matched = ops.convert_to_tensor(targets["matched"])
+        fg = ops.cast(matched >= 0, out.dtype)
+        valid = ops.cast(matched != IGNORED, out.dtype)
+        count = ops.maximum(ops.sum(fg), 1.0)
+        logits = out[..., 4 : 4 + head.classes]
+        classes = ops.maximum(ops.convert_to_tensor(targets["classes"]), 0)
+        onehot = ops.one_hot(classes, head.classes, dtype=out.dtype) * fg[..., None]
+        if self.classification == "focal":
+            per = keras.losses.binary_focal_crossentropy(
+                onehot,
+                logits,
+                apply_class_balancing=True,
+                alpha=0.25,
+                gamma=2.0,
+                from_logits=True,
+            )  # the mean over classes
+            cls = ops.sum(per * head.classes * valid)
+        else:
+            bce = ops.binary_crossentropy(onehot, logits, from_logits=True)
+            cls = ops.sum(ops.sum(bce, -1) * fg)
+        unit = ops.convert_to_tensor(np.array([0.0, 0.0, 1.0, 1.0], np.float32))
+        chosen = fg[..., None] > 0
+        predicted = ops.where(chosen, self.decode(out[..., :4]), unit)
+        truth = ops.where(chosen, ops.convert_to_tensor(targets["boxes"], out.dtype), unit)
+        box = ops.sum(giou_loss(predicted, truth) * fg)
+        losses = {"loss_box": box / count, "loss_cls": cls / count}
+        if head.extra == "centerness":
+            centre = ops.convert_to_tensor(targets["centerness"], out.dtype)
+            bce = ops.binary_crossentropy(centre, out[..., -1], from_logits=True)
+            losses["loss_extra"] = ops.sum(bce * fg) / count
+        elif head.extra == "objectness":
+            bce = ops.binary_crossentropy(fg, out[..., -1], from_logits=True)
+            losses["loss_extra"] = ops.sum(bce * valid) / count
+        total = None
+        for value in losses.values():
+            total = value if total is None else total + value
+        return {"loss": total, **losses}
+
+
+def giou_loss(a, b):
+    """1 - GIoU of xyxy boxes, element by element: torchvision.ops.generalized_box_iou_loss
+    (Rezatofighi et al., 2019) with reduction "none"."""
+    from keras import ops
+
+    x0, y0, x1, y1 = (a[..., i] for i in range(4))
+    u0, v0, u1, v1 = (b[..., i] for i in range(4))
+    iw, ih = ops.minimum(x1, u1) - ops.maximum(x0, u0), ops.minimum(y1, v1) - ops.maximum(y0, v0)
+    inter = ops.where((iw > 0) & (ih > 0), iw * ih, 0.0)
+    union = (x1 - x0) * (y1 - y0) + (u1 - u0) * (v1 - v0) - inter
+    iou = inter / (union + GIOU_EPS)
+    enclose = (ops.maximum(x1, u1) - ops.minimum(x0, u0)) * (
+        ops.maximum(y1, v1) - ops.minimum(y0, v0)
+    )
+    return 1 - (iou - (enclose - union) / (enclose + GIOU_EPS))
