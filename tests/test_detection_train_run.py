@@ -1,5 +1,5 @@
 """`cnnspec train / evaluate / predict` of a dense detection head, end to end, through the
-CLI (with tests/dense_head_stub.py standing in for the head construct): COCO AP in
+CLI (a one-level anchor-free `detect` head with objectness, YOLO-style): COCO AP in
 result.json, history.csv and `evaluate`; JSON and drawn boxes from `predict`; a run killed
 with kill -9 resumes with the same history as one that was never stopped."""
 
@@ -19,14 +19,13 @@ import pytest
 from cnnspec.train import checkpoint as ckpt
 
 ROOT = Path(__file__).resolve().parents[1]
-STUB = ROOT / "tests" / "dense_head_stub.py"
 SPEC = """model tiny_det
 input 32x32x3
 block conv_bn(f) { conv f 3x3 same nobias; bn; relu }
 conv_bn 8; maxpool 2
 conv_bn 16; maxpool 2
-conv_bn 16
-conv 8 1x1
+f = conv_bn 16
+detect f classes=3 strides=4 objectness offset=0.5 tower=0
 compile {
   optimizer adam lr=0.01
   augment flip
@@ -38,7 +37,7 @@ DATA = ["--data", "shapes_multi", "--data-option", "n=40", "--data-option", "obj
 
 def _run(*args, check=True, **kw):
     env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
-    cmd = [sys.executable, str(STUB), *map(str, args)]
+    cmd = [sys.executable, "-m", "cnnspec", *map(str, args)]
     if not check:
         return subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     done = subprocess.run(
@@ -105,7 +104,7 @@ def test_predict_writes_json_and_the_drawn_image(spec, straight, tmp_path):
 def test_bad_settings_are_a_usage_error(spec, straight, tmp_path):
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     done = subprocess.run(
-        [sys.executable, str(STUB), "predict", str(spec), "x.png", "--weights",
+        [sys.executable, "-m", "cnnspec", "predict", str(spec), "x.png", "--weights",
          str(straight / "best.safetensors"), "--iou-threshold", "1.5"],
         check=False, env=env, capture_output=True, text=True, timeout=300,
     )  # fmt: skip
@@ -149,17 +148,6 @@ def test_keras_trains_the_same_head(spec, tmp_path):
 
 
 # --- the plan of a dense head: located errors, in process ------------------------------------
-@pytest.fixture
-def stubbed(monkeypatch):
-    import cnnspec.detection
-
-    sys.path.insert(0, str(ROOT / "tests"))
-    import dense_head_stub
-
-    monkeypatch.setitem(sys.modules, "cnnspec.detection.heads", dense_head_stub)
-    monkeypatch.setattr(cnnspec.detection, "heads", dense_head_stub, raising=False)
-
-
 def _plan_errors(text, folder):
     from cnnspec.compiler import compile_file
     from cnnspec.errors import SpecErrors
@@ -181,13 +169,13 @@ def _plan_errors(text, folder):
         ("metrics accuracy", "E513", "metric accuracy does not fit"),
     ],
 )
-def test_a_dense_head_refuses_what_it_cannot_train(stubbed, setting, code, says, tmp_path):
+def test_a_dense_head_refuses_what_it_cannot_train(setting, code, says, tmp_path):
     text = SPEC.replace("  epochs 3;", f"  {setting}\n  epochs 3;")
     (found,) = _plan_errors(text, tmp_path)
     assert found[0] == code and found[1] == 11 and says in found[2]
 
 
-def test_a_dense_plan_trains_on_every_object(stubbed):
+def test_a_dense_plan_trains_on_every_object():
     from cnnspec.compiler import compile_text
     from cnnspec.train.plan import make_plan
 
@@ -197,12 +185,12 @@ def test_a_dense_plan_trains_on_every_object(stubbed):
     assert plan.heads[0].info.geometry.strides == (4,)
 
 
-def test_the_head_must_predict_the_datas_classes(stubbed):
+def test_the_head_must_predict_the_datas_classes():
     from cnnspec.compiler import compile_text
     from cnnspec.errors import SpecErrors
     from cnnspec.train.session import index_data
 
-    model = compile_text(SPEC.replace("conv 8 1x1", "conv 9 1x1"), "det.cnn")
+    model = compile_text(SPEC.replace("classes=3", "classes=4"), "det.cnn")
     with pytest.raises(SpecErrors) as caught:
         index_data(model, "shapes_multi", options={"n": 4})
     assert caught.value.errors[0].code == "E515"

@@ -26,6 +26,7 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from ..detection.heads import head_infos
 from ..detection.priors import HeadInfo
 from ..errors import Span, SpecError, SpecErrors, did_you_mean
 from ..ir import CompileSpec, Model
@@ -513,12 +514,7 @@ class _Checker:
 
 
 def dense_heads(model: Model) -> list[HeadInfo]:
-    """The model's dense detection heads, from cnnspec.detection.heads (the head construct;
-    none where that module is not installed)."""
-    try:
-        from ..detection.heads import head_infos
-    except ImportError:
-        return []
+    """The model's dense detection heads (its `detect` layers)."""
     return list(head_infos(model))
 
 
