@@ -125,3 +125,40 @@ def test_torch_and_keras_heads_give_the_same_detections(kind):
         np.testing.assert_array_equal(a.classes, b.classes)
         np.testing.assert_allclose(a.scores, b.scores, atol=1e-5)
         np.testing.assert_allclose(a.boxes, b.boxes, atol=1e-3)
+
+
+def test_both_backends_start_class_and_objectness_at_the_prior():
+    """RetinaNet's prior (sigmoid 0.01) on the class and objectness predictors of a fresh
+    head, in torch and in Keras; centre-ness and the box keep their framework start."""
+    import torch
+
+    from cnnspec.compiler import compile_text
+    from cnnspec.train.keras_backend import KerasBackend
+    from cnnspec.train.plan import make_plan
+    from cnnspec.train.torch_backend import TorchBackend
+
+    spec = (
+        "input 32x32x3\nconv 8 3x3 same relu\nf = maxpool 4\n"
+        "detect f classes=3 strides=4 objectness offset=0.5 tower=1\n"
+    )
+    model = compile_text(spec)
+    plan = make_plan(model)
+    head = TorchBackend(model, plan).net.get_submodule("detect1")
+    biases = {
+        "cls": head.classification_head.cls_logits.bias,
+        "extra": head.regression_head.objectness.bias,
+    }
+    for bias in biases.values():
+        np.testing.assert_allclose(torch.sigmoid(bias).detach().numpy(), 0.01, rtol=1e-5)
+    assert not torch.allclose(head.regression_head.bbox_reg.bias, torch.tensor(-4.595))
+
+    layer = KerasBackend(model, plan).net.get_layer("detect1")
+    found = {}
+    for branch in layer.branches:
+        for _tower, predictors in branch:
+            for p in predictors:
+                found[p.name.split("0_")[0]] = np.asarray(p.bias)
+    assert set(found) == {"cls", "box", "extra"}
+    for part in ("cls", "extra"):
+        np.testing.assert_allclose(1 / (1 + np.exp(-found[part])), 0.01, rtol=1e-5)
+    assert np.all(found["box"] == 0)

@@ -6,6 +6,8 @@ term the same; this module holds what both read, so neither backend imports the 
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
 from cnnspec.detection.assign import assign
@@ -26,6 +28,18 @@ def class_loss_of(head: HeadInfo, name: str | None = None) -> str:
             "supported yet; declare the head's classes with sigmoid scores"
         )
     return chosen
+
+
+# RetinaNet's prior (Lin et al., 2017, section 4.1): class logits, and YOLO's objectness,
+# start at sigmoid = 0.01, so the thousands of background priors do not swamp the first steps.
+PRIOR_PROBABILITY = 0.01
+PRIOR_BIAS = -math.log((1 - PRIOR_PROBABILITY) / PRIOR_PROBABILITY)
+
+
+def prior_biased(head: HeadInfo) -> tuple[str, ...]:
+    """The predictors of a head whose bias starts at PRIOR_BIAS: its class logits (sigmoid
+    heads) and objectness; centre-ness is a regression target and starts at 0 (FCOS)."""
+    return ("cls",) * (head.activation == "sigmoid") + ("extra",) * (head.extra == "objectness")
 
 
 FIELDS = ("matched", "boxes", "classes", "centerness")  # detection.assign.Targets

@@ -114,3 +114,21 @@ def giou_loss(a, b):
         ops.maximum(y1, v1) - ops.minimum(y0, v0)
     )
     return 1 - (iou - (enclose - union) / (enclose + GIOU_EPS))
+
+
+def start_at_prior(net, plan) -> None:
+    """Set each dense head's class and objectness biases to PRIOR_BIAS (train/dense.py), as
+    the torch backend does (dense_torch.start_at_prior); loaded weights replace them."""
+    from ..backends.keras_plan import keras_name
+    from .dense import PRIOR_BIAS, prior_biased
+
+    for head in plan.heads:
+        if head.role != "dense":
+            continue
+        layer = net.get_layer(keras_name(head.info.output))
+        for part in prior_biased(head.info):
+            for branch in layer.branches:
+                for _tower, predictors in branch:
+                    for predictor in predictors:
+                        if predictor.name.startswith(f"{part}") and predictor.bias is not None:
+                            predictor.bias.assign(np.full(predictor.bias.shape, PRIOR_BIAS))

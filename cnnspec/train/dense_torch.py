@@ -106,3 +106,33 @@ def tensors(targets: Targets, device="cpu") -> dict[str, torch.Tensor]:
         name: torch.from_numpy(np.ascontiguousarray(value)).to(device)
         for name, value in targets._asdict().items()
     }
+
+
+def start_at_prior(net, model, plan) -> None:
+    """Set each dense head's class and objectness biases to PRIOR_BIAS (train/dense.py), as
+    torchvision's RetinaNet initialises its classification head. Weights loaded afterwards
+    (resume, transfer) replace them."""
+    from ..backends.torch import plan as torch_plan
+    from .dense import PRIOR_BIAS, prior_biased
+
+    paths = {s.node: ".".join(s.attr) for s in torch_plan(model).steps if s.attr}
+    for head in plan.heads:
+        if head.role != "dense":
+            continue
+        module = net.get_submodule(paths.get(head.info.output, head.info.output))
+        for part in prior_biased(head.info):
+            for bias in _predictor_biases(module, part):
+                with torch.no_grad():
+                    bias.fill_(PRIOR_BIAS)
+
+
+def _predictor_biases(module, part: str) -> list:
+    """The biases of a detect module's class ("cls") or objectness ("extra") predictors:
+    torchvision's names (cls_logits, objectness) when shared, each level's last conv in the
+    classification branch's module_list when separate."""
+    if part == "extra":
+        return [module.get_parameter("regression_head.objectness.bias")]
+    branch = module.get_submodule("classification_head")
+    if hasattr(branch, "cls_logits"):
+        return [branch.cls_logits.bias]
+    return [level[-1].bias for level in branch.module_list]

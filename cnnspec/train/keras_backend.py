@@ -95,6 +95,10 @@ class KerasBackend:
         self.model = model  # the spec's: its fingerprint marks the weights files
         with self.strategy.scope(), dtype_policy(self.policy):
             self.net = build(built)
+            if plan.dense:
+                from .dense_keras import start_at_prior
+
+                start_at_prior(self.net, plan)
             # the spec's transfer section: load the source, freeze (a no-op without one)
             self.transfer = prepare(self.net, built, "keras")
         if self.replicas > 1:

@@ -102,6 +102,10 @@ class TorchBackend:
         built = logits_model(model, plan)
         self.model = model  # the spec's: its fingerprint marks the weights files
         self.net = build(built)
+        if plan.dense:
+            from .dense_torch import start_at_prior
+
+            start_at_prior(self.net, built, plan)
         # the spec's transfer section: load the source, freeze (a no-op without one)
         self.transfer = prepare(self.net, built, "torch")
         self.net.to(self.device)  # in place: the parameters stay the objects prepare saw
