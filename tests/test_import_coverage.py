@@ -104,29 +104,43 @@ def test_inception_v3_imports_exactly():
     _torch_equal(module, write(graph), 75)
 
 
-@pytest.mark.parametrize(
-    "name, op, construct",
-    [
-        ("shufflenet_v2_x0_5", "Tensor.size", "channel shuffle"),
-    ],
-)
-def test_a_missing_construct_is_named(name, op, construct):
-    """shufflenet and convnext failed with "cannot import 'size'" and "'permute'"."""
+class _UnequalSplit(torch.nn.Module):
+    """A split of the channels into unequal parts: no cnnspec construct says it."""
+
+    def forward(self, x):
+        a, b = x.split([1, 2], dim=1)
+        return a * b.sum(1, keepdim=True)
+
+
+def test_a_missing_construct_is_named():
+    """shufflenet and convnext failed with "cannot import 'size'" and "'permute'": an
+    unreadable call names the construct it belongs to, not the tracing step."""
     with pytest.raises(SpecError) as info:
-        read_source(f"torchvision:{name}", (64, 64, 3))
+        from_torch.read(_UnequalSplit().eval(), "file", (8, 8, 3))
     err = info.value
     assert err.code == "E417"
-    assert f"({op}): {construct}" in err.message and "does not have yet" in err.message
+    assert "(Tensor.split): channel split" in err.message and "does not have yet" in err.message
     assert "only calls of modules" not in err.message
 
 
-def test_the_cli_names_the_construct_and_the_model(capsys):
+def test_the_cli_names_the_construct_and_the_model(capsys, monkeypatch):
     from cnnspec.cli import main
 
-    assert main(["import", "torchvision:shufflenet_v2_x0_5", "--input", "64x64x3"]) == 1
+    monkeypatch.setattr(from_torch, "load_torchvision", lambda name: _UnequalSplit().eval())
+    assert main(["import", "torchvision:unequal", "--input", "8x8x3"]) == 1
     err = capsys.readouterr().err
-    assert "torchvision:shufflenet_v2_x0_5" in err and "error[E417]" in err
-    assert "channel shuffle" in err and "Traceback" not in err
+    assert "torchvision:unequal" in err and "error[E417]" in err
+    assert "channel split" in err and "Traceback" not in err
+
+
+@pytest.mark.parametrize("name", ["shufflenet_v2_x0_5", "shufflenet_v2_x1_5"])
+def test_shufflenet_reads_into_split_and_shuffle(name):
+    """shufflenet_v2 failed at 'size' (its channel shuffle: size, view, transpose, view) and
+    its x.chunk(2, dim=1): they are `shuffle 2` and `split 2 0` / `split 2 1` now."""
+    graph, module = read_source(f"torchvision:{name}", (64, 64, 3))
+    text = write(graph)
+    assert "split 2 0" in text and "split 2 1" in text and "shuffle 2" in text
+    _torch_equal(module, text, 64)
 
 
 def test_regnet_takes_torchvisions_own_weights_by_order():

@@ -123,6 +123,13 @@ class _Reader:
         # norms and linears; the spec is channels-last throughout, so the permutes vanish
         self.last: set[str] = set()
         self.params: dict[str, str] = {}  # get_attr node -> the parameter's path
+        # ShuffleNet's channel shuffle is traced as size, view to (N, G, C/G, H, W),
+        # transpose(1, 2), contiguous, view back: sizes are not tensors (no op), the 5-d
+        # views are held here (node -> G; `swapped` once transposed) until the view back
+        self.sizes: set[str] = set()
+        self.grouped: dict[str, int] = {}
+        self.swapped: dict[str, int] = {}
+        self.chunks: dict[str, int] = {}  # x.chunk(n, dim=1) -> n (its items are splits)
 
     def src(self, node) -> str:
         return self.alias.get(node.name, node.name)
@@ -153,6 +160,10 @@ class _Reader:
             self.params[node.name] = node.target  # read by the call that uses it
         elif node.op == "call_method" and node.target == "permute":
             self.permute(node, node.args[1:])
+        elif node.op == "call_method" and node.target in SHUFFLE_STEPS:
+            self.shuffle_step(node, node.target)
+        elif node.op == "call_method" and node.target == "chunk":
+            self.chunk(node)
         elif node.op == "call_method" and node.target == "mean" and self._spatial_mean(node):
             keep = node.kwargs.get("keepdim", node.args[2] if len(node.args) > 2 else False)
             self.emit(node, "Tensor.mean", "gap", [("flag", "keepdims")] if keep else [])
@@ -368,6 +379,14 @@ class _Reader:
         name = getattr(fn, "__name__", str(fn))
         if fn in (operator.mul, torch.mul) and self._layer_scale(node):
             return
+        if fn is operator.getitem and self.item(node):
+            return
+        if fn is operator.floordiv and any(getattr(a, "name", None) in self.sizes for a in node.args):
+            self.sizes.add(node.name)  # channels per group: arithmetic on sizes
+            return
+        if fn is torch.transpose:
+            self.shuffle_step(node, "transpose")
+            return
         if fn in (operator.add, operator.iadd, torch.add, operator.mul, torch.mul):
             word = "add" if fn in (operator.add, operator.iadd, torch.add) else "multiply"
             if len(node.args) != 2 or not all(hasattr(a, "op") for a in node.args) or node.kwargs:
@@ -419,6 +438,68 @@ class _Reader:
             )
         else:
             raise self.construct(node)
+
+    def shuffle_step(self, node, step: str) -> None:
+        """One step of a channel shuffle (see __init__); anything else of these is E417."""
+        x = node.args[0]
+        src = getattr(x, "name", None)
+        if step == "size":
+            self.sizes.add(node.name)
+            return
+        if step == "contiguous":  # a memory layout, not a value
+            self.alias[node.name] = self.src(x)
+            for held in (self.grouped, self.swapped):
+                if src in held:
+                    held[node.name] = held[src]
+            if src in self.last:
+                self.last.add(node.name)
+            return
+        shape_in, shape_out = _shape(x), _shape(node)
+        if step == "transpose" and src in self.grouped and sorted(node.args[1:]) == [1, 2]:
+            self.swapped[node.name] = self.grouped[src]
+            self.alias[node.name] = self.src(x)
+        elif step in ("view", "reshape") and len(shape_in) == 4 and len(shape_out) == 5:
+            if shape_out[1] * shape_out[2] == shape_in[1] and shape_out[3:] == shape_in[2:]:
+                self.grouped[node.name] = shape_out[1]
+                self.alias[node.name] = self.src(x)
+            else:
+                raise self.construct(node)
+        elif step in ("view", "reshape") and src in self.swapped and len(shape_out) == 4:
+            self.emit(node, "channel shuffle", "shuffle", [("pos", self.swapped[src])])
+            self.graph.ops[-1].path = _caller(node)
+        else:
+            raise self.construct(node)
+
+    def chunk(self, node) -> None:
+        """x.chunk(n, dim=1): its items become `split n i` (ShuffleNetV2's two halves)."""
+        given = dict(zip(["chunks", "dim"], node.args[1:]), **node.kwargs)
+        n, dim = given.get("chunks"), given.get("dim", 0)
+        c = _shape(node.args[0])[1]
+        if dim not in (1, -3) or not isinstance(n, int) or c % n:
+            raise missing(
+                node.name, "Tensor.chunk", f"a channel split into unequal parts ({c} by {n})"
+            )
+        self.chunks[node.name] = n
+
+    def item(self, node) -> bool:
+        """An item of a size (no op) or of a chunk (a split); False for anything else."""
+        of, index = node.args
+        name = getattr(of, "name", None)
+        if name in self.sizes:
+            self.sizes.add(node.name)
+            return True
+        if name in self.chunks and isinstance(index, int):
+            parts = self.chunks[name]
+            self.emit(
+                node,
+                "Tensor.chunk",
+                "split",
+                [("pos", parts), ("pos", index % parts)],
+                inputs=[self.src(of.args[0])],
+            )
+            self.graph.ops[-1].path = _caller(node)
+            return True
+        return False
 
     def permute(self, node, dims) -> None:
         """NCHW -> NHWC and back are the identity in the spec's channels-last tensors."""
@@ -587,6 +668,7 @@ CALLS = {
     "split": "channel split (Tensor.split)",
     "getitem": "channel split (a tensor indexed)",
 }
+SHUFFLE_STEPS = {"size", "view", "reshape", "contiguous"}
 SHUFFLE = {"size", "view", "reshape", "transpose", "contiguous", "floordiv"}
 
 
@@ -619,6 +701,13 @@ def _construct(node, traced) -> str | None:
     if name in SHUFFLE and {"view", "transpose"} <= calls:
         return "channel shuffle (view, transpose, view)"
     return CALLS.get(name)
+
+
+def _caller(node) -> str | None:
+    """The module whose forward made a function call (fx's nn_module_stack), so that the
+    writer keeps a shuffle with its unit's stage."""
+    stack = node.meta.get("nn_module_stack") or {}
+    return next(reversed(stack), None) or None
 
 
 def _window(stride, pad, dilation) -> list[tuple]:
