@@ -381,7 +381,9 @@ class _Reader:
             return
         if fn is operator.getitem and self.item(node):
             return
-        if fn is operator.floordiv and any(getattr(a, "name", None) in self.sizes for a in node.args):
+        if fn is operator.floordiv and any(
+            getattr(a, "name", None) in self.sizes for a in node.args
+        ):
             self.sizes.add(node.name)  # channels per group: arithmetic on sizes
             return
         if fn is torch.transpose:
