@@ -8,7 +8,8 @@ from __future__ import annotations
 
 def randomise_torch(module, seed: int):
     """Random running statistics in every batch norm, and every 1-D parameter (biases, gammas,
-    betas) moved off its initial value; the module, in eval mode."""
+    betas) and (C, 1, 1) one (ConvNeXt's layer scales, 1e-6 at first: they would hide the
+    whole residual body) moved off its initial value; the module, in eval mode."""
     import torch
 
     g = torch.Generator().manual_seed(seed)
@@ -19,7 +20,7 @@ def randomise_torch(module, seed: int):
                 mod.running_mean.copy_(torch.randn(c, generator=g) * 0.2)
                 mod.running_var.copy_(torch.rand(c, generator=g) * 1.5 + 0.5)
             for p in mod.parameters(recurse=False):
-                if p.dim() == 1:
+                if p.dim() == 1 or (p.dim() == 3 and tuple(p.shape[1:]) == (1, 1)):
                     p.copy_(p + torch.randn(p.shape, generator=g) * 0.2)
     return module.eval()
 

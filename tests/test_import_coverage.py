@@ -184,15 +184,19 @@ def test_stochastic_depth_is_written():
     _torch_equal(module, text, 64)
 
 
-def test_convnext_reads_into_the_new_constructs():
-    """convnext failed at 'permute'; it now reads as layernorm, layerscale, stochastic_depth
-    with the source's counts (loading its weights by order is not yet covered)."""
-    graph, _ = read_source("torchvision:convnext_tiny", (64, 64, 3))
+@pytest.mark.parametrize("name", ["convnext_tiny", "convnext_small"])
+def test_convnext_imports_exactly(name):
+    """convnext failed at 'permute'; then it read as layernorm, layerscale, stochastic_depth
+    with 1x1 convs for its Linear layers, whose torchvision weights did not load by order
+    (Linear's (out, in), and `layer_scale` registered before the block's layers). Its Linear
+    layers are `dense N per_pixel` now, and the layer scales (randomised off 1e-6, so that
+    the blocks matter) load where they are applied."""
+    graph, module = read_source(f"torchvision:{name}", (64, 64, 3))
     text = write(graph)
-    model = cnnspec.compile_text(text)
-    assert (model.trainable, model.non_trainable) == graph.counts
-    for word in ("layernorm eps=1e-6", "layerscale", "stochastic_depth 0.0058823529411764705"):
+    for word in ("layernorm eps=1e-6", "dense 384 per_pixel", "layerscale", "stochastic_depth"):
         assert word in text
+    assert "1x1" not in text
+    _torch_equal(module, text, 64)
 
 
 # --- a representative subset of the coverage bench ------------------------------------------

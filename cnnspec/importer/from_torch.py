@@ -14,7 +14,7 @@ from __future__ import annotations
 import operator
 
 from ..errors import SpecError
-from .ops import Graph, Op, Square, missing, scalar, size, unsupported, window
+from .ops import Graph, Op, missing, scalar, size, unsupported, window
 
 ACTIVATIONS = {
     "ReLU": "relu",
@@ -341,17 +341,11 @@ class _Reader:
         self.stochastic_depth(node, path, "StochasticDepth", mod.p, mod.mode)
 
     def _m_Linear(self, node, path, mod):
-        if node.args[0].name in self.last:  # per pixel on channels-last: a 1x1 conv
-            self.emit(
-                node,
-                "Linear",
-                "conv",
-                [("pos", mod.out_features), ("pos", Square(1))]
-                + ([] if mod.bias is not None else [("flag", "nobias")]),
-            )
+        args = [("pos", mod.out_features)] + ([] if mod.bias is not None else [("flag", "nobias")])
+        if node.args[0].name in self.last:  # over the channels of each pixel (ConvNeXt)
+            self.emit(node, "Linear", "dense", [*args, ("flag", "per_pixel")])
             self.last.add(node.name)
             return
-        args = [("pos", mod.out_features)] + ([] if mod.bias is not None else [("flag", "nobias")])
         self.emit(node, "Linear", "dense", args)
 
     def _m_Dropout(self, node, path, mod):

@@ -157,12 +157,17 @@ def _deconv(layer, shapes):
 
 
 def _dense(layer, shapes):
+    """nn.Linear; `per_pixel` runs it over the channels of each pixel, as torchvision's
+    ConvNeXt does on channels-last maps (NCHW moved to NHWC and back)."""
     module = te.call(
-        "nn.Linear", shapes[0][0], layer.units, **te.kwargs_unless_default(bias=(layer.bias, True))
+        "nn.Linear", shapes[0][-1], layer.units, **te.kwargs_unless_default(bias=(layer.bias, True))
     )
+    y = te.Self((te.X,))
+    if layer.per_pixel:
+        y = te.method(te.Self((te.method(te.X, "movedim", 1, -1),)), "movedim", -1, 1)
     return te.TorchOp(
         module=module,
-        forward=te.activation(layer.activation, te.Self((te.X,)), inplace=True),
+        forward=te.activation(layer.activation, y, inplace=True),
         fresh=layer.activation is None,
     )
 

@@ -1,0 +1,90 @@
+"""The constructs added for `cnnspec import` (issue 16), each against the framework layer it
+stands for: `dense N per_pixel` is torch's nn.Linear on a channels-last map (ConvNeXt's
+pointwise layers) and Keras' Dense on an HxWxC tensor. The weights are the framework layer's
+own (random), loaded through the weight layouts; outputs vary, so agreement means something.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import cnnspec
+from cnnspec.errors import SpecErrors
+
+torch = pytest.importorskip("torch")
+pytest.importorskip("torchvision")  # before TensorFlow (see conftest.py)
+keras = pytest.importorskip("keras")
+
+PER_PIXEL = "model t\ninput 5x6x3\ndense 4 per_pixel\n"
+
+
+def test_per_pixel_dense_rules():
+    model = cnnspec.compile_text(PER_PIXEL)
+    node = model.nodes[-1]
+    assert node.shape == (5, 6, 4)
+    assert node.params == 3 * 4 + 4 and model.trainable == 16
+    assert node.macs == 5 * 6 * 3 * 4
+
+
+@pytest.mark.parametrize(
+    "text, line, message",
+    [
+        ("model t\ninput 5x6x3\ndense 4\n", 3, "needs a vector"),
+        ("model t\ninput 5x6x3\nflatten\ndense 4 per_pixel\n", 4, "needs a feature map"),
+    ],
+)
+def test_dense_and_per_pixel_dense_refuse_the_other_shape(text, line, message):
+    with pytest.raises(SpecErrors) as info:
+        cnnspec.compile_text(text)
+    err = info.value.errors[0]
+    assert err.code == "E305" and message in err.message and err.span.line == line
+
+
+def test_per_pixel_dense_is_torchs_linear_on_channels_last():
+    from cnnspec.backends.torch import build, load_torchvision_state_dict
+
+    torch.manual_seed(0)
+    linear = torch.nn.Linear(3, 4)
+    model = cnnspec.compile_text(PER_PIXEL)
+    net = build(model).eval()
+    report = load_torchvision_state_dict(net, model, linear.state_dict())
+    assert report.ok and not report.unexpected
+    x = torch.randn(2, 3, 5, 6)
+    with torch.no_grad():
+        want = linear(x.permute(0, 2, 3, 1)).permute(0, 3, 1, 2)
+        got = net(x)
+    assert want.std() > 0.1
+    torch.testing.assert_close(got, want)
+
+
+def test_per_pixel_dense_is_keras_dense_on_a_map():
+    from cnnspec.backends.keras import build
+    from cnnspec.convert import load_keras_applications_weights
+
+    inp = keras.Input((5, 6, 3))
+    app = keras.Model(inp, keras.layers.Dense(4, name="d")(inp))
+    model = cnnspec.compile_text(PER_PIXEL)
+    kmodel = build(model)
+    load_keras_applications_weights(kmodel, model, app)
+    x = np.random.default_rng(0).normal(size=(2, 5, 6, 3)).astype("float32")
+    want = np.asarray(app(x))
+    assert want.std() > 0.1
+    np.testing.assert_allclose(np.asarray(kmodel(x)), want, rtol=1e-5, atol=1e-5)
+
+
+def test_per_pixel_dense_generated_torch_source_runs():
+    from cnnspec.backends.torch import build, source_code
+
+    model = cnnspec.compile_text("model t\ninput 5x6x3\ndense 4 per_pixel gelu\n")
+    code = source_code(model)
+    assert "movedim(1, -1)" in code
+    scope: dict = {}
+    exec(compile(code, "generated.py", "exec"), scope)  # our own generated code
+    torch.manual_seed(1)
+    net = build(model).eval()
+    gen = next(v for k, v in scope.items() if isinstance(v, type) and k.lower() == "t")()
+    gen.load_state_dict(net.state_dict())
+    x = torch.randn(2, 3, 5, 6)
+    with torch.no_grad():
+        torch.testing.assert_close(gen.eval()(x), net(x))
