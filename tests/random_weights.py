@@ -26,10 +26,15 @@ def randomise_torch(module, seed: int):
 
 
 def randomise_keras_batch_norm(kmodel, rng) -> None:
-    """Random gamma, beta and moving statistics in every Keras BatchNormalization."""
+    """Random gamma, beta and moving statistics in every Keras BatchNormalization, and the
+    gamma of every layer scale (ConvNeXt's, 1e-6 at first: it would hide the residual body),
+    nested Sequentials included."""
     import keras
 
-    for layer in kmodel.layers:
+    for layer in kmodel._flatten_layers(include_self=False):
+        if type(layer).__name__ == "LayerScale":
+            for var in layer.weights:
+                var.assign(rng.uniform(0.25, 0.75, var.shape).astype("float32"))
         if isinstance(layer, keras.layers.BatchNormalization):
             c = layer.moving_mean.shape[0]
             values = {

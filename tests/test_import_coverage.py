@@ -261,10 +261,34 @@ def test_keras_custom_scale_layer_is_a_rescaled_branch():
     assert "Written flat" not in text
 
 
-def test_keras_convnext_is_refused_at_its_nested_stem():
-    # Normalization reads now; the importer does not yet look inside a nested Sequential
-    # (ConvNeXt's stem), so the model is refused there, by name, not with a traceback.
-    with pytest.raises(SpecError) as info:
-        read_source("keras:ConvNeXtTiny", (64, 64, 3))
-    err = info.value
-    assert err.code == "E411" and "stem" in err.message
+def test_keras_nested_sequential_is_its_chain_of_layers():
+    """keras:ConvNeXt* stopped at its stem, a Sequential inside the functional model (E411),
+    and then at LayerNormalization and LayerScale (E417): a nested Sequential is the chain
+    of its layers (imported, and matched when weights load), and ConvNeXt's layers are
+    layernorm, dense per_pixel, layerscale (its gamma randomised off 1e-6)."""
+    from keras.src.applications.convnext import LayerScale, StochasticDepth
+
+    inp = keras.Input((16, 16, 3))
+    stem = keras.Sequential(
+        [keras.layers.Conv2D(8, 4, strides=4), keras.layers.LayerNormalization(epsilon=1e-6)],
+        name="stem",
+    )
+    x = stem(inp)
+    y = keras.layers.Conv2D(8, 3, padding="same", groups=8)(x)
+    y = keras.layers.LayerNormalization(epsilon=1e-6)(y)
+    y = keras.layers.Dense(16, activation="gelu")(y)
+    y = keras.layers.Dense(8)(y)
+    y = StochasticDepth(0.1)(LayerScale(1e-6, 8)(y))
+    x = keras.layers.Add()([x, y])
+    app = keras.Model(inp, keras.layers.GlobalAveragePooling2D()(x))
+    from random_weights import randomise_keras_batch_norm
+
+    randomise_keras_batch_norm(app, np.random.default_rng(0))
+    text = _keras_equal(app, 16)
+    for words in (
+        "conv 8 4x4 stride=4; layernorm eps=1e-6",
+        "dense 16 per_pixel gelu",
+        "layerscale 1e-6",
+        "stochastic_depth 0.1",
+    ):
+        assert words in text
