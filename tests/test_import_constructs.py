@@ -73,17 +73,22 @@ def test_per_pixel_dense_is_keras_dense_on_a_map():
     np.testing.assert_allclose(np.asarray(kmodel(x)), want, rtol=1e-5, atol=1e-5)
 
 
-def test_per_pixel_dense_generated_torch_source_runs():
+def test_per_pixel_dense_generated_torch_source_runs(tmp_path):
+    import importlib.util
+
     from cnnspec.backends.torch import build, source_code
 
     model = cnnspec.compile_text("model t\ninput 5x6x3\ndense 4 per_pixel gelu\n")
     code = source_code(model)
     assert "movedim(1, -1)" in code
-    scope: dict = {}
-    exec(compile(code, "generated.py", "exec"), scope)  # our own generated code
+    path = tmp_path / "generated_t.py"
+    path.write_text(code)
+    spec = importlib.util.spec_from_file_location("generated_t", path)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
     torch.manual_seed(1)
     net = build(model).eval()
-    gen = next(v for k, v in scope.items() if isinstance(v, type) and k.lower() == "t")()
+    gen = next(v for k, v in vars(mod).items() if isinstance(v, type) and k.lower() == "t")()
     gen.load_state_dict(net.state_dict())
     x = torch.randn(2, 3, 5, 6)
     with torch.no_grad():
