@@ -312,6 +312,12 @@ def _zeropad(layer, conf):
     return [("zeropad", [("pos", t if len(set(pads)) == 1 else pads)])]
 
 
+def _crop(layer, conf):
+    (t, b), (left, r) = conf["cropping"]
+    crops = (t, b, left, r)
+    return [("crop", [("pos", t if len(set(crops)) == 1 else crops)])]
+
+
 def _pool(word):
     def rule(layer, conf):
         args = [("pos", window(conf["pool_size"]))]
@@ -450,7 +456,6 @@ def _stochastic_depth(layer, conf):
 CONSTRUCTS = {
     "GroupNormalization": "group norm",
     "UnitNormalization": "unit normalisation",
-    "Cropping2D": "cropping",
 }
 
 
@@ -479,6 +484,7 @@ RULES = {
     "Activation": _activation,
     "ReLU": _relu,
     "ZeroPadding2D": _zeropad,
+    "Cropping2D": _crop,
     "MaxPooling2D": _pool("maxpool"),
     "AveragePooling2D": _pool("avgpool"),
     "GlobalAveragePooling2D": _global("gap"),

@@ -260,6 +260,43 @@ class ZeroPad(Layer):
 
 
 @register
+class Crop(Layer):
+    """Cut rows and columns off the borders: P, (vertical, horizontal) or (top, bottom, left,
+    right); Keras' Cropping2D (NASNet aligns a shifted path with `zeropad (0, 1, 0, 1)` then
+    `crop (1, 0, 1, 0)`).
+
+        >>> Crop(cropping=(1, 0, 1, 0)).output_shape([(8, 8, 3)])
+        (7, 7, 3)
+    """
+
+    kind: Literal["crop"] = "crop"
+    cropping: Annotated[
+        tuple[
+            Annotated[int, Field(ge=0)],
+            Annotated[int, Field(ge=0)],
+            Annotated[int, Field(ge=0)],
+            Annotated[int, Field(ge=0)],
+        ],
+        BeforeValidator(_pads),
+    ] = (1, 1, 1, 1)
+    keywords = {"crop": {}, "cropping": {}}
+    positional = ("cropping",)
+    kind_doc = "crop P | (top, bottom, left, right)"
+
+    def output_shape(self, shapes):
+        h, w, c = need_image(shapes, "crop")
+        t, b, l, r = self.cropping
+        if t + b >= h or l + r >= w:
+            raise ShapeError(
+                f"crop {self.cropping} of a {fmt_shape(shapes[0])} tensor leaves "
+                f"{max(h - t - b, 0)}x{max(w - l - r, 0)}",
+                hint="crop fewer rows and columns than the map has",
+                code="E301",
+            )
+        return (h - t - b, w - l - r, c)
+
+
+@register
 class Upsample(Layer):
     """Nearest or bilinear upsampling by an integer factor (half-pixel centres, as Keras and
     torch's align_corners=False)."""

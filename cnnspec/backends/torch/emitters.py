@@ -231,6 +231,14 @@ def _zeropad(layer, shapes):
     return te.TorchOp(forward=te.pad(te.X, (l, r, t, b)))
 
 
+def _crop(layer, shapes):
+    h, w, _ = shapes[0]
+    t, b, l, r = layer.cropping
+    return te.TorchOp(
+        forward=te.Index(te.X, (slice(None), slice(None), slice(t, h - b), slice(l, w - r)))
+    )
+
+
 def _upsample(layer, shapes):
     # half-pixel centres, as Keras: align_corners=False
     extra = {"align_corners": False} if layer.mode == "bilinear" else {}
@@ -475,4 +483,5 @@ EMITTERS: dict[str, Emitter] = {
     "stochastic_depth": _stochastic_depth,
     "channel_shuffle": _channel_shuffle,
     "split": _split,
+    "crop": _crop,
 }
