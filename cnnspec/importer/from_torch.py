@@ -4,9 +4,12 @@ Each traced call becomes one op with the spec's semantics: torch's symmetric `pa
 stays `padding=P`; BatchNorm2d's momentum m becomes the spec's (Keras') 1 - m; an adaptive
 average pool to 1x1 is `gap` (its flatten then has nothing left to do); an adaptive pool whose
 output equals its input (VGG's 7x7 at 224x224) is dropped with a note, since it is the
-identity only at that input size; stochastic depth, the identity at inference, is left out
-with a note. A construct the language does not have yet (layer norm, channel split and shuffle,
-layer scale) is refused with E417 naming it; anything else with an E41x error naming the module.
+identity only at that input size. ConvNeXt's channels-last stretch (permute, layer norm,
+Linear, permute) is `layernorm` and `dense N per_pixel`, its learned (C, 1, 1) factor
+`layerscale`; ShuffleNetV2's x.chunk(2, dim=1) items are `split 2 I` and its channel shuffle
+(size, view, transpose, view) is `shuffle G`. A construct the language does not have yet
+(a split into unequal parts, another permutation of axes) is refused with E417 naming it;
+anything else with an E41x error naming the module.
 """
 
 from __future__ import annotations
@@ -647,16 +650,7 @@ class _Reader:
         )
 
 
-# torch modules and calls that are constructs the language does not have yet (issue 16)
-MODULES = {
-    "LayerNorm": "layer norm",
-    "LayerNorm2d": "layer norm over channels",
-    "GroupNorm": "group norm",
-    "LocalResponseNorm": "torch's local response norm",
-    "StochasticDepth": "stochastic depth",
-    "ChannelShuffle": "channel shuffle",
-    "Upsample": "torch's upsampling",
-}
+# torch calls that belong to constructs the language does not have yet (issue 16)
 CALLS = {
     "layer_norm": "layer norm",
     "group_norm": "group norm",
