@@ -210,6 +210,7 @@ def test_convnext_imports_exactly(name):
         "keras:MobileNet",
         "keras:Xception",
         "keras:EfficientNetB0",
+        "keras:EfficientNetV2B0",  # its preprocessing: a Normalization of constants
     ],
 )
 def test_coverage_rows(source):
