@@ -474,7 +474,9 @@ class _Reader:
         given = dict(zip(["chunks", "dim"], node.args[1:]), **node.kwargs)
         n, dim = given.get("chunks"), given.get("dim", 0)
         c = _shape(node.args[0])[1]
-        if dim not in (1, -3) or not isinstance(n, int) or c % n:
+        if dim not in (1, -3):
+            raise missing(node.name, "Tensor.chunk", f"a split along axis {dim}")
+        if not isinstance(n, int) or c % n:
             raise missing(
                 node.name, "Tensor.chunk", f"a channel split into unequal parts ({c} by {n})"
             )
