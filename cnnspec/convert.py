@@ -167,19 +167,24 @@ def _graph_signatures(kmodel) -> list[tuple[object, int]]:
     the layer's weight shapes with the signatures of what feeds it, so two models of one
     architecture give their corresponding layers equal signatures, whatever the layer names,
     the order of branches or the weightless layers (activations, padding) between them."""
+    import keras
+
     sig: dict[int, int] = {}
     out = []
     for layer in kmodel.operations:  # `x + 3.0` is an operation, not a layer
         inputs = []
         for node in layer._inbound_nodes[:1]:
             inputs = [sig[id(t._keras_history.operation)] for t in node.input_tensors]
-        own = tuple(tuple(w.shape) for w in getattr(layer, "weights", ()))
-        if not own and len(inputs) == 1:
-            sig[id(layer)] = inputs[0]
-        else:
-            sig[id(layer)] = hash((own, tuple(sorted(inputs))))
-        if own:
-            out.append((layer, sig[id(layer)]))
+        # a nested Sequential (keras.applications' ConvNeXt stem) is the chain of its layers,
+        # as a spec imported from it writes them
+        chain = layer.layers if isinstance(layer, keras.Sequential) else [layer]
+        for part in chain:
+            own = tuple(tuple(w.shape) for w in getattr(part, "weights", ()))
+            if own or len(inputs) != 1:
+                inputs = [hash((own, tuple(sorted(inputs))))]
+            if own:
+                out.append((part, inputs[0]))
+        sig[id(layer)] = inputs[0] if len(inputs) == 1 else hash(((), tuple(sorted(inputs))))
     return out
 
 

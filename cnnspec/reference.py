@@ -52,6 +52,7 @@ EXAMPLES: dict[str, tuple[str, str]] = {
     "stochastic_depth": ("56x56x96", "stochastic_depth 0.1"),
     "channel_shuffle": ("28x28x116", "shuffle 2"),
     "split": ("28x28x116", "left = split 2 0"),
+    "crop": ("84x84x3", "crop (1, 0, 1, 0)"),
 }
 
 

@@ -74,6 +74,7 @@ def to_dict(model: Model) -> dict:
     outputs = model.output_shapes
     return {
         "name": model.name,
+        "scale": model.scale,
         "input_shape": hwc(model.input_shape),
         "output_shape": hwc(outputs[0]),
         "output_shapes": {name: list(s) for name, s in zip(model.outputs, outputs)},
@@ -132,7 +133,7 @@ def render_table(model: Model, explain: bool = False, markdown: bool = False) ->
     rows = list(_rows(model, explain))
     head = ("layer", "kind", "output", "params", "MACs")
     if markdown:
-        out = [f"## {model.name}", "", "| " + " | ".join(head) + " |", "|---|---|---|---:|---:|"]
+        out = [f"## {_title(model)}", "", "| " + " | ".join(head) + " |", "|---|---|---|---:|---:|"]
         for name, kind, shape, params, macs, lines in rows:
             out.append(f"| {name} | {kind} | {shape} | {fmt_int(params)} | {fmt_int(macs)} |")
             for line in lines:
@@ -155,13 +156,19 @@ def render_table(model: Model, explain: bool = False, markdown: bool = False) ->
             f"{cells[3]:>{widths[3]}}  {cells[4]:>{widths[4]}}"
         ).rstrip()
 
-    out = [f"{model.name}", rule, line(head), rule]
+    out = [_title(model), rule, line(head), rule]
     for name, kind, shape, params, macs, lines in rows:
         out.append(line((name, kind, shape, fmt_int(params), fmt_int(macs))))
         out.extend(" " * 4 + text for text in lines)
     out.append(rule)
     out.extend(_totals(model))
     return "\n".join(out)
+
+
+def _title(model: Model) -> str:
+    """The model's name, and the scale it was compiled at (`--scale b3`): one spec gives
+    several networks, and the header says which one the table is."""
+    return f"{model.name} (scale {model.scale})" if model.scale else model.name
 
 
 def _totals(model: Model) -> list[str]:

@@ -70,6 +70,9 @@ rescale scale=(1, 2, 3, 4, 5, 6, 7, 8) offset=0.5
 layernorm eps=1e-6
 groupnorm 4
 layerscale 0.5
+dense 8 per_pixel gelu
+zeropad (0, 1, 0, 1)
+crop (1, 0, 1, 0)
 stochastic_depth 0.2
 avgpool 3 stride=1 padding=1 count_pad=true
 mixed = shuffle 2

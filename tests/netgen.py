@@ -273,6 +273,13 @@ def zeropad(draw, shape, checked=True):
     return f"zeropad ({t}, {b}, {l}, {r})", (h + t + b, w + l + r, c)
 
 
+def crop(draw, shape, checked=True):
+    h, w, c = shape
+    t, b = (draw(st.integers(0, (h - 1) // 2)) for _ in range(2))
+    left, r = (draw(st.integers(0, (w - 1) // 2)) for _ in range(2))
+    return f"crop ({t}, {b}, {left}, {r})", (h - t - b, w - left - r, c)
+
+
 def upsample(draw, shape, checked=True):
     h, w, c = shape
     fh = draw(st.integers(1, 2))
@@ -350,6 +357,7 @@ MAP_LAYERS = [
     activation,
     dropout,
     zeropad,
+    crop,
     upsample,
     rescale,
     identity,
@@ -697,6 +705,7 @@ FEATURES = {
     "dense": r"dense",
     "reshape": r"reshape",
     "zeropad": r"zeropad",
+    "crop": r"crop \(",
     "upsample": r"upsample",
     "upsample bilinear": r"bilinear",
     "rescale": r"rescale",

@@ -8,7 +8,8 @@ from __future__ import annotations
 
 def randomise_torch(module, seed: int):
     """Random running statistics in every batch norm, and every 1-D parameter (biases, gammas,
-    betas) moved off its initial value; the module, in eval mode."""
+    betas) and (C, 1, 1) one (ConvNeXt's layer scales, 1e-6 at first: they would hide the
+    whole residual body) moved off its initial value; the module, in eval mode."""
     import torch
 
     g = torch.Generator().manual_seed(seed)
@@ -19,16 +20,21 @@ def randomise_torch(module, seed: int):
                 mod.running_mean.copy_(torch.randn(c, generator=g) * 0.2)
                 mod.running_var.copy_(torch.rand(c, generator=g) * 1.5 + 0.5)
             for p in mod.parameters(recurse=False):
-                if p.dim() == 1:
+                if p.dim() == 1 or (p.dim() == 3 and tuple(p.shape[1:]) == (1, 1)):
                     p.copy_(p + torch.randn(p.shape, generator=g) * 0.2)
     return module.eval()
 
 
 def randomise_keras_batch_norm(kmodel, rng) -> None:
-    """Random gamma, beta and moving statistics in every Keras BatchNormalization."""
+    """Random gamma, beta and moving statistics in every Keras BatchNormalization, and the
+    gamma of every layer scale (ConvNeXt's, 1e-6 at first: it would hide the residual body),
+    nested Sequentials included."""
     import keras
 
-    for layer in kmodel.layers:
+    for layer in kmodel._flatten_layers(include_self=False):
+        if type(layer).__name__ == "LayerScale":
+            for var in layer.weights:
+                var.assign(rng.uniform(0.25, 0.75, var.shape).astype("float32"))
         if isinstance(layer, keras.layers.BatchNormalization):
             c = layer.moving_mean.shape[0]
             values = {

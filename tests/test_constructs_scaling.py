@@ -139,3 +139,17 @@ def test_the_command_line_selects_a_scale(tmp_path):
     assert json.loads(ir.stdout)["scale"] == "big"
     bad = _cli("check", str(spec), "--scale", "b9")
     assert bad.returncode == 1 and "E228" in bad.stderr and "small, big" in bad.stderr
+
+
+def test_the_summary_header_names_the_scale():
+    from cnnspec.summary import render_json, render_table
+
+    for scale in ("small", "big"):
+        model = cnnspec.compile_text(SPEC, scale=scale)
+        assert render_table(model).splitlines()[0] == f"{model.name} (scale {scale})"
+        assert render_table(model, markdown=True).startswith(f"## {model.name} (scale {scale})")
+        assert json.loads(render_json(model))["scale"] == scale
+    assert cnnspec.compile_text(SPEC).scale == "small"  # the first, when none is named
+    plain = cnnspec.compile_text("model plain\ninput 8x8x3\nconv 4 3x3\n")
+    assert render_table(plain).splitlines()[0] == "plain"
+    assert json.loads(render_json(plain))["scale"] is None

@@ -153,24 +153,42 @@ def test_unused_weights_are_refused():
     assert err.value.code == "E412" and "'aux1.conv.conv' (Conv2d)" in err.value.message
 
 
-def test_keras_normalization_given_constants_is_refused_not_miscounted(tmp_path):
-    # Normalization imports as `normalize` (issue 16; keras:EfficientNetB0 is exact), but one
-    # built from constant mean/variance holds no weights in Keras (112 + 0) where `normalize`
-    # counts 2C+1 statistics: the importer's count check refuses it (E416), never silently
+def _keras_outputs_equal(app, size: int) -> str:
+    """The spec imported from `app`, checked to count and compute what `app` does."""
+    from cnnspec.backends.keras import build
+    from cnnspec.convert import load_keras_applications_weights
+
+    text = write(from_keras.read(app, "file"))
+    model = cnnspec.compile_text(text)
+    assert (model.trainable, model.non_trainable) == from_keras.counts(app)
+    kmodel = build(model)
+    load_keras_applications_weights(kmodel, model, app)
+    x = np.random.default_rng(0).normal(size=(2, size, size, 3)).astype("float32")
+    want = np.asarray(app(x))
+    assert want.std() > 1e-3
+    np.testing.assert_allclose(np.asarray(kmodel(x)), want, rtol=1e-5, atol=1e-5)
+    return text
+
+
+def test_keras_normalization_given_constants_is_a_rescale():
+    # One built from constant mean/variance holds no weights in Keras (112 + 0) where
+    # `normalize` counts 2C+1 statistics (refused with E416 before): it is the per-channel
+    # affine map x/s - m/s, which `rescale` computes with no parameters
+    # (keras:EfficientNetV2B0's and ConvNeXt's preprocessing)
     inp = keras.Input((8, 8, 3))
     x = keras.layers.Normalization(mean=[0.5, 0.4, 0.3], variance=[1.0, 2.0, 3.0], name="norm")(inp)
     x = keras.layers.Conv2D(4, 3)(x)
-    with pytest.raises(SpecError) as err:
-        write(from_keras.read(keras.Model(inp, x), "file"))
-    assert err.value.code == "E416" and "counts" in err.value.message
+    text = _keras_outputs_equal(keras.Model(inp, x), 8)
+    assert "rescale scale=(1.0, 0.7071067811865475, 0.5773502691896258) offset=(-0.5," in text
+    assert "normalize" not in text
 
 
-def test_keras_per_pixel_dense_is_refused_by_name():
+def test_keras_per_pixel_dense_is_dense_per_pixel():
+    # refused by name before (the spec's dense took vectors only)
     inp = keras.Input((4, 4, 3))
     out = keras.layers.Dense(2, name="pixels")(inp)
-    with pytest.raises(SpecError) as err:
-        from_keras.read(keras.Model(inp, out), "file")
-    assert err.value.code == "E411" and "'pixels' (Dense)" in err.value.message
+    text = _keras_outputs_equal(keras.Model(inp, out), 4)
+    assert "dense 2 per_pixel" in text
 
 
 def test_cli_imports_a_saved_keras_file(tmp_path, capsys):

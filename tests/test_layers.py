@@ -516,6 +516,8 @@ ROWS = [
     Row("dense 4096 relu", (25088,), (4096,), 102764544, 0, 25088 * 4096, None),
     Row("fc 3 nobias", (7,), (3,), 21, 0, 21, lambda c, hw: nn.Linear(c, 3, bias=False)),
     Row("dense 10 softmax bias=false", (4,), (10,), 40, 0, 40, None),
+    # per pixel: the same in*out weights at each of H*W pixels (ConvNeXt's pointwise layers)
+    Row("dense 4 per_pixel", (5, 6, 3), (5, 6, 4), 16, 0, 5 * 6 * 3 * 4, None),
     # --- flatten (H, W, C order), reshape (one -1), dropout, rescale, identity ------------------
     Row("flatten", (7, 7, 512), (25088,), 0, 0, 0, lambda c, hw: nn.Flatten()),
     Row("flatten", (12,), (12,), 0, 0, 0, None),
@@ -545,6 +547,10 @@ ROWS = [
         lambda c, hw: nn.ZeroPad2d((2, 3, 0, 1)),
     ),
     Row("zeropadding padding=(1, 1)", (4, 4, 3), (6, 6, 3), 0, 0, 0, None),
+    # --- cropping (Keras' Cropping2D): P, (vertical, horizontal), (top, bottom, left, right) ---
+    Row("crop 1", (8, 8, 3), (6, 6, 3), 0, 0, 0, None),
+    Row("crop (1, 0, 2, 3)", (8, 8, 3), (7, 3, 3), 0, 0, 0, None),
+    Row("cropping cropping=(1, 2)", (8, 8, 3), (6, 4, 3), 0, 0, 0, None),
     # --- upsampling -------------------------------------------------------------------------------
     Row("upsample", (8, 8, 3), (16, 16, 3), 0, 0, 0, lambda c, hw: nn.Upsample(scale_factor=2)),
     Row(

@@ -130,6 +130,11 @@ def _zeropad(layer, name, shapes):
     return [("ZeroPadding2D", {"padding": ((t, b), (l, r)), "name": name})]
 
 
+def _crop(layer, name, shapes):
+    t, b, l, r = layer.cropping
+    return [("Cropping2D", {"cropping": ((t, b), (l, r)), "name": name})]
+
+
 def _upsample(layer, name, shapes):
     # Keras' bilinear resize uses half-pixel centres: torch's align_corners=False.
     return [
@@ -364,4 +369,5 @@ EMITTERS: dict[str, Emitter] = {
     "channel_shuffle": _channel_shuffle,
     "split": _split,
     "detect": _detect,
+    "crop": _crop,
 }

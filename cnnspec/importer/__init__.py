@@ -12,7 +12,7 @@ What the language cannot say is refused with a SpecError E41x naming the layer a
     E413 a graph that is not series-parallel / several outputs
     E414 a torch model torch.fx cannot trace    E415 no fixed input size
     E416 the written spec does not count what the source counts (an importer bug)
-    E417 a construct the language does not have yet (layer norm, channel shuffle...), named
+    E417 a construct the language does not have yet (an unequal channel split...), named
 """
 
 from __future__ import annotations

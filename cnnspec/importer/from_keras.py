@@ -1,9 +1,9 @@
 """Keras functional models -> Graph, from each layer's config and its inbound tensors.
 
 Keras' semantics are the spec's (HWC, TensorFlow 'same', momentum in Keras' sense), so most
-layers map one to one. What the spec cannot say (a Normalization layer's per-channel statistics,
-a ReLU with a threshold, a layer this importer does not know) is refused with an E41x error
-naming the layer and its class.
+layers map one to one; a nested Sequential (ConvNeXt's stem) is the chain of its layers. What
+the spec cannot say (a ReLU with a threshold, a layer this importer does not know) is refused
+with an E41x error naming the layer and its class.
 """
 
 from __future__ import annotations
@@ -133,25 +133,20 @@ def _read(kmodel, source: str) -> Graph:
         if not isinstance(layer, keras.layers.Layer):
             graph.add(_operation(layer, kind, inputs))
             continue
-        conf = layer.get_config()
-        if conf.get("data_format", "channels_last") != "channels_last":
-            raise unsupported(layer.name, kind, "data_format='channels_first'")
         if kind == "CustomScaleLayer" and len(inputs) == 2:
             # InceptionResNetV2: x + scale * branch, a rescaled branch and an add
             scaled = f"{layer.name}.scale"
+            conf = layer.get_config()
             graph.add(
                 Op(scaled, kind, "rescale", [("kw", "scale", float(conf["scale"]))], [inputs[1]])
             )
             graph.add(Op(layer.name, kind, "add", [], [inputs[0], scaled]))
             continue
-        rule = RULES.get(kind)
-        if rule is None:
-            raise (
-                missing(layer.name, kind, CONSTRUCTS[kind])
-                if kind in CONSTRUCTS
-                else unsupported(layer.name, kind)
-            )
-        ops = rule(layer, conf)
+        if isinstance(layer, keras.Sequential):
+            # ConvNeXt's stem and downsampling layers: a chain, its layers in order
+            ops = [op for sub in layer.layers for op in _ops(sub)]
+        else:
+            ops = _ops(layer)
         if not ops:  # the identity: later layers read its input
             alias[layer.name] = inputs[0]
             continue
@@ -165,6 +160,22 @@ def _read(kmodel, source: str) -> Graph:
         for t in kmodel.outputs
     ]
     return graph
+
+
+def _ops(layer) -> list[tuple[str, list]]:
+    """The statements of one layer: (word, args) each; none for the identity."""
+    kind = type(layer).__name__
+    conf = layer.get_config()
+    if conf.get("data_format", "channels_last") != "channels_last":
+        raise unsupported(layer.name, kind, "data_format='channels_first'")
+    rule = RULES.get(kind)
+    if rule is None:
+        raise (
+            missing(layer.name, kind, CONSTRUCTS[kind])
+            if kind in CONSTRUCTS
+            else unsupported(layer.name, kind)
+        )
+    return rule(layer, conf)
 
 
 def _operation(op, kind: str, inputs: list[str]) -> Op:
@@ -301,6 +312,12 @@ def _zeropad(layer, conf):
     return [("zeropad", [("pos", t if len(set(pads)) == 1 else pads)])]
 
 
+def _crop(layer, conf):
+    (t, b), (left, r) = conf["cropping"]
+    crops = (t, b, left, r)
+    return [("crop", [("pos", t if len(set(crops)) == 1 else crops)])]
+
+
 def _pool(word):
     def rule(layer, conf):
         args = [("pos", window(conf["pool_size"]))]
@@ -322,15 +339,17 @@ def _global(word):
 
 
 def _dense(layer, conf):
-    if len(layer.input.shape) != 2:
+    rank = len(layer.input.shape)
+    if rank not in (2, 4):
         raise unsupported(
             layer.name,
             "Dense",
-            f"a dense layer on a {layer.input.shape[1:]} "
-            "input works per pixel; the spec's dense takes vectors",
-            hint="use Conv2D(units, 1) in the model, or flatten first",
+            f"a dense layer on a {layer.input.shape[1:]} input (the spec's dense takes "
+            "vectors, or feature maps with per_pixel)",
         )
     args = [("pos", conf["units"])] + ([] if conf["use_bias"] else [("flag", "nobias")])
+    if rank == 4:  # over the channels of each pixel (ConvNeXt's pointwise layers)
+        args.append(("flag", "per_pixel"))
     return [("dense", args + _act(layer, _activation_name(layer, conf["activation"])))]
 
 
@@ -374,6 +393,8 @@ def _normalization(layer, conf):
         )
     if conf.get("invert"):
         raise unsupported(layer.name, "Normalization", "invert=True (denormalising)")
+    if not layer.weights and conf.get("mean") is not None and conf.get("variance") is not None:
+        return _constant_normalization(layer, conf)
     args = []
     for key in ("mean", "variance"):
         v = conf.get(key)
@@ -384,14 +405,57 @@ def _normalization(layer, conf):
     return [("normalize", args)]
 
 
+def _constant_normalization(layer, conf):
+    """A Normalization given its mean and variance holds them as constants, no weights (the
+    preprocessing of ConvNeXt and EfficientNetV2B*): it is the per-channel affine map
+    x / s - m / s with Keras' s = max(sqrt(variance), 1e-7), which `rescale` computes with
+    no parameters, as Keras counts it (`normalize` keeps its statistics as weights)."""
+    import numpy as np
+
+    def per_channel(key):
+        return np.asarray(conf[key], dtype="float64").reshape(-1)
+
+    mean, variance = np.broadcast_arrays(per_channel("mean"), per_channel("variance"))
+    std = np.maximum(np.sqrt(variance), 1e-7)
+
+    def value(v):
+        return float(v[0]) if len(set(v.tolist())) == 1 else tuple(float(x) for x in v)
+
+    return [("rescale", [("kw", "scale", value(1 / std)), ("kw", "offset", value(-mean / std))])]
+
+
+def _layernorm(layer, conf):
+    axis = conf.get("axis", -1)
+    axis = axis[0] if isinstance(axis, (list, tuple)) and len(axis) == 1 else axis
+    if axis not in (-1, 3) or conf.get("rms_scaling"):
+        raise missing(
+            layer.name,
+            "LayerNormalization",
+            f"layer norm over axis {axis}"
+            + (" with rms scaling" if conf.get("rms_scaling") else ""),
+            hint="the spec's layernorm is over the channels of each pixel",
+        )
+    args = [] if conf["epsilon"] == 1e-5 else [("kw", "eps", float(conf["epsilon"]))]
+    args += [] if conf["scale"] else [("flag", "noscale")]
+    args += [] if conf["center"] else [("flag", "nocenter")]
+    return [("layernorm", args)]
+
+
+def _layerscale(layer, conf):
+    """keras.applications' ConvNeXt LayerScale: x * gamma, gamma (C,) from init_values."""
+    return [("layerscale", [("pos", float(conf["init_values"]))])]
+
+
+def _stochastic_depth(layer, conf):
+    """keras.applications' ConvNeXt StochasticDepth: whole samples dropped in training,
+    as the spec's (and torchvision's "row" mode)."""
+    return [("stochastic_depth", [("pos", float(conf["drop_path_rate"]))])]
+
+
 # Keras layers that are constructs the language does not have yet (issue 16)
 CONSTRUCTS = {
-    "LayerNormalization": "layer norm",
     "GroupNormalization": "group norm",
-    "LayerScale": "layer scale",
-    "StochasticDepth": "stochastic depth",
     "UnitNormalization": "unit normalisation",
-    "Cropping2D": "cropping",
 }
 
 
@@ -420,6 +484,7 @@ RULES = {
     "Activation": _activation,
     "ReLU": _relu,
     "ZeroPadding2D": _zeropad,
+    "Cropping2D": _crop,
     "MaxPooling2D": _pool("maxpool"),
     "AveragePooling2D": _pool("avgpool"),
     "GlobalAveragePooling2D": _global("gap"),
@@ -433,6 +498,9 @@ RULES = {
     "Flatten": lambda layer, conf: [("flatten", [])],
     "Rescaling": _rescaling,
     "Normalization": _normalization,
+    "LayerNormalization": _layernorm,
+    "LayerScale": _layerscale,
+    "StochasticDepth": _stochastic_depth,
     "Softmax": _softmax,
     "Identity": _nothing,
 }

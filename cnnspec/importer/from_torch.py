@@ -4,9 +4,12 @@ Each traced call becomes one op with the spec's semantics: torch's symmetric `pa
 stays `padding=P`; BatchNorm2d's momentum m becomes the spec's (Keras') 1 - m; an adaptive
 average pool to 1x1 is `gap` (its flatten then has nothing left to do); an adaptive pool whose
 output equals its input (VGG's 7x7 at 224x224) is dropped with a note, since it is the
-identity only at that input size; stochastic depth, the identity at inference, is left out
-with a note. A construct the language does not have yet (layer norm, channel split and shuffle,
-layer scale) is refused with E417 naming it; anything else with an E41x error naming the module.
+identity only at that input size. ConvNeXt's channels-last stretch (permute, layer norm,
+Linear, permute) is `layernorm` and `dense N per_pixel`, its learned (C, 1, 1) factor
+`layerscale`; ShuffleNetV2's x.chunk(2, dim=1) items are `split 2 I` and its channel shuffle
+(size, view, transpose, view) is `shuffle G`. A construct the language does not have yet
+(a split into unequal parts, another permutation of axes) is refused with E417 naming it;
+anything else with an E41x error naming the module.
 """
 
 from __future__ import annotations
@@ -14,7 +17,7 @@ from __future__ import annotations
 import operator
 
 from ..errors import SpecError
-from .ops import Graph, Op, Square, missing, scalar, size, unsupported, window
+from .ops import Graph, Op, missing, scalar, size, unsupported, window
 
 ACTIVATIONS = {
     "ReLU": "relu",
@@ -123,6 +126,13 @@ class _Reader:
         # norms and linears; the spec is channels-last throughout, so the permutes vanish
         self.last: set[str] = set()
         self.params: dict[str, str] = {}  # get_attr node -> the parameter's path
+        # ShuffleNet's channel shuffle is traced as size, view to (N, G, C/G, H, W),
+        # transpose(1, 2), contiguous, view back: sizes are not tensors (no op), the 5-d
+        # views are held here (node -> G; `swapped` once transposed) until the view back
+        self.sizes: set[str] = set()
+        self.grouped: dict[str, int] = {}
+        self.swapped: dict[str, int] = {}
+        self.chunks: dict[str, int] = {}  # x.chunk(n, dim=1) -> n (its items are splits)
 
     def src(self, node) -> str:
         return self.alias.get(node.name, node.name)
@@ -153,6 +163,10 @@ class _Reader:
             self.params[node.name] = node.target  # read by the call that uses it
         elif node.op == "call_method" and node.target == "permute":
             self.permute(node, node.args[1:])
+        elif node.op == "call_method" and node.target in SHUFFLE_STEPS:
+            self.shuffle_step(node, node.target)
+        elif node.op == "call_method" and node.target == "chunk":
+            self.chunk(node)
         elif node.op == "call_method" and node.target == "mean" and self._spatial_mean(node):
             keep = node.kwargs.get("keepdim", node.args[2] if len(node.args) > 2 else False)
             self.emit(node, "Tensor.mean", "gap", [("flag", "keepdims")] if keep else [])
@@ -330,17 +344,11 @@ class _Reader:
         self.stochastic_depth(node, path, "StochasticDepth", mod.p, mod.mode)
 
     def _m_Linear(self, node, path, mod):
-        if node.args[0].name in self.last:  # per pixel on channels-last: a 1x1 conv
-            self.emit(
-                node,
-                "Linear",
-                "conv",
-                [("pos", mod.out_features), ("pos", Square(1))]
-                + ([] if mod.bias is not None else [("flag", "nobias")]),
-            )
+        args = [("pos", mod.out_features)] + ([] if mod.bias is not None else [("flag", "nobias")])
+        if node.args[0].name in self.last:  # over the channels of each pixel (ConvNeXt)
+            self.emit(node, "Linear", "dense", [*args, ("flag", "per_pixel")])
             self.last.add(node.name)
             return
-        args = [("pos", mod.out_features)] + ([] if mod.bias is not None else [("flag", "nobias")])
         self.emit(node, "Linear", "dense", args)
 
     def _m_Dropout(self, node, path, mod):
@@ -367,6 +375,16 @@ class _Reader:
         fn = node.target
         name = getattr(fn, "__name__", str(fn))
         if fn in (operator.mul, torch.mul) and self._layer_scale(node):
+            return
+        if fn is operator.getitem and self.item(node):
+            return
+        if fn is operator.floordiv and any(
+            getattr(a, "name", None) in self.sizes for a in node.args
+        ):
+            self.sizes.add(node.name)  # channels per group: arithmetic on sizes
+            return
+        if fn is torch.transpose:
+            self.shuffle_step(node, "transpose")
             return
         if fn in (operator.add, operator.iadd, torch.add, operator.mul, torch.mul):
             word = "add" if fn in (operator.add, operator.iadd, torch.add) else "multiply"
@@ -419,6 +437,70 @@ class _Reader:
             )
         else:
             raise self.construct(node)
+
+    def shuffle_step(self, node, step: str) -> None:
+        """One step of a channel shuffle (see __init__); anything else of these is E417."""
+        x = node.args[0]
+        src = getattr(x, "name", None)
+        if step == "size":
+            self.sizes.add(node.name)
+            return
+        if step == "contiguous":  # a memory layout, not a value
+            self.alias[node.name] = self.src(x)
+            for held in (self.grouped, self.swapped):
+                if src in held:
+                    held[node.name] = held[src]
+            if src in self.last:
+                self.last.add(node.name)
+            return
+        shape_in, shape_out = _shape(x), _shape(node)
+        if step == "transpose" and src in self.grouped and sorted(node.args[1:]) == [1, 2]:
+            self.swapped[node.name] = self.grouped[src]
+            self.alias[node.name] = self.src(x)
+        elif step in ("view", "reshape") and len(shape_in) == 4 and len(shape_out) == 5:
+            if shape_out[1] * shape_out[2] == shape_in[1] and shape_out[3:] == shape_in[2:]:
+                self.grouped[node.name] = shape_out[1]
+                self.alias[node.name] = self.src(x)
+            else:
+                raise self.construct(node)
+        elif step in ("view", "reshape") and src in self.swapped and len(shape_out) == 4:
+            self.emit(node, "channel shuffle", "shuffle", [("pos", self.swapped[src])])
+            self.graph.ops[-1].path = _caller(node)
+        else:
+            raise self.construct(node)
+
+    def chunk(self, node) -> None:
+        """x.chunk(n, dim=1): its items become `split n i` (ShuffleNetV2's two halves)."""
+        given = dict(zip(["chunks", "dim"], node.args[1:]), **node.kwargs)
+        n, dim = given.get("chunks"), given.get("dim", 0)
+        c = _shape(node.args[0])[1]
+        if dim not in (1, -3):
+            raise missing(node.name, "Tensor.chunk", f"a split along axis {dim}")
+        if not isinstance(n, int) or c % n:
+            raise missing(
+                node.name, "Tensor.chunk", f"a channel split into unequal parts ({c} by {n})"
+            )
+        self.chunks[node.name] = n
+
+    def item(self, node) -> bool:
+        """An item of a size (no op) or of a chunk (a split); False for anything else."""
+        of, index = node.args
+        name = getattr(of, "name", None)
+        if name in self.sizes:
+            self.sizes.add(node.name)
+            return True
+        if name in self.chunks and isinstance(index, int):
+            parts = self.chunks[name]
+            self.emit(
+                node,
+                "Tensor.chunk",
+                "split",
+                [("pos", parts), ("pos", index % parts)],
+                inputs=[self.src(of.args[0])],
+            )
+            self.graph.ops[-1].path = _caller(node)
+            return True
+        return False
 
     def permute(self, node, dims) -> None:
         """NCHW -> NHWC and back are the identity in the spec's channels-last tensors."""
@@ -570,16 +652,7 @@ class _Reader:
         )
 
 
-# torch modules and calls that are constructs the language does not have yet (issue 16)
-MODULES = {
-    "LayerNorm": "layer norm",
-    "LayerNorm2d": "layer norm over channels",
-    "GroupNorm": "group norm",
-    "LocalResponseNorm": "torch's local response norm",
-    "StochasticDepth": "stochastic depth",
-    "ChannelShuffle": "channel shuffle",
-    "Upsample": "torch's upsampling",
-}
+# torch calls that belong to constructs the language does not have yet (issue 16)
 CALLS = {
     "layer_norm": "layer norm",
     "group_norm": "group norm",
@@ -587,6 +660,7 @@ CALLS = {
     "split": "channel split (Tensor.split)",
     "getitem": "channel split (a tensor indexed)",
 }
+SHUFFLE_STEPS = {"size", "view", "reshape", "contiguous"}
 SHUFFLE = {"size", "view", "reshape", "transpose", "contiguous", "floordiv"}
 
 
@@ -619,6 +693,13 @@ def _construct(node, traced) -> str | None:
     if name in SHUFFLE and {"view", "transpose"} <= calls:
         return "channel shuffle (view, transpose, view)"
     return CALLS.get(name)
+
+
+def _caller(node) -> str | None:
+    """The module whose forward made a function call (fx's nn_module_stack), so that the
+    writer keeps a shuffle with its unit's stage."""
+    stack = node.meta.get("nn_module_stack") or {}
+    return next(reversed(stack), None) or None
 
 
 def _window(stride, pad, dilation) -> list[tuple]:

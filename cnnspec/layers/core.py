@@ -36,40 +36,59 @@ class Input(Layer):
 
 @register
 class Dense(Layer):
-    """Fully connected: in*out weights + out biases; MACs in*out."""
+    """Fully connected: in*out weights + out biases; MACs in*out. With `per_pixel` it runs on
+    a feature map, the same weights at every pixel over its channels (Keras' Dense on an
+    HxWxC tensor; ConvNeXt's pointwise layers, torch's nn.Linear on channels-last):
+    HxWxC -> HxWxN, C*N + N parameters, H*W*C*N MACs.
+
+        >>> Dense(units=4, per_pixel=True).count_macs([(2, 2, 3)], (2, 2, 4))
+        48
+    """
 
     kind: Literal["dense"] = "dense"
     units: Pos
     bias: bool = True
     activation: OptActivation = None
+    per_pixel: bool = False
 
     keywords = {"dense": {}, "fc": {}}
     positional = ("units",)
-    flags = {"nobias": {"bias": False}}
-    kind_doc = "dense N [act] [bias=false]"
+    flags = {"nobias": {"bias": False}, "per_pixel": {"per_pixel": True}}
+    kind_doc = "dense N [act] [bias=false] [per_pixel]"
 
     def output_shape(self, shapes):
+        if self.per_pixel:
+            if len(shapes[0]) != 3:
+                raise ShapeError(
+                    f"dense per_pixel needs a feature map, but its input is the vector "
+                    f"{fmt_shape(shapes[0])}",
+                    hint="leave out 'per_pixel' for a dense layer on a vector",
+                    code="E305",
+                )
+            return (*shapes[0][:-1], self.units)
         if len(shapes[0]) != 1:
             raise ShapeError(
                 f"dense needs a vector, but its input is the feature map {fmt_shape(shapes[0])}",
                 hint="put 'flatten' or 'gap' (global average pooling) before the dense layer, "
-                "or use 'conv N 1x1' for a per-pixel dense layer",
+                "or write 'dense N per_pixel' for a dense layer over the channels of each pixel",
                 code="E305",
             )
         return (self.units,)
 
     def count_params(self, shapes):
-        return (shapes[0][0] * self.units + self.units * self.bias, 0)
+        return (shapes[0][-1] * self.units + self.units * self.bias, 0)
 
     def count_macs(self, shapes, out):
-        return shapes[0][0] * self.units
+        return prod(shapes[0]) * self.units
 
     def explain(self, shapes, out):
-        n = shapes[0][0]
+        n = shapes[0][-1]
         bias = f" + {self.units}" if self.bias else ""
+        pixels = prod(shapes[0][:-1])
+        at = f"{pixels}*" if self.per_pixel else ""
         return [
             f"params: {n}*{self.units}{bias} = {fmt_int(self.count_params(shapes)[0])}",
-            f"MACs: {n}*{self.units} = {fmt_int(self.count_macs(shapes, out))}",
+            f"MACs: {at}{n}*{self.units} = {fmt_int(self.count_macs(shapes, out))}",
         ]
 
 
@@ -238,6 +257,43 @@ class ZeroPad(Layer):
         h, w, c = need_image(shapes, "zeropad")
         t, b, l, r = self.padding
         return (h + t + b, w + l + r, c)
+
+
+@register
+class Crop(Layer):
+    """Cut rows and columns off the borders: P, (vertical, horizontal) or (top, bottom, left,
+    right); Keras' Cropping2D (NASNet aligns a shifted path with `zeropad (0, 1, 0, 1)` then
+    `crop (1, 0, 1, 0)`).
+
+        >>> Crop(cropping=(1, 0, 1, 0)).output_shape([(8, 8, 3)])
+        (7, 7, 3)
+    """
+
+    kind: Literal["crop"] = "crop"
+    cropping: Annotated[
+        tuple[
+            Annotated[int, Field(ge=0)],
+            Annotated[int, Field(ge=0)],
+            Annotated[int, Field(ge=0)],
+            Annotated[int, Field(ge=0)],
+        ],
+        BeforeValidator(_pads),
+    ] = (1, 1, 1, 1)
+    keywords = {"crop": {}, "cropping": {}}
+    positional = ("cropping",)
+    kind_doc = "crop P | (top, bottom, left, right)"
+
+    def output_shape(self, shapes):
+        h, w, c = need_image(shapes, "crop")
+        t, b, l, r = self.cropping
+        if t + b >= h or l + r >= w:
+            raise ShapeError(
+                f"crop {self.cropping} of a {fmt_shape(shapes[0])} tensor leaves "
+                f"{max(h - t - b, 0)}x{max(w - l - r, 0)}",
+                hint="crop fewer rows and columns than the map has",
+                code="E301",
+            )
+        return (h - t - b, w - l - r, c)
 
 
 @register

@@ -270,7 +270,7 @@ def _compare(target: Target, tensors: dict, chw: bool, report: LoadReport) -> No
     unused = dict(tensors)
     for role, want in target.shapes.items():
         name = f"{node}.{role}"
-        src = role if role in unused else _alias(role, unused)
+        src = role if role in unused else _alias(role, unused, len(target.shapes))
         if src is None:
             report.missing.append(name)
             continue
@@ -291,8 +291,12 @@ def _compare(target: Target, tensors: dict, chw: bool, report: LoadReport) -> No
         report.values[node] = values
 
 
-def _alias(role: str, available: dict) -> str | None:
-    """A tensor one module deeper in the file ('conv.weight') still matches 'weight'."""
+def _alias(role: str, available: dict, wanted: int = 0) -> str | None:
+    """A tensor one module deeper in the file ('conv.weight') still matches 'weight'; a
+    layer of one tensor matches a target that wants one whatever its name (torchvision's
+    ConvNeXt `layer_scale` is the spec's `gamma`): the shape is still checked."""
     tail = role.rsplit(".", 1)[-1]
     hits = [r for r in available if r.rsplit(".", 1)[-1] == tail]
+    if not hits and wanted == 1 and len(available) == 1:
+        return next(iter(available))
     return hits[0] if len(hits) == 1 else None

@@ -157,12 +157,17 @@ def _deconv(layer, shapes):
 
 
 def _dense(layer, shapes):
+    """nn.Linear; `per_pixel` runs it over the channels of each pixel, as torchvision's
+    ConvNeXt does on channels-last maps (NCHW moved to NHWC and back)."""
     module = te.call(
-        "nn.Linear", shapes[0][0], layer.units, **te.kwargs_unless_default(bias=(layer.bias, True))
+        "nn.Linear", shapes[0][-1], layer.units, **te.kwargs_unless_default(bias=(layer.bias, True))
     )
+    y = te.Self((te.X,))
+    if layer.per_pixel:
+        y = te.method(te.Self((te.method(te.X, "movedim", 1, -1),)), "movedim", -1, 1)
     return te.TorchOp(
         module=module,
-        forward=te.activation(layer.activation, te.Self((te.X,)), inplace=True),
+        forward=te.activation(layer.activation, y, inplace=True),
         fresh=layer.activation is None,
     )
 
@@ -224,6 +229,14 @@ def _rescale(layer, shapes):
 def _zeropad(layer, shapes):
     t, b, l, r = layer.padding
     return te.TorchOp(forward=te.pad(te.X, (l, r, t, b)))
+
+
+def _crop(layer, shapes):
+    h, w, _ = shapes[0]
+    t, b, l, r = layer.cropping
+    return te.TorchOp(
+        forward=te.Index(te.X, (slice(None), slice(None), slice(t, h - b), slice(l, w - r)))
+    )
 
 
 def _upsample(layer, shapes):
@@ -471,4 +484,5 @@ EMITTERS: dict[str, Emitter] = {
     "channel_shuffle": _channel_shuffle,
     "split": _split,
     "detect": _detect,  # cnnspec/backends/torch/detect.py
+    "crop": _crop,
 }

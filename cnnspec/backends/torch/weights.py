@@ -23,14 +23,35 @@ def _shape(t) -> str:
 
 
 def _source(state_dict, label: str) -> SourceWeights:
-    """A torch state_dict as the file's layers, in its registration order, C,H,W flatten."""
+    """A torch state_dict as the file's layers, in its registration order, C,H,W flatten;
+    a module's own tensors after its sub-modules' (see _after_children)."""
     layers: dict[str, SourceLayer] = {}
     for key, value in state_dict.items():
         owner, _, role = key.rpartition(".")
         layers.setdefault(owner, SourceLayer(owner, {})).tensors[role] = (
             value.detach().cpu().numpy()
         )
-    return SourceWeights(label, list(layers.values()), "torch", flatten="chw")
+    return SourceWeights(label, _after_children(list(layers.values())), "torch", flatten="chw")
+
+
+def _after_children(layers: list[SourceLayer]) -> list[SourceLayer]:
+    """torch lists a module's own parameters before its sub-modules' tensors, but a module
+    that has both applies its own after them (torchvision's ConvNeXt CNBlock: `layer_scale`
+    times the output of `block`): in order matching, they go after its last sub-module's.
+
+        >>> [x.name for x in _after_children([SourceLayer(n, {}) for n in ("b", "b.0", "b.1", "c")])]
+        ['b.0', 'b.1', 'b', 'c']
+    """
+    out: list[SourceLayer] = []
+    held: list[SourceLayer] = []  # modules waiting for the end of their sub-modules
+    for layer in layers:
+        while held and not layer.name.startswith(held[-1].name + "."):
+            out.append(held.pop())
+        if any(other.name.startswith(layer.name + ".") for other in layers) and layer.name:
+            held.append(layer)
+        else:
+            out.append(layer)
+    return out + held[::-1]
 
 
 def load_torchvision_state_dict(
