@@ -1,9 +1,8 @@
 """Dense detection: cnnspec's training epoch against a hand-written torch loop, and cnnspec's
 decode + NMS per image against torchvision's FCOS post-processing.
 
-1. Training: the same network (a small YOLO-style conv stack whose last conv map is read as
-   one anchor-free head with objectness, tests/dense_head_stub.py, until the head construct
-   lands), the same multi-object shapes images in the same order, the same assignment
+1. Training: the same network (specs/yolo_shapes.cnn, a small YOLO-style detector with an
+   anchor-free two-level `detect` head with objectness), the same multi-object shapes images in the same order, the same assignment
    (detection.assign) and loss (train/dense_torch.DenseLoss), the same optimizer. The plain
    loop is what one writes by hand: tensors in, assign, loss, backward, step. Epochs
    alternate (which goes first alternates too); medians of wall and CPU time are compared.
@@ -18,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import statistics
-import sys
 import time
 import types
 from pathlib import Path
@@ -26,12 +24,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "tests"))
-
-import dense_head_stub
-
-from cnnspec.compiler import compile_text
+from cnnspec.compiler import compile_file
 from cnnspec.data import index
 from cnnspec.detection.assign import assign
 from cnnspec.detection.priors import Geometry, HeadInfo, points, strides
@@ -42,16 +35,7 @@ from cnnspec.train.plan import make_plan
 from cnnspec.train.torch_backend import TorchBackend
 
 CLOCKS = {"wall": time.perf_counter, "cpu": time.process_time}
-SPEC = """model det96
-input 96x96x3
-block conv_bn(f) { conv f 3x3 same nobias; bn; relu }
-conv_bn 16; maxpool 2
-conv_bn 32; maxpool 2
-conv_bn 64; maxpool 2
-conv_bn 64
-conv 8 1x1
-compile { optimizer adam lr=0.003; batch_size 32 }
-"""
+SPEC = Path(__file__).resolve().parents[1] / "specs" / "yolo_shapes.cnn"
 
 
 def plain_epoch(net, opt, loss, head, x, boxes, classes, order, batch_size) -> float:
@@ -60,7 +44,7 @@ def plain_epoch(net, opt, loss, head, x, boxes, classes, order, batch_size) -> f
     for start in range(0, len(order), batch_size):
         rows = order[start : start + batch_size]
         targets = assign(head, boxes[rows], classes[rows])
-        out = net(x[torch.from_numpy(rows)]).permute(0, 2, 3, 1).reshape(len(rows), -1, 8)
+        out = net(x[torch.from_numpy(rows)])
         value = loss(out, {k: torch.from_numpy(v) for k, v in targets._asdict().items()})["loss"]
         opt.zero_grad(set_to_none=True)
         value.backward()
@@ -70,8 +54,7 @@ def plain_epoch(net, opt, loss, head, x, boxes, classes, order, batch_size) -> f
 
 
 def bench_training(args) -> None:
-    dense_head_stub.install()
-    model = compile_text(SPEC)
+    model = compile_file(SPEC)
     plan = make_plan(model)
     head = plan.heads[0].info
     samples = index("shapes_multi", model.input_shape, "objects", n=args.images)
