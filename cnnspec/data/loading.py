@@ -89,6 +89,7 @@ def keras_batches(
             epoch=epoch,
             train=train,
             workers=workers,
+            pillow=lambda rows: prepare(samples, rows, ops, seed, epoch, train),
         )
         return
     import tensorflow as tf

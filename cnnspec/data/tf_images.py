@@ -20,6 +20,7 @@ Pillow, which either reads it or raises the DataError that names it.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 
 import numpy as np
 
@@ -80,18 +81,26 @@ def _resized(tf, image, size):
 
 
 def batches(
-    samples: Samples, order: np.ndarray, batch_size: int, *, ops, seed, epoch, train, workers
+    samples: Samples,
+    order: np.ndarray,
+    batch_size: int,
+    *,
+    ops,
+    seed,
+    epoch,
+    train,
+    workers,
+    pillow: Callable[[np.ndarray], dict],
 ):
     """The epoch's batches in `order` as numpy dicts: files decoded `workers` at a time by
-    tf.data, batched, then augmented by `augment_batch` keyed by (seed, epoch, rows)."""
+    tf.data, batched, then augmented by `augment_batch` keyed by (seed, epoch, rows).
+    `pillow(rows)` is the same batch made by Pillow (loading.prepare): the stand-in."""
     import tensorflow as tf
-
-    from cnnspec.data.loading import prepare
 
     reader = samples.reader
     paths = tf.constant([str(reader.paths[int(r)]) for r in samples.rows])
     size, channels = reader.size, reader.channels
-    probe = prepare(samples, order[:1], ops, seed, epoch, train)
+    probe = pillow(order[:1])
     keys = list(probe)
     ops = list(ops or [])
     moving = _moving_prefix(ops)
@@ -164,7 +173,7 @@ def batches(
             # tf.data starts again after it
             bad = first + made
             rows = order[bad * batch_size : (bad + 1) * batch_size]
-            yield prepare(samples, rows, ops, seed, epoch, train)
+            yield pillow(rows)
             first = bad + 1
 
 
