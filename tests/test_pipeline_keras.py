@@ -11,7 +11,7 @@ from PIL import Image
 
 pytest.importorskip("tensorflow")
 
-from cnnspec.data import DataError, index, parse_ops, tf_images, write_shapes
+from cnnspec.data import DataError, index, parse_ops, tf_images
 from cnnspec.data.augmentation import augment_batch
 from cnnspec.data.loading import keras_batches
 
@@ -83,34 +83,20 @@ def test_8_bit_files_at_the_input_size_decode_exactly_as_pillow(tmp_path):
         assert_close(epoch(samples, 2), epoch(samples, 0), tolerance=0.0)
 
 
-@pytest.mark.parametrize(
-    "words, scale",
-    [
-        (["flip", "crop 3", "vflip"], 1.0),  # moved by TF along the map numpy moved
-        (["flip", "crop 3", "vflip", "normalize 0.5 0.25"], 4.0),  # pixels through numpy
-    ],
-)
-def test_augmented_batches_keep_the_draws_of_the_pillow_path(tmp_path, words, scale):
+def test_augmented_batches_keep_the_draws_of_the_pillow_path(tmp_path):
     write_folder(tmp_path, n=13)
     samples = index(str(tmp_path), (20, 20, 3), "classify")
-    ops = parse_ops(words)
+    # flip and crop run on uint8, normalize on float: the draws go through all of them
+    ops = parse_ops(["flip", "crop 3", "vflip", "normalize 0.5 0.25"])
     runs = epoch(samples, 3, ops), epoch(samples, 0, ops)
     assert [len(b["x"]) for b in runs[0]] == [4, 4, 4, 1]
-    assert_close(*runs, tolerance=LEVEL * scale)
+    assert_close(*runs, tolerance=LEVEL / 0.25)
     evaluation = epoch(samples, 2, ops, train=False), epoch(samples, 0, ops, train=False)
-    assert_close(*evaluation, tolerance=LEVEL * scale)
-
-
-def test_boxes_move_with_the_pixels_as_on_the_pillow_path(tmp_path):
-    write_shapes(tmp_path, "coco", n=10, size=24, seed=2)
-    samples = index(str(tmp_path), (24, 24, 3), "detect")
-    assert tf_images.decodable(samples) and samples.boxes is not None
-    ops = parse_ops(["flip", "crop 6"])
-    assert_close(epoch(samples, 2, ops), epoch(samples, 0, ops), tolerance=0.0)
+    assert_close(*evaluation, tolerance=LEVEL / 0.25)
 
 
 @pytest.mark.parametrize("op", tf_images.PIXEL_MOVING)
-def test_each_pixel_moving_op_moves_a_map_of_origins_as_it_moves_pixels(op):
+def test_each_pixel_moving_op_gives_on_uint8_what_it_gives_on_float(op):
     x = np.random.default_rng(0).integers(0, 256, size=(8, 10, 12, 3), dtype=np.uint8)
     boxes = np.tile(np.array([[0.1, 0.2, 0.6, 0.9]], np.float32), (8, 1))
     ops = parse_ops([op if op != "crop" else "crop 4"])
@@ -118,11 +104,6 @@ def test_each_pixel_moving_op_moves_a_map_of_origins_as_it_moves_pixels(op):
     on_float = augment_batch({"x": x / np.float32(255)}, ops, np.random.default_rng(5))
     assert on_uint8["x"].dtype == np.uint8
     assert np.array_equal(on_uint8["x"] / np.float32(255), on_float["x"])
-    origin = np.arange(1, 10 * 12 + 1, dtype=np.uint16).reshape(1, 10, 12, 1)
-    where = augment_batch({"x": np.repeat(origin, 8, 0)}, ops, np.random.default_rng(5))["x"]
-    padded = np.concatenate([np.zeros((8, 1, 3), np.uint8), x.reshape(8, -1, 3)], axis=1)
-    moved = np.take_along_axis(padded, where.reshape(8, -1, 1).astype(np.int64), axis=1)
-    assert np.array_equal(moved.reshape(x.shape), on_uint8["x"])
 
 
 def test_a_file_tf_cannot_decode_is_read_by_pillow(tmp_path):

@@ -105,61 +105,36 @@ def batches(
     ops = list(ops or [])
     moving = _moving_prefix(ops)
     rest = ops[len(moving) :]
+    # pixels stay uint8 through the ops that only move them (a quarter of the bytes to
+    # copy under the GIL); the first op that computes with them gets float32 [0, 1]
+    x_dtype = np.float32 if rest else np.uint8
+    stand_in = {**probe, "x": np.zeros(probe["x"].shape, x_dtype)}  # a batch that failed
+    dtypes = [tf.as_dtype(stand_in[k].dtype) for k in keys]
     at_x = keys.index("x")
     failed: list[DataError] = []  # tf would re-raise one as text with its traceback
-    height, width = size
-    # Ops that only move pixels are run by numpy on a map of where each pixel comes from
-    # (0: a padded zero), and TF moves the pixels by that map: the same draws and the same
-    # result as on the pixels, without copying them under the GIL
-    kind = np.uint16 if height * width < 2**16 - 1 else np.int32
-    origin = np.arange(1, height * width + 1, dtype=kind).reshape(1, height, width, 1)
-    maps_dtypes = [tf.as_dtype(kind if k == "x" else probe[k].dtype) for k in keys]
-    pixels_dtypes = [tf.as_dtype(np.float32 if k == "x" else probe[k].dtype) for k in keys]
 
-    def maps(rows) -> list[np.ndarray]:
-        """numpy: the batch of `prepare` but for its pixels, which "x" says where to take
-        from; the draws are those of `prepare` (one generator keyed by the rows)."""
-        rows = np.asarray(rows)
-        plain = {"x": np.broadcast_to(origin, (len(rows), *origin.shape[1:]))}
-        batch = {**plain, **_targets(samples, rows)}
-        if moving:
-            rng = np.random.default_rng([seed, epoch, *(int(i) for i in rows)])
-            try:
-                batch = augment_batch(batch, moving, rng, train)
-            except DataError as exc:
-                failed.append(exc)
-        return [batch[k] for k in keys]
-
-    def moved(x, values):
-        """TF: the decoded pixels moved by the map, as float32 [0, 1] (as Samples.sample)."""
-        if moving:
-            n, channels = tf.shape(x)[0], tf.shape(x)[3]
-            flat = tf.reshape(x, (n, height * width, channels))
-            flat = tf.concat([tf.zeros_like(flat[:, :1]), flat], axis=1)
-            where = tf.reshape(tf.cast(values[at_x], tf.int32), (n, height * width))
-            x = tf.reshape(tf.gather(flat, where, batch_dims=1), tf.shape(x))
-        x = tf.cast(x, tf.float32) / 255.0
-        return (*values[:at_x], x, *values[at_x + 1 :])
-
-    def pixels(x, rows) -> list[np.ndarray]:
-        """numpy, when an op computes with the pixels: they go through `prepare`'s ops
-        here, uint8 through those that only move them, then float32 [0, 1]."""
+    def finish(x, rows) -> list[np.ndarray]:
+        """numpy: the batch dict of `prepare`, from the uint8 pixels TF decoded; the draws
+        are those of `prepare` (one generator through all the ops, keyed by the rows)."""
         rows = np.asarray(rows)
         batch = {"x": x, **_targets(samples, rows)}
         rng = np.random.default_rng([seed, epoch, *(int(i) for i in rows)])
         try:
-            batch = augment_batch(batch, moving, rng, train)
-            batch["x"] = batch["x"].astype(np.float32) / 255.0  # as Samples.sample
-            batch = augment_batch(batch, rest, rng, train)
+            if moving:
+                batch = augment_batch(batch, moving, rng, train)
+            if rest:
+                batch["x"] = batch["x"].astype(np.float32) / 255.0  # as Samples.sample
+                batch = augment_batch(batch, rest, rng, train)
         except DataError as exc:
             failed.append(exc)
-            batch["x"] = np.zeros(x.shape, np.float32)
+            batch = stand_in
         return [batch[k] for k in keys]
 
-    def finish(x, rows):
+    def as_float(*values):
         if rest:
-            return tuple(tf.numpy_function(pixels, [x, rows], pixels_dtypes))
-        return moved(x, tf.numpy_function(maps, [rows], maps_dtypes))
+            return values
+        x = tf.cast(values[at_x], tf.float32) / 255.0  # as Samples.sample, in float32
+        return (*values[:at_x], x, *values[at_x + 1 :])
 
     def stream(first: int):
         rows = tf.data.Dataset.from_tensor_slices(order[first * batch_size :])
@@ -173,7 +148,12 @@ def batches(
                 rows,
             )
             .batch(batch_size)
-            .map(finish, num_parallel_calls=workers, deterministic=True)
+            .map(
+                lambda x, r: tf.numpy_function(finish, [x, r], dtypes),
+                num_parallel_calls=workers,
+                deterministic=True,
+            )
+            .map(as_float, num_parallel_calls=workers, deterministic=True)
             .prefetch(2)
             .as_numpy_iterator()
         )
@@ -198,8 +178,8 @@ def batches(
 
 
 def _moving_prefix(ops: list) -> list:
-    """The leading ops that only move pixels or pad them with zeros: the same on a map of
-    pixel origins, on uint8 and on float [0, 1] (tests/test_pipeline_keras.py)."""
+    """The leading ops that only move pixels or pad them with zeros: the same on uint8
+    as on float [0, 1] (tests/test_pipeline_keras.py holds each to that)."""
     for k, op in enumerate(ops):
         if op.name not in PIXEL_MOVING:
             return ops[:k]
