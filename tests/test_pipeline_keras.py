@@ -11,7 +11,7 @@ from PIL import Image
 
 pytest.importorskip("tensorflow")
 
-from cnnspec.data import DataError, index, parse_ops, tf_images
+from cnnspec.data import DataError, index, parse_ops, tf_images, write_shapes
 from cnnspec.data.augmentation import augment_batch
 from cnnspec.data.loading import keras_batches
 
@@ -83,16 +83,30 @@ def test_8_bit_files_at_the_input_size_decode_exactly_as_pillow(tmp_path):
         assert_close(epoch(samples, 2), epoch(samples, 0), tolerance=0.0)
 
 
-def test_augmented_batches_keep_the_draws_of_the_pillow_path(tmp_path):
+@pytest.mark.parametrize(
+    "words, scale",
+    [
+        (["flip", "crop 3", "vflip"], 1.0),  # on uint8, then float32 in TF
+        (["flip", "crop 3", "vflip", "normalize 0.5 0.25"], 4.0),  # and float32 in numpy
+    ],
+)
+def test_augmented_batches_keep_the_draws_of_the_pillow_path(tmp_path, words, scale):
     write_folder(tmp_path, n=13)
     samples = index(str(tmp_path), (20, 20, 3), "classify")
-    # flip and crop run on uint8, normalize on float: the draws go through all of them
-    ops = parse_ops(["flip", "crop 3", "vflip", "normalize 0.5 0.25"])
+    ops = parse_ops(words)
     runs = epoch(samples, 3, ops), epoch(samples, 0, ops)
     assert [len(b["x"]) for b in runs[0]] == [4, 4, 4, 1]
-    assert_close(*runs, tolerance=LEVEL / 0.25)
+    assert_close(*runs, tolerance=LEVEL * scale)
     evaluation = epoch(samples, 2, ops, train=False), epoch(samples, 0, ops, train=False)
-    assert_close(*evaluation, tolerance=LEVEL / 0.25)
+    assert_close(*evaluation, tolerance=LEVEL * scale)
+
+
+def test_boxes_move_with_the_pixels_as_on_the_pillow_path(tmp_path):
+    write_shapes(tmp_path, "coco", n=10, size=24, seed=2)
+    samples = index(str(tmp_path), (24, 24, 3), "detect")
+    assert tf_images.decodable(samples) and samples.boxes is not None
+    ops = parse_ops(["flip", "crop 6"])
+    assert_close(epoch(samples, 2, ops), epoch(samples, 0, ops), tolerance=0.0)
 
 
 @pytest.mark.parametrize("op", tf_images.PIXEL_MOVING)
