@@ -39,7 +39,8 @@ QUICK = {
     "torch_models.py": ["--models", "resnet18", "--size", "64", "--batch", "1", "--reps", "1"],
     "keras_models.py": ["--repeats", "1", "--batch", "1"],
     "train_loop.py": ["--epochs", "2"],
-    "data_pipeline.py": ["--sizes", "200,400", "--batches", "5", "--rounds", "1", "--no-keras"],
+    "data_pipeline.py": ["--sizes", "200,400", "--batches", "5", "--rounds", "1"],
+    "resnet_epoch.py": ["--images", "32", "--batch", "16", "--rounds", "1"],
     "import_coverage.py": ["--only", "resnet18", "keras:MobileNet"],
     "detection_epoch.py": ["--images", "64", "--epochs", "2", "--rounds", "3"],
 }
