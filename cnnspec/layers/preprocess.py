@@ -26,9 +26,7 @@ def _floats(value):
 
 
 Floats = Annotated[tuple[float, ...], BeforeValidator(_floats)]
-PositiveFloats = Annotated[
-    tuple[Annotated[float, Field(gt=0)], ...], BeforeValidator(_floats)
-]
+PositiveFloats = Annotated[tuple[Annotated[float, Field(gt=0)], ...], BeforeValidator(_floats)]
 
 
 @register
