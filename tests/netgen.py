@@ -660,6 +660,14 @@ MISFITS = [
 ]
 
 
+def preprocess(draw, channels: int) -> str:
+    """The input line's preprocessing (kind `preprocess`): one value, or one per channel."""
+    std = [draw(st.sampled_from([0.25, 0.5, 2.0])) for _ in range(channels)]
+    per_channel = ", ".join(map(str, std)) if channels > 1 else str(std[0])
+    std_text = f"({per_channel})" if channels > 1 else per_channel
+    return f"scale={draw(st.sampled_from(['1/255', '2', '0.5']))} mean=0.5 std={std_text}"
+
+
 @st.composite
 def networks(draw) -> str:
     if draw(st.integers(0, 9)) == 0:
@@ -683,6 +691,9 @@ def networks(draw) -> str:
         tail = ["gap", f"dense {draw(st.integers(1, 10))}"] if len(state.shape) == 3 else []
         tail.append(draw(st.sampled_from(["", "softmax", "sigmoid"])) or "identity")
         body += tail
+    # drawn last, so the networks drawn before it stay the ones they were
+    if len(shape) == 3 and draw(st.integers(0, 3)) == 0:
+        head += " " + preprocess(draw, shape[2])
     text = ["model net", head, *state.blocks.values(), *body]
     if outputs:
         text += ["final = identity", "output " + ", ".join([*outputs, "final"])]
@@ -751,5 +762,6 @@ FEATURES = {
     "from=": r"from=",
     "several outputs": r"^output .*,",
     "vector input": r"^input \d+$",
+    "preprocess": r"^input \S+ scale=",
     **{f"activation {a}": rf"(^|\s){a}(\s|$)" for a in ACTIVATIONS},
 }
