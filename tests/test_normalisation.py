@@ -232,3 +232,22 @@ def test_a_declaring_spec_trains_on_pixels_without_a_second_normalize():
     assert said and "left out" in said[0]
     plain = cnnspec.compile_text(PLAIN)
     assert augment_words(plain, ["crop", "1", "normalize"]) == ["crop", "1", "normalize"]
+
+
+def test_a_converted_weights_file_carries_it_too(run, tmp_path, capsys):
+    """`cnnspec convert` to the other framework keeps the normalisation, so the converted file,
+    alone in another folder, predicts what the trained one does."""
+    from cnnspec.weights import normalization
+
+    backend, _kind, spec, out = run
+    other = "keras" if backend == "torch" else "torch"
+    converted = tmp_path / WEIGHTS[other]
+    argv = ["convert", str(spec), "--from", backend, "--weights", str(out / WEIGHTS[backend])]
+    assert main([*argv, "-o", str(converted)]) == 0
+    assert normalization.read(converted) == normalization.read(out / WEIGHTS[backend])
+    images, _ = _digits(tmp_path)
+    want = _predict(capsys, spec, out / WEIGHTS[backend], images)
+    got = _predict(capsys, spec, converted, images)
+    for a, b in zip(want, got):
+        assert a["top"][0]["index"] == b["top"][0]["index"]
+        assert a["top"][0]["probability"] == pytest.approx(b["top"][0]["probability"], abs=1e-4)

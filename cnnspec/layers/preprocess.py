@@ -83,10 +83,21 @@ def preprocessing(model) -> Preprocess | None:
     return None
 
 
-def describe(layer: Preprocess) -> str:
-    """One line for `cnnspec summary`: what the network does to the pixels it reads."""
+def formula(layer: Preprocess) -> str:
+    """What the network does to the pixels x it reads, as a line of text."""
 
     def nums(values) -> str:
         return f"{values[0]:g}" if len(values) == 1 else f"({', '.join(f'{v:g}' for v in values)})"
 
-    return f"(x * {layer.scale:g} - {nums(layer.mean)}) / {nums(layer.std)}, x the pixels 0..255"
+    return f"(x * {layer.scale:g} - {nums(layer.mean)}) / {nums(layer.std)}"
+
+
+def describe(layer: Preprocess) -> str:
+    """One line for `cnnspec summary`."""
+    return f"{formula(layer)}, x the pixels 0..255"
+
+
+def formula_of(model) -> str | None:
+    """The model's preprocessing formula (for generated code's docstrings), or None."""
+    declared = preprocessing(model)
+    return formula(declared) if declared is not None else None
