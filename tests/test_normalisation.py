@@ -251,3 +251,31 @@ def test_a_converted_weights_file_carries_it_too(run, tmp_path, capsys):
     for a, b in zip(want, got):
         assert a["top"][0]["index"] == b["top"][0]["index"]
         assert a["top"][0]["probability"] == pytest.approx(b["top"][0]["probability"], abs=1e-4)
+
+
+def test_the_onnx_export_of_trained_weights_reads_what_predict_reads(run, tmp_path, capsys):
+    """With or without declared preprocessing, the ONNX file of a moved weights file gives
+    predict's probabilities for the image predict reads: [0, 1] pixels for a spec without the
+    declaration (the trained mean and std go in front), 0..255 for one with it."""
+    from PIL import Image
+
+    ort = pytest.importorskip("onnxruntime")
+    backend, kind, spec, out = run
+    moved = tmp_path / "w.safetensors"
+    if backend == "torch":
+        shutil.copy(out / WEIGHTS[backend], moved)
+    else:  # the export reads torch weights: Keras ones are converted first
+        argv = ["convert", str(spec), "--from", "keras", "--weights", str(out / WEIGHTS[backend])]
+        assert main([*argv, "-o", str(moved)]) == 0
+    images, _ = _digits(tmp_path)
+    want = _predict(capsys, spec, moved, images)
+    argv = ["export", str(spec), "--onnx", str(tmp_path / "n.onnx"), "--weights", str(moved)]
+    assert main(argv) == 0
+    x = np.stack([np.asarray(Image.open(p), np.float32)[None] / 255 for p in images])
+    x = x * 255 if kind == "declared" else x
+    session = ort.InferenceSession(str(tmp_path / "n.onnx"), providers=["CPUExecutionProvider"])
+    (probs,) = session.run(None, {"input": x})
+    for p, item in zip(probs, want):
+        top = item["top"][0]
+        assert int(p.argmax()) == top["index"]
+        assert float(p.max()) == pytest.approx(top["probability"], abs=1e-5)
