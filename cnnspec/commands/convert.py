@@ -40,13 +40,20 @@ def _to_keras(model, args) -> None:
     from ..backends.keras import build
     from ..backends.torch.weights import read_weights
     from ..convert import load_torch_into_keras, save_keras_weights
+    from ..weights.fingerprint import stamp_h5
 
     kmodel = build(model)
     load_torch_into_keras(kmodel, model, read_weights(args.weights, model))
     # HDF5 segfaults on a full disk: check the room first, then write beside and rename
     need_space(args.output, 4 * sum(node.params for node in model.nodes) + (1 << 20))
     notes = _carried(args.weights)
-    write_with(args.output, lambda tmp: save_keras_weights(kmodel, model, tmp, notes))
+
+    def write(tmp):
+        save_keras_weights(kmodel, model, tmp)
+        if notes:
+            stamp_h5(tmp, model, notes)
+
+    write_with(args.output, write)
 
 
 def _to_torch(model, args) -> None:
