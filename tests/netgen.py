@@ -693,9 +693,6 @@ def networks(draw) -> str:
         tail = ["gap", f"dense {draw(st.integers(1, 10))}"] if len(state.shape) == 3 else []
         tail.append(draw(st.sampled_from(["", "softmax", "sigmoid"])) or "identity")
         body += tail
-    # drawn last, so the networks drawn before it stay the ones they were
-    if len(shape) == 3 and draw(st.integers(0, 3)) == 0:
-        head += " " + preprocess(draw, shape[2])
     text = ["model net", head, *state.blocks.values(), *body]
     if outputs:
         text += ["final = identity", "output " + ", ".join([*outputs, "final"])]
@@ -764,6 +761,16 @@ FEATURES = {
     "from=": r"from=",
     "several outputs": r"^output .*,",
     "vector input": r"^input \d+$",
-    "preprocess": r"^input \S+ scale=",
     **{f"activation {a}": rf"(^|\s){a}(\s|$)" for a in ACTIVATIONS},
 }
+
+
+@st.composite
+def preprocessed_networks(draw) -> str:
+    """networks() with preprocessing on the input line where the input is an image (a strategy
+    of its own: a draw inside networks() shifts its derandomized stream of examples)."""
+    lines = draw(networks()).split("\n")
+    dims = lines[1].split()[1]
+    if "x" in dims:
+        lines[1] += " " + preprocess(draw, int(dims.split("x")[-1]))
+    return "\n".join(lines)

@@ -279,3 +279,24 @@ def test_the_onnx_export_of_trained_weights_reads_what_predict_reads(run, tmp_pa
         top = item["top"][0]
         assert int(p.argmax()) == top["index"]
         assert float(p.max()) == pytest.approx(top["probability"], abs=1e-5)
+
+
+def test_random_networks_with_preprocessing_agree_across_frameworks():
+    """tests/test_property_parity.py's properties (shapes, counts, torch = Keras) on random
+    networks whose input line declares preprocessing."""
+    from hypothesis import HealthCheck, given, settings
+    from netgen import preprocessed_networks
+    from test_property_parity import check_network
+
+    @settings(
+        max_examples=25,
+        deadline=None,
+        derandomize=True,
+        database=None,
+        suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+    )
+    @given(preprocessed_networks())
+    def check(text):
+        check_network(text)
+
+    check()
