@@ -116,11 +116,12 @@ def set_keras_weights(kmodel, weights: dict[str, list]) -> None:
         layer.set_weights(list(arrays))
 
 
-def save_keras_weights(net, model, path: str) -> None:
-    """model.save_weights, plus the spec's fingerprint as a root attribute of the HDF5 file
-    (Keras 3 reads only its groups, so the attribute does not disturb it)."""
+def save_keras_weights(net, model, path: str, notes: dict[str, str] | None = None) -> None:
+    """model.save_weights, plus the spec's fingerprint (and `notes`: the training's input
+    normalisation) as root attributes of the HDF5 file (Keras 3 reads only its groups, so
+    the attributes do not disturb it)."""
     net.save_weights(path)
-    fingerprint.stamp_h5(path, model)
+    fingerprint.stamp_h5(path, model, notes)
 
 
 def load_keras_weights(net, model, path: str) -> None:

@@ -239,8 +239,6 @@ class Elaborator:
             )
         tok = item.children[0]
         value = input_dims(tok)
-        if len(item.children) > 1:
-            raise SpecError("E204", "input takes no other arguments", span_of(item.children[1]))
         shape = value if isinstance(value, tuple) else (value,)
         if self.scale_input is not None:  # the selected scale's resolution
             shape = self.scale_input
@@ -257,7 +255,26 @@ class Elaborator:
         self.input_seen = True
         from .layers.core import Input
 
-        return self._add_node("input", Input(shape=shape), [], span_of(item), Scope())
+        name = self._add_node("input", Input(shape=shape), [], span_of(item), Scope())
+        return self._preprocess(item, name, shape) if len(item.children) > 1 else name
+
+    def _preprocess(self, item: Tree, input_name: str, shape) -> str:
+        """`input 224x224x3 scale=1/255 mean=(...) std=(...)`: a `preprocess` node after the
+        input (cnnspec/layers/preprocess.py), located at the argument that is wrong."""
+        from .layers.preprocess import Preprocess
+
+        args = self._args(item.children[1:], Scope())
+        if args.pos:
+            raise SpecError(
+                "E204",
+                "input takes named arguments only after its size",
+                args.pos[0][1],
+                hint=f"e.g. {Preprocess.kind_doc}",
+            )
+        layer, _ = self._build_layer(Preprocess, {}, "input", args, Scope(), span_of(item))
+        wrong = layer.mismatched(shape[-1]) if len(shape) == 3 else None
+        span = args.kw[wrong][1] if wrong else span_of(item)
+        return self._add_node("preprocess", layer, [input_name], span, Scope())
 
     def _output(self, item: Tree, top: Scope) -> None:
         for tok in item.children:

@@ -27,6 +27,8 @@ EXAMPLES: dict[str, tuple[str, str]] = {
     "activation": ("16x16x32", "leaky_relu 0.2"),
     "identity": ("16x16x32", "skip = identity"),
     "rescale": ("32x32x3", "rescale 1/255"),
+    # written on the input line: the example's "shape" carries the arguments
+    "preprocess": ("28x28x1 scale=1/255 mean=0.1307 std=0.3081", ""),
     "zeropad": ("32x32x3", "zeropad 1"),
     "upsample": ("16x16x32", "upsample 2 bilinear"),
     "merge": ("16x16x32", "skip = identity\nconv 32 3x3 same\nadd skip"),
@@ -130,9 +132,9 @@ def _example(kind: str) -> tuple[str | None, list[str]]:
         return None, []
     shape, lines = EXAMPLES[kind]
     model = compile_text(f"input {shape}\n{lines}\n")
-    node = model.nodes[-1] if kind != "input" else model.nodes[0]
+    node = model.nodes[{"input": 0, "preprocess": 1}.get(kind, -1)]
     shapes = [model.node(i).shape for i in node.inputs]
-    text = f"input {shape}; " + "; ".join(lines.splitlines())
+    text = "; ".join([f"input {shape}", *lines.splitlines()])
     out = [f"-> {fmt_shape(node.shape)}, params {fmt_int(node.params)}, MACs {fmt_int(node.macs)}"]
     if kind != "input":
         out += node.layer.explain(shapes, node.shape)

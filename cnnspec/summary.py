@@ -178,6 +178,7 @@ def _totals(model: Model) -> list[str]:
     )
     return [
         f"input: {fmt_shape(model.input_shape)}   output: {outs}",
+        *_preprocess_line(model),
         f"total params: {fmt_int(model.params)}",
         f"trainable params: {fmt_int(model.trainable)}",
         f"non-trainable params: {fmt_int(model.non_trainable)}",
@@ -196,6 +197,13 @@ def _totals(model: Model) -> list[str]:
             "activations, float32; what check --max-memory compares)"
         ),
     ]
+
+
+def _preprocess_line(model: Model) -> list[str]:
+    from .layers.preprocess import describe, preprocessing
+
+    declared = preprocessing(model)
+    return [f"preprocess: {describe(declared)}"] if declared is not None else []
 
 
 def _frozen_line(model: Model) -> list[str]:

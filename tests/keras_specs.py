@@ -46,7 +46,8 @@ gmp
 """,
     "core": """
 model core
-input 12x12x3
+# the input line's arguments make a `preprocess` node: Rescaling, then Normalization
+input 12x12x3 scale=1/255 mean=(0.4, 0.5, 0.6) std=(0.2, 0.3, 0.4)
 rescale 0.5 0.1
 zeropad (1, 2, 0, 3)
 upsample 2 bilinear

@@ -641,6 +641,16 @@ MISFITS = [
 ]
 
 
+def preprocess(draw, channels: int) -> str:
+    """The input line's preprocessing (kind `preprocess`): one value, or one per channel.
+    Scales keep the inputs (of order 1 in the parity tests) of order 1: scale=1/255 would
+    shrink their spread to ~0.004, and a norm layer after it would compare float32 rounding."""
+    std = [draw(st.sampled_from([0.5, 1.0, 2.0])) for _ in range(channels)]
+    per_channel = ", ".join(map(str, std)) if channels > 1 else str(std[0])
+    std_text = f"({per_channel})" if channels > 1 else per_channel
+    return f"scale={draw(st.sampled_from(['2', '0.5', '1']))} mean=0.5 std={std_text}"
+
+
 @st.composite
 def networks(draw) -> str:
     if draw(st.integers(0, 9)) == 0:
@@ -735,3 +745,14 @@ FEATURES = {
     "vector input": r"^input \d+$",
     **{f"activation {a}": rf"(^|\s){a}(\s|$)" for a in ACTIVATIONS},
 }
+
+
+@st.composite
+def preprocessed_networks(draw) -> str:
+    """networks() with preprocessing on the input line where the input is an image (a strategy
+    of its own: a draw inside networks() shifts its derandomized stream of examples)."""
+    lines = draw(networks()).split("\n")
+    dims = lines[1].split()[1]
+    if "x" in dims:
+        lines[1] += " " + preprocess(draw, int(dims.split("x")[-1]))
+    return "\n".join(lines)

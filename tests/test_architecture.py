@@ -279,7 +279,10 @@ def test_every_kind_is_in_each_file_a_new_kind_needs(path):
     missing = [
         kind
         for kind, cls in REGISTRY.items()
-        if not any(
+        # an internal kind written by the input line's arguments (preprocess) has no word
+        # of its own for an editor to highlight
+        if not (cls.internal and kind != "input" and path.startswith("editors/"))
+        and not any(
             re.search(rf"(?<![\w.]){re.escape(word)}(?![\w])", text)
             for word in {kind, *cls.keywords}
         )

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import inspect
 import math
+import re
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -692,6 +693,27 @@ def test_rule(row: Row):
         if node.kind in ("conv", "dwconv", "sepconv", "deconv", "dense"):
             # torch counts 2 FLOPs per multiply-accumulate and no bias additions, as cnnspec
             assert node.macs == macs, "MACs differ from torch's FLOP counter / 2"
+
+
+@pytest.mark.parametrize(
+    "args, channels, error",
+    [
+        ("scale=1/255 mean=(0.4, 0.5, 0.6) std=(0.2, 0.3, 0.4)", 3, None),
+        ("mean=0.5 std=0.25", 3, None),  # one value for every channel
+        ("mean=(0.4, 0.5)", 3, "2 mean values for 3 channels"),
+        ("std=(1, 2)", 1, "2 std values for 1 channels"),
+    ],
+)
+def test_preprocess_rule(args, channels, error):
+    """The input line's preprocessing (kind `preprocess`): the input's shape, 0 parameters,
+    0 MACs; mean and std give one value or one per channel."""
+    text = f"input 6x5x{channels} {args}\nrelu\n"
+    if error:
+        with pytest.raises(cnnspec.SpecErrors, match=re.escape(error)):
+            cnnspec.compile_text(text)
+        return
+    node = cnnspec.compile_text(text).nodes[1]
+    assert (node.kind, node.shape, node.params, node.macs) == ("preprocess", (6, 5, channels), 0, 0)
 
 
 def test_every_kind_has_rows():

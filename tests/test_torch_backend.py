@@ -110,6 +110,8 @@ CASES = [
     ("global_pool", "input 5x5x3\ngap"),
     ("global_pool", "input 5x5x3\ngmp keepdims"),
     ("input", "input 4x4x3\nrelu"),
+    ("preprocess", "input 4x4x3 scale=1/255 mean=(0.4, 0.5, 0.6) std=(0.2, 0.3, 0.4)\nrelu"),
+    ("preprocess", "input 4x4x2 scale=0.5\nrelu"),
 ]
 
 

@@ -125,6 +125,20 @@ def _rescale(layer, name, shapes):
     ]
 
 
+def _preprocess(layer, name, shapes):
+    """The input line's (x * scale - mean) / std: Rescaling, then Normalization from
+    constants (neither has weights)."""
+    mean, std = layer.values(shapes[0][-1])
+    out = []
+    if any(m != 0 for m in mean) or any(s != 1 for s in std):
+        variance = [s * s for s in std]
+        out.append(("Normalization", {"mean": mean, "variance": variance, "name": name}))
+    if layer.scale != 1:  # first; the node's name goes to its last layer
+        scaled = f"{name}_scale" if out else name
+        out.insert(0, ("Rescaling", {"scale": layer.scale, "name": scaled}))
+    return out or [("Identity", {"name": name})]
+
+
 def _zeropad(layer, name, shapes):
     t, b, l, r = layer.padding
     return [("ZeroPadding2D", {"padding": ((t, b), (l, r)), "name": name})]
@@ -353,6 +367,7 @@ EMITTERS: dict[str, Emitter] = {
     "activation": _activation,
     "identity": _identity,
     "rescale": _rescale,
+    "preprocess": _preprocess,
     "zeropad": _zeropad,
     "upsample": _upsample,
     "merge": _merge,

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..ir import Model
+from ..layers.preprocess import formula_of
 from . import blocks, keras_recipe, pysource
 from .keras_plan import keras_name, keras_names, recipes
 from .keras_recipe import Recipe
@@ -240,4 +241,5 @@ def render(model: Model, source: str | None = None) -> str:
         classes=class_sources(custom),
         functions=[_function(f, net) for f in families],
         totals=model.totals(),
+        preprocess=formula_of(model),
     )

@@ -40,12 +40,20 @@ def _to_keras(model, args) -> None:
     from ..backends.keras import build
     from ..backends.torch.weights import read_weights
     from ..convert import load_torch_into_keras, save_keras_weights
+    from ..weights.fingerprint import stamp_h5
 
     kmodel = build(model)
     load_torch_into_keras(kmodel, model, read_weights(args.weights, model))
     # HDF5 segfaults on a full disk: check the room first, then write beside and rename
     need_space(args.output, 4 * sum(node.params for node in model.nodes) + (1 << 20))
-    write_with(args.output, lambda tmp: save_keras_weights(kmodel, model, tmp))
+    notes = _carried(args.weights)
+
+    def write(tmp):
+        save_keras_weights(kmodel, model, tmp)
+        if notes:
+            stamp_h5(tmp, model, notes)
+
+    write_with(args.output, write)
 
 
 def _to_torch(model, args) -> None:
@@ -58,7 +66,16 @@ def _to_torch(model, args) -> None:
     kmodel = build(model)
     load_keras_weights(kmodel, model, args.weights)
     state = keras_to_torch(model, keras_weights(kmodel, model))
-    write_with(args.output, lambda tmp: save_file(state, tmp, metadata(model)))
+    notes = metadata(model) | _carried(args.weights)
+    write_with(args.output, lambda tmp: save_file(state, tmp, notes))
+
+
+def _carried(weights: str) -> dict[str, str]:
+    """The input normalisation the source file carries, for the converted file to carry too."""
+    from ..weights import normalization
+
+    found = normalization.read(weights)
+    return {} if found is normalization.ABSENT else normalization.entry(found)
 
 
 def run(args) -> int:

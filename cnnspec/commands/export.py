@@ -110,6 +110,7 @@ def run(args) -> int:
         except tb.WeightsError as exc:
             print(f"error: {exc}", file=sys.stderr)
             return EXIT_SPEC
+        net = _with_trained_normalization(net, model, args.weights)
     if args.decode or args.nms:
         return _export_decoded(net, model, args)
     tb.export_onnx(net, model, args.onnx, opset=args.opset)
@@ -137,3 +138,21 @@ def _export_decoded(net, model, args) -> int:
     export_decoded(net, model, heads[0], args.onnx, settings, opset=args.opset)
     print(f"wrote {args.onnx} (decoded{', with NMS' if settings else ''})", file=sys.stderr)
     return EXIT_OK
+
+
+def _with_trained_normalization(net, model, weights: str):
+    """The weights' data-fitted normalisation put in front of the network, where the spec
+    does not declare its own (cnnspec/train/pixels.py): the ONNX file then reads what predict
+    reads, images in [0, 1]."""
+    from ..backends.torch.export import standardising
+    from ..train.pixels import declares, weights_normalization
+
+    norm = None if declares(model) else weights_normalization(weights)
+    if not norm:
+        return net
+    print(
+        f"the ONNX file standardises its input with the mean and std {weights} was "
+        "trained with; declare them on the input line to put them in the spec",
+        file=sys.stderr,
+    )
+    return standardising(net, model, norm["mean"], norm["std"])

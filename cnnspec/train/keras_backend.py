@@ -58,6 +58,7 @@ def _logit_head(head: Head) -> bool:
 class KerasBackend:
     name = "keras"
     weights_suffix = ".weights.h5"
+    normalize: dict | None = None  # the input normalisation the weights files carry
 
     def __init__(
         self,
@@ -299,10 +300,12 @@ class KerasBackend:
     # --- checkpoints -----------------------------------------------------------------------
     def save(self, prefix: str) -> list[str]:
         from ..convert import save_keras_weights
+        from ..weights import normalization
         from .checkpoint import atomic_path
 
         weights, optim = prefix + ".weights.h5", prefix + ".optim.npz"
-        atomic_path(weights, lambda tmp: save_keras_weights(self.net, self.model, tmp))
+        notes = normalization.entry(self.normalize)
+        atomic_path(weights, lambda tmp: save_keras_weights(self.net, self.model, tmp, notes))
         values = {f"v{i}": np.asarray(v) for i, v in enumerate(self._optimizer_variables())}
 
         def write(tmp):

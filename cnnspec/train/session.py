@@ -25,6 +25,7 @@ from .driver import (
     normalization,
 )
 from .driver import evaluate as _evaluate
+from .pixels import augment_words, declares, eval_words, run_info, to_network
 from .plan import TrainingPlan, make_plan
 
 BACKENDS = ("torch", "keras")
@@ -130,7 +131,7 @@ def train(
         seed=seed,
         out=Path(out) if out else None,
         resume=resume,
-        augment=list(spec.augment),
+        augment=augment_words(model, list(spec.augment), log),
         progress=progress,
         workers=workers,
     )
@@ -147,7 +148,10 @@ def train(
     transfer = transfer.summary() if transfer is not None else None
     if transfer:
         log(transfer["loaded"])
-    norm = normalization(fitted_ops(opts.augment, tr))
+    # a declaring spec standardises inside the network; else the fitted normalisation,
+    # which the weights files carry (cnnspec/weights/normalization.py)
+    norm = None if declares(model) else normalization(fitted_ops(opts.augment, tr))
+    be.normalize = norm
     from ..data.foreign import describe, is_foreign
 
     name = describe(source) if is_foreign(source) else str(source)
@@ -280,12 +284,14 @@ def evaluate(
     plan, dataset = index_data(model, source, 0, data_options_)
     spec = plan.compile
     train_part = dataset
-    seed = _run_info(weights).get("seed", spec.seed)  # the split training made
+    seed = run_info(weights).get("seed", spec.seed)  # the split training made
     if spec.validation_split > 0:
         train_part, val = dataset.split(spec.validation_split, seed)
         dataset = val if split == "val" else dataset
-    # a bare `normalize` is fitted to the training split, as in training
-    ops = eval_ops(fitted_ops(list(spec.augment), train_part))
+    # the weights file's normalisation; for a file that does not say, a bare `normalize`
+    # fitted to the training split, as in training
+    words = eval_words(model, list(spec.augment), weights)
+    ops = eval_ops(fitted_ops(list(spec.augment) if words is None else words, train_part))
     be = make_backend(
         backend or backend_for_weights(weights), model, plan, spec.seed, device=device
     )
@@ -350,7 +356,7 @@ def predict(
     masks = mask_paths(images, out_dir, overwrite) if plan.head("mask") is not None else None
     be = make_backend(backend or backend_for_weights(weights), model, plan, 0, device=device)
     be.load([weights], optimizer=False)
-    x = _normalize(read_images(images, model.input_shape), weights)
+    x = to_network(model, read_images(images, model.input_shape), weights)
     outs = be.predict(x)
     heads = {h.role: o for h, o in zip(plan.heads, outs)}
     results = []
@@ -399,31 +405,9 @@ def _predict_objects(
     drawn = mask_paths(images, out_dir, overwrite, suffix="boxes")
     be = make_backend(backend or backend_for_weights(weights), model, plan, 0, device=device)
     be.load([weights], optimizer=False)
-    x = _normalize(read_images(images, model.input_shape), weights)
-    names = classes or _run_info(weights).get("classes")
+    x = to_network(model, read_images(images, model.input_shape), weights)
+    names = classes or run_info(weights).get("classes")
     return predict_objects(plan, be, x, images, drawn, names, settings or Settings())
-
-
-def _run_info(weights: str) -> dict:
-    """result.json (or checkpoint.json) of the run the weights come from, or {}."""
-    for name in ("result.json", "checkpoint.json"):
-        path = Path(weights).parent / name
-        if path.is_file():
-            try:
-                return json.loads(path.read_text(encoding="utf-8"))
-            except ValueError:
-                return {}
-    return {}
-
-
-def _normalize(x: np.ndarray, weights: str) -> np.ndarray:
-    """Apply the normalisation training fitted (recorded beside the weights), if any."""
-    norm = _run_info(weights).get("normalize")
-    if not norm:
-        return x
-    return (
-        (x - np.asarray(norm["mean"], np.float32)) / np.asarray(norm["std"], np.float32)
-    ).astype(np.float32)
 
 
 def mask_paths(

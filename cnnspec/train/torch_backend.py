@@ -82,6 +82,7 @@ def make_optimizer(params, spec):
 class TorchBackend:
     name = "torch"
     weights_suffix = ".safetensors"
+    normalize: dict | None = None  # the input normalisation the weights files carry
 
     def __init__(
         self,
@@ -280,6 +281,7 @@ class TorchBackend:
     def save(self, prefix: str) -> list[str]:
         from safetensors.torch import save_file
 
+        from ..weights import normalization
         from ..weights.fingerprint import metadata
         from .checkpoint import atomic_path
 
@@ -288,7 +290,8 @@ class TorchBackend:
         state = {"optimizer": self.opt.state_dict()}
         if self.scaler is not None:  # the loss scale a resumed run continues from
             state["scaler"] = self.scaler.state_dict()
-        atomic_path(weights, lambda tmp: save_file(tensors, tmp, metadata(self.model)))
+        notes = metadata(self.model) | normalization.entry(self.normalize)
+        atomic_path(weights, lambda tmp: save_file(tensors, tmp, notes))
         atomic_path(optim, lambda tmp: torch.save(state, tmp))
         return [weights, optim]
 

@@ -50,31 +50,39 @@ def metadata(model) -> dict[str, str]:
 def read(path) -> str | None:
     """The fingerprint a weights file carries, or None (none, or not a file cnnspec reads
     metadata from). Reading it never unpickles anything."""
+    return read_value(path, KEY)
+
+
+def read_value(path, key: str) -> str | None:
+    """The metadata entry `key` of a weights file (safetensors metadata, or a root attribute
+    of a .weights.h5 file), or None."""
     path = Path(path)
     try:
         if path.name.endswith(".safetensors"):
             from safetensors import safe_open
 
             with safe_open(str(path), framework="numpy") as fh:
-                return (fh.metadata() or {}).get(KEY)
+                return (fh.metadata() or {}).get(key)
         if path.name.endswith((".h5", ".hdf5")):
             import h5py
 
             with h5py.File(path, "r") as h5:
-                value = h5.attrs.get(KEY)
+                value = h5.attrs.get(key)
             return value.decode() if isinstance(value, bytes) else value
     except Exception:  # noqa: BLE001 - unreadable: the loader that reads it says why
         return None
     return None
 
 
-def stamp_h5(path, model) -> None:
-    """Write the network's fingerprint into a Keras .weights.h5 file (callers pass the
-    temporary file, before it is renamed into place)."""
+def stamp_h5(path, model, notes: dict[str, str] | None = None) -> None:
+    """Write the network's fingerprint (and `notes`, more metadata entries) into a Keras
+    .weights.h5 file (callers pass the temporary file, before it is renamed into place)."""
     import h5py
 
     with h5py.File(path, "a") as h5:
         h5.attrs[KEY] = fingerprint(model)
+        for key, value in (notes or {}).items():
+            h5.attrs[key] = value
 
 
 def check(path, model, label: str | None = None) -> None:

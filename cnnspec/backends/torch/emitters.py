@@ -226,6 +226,14 @@ def _rescale(layer, shapes):
     return te.TorchOp(forward=x)
 
 
+def _preprocess(layer, shapes):
+    """The input line's (x * scale - mean) / std: constants in forward, no state_dict entry."""
+    mean, std = (_per_channel(tuple(v), shapes[0]) for v in layer.values(shapes[0][-1]))
+    x = te.X if layer.scale == 1 else te.BinOp("*", (te.X, float(layer.scale)))
+    x = x if mean == 0 else te.BinOp("-", (x, mean))
+    return te.TorchOp(forward=x if std == 1 else te.BinOp("/", (x, std)))
+
+
 def _zeropad(layer, shapes):
     t, b, l, r = layer.padding
     return te.TorchOp(forward=te.pad(te.X, (l, r, t, b)))
@@ -468,6 +476,7 @@ EMITTERS: dict[str, Emitter] = {
     "activation": _activation,
     "identity": _passthrough,
     "rescale": _rescale,
+    "preprocess": _preprocess,
     "zeropad": _zeropad,
     "upsample": _upsample,
     "merge": _merge,

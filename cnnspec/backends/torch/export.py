@@ -46,3 +46,24 @@ def export_onnx(module, model: Model, path, opset: int = 17) -> None:
         write_with(path, write)
     finally:
         module.train(was_training)
+
+
+def standardising(module, model: Model, mean: list[float], std: list[float]):
+    """`module` behind (x - mean) / std per channel: for weights trained with a data-fitted
+    `normalize` of a spec that does not declare its preprocessing, so that the ONNX file
+    reads [0, 1] images as predict does. The constants are non-persistent buffers."""
+    import torch
+
+    shape = (1, -1, 1, 1) if len(model.input_shape) == 3 else (1, -1)
+
+    class Standardised(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.net = module
+            self.register_buffer("mean", torch.tensor(mean).view(shape), persistent=False)
+            self.register_buffer("std", torch.tensor(std).view(shape), persistent=False)
+
+        def forward(self, x):
+            return self.net((x - self.mean) / self.std)
+
+    return Standardised()

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from ...ir import Model
+from ...layers.preprocess import formula_of
 from .. import blocks, pysource
 from .. import torch_emit as te
 from .plan import _CODE_NAMES, Plan, Step, class_name, identifier, layout, plan
@@ -398,6 +399,7 @@ def source_code(model: Model) -> str:
         source=Path(model.source).name if model.source else model.name,
         input_var=names[p.input],
         input_shape=_nchw(p.input_shape),
+        preprocess=formula_of(model),
         classes=views,
         init=init,
         body=body,
