@@ -274,7 +274,10 @@ class DenseHead(keras.layers.Layer):
             parts = [box, cls, *extra]
             widths = [4, self.classes] + [1] * len(extra)
             h, w = ops.shape(x)[1], ops.shape(x)[2]
-            parts = [ops.reshape(p, (-1, h * w * self.per_cell, c)) for p, c in zip(parts, widths)]
+            parts = [
+                ops.reshape(p, (-1, h * w * self.per_cell, c))
+                for p, c in zip(parts, widths, strict=True)
+            ]
             out.append(ops.concatenate(parts, axis=-1))
         return out[0] if len(out) == 1 else ops.concatenate(out, axis=1)
 
