@@ -28,7 +28,7 @@ lrn
 relu
 identity
 maxpool 2
-zeropad 1
+zeropad 1; crop 1
 upsample 2
 residual { conv 8 3x3 same }
 parallel concat { branch { conv 4 1x1 }; branch { conv 4 1x1 } }
