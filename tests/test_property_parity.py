@@ -123,7 +123,8 @@ def test_random_networks_agree_across_frameworks():
     # structures, activations) at most two may be missed, since the derandomized stream of
     # examples shifts with the Hypothesis version (in this one, all are seen, the rarest ~5x).
     assert len(set(FEATURES) - set(seen)) <= 2, set(FEATURES) - set(seen)
-    # adaptive_pool is out of the random networks (tests/netgen.py says why); preprocess has
-    # its own strategy and test (netgen.preprocessed_networks, tests/test_normalisation.py)
-    left_out = {"input", "adaptive_pool", "preprocess"}
+    # adaptive_pool and detect are out of the random networks (tests/netgen.py says why);
+    # preprocess has its own strategy and test (netgen.preprocessed_networks,
+    # tests/test_normalisation.py)
+    left_out = {"input", "adaptive_pool", "detect", "preprocess"}
     assert set(REGISTRY) - left_out - set(kinds) == set(), "layer kinds never built"
