@@ -235,20 +235,24 @@ def _pads(value):
     return value
 
 
+# (top, bottom, left, right) in pixels, written as P, (vertical, horizontal) or all four
+Sides = Annotated[
+    tuple[
+        Annotated[int, Field(ge=0)],
+        Annotated[int, Field(ge=0)],
+        Annotated[int, Field(ge=0)],
+        Annotated[int, Field(ge=0)],
+    ],
+    BeforeValidator(_pads),
+]
+
+
 @register
 class ZeroPad(Layer):
     """Pad with zeros: P, (vertical, horizontal) or (top, bottom, left, right)."""
 
     kind: Literal["zeropad"] = "zeropad"
-    padding: Annotated[
-        tuple[
-            Annotated[int, Field(ge=0)],
-            Annotated[int, Field(ge=0)],
-            Annotated[int, Field(ge=0)],
-            Annotated[int, Field(ge=0)],
-        ],
-        BeforeValidator(_pads),
-    ] = (1, 1, 1, 1)
+    padding: Sides = (1, 1, 1, 1)
     keywords = {"zeropad": {}, "zeropadding": {}}
     positional = ("padding",)
     kind_doc = "zeropad P | (top, bottom, left, right)"
@@ -270,15 +274,7 @@ class Crop(Layer):
     """
 
     kind: Literal["crop"] = "crop"
-    cropping: Annotated[
-        tuple[
-            Annotated[int, Field(ge=0)],
-            Annotated[int, Field(ge=0)],
-            Annotated[int, Field(ge=0)],
-            Annotated[int, Field(ge=0)],
-        ],
-        BeforeValidator(_pads),
-    ] = (1, 1, 1, 1)
+    cropping: Sides = (1, 1, 1, 1)
     keywords = {"crop": {}, "cropping": {}}
     positional = ("cropping",)
     kind_doc = "crop P | (top, bottom, left, right)"
