@@ -17,7 +17,7 @@ $(STAMP): pyproject.toml
 # One thread: LeNet is tiny, and torch's thread pool costs more than it gives on 2 shared cores.
 demo: $(STAMP)
 	$(BIN)/cnnspec summary specs/lenet5.cnn
-	$(BIN)/cnnspec train specs/lenet5.cnn --data digits --epochs 5 --out runs/demo --threads 1 --progress off
+	$(BIN)/cnnspec train specs/lenet5.cnn --data digits --epochs 5 --out runs/demo --threads 1 --progress off --overwrite
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q -n 2 --dist loadfile
