@@ -34,9 +34,9 @@ def _layout(node):
 
 def torch_paths(model: Model) -> dict[str, str]:
     """Node name -> the torch module's attribute path (state_dict key prefix)."""
-    from .backends.torch import plan
+    from .backends.torch import module_paths
 
-    return {s.node: ".".join(s.attr) for s in plan(model).steps if s.attr is not None}
+    return module_paths(model)
 
 
 def _numpy(value) -> np.ndarray:

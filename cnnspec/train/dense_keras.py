@@ -130,5 +130,5 @@ def start_at_prior(net, plan) -> None:
             for branch in layer.branches:
                 for _tower, predictors in branch:
                     for predictor in predictors:
-                        if predictor.name.startswith(f"{part}") and predictor.bias is not None:
+                        if predictor.name.startswith(part) and predictor.bias is not None:
                             predictor.bias.assign(np.full(predictor.bias.shape, PRIOR_BIAS))

@@ -112,10 +112,10 @@ def start_at_prior(net, model, plan) -> None:
     """Set each dense head's class and objectness biases to PRIOR_BIAS (train/dense.py), as
     torchvision's RetinaNet initialises its classification head. Weights loaded afterwards
     (resume, transfer) replace them."""
-    from ..backends.torch import plan as torch_plan
+    from ..backends.torch import module_paths
     from .dense import PRIOR_BIAS, prior_biased
 
-    paths = {s.node: ".".join(s.attr) for s in torch_plan(model).steps if s.attr}
+    paths = module_paths(model)
     for head in plan.heads:
         if head.role != "dense":
             continue

@@ -148,15 +148,13 @@ class TransferState:
 
 class TorchAdapter:
     def __init__(self, net, model: Model):
-        from ..backends.torch import plan
+        from ..backends.torch import module_paths
 
         self.net, self.model = net, model
         self.hooks: list = []
         # node name -> module path: the torch backend nests dotted names and makes each part
         # a Python identifier, so 'layer1.0.conv1' may live at 'layer1.n0.conv1'.
-        self.paths = {
-            s.node: ".".join(s.attr) for s in plan(getattr(net, "spec", model)).steps if s.attr
-        }
+        self.paths = module_paths(getattr(net, "spec", model))
 
     def _module(self, name: str):
         try:

@@ -22,7 +22,7 @@ Only build/instantiate/load import torch; planning and `source_code` need no fra
 
 from .emitters import EMITTERS, torch_op
 from .export import export_onnx, input_example
-from .plan import Plan, Step, class_name, identifier, layout, plan
+from .plan import Plan, Step, class_name, identifier, layout, module_paths, plan
 from .runtime import build, compile_expr, instantiate
 from .source import source_code, template_dir
 from .weights import (
@@ -49,6 +49,7 @@ __all__ = [
     "layout",
     "load_torchvision_state_dict",
     "load_weights",
+    "module_paths",
     "plan",
     "read_weights",
     "source_code",

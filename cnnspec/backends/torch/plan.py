@@ -148,6 +148,12 @@ def plan(model: Model) -> Plan:
     )
 
 
+def module_paths(model: Model) -> dict[str, str]:
+    """Node name -> the torch module's attribute path (its state_dict key prefix): dotted
+    names nest, and each part is made a Python identifier ('layer1.0' -> 'layer1.n0')."""
+    return {s.node: ".".join(s.attr) for s in plan(model).steps if s.attr is not None}
+
+
 def _overwrite_where_safe(steps: list[Step], consumers: dict[str, int], model: Model) -> None:
     """Use a layer's in-place forward (which overwrites its first input) where that input is a
     fresh tensor read by it alone, as torchvision's ReLU(inplace=True) after batch norm and

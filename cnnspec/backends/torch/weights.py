@@ -11,7 +11,7 @@ from pathlib import Path
 from ...ir import Model
 from ...weights import fingerprint as fp
 from ...weights.matching import LoadReport, SourceLayer, SourceWeights, match, targets
-from .plan import plan
+from .plan import module_paths
 
 
 class WeightsError(ValueError):
@@ -67,7 +67,7 @@ def load_torchvision_state_dict(
     import torch
 
     target = module.state_dict()
-    paths = {s.node: ".".join(s.attr) for s in plan(model).steps if s.attr is not None}
+    paths = module_paths(model)
     owned: dict[str, dict[str, tuple]] = {}  # node -> its tensors (the longest path owns)
     longest_first = sorted(paths.items(), key=lambda item: -len(item[1]))
     for key, value in target.items():
