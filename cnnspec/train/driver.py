@@ -11,6 +11,7 @@ A backend (cnnspec.train.torch_backend / keras_backend) provides:
     batches(samples, batch_size, train=, seed=, epoch=, ops=, workers=) (optional) -> the
         epoch's batches from the framework's own loader, this process's shard only
     meter(plan) (optional) -> a metrics.Meter for its outputs (default: the numpy Meter)
+    start_eval() (optional) -> called by every process before each held-out pass
     save(prefix) -> [files written under prefix], load(files, optimizer: bool)
 A Comm sums numbers over processes (one process: nothing to do).
 """
@@ -42,6 +43,24 @@ class Comm:
 
     def barrier(self) -> None:
         pass
+
+    def stack(self, rows) -> np.ndarray:
+        """Every process's (n, k) rows, rank 0's first, then rank 1's...: one sum of the
+        row counts, then one of a zero slab in which each process fills its own stretch
+        (adding zeros is exact: the rows arrive unchanged, as float64). Every process calls
+        it at the same point, as sum() requires."""
+        rows = np.asarray(rows, np.float64)
+        if self.world == 1:
+            return rows
+        counts = np.zeros(self.world)
+        counts[self.rank] = len(rows)
+        counts = np.asarray(self.sum({"counts": counts})["counts"]).astype(np.int64)
+        slab = np.zeros((int(counts.sum()), rows.shape[1]))
+        if not len(slab):
+            return slab
+        start = int(counts[: self.rank].sum())
+        slab[start : start + len(rows)] = rows
+        return np.asarray(self.sum({"rows": slab.ravel()})["rows"]).reshape(slab.shape)
 
 
 @dataclass
@@ -124,6 +143,8 @@ def run_epoch(
     Under several processes each one reads its own shard (feed)."""
     from ..data.augmentation import is_mixed
 
+    if not train and hasattr(backend, "start_eval"):  # every process, at the same point
+        backend.start_eval()
     meter = backend.meter(plan) if hasattr(backend, "meter") else Meter(plan)
     meter.train = train  # dense detection heads score AP on evaluation passes only
     sums: dict[str, float] = {}
@@ -161,6 +182,7 @@ def run_epoch(
     )
     count = max(totals["_count"], 1.0)
     meter.sums = {k[3:]: v for k, v in totals.items() if k.startswith("_m_")}
+    meter.gather(comm)  # AP over every process's images, not one shard's
     result = {k: totals[k] / count for k in sums}
     if totals["_metered"] or not totals["_count"]:  # mixed batches only: no metrics
         result.update(meter.result())

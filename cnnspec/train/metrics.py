@@ -122,6 +122,20 @@ class Meter:
         )
         self.truths += truths_of(batch, size)
 
+    def gather(self, comm) -> None:
+        """Under several processes (each evaluated its own shard), every process's ground
+        truth and detections, so that AP scores the whole pass; images keep rank order."""
+        if comm.world == 1 or self.train or not self.plan.dense:
+            return
+        from cnnspec.detection.objects import from_rows, to_rows
+
+        sizes = comm.stack([[len(self.truths)]])[:, 0].astype(np.int64)
+        truths, found = to_rows(self.truths, self.detections, int(sizes[: comm.rank].sum()))
+        self.truths, self.detections = from_rows(
+            comm.stack(truths), comm.stack(found), int(sizes.sum())
+        )
+        self.report = None
+
     def result(self) -> dict[str, float]:
         names = [n for n in self.names if not (self.train and n.startswith("map"))]
         found = {name: float(getattr(self, f"_r_{name}")()) for name in names}

@@ -165,6 +165,16 @@ class TorchBackend:
         return self._report(losses), self._activated(outs, ranking=True)
 
     @torch.no_grad()
+    def start_eval(self) -> None:
+        """Under DDP, every process takes rank 0's buffers (BN running statistics) before a
+        held-out pass. DDP broadcasts them before each training forward, but that forward's
+        own batch then updates each process's copy; rank 0's are the ones its checkpoint
+        saves, so the pass scores what `cnnspec evaluate` of that checkpoint will load."""
+        if self.comm.world > 1:
+            for buffer in self.net.buffers():
+                self.comm.dist.broadcast(buffer, 0)
+
+    @torch.no_grad()
     def eval_step(self, batch: dict):
         if self.net.training:
             self.net.eval()
