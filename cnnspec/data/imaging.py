@@ -117,8 +117,11 @@ def decode_image(path, size: tuple[int, int], channels: int, fit: str = "stretch
                     hint="remove the empty image",
                 )
             if img.mode in _SIXTEEN_BIT or img.mode == "F":
-                pixels = to_channels(_pixels(img), channels)
-                pixels = letterbox(pixels, size) if fit == "letterbox" else resize(pixels, size)
+                pixels = (
+                    letterbox(to_channels(_pixels(img), channels), size)
+                    if fit == "letterbox"
+                    else fit_images(_pixels(img), size, channels)
+                )
                 return np.round(pixels * 255.0).astype(np.uint8)
             img = img.convert("L" if channels == 1 else "RGB")
             if fit == "letterbox":
