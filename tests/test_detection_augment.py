@@ -7,9 +7,6 @@ number of workers and for both backends' loaders."""
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -326,21 +323,92 @@ def test_mosaic_and_letterbox_batches_do_not_depend_on_workers(coco):
 
 
 # --- a short training run ------------------------------------------------------------------
-def test_yolo_shapes_trains_with_mosaic(tmp_path):
+def test_yolo_shapes_trains_with_mosaic(tmp_path, capsys):
     import csv
+
+    from cnnspec.cli import main
 
     text = (ROOT / "specs" / "yolo_shapes.cnn").read_text()
     assert "augment flip" in text
     spec = tmp_path / "yolo_mosaic.cnn"
     spec.write_text(text.replace("augment flip", "augment mosaic 1.0 flip"))
     out = tmp_path / "run"
-    cmd = [sys.executable, "-m", "cnnspec", "train", spec, "--data", "shapes_multi"]
-    cmd += ["--data-option", "n=24", "--epochs", "1", "--batch-size", "8", "--out", out]
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
-    done = subprocess.run(
-        [str(c) for c in cmd], check=False, env=env, capture_output=True, text=True, timeout=300
-    )
-    assert done.returncode == 0, done.stderr[-3000:]
+    args = ["train", spec, "--data", "shapes_multi", "--data-option", "n=24", "--epochs", "1"]
+    code = main([str(a) for a in [*args, "--batch-size", "8", "--out", out]])
+    assert code == 0, capsys.readouterr().err[-3000:]
     with open(out / "history.csv", newline="") as fh:
         [row] = list(csv.DictReader(fh))
     assert float(row["train_objects_dropped"]) > 0  # mosaic's drops reach the log
+
+
+DETECTOR = """model tiny_det
+input 32x32x3
+conv 8 3x3 stride=2 same relu
+f = conv 16 3x3 stride=2 same relu
+detect f classes=1 strides=4 objectness offset=0.5 tower=0
+compile {
+  optimizer adam lr=0.01
+  augment mosaic 0.5 flip
+  resize letterbox
+  epochs 1; batch_size 2; validation_split 0; seed 0
+}
+"""
+
+
+def test_letterbox_reaches_train_evaluate_and_predict_from_the_spec(coco, tmp_path, capsys):
+    from PIL import Image
+
+    from cnnspec.cli import main
+    from cnnspec.data.object_samples import LetterboxImages
+    from cnnspec.train.session import index_data
+
+    spec = tmp_path / "det.cnn"
+    spec.write_text(DETECTOR)
+    _, samples = index_data(cnnspec.compile_file(spec), coco)
+    assert isinstance(samples.reader, LetterboxImages)
+
+    def run(*args):
+        capsys.readouterr()
+        assert main([str(a) for a in args]) == 0, capsys.readouterr().err[-3000:]
+        return capsys.readouterr().out
+
+    run("train", spec, "--data", coco, "--out", tmp_path / "run", "--workers", "0")
+    weights = tmp_path / "run" / "best.safetensors"
+    scored = json.loads(
+        run(
+            "evaluate",
+            spec,
+            "--weights",
+            weights,
+            "--data",
+            coco,
+            "--split",
+            "all",
+            "--format",
+            "json",
+        )
+    )
+    assert scored["counts"]["objects"] == 3
+    paths = [coco / "images" / name for name in PICTURES]
+    found = json.loads(
+        run(
+            "predict",
+            spec,
+            *paths,
+            "--weights",
+            weights,
+            "--out",
+            tmp_path / "drawn",
+            "--score-threshold",
+            "0",
+            "--format",
+            "json",
+        )
+    )
+    for item, (size, _) in zip(found, PICTURES.values()):
+        assert item["detections"]
+        boxes = np.array([d["box"] for d in item["detections"]])
+        assert (boxes >= 0).all() and (boxes[:, [0, 2]] <= size[0]).all()
+        assert (boxes[:, [1, 3]] <= size[1]).all()
+        with Image.open(item["drawn"]) as drawn:
+            assert drawn.size == size  # drawn on the image itself, in its own pixels
