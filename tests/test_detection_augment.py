@@ -412,3 +412,13 @@ def test_letterbox_reaches_train_evaluate_and_predict_from_the_spec(coco, tmp_pa
         assert (boxes[:, [1, 3]] <= size[1]).all()
         with Image.open(item["drawn"]) as drawn:
             assert drawn.size == size  # drawn on the image itself, in its own pixels
+
+
+def test_resize_as_a_data_option_is_refused(coco, tmp_path):
+    from cnnspec.train.session import index_data
+
+    spec = tmp_path / "det.cnn"
+    spec.write_text(DETECTOR)
+    with pytest.raises(DataError, match="not a data option") as caught:
+        index_data(cnnspec.compile_file(spec), coco, options={"resize": "letterbox"})
+    assert "compile section" in caught.value.hint

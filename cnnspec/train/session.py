@@ -60,6 +60,13 @@ def data_options(plan: TrainingPlan, options: dict | None = None) -> dict:
     if mask is not None and mask.units <= 2 and "binary" not in options:
         options["binary"] = True
     if plan.dense:  # the spec's, so that training, evaluate and predict fit images alike
+        if "resize" in options:
+            from ..data import DataError
+
+            raise DataError(
+                "resize is not a data option: predict must fit images as training did",
+                hint="write `resize letterbox` (or stretch) in the spec's compile section",
+            )
         options["resize"] = plan.compile.resize
     return options
 
