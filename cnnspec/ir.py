@@ -112,6 +112,9 @@ class CompileSpec(BaseModel):
     seed: int = 0
     mixed_precision: bool = False
     augment: list[str] = Field(default_factory=list)
+    resize: Literal["stretch", "letterbox"] = Field(
+        "stretch", description="how image files of other shapes reach the input"
+    )
     span: Span | None = None
 
 

@@ -60,6 +60,7 @@ METRICS = {
     "map_50",
     "map_75",
 }
+RESIZES = ("stretch", "letterbox")  # cnnspec.data.imaging.FITS (the core imports no data code)
 METRIC_ALIASES = {"acc": "accuracy", "top5_accuracy": "top5", "miou": "mean_iou"}
 
 
@@ -181,6 +182,11 @@ def compile_section(item) -> CompileSpec:
                 {k: s for k, (_, s) in kw.items()},
             )
             kw = {}
+        elif word == "resize":  # how image files reach the input: data/object_samples.py
+            values["resize"] = _name(
+                _one(pos, word, span, (str,)), dict.fromkeys(RESIZES), {}, "resize", span
+            )
+            spans["resize"] = span
         elif word == "augment":
             values["augment"] = [
                 str(v) if not isinstance(v, tuple) else "x".join(map(str, v)) for v, _ in pos
@@ -194,7 +200,7 @@ def compile_section(item) -> CompileSpec:
                 f"unknown compile setting '{word}'",
                 span,
                 expected="loss, optimizer, metrics, schedule, early_stopping, epochs, "
-                "batch_size, validation_split, seed, mixed_precision, augment",
+                "batch_size, validation_split, seed, mixed_precision, augment, resize",
                 hint=did_you_mean(
                     word,
                     [
@@ -205,6 +211,7 @@ def compile_section(item) -> CompileSpec:
                         "schedule",
                         "early_stopping",
                         "augment",
+                        "resize",
                     ],
                 ),
             )

@@ -6,6 +6,13 @@ only) mix each training batch with itself rolled by one, through torchvision.tra
 MixUp / CutMix, after the per-image ops; the labels become soft, (N, K) float32 rows that
 sum to 1 (`is_mixed`). With both listed, each batch gets one of the two, at even odds, as
 torchvision's reference training recipe does (v2.RandomChoice).
+
+`mosaic P` (detection with dense heads only) replaces each image, with probability P, by
+four images of its batch around a random centre (Bochkovskiy et al. 2020, YOLOv4, as
+YOLOv5 and YOLOX build it): torchvision v2 has no mosaic, so the placement is numpy here and
+the resizing Pillow's (imaging.resize); boxes move and are clipped with their tiles, and
+objects left too small are dropped and counted. It runs where it is listed, so list it
+first and follow it with `affine` (its scale range) as YOLOv5 does.
 """
 
 from __future__ import annotations
@@ -20,22 +27,30 @@ from cnnspec.data import DataError
 
 OPS_HINT = (
     "use flip, vflip, crop N (pad N pixels, crop back at random), resized_crop MIN_SCALE, "
-    "rotate DEGREES, affine DEGREES SHIFT, jitter STRENGTH, "
+    "rotate DEGREES, affine DEGREES SHIFT [SCALE], jitter STRENGTH, "
     "normalize, or normalize MEAN STD (numbers or comma lists, one per channel); "
-    "for classifiers mixup ALPHA, cutmix ALPHA (Beta(ALPHA, ALPHA) mixing weights)"
+    "for classifiers mixup ALPHA, cutmix ALPHA (Beta(ALPHA, ALPHA) mixing weights); "
+    "for detect heads mosaic P (the probability per image)"
 )
 # Done with torchvision.transforms.v2, which moves masks and boxes with the pixels:
 # (word, number of arguments, bounds for each argument)
 TORCHVISION_OPS = {
     "resized_crop": (0.01, 1.0),
     "rotate": (0.0, 180.0),
-    "affine": ((0.0, 180.0), (0.0, 0.5)),
+    # DEGREES SHIFT [SCALE]: the scale factor is drawn from [1 - SCALE, 1 + SCALE]
+    "affine": ((0.0, 180.0), (0.0, 0.5), (0.0, 0.9)),
     "jitter": (0.0, 1.0),
 }
 # Done once per batch, on the whole batch and its labels (torchvision v2.MixUp / v2.CutMix):
 # the Beta distribution's alpha, which must be positive.
 MIXING_OPS = {"mixup": (0.01, 100.0), "cutmix": (0.01, 100.0)}
-RANDOM_OPS = ("flip", "vflip", "crop", *TORCHVISION_OPS, *MIXING_OPS)
+OPTIONAL = {"affine": 1}  # trailing arguments that may be left out
+# Done on the whole batch, its object lists widened to four images' (mosaic P: probability)
+OBJECT_OPS = {"mosaic": (0.0, 1.0)}
+RANDOM_OPS = ("flip", "vflip", "crop", *TORCHVISION_OPS, *MIXING_OPS, *OBJECT_OPS)
+# YOLOv5's box_candidates: an object clipped by the mosaic is kept when at least 2 pixels
+# wide and high and at least a tenth of its placed area is still in the picture
+MIN_SIDE, MIN_VISIBLE = 2.0, 0.1
 
 
 @dataclass(frozen=True)
@@ -61,6 +76,10 @@ def parse_ops(ops, x: np.ndarray | None = None, stats=None, classes: int = 0) ->
     if isinstance(ops, (str, Op)):
         ops = [ops]
     parsed = [op if isinstance(op, Op) else _parse_one(op) for op in ops]
+    names = [op.name for op in parsed]
+    if "mosaic" in names and "normalize" in names[: names.index("mosaic")]:
+        # its grey canvas and Pillow's resize are for pixels in [0, 1]
+        raise DataError("augment mosaic must come before normalize", hint=OPS_HINT)
     if x is not None and stats is None and needs_stats(parsed):
         stats = _channel_stats(x)
     if stats is not None:
@@ -85,6 +104,11 @@ def mixing_ops(words) -> list[str]:
     return [str(w) for w in words or [] if str(w).lower() in MIXING_OPS]
 
 
+def mosaic_ops(words) -> list[str]:
+    """The mosaic words among an `augment` setting's (for the plan's task check)."""
+    return [str(w) for w in words or [] if str(w).lower() in OBJECT_OPS]
+
+
 def import_torchvision_first(ops) -> None:
     """Import torchvision now when `ops` will use it: in one process it must come before
     TensorFlow (the other order segfaults), and the Keras backend imports TensorFlow first."""
@@ -104,7 +128,7 @@ def _parse_one(text: str) -> Op:
         return Op(name)
     if name == "crop" and len(args) == 1 and args[0].isdigit():
         return Op(name, pad=int(args[0]))
-    if name in TORCHVISION_OPS or name in MIXING_OPS:
+    if name in TORCHVISION_OPS or name in MIXING_OPS or name in OBJECT_OPS:
         return Op(name, args=_bounded(name, args, text))
     if name in ("normalize", "normalise") and len(args) in (0, 2):
         if not args:
@@ -114,10 +138,12 @@ def _parse_one(text: str) -> Op:
 
 
 def _bounded(name: str, args: list[str], text: str) -> tuple[float, ...]:
-    bounds = {**TORCHVISION_OPS, **MIXING_OPS}[name]
+    bounds = {**TORCHVISION_OPS, **MIXING_OPS, **OBJECT_OPS}[name]
     bounds = bounds if isinstance(bounds[0], tuple) else (bounds,)
-    if len(args) != len(bounds):
-        raise DataError(f"augmentation {text!r} takes {len(bounds)} number(s)", hint=OPS_HINT)
+    least = len(bounds) - OPTIONAL.get(name, 0)
+    if not least <= len(args) <= len(bounds):
+        counted = f"{least} to {len(bounds)}" if least < len(bounds) else f"{len(bounds)}"
+        raise DataError(f"augmentation {text!r} takes {counted} number(s)", hint=OPS_HINT)
     values = []
     for arg, (lo, hi) in zip(args, bounds):
         try:
@@ -334,7 +360,8 @@ def _transform(op: Op, v2, channels: int):
     if op.name == "rotate":
         return v2.RandomRotation(op.args[0])
     if op.name == "affine":
-        return v2.RandomAffine(op.args[0], translate=(op.args[1], op.args[1]))
+        scale = (1.0 - op.args[2], 1.0 + op.args[2]) if len(op.args) > 2 else None
+        return v2.RandomAffine(op.args[0], translate=(op.args[1], op.args[1]), scale=scale)
     s = op.args[0]  # jitter: brightness, contrast (and saturation, hue for colour)
     return v2.ColorJitter(s, s, s, min(s, 0.5) / 2) if channels == 3 else v2.ColorJitter(s, s)
 
@@ -350,11 +377,87 @@ class _SameSize:
         return self.v2.RandomResizedCrop(size, scale=(self.min_scale, 1.0), antialias=True)(item)
 
 
+def _mosaic(op: Op, batch: dict, rng) -> None:
+    """YOLOv4's mosaic (Bochkovskiy et al. 2020) in YOLOv5's form: with probability P, image i
+    becomes a canvas of its own size holding four images of the batch (i, then three others
+    drawn at random), each shrunk to half size by Pillow, their inner corners meeting at a
+    centre drawn uniformly from the middle half of each axis (YOLOv5's 2s canvas with its
+    centre in [s/2, 3s/2], halved). Canvas no tile covers is PAD_GREY, as in YOLOv5. Objects
+    move with their tile and are clipped to the canvas; those left under MIN_SIDE pixels or
+    under MIN_VISIBLE of their placed area are dropped and counted in object_dropped. The
+    object lists widen to 4K columns (tile t's objects in columns tK..(t+1)K) on every
+    training batch, so that their shape is one per run. All draws are made whatever P
+    selects, so the later ops' draws depend on the batch's key only."""
+    from cnnspec.data.imaging import PAD_GREY, resize
+
+    if batch.get("object_boxes") is None or batch.get("masks") is not None:
+        raise DataError(
+            "augment mosaic moves every object of four images; this data has no object lists",
+            hint="use mosaic on a network with a detect head",
+        )
+    x = batch["x"]
+    n, height, width = x.shape[:3]
+    chosen = np.flatnonzero(rng.random(n) < op.args[0])
+    others = (np.arange(n)[:, None] + 1 + rng.integers(0, max(n - 1, 1), size=(n, 3))) % n
+    centres = np.round(rng.uniform(0.25, 0.75, size=(n, 2)) * [height, width]).astype(int)
+    k = batch["object_classes"].shape[1]
+    wide = {
+        "object_boxes": np.zeros((n, 4 * k, 4), np.float32),
+        "object_classes": np.full((n, 4 * k), -1, np.int64),
+        "object_crowd": np.zeros((n, 4 * k), bool),
+    }
+    for key, value in wide.items():
+        value[:, :k] = batch[key]
+    if len(chosen):
+        half = (max(1, height // 2), max(1, width // 2))
+        used = np.unique(np.concatenate([chosen, others[chosen].ravel()]))
+        tiles = dict(zip(used.tolist(), resize(x[used], half)))  # before any canvas is drawn
+        for i in chosen:
+            canvas = np.full(x.shape[1:], PAD_GREY / 255.0, np.float32)
+            for t, j in enumerate((int(i), *others[i].tolist())):
+                top = centres[i, 0] - half[0] * (t < 2)
+                left = centres[i, 1] - half[1] * (t % 2 == 0)
+                _paste(canvas, tiles[j], top, left)
+                _place_objects(batch, wide, (i, t, j), (top, left), half, (height, width))
+            x[i] = canvas
+    batch.update(wide)
+    batch["present"] = (wide["object_classes"] >= 0).any(1).astype(np.float32)
+
+
+def _paste(canvas: np.ndarray, tile: np.ndarray, top: int, left: int) -> None:
+    """tile into canvas with its top-left corner at (top, left), clipped to the canvas."""
+    y0, x0 = max(top, 0), max(left, 0)
+    y1, x1 = min(top + tile.shape[0], canvas.shape[0]), min(left + tile.shape[1], canvas.shape[1])
+    if y1 > y0 and x1 > x0:
+        canvas[y0:y1, x0:x1] = tile[y0 - top : y1 - top, x0 - left : x1 - left]
+
+
+def _place_objects(batch, wide, where, corner, half, size) -> None:
+    """Image j's objects as tile t of mosaic i: moved, clipped, the too small dropped."""
+    i, t, j = where
+    (top, left), (height, width) = corner, size
+    real = batch["object_classes"][j] >= 0
+    placed = batch["object_boxes"][j].astype(np.float64) * ([half[1], half[0]] * 2)
+    placed += [left, top, left, top]
+    clipped = np.clip(placed, 0, [width, height, width, height])
+    w, h = clipped[:, 2] - clipped[:, 0], clipped[:, 3] - clipped[:, 1]
+    area = (placed[:, 2] - placed[:, 0]) * (placed[:, 3] - placed[:, 1])
+    keep = real & (w >= MIN_SIDE) & (h >= MIN_SIDE) & (w * h >= MIN_VISIBLE * area)
+    cols = slice(t * len(real), (t + 1) * len(real))
+    wide["object_boxes"][i, cols] = np.where(
+        keep[:, None], clipped / [width, height, width, height], 0.0
+    )
+    wide["object_classes"][i, cols] = np.where(keep, batch["object_classes"][j], -1)
+    wide["object_crowd"][i, cols] = keep & batch["object_crowd"][j]
+    batch["object_dropped"][i] += int((real & ~keep).sum())
+
+
 _APPLY = {
     "flip": _flip,
     "vflip": _flip,
     "crop": _crop,
     "normalize": _normalize,
+    "mosaic": _mosaic,
     **{name: _torchvision for name in TORCHVISION_OPS},
 }
 

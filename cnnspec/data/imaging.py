@@ -100,11 +100,12 @@ def read_image(path: Path, size: tuple[int, int] | None = None, channels: int | 
     return resize(pixels, size) if size is not None else pixels
 
 
-def decode_image(path, size: tuple[int, int], channels: int) -> np.ndarray:
+def decode_image(path, size: tuple[int, int], channels: int, fit: str = "stretch") -> np.ndarray:
     """Read one image file as (H, W, C) uint8 at `size` with `channels`: what a worker
     decodes per sample. 8-bit images are converted and resized by Pillow in uint8 (as
     torchvision's ImageFolder + Resize do); 16-bit and float images go through the float
-    path and are rounded to 8 bits. Errors name the file."""
+    path and are rounded to 8 bits. fit="letterbox" keeps the aspect ratio and pads
+    (letterbox_frame). Errors name the file."""
     from PIL import Image
 
     try:
@@ -116,9 +117,15 @@ def decode_image(path, size: tuple[int, int], channels: int) -> np.ndarray:
                     hint="remove the empty image",
                 )
             if img.mode in _SIXTEEN_BIT or img.mode == "F":
-                pixels = fit_images(_pixels(img), size, channels)
+                pixels = (
+                    letterbox(to_channels(_pixels(img), channels), size)
+                    if fit == "letterbox"
+                    else fit_images(_pixels(img), size, channels)
+                )
                 return np.round(pixels * 255.0).astype(np.uint8)
             img = img.convert("L" if channels == 1 else "RGB")
+            if fit == "letterbox":
+                return letterbox(np.asarray(img, dtype=np.uint8), size)
             if img.size != (size[1], size[0]):
                 img = img.resize((size[1], size[0]), Image.Resampling.BILINEAR)
             pixels = np.asarray(img, dtype=np.uint8)
@@ -194,3 +201,75 @@ def fit_images(x: np.ndarray, size: tuple[int, int], channels: int) -> np.ndarra
     if x.shape[-1] > channels:
         return resize(to_channels(x, channels), size)
     return to_channels(resize(x, size), channels)
+
+
+# --- letterbox: the aspect ratio kept, the rest padded --------------------------------------
+# YOLOv5/YOLOv8's fill, 114 of 255: a mid grey, close to the mean of natural images, so the
+# padding reads as almost nothing once the pixels are standardised, where black (0) would be
+# a strong edge along every border of every padded image. Mosaic fills its uncovered
+# canvas with the same grey.
+PAD_GREY = 114
+FITS = ("stretch", "letterbox")
+
+
+def letterbox_frame(width: int, height: int, size: tuple[int, int]) -> np.ndarray:
+    """How an image of width x height pixels sits in a letterboxed input of size=(H, W):
+    [sx, sy, left, top, width, height], so that input pixel = image pixel * s + (left, top).
+    One scale r = min(H / height, W / width) for both axes; the resized image is
+    round(width * r) x round(height * r) pixels, centred (the odd pixel of padding at the
+    right/bottom), and sx, sy are the scales those whole-pixel sizes give, so mapping a box
+    back (unfit_boxes) is the exact inverse of what the pixels went through.
+
+    >>> letterbox_frame(640, 480, (96, 96)).tolist()
+    [0.15, 0.15, 0.0, 12.0, 640.0, 480.0]
+    """
+    out_h, out_w = size
+    r = min(out_h / height, out_w / width)
+    new_w, new_h = max(1, round(width * r)), max(1, round(height * r))
+    left, top = (out_w - new_w) // 2, (out_h - new_h) // 2
+    return np.array([new_w / width, new_h / height, left, top, width, height], np.float64)
+
+
+def stretch_frame(width: int, height: int, size: tuple[int, int]) -> np.ndarray:
+    """The frame (see letterbox_frame) of an image resized to size=(H, W) without keeping
+    its aspect ratio: each axis its own scale, no padding."""
+    return np.array([size[1] / width, size[0] / height, 0, 0, width, height], np.float64)
+
+
+def letterbox(image: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """(h, w, C) uint8 or float [0, 1] pixels letterboxed to size=(H, W), same dtype: resized
+    by Pillow (bilinear, as `resize`) to the frame's whole-pixel size, then padded with
+    PAD_GREY."""
+    from PIL import Image
+
+    height, width = image.shape[:2]
+    sx, sy, left, top = letterbox_frame(width, height, size)[:4]
+    new_w, new_h = round(width * sx), round(height * sy)
+    if image.dtype == np.uint8:
+        planes = image[..., 0] if image.shape[-1] == 1 else image
+        resized = np.asarray(
+            Image.fromarray(planes).resize((new_w, new_h), Image.Resampling.BILINEAR)
+        ).reshape(new_h, new_w, image.shape[-1])
+        fill = PAD_GREY
+    else:
+        resized, fill = resize(image.astype(np.float32), (new_h, new_w)), PAD_GREY / 255.0
+    left, top = int(left), int(top)
+    pads = ((top, size[0] - new_h - top), (left, size[1] - new_w - left), (0, 0))
+    return np.pad(resized, pads, constant_values=fill)
+
+
+def unfit_boxes(boxes: np.ndarray, frame) -> np.ndarray:
+    """(M, 4) xyxy boxes in input pixels mapped back to their image's own pixels (the
+    inverse of the frame's scale and padding), clipped to the image, as YOLOv5's
+    scale_boxes + clip_boxes do."""
+    sx, sy, left, top, width, height = (float(v) for v in frame)
+    out = (np.asarray(boxes, np.float64) - [left, top, left, top]) / [sx, sy, sx, sy]
+    return np.clip(out, 0, [width, height, width, height]).astype(np.float32)
+
+
+def fit_boxes(boxes: np.ndarray, frame) -> np.ndarray:
+    """(M, 4) xyxy boxes in their image's pixels, in input pixels (the frame's forward map)."""
+    sx, sy, left, top = (float(v) for v in frame[:4])
+    return (np.asarray(boxes, np.float64) * [sx, sy, sx, sy] + [left, top, left, top]).astype(
+        np.float32
+    )

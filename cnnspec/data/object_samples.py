@@ -3,20 +3,33 @@
 `index_objects` reads a COCO JSON, a YOLO folder or a VOC folder through their object
 readers (coco_objects, yolo_objects, voc_objects: every object, crowd and difficult flags
 honoured) or generates the multi-object `shapes_multi` set in memory, and returns Samples
-with ObjectArrays: boxes normalised to [0, 1] of their image, so that resizing to the
-network's input leaves them unchanged (the pixels of the input are box x input size).
+with ObjectArrays: boxes normalised to [0, 1] of the network's input (the pixels of the
+input are box x input size). Image files reach the input in one of two ways, the compile
+section's `resize` (imaging.FITS): "stretch" (the default) resizes each axis on its own, so
+a box normalised to its image is unchanged; "letterbox" keeps the aspect ratio and pads
+(imaging.letterbox), and the boxes move with the pixels. Each image's frame (how it sits in
+the input) rides with its objects, so the evaluator scores in the image's own pixels.
 What the readers skipped (invalid="skip") is kept in Samples.notes for the training log.
 """
 
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from cnnspec.data import DataError
-from cnnspec.data.imaging import to_channels
+from cnnspec.data.imaging import (
+    FITS,
+    decode_image,
+    fit_boxes,
+    letterbox_frame,
+    stretch_frame,
+    to_channels,
+    unfit_boxes,
+)
 from cnnspec.data.object_index import ObjectIndex
 from cnnspec.data.samples import ArrayImages, FileImages, ObjectArrays, Samples
 from cnnspec.detection.assign import pad_objects
@@ -30,30 +43,65 @@ OPTIONS = {
 FORMATS = ("coco", "yolo", "voc")
 
 
-def index_objects(source, input_shape, seed: int = 0, **options) -> Samples:
+def index_objects(
+    source, input_shape, seed: int = 0, resize: str = "stretch", **options
+) -> Samples:
     """Samples of every object in `source` for a network taking (H, W, C) images:
     "shapes_multi" (options n=4000, objects=MIN-MAX), or the path of a COCO .json (or a
     folder holding annotations.json), a YOLO folder (classes.txt, images/, labels/) or a
     VOC folder (Annotations/). File options: invalid=error|skip, classes=a,b,c, and
-    format=coco|yolo|voc for a folder that holds several (COCO, then YOLO, then VOC)."""
+    format=coco|yolo|voc for a folder that holds several (COCO, then YOLO, then VOC).
+    `resize`: how image files reach the input, stretch or letterbox (the compile
+    section's `resize`; shapes_multi is drawn at the input size and ignores it)."""
     height, width, channels = (int(v) for v in input_shape)
+    if resize not in FITS:
+        raise DataError(f"unknown resize {resize!r}", hint=f"use one of {', '.join(FITS)}")
     if isinstance(source, str) and source in GENERATED:
         _check_options("shapes_multi", options)
         return _shapes_multi((height, width), channels, seed, **options)
     _check_options("file", options)
     index = _read_index(Path(os.path.expanduser(os.fspath(source))), options)
-    return samples_of(index, (height, width, channels))
+    return samples_of(index, (height, width, channels), resize)
 
 
-def samples_of(index: ObjectIndex, input_shape) -> Samples:
-    """Samples streaming the indexed image files, resized to the input shape."""
+@dataclass(frozen=True)
+class LetterboxImages:
+    """Image files decoded to uint8 and letterboxed to `size` per sample (a reader of
+    Samples, like FileImages; not one, so that the Keras loader's TF decoding, which
+    stretches, leaves these to Pillow)."""
+
+    paths: tuple
+    size: tuple[int, int]
+    channels: int
+    masks = None
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def image(self, row: int) -> np.ndarray:
+        return decode_image(self.paths[row], self.size, self.channels, fit="letterbox")
+
+
+def samples_of(index: ObjectIndex, input_shape, resize: str = "stretch") -> Samples:
+    """Samples streaming the indexed image files, stretched or letterboxed to the input."""
     height, width, channels = input_shape
-    scales = [np.array([i.width, i.height] * 2, np.float32) for i in index.images]
-    per_image = [(i.boxes / s, i.classes) for i, s in zip(index.images, scales)]
+    framed = letterbox_frame if resize == "letterbox" else stretch_frame
+    frames = np.array(
+        [framed(i.width, i.height, (height, width)) for i in index.images], np.float64
+    ).reshape(-1, 6)
+    scale = np.array([width, height] * 2, np.float32)
+    per_image = [
+        (fit_boxes(i.boxes, frame) / scale, i.classes) for i, frame in zip(index.images, frames)
+    ]
     crowd = [i.iscrowd | i.difficult for i in index.images]
-    reader = FileImages(tuple(str(i.path) for i in index.images), (height, width), channels)
+    paths = tuple(str(i.path) for i in index.images)
+    reader = (LetterboxImages if resize == "letterbox" else FileImages)(
+        paths, (height, width), channels
+    )
     notes = (f"{index.source}: {index.describe()}", *index.skipped)
-    return _samples(reader, per_image, crowd, index.classes, (height, width, channels), notes)
+    return _samples(
+        reader, per_image, crowd, index.classes, (height, width, channels), notes, frames
+    )
 
 
 def _shapes_multi(size, channels, seed, n=4000, objects="1-5") -> Samples:
@@ -78,7 +126,7 @@ def _shapes_multi(size, channels, seed, n=4000, objects="1-5") -> Samples:
     return _samples(reader, per_image, crowd, list(SHAPE_CLASSES), (*size, channels), ())
 
 
-def _samples(reader, per_image, crowd, classes, input_shape, notes) -> Samples:
+def _samples(reader, per_image, crowd, classes, input_shape, notes, frames=None) -> Samples:
     # at least one column, so that batches of images without objects keep their shape
     boxes, labels = pad_objects(per_image, max(1, *(len(c) for _, c in per_image)))
     flags = np.zeros(labels.shape, bool)
@@ -94,7 +142,12 @@ def _samples(reader, per_image, crowd, classes, input_shape, notes) -> Samples:
         task="objects",
         present=targets.any(1).astype(np.float32),
         input_shape=tuple(input_shape),
-        objects=ObjectArrays(boxes.astype(np.float32), labels, flags),
+        objects=ObjectArrays(
+            boxes.astype(np.float32),
+            labels,
+            flags,
+            None if frames is None else np.asarray(frames, np.float32),
+        ),
         notes=tuple(notes),
     )
 
@@ -140,14 +193,35 @@ def _check_options(kind: str, options: dict) -> None:
 
 
 def truths_of(batch: dict, size: tuple[int, int]) -> list[Truth]:
-    """The ground truth of each image of a batch, in input pixels ((height, width))."""
+    """The ground truth of each image of a batch, in input pixels ((height, width)), or in
+    each image's own pixels where the batch says how it sits in the input (object_frame)."""
     from cnnspec.detection.objects import make_truth
 
     scale = np.array([size[1], size[0]] * 2, np.float32)
+    frames = _frames(batch)
     found = []
-    for boxes, classes, crowd in zip(
-        batch["object_boxes"], batch["object_classes"], batch["object_crowd"]
+    for boxes, classes, crowd, frame in zip(
+        batch["object_boxes"], batch["object_classes"], batch["object_crowd"], frames
     ):
         real = classes >= 0
-        found.append(make_truth(boxes[real] * scale, classes[real], crowd[real]))
+        pixels = boxes[real] * scale
+        if frame is not None:
+            pixels = unfit_boxes(pixels, frame)
+        found.append(make_truth(pixels, classes[real], crowd[real]))
     return found
+
+
+def in_image_pixels(found: list, batch: dict) -> list:
+    """Detections (detection.objects.Detections, in input pixels) of a batch's images, in
+    each image's own pixels where the batch carries its frame: the evaluator then scores
+    what predict reports."""
+    return [
+        kept if frame is None else kept._replace(boxes=unfit_boxes(kept.boxes, frame))
+        for kept, frame in zip(found, _frames(batch))
+    ]
+
+
+def _frames(batch: dict) -> list:
+    frames = batch.get("object_frame")
+    n = len(batch["object_classes"])
+    return [None] * n if frames is None else list(np.asarray(frames))

@@ -67,24 +67,31 @@ class ArrayImages:
 class ObjectArrays:
     """Every object of each image, padded to the most an image holds (K): boxes (N, K, 4)
     float32 xyxy in [0, 1], classes (N, K) int64 (-1: padding), crowd (N, K) bool (ignore
-    regions: not trained on, and neither hits nor misses for the evaluator)."""
+    regions: not trained on, and neither hits nor misses for the evaluator). frames (N, 6):
+    how each image sits in the input (imaging.letterbox_frame), so that detections and
+    ground truth are scored in the image's own pixels; None: the image is the input."""
 
     boxes: np.ndarray
     classes: np.ndarray
     crowd: np.ndarray
+    frames: np.ndarray | None = None
 
     def rows(self, index) -> dict[str, np.ndarray]:
         """The batch keys of row(s) `index`."""
-        return {
+        rows = {
             "object_boxes": self.boxes[index],
             "object_classes": self.classes[index],
             "object_crowd": self.crowd[index],
             # objects augmentation moved out of the picture (counted for the log)
             "object_dropped": np.zeros(np.shape(self.classes[index])[:-1], np.int64),
         }
+        if self.frames is not None:
+            rows["object_frame"] = self.frames[index]
+        return rows
 
     def subset(self, index) -> ObjectArrays:
-        return ObjectArrays(self.boxes[index], self.classes[index], self.crowd[index])
+        frames = None if self.frames is None else self.frames[index]
+        return ObjectArrays(self.boxes[index], self.classes[index], self.crowd[index], frames)
 
 
 @dataclass

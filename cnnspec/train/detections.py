@@ -2,9 +2,11 @@
 (class, score, box in the image's own pixels) and as a copy of the image with the boxes
 drawn (IMAGE.boxes.png beside it, or in --out), written atomically.
 
-Images are resized to the network's input as in training; boxes are decoded and filtered
-there (detection.reading: class-aware NMS with the backend's own kernel) and scaled back
-to each image's size.
+Images reach the network's input as in training (read_object_images: stretched, or
+letterboxed by the compile section's `resize letterbox`); boxes are decoded and filtered
+there (detection.reading: class-aware NMS with the backend's own kernel) and mapped back to
+each image's own pixels through its frame (imaging.unfit_boxes: the inverse of the scale and
+the padding), as the evaluator maps them.
 """
 
 from __future__ import annotations
@@ -38,10 +40,12 @@ def predict_objects(
     drawn: list[Path],
     names: list[str] | None = None,
     settings: Settings | None = None,
+    frames: list | None = None,
 ) -> list[dict]:
     """Per image {"image", "drawn", "detections": [{"class", "index", "score", "box"}]},
-    best score first; `x` are the images at the input size, as the network takes them."""
-    from cnnspec.data.imaging import image_size
+    best score first; `x` are the images at the input size, as the network takes them, and
+    `frames` how each sits there (read_object_images; None: stretched)."""
+    from cnnspec.data.imaging import image_size, stretch_frame, unfit_boxes
 
     head = next(h for h in plan.heads if h.role == "dense")
     raw = backend.predict(x)[plan.heads.index(head)]
@@ -55,21 +59,39 @@ def predict_objects(
     )
     names = list(names or plan.class_names or [str(k) for k in range(head.info.classes)])
     results = []
-    for path, kept, target in zip(images, found, drawn):
-        w0, h0 = image_size(path)
-        scale = np.array([w0 / width, h0 / height] * 2, np.float32)
+    if frames is None:
+        frames = [stretch_frame(*image_size(path), (height, width)) for path in images]
+    for path, kept, target, frame in zip(images, found, drawn, frames):
         objects = [
             {
                 "class": names[int(c)] if int(c) < len(names) else str(int(c)),
                 "index": int(c),
                 "score": round(float(s), 5),
-                "box": [round(float(v), 2) for v in box * scale],
+                "box": [round(float(v), 2) for v in box],
             }
-            for box, s, c in zip(kept.boxes, kept.scores, kept.classes)
+            for box, s, c in zip(unfit_boxes(kept.boxes, frame), kept.scores, kept.classes)
         ]
         draw(path, objects, target)
         results.append({"image": path, "drawn": str(target), "detections": objects})
     return results
+
+
+def read_object_images(paths: list[str], shape, resize: str = "stretch"):
+    """(images (N, H, W, C) float32 in [0, 1] as the network takes them, their frames).
+    Letterboxed images are decoded as the training workers decode them (imaging.decode_image);
+    stretched ones as `predict` always read them (session.read_images)."""
+    from cnnspec.data.imaging import decode_image, image_size, letterbox_frame, stretch_frame
+
+    from .session import read_images
+
+    height, width, channels = shape
+    if resize != "letterbox":
+        frames = [stretch_frame(*image_size(p), (height, width)) for p in paths]
+        return read_images(paths, shape), frames
+    x = np.stack(
+        [decode_image(p, (height, width), channels, fit="letterbox") for p in paths]
+    ).astype(np.float32)
+    return x / 255.0, [letterbox_frame(*image_size(p), (height, width)) for p in paths]
 
 
 def draw(image: str, objects: list[dict], path: Path) -> None:

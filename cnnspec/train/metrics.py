@@ -104,7 +104,7 @@ class Meter:
         self._add("nbox", diff.size)
 
     def _dense(self, out, batch) -> None:
-        from cnnspec.data.object_samples import truths_of
+        from cnnspec.data.object_samples import in_image_pixels, truths_of
         from cnnspec.detection.reading import Settings, detect
 
         self._add("dropped", float(np.sum(batch.get("object_dropped", 0))))
@@ -113,13 +113,15 @@ class Meter:
         head = next(h for h in self.plan.heads if h.role == "dense").info
         size = batch["x"].shape[1:3]
         raw = out.reshape(len(out), -1, head.columns)
-        self.detections += detect(
+        found = detect(
             head,
             raw,
             framework=self.framework,
             settings=self.settings or Settings(),
             image_size=size,
         )
+        # both in each image's own pixels where the batch carries its frame (file data)
+        self.detections += in_image_pixels(found, batch)
         self.truths += truths_of(batch, size)
 
     def gather(self, comm) -> None:

@@ -142,7 +142,7 @@ class TrainingPlan:
 
 
 def make_plan(model: Model, num_classes: int | None = None) -> TrainingPlan:
-    """The training plan of a compiled model, or SpecErrors with codes E510-E519.
+    """The training plan of a compiled model, or SpecErrors with codes E510-E519 and E525.
 
     `num_classes`, when the data is known, is checked against the class head's units."""
     spec = model.compile or CompileSpec()
@@ -227,6 +227,7 @@ class _Checker:
         self.check_heads(task, heads, num_classes)
         self.check_monitor(metrics)
         self.check_mixing(task)
+        self.check_objects(task, any(h.role == "dense" for h in heads))
         weights = list(self.spec.loss_weights) or [1.0] * len(heads)
         if len(weights) != len(heads):
             self.error(
@@ -486,6 +487,28 @@ class _Checker:
                 f"{'/'.join(words)} batches does not measure",
                 "early_stopping",
                 hint=f"monitor val_{monitor[6:]} or train_loss",
+            )
+
+    def check_objects(self, task: str, dense: bool) -> None:
+        """mosaic moves every object of four images, and letterbox maps each image's objects
+        in and out of the input: both need the object lists of dense detection heads."""
+        from ..data.augmentation import mosaic_ops
+
+        if not dense and mosaic_ops(self.spec.augment):
+            self.error(
+                "E525",
+                f"augment mosaic places the objects of four images in one; this network is "
+                f"trained to {task}, without a detect head",
+                "augment",
+                hint="remove mosaic, or use it on a network with a detect head",
+            )
+        if not dense and self.spec.resize != "stretch":
+            self.error(
+                "E525",
+                f"resize {self.spec.resize} is for detection data (every object of images of "
+                f"any shape); this network is trained to {task}, without a detect head",
+                "resize",
+                hint="remove the resize line (images are stretched to the input)",
             )
 
     def check_heads(self, task: str, heads: list[Head], num_classes: int | None) -> None:

@@ -59,6 +59,15 @@ def data_options(plan: TrainingPlan, options: dict | None = None) -> dict:
     mask = plan.head("mask")
     if mask is not None and mask.units <= 2 and "binary" not in options:
         options["binary"] = True
+    if plan.dense:  # the spec's, so that training, evaluate and predict fit images alike
+        if "resize" in options:
+            from ..data import DataError
+
+            raise DataError(
+                "resize is not a data option: predict must fit images as training did",
+                hint="write `resize letterbox` (or stretch) in the spec's compile section",
+            )
+        options["resize"] = plan.compile.resize
     return options
 
 
@@ -400,14 +409,15 @@ def _predict_objects(
 ) -> list:
     """Dense detection heads: JSON and a drawn copy per image (train/detections.py)."""
     from ..detection.reading import Settings
-    from .detections import predict_objects
+    from .detections import predict_objects, read_object_images
 
     drawn = mask_paths(images, out_dir, overwrite, suffix="boxes")
     be = make_backend(backend or backend_for_weights(weights), model, plan, 0, device=device)
     be.load([weights], optimizer=False)
-    x = to_network(model, read_images(images, model.input_shape), weights)
+    pixels, frames = read_object_images(images, model.input_shape, plan.compile.resize)
+    x = to_network(model, pixels, weights)
     names = classes or run_info(weights).get("classes")
-    return predict_objects(plan, be, x, images, drawn, names, settings or Settings())
+    return predict_objects(plan, be, x, images, drawn, names, settings or Settings(), frames)
 
 
 def mask_paths(
