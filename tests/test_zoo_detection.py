@@ -248,6 +248,4 @@ def test_detections_equal_torchvisions_postprocessing(name):
         )
         np.testing.assert_array_equal(ours.classes[order] + offset, ref["labels"][ref_order])
         np.testing.assert_allclose(ours.scores[order], ref["scores"][ref_order], rtol=1e-5)
-        np.testing.assert_allclose(
-            ours.boxes[order], ref["boxes"][ref_order], rtol=1e-4, atol=1e-3
-        )
+        np.testing.assert_allclose(ours.boxes[order], ref["boxes"][ref_order], rtol=1e-4, atol=1e-3)
