@@ -125,3 +125,12 @@ def test_cli_export_decode_flags(tmp_path):
     assert [o.name for o in session.get_outputs()] == ["boxes", "scores", "classes"]
     image = np.zeros((1, 3, 32, 32), np.float32)
     assert len(session.run(None, {"input": image})[1]) <= 5
+    # --top-k 2: two candidates of the one level reach NMS; --top-k 0: all of them
+    done = export("--decode", "--nms", "--top-k", "2", "--score-threshold", "0")
+    assert done.returncode == 0, done.stderr
+    image = np.random.default_rng(0).uniform(0, 1, (1, 3, 32, 32)).astype(np.float32)
+    run = ort.InferenceSession(str(tmp_path / "o.onnx")).run
+    assert len(run(None, {"input": image})[1]) <= 2
+    assert export("--decode", "--nms", "--top-k", "0", "--score-threshold", "0").returncode == 0
+    assert len(ort.InferenceSession(str(tmp_path / "o.onnx")).run(None, {"input": image})[1]) > 2
+    assert export("--decode", "--nms", "--top-k", "-3").returncode == 2
