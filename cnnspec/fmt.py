@@ -29,6 +29,7 @@ from __future__ import annotations
 import bisect
 import re
 from dataclasses import dataclass
+from functools import cache
 
 from .errors import Span, SpecError
 from .parse import MAX_SOURCE_BYTES, Token, Tree, parse_text
@@ -160,16 +161,42 @@ def _expr(tree, tight: bool) -> str:
 _SUM = 5
 
 
-def _arg(tree) -> str:
+def _arg(tree, lists: frozenset[str] = frozenset()) -> str:
     if tree.data == "kwarg":
-        return f"{tree.children[0]}={expr(tree.children[1], _SUM)}"
+        name, value = tree.children
+        if str(name) in lists and value.data == "dims":
+            return f"{name}=({', '.join(str(value.children[0]).lower().split('x'))})"
+        if str(name) in lists and _int_tuple(value):
+            return f"{name}=({', '.join(str(c.children[0]) for c in value.children)})"
+        return f"{name}={expr(value, _SUM)}"
     text = expr(tree.children[0], _SUM)
     # After another argument, '-1' would read as a subtraction: keep a negative in parentheses.
     return f"({text})" if text.startswith("-") else text
 
 
-def _args(items) -> str:
-    return "".join(" " + _arg(a) for a in items)
+def _args(items, keyword=None) -> str:
+    lists = _lists(str(keyword)) if keyword is not None else frozenset()
+    return "".join(" " + _arg(a, lists) for a in items)
+
+
+@cache
+def _lists(keyword: str) -> frozenset[str]:
+    """The arguments of a layer keyword that hold one number per level or channel (detect's
+    strides, normalize's mean): written as tuples, `strides=(16, 32, 64)`, where an integer
+    tuple would otherwise read as a size, `16x32x64`. Shapes stay sizes."""
+    from .layers.base import KEYWORDS
+
+    if keyword not in KEYWORDS:  # a block of the spec's own
+        return frozenset()
+    props = KEYWORDS[keyword][0].model_json_schema()["properties"]
+    return frozenset(
+        name
+        for name, prop in props.items()
+        if name != "shape"
+        and any(
+            p.get("type") == "array" and "prefixItems" not in p for p in prop.get("anyOf", [prop])
+        )
+    )
 
 
 # --- statements --------------------------------------------------------------------------------
@@ -210,7 +237,7 @@ def _simple_text(stmt) -> str:
         return f"input {ch[0]}{_args(ch[1:])}"
     if kind == "output":
         return "output " + ", ".join(str(c) for c in ch)
-    return f"{ch[0]}{_args(ch[1:])}"
+    return f"{ch[0]}{_args(ch[1:], ch[0])}"
 
 
 def _segments(stmt, prefix: str = "") -> list[tuple[str, Tree]] | None:
@@ -228,7 +255,7 @@ def _segments(stmt, prefix: str = "") -> list[tuple[str, Tree]] | None:
     if kind in ("compile", "transfer", "defaults", "scales"):
         return [(f"{prefix}{kind}", ch[0])]
     if kind == "layer":
-        return [(f"{prefix}{ch[0]}{_args(ch[1:-1])}", ch[-1])]
+        return [(f"{prefix}{ch[0]}{_args(ch[1:-1], ch[0])}", ch[-1])]
     if kind == "repeat":
         var = f" as {ch[1]}" if len(ch) == 3 else ""
         return [(f"{prefix}repeat {expr(ch[0], _SUM, False)}{var}", ch[-1])]

@@ -92,7 +92,9 @@ def _type(prop: dict) -> str:
         if items:
             inner = _type(items[0])
             sizes = {2: "FxF", 4: "(top, bottom, left, right)"}
-            return f"{sizes.get(len(items), f'{len(items)} values')} of {inner}"
+            # a field may name its own parts: detect's box_weights are (x, y, w, h)
+            named = prop.get("description") or sizes.get(len(items), f"{len(items)} values")
+            return f"{named} of {inner}"
         return f"list of {_type(prop.get('items', {}))}"
     words = {"integer": "int", "number": "float", "boolean": "bool", "string": "text"}
     text = words.get(kind, kind or "value")
@@ -112,6 +114,12 @@ def _value(value) -> str:
         return "none"
     if isinstance(value, bool):
         return str(value).lower()
+    if (
+        isinstance(value, (list, tuple))
+        and len(value) > 1
+        and any(isinstance(v, float) for v in value)
+    ):
+        return "(" + ", ".join(_value(v) for v in value) + ")"  # only integers make a size
     if isinstance(value, (list, tuple)):
         return "x".join(_value(v) for v in value)
     return str(value)

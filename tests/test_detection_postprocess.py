@@ -1,5 +1,6 @@
 """Decoding equals torchvision's box coders; class-aware NMS gives the same kept boxes with
-torchvision.ops.batched_nms and tf.image.combined_non_max_suppression."""
+torchvision.ops.batched_nms and tf.image.combined_non_max_suppression, also after the top-k
+candidates (per level or per class) of reading.candidates."""
 
 import math
 
@@ -109,3 +110,51 @@ def test_an_image_with_no_candidate_keeps_nothing(framework):
     kept = select(boxes, scores, framework=framework, score_threshold=0.5)
     assert len(kept[0].boxes) > 0
     assert kept[1].boxes.shape == (0, 4) and kept[1].scores.shape == (0,)
+
+
+def _head(activation: str, classes: int = 4):
+    from cnnspec.detection.priors import Geometry, HeadInfo
+
+    geometry = Geometry(strides=(8, 16), shapes=((12, 12), (6, 6)), offset=0.5)
+    return HeadInfo("head", classes, geometry, activation=activation)
+
+
+def test_candidates_cut_per_level_for_sigmoid_heads_and_per_class_for_softmax_heads():
+    from cnnspec.detection.reading import Settings, candidates
+
+    head = _head("sigmoid", classes=2)
+    scores = np.zeros((1, 180, 2), np.float32)
+    scores[0, :2] = [[0.9, 0.8], [0.7, 0.6]]  # level 0: four pairs
+    scores[0, 144] = [0.5, 0.4]  # level 1: two pairs
+    kept = candidates(head, scores, Settings(score_threshold=0.45, top_k=3))
+    np.testing.assert_allclose(kept[0, :2], [[0.9, 0.8], [0.7, 0.0]])  # the best 3
+    np.testing.assert_allclose(kept[0, 144], [0.5, 0.0])  # 0.4: under the threshold
+    # softmax: the best k priors of each class, whatever their level
+    kept = candidates(_head("softmax", 3), scores, Settings(score_threshold=0.0, top_k=1))
+    np.testing.assert_allclose(kept[0, :2], [[0.9, 0.8], [0.0, 0.0]])
+    assert kept.sum() == pytest.approx(1.7)
+    with pytest.raises(ValueError, match="top_k=0"):
+        Settings(top_k=0)
+
+
+@pytest.mark.parametrize("activation", ["sigmoid", "softmax"])
+def test_torch_and_keras_detect_the_same_under_top_k(activation):
+    from dataclasses import replace
+
+    from cnnspec.detection.reading import Settings, detect
+
+    head = _head(activation)
+    rng = np.random.default_rng(7)
+    raw = rng.normal(0, 1, (2, head.geometry.count, head.columns)).astype(np.float32)
+    raw[..., :4] = rng.uniform(0, 3, raw[..., :4].shape)  # distances of 0 to 3 strides
+    settings = Settings(score_threshold=0.3, iou_threshold=0.5, max_detections=500, top_k=20)
+    found = {
+        framework: detect(head, raw, framework=framework, settings=settings, image_size=(96, 96))
+        for framework in ("torch", "keras")
+    }
+    every = detect(head, raw, framework="torch", settings=replace(settings, top_k=None))
+    for ours, theirs, all_kept in zip(found["torch"], found["keras"], every):
+        assert 0 < len(ours.scores) < len(all_kept.scores)  # the top-k cut some
+        np.testing.assert_array_equal(ours.classes, theirs.classes)
+        np.testing.assert_allclose(ours.scores, theirs.scores)
+        np.testing.assert_allclose(ours.boxes, theirs.boxes)

@@ -80,6 +80,15 @@ def test_result_history_and_evaluate_report_coco_ap(spec, straight):
     evaluated = json.loads(shown.stdout)
     assert evaluated["metrics"]["map"] == pytest.approx(result["metrics"]["map"], abs=1e-6)
     assert evaluated["counts"]["images"] == result["n_val"]
+    # --top-k 1: one candidate per level (one level here) goes on to NMS
+    kept = [
+        json.loads(_run(
+            "evaluate", spec, "--weights", straight / "best.safetensors", *DATA,
+            "--format", "json", "--score-threshold", "0.001", *flags,
+        ).stdout)["counts"]["detections"]
+        for flags in ([], ["--top-k", "1"])
+    ]  # fmt: skip
+    assert kept[1] <= result["n_val"] < kept[0]
 
 
 def test_predict_writes_json_and_the_drawn_image(spec, straight, tmp_path):
@@ -109,6 +118,13 @@ def test_bad_settings_are_a_usage_error(spec, straight, tmp_path):
         check=False, env=env, capture_output=True, text=True, timeout=300,
     )  # fmt: skip
     assert done.returncode == 2 and "iou_threshold=1.5" in done.stderr
+    assert "Traceback" not in done.stderr
+    done = subprocess.run(
+        [sys.executable, "-m", "cnnspec", "evaluate", str(spec), "--weights",
+         str(straight / "best.safetensors"), *DATA, "--top-k", "-1"],
+        check=False, env=env, capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert done.returncode == 2 and "top_k=-1" in done.stderr
     assert "Traceback" not in done.stderr
 
 

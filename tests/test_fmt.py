@@ -103,6 +103,15 @@ CASES = [
     ("conv 8 stride = 2", "conv 8 stride=2"),
     ("conv 8 (3, 3) stride=(2,2)", "conv 8 3x3 stride=2x2"),
     ("concat from=(a,b)", "concat from=(a, b)"),
+    # one number per level or channel is a tuple, not a size; shapes stay sizes
+    (
+        "detect p classes=3 strides=4x8 sizes=16x32",
+        "detect p classes=3 strides=(4, 8) sizes=(16, 32)",
+    ),
+    ("detect p classes=3 strides=(4,8)", "detect p classes=3 strides=(4, 8)"),
+    ("normalize mean=(0, 0, 0)", "normalize mean=(0, 0, 0)"),
+    ("reshape (4, 4)", "reshape 4x4"),
+    ("my_block strides=(4, 8)", "my_block strides=4x8"),  # a block of the spec: unknown
     ("conv 64 (-1)", "conv 64 (-1)"),  # not 'conv 64 -1'
     ("conv -1", "conv (-1)"),
     ("conv (a + 1) * 2", "conv (a+1)*2"),

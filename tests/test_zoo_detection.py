@@ -4,7 +4,8 @@ parameter and buffer counts, its state_dict order and shapes, and, loaded with t
 (randomised) weights through cnnspec's loader, give its raw head outputs:
 `model.head(model.backbone(x))`'s dict, against the spec's one output split by columns (box,
 classes, extra; cnnspec.detection.priors). Their priors are torchvision's anchors, their
-boxes decode as its box coders, and RetinaNet's post-processing keeps its detections.
+boxes decode as its box coders, and detect() keeps the detections of its post-processing
+(RetinaNet, FCOS and SSDlite, at torchvision's default settings).
 Both sides are built with weights=None, weights_backbone=None."""
 
 from __future__ import annotations
@@ -143,66 +144,108 @@ def test_priors_and_box_decoding_equal_torchvisions(name):
     np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-3)
 
 
-def test_retinanet_detections_equal_torchvisions_postprocessing():
-    """From the same raw outputs, cnnspec's decoding (postprocess.decode_offsets, clipped to
-    the image) and class-aware NMS (postprocess.select, torchvision's batched_nms) keep
-    torchvision's RetinaNet.postprocess_detections' boxes, scores and labels. The score
-    threshold is set where at most 1,000 candidates a level pass it, so torchvision's per-level
-    top-k (which cnnspec does not apply) keeps them all."""
+def _lively(module, x, spread: float = 2.0):
+    """A copy of `module` (randomised) whose scores spread over the priors as a trained
+    head's do, so that thresholds, top-k and NMS all have work and no two scores nearly tie
+    (a near tie could go either way between numpy's and torch's last bits).
+    - Batch-norm statistics measured on `x` (one pass in training mode): with random ones,
+      SSDlite's MobileNetV3 features barely vary across the image (a std of 1e-4 between
+      cells), so hundreds of its scores tie to 1e-6.
+    - Class (and FCOS' centre-ness) weights scaled so that the logits vary with std `spread`
+      over the priors: torchvision starts them at std 0.01 with the class bias at the prior
+      0.01, so every RetinaNet score sits near 0.01, under its threshold 0.05, and FCOS'
+      under its 0.2.
+    The thresholds stay torchvision's defaults."""
+    import copy
+
+    module = randomise_torch(copy.deepcopy(module), seed=3)
+    for norm in module.modules():
+        if isinstance(norm, torch.nn.modules.batchnorm._BatchNorm):
+            norm.reset_running_stats()
+            norm.momentum = None  # a plain average of the pass
+    head = module.head.classification_head
+    convs = [head.cls_logits] if hasattr(head, "cls_logits") else [m[-1] for m in head.module_list]
+    ctrness = getattr(module.head.regression_head, "bbox_ctrness", None)
+    responses: dict = {}
+
+    def record(conv, _, output):  # what the weights add to the bias
+        responses.setdefault(conv is ctrness, []).append(output - conv.bias[:, None, None])
+
+    hooks = [conv.register_forward_hook(record) for conv in convs + [ctrness] if conv]
+    with torch.no_grad():
+        module.train()
+        module.head(list(module.backbone(x).values()))
+        for conv in convs + [ctrness]:
+            if conv:
+                std = torch.cat([r.flatten() for r in responses[conv is ctrness]]).std()
+                conv.weight.mul_(spread / float(std))
+    for hook in hooks:
+        hook.remove()
+    return module.eval()
+
+
+def _postprocess(module, raw, info, x):
+    """torchvision's own postprocess_detections (its default thresholds, top-k and number of
+    detections) on `raw`, cnnspec's (B, P, 4 + C + E) output, with its own anchors."""
+    from torchvision.models.detection.image_list import ImageList
+
+    size = x.shape[-2:]
+    with torch.no_grad():
+        features = list(module.backbone(x).values())
+        anchors = module.anchor_generator(ImageList(x, [tuple(size)] * len(x)), features)
+        k = info.classes
+        outputs = {"bbox_regression": raw[..., :4], "cls_logits": raw[..., 4 : 4 + k]}
+        if info.extra == "centerness":
+            outputs["bbox_ctrness"] = raw[..., 4 + k :]
+        if info.activation == "sigmoid":  # RetinaNet and FCOS take their outputs by level
+            counts = [f.shape[2] * f.shape[3] * info.geometry.per_cell(0) for f in features]
+            outputs = {key: list(v.split(counts, 1)) for key, v in outputs.items()}
+            anchors = [list(a.split(counts)) for a in anchors]
+        return module.postprocess_detections(outputs, anchors, [tuple(size)] * len(x))
+
+
+@pytest.mark.parametrize("name", ZOO)
+def test_detections_equal_torchvisions_postprocessing(name):
+    """From the same raw outputs, cnnspec's detect() (decoding, clipping, per-level or
+    per-class top-k, class-aware NMS) keeps the boxes, scores and labels of torchvision's
+    postprocess_detections at torchvision's default settings. SSD's labels count the
+    background as 0 there; cnnspec drops that column, so its class c is torchvision's c + 1."""
     import numpy as np
 
     from cnnspec.backends.torch import build, load_torchvision_state_dict
-    from cnnspec.detection.boxes import clip
     from cnnspec.detection.heads import head_infos
-    from cnnspec.detection.postprocess import decode_offsets, select
-    from cnnspec.detection.priors import anchor_boxes
+    from cnnspec.detection.reading import Settings, candidates, detect, scores_of
 
-    name, size = "retinanet_resnet50_fpn", 128
-    module = randomise_torch(_torchvision(name), seed=3)
+    size = ZOO[name][3]
+    x = torch.randn(2, 3, size, size, generator=torch.Generator().manual_seed(0))
+    module = _lively(_torchvision(name), x)
     model = _spec(name, size)
     net = build(model).eval()
     load_torchvision_state_dict(net, model, module.state_dict())
-    x = torch.randn(2, 3, size, size, generator=torch.Generator().manual_seed(0))
     with torch.no_grad():
         raw = net(x)
     (info,) = head_infos(model)
-    a = len(info.geometry.anchors[0])
-    counts = [h * w * a for h, w in info.geometry.shapes]
-    scores = torch.sigmoid(raw[..., 4:])
-    # (randomised weights score everything near the prior 0.01: no threshold of 0.05 here)
-    threshold = max(
-        *(float(level.flatten().kthvalue(level.numel() - 1000).values) for level in
-          (s for image in scores for s in image.split(counts)) if level.numel() > 1000),
-    )  # fmt: skip
-    anchors = torch.from_numpy(anchor_boxes(info.geometry)).float()
-    module.score_thresh = threshold
-    with torch.no_grad():
-        want = module.postprocess_detections(
-            {"bbox_regression": list(raw[..., :4].split(counts, 1)),
-             "cls_logits": list(raw[..., 4:].split(counts, 1))},
-            [list(anchors.split(counts))] * 2,
-            [(size, size)] * 2,
-        )  # fmt: skip
-    for image in range(2):
-        boxes = clip(
-            decode_offsets(anchors.numpy(), raw[image, :, :4].numpy(), info.coder_weights),
-            size,
-            size,
-        )
-        (got,) = select(
-            boxes[None],
-            scores[image][None].numpy(),
-            framework="torch",
-            iou_threshold=module.nms_thresh,
-            score_threshold=threshold,
-            max_detections=module.detections_per_img,
-        )
-        ref = {k: v.numpy() for k, v in want[image].items()}
+    want = _postprocess(module, raw, info, x)
+    settings = Settings(
+        score_threshold=module.score_thresh,
+        iou_threshold=module.nms_thresh,
+        max_detections=module.detections_per_img,
+        top_k=module.topk_candidates,
+    )
+    got = detect(info, raw.numpy(), framework="torch", settings=settings, image_size=(size, size))
+    # the top-k cut some candidates: without it, more would reach NMS
+    scores = scores_of(info, raw.numpy())
+    everything = Settings(settings.score_threshold, top_k=None)
+    cut, whole = ((candidates(info, scores, s) > 0).sum() for s in (settings, everything))
+    assert cut < whole, "the top-k kept every candidate: nothing tested"
+    offset = 1 if info.activation == "softmax" else 0
+    for ours, theirs in zip(got, want):
+        ref = {k: v.numpy() for k, v in theirs.items()}
         assert len(ref["scores"]) > 10, "too few detections to compare"
-        ours, theirs = (
-            np.lexsort((got.classes, -got.scores)),
+        order, ref_order = (
+            np.lexsort((ours.classes, -ours.scores)),
             np.lexsort((ref["labels"], -ref["scores"])),
         )
-        np.testing.assert_array_equal(got.classes[ours], ref["labels"][theirs])
-        np.testing.assert_allclose(got.scores[ours], ref["scores"][theirs], rtol=1e-5)
-        np.testing.assert_allclose(got.boxes[ours], ref["boxes"][theirs], rtol=1e-4, atol=1e-3)
+        np.testing.assert_array_equal(ours.classes[order] + offset, ref["labels"][ref_order])
+        np.testing.assert_allclose(ours.scores[order], ref["scores"][ref_order], rtol=1e-5)
+        np.testing.assert_allclose(ours.boxes[order], ref["boxes"][ref_order], rtol=1e-4, atol=1e-3)

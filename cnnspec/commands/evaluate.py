@@ -28,15 +28,25 @@ def configure(p):
     p.add_argument("--split", choices=("val", "all"), default="val")
     p.add_argument("--batch-size", type=int)
     p.add_argument("--format", choices=("text", "json"), default="text")
+    from .predict import add_detection_settings
+
+    # COCO's evaluation keeps low scores: a precision-recall curve needs them
+    add_detection_settings(p, score_threshold=0.05)
 
 
 def run(args) -> int:
+    from .predict import detection_settings
     from .train import check_device, guarded, parse_options
 
     model = load(args.file)
     if model is None:
         return EXIT_SPEC
     if not check_device(args, "evaluate"):
+        return EXIT_USAGE
+    try:
+        settings = detection_settings(args)
+    except ValueError as exc:
+        print(f"cnnspec evaluate: error: {exc}", file=sys.stderr)
         return EXIT_USAGE
 
     def work():
@@ -51,6 +61,7 @@ def run(args) -> int:
             args.split,
             parse_options(args.data_option),
             args.device,
+            settings=settings,
         )
 
     code, result = guarded(work, args.file, "evaluate")

@@ -37,8 +37,8 @@ def configure(p):
     p.add_argument(
         "--nms",
         action="store_true",
-        help="with --decode: class-aware NMS too (one image per call; the thresholds of "
-        "--score-threshold, --iou-threshold, --max-detections)",
+        help="with --decode: class-aware NMS too (one image per call; the settings of "
+        "--score-threshold, --iou-threshold, --max-detections, --top-k)",
     )
     from .predict import add_detection_settings
 

@@ -39,18 +39,31 @@ def configure(p):
     add_detection_settings(p)
 
 
-def add_detection_settings(p) -> None:
+def add_detection_settings(p, score_threshold: float = 0.25) -> None:
     """Dense detection heads: what inference keeps (detection.reading.Settings)."""
-    p.add_argument("--score-threshold", type=float, default=0.25, metavar="S")
+    p.add_argument("--score-threshold", type=float, default=score_threshold, metavar="S")
     p.add_argument("--iou-threshold", type=float, default=0.5, metavar="T")
     p.add_argument("--max-detections", type=int, default=100, metavar="N")
+    p.add_argument(
+        "--top-k",
+        type=int,
+        default=1000,
+        metavar="N",
+        help="dense detection heads: the best N candidates go on to NMS, per level for "
+        "sigmoid scores and per class for softmax ones, as torchvision's topk_candidates; "
+        "0: all (default 1000)",
+    )
+
+
+def top_k(args) -> int | None:
+    return None if args.top_k == 0 else args.top_k
 
 
 def detection_settings(args):
     """Settings from the arguments, or a ValueError naming the bad one."""
     from ..detection.reading import Settings
 
-    return Settings(args.score_threshold, args.iou_threshold, args.max_detections)
+    return Settings(args.score_threshold, args.iou_threshold, args.max_detections, top_k(args))
 
 
 def run(args) -> int:

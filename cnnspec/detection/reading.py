@@ -8,7 +8,8 @@ backends; only the suppression calls the framework's kernel (postprocess.select)
               scores: the class sigmoids, times the objectness sigmoid (YOLO), or the
               geometric mean with the centre-ness sigmoid (torchvision's FCOS); a softmax
               head's background column 0 is dropped (SSD)
-    detect    decode, clip to the image, then class-aware NMS under `Settings`
+    detect    decode, clip to the image, then class-aware NMS under `Settings`, on the
+              candidates torchvision's post-processing keeps (`candidates`)
 """
 
 from __future__ import annotations
@@ -26,13 +27,17 @@ from cnnspec.detection.priors import HeadInfo, anchor_boxes, points, strides
 
 @dataclass(frozen=True)
 class Settings:
-    """What inference keeps: candidates scoring above `score_threshold`, suppression of
+    """What inference keeps: candidates scoring above `score_threshold`, at most `top_k` of
+    them per level (sigmoid heads) or per class (softmax heads; None: all), suppression of
     same-class boxes overlapping more than `iou_threshold`, at most `max_detections` per
-    image (torchvision's RetinaNet/FCOS defaults 0.05, 0.5 and 100 are COCO's)."""
+    image. The defaults are torchvision's RetinaNet's (COCO's 0.05, 0.5, 100, and 1,000
+    candidates a level, the top-k of Detectron and mmdetection too); its FCOS takes 0.2,
+    0.6, 100, 1,000 and its SSDlite 0.001, 0.55, 300, 300."""
 
     score_threshold: float = 0.05
     iou_threshold: float = 0.5
     max_detections: int = 100
+    top_k: int | None = 1000
 
     def __post_init__(self) -> None:
         for name in ("score_threshold", "iou_threshold"):
@@ -43,6 +48,8 @@ class Settings:
             raise ValueError(
                 f"max_detections must be at least 1. Received: max_detections={self.max_detections}"
             )
+        if self.top_k is not None and int(self.top_k) < 1:
+            raise ValueError(f"top_k must be at least 1 (or None). Received: top_k={self.top_k}")
 
 
 def check_output(head: HeadInfo, raw) -> np.ndarray:
@@ -117,7 +124,7 @@ def detect(
     """The detections kept per image: decode, clip to the (height, width) image when it is
     given, and class-aware NMS with the framework's kernel (postprocess.select)."""
     out = check_output(head, raw)
-    scores = scores_of(head, out)
+    scores = candidates(head, scores_of(head, out), settings)
     # Only priors where some class clears the threshold can be kept: gather those (per image,
     # padded with zero scores to the most any image has) before decoding and suppression,
     # as torchvision's post-processing filters before it decodes.
@@ -138,6 +145,43 @@ def detect(
         score_threshold=settings.score_threshold,
         max_detections=settings.max_detections,
     )
+
+
+def candidates(head: HeadInfo, scores: np.ndarray, settings: Settings) -> np.ndarray:
+    """`scores` (B, P, C') with every (prior, class) pair that post-processing does not
+    consider set to 0: those at or under the score threshold, and those beyond the `top_k`
+    best of their group. A group is, as in torchvision's postprocess_detections, one level's
+    (prior, class) pairs for a sigmoid head (RetinaNet, FCOS: `topk_candidates` per level)
+    and one class's priors for a softmax head (SSD: per class)."""
+    scores = np.where(scores > settings.score_threshold, scores, np.float32(0))
+    k = settings.top_k
+    if k is None:
+        return scores
+    batch, count, classes = scores.shape
+    if head.activation == "softmax":
+        rows = np.ascontiguousarray(scores.transpose(0, 2, 1)).reshape(-1, count)
+        _cut(rows, k)
+        return rows.reshape(batch, classes, count).transpose(0, 2, 1)
+    for start, end in levels(head):
+        rows = scores[:, start:end].reshape(batch, -1)  # level by level: (prior, class) pairs
+        _cut(rows, k)
+        scores[:, start:end] = rows.reshape(batch, end - start, classes)
+    return scores
+
+
+def levels(head: HeadInfo) -> list[tuple[int, int]]:
+    """(first, end) prior of each level, in the output's order."""
+    shapes, per_cell = head.geometry.shapes, head.geometry.per_cell
+    ends = np.cumsum([h * w * per_cell(i) for i, (h, w) in enumerate(shapes)]).tolist()
+    return list(zip([0, *ends[:-1]], ends))
+
+
+def _cut(rows: np.ndarray, k: int) -> None:
+    """Zero all but the k largest positive entries of each row, in place (which of equal
+    scores stays is arbitrary, as with torch.topk)."""
+    for row in np.flatnonzero((rows > 0).sum(1) > k):
+        where = np.flatnonzero(rows[row] > 0)
+        rows[row, where[np.argpartition(rows[row, where], len(where) - k)[: len(where) - k]]] = 0
 
 
 def _sigmoid(x: np.ndarray) -> np.ndarray:

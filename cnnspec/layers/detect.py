@@ -82,7 +82,10 @@ class Detect(Layer):
     shared: bool = True
     extra: Literal["none", "objectness", "centerness"] = "none"
     scores: Literal["sigmoid", "softmax"] = "sigmoid"
-    box_weights: tuple[PosFloat, PosFloat, PosFloat, PosFloat] = (1.0, 1.0, 1.0, 1.0)
+    # divisors of the (dx, dy, dw, dh) offsets, as torchvision's BoxCoder weights (SSD: 10, 10, 5, 5)
+    box_weights: Annotated[
+        tuple[PosFloat, PosFloat, PosFloat, PosFloat], Field(description="(x, y, w, h)")
+    ] = (1.0, 1.0, 1.0, 1.0)
     box_relu: bool = False  # FCOS: distances through a relu
     offset: float = Field(0.0, ge=0, le=1)  # a prior's centre within its cell, in cells
 

@@ -2,7 +2,8 @@
 
 `Decoded` wraps the built torch network: its head output becomes boxes (xyxy input pixels,
 clipped to the image) and per-class scores, as detection.reading decodes them, so that a
-runtime needs no cnnspec. With `nms` (a reading.Settings), class-aware NMS follows with
+runtime needs no cnnspec. With `nms` (a reading.Settings), the candidates of
+reading.candidates (its top-k: torch.topk, ONNX TopK) and class-aware NMS follow with
 torchvision.ops.batched_nms (ONNX NonMaxSuppression), for one image per call: the outputs
 are then the kept boxes (N, 4), scores (N,) and classes (N,), best first.
 """
@@ -13,7 +14,7 @@ import torch
 from torchvision.ops import batched_nms
 
 from cnnspec.detection.priors import HeadInfo
-from cnnspec.detection.reading import Settings
+from cnnspec.detection.reading import Settings, levels
 from cnnspec.train.dense_torch import Decoder
 
 
@@ -62,14 +63,37 @@ class Decoded(torch.nn.Module):
             scores = torch.sqrt(scores * torch.sigmoid(out[..., -1:]))
         return scores
 
+    def candidates(self, scores):
+        """reading.candidates for one image's (P, C) scores, without the threshold (select
+        applies it): all but the top_k of each level (sigmoid heads) or class (softmax
+        heads) set to 0. The top-k of all pairs above the threshold is the top-k of all
+        pairs, cut at the threshold, so k and the sizes stay constants of the graph."""
+        k = self.nms.top_k
+        if k is None:
+            return scores
+        if self.head.activation == "softmax":
+            return _top(scores, k, 0) if len(scores) > k else scores
+        parts = []
+        for start, end in levels(self.head):
+            part = scores[start:end].flatten()
+            parts.append((_top(part, k, 0) if len(part) > k else part).reshape(end - start, -1))
+        return torch.cat(parts)
+
     def select(self, boxes, scores):
-        """postprocess.select's torch path for one image: every (box, class) above the
-        threshold, class-aware NMS, the best max_detections."""
+        """postprocess.select's torch path for one image: every (box, class) of the
+        candidates above the threshold, class-aware NMS, the best max_detections."""
+        scores = self.candidates(scores)
         where, label = torch.nonzero(scores > self.nms.score_threshold, as_tuple=True)
         found, confidence = boxes[where], scores[where, label]
         keep = batched_nms(found, confidence, label, self.nms.iou_threshold)
         keep = keep[: self.nms.max_detections]
         return found[keep], confidence[keep], label[keep]
+
+
+def _top(scores, k: int, dim: int):
+    """`scores` with all but the k largest along `dim` set to 0."""
+    index = scores.topk(k, dim=dim).indices
+    return scores * torch.zeros_like(scores).scatter(dim, index, 1.0)
 
 
 def export_decoded(net, model, head: HeadInfo, path, nms: Settings | None = None, opset=17):

@@ -147,6 +147,7 @@ def run_epoch(
         backend.start_eval()
     meter = backend.meter(plan) if hasattr(backend, "meter") else Meter(plan)
     meter.train = train  # dense detection heads score AP on evaluation passes only
+    meter.settings = getattr(backend, "detection_settings", None)  # evaluate --top-k
     sums: dict[str, float] = {}
     count = metered = 0
     stream = feed(backend, data, opts, epoch, train, comm, ops)

@@ -288,8 +288,10 @@ def evaluate(
     data_options_: dict | None = None,
     device=None,
     workers: int | None = None,
+    settings=None,
 ) -> dict:
-    """Metrics of saved weights on the held-out split of `source` ('val', or 'all')."""
+    """Metrics of saved weights on the held-out split of `source` ('val', or 'all');
+    `settings` (detection.reading.Settings) for dense detection heads' inference."""
     plan, dataset = index_data(model, source, 0, data_options_)
     spec = plan.compile
     train_part = dataset
@@ -305,6 +307,7 @@ def evaluate(
         backend or backend_for_weights(weights), model, plan, spec.seed, device=device
     )
     be.load([weights], optimizer=False)
+    be.detection_settings = settings  # read by driver.run_epoch's meter
     report: dict = {}
     metrics = _evaluate(
         be, plan, dataset, batch_size or spec.batch_size, ops=ops, workers=workers, report=report
