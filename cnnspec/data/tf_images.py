@@ -2,8 +2,11 @@
 
 Pillow holds the GIL for part of each file, so on tf.data's threads it ran at 0.44 of a
 hand-written tf.data pipeline (bench/data_pipeline.py). For a folder of JPEG and PNG files
-the per-sample work is done by tf.io and tf.image instead, in C++ on tf.data's threads, and
-only the per-batch augmentation (keyed by rows, as everywhere) stays in numpy.
+the per-sample work is done by tf.io and tf.image instead, in C++ on tf.data's threads. The
+augmentation's draws stay in numpy, keyed by rows as everywhere (augmentation.draw_moves);
+the pixel-moving ops (flip, vflip, crop) then move the pixels in TF (_moved), since numpy
+flipping under the GIL held the pipeline at 0.65-0.81 of tf.data; ops that compute pixels
+run in numpy after them.
 
 The result matches Pillow's (imaging.decode_image, the torch path) to one grey level:
   - JPEG is decoded with libjpeg's accurate integer DCT (the one Pillow uses; TF's default
@@ -25,7 +28,7 @@ from collections.abc import Callable
 import numpy as np
 
 from cnnspec.data import DataError
-from cnnspec.data.augmentation import augment_batch
+from cnnspec.data.augmentation import RANDOM_OPS, augment_batch, draw_moves, move
 from cnnspec.data.samples import FileImages, Samples
 
 SUFFIXES = (".jpg", ".jpeg", ".png")
@@ -93,8 +96,10 @@ def batches(
     pillow: Callable[[np.ndarray], dict],
 ):
     """The epoch's batches in `order` as numpy dicts: files decoded `workers` at a time by
-    tf.data, batched, then augmented by `augment_batch` keyed by (seed, epoch, rows).
-    `pillow(rows)` is the same batch made by Pillow (loading.prepare): the stand-in."""
+    tf.data and batched; the pixel-moving ops' draws made in numpy keyed by (seed, epoch,
+    rows) as augment_batch makes them, their pixel work done by TF (_moved); any other ops
+    by `augment_batch` after them, on the same generator. `pillow(rows)` is the same batch
+    made by Pillow (loading.prepare): the stand-in."""
     import tensorflow as tf
 
     reader = samples.reader
@@ -104,37 +109,54 @@ def batches(
     keys = list(probe)
     ops = list(ops or [])
     moving = _moving_prefix(ops)
-    rest = ops[len(moving) :]
-    # pixels stay uint8 through the ops that only move them (a quarter of the bytes to
-    # copy under the GIL); the first op that computes with them gets float32 [0, 1]
-    x_dtype = np.float32 if rest else np.uint8
-    stand_in = {**probe, "x": np.zeros(probe["x"].shape, x_dtype)}  # a batch that failed
-    dtypes = [tf.as_dtype(stand_in[k].dtype) for k in keys]
-    at_x = keys.index("x")
+    # validation skips the random ops (augment_batch's train=False): nothing to draw or move
+    rest = [op for op in ops[len(moving) :] if train or op.name not in RANDOM_OPS]
+    moving = moving if train else []
+    stand_in = {**probe, "x": np.zeros(probe["x"].shape, np.float32)}  # a batch that failed
+    target_probe = _targets(samples, order[:1])
+    target_keys = list(target_probe)
     failed: list[DataError] = []  # tf would re-raise one as text with its traceback
 
-    def finish(x, rows) -> list[np.ndarray]:
-        """numpy: the batch dict of `prepare`, from the uint8 pixels TF decoded; the draws
-        are those of `prepare` (one generator through all the ops, keyed by the rows)."""
+    def generator(rows: np.ndarray):
+        return np.random.default_rng([seed, epoch, *(int(i) for i in rows)])
+
+    def draw(rows) -> list[np.ndarray]:
+        """numpy, small arrays only: the batch's targets, moved by the pixel-moving ops,
+        and those ops' draws (the first draws of the batch's generator, as in `prepare`)."""
         rows = np.asarray(rows)
-        batch = {"x": x, **_targets(samples, rows)}
-        rng = np.random.default_rng([seed, epoch, *(int(i) for i in rows)])
+        targets = _targets(samples, rows)
+        rng = generator(rows)
+        params = [draw_moves(op, len(rows), rng) for op in moving]
+        for op, drawn in zip(moving, params):
+            move(op, targets, drawn, size)
+        return [targets[k] for k in target_keys] + params
+
+    def finish(x, rows, *targets) -> list[np.ndarray]:
+        """numpy: the ops after the pixel-moving ones, on float [0, 1] pixels, with the
+        generator past the moving ops' draws (draw_moves again: a few bytes)."""
+        rows = np.asarray(rows)
+        rng = generator(rows)
+        for op in moving:
+            draw_moves(op, len(rows), rng)
+        batch = {"x": x, **dict(zip(target_keys, targets))}
         try:
-            if moving:
-                batch = augment_batch(batch, moving, rng, train)
-            if rest:
-                batch["x"] = batch["x"].astype(np.float32) / 255.0  # as Samples.sample
-                batch = augment_batch(batch, rest, rng, train)
+            batch = augment_batch(batch, rest, rng, train)
         except DataError as exc:
             failed.append(exc)
             batch = stand_in
         return [batch[k] for k in keys]
 
-    def as_float(*values):
-        if rest:
-            return values
-        x = tf.cast(values[at_x], tf.float32) / 255.0  # as Samples.sample, in float32
-        return (*values[:at_x], x, *values[at_x + 1 :])
+    draw_dtypes = [tf.as_dtype(target_probe[k].dtype) for k in target_keys]
+    draw_dtypes += [tf.bool if op.name != "crop" else tf.int64 for op in moving]
+    dtypes = [tf.as_dtype(stand_in[k].dtype) for k in keys]
+
+    def make(x, rows):
+        drawn = tf.numpy_function(draw, [rows], draw_dtypes)
+        targets, params = drawn[: len(target_keys)], drawn[len(target_keys) :]
+        x = tf.cast(_moved(tf, x, moving, params), tf.float32) / 255.0  # as Samples.sample
+        if not rest:
+            return tuple(x if k == "x" else targets[target_keys.index(k)] for k in keys)
+        return tuple(tf.numpy_function(finish, [x, rows, *targets], dtypes))
 
     def stream(first: int):
         rows = tf.data.Dataset.from_tensor_slices(order[first * batch_size :])
@@ -148,12 +170,7 @@ def batches(
                 rows,
             )
             .batch(batch_size)
-            .map(
-                lambda x, r: tf.numpy_function(finish, [x, r], dtypes),
-                num_parallel_calls=workers,
-                deterministic=True,
-            )
-            .map(as_float, num_parallel_calls=workers, deterministic=True)
+            .map(make, num_parallel_calls=workers, deterministic=True)
             .prefetch(2)
             .as_numpy_iterator()
         )
@@ -177,6 +194,25 @@ def batches(
             first = bad + 1
 
 
+def _moved(tf, x, ops: list, params: list):
+    """The pixel work of the pixel-moving ops on a uint8 batch (N, H, W, C), in TF's C++
+    off the GIL, with the parameters draw_moves drew: augmentation.move's, exactly."""
+    height, width = x.shape[1], x.shape[2]
+    for op, drawn in zip(ops, params):
+        if op.name == "crop":
+            drawn.set_shape((None, 2))
+            pad = op.pad  # zero padding, then the (H, W) window at each image's (dy, dx)
+            padded = tf.pad(x, [[0, 0], [pad, pad], [pad, pad], [0, 0]])
+            ys = drawn[:, :1] + tf.range(height, dtype=tf.int64)
+            xs = drawn[:, 1:] + tf.range(width, dtype=tf.int64)
+            x = tf.gather(tf.gather(padded, ys, axis=1, batch_dims=1), xs, axis=2, batch_dims=1)
+        else:
+            drawn.set_shape((None,))
+            axis = 2 if op.name == "flip" else 1
+            x = tf.where(drawn[:, None, None, None], tf.reverse(x, [axis]), x)
+    return x
+
+
 def _moving_prefix(ops: list) -> list:
     """The leading ops that only move pixels or pad them with zeros: the same on uint8
     as on float [0, 1] (tests/test_pipeline_keras.py holds each to that)."""
@@ -191,4 +227,6 @@ def _targets(samples: Samples, rows: np.ndarray) -> dict[str, np.ndarray]:
     out = {"y": samples.y[rows], "present": samples.present[rows], "index": rows.astype(np.int64)}
     if samples.boxes is not None:
         out["boxes"] = samples.boxes[rows]
+    if samples.objects is not None:
+        out.update(samples.objects.rows(rows))
     return out
