@@ -20,7 +20,7 @@ a shared machine adds, so it is the steadier of the two. The full sizes are for 
 machine:
 
     python bench/data_pipeline.py [--sizes 10000,100000] [--workers 4] [--batches 100]
-                                  [--no-memory] [--no-keras]
+                                  [--no-memory] [--no-keras] [--no-torch]
 """
 
 from __future__ import annotations
@@ -301,6 +301,7 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--root", default=str(Path(tempfile.gettempdir()) / "cnnspec-bench"))
     parser.add_argument("--no-keras", action="store_true")
+    parser.add_argument("--no-torch", action="store_true")
     parser.add_argument("--no-memory", action="store_true", help="throughput only")
     parser.add_argument("--json", type=Path, help="write the measurements here")
     args = parser.parse_args()
@@ -311,9 +312,10 @@ def main() -> None:
     if not args.no_memory:
         measure_memory(folders, sizes, args.workers, rows, data)
     folder = folders[sizes[0]]
-    rates = alternate(lambda: torch_rates(folder, args.workers, args.batches), args.rounds)
-    compare("torch", rates, 0.95, rows)
-    data["torch"] = rates
+    if not args.no_torch:
+        rates = alternate(lambda: torch_rates(folder, args.workers, args.batches), args.rounds)
+        compare("torch", rates, 0.95, rows)
+        data["torch"] = rates
     if not args.no_keras:
         rates = alternate(lambda: keras_rates(folder, args.workers, args.batches), args.rounds)
         compare("Keras", rates, 0.90, rows)

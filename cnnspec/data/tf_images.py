@@ -52,12 +52,17 @@ def decodable(samples: Samples) -> bool:
 def decode(tf, path, size: tuple[int, int], channels: int):
     """One file as (H, W, channels) uint8 at `size` (a tf.data map function)."""
     raw = tf.io.read_file(path)
-    image = tf.cond(
-        tf.io.is_jpeg(raw),
-        lambda: tf.io.decode_jpeg(raw, dct_method="INTEGER_ACCURATE"),
-        lambda: tf.io.decode_png(raw),  # 16-bit files come as their high byte
-    )
-    image = _channels(tf, image, channels)
+    if channels == 3:
+        # decode_jpeg reads PNG too (one kernel for both), and its RGB output is Pillow's
+        # convert("RGB"): two tf.cond fewer per image (each a function call in tf.data)
+        image = tf.io.decode_jpeg(raw, channels=3, dct_method="INTEGER_ACCURATE")
+    else:
+        image = tf.cond(
+            tf.io.is_jpeg(raw),
+            lambda: tf.io.decode_jpeg(raw, dct_method="INTEGER_ACCURATE"),
+            lambda: tf.io.decode_png(raw),  # 16-bit files come as their high byte
+        )
+        image = _channels(tf, image, channels)
     height, width = size
     same = tf.logical_and(tf.shape(image)[0] == height, tf.shape(image)[1] == width)
     image = tf.cond(same, lambda: image, lambda: _resized(tf, image, size))
@@ -95,11 +100,13 @@ def batches(
     workers,
     pillow: Callable[[np.ndarray], dict],
 ):
-    """The epoch's batches in `order` as numpy dicts: files decoded `workers` at a time by
-    tf.data and batched; the pixel-moving ops' draws made in numpy keyed by (seed, epoch,
-    rows) as augment_batch makes them, their pixel work done by TF (_moved); any other ops
-    by `augment_batch` after them, on the same generator. `pillow(rows)` is the same batch
-    made by Pillow (loading.prepare): the stand-in."""
+    """The epoch's batches in `order` as numpy dicts, files decoded `workers` at a time by
+    tf.data. The pixel-moving ops' draws are made in numpy up front (epoch_draws: each
+    batch's from its (seed, epoch, rows) generator, as augment_batch makes them) and their
+    pixel work is done per image by TF on the decoding threads (_moved); the targets move
+    in numpy with the same draws. Any other ops run in `augment_batch` after them, on the
+    same generator. `pillow(rows)` is the same batch made by Pillow (loading.prepare): the
+    stand-in."""
     import tensorflow as tf
 
     reader = samples.reader
@@ -112,33 +119,28 @@ def batches(
     # validation skips the random ops (augment_batch's train=False): nothing to draw or move
     rest = [op for op in ops[len(moving) :] if train or op.name not in RANDOM_OPS]
     moving = moving if train else []
-    stand_in = {**probe, "x": np.zeros(probe["x"].shape, np.float32)}  # a batch that failed
-    target_probe = _targets(samples, order[:1])
-    target_keys = list(target_probe)
-    failed: list[DataError] = []  # tf would re-raise one as text with its traceback
 
     def generator(rows: np.ndarray):
         return np.random.default_rng([seed, epoch, *(int(i) for i in rows)])
 
-    def draw(rows) -> list[np.ndarray]:
-        """numpy, small arrays only: the batch's targets, moved by the pixel-moving ops,
-        and those ops' draws (the first draws of the batch's generator, as in `prepare`)."""
-        rows = np.asarray(rows)
-        targets = _targets(samples, rows)
-        rng = generator(rows)
-        params = [draw_moves(op, len(rows), rng) for op in moving]
-        for op, drawn in zip(moving, params):
-            move(op, targets, drawn, size)
-        return [targets[k] for k in target_keys] + params
+    # per sample of the epoch, in `order`: the moving ops' draws, and the targets they moved
+    # (every such op acts on each image alone, so the whole epoch moves at once)
+    draws = epoch_draws(order, batch_size, moving, generator)
+    targets = _targets(samples, order)
+    for op, drawn in zip(moving, draws):
+        move(op, targets, drawn, size)
+    target_keys = list(targets)
+    stand_in = {**probe, "x": np.zeros(probe["x"].shape, np.float32)}  # a batch that failed
+    dtypes = [tf.as_dtype(stand_in[k].dtype) for k in keys]
+    failed: list[DataError] = []  # tf would re-raise one as text with its traceback
 
-    def finish(x, rows, *targets) -> list[np.ndarray]:
+    def finish(x, *values) -> list[np.ndarray]:
         """numpy: the ops after the pixel-moving ones, on float [0, 1] pixels, with the
-        generator past the moving ops' draws (draw_moves again: a few bytes)."""
-        rows = np.asarray(rows)
-        rng = generator(rows)
+        batch's generator past the moving ops' draws (drawn again: a few bytes)."""
+        batch = {"x": x, **dict(zip(target_keys, values))}
+        rng = generator(batch["index"])
         for op in moving:
-            draw_moves(op, len(rows), rng)
-        batch = {"x": x, **dict(zip(target_keys, targets))}
+            draw_moves(op, len(x), rng)
         try:
             batch = augment_batch(batch, rest, rng, train)
         except DataError as exc:
@@ -146,34 +148,32 @@ def batches(
             batch = stand_in
         return [batch[k] for k in keys]
 
-    draw_dtypes = [tf.as_dtype(target_probe[k].dtype) for k in target_keys]
-    draw_dtypes += [tf.bool if op.name != "crop" else tf.int64 for op in moving]
-    dtypes = [tf.as_dtype(stand_in[k].dtype) for k in keys]
+    def sample(i, drawn, target):
+        # float per image on the decoding threads, as Samples.sample: a batch-level map
+        # would be one more stage handing batches between threads
+        image = _moved(tf, decode(tf, paths[i], size, channels), moving, drawn)
+        return {"x": tf.cast(image, tf.float32) / 255.0, **target}
 
-    def make(x, rows):
-        drawn = tf.numpy_function(draw, [rows], draw_dtypes)
-        targets, params = drawn[: len(target_keys)], drawn[len(target_keys) :]
-        x = tf.cast(_moved(tf, x, moving, params), tf.float32) / 255.0  # as Samples.sample
-        if not rest:
-            return tuple(x if k == "x" else targets[target_keys.index(k)] for k in keys)
-        return tuple(tf.numpy_function(finish, [x, rows, *targets], dtypes))
+    def finish_batch(batch):
+        values = [batch[k] for k in target_keys]
+        out = tf.numpy_function(finish, [batch["x"], *values], dtypes)
+        return dict(zip(keys, out))
 
     def stream(first: int):
-        rows = tf.data.Dataset.from_tensor_slices(order[first * batch_size :])
-        return (
-            tf.data.Dataset.zip(
-                rows.map(
-                    lambda i: decode(tf, paths[i], size, channels),
-                    num_parallel_calls=workers,
-                    deterministic=True,
-                ),
-                rows,
-            )
-            .batch(batch_size)
-            .map(make, num_parallel_calls=workers, deterministic=True)
-            .prefetch(2)
-            .as_numpy_iterator()
+        start = first * batch_size
+        rest_of_epoch = (
+            order[start:],
+            tuple(d[start:] for d in draws),
+            {k: v[start:] for k, v in targets.items()},
         )
+        data = (
+            tf.data.Dataset.from_tensor_slices(rest_of_epoch)
+            .map(sample, num_parallel_calls=workers, deterministic=True)
+            .batch(batch_size)
+        )
+        if rest:
+            data = data.map(finish_batch, num_parallel_calls=workers, deterministic=True)
+        return data.prefetch(2).as_numpy_iterator()
 
     count, first = math.ceil(len(order) / batch_size), 0
     while first < count:
@@ -183,7 +183,7 @@ def batches(
                 if failed:
                     raise failed[0]
                 made += 1
-                yield dict(zip(keys, values))
+                yield {k: values[k] for k in keys}
             return
         except tf.errors.OpError:
             # a file TF cannot read: Pillow decodes this batch (or names the file), and
@@ -194,23 +194,34 @@ def batches(
             first = bad + 1
 
 
-def _moved(tf, x, ops: list, params: list):
-    """The pixel work of the pixel-moving ops on a uint8 batch (N, H, W, C), in TF's C++
-    off the GIL, with the parameters draw_moves drew: augmentation.move's, exactly."""
-    height, width = x.shape[1], x.shape[2]
+def epoch_draws(order: np.ndarray, batch_size: int, moving: list, generator) -> list[np.ndarray]:
+    """Each pixel-moving op's draws for every sample of the epoch, in `order`: batch by
+    batch from `generator(rows)`, op after op, as augment_batch draws them (about 0.1 ms
+    a batch, for the epoch before its first batch)."""
+    per_op: list[list[np.ndarray]] = [[] for _ in moving]
+    for start in range(0, len(order) if moving else 0, batch_size):
+        rows = order[start : start + batch_size]
+        rng = generator(rows)
+        for drawn, op in zip(per_op, moving):
+            drawn.append(draw_moves(op, len(rows), rng))
+    return [np.concatenate(drawn) for drawn in per_op]
+
+
+def _moved(tf, image, ops: list, params):
+    """One decoded (H, W, C) image moved by the pixel-moving ops with its draws, on the
+    decoding thread: augmentation.move's pixel work, exactly. (Moving whole batches in the
+    graph was slower: tf.where + tf.reverse on 64 images of 128x128 took 20-25 ms of CPU,
+    numpy's flip and float 15, at load 6.)"""
+    height, width, _ = image.shape
     for op, drawn in zip(ops, params):
-        if op.name == "crop":
-            drawn.set_shape((None, 2))
-            pad = op.pad  # zero padding, then the (H, W) window at each image's (dy, dx)
-            padded = tf.pad(x, [[0, 0], [pad, pad], [pad, pad], [0, 0]])
-            ys = drawn[:, :1] + tf.range(height, dtype=tf.int64)
-            xs = drawn[:, 1:] + tf.range(width, dtype=tf.int64)
-            x = tf.gather(tf.gather(padded, ys, axis=1, batch_dims=1), xs, axis=2, batch_dims=1)
+        if op.name == "crop":  # zero padding, then the (H, W) window at (dy, dx)
+            padded = tf.pad(image, [[op.pad, op.pad], [op.pad, op.pad], [0, 0]])
+            image = tf.slice(padded, [drawn[0], drawn[1], 0], [height, width, -1])
         else:
-            drawn.set_shape((None,))
-            axis = 2 if op.name == "flip" else 1
-            x = tf.where(drawn[:, None, None, None], tf.reverse(x, [axis]), x)
-    return x
+            axis = 1 if op.name == "flip" else 0
+            image = tf.cond(drawn, lambda x=image, a=axis: tf.reverse(x, [a]), lambda x=image: x)
+        image.set_shape((height, width, image.shape[-1]))
+    return image
 
 
 def _moving_prefix(ops: list) -> list:
