@@ -3,10 +3,11 @@
 Pillow holds the GIL for part of each file, so on tf.data's threads it ran at 0.44 of a
 hand-written tf.data pipeline (bench/data_pipeline.py). For a folder of JPEG and PNG files
 the per-sample work is done by tf.io and tf.image instead, in C++ on tf.data's threads. The
-augmentation's draws stay in numpy, keyed by rows as everywhere (augmentation.draw_moves);
-the pixel-moving ops (flip, vflip, crop) then move the pixels in TF (_moved), since numpy
-flipping under the GIL held the pipeline at 0.65-0.81 of tf.data; ops that compute pixels
-run in numpy after them.
+augmentation's draws stay in numpy, keyed by rows as everywhere (augmentation.draw_moves,
+made for the whole epoch before its first batch); the pixel-moving ops (flip, vflip, crop)
+then move each image in TF on the decoding threads (_moved), since numpy flipping batches
+under the GIL held the pipeline at 0.65-0.81 of tf.data. Ops that compute pixels run in
+numpy after them, on the same generator.
 
 The result matches Pillow's (imaging.decode_image, the torch path) to one grey level:
   - JPEG is decoded with libjpeg's accurate integer DCT (the one Pillow uses; TF's default
