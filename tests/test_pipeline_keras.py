@@ -119,10 +119,12 @@ def test_pixel_moving_ops_in_tf_are_augment_batchs_bit_for_bit(tmp_path, words):
     assert 0 < sum(moved) and (words != ["flip"] or sum(moved) < len(moved))  # drawn, per image
 
 
-def test_boxes_move_with_the_pixels_as_on_the_pillow_path(tmp_path):
+@pytest.mark.parametrize("task", ["detect", "objects"])  # one box, or every object's
+def test_boxes_move_with_the_pixels_as_on_the_pillow_path(tmp_path, task):
     write_shapes(tmp_path, "coco", n=10, size=24, seed=2)
-    samples = index(str(tmp_path), (24, 24, 3), "detect")
-    assert tf_images.decodable(samples) and samples.boxes is not None
+    samples = index(str(tmp_path), (24, 24, 3), task)
+    assert tf_images.decodable(samples)
+    assert samples.boxes is not None if task == "detect" else samples.objects is not None
     ops = parse_ops(["flip", "crop 6"])
     assert_close(epoch(samples, 2, ops), epoch(samples, 0, ops), tolerance=0.0)
 
