@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import ctypes
-import gc
 import weakref
 from dataclasses import dataclass
 
@@ -90,8 +88,6 @@ class _Loader(tud.DataLoader):
     def __iter__(self):
         if self.num_workers > 0:
             _end_other_workers(self)
-            if self._iterator is None:  # workers are about to fork
-                _release_freed_heap()
         batches = super().__iter__()
         try:
             for batch in batches:
@@ -121,18 +117,6 @@ def _end_other_workers(loader: _Loader) -> None:
         _stop(previous._iterator)
         previous._iterator = None  # its next pass forks new workers
     _Loader._live = weakref.ref(loader)
-
-
-def _release_freed_heap() -> None:
-    """Hand the heap pages that malloc keeps after frees (an epoch's tensors) back to the
-    system before forking: a forked worker counts every resident page of the trainer in its
-    RSS. Workers forked after training inherited 360 MiB with this, 370-420 without (2,000
-    JPEGs, bench/data_pipeline.py's probe). glibc only; elsewhere nothing is done."""
-    gc.collect()
-    try:
-        ctypes.CDLL("libc.so.6").malloc_trim(0)
-    except (OSError, AttributeError):
-        pass
 
 
 def _stop(batches) -> None:
