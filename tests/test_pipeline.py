@@ -131,6 +131,44 @@ def test_augmentation_is_the_same_whatever_the_workers(tmp_path):
     assert np.array_equal(got[0], got[1])
 
 
+def _children() -> set[int]:
+    """This process's living child processes (from /proc)."""
+    found = set()
+    for entry in os.listdir("/proc"):
+        try:
+            with open(f"/proc/{entry}/stat") as fh:
+                fields = fh.read().rsplit(")", 1)[1].split()
+        except (OSError, IndexError):
+            continue
+        if int(fields[1]) == os.getpid() and fields[0] != "Z":
+            found.add(int(entry))
+    return found
+
+
+def test_one_set_of_workers_lives_at_a_time_and_restarted_ones_repeat_the_batches(tmp_path):
+    # each forked worker holds (in RSS) the trainer's pages: the training set's persistent
+    # workers end while the validation set is read, and start again for the next epoch
+    from cnnspec.data import parse_ops
+    from cnnspec.data.torch_loader import set_epoch, torch_loader
+
+    write_shapes(tmp_path, "folder", n=12, size=16, seed=2)
+    samples = index(str(tmp_path), (16, 16, 3), "classify")
+    train, held_out = samples.split(0.25, seed=0)
+    before = _children()
+    ops = parse_ops(["flip", "crop 2"])
+    fit = torch_loader(train, 4, train=True, seed=1, ops=ops, workers=2)
+    check = torch_loader(held_out, 4, train=False, seed=1, workers=2)
+    runs = []
+    for epoch in (0, 1, 0):
+        set_epoch(fit, epoch)
+        runs.append(np.concatenate([b["x"] for b in fit]))
+        assert len(_children() - before) == 2
+        set_epoch(check, epoch)
+        assert sum(len(b["x"]) for b in check) == len(held_out)
+        assert len(_children() - before) == 2
+    assert not np.array_equal(runs[0], runs[1]) and np.array_equal(runs[0], runs[2])
+
+
 def _rows(out: Path) -> list[dict]:
     with open(out / "history.csv", newline="") as fh:
         return list(csv.DictReader(fh))

@@ -101,10 +101,30 @@ def test_augmented_batches_keep_the_draws_of_the_pillow_path(tmp_path, words, sc
     assert_close(*evaluation, tolerance=LEVEL * scale)
 
 
-def test_boxes_move_with_the_pixels_as_on_the_pillow_path(tmp_path):
+@pytest.mark.parametrize("words", [["flip"], ["vflip"], ["crop 3"], ["crop 5", "vflip", "flip"]])
+def test_pixel_moving_ops_in_tf_are_augment_batchs_bit_for_bit(tmp_path, words):
+    # TF moves the pixels (tf_images._moved) with the draws augment_batch makes from the
+    # same (seed, epoch, rows) generator: at the file's own size nothing may differ
+    write_folder(tmp_path, n=21, same_size=24, modes=MODES[:-1])
+    samples = index(str(tmp_path), (24, 24, 3), "classify")
+    ops = parse_ops(words)
+    tf_run, pillow_run = epoch(samples, 2, ops, batch_size=8), epoch(samples, 0, ops, batch_size=8)
+    assert_close(tf_run, pillow_run, tolerance=0.0)
+    plain = epoch(samples, 0, batch_size=8)
+    moved = [
+        not np.array_equal(a, b)
+        for ours, before in zip(tf_run, plain)
+        for a, b in zip(ours["x"], before["x"])
+    ]
+    assert 0 < sum(moved) and (words != ["flip"] or sum(moved) < len(moved))  # drawn, per image
+
+
+@pytest.mark.parametrize("task", ["detect", "objects"])  # one box, or every object's
+def test_boxes_move_with_the_pixels_as_on_the_pillow_path(tmp_path, task):
     write_shapes(tmp_path, "coco", n=10, size=24, seed=2)
-    samples = index(str(tmp_path), (24, 24, 3), "detect")
-    assert tf_images.decodable(samples) and samples.boxes is not None
+    samples = index(str(tmp_path), (24, 24, 3), task)
+    assert tf_images.decodable(samples)
+    assert samples.boxes is not None if task == "detect" else samples.objects is not None
     ops = parse_ops(["flip", "crop 6"])
     assert_close(epoch(samples, 2, ops), epoch(samples, 0, ops), tolerance=0.0)
 

@@ -209,11 +209,38 @@ def augment_batch(batch: dict, ops, rng, train: bool = True) -> dict:
 
 
 def _flip(op: Op, batch: dict, rng) -> None:
+    move(op, batch, draw_moves(op, len(batch["x"]), rng))
+
+
+def _crop(op: Op, batch: dict, rng) -> None:
+    move(op, batch, draw_moves(op, len(batch["x"]), rng))
+
+
+def draw_moves(op: Op, n: int, rng) -> np.ndarray:
+    """The random part of a pixel-moving op (flip, vflip, crop) for `n` images, drawn from
+    `rng` as augment_batch draws it: flip/vflip which images (bool (n,)), crop the (dy, dx)
+    offsets into the padded image (int (n, 2)). Apart from `move` so that the Keras loader
+    draws here and moves the pixels in TF (tf_images.py)."""
+    if op.name in ("flip", "vflip"):
+        return rng.random(n) < 0.5
+    if op.name == "crop":
+        return rng.integers(0, 2 * op.pad + 1, size=(n, 2))
+    raise ValueError(f"{op.name} does not move pixels")
+
+
+def move(op: Op, batch: dict, params: np.ndarray, size: tuple[int, int] | None = None) -> None:
+    """Apply a pixel-moving op with the parameters `draw_moves` drew, in place, to whatever
+    `batch` holds: "x", "masks", "boxes", "object_boxes". `size` (H, W) is the images' when
+    the batch has no "x" (the Keras loader moves only the targets here)."""
+    height, width = size if size is not None else batch["x"].shape[1:3]
+    if op.name == "crop":
+        _move_crop(op.pad, batch, params, height, width)
+        return
     axis = 2 if op.name == "flip" else 1  # image axis: W for flip, H for vflip
-    chosen = np.flatnonzero(rng.random(len(batch["x"])) < 0.5)
-    batch["x"][chosen] = np.flip(batch["x"][chosen], axis=axis)
-    if batch.get("masks") is not None:
-        batch["masks"][chosen] = np.flip(batch["masks"][chosen], axis=axis)
+    chosen = np.flatnonzero(params)
+    for key in ("x", "masks"):
+        if batch.get(key) is not None:
+            batch[key][chosen] = np.flip(batch[key][chosen], axis=axis)
     if batch.get("boxes") is not None:
         lo, hi = (0, 2) if op.name == "flip" else (1, 3)
         boxes = batch["boxes"]
@@ -223,14 +250,11 @@ def _flip(op: Op, batch: dict, rng) -> None:
         _flip_objects(batch, chosen, *((0, 2) if op.name == "flip" else (1, 3)))
 
 
-def _crop(op: Op, batch: dict, rng) -> None:
-    x, pad = batch["x"], op.pad
-    n, height, width = x.shape[:3]
-    offsets = rng.integers(0, 2 * pad + 1, size=(n, 2))  # (dy, dx) into the padded image
+def _move_crop(pad: int, batch: dict, offsets: np.ndarray, height: int, width: int) -> None:
     # Zero padding, as in the usual CIFAR recipe; masks pad with background (0).
-    batch["x"] = _shifted(x, offsets, pad)
-    if batch.get("masks") is not None:
-        batch["masks"] = _shifted(batch["masks"], offsets, pad)
+    for key in ("x", "masks"):
+        if batch.get(key) is not None:
+            batch[key] = _shifted(batch[key], offsets, pad)
     if batch.get("boxes") is not None:
         _shift_boxes(batch, offsets, pad, height, width)
     if batch.get("object_boxes") is not None:
