@@ -31,7 +31,7 @@ from ..detection.priors import HeadInfo
 from ..errors import Span, SpecError, SpecErrors, did_you_mean
 from ..ir import CompileSpec, Model
 from ..logits import final_activation, strip_final_activations
-from .dense import class_loss_of
+from .dense import class_loss_of, object_classes
 
 TASKS = ("classify", "segment", "detect", "generate")
 # COCO box AP (detection.evaluate) of dense heads' decoded, NMS-filtered detections
@@ -492,14 +492,16 @@ class _Checker:
         if num_classes is None:
             return
         for h in heads:
-            if h.role == "dense" and h.info.classes != num_classes:
+            if h.role == "dense" and object_classes(h.info) != num_classes:
+                background = h.info.classes - object_classes(h.info)  # a softmax head's
                 self.error(
                     "E515",
-                    f"detection head {h.output} predicts {h.info.classes} classes but the "
-                    f"data has {num_classes}",
+                    f"detection head {h.output} predicts {object_classes(h.info)} classes "
+                    f"but the data has {num_classes}",
                     "loss",
-                    hint=f"declare {num_classes} classes in the head, or load data with "
-                    f"{h.info.classes}",
+                    hint=f"declare {num_classes + background} classes in the head"
+                    f"{' (the background included)' if background else ''}, or load data "
+                    f"with {object_classes(h.info)}",
                     span=self.model.node(h.output).span,
                 )
             if h.role in ("class", "mask") and h.units > 1 and h.units != num_classes:
