@@ -135,7 +135,9 @@ class DenseLoss:
         fg = ops.cast(matched >= 0, out.dtype)
         count = ops.maximum(ops.sum(fg), 1.0)
         chosen = fg[..., None] > 0
-        truth = ops.where(chosen, ops.convert_to_tensor(targets["boxes"], out.dtype), self.references)
+        truth = ops.where(
+            chosen, ops.convert_to_tensor(targets["boxes"], out.dtype), self.references
+        )
         # huber is the mean over the 4 offsets; smooth L1 sums them
         per = keras.losses.huber(self.encode(truth), out[..., :4], delta=1.0) * 4.0
         box = ops.sum(per * fg)
