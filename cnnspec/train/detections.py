@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from cnnspec.detection.reading import Settings, detect
+from cnnspec.train.dense import object_classes
 
 # one colour per class, cycled (matplotlib's tab10)
 PALETTE = (
@@ -53,7 +54,7 @@ def predict_objects(
         settings=settings or Settings(),
         image_size=(height, width),
     )
-    names = list(names or plan.class_names or [str(k) for k in range(head.info.classes)])
+    names = list(names or plan.class_names or [str(k) for k in range(object_classes(head.info))])
     results = []
     for path, kept, target in zip(images, found, drawn):
         w0, h0 = image_size(path)
