@@ -182,6 +182,40 @@ def test_the_plan_counts_a_softmax_heads_background_apart(tmp_path):
     assert "declare 4 classes in the head (the background included)" in error.hint
 
 
+TINY = """model tiny_ssd
+input 32x32x3
+conv 8 3x3 same relu
+f = maxpool 4
+detect f classes=4 strides=4 scores=softmax sizes=(0.3, 0.6) anchors=ssd offset=0.5 tower=0
+compile { epochs 1 }
+"""
+
+
+@pytest.mark.parametrize(
+    "old, new, line, says",
+    [
+        ("", "", None, None),  # as written, the plan is made
+        (" sizes=(0.3, 0.6) anchors=ssd", "", 5, "a softmax head trains as SSD does, from anchors"),
+        ("classes=4", "classes=1", 5, "Received: classes=1"),
+        ("{ epochs", "{ loss binary_crossentropy; epochs", 6, "bce classification is for sigm"),
+    ],
+)
+def test_a_softmax_head_it_cannot_train_is_refused_at_its_line(old, new, line, says, tmp_path):
+    from cnnspec.compiler import compile_file
+    from cnnspec.errors import SpecErrors
+    from cnnspec.train.plan import make_plan
+
+    path = tmp_path / "tiny_ssd.cnn"  # on disk, so errors point at their own line
+    path.write_text(TINY.replace(old, new) if old else TINY)
+    if line is None:
+        assert make_plan(compile_file(path)).heads[0].losses == [HARD_NEGATIVES]
+        return
+    with pytest.raises(SpecErrors) as caught:
+        make_plan(compile_file(path))
+    (error,) = caught.value.errors
+    assert (error.code, error.span.line) == ("E512", line) and says in error.message
+
+
 def _cli(*args):
     env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
     done = subprocess.run(

@@ -22,6 +22,10 @@ HARD_NEGATIVES = "hard_negatives"
 NEGATIVE_RATIO = 3.0
 
 
+class UntrainableHead(ValueError):
+    """A head that no loss trains as declared: its `detect` line is at fault, not the loss."""
+
+
 def class_loss_of(head: HeadInfo, name: str | None = None) -> str:
     """The classification loss: `name`, or focal without objectness (RetinaNet, FCOS) and
     BCE on the foreground with it (YOLO: objectness already says where objects are); a
@@ -36,12 +40,12 @@ def class_loss_of(head: HeadInfo, name: str | None = None) -> str:
 
 def _softmax_loss(head: HeadInfo, name: str | None) -> str:
     if head.coder != "offsets":
-        raise ValueError(
+        raise UntrainableHead(
             f"head {head.output}: a softmax head trains as SSD does, from anchors; give it "
             "anchors (sizes=..., anchors=ssd) or declare sigmoid scores"
         )
     if head.classes < 2:
-        raise ValueError(
+        raise UntrainableHead(
             f"head {head.output}: a softmax head's classes count the background (class 0) "
             f"and at least one object class. Received: classes={head.classes}"
         )

@@ -31,7 +31,7 @@ from ..detection.priors import HeadInfo
 from ..errors import Span, SpecError, SpecErrors, did_you_mean
 from ..ir import CompileSpec, Model
 from ..logits import final_activation, strip_final_activations
-from .dense import class_loss_of, object_classes
+from .dense import UntrainableHead, class_loss_of, object_classes
 
 TASKS = ("classify", "segment", "detect", "generate")
 # COCO box AP (detection.evaluate) of dense heads' decoded, NMS-filtered detections
@@ -357,8 +357,9 @@ class _Checker:
             chosen = next((DENSE_LOSSES[x] for x in losses if x in DENSE_LOSSES), None)
             try:  # the loss name is the classification loss: focal or bce
                 kind = class_loss_of(info, chosen)
-            except ValueError as exc:
-                self.error("E512", str(exc), "loss")
+            except ValueError as exc:  # at the head's line when the head is at fault
+                span = self.model.node(name).span if isinstance(exc, UntrainableHead) else None
+                self.error("E512", str(exc), "loss", span=span)
                 continue
             heads.append(Head(name, "dense", shape, act, [kind], info=info))
         for loss in losses:
