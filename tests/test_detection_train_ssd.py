@@ -234,7 +234,7 @@ def test_the_ssd_spec_checks_summarises_and_trains(tmp_path):
     spec = ROOT / "specs/ssd_shapes.cnn"
     assert ": ok:" in _cli("check", spec)
     summary = _cli("summary", spec)
-    assert "756x8" in summary  # (12x12 + 6x6 + 3x3) cells x 4 default boxes; 4 + 4 columns
+    assert "3024x8" in summary  # (24x24 + 12x12 + 6x6) cells x 4 default boxes; 4 + 4 columns
     out = tmp_path / "run"
     data = ["--data", "shapes_multi", "--data-option", "n=240"]
     _cli("train", spec, *data, "--epochs", "3", "--out", out, "--progress", "off")
