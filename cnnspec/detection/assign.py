@@ -157,8 +157,9 @@ def match_anchors(
 def match_default_boxes(head: HeadInfo, boxes, classes, threshold: float = 0.5) -> Targets:
     """SSD's matching, as torchvision's SSDMatcher(threshold): each prior takes its best
     object if their IoU reaches `threshold`, else the background; then each object takes
-    its own best prior (the first of ties), a later object winning a prior two share, as
-    the index assignment in SSDMatcher leaves it. Padded objects never match."""
+    its own best prior, a later object winning a prior two share, as the index assignment
+    in SSDMatcher leaves it. Of priors whose IoUs with an object tie exactly, the first is
+    its best (torch's max may pick another of them). Padded objects never match."""
     boxes, classes = _batch(boxes, classes)
     anchors = anchor_boxes(head.geometry)  # (P, 4)
     quality = np.where((classes >= 0)[:, :, None], _batched_iou(boxes, anchors), -1.0)  # (B,K,P)
