@@ -26,6 +26,10 @@ def heads():
         "fcos": HeadInfo("out", 3, free, extra="centerness"),
         "yolo": HeadInfo("out", 3, free, extra="objectness"),
         "retina": HeadInfo("out", 3, anchored, coder="offsets", coder_weights=(1, 1, 1, 1)),
+        # SSD: softmax over the background (class 0) and 3 classes, torchvision's SSD weights
+        "ssd": HeadInfo(
+            "out", 4, anchored, coder="offsets", coder_weights=(10, 10, 5, 5), activation="softmax"
+        ),
     }
 
 
@@ -40,7 +44,7 @@ def objects(seed, images=4):
     return per_image
 
 
-@pytest.mark.parametrize("kind", ["fcos", "yolo", "retina"])
+@pytest.mark.parametrize("kind", ["fcos", "yolo", "retina", "ssd"])
 def test_torch_and_keras_losses_agree(kind):
     head = heads()[kind]
     targets = assign(head, *pad_objects(objects(1)))
@@ -52,16 +56,18 @@ def test_torch_and_keras_losses_agree(kind):
     ours = dense_torch.DenseLoss(head)(torch.from_numpy(out), dense_torch.tensors(targets))
     theirs = dense_keras.DenseLoss(head)(keras.ops.convert_to_tensor(out), targets._asdict())
     assert set(ours) == set(theirs)
+    assert float(ours["loss_box"]) > 0 and float(ours["loss_cls"]) > 0
     for name in ours:
         np.testing.assert_allclose(
             float(keras.ops.convert_to_numpy(theirs[name])), float(ours[name]), rtol=1e-5
         )
 
 
-def test_keras_gradients_stay_finite_with_degenerate_background_boxes():
+@pytest.mark.parametrize("kind", ["fcos", "ssd"])
+def test_keras_gradients_stay_finite_with_degenerate_background_boxes(kind):
     import tensorflow as tf
 
-    head = heads()["fcos"]
+    head = heads()[kind]
     targets = assign(head, *pad_objects(objects(3)))
     out = tf.Variable(np.full((4, head.geometry.count, head.columns), -3.0, np.float32))
     with tf.GradientTape() as tape:

@@ -16,7 +16,10 @@ class, and FCOS' centre-ness target.
                      semantics (RetinaNet, Lin et al., 2017): IoU >= high positive, < low
                      background, between ignored, and each object's best anchors kept
                      (allow_low_quality_matches)
-    assign           the rule the head's coder calls for
+    match_default_boxes  softmax anchor heads (SSD, Liu et al., 2016): torchvision's
+                     SSDMatcher: IoU >= threshold positive, the rest background (no ignored
+                     band), and each object's best prior forced to it
+    assign           the rule the head calls for: its coder, and for anchors its scores
 """
 
 from __future__ import annotations
@@ -81,7 +84,9 @@ def pad_objects(
 
 
 def assign(head: HeadInfo, boxes, classes, **options) -> Targets:
-    """Targets for `head` by the rule its coder calls for (see the module docstring)."""
+    """Targets for `head` by the rule it calls for (see the module docstring)."""
+    if head.coder == "offsets" and head.activation == "softmax":
+        return match_default_boxes(head, boxes, classes, **options)
     if head.coder == "offsets":
         return match_anchors(head, boxes, classes, **options)
     return assign_centres(head, boxes, classes, **options)
@@ -146,6 +151,28 @@ def match_anchors(
         top = quality.max(2, keepdims=True)  # (B, K, 1)
         ties = ((quality == top) & (classes >= 0)[:, :, None]).any(1)  # (B, P)
         matched = np.where(ties, kept, matched)
+    return _gather(boxes, classes, matched)
+
+
+def match_default_boxes(head: HeadInfo, boxes, classes, threshold: float = 0.5) -> Targets:
+    """SSD's matching, as torchvision's SSDMatcher(threshold): each prior takes its best
+    object if their IoU reaches `threshold`, else the background; then each object takes
+    its own best prior, a later object winning a prior two share, as the index assignment
+    in SSDMatcher leaves it. Of priors whose IoUs with an object tie exactly, the first is
+    its best (torch's max may pick another of them). Padded objects never match."""
+    boxes, classes = _batch(boxes, classes)
+    anchors = anchor_boxes(head.geometry)  # (P, 4)
+    quality = np.where((classes >= 0)[:, :, None], _batched_iou(boxes, anchors), -1.0)  # (B,K,P)
+    if quality.shape[1] == 0:
+        matched = np.full((len(boxes), len(anchors)), BACKGROUND, np.int64)
+        return _gather(boxes, classes, matched)
+    matched = np.where(quality.max(1) >= threshold, quality.argmax(1), BACKGROUND)  # (B, P)
+    image, obj = np.nonzero(classes >= 0)
+    forced = np.full_like(matched, -1)
+    # two objects with the same best prior: the later one keeps it, as SSDMatcher's index
+    # assignment (torch, in order) leaves it; a plain numpy assignment leaves that order open
+    np.maximum.at(forced, (image, quality.argmax(2)[image, obj]), obj)
+    matched = np.where(forced >= 0, forced, matched)
     return _gather(boxes, classes, matched)
 
 

@@ -14,20 +14,53 @@ from cnnspec.detection.assign import assign
 from cnnspec.detection.priors import HeadInfo
 
 CLASS_LOSSES = ("focal", "bce")
+# SSD's classification (Liu et al., 2016, section 2.2, "Hard negative mining"): softmax
+# cross-entropy over the background and the classes, on every positive prior and the
+# NEGATIVE_RATIO times as many highest-loss negatives of each image; torchvision's SSD keeps
+# (1 - positive_fraction) / positive_fraction = 3 of them (positive_fraction 0.25).
+HARD_NEGATIVES = "hard_negatives"
+NEGATIVE_RATIO = 3.0
+
+
+class UntrainableHead(ValueError):
+    """A head that no loss trains as declared: its `detect` line is at fault, not the loss."""
 
 
 def class_loss_of(head: HeadInfo, name: str | None = None) -> str:
     """The classification loss: `name`, or focal without objectness (RetinaNet, FCOS) and
-    BCE on the foreground with it (YOLO: objectness already says where objects are)."""
+    BCE on the foreground with it (YOLO: objectness already says where objects are); a
+    softmax head (SSD) always trains with cross-entropy over hard negatives."""
+    if head.activation == "softmax":
+        return _softmax_loss(head, name)
     chosen = name or ("bce" if head.extra == "objectness" else "focal")
     if chosen not in CLASS_LOSSES:
         raise ValueError(f"unknown classification loss {chosen!r}; use one of focal, bce")
-    if head.activation == "softmax":
-        raise ValueError(
-            f"head {head.output}: training softmax heads (SSD's hard negative mining) is not "
-            "supported yet; declare the head's classes with sigmoid scores"
-        )
     return chosen
+
+
+def _softmax_loss(head: HeadInfo, name: str | None) -> str:
+    if head.coder != "offsets":
+        raise UntrainableHead(
+            f"head {head.output}: a softmax head trains as SSD does, from anchors; give it "
+            "anchors (sizes=..., anchors=ssd) or declare sigmoid scores"
+        )
+    if head.classes < 2:
+        raise UntrainableHead(
+            f"head {head.output}: a softmax head's classes count the background (class 0) "
+            f"and at least one object class. Received: classes={head.classes}"
+        )
+    if name not in (None, HARD_NEGATIVES):
+        raise ValueError(
+            f"head {head.output}: {name} classification is for sigmoid scores; a softmax "
+            "head trains with SSD's cross-entropy over hard negatives (leave the loss out)"
+        )
+    return HARD_NEGATIVES
+
+
+def object_classes(head: HeadInfo) -> int:
+    """The object classes a head tells apart: its class columns, less the background
+    column 0 of a softmax head (SSD's layout; decoding drops that column)."""
+    return head.classes - (head.activation == "softmax")
 
 
 # RetinaNet's prior (Lin et al., 2017, section 4.1): class logits, and YOLO's objectness,

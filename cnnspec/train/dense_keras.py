@@ -9,6 +9,12 @@ a degenerate predicted box would otherwise put 0 x NaN into the gradient.
     BCE         keras.ops.binary_crossentropy(from_logits=True)
     GIoU        Keras has no box loss, so torchvision's generalized_box_iou_loss is written
                 out (same eps, same formula)
+A softmax head (SSD) has dense_torch's SSD terms:
+    smooth L1   keras.losses.huber with delta 1 (the same function as smooth L1 with beta 1)
+                on the offsets encoded as torchvision's BoxCoder.encode_single (written
+                out, as `decode` is); a background prior encodes its own anchor (zeros)
+    hard negatives  keras.ops.sparse_categorical_crossentropy(from_logits=True), the
+                negatives ranked per image with two argsorts, as torchvision's SSD ranks them
 """
 
 from __future__ import annotations
@@ -18,7 +24,7 @@ import numpy as np
 from cnnspec.detection.assign import IGNORED
 from cnnspec.detection.postprocess import LOG_RATIO_CLIP
 from cnnspec.detection.priors import HeadInfo, anchor_boxes, points, strides
-from cnnspec.train.dense import class_loss_of
+from cnnspec.train.dense import HARD_NEGATIVES, NEGATIVE_RATIO, class_loss_of
 
 GIOU_EPS = 1e-7  # torchvision.ops.generalized_box_iou_loss's
 
@@ -34,6 +40,26 @@ class DenseLoss:
         else:
             self.points = points(head.geometry).astype(np.float32)
             self.scale = strides(head.geometry).astype(np.float32)
+
+    def encode(self, boxes):
+        """(B, P, 4) offsets of xyxy boxes from the anchors: BoxCoder.encode_single."""
+        from keras import ops
+
+        a = self.references
+        width, height = a[:, 2] - a[:, 0], a[:, 3] - a[:, 1]
+        cx, cy = a[:, 0] + 0.5 * width, a[:, 1] + 0.5 * height
+        wx, wy, ww, wh = (float(w) for w in self.head.coder_weights)
+        box_w, box_h = boxes[..., 2] - boxes[..., 0], boxes[..., 3] - boxes[..., 1]
+        box_x, box_y = boxes[..., 0] + 0.5 * box_w, boxes[..., 1] + 0.5 * box_h
+        return ops.stack(
+            [
+                wx * (box_x - cx) / width,
+                wy * (box_y - cy) / height,
+                ww * ops.log(box_w / width),
+                wh * ops.log(box_h / height),
+            ],
+            -1,
+        )
 
     def decode(self, deltas):
         """(B, P, 4) xyxy boxes from the (B, P, 4) box columns (postprocess' formulas)."""
@@ -59,6 +85,8 @@ class DenseLoss:
         import keras
         from keras import ops
 
+        if self.classification == HARD_NEGATIVES:
+            return self.ssd(out, targets)
         head = self.head
         matched = ops.convert_to_tensor(targets["matched"])
         fg = ops.cast(matched >= 0, out.dtype)
@@ -97,6 +125,40 @@ class DenseLoss:
         for value in losses.values():
             total = value if total is None else total + value
         return {"loss": total, **losses}
+
+    def ssd(self, out, targets: dict) -> dict:
+        """SSD's smooth L1 and hard-negative cross-entropy (dense_torch.DenseLoss.ssd)."""
+        import keras
+        from keras import ops
+
+        matched = ops.convert_to_tensor(targets["matched"])
+        fg = ops.cast(matched >= 0, out.dtype)
+        count = ops.maximum(ops.sum(fg), 1.0)
+        chosen = fg[..., None] > 0
+        truth = ops.where(
+            chosen, ops.convert_to_tensor(targets["boxes"], out.dtype), self.references
+        )
+        # huber is the mean over the 4 offsets; smooth L1 sums them
+        per = keras.losses.huber(self.encode(truth), out[..., :4], delta=1.0) * 4.0
+        box = ops.sum(per * fg)
+        classes = ops.convert_to_tensor(targets["classes"])
+        labels = ops.where(matched >= 0, classes + 1, ops.zeros_like(classes))
+        logits = out[..., 4 : 4 + self.head.classes]
+        ce = ops.sparse_categorical_crossentropy(labels, logits, from_logits=True)
+        hard = ops.cast(hard_negatives(ops.stop_gradient(ce), fg), out.dtype)
+        cls = ops.sum(ce * fg) + ops.sum(ce * hard)
+        losses = {"loss_box": box / count, "loss_cls": cls / count}
+        return {"loss": losses["loss_box"] + losses["loss_cls"], **losses}
+
+
+def hard_negatives(loss, fg):
+    """(B, P) bool: the negatives SSD trains on (dense_torch.hard_negatives): the rank of
+    each prior by descending loss, positives last, below 3 x the image's positives."""
+    from keras import ops
+
+    ranked = ops.argsort(ops.where(fg > 0, np.inf, -loss), axis=-1)  # descending loss
+    rank = ops.argsort(ranked, axis=-1)
+    return ops.cast(rank, fg.dtype) < NEGATIVE_RATIO * ops.sum(fg, axis=-1, keepdims=True)
 
 
 def giou_loss(a, b):

@@ -12,8 +12,16 @@ three terms, each summed and divided by the batch's number of foreground priors 
                 (YOLOv3-v5, YOLOX: the objectness column says whether there is an object)
     loss_extra  centre-ness: BCE against FCOS' centre-ness target on the foreground priors;
                 objectness: BCE against 1 on the foreground, 0 on the background
+A softmax head (SSD, Liu et al. 2016) has SSD's two terms instead, as torchvision's
+SSD.compute_loss writes them, both divided by the batch's foreground priors:
+    loss_box    smooth L1 (beta 1) of the box columns against the foreground objects
+                encoded on their anchors (torchvision's BoxCoder, the head's box_weights)
+    loss_cls    softmax cross-entropy against class + 1 (0: the background) on every
+                positive prior and, per image, the NEGATIVE_RATIO (3) times as many
+                negatives of the highest loss (hard negative mining)
 So an anchor-free head with centre-ness trained by `losses` equals torchvision's
-FCOSHead.compute_loss on the same matches (tests/test_detection_train.py).
+FCOSHead.compute_loss on the same matches, and a softmax head SSD.compute_loss
+(tests/test_detection_train.py, tests/test_detection_train_ssd.py).
 """
 
 from __future__ import annotations
@@ -26,7 +34,7 @@ from torchvision.ops import generalized_box_iou_loss, sigmoid_focal_loss
 
 from cnnspec.detection.assign import Targets
 from cnnspec.detection.priors import HeadInfo, anchor_boxes, points, strides
-from cnnspec.train.dense import class_loss_of
+from cnnspec.train.dense import HARD_NEGATIVES, NEGATIVE_RATIO, class_loss_of
 
 
 class Decoder(torch.nn.Module):
@@ -71,6 +79,8 @@ class DenseLoss:
 
     def __call__(self, out: torch.Tensor, targets: dict) -> dict[str, torch.Tensor]:
         """out: (B, P, 4 + C + E) float; targets: Targets' arrays as tensors (see `tensors`)."""
+        if self.classification == HARD_NEGATIVES:
+            return self.ssd(out, targets)
         head = self.head
         matched = targets["matched"]
         fg = matched >= 0
@@ -98,6 +108,29 @@ class DenseLoss:
             )
             losses["loss_extra"] = extra / count
         return {"loss": sum(losses.values()), **losses}
+
+    def ssd(self, out: torch.Tensor, targets: dict) -> dict[str, torch.Tensor]:
+        """SSD's smooth L1 and hard-negative cross-entropy (see the module docstring)."""
+        fg = targets["matched"] >= 0
+        count = fg.sum().clamp_min(1).to(out.dtype)
+        anchors = self.decode.references.expand(len(out), -1, -1)[fg]
+        encoded = self.decode.coder.encode_single(targets["boxes"][fg], anchors)
+        box = F.smooth_l1_loss(out[..., :4][fg], encoded, reduction="sum", beta=1.0)
+        labels = torch.where(fg, targets["classes"] + 1, 0)
+        logits = out[..., 4 : 4 + self.head.classes]
+        ce = F.cross_entropy(logits.flatten(0, 1), labels.flatten(), reduction="none")
+        ce = ce.view_as(labels)
+        cls = ce[fg].sum() + ce[hard_negatives(ce.detach(), fg)].sum()
+        losses = {"loss_box": box / count, "loss_cls": cls / count}
+        return {"loss": losses["loss_box"] + losses["loss_cls"], **losses}
+
+
+def hard_negatives(loss: torch.Tensor, fg: torch.Tensor) -> torch.Tensor:
+    """(B, P) the negatives SSD trains on: per image, the NEGATIVE_RATIO x (its positives)
+    of the highest `loss`, ranked as torchvision's SSD ranks them (positives last at -inf,
+    so an image with too few negatives also counts positives again, as there)."""
+    ranked = loss.masked_fill(fg, float("-inf")).argsort(1, descending=True)
+    return ranked.argsort(1) < NEGATIVE_RATIO * fg.sum(1, keepdim=True)
 
 
 def tensors(targets: Targets, device="cpu") -> dict[str, torch.Tensor]:

@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from cnnspec.detection.reading import Settings, detect
+from cnnspec.train.dense import object_classes
 
 # one colour per class, cycled (matplotlib's tab10)
 PALETTE = (
@@ -57,7 +58,7 @@ def predict_objects(
         settings=settings or Settings(),
         image_size=(height, width),
     )
-    names = list(names or plan.class_names or [str(k) for k in range(head.info.classes)])
+    names = list(names or plan.class_names or [str(k) for k in range(object_classes(head.info))])
     results = []
     if frames is None:
         frames = [stretch_frame(*image_size(path), (height, width)) for path in images]

@@ -148,9 +148,12 @@ class Meter:
     def _scored(self) -> dict:
         if self.report is None:
             from cnnspec.detection.evaluate import evaluate
+            from cnnspec.train.dense import object_classes
 
             head = next(h for h in self.plan.heads if h.role == "dense").info
-            names = getattr(self.plan, "class_names", None) or [str(k) for k in range(head.classes)]
+            names = getattr(self.plan, "class_names", None) or [
+                str(k) for k in range(object_classes(head))
+            ]
             self.report = evaluate(self.truths, self.detections, names)
         return self.report
 

@@ -31,7 +31,7 @@ from ..detection.priors import HeadInfo
 from ..errors import Span, SpecError, SpecErrors, did_you_mean
 from ..ir import CompileSpec, Model
 from ..logits import final_activation, strip_final_activations
-from .dense import class_loss_of
+from .dense import UntrainableHead, class_loss_of, object_classes
 
 TASKS = ("classify", "segment", "detect", "generate")
 # COCO box AP (detection.evaluate) of dense heads' decoded, NMS-filtered detections
@@ -358,8 +358,9 @@ class _Checker:
             chosen = next((DENSE_LOSSES[x] for x in losses if x in DENSE_LOSSES), None)
             try:  # the loss name is the classification loss: focal or bce
                 kind = class_loss_of(info, chosen)
-            except ValueError as exc:
-                self.error("E512", str(exc), "loss")
+            except ValueError as exc:  # at the head's line when the head is at fault
+                span = self.model.node(name).span if isinstance(exc, UntrainableHead) else None
+                self.error("E512", str(exc), "loss", span=span)
                 continue
             heads.append(Head(name, "dense", shape, act, [kind], info=info))
         for loss in losses:
@@ -515,14 +516,16 @@ class _Checker:
         if num_classes is None:
             return
         for h in heads:
-            if h.role == "dense" and h.info.classes != num_classes:
+            if h.role == "dense" and object_classes(h.info) != num_classes:
+                background = h.info.classes - object_classes(h.info)  # a softmax head's
                 self.error(
                     "E515",
-                    f"detection head {h.output} predicts {h.info.classes} classes but the "
-                    f"data has {num_classes}",
+                    f"detection head {h.output} predicts {object_classes(h.info)} classes "
+                    f"but the data has {num_classes}",
                     "loss",
-                    hint=f"declare {num_classes} classes in the head, or load data with "
-                    f"{h.info.classes}",
+                    hint=f"declare {num_classes + background} classes in the head"
+                    f"{' (the background included)' if background else ''}, or load data "
+                    f"with {object_classes(h.info)}",
                     span=self.model.node(h.output).span,
                 )
             if h.role in ("class", "mask") and h.units > 1 and h.units != num_classes:
