@@ -31,7 +31,7 @@ from cnnspec.data.imaging import (
     unfit_boxes,
 )
 from cnnspec.data.object_index import ObjectIndex
-from cnnspec.data.samples import ArrayImages, FileImages, ObjectArrays, Samples
+from cnnspec.data.samples import ArrayImages, FileImages, ObjectArrays, Samples, path_array
 from cnnspec.detection.assign import pad_objects
 from cnnspec.detection.objects import Truth
 
@@ -64,16 +64,19 @@ def index_objects(
     return samples_of(index, (height, width, channels), resize)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class LetterboxImages:
     """Image files decoded to uint8 and letterboxed to `size` per sample (a reader of
     Samples, like FileImages; not one, so that the Keras loader's TF decoding, which
     stretches, leaves these to Pillow)."""
 
-    paths: tuple
+    paths: np.ndarray  # samples.path_array
     size: tuple[int, int]
     channels: int
     masks = None
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "paths", path_array(self.paths))
 
     def __len__(self) -> int:
         return len(self.paths)

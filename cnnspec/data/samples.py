@@ -14,6 +14,7 @@ Readers are plain picklable objects so that worker processes receive them:
 from __future__ import annotations
 
 import dataclasses
+import os
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -26,14 +27,28 @@ CACHES = ("none", "ram")
 STATS_LIMIT = 2048  # images a bare `normalize` fits its mean and std to (a seeded subset)
 
 
-@dataclass(frozen=True)
-class FileImages:
-    """Image files (and optional mask files), decoded to uint8 at `size` per sample."""
+def path_array(paths) -> np.ndarray:
+    """File paths as one numpy string array. Forked decoding workers read it without
+    touching any Python object's reference count, so its pages stay shared with the
+    trainer; a tuple of Path objects was copied into each worker as the epoch read it
+    (PyTorch issue 13246): 0.5 GiB more PSS at 100,000 images than at 10,000."""
+    return np.array([os.fspath(p) for p in paths], dtype=np.str_)
 
-    paths: tuple
+
+@dataclass(frozen=True, eq=False)
+class FileImages:
+    """Image files (and optional mask files), decoded to uint8 at `size` per sample.
+    `paths` and `masks` are kept as path_array's."""
+
+    paths: np.ndarray
     size: tuple[int, int]
     channels: int
-    masks: tuple | None = None
+    masks: np.ndarray | None = None
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "paths", path_array(self.paths))
+        if self.masks is not None:
+            object.__setattr__(self, "masks", path_array(self.masks))
 
     def __len__(self) -> int:
         return len(self.paths)
