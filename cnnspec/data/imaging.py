@@ -168,6 +168,32 @@ def read_mask(path: Path) -> np.ndarray:
     return labels.astype(np.int64)
 
 
+def read_images(paths: list[str], shape: tuple[int, ...]) -> np.ndarray:
+    """Images as NHWC float32 in [0, 1], resized to the network's input: what `cnnspec predict`
+    reads (stretched; train/detections.read_object_images letterboxes where the spec says)."""
+    from PIL import Image
+
+    h, w, c = shape
+    arrays = []
+    for p in paths:
+        try:  # Pillow refuses decompression bombs, truncated and non-image files here
+            with Image.open(p) as img:
+                img = img.convert("L" if c == 1 else "RGB")
+                a = np.asarray(img, dtype=np.float32) / 255.0
+        except Exception as exc:  # noqa: BLE001  Pillow raises OSError, ValueError, SyntaxError...
+            raise DataError(
+                f"cannot read image {p}: {exc}",
+                hint="the file is corrupt, too large or not an image",
+            ) from None
+        a = a[..., None] if a.ndim == 2 else a
+        arrays.append(a)
+    out = []
+    for a in arrays:
+        a = resize(a[None], (h, w)) if a.shape[:2] != (h, w) else a[None]
+        out.append(to_channels(a, c)[0])
+    return np.stack(out).astype(np.float32)
+
+
 def image_size(path: Path) -> tuple[int, int]:
     """(width, height) of an image file without decoding its pixels."""
     from PIL import Image

@@ -80,10 +80,14 @@ def predict_objects(
 def read_object_images(paths: list[str], shape, resize: str = "stretch"):
     """(images (N, H, W, C) float32 in [0, 1] as the network takes them, their frames).
     Letterboxed images are decoded as the training workers decode them (imaging.decode_image);
-    stretched ones as `predict` always read them (session.read_images)."""
-    from cnnspec.data.imaging import decode_image, image_size, letterbox_frame, stretch_frame
-
-    from .session import read_images
+    stretched ones as `predict` always read them (imaging.read_images)."""
+    from cnnspec.data.imaging import (
+        decode_image,
+        image_size,
+        letterbox_frame,
+        read_images,
+        stretch_frame,
+    )
 
     height, width, channels = shape
     if resize != "letterbox":
