@@ -103,7 +103,7 @@ def assign_centres(
         return _gather(boxes, classes, np.full((len(boxes), geometry.count), BACKGROUND))
     centre = points(geometry)  # (P, 2)
     scale = strides(geometry)  # (P,)
-    sizes = [h * w * geometry.per_cell(i) for i, (h, w) in enumerate(geometry.shapes)]
+    sizes = geometry.level_counts
     lower, upper = scale * ranges[0], scale * ranges[1]
     lower[: sizes[0]] = 0
     upper[len(scale) - sizes[-1] :] = np.inf
@@ -129,6 +129,14 @@ def assign_centres(
     return targets._replace(centerness=_centerness(picked, matched >= 0))
 
 
+def _anchor_quality(head: HeadInfo, boxes, classes):
+    """(boxes, classes, quality): the padded batch and each object's IoU with each anchor,
+    (B, K, P), -1 for padding so that it never matches."""
+    boxes, classes = _batch(boxes, classes)
+    iou = _batched_iou(boxes, anchor_boxes(head.geometry))
+    return boxes, classes, np.where((classes >= 0)[:, :, None], iou, -1.0)
+
+
 def match_anchors(
     head: HeadInfo, boxes, classes, high: float = 0.5, low: float = 0.4, low_quality: bool = True
 ) -> Targets:
@@ -136,12 +144,9 @@ def match_anchors(
     Padded objects never match; an image without objects is all background."""
     if low > high:
         raise ValueError(f"the low IoU threshold {low} is above the high one {high}")
-    boxes, classes = _batch(boxes, classes)
-    anchors = anchor_boxes(head.geometry)  # (P, 4)
-    quality = np.where((classes >= 0)[:, :, None], _batched_iou(boxes, anchors), -1.0)  # (B,K,P)
-    if quality.shape[1] == 0:
-        matched = np.full((len(boxes), len(anchors)), BACKGROUND, np.int64)
-        return _gather(boxes, classes, matched)
+    boxes, classes, quality = _anchor_quality(head, boxes, classes)
+    if quality.shape[1] == 0:  # no objects: all background
+        return _gather(boxes, classes, np.full(quality.shape[::2], BACKGROUND, np.int64))
     best, matched = quality.max(1), quality.argmax(1)  # (B, P)
     kept = matched.copy()
     matched = np.where(best < low, BACKGROUND, np.where(best < high, IGNORED, matched))
@@ -160,12 +165,9 @@ def match_default_boxes(head: HeadInfo, boxes, classes, threshold: float = 0.5) 
     its own best prior, a later object winning a prior two share, as the index assignment
     in SSDMatcher leaves it. Of priors whose IoUs with an object tie exactly, the first is
     its best (torch's max may pick another of them). Padded objects never match."""
-    boxes, classes = _batch(boxes, classes)
-    anchors = anchor_boxes(head.geometry)  # (P, 4)
-    quality = np.where((classes >= 0)[:, :, None], _batched_iou(boxes, anchors), -1.0)  # (B,K,P)
-    if quality.shape[1] == 0:
-        matched = np.full((len(boxes), len(anchors)), BACKGROUND, np.int64)
-        return _gather(boxes, classes, matched)
+    boxes, classes, quality = _anchor_quality(head, boxes, classes)
+    if quality.shape[1] == 0:  # no objects: all background
+        return _gather(boxes, classes, np.full(quality.shape[::2], BACKGROUND, np.int64))
     matched = np.where(quality.max(1) >= threshold, quality.argmax(1), BACKGROUND)  # (B, P)
     image, obj = np.nonzero(classes >= 0)
     forced = np.full_like(matched, -1)

@@ -62,9 +62,19 @@ class Geometry:
         return 1 if self.anchors is None else len(self.anchors[level])
 
     @property
+    def level_counts(self) -> tuple[int, ...]:
+        """Priors per level, in the output's order."""
+        return tuple(h * w * self.per_cell(i) for i, (h, w) in enumerate(self.shapes))
+
+    @property
     def count(self) -> int:
         """P, the number of priors over all levels."""
-        return sum(h * w * self.per_cell(i) for i, (h, w) in enumerate(self.shapes))
+        return sum(self.level_counts)
+
+    def level_spans(self) -> list[tuple[int, int]]:
+        """(first, end) prior of each level, in the output's order."""
+        ends = np.cumsum(self.level_counts).tolist()
+        return list(zip([0, *ends[:-1]], ends))
 
 
 @dataclass(frozen=True)
@@ -118,13 +128,7 @@ def points(geometry: Geometry) -> np.ndarray:
 
 def strides(geometry: Geometry) -> np.ndarray:
     """(P,) the stride of every prior's level."""
-    return np.concatenate(
-        [
-            np.full(h * w * geometry.per_cell(i), s, np.float64)
-            for i, ((h, w), s) in enumerate(zip(geometry.shapes, geometry.strides))
-        ]
-        or [np.zeros(0)]
-    )
+    return np.repeat(np.asarray(geometry.strides, np.float64), geometry.level_counts)
 
 
 def anchor_boxes(geometry: Geometry) -> np.ndarray:

@@ -162,18 +162,11 @@ def candidates(head: HeadInfo, scores: np.ndarray, settings: Settings) -> np.nda
         rows = np.ascontiguousarray(scores.transpose(0, 2, 1)).reshape(-1, count)
         _cut(rows, k)
         return rows.reshape(batch, classes, count).transpose(0, 2, 1)
-    for start, end in levels(head):
+    for start, end in head.geometry.level_spans():
         rows = scores[:, start:end].reshape(batch, -1)  # level by level: (prior, class) pairs
         _cut(rows, k)
         scores[:, start:end] = rows.reshape(batch, end - start, classes)
     return scores
-
-
-def levels(head: HeadInfo) -> list[tuple[int, int]]:
-    """(first, end) prior of each level, in the output's order."""
-    shapes, per_cell = head.geometry.shapes, head.geometry.per_cell
-    ends = np.cumsum([h * w * per_cell(i) for i, (h, w) in enumerate(shapes)]).tolist()
-    return list(zip([0, *ends[:-1]], ends))
 
 
 def _cut(rows: np.ndarray, k: int) -> None:

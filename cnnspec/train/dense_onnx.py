@@ -14,7 +14,7 @@ import torch
 from torchvision.ops import batched_nms
 
 from cnnspec.detection.priors import HeadInfo
-from cnnspec.detection.reading import Settings, levels
+from cnnspec.detection.reading import Settings
 from cnnspec.train.dense_torch import Decoder
 
 
@@ -74,7 +74,7 @@ class Decoded(torch.nn.Module):
         if self.head.activation == "softmax":
             return _top(scores, k, 0) if len(scores) > k else scores
         parts = []
-        for start, end in levels(self.head):
+        for start, end in self.head.geometry.level_spans():
             part = scores[start:end].flatten()
             parts.append((_top(part, k, 0) if len(part) > k else part).reshape(end - start, -1))
         return torch.cat(parts)
@@ -98,29 +98,11 @@ def _top(scores, k: int, dim: int):
 
 def export_decoded(net, model, head: HeadInfo, path, nms: Settings | None = None, opset=17):
     """Write `net` with decoding (and NMS when `nms` is given) as ONNX, atomically."""
-    import warnings
-
-    from cnnspec.backends.torch.export import input_example
-    from cnnspec.outputs import write_with
+    from cnnspec.backends.torch.export import write_onnx
 
     index = list(model.outputs).index(head.output)
-    wrapped = Decoded(net, head, index, tuple(model.input_shape[:2]), nms).eval()
+    wrapped = Decoded(net, head, index, tuple(model.input_shape[:2]), nms)
     names = ["boxes", "scores", "classes"] if nms else ["boxes", "scores"]
     axes = {"input": {0: "batch"}} if nms is None else {}
     axes.update({n: {0: "batch" if nms is None else "detections"} for n in names})
-
-    def write(tmp):
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            torch.onnx.export(
-                wrapped,
-                (input_example(model),),
-                tmp,
-                dynamo=False,
-                input_names=["input"],
-                output_names=names,
-                dynamic_axes=axes,
-                opset_version=opset,
-            )
-
-    write_with(path, write)
+    write_onnx(wrapped, model, path, names, axes, opset)

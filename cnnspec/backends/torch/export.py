@@ -15,16 +15,23 @@ def input_example(model: Model, batch: int = 1):
 
 
 def export_onnx(module, model: Model, path, opset: int = 17) -> None:
-    """Write the network (eval mode) as ONNX, batch size dynamic; atomically (temp + rename).
-    Uses torch's TorchScript-based exporter (the dynamo one needs onnxscript)."""
+    """Write the network (eval mode) as ONNX, batch size dynamic; atomically (temp + rename)."""
+    outputs = [identifier(o) for o in model.outputs]
+    axes = {"input": {0: "batch"}, **{o: {0: "batch"} for o in outputs}}
+    write_onnx(module, model, path, outputs, axes, opset)
+
+
+def write_onnx(module, model: Model, path, outputs: list[str], axes: dict, opset: int) -> None:
+    """`module` (in eval mode, its mode restored after) traced on the spec's input example and
+    written as ONNX with these output names and dynamic axes, atomically (temp + rename).
+    Uses torch's TorchScript-based exporter (the dynamo one needs onnxscript); its tracer
+    warnings are about Python values made constants, which the export means to do."""
     import warnings
 
     import torch
 
     from ...outputs import write_with
 
-    outputs = [identifier(o) for o in model.outputs]
-    axes = {"input": {0: "batch"}, **{o: {0: "batch"} for o in outputs}}
     was_training = module.training
     module.eval()
 
