@@ -73,6 +73,28 @@ def test_streamed_samples_equal_the_loaded_arrays(tmp_path):
         assert np.array_equal(one["x"], whole.x[i]) and np.array_equal(one["masks"], whole.masks[i])
 
 
+@pytest.mark.parametrize(
+    "paths",
+    [
+        ["/data/train/cat/1.jpg", "/data/train/cat/2.jpg", "/data/train/dog/10.jpg"],
+        ["/d/été/ü.png", "/d/été/ñ.png", "/d/\udcff.png"],  # \udcff: an undecodable byte
+        ["/only/one.jpg"],
+        ["a.jpg", "b.jpg"],  # nothing shared
+        [],
+    ],
+)
+def test_path_array_gives_back_every_path(paths):
+    """Paths are held as their shared prefix and bytes of the rest; each row reads back as
+    the same str, whatever its characters (os.fsencode's surrogateescape included)."""
+    held = samples_module.path_array([Path(p) for p in paths])
+    assert len(held) == len(paths)
+    assert [held[i] for i in range(len(paths))] == paths
+    assert samples_module.path_array(held) is held
+    assert all(p.startswith(held.prefix) for p in paths)
+    if paths and paths[0].startswith("/data/"):  # 1 byte a character after the prefix
+        assert held.prefix == "/data/train/" and held.rest.dtype == np.dtype("S10")
+
+
 def test_ram_cache_keeps_uint8_and_gives_the_same_batches(tmp_path):
     write_shapes(tmp_path, "folder", n=12, size=16, seed=2)
     streamed = index(str(tmp_path), (16, 16, 3), "classify")

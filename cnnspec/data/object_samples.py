@@ -31,7 +31,14 @@ from cnnspec.data.imaging import (
     unfit_boxes,
 )
 from cnnspec.data.object_index import ObjectIndex
-from cnnspec.data.samples import ArrayImages, FileImages, ObjectArrays, Samples, path_array
+from cnnspec.data.samples import (
+    ArrayImages,
+    FileImages,
+    ObjectArrays,
+    PathArray,
+    Samples,
+    path_array,
+)
 from cnnspec.detection.assign import pad_objects
 from cnnspec.detection.objects import Truth
 
@@ -70,7 +77,7 @@ class LetterboxImages:
     Samples, like FileImages; not one, so that the Keras loader's TF decoding, which
     stretches, leaves these to Pillow)."""
 
-    paths: np.ndarray  # samples.path_array
+    paths: PathArray
     size: tuple[int, int]
     channels: int
     masks = None
