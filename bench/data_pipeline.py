@@ -2,7 +2,8 @@
 
 Three measurements (issue 15):
   memory     peak memory of the whole process tree of `cnnspec train` for one epoch, at
-             the smallest and the largest folder size: ratio <= 1.1 and under 3 GiB, held
+             the smallest and the largest folder size (medians of --memory-runs runs of
+             each, the sizes in turn): ratio <= 1.1 and under 3 GiB, held
              on the sum of RSS, as the issue says. RSS counts the pages a forked worker
              shares with the trainer (torch's heap, about 300 MiB) once per worker; the sum
              of PSS, which divides shared pages among the processes mapping them, is
@@ -270,14 +271,30 @@ def compare(name: str, rates: dict, goal: float, rows: list) -> None:
         )
 
 
-def measure_memory(folders: dict, sizes: list, workers: int, rows: list, data: dict) -> None:
+def measure_memory(
+    folders: dict, sizes: list, workers: int, runs: int, rows: list, data: dict
+) -> None:
+    """Each size `runs` times, the sizes in turn; the medians of the peaks are compared (a
+    peak is a 0.2 s sample of transient highs, about 100 MiB apart from run to run)."""
+    measured: dict[int, list] = {n: [] for n in sizes}
     with tempfile.TemporaryDirectory() as work:
-        memory = {n: peak_train_memory(folders[n], workers, Path(work)) for n in sizes}
-    for n, (rss, pss, seconds) in memory.items():
-        print(
-            f"train 1 epoch on {n} images: peak RSS {rss / 2**20:.0f} MiB, "
-            f"PSS {pss / 2**20:.0f} MiB (process tree), {seconds:.0f} s"
-        )
+        for _ in range(runs):
+            for n in sizes:
+                rss, pss, seconds = peak_train_memory(folders[n], workers, Path(work))
+                measured[n].append((rss, pss, seconds))
+                print(
+                    f"train 1 epoch on {n} images: peak RSS {rss / 2**20:.0f} MiB, "
+                    f"PSS {pss / 2**20:.0f} MiB (process tree), {seconds:.0f} s",
+                    flush=True,
+                )
+    memory = {
+        n: tuple(statistics.median(m[i] for m in v) for i in range(3)) for n, v in measured.items()
+    }
+    if runs > 1:
+        for n, (rss, pss, _) in memory.items():
+            print(
+                f"median of {runs} at {n} images: RSS {rss / 2**20:.0f} MiB, PSS {pss / 2**20:.0f} MiB"
+            )
     for i, kind in enumerate(("RSS", "PSS")):
         small, large = memory[sizes[0]][i], memory[sizes[-1]][i]
         ratio = large / small
@@ -294,6 +311,7 @@ def measure_memory(folders: dict, sizes: list, workers: int, rows: list, data: d
     data["peak_rss"] = {str(n): m[0] for n, m in memory.items()}
     data["peak_pss"] = {str(n): m[1] for n, m in memory.items()}
     data["train_seconds"] = {str(n): m[2] for n, m in memory.items()}
+    data["memory_runs"] = {str(n): v for n, v in measured.items()}
 
 
 def main() -> None:
@@ -311,6 +329,9 @@ def main() -> None:
     parser.add_argument("--no-keras", action="store_true")
     parser.add_argument("--no-torch", action="store_true")
     parser.add_argument("--no-memory", action="store_true", help="throughput only")
+    parser.add_argument(
+        "--memory-runs", type=int, default=3, help="`cnnspec train` runs of each size (medians)"
+    )
     parser.add_argument("--json", type=Path, help="write the measurements here")
     args = parser.parse_args()
     sizes = sorted(int(s) for s in args.sizes.split(","))
@@ -318,7 +339,7 @@ def main() -> None:
     folders = {n: write_folder(n, root / f"folder-{n}") for n in sizes}
     rows, data = [], {"machine": machine(), "workers": args.workers, "sizes": sizes}
     if not args.no_memory:
-        measure_memory(folders, sizes, args.workers, rows, data)
+        measure_memory(folders, sizes, args.workers, args.memory_runs, rows, data)
     folder = folders[sizes[0]]
     if not args.no_torch:
         rates = alternate(lambda: torch_rates(folder, args.workers, args.batches), args.rounds)
