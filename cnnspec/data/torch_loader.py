@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import ctypes
 import weakref
 from dataclasses import dataclass
 
@@ -89,8 +88,6 @@ class _Loader(tud.DataLoader):
     def __iter__(self):
         if self.num_workers > 0:
             _end_other_workers(self)
-            if self._iterator is None:  # this pass forks the workers
-                release_free_heap()
         batches = super().__iter__()
         try:
             for batch in batches:
@@ -112,19 +109,6 @@ class _Loader(tud.DataLoader):
                 hint="continue with --resume; if memory ran out, use fewer "
                 "--workers or --cache none",
             ) from None
-
-
-def release_free_heap() -> None:
-    """Give the C heap's free pages back to the system (glibc's malloc_trim) before the
-    workers fork: a forked worker's RSS counts every page the trainer has mapped, freed or
-    not. Indexing 100,000 files leaves about 40 MiB of freed heap that glibc keeps, which
-    five processes then count (bench/data_pipeline.py). A no-op without glibc."""
-    try:
-        trim = ctypes.CDLL(None).malloc_trim
-    except (OSError, AttributeError):  # not glibc (macOS, musl, Windows)
-        return
-    trim.argtypes, trim.restype = [ctypes.c_size_t], ctypes.c_int
-    trim(0)
 
 
 def _end_other_workers(loader: _Loader) -> None:
